@@ -1,0 +1,3 @@
+"""Floor 1: pure array functions, no state."""
+
+__all__: list[str] = []
