@@ -94,8 +94,7 @@ class Layer:
             new = np.asarray(state[k])
             if new.shape != v.shape:
                 raise ValueError(
-                    f"{self.name}.load_state_dict: '{k}' has shape {new.shape}, "
-                    f"expected {v.shape}"
+                    f"{self.name}.load_state_dict: '{k}' has shape {new.shape}, expected {v.shape}"
                 )
         for k in self.params:
             self.params[k][...] = state[k]

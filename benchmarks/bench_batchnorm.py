@@ -1,0 +1,139 @@
+"""Batch norm training forward+backward: bnlab fused, bnlab reference, torch F.batch_norm.
+
+Issue 2, section 6. float32; dense (N, D) and NHWC images for bnlab, NCHW for torch (its
+native layout), torch with its default threads and autograd for the backward pass. Each side
+runs in its own process, alternating, 3 rounds; cells are medians. GB/s counts x, y, dy and
+dx once each (4 arrays) for batch norm and source + destination for a same-size ``x.copy()``.
+Target: fused <= 0.5x torch on every shape. The first call of a fresh process (Numba JIT:
+compiled from scratch with an empty cache, or loaded from the on-disk cache) is reported
+separately.
+
+    python benchmarks/bench_batchnorm.py
+    BENCH_THREADS=1 python benchmarks/bench_batchnorm.py   # both sides single-threaded
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import Job, alternate, fmt_time, markdown_table, median, ratio, run_jobs  # noqa: E402
+
+SHAPES: list[tuple[int, ...]] = [(256, 1024), (60, 100), (32, 32, 32, 32), (32, 16, 16, 64)]
+SHAPES += [(64, 28, 28, 256)]
+
+
+def _data(shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    return x, dy
+
+
+def ours_step(shape: list[int], impl: str) -> Callable[[], None]:
+    """bnlab training forward + backward on channels-last data."""
+    import numpy as np
+
+    from bnlab.kernels import batchnorm as fused
+    from bnlab.kernels import batchnorm_ref as ref
+
+    mod = fused if impl == "fused" else ref
+    x, dy = _data(tuple(shape))
+    gamma, beta = np.ones(shape[-1], np.float32), np.zeros(shape[-1], np.float32)
+
+    def step() -> None:
+        _, cache = mod.batch_norm_forward(x, gamma, beta)
+        mod.batch_norm_backward(dy, cache)
+
+    return step
+
+
+def copy_step(shape: list[int]) -> Callable[[], None]:
+    x, _ = _data(tuple(shape))
+    return lambda: None if x.copy() is None else None
+
+
+def torch_step(shape: list[int]) -> Callable[[], None]:
+    """torch.nn.functional.batch_norm (training, running stats) + autograd backward, NCHW."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    x, dy = _data(tuple(shape))
+    if len(shape) == 4:
+        x, dy = np.moveaxis(x, -1, 1).copy(), np.moveaxis(dy, -1, 1).copy()
+    C = shape[-1]
+    xt, dyt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(dy)
+    w, b = torch.ones(C, requires_grad=True), torch.zeros(C, requires_grad=True)
+    rm, rv = torch.zeros(C), torch.ones(C)
+
+    def step() -> None:
+        y = F.batch_norm(xt, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+        y.backward(dyt)
+
+    return step
+
+
+def first_call_rows() -> list[list[str]]:
+    shape = [32, 16, 16, 64]
+    job = [Job("fused", "bench_batchnorm:ours_step", {"shape": shape, "impl": "fused"}, reps=3)]
+    rows = []
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cold = run_jobs(job, env={"NUMBA_CACHE_DIR": cache_dir})["fused"]
+        warm = run_jobs(job, env={"NUMBA_CACHE_DIR": cache_dir})["fused"]
+    for label, res in (("empty JIT cache (compile)", cold), ("warm on-disk cache", warm)):
+        rows.append([label, fmt_time(res["setup_s"]), fmt_time(res["first_call_s"])])
+    return rows
+
+
+def main() -> None:
+    ours: list[Job] = []
+    theirs: list[Job] = []
+    for shape in SHAPES:
+        key, kw = "x".join(map(str, shape)), {"shape": list(shape)}
+        ours.append(
+            Job(f"fused {key}", "bench_batchnorm:ours_step", {**kw, "impl": "fused"}, 60, 3, 1.5)
+        )
+        ours.append(
+            Job(f"ref {key}", "bench_batchnorm:ours_step", {**kw, "impl": "ref"}, 5, 1, 1.0)
+        )
+        ours.append(Job(f"copy {key}", "bench_batchnorm:copy_step", kw, 60, 3, 1.0))
+        theirs.append(Job(f"torch {key}", "bench_batchnorm:torch_step", kw, 60, 3, 1.5))
+    threads = os.environ.get("BENCH_THREADS")  # e.g. 1: compare single-threaded on a busy host
+    env = {"OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads} if threads else None
+    times = alternate({"ours": ours, "torch": theirs}, rounds=3, env=env)
+    rows = []
+    for shape in SHAPES:
+        key = "x".join(map(str, shape))
+        sides = (("ours", "fused"), ("ours", "ref"), ("ours", "copy"), ("torch", "torch"))
+        t = {k: median(times[g, f"{k} {key}"]) for g, k in sides}
+        best = min(times["ours", f"fused {key}"]) / min(times["torch", f"torch {key}"])
+        nbytes = 4 * math.prod(shape)
+        layout = "NHWC / NCHW" if len(shape) == 4 else "(N, D)"
+        rows.append([
+            f"{shape} {layout}", fmt_time(t["fused"]), fmt_time(t["ref"]), fmt_time(t["torch"]),
+            f"**{ratio(t['fused'], t['torch'])}**", f"{best:.2f}x", ratio(t["ref"], t["torch"]),
+            f"{4 * nbytes / t['fused'] / 1e9:.1f}", f"{2 * nbytes / t['copy'] / 1e9:.1f}",
+        ])  # fmt: skip
+    header = ["shape (bnlab / torch)", "fused", "reference", "torch", "fused/torch",
+              "fused/torch (min)", "ref/torch", "fused GB/s", "copy GB/s"]  # fmt: skip
+    what = f", {threads} thread(s) each" if threads else ", default threads"
+    print(f"## Batch norm training forward + backward (float32{what})\n")
+    print(
+        "Medians of 3 alternating rounds, each side in its own process (min column: best/best, "
+        "less sensitive to a busy machine); target fused/torch <= 0.5x.\n"
+    )
+    print(markdown_table(header, rows))
+    print("\nFirst call in a fresh process, fused, NHWC (32, 16, 16, 64):\n")
+    print(markdown_table(["Numba cache", "import + setup", "first call"], first_call_rows()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Reusable timing harness: each side in a fresh process, sides alternating, medians, Markdown.
+
+Why processes: PyTorch and Numba each bring an OpenMP runtime, and in one process their idle
+threads spin against each other, so bnlab and torch are never timed in the same process.
+Alternating (ours, torch, ours, torch, ...) spreads the noise of a shared machine over both.
+
+The API, in the order a benchmark script uses it::
+
+    from harness import Job, alternate, median, markdown_table, ratio
+
+    jobs = {
+        "ours":  [Job("dense", "bench_mine:ours_step", {"n": 256}, reps=50)],
+        "torch": [Job("dense", "bench_mine:torch_step", {"n": 256}, reps=50)],
+    }
+    times = alternate(jobs, rounds=3)            # {("ours", "dense"): [s, s, ...], ...}
+    t_ours, t_torch = median(times["ours", "dense"]), median(times["torch", "dense"])
+    print(markdown_table(["case", "ours", "torch", "ratio"],
+                         [["dense", fmt_time(t_ours), fmt_time(t_torch), ratio(t_ours, t_torch)]]))
+
+* ``Job(name, factory, kwargs, reps, warmup=2, max_seconds=5.0)``: ``factory`` is
+  ``"module:function"``; the module is imported from the ``benchmarks/`` folder in the worker,
+  ``function(**kwargs)`` must return a zero-argument callable (one timed step). The worker calls
+  it ``warmup`` times (the first call's time is kept as ``first_call_s``: JIT compilation or
+  cache loading), then up to ``reps`` timed calls or ``max_seconds``, whichever comes first.
+* ``run_jobs(jobs, env=None)``: one fresh process that runs the jobs in order; returns
+  ``{name: {"times": [...], "first_call_s": s}}``. ``env`` adds environment variables (e.g. an
+  empty ``NUMBA_CACHE_DIR`` to measure a cold JIT compile).
+* ``alternate(groups, rounds, env=None)``: for each round, one fresh process per group, in
+  turn; returns ``{(group, job name): all timed samples}``.
+* ``median``, ``ratio`` (``"0.42x"``), ``fmt_time`` (``"1.23 ms"``), ``markdown_table``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+__all__ = ["Job", "run_jobs", "alternate", "median", "ratio", "fmt_time", "markdown_table"]
+
+
+@dataclass
+class Job:
+    """One timed step: ``factory`` ("module:function") builds it from ``kwargs`` in the worker."""
+
+    name: str
+    factory: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    reps: int = 20
+    warmup: int = 2
+    max_seconds: float = 5.0
+
+
+def run_jobs(jobs: list[Job], env: dict[str, str] | None = None, timeout: float = 900) -> dict:
+    """Run ``jobs`` in one fresh Python process; return ``{name: {"times", "first_call_s"}}``."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = HERE + os.pathsep + full_env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "harness.py"), "--worker"],
+        input=json.dumps([asdict(j) for j in jobs]),
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def alternate(
+    groups: dict[str, list[Job]], rounds: int = 3, env: dict[str, str] | None = None
+) -> dict[tuple[str, str], list[float]]:
+    """Each round runs every group's jobs in a fresh process, groups in turn; pool the samples."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for group, jobs in groups.items():
+            for name, res in run_jobs(jobs, env=env).items():
+                out.setdefault((group, name), []).extend(res["times"])
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x"
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _worker() -> None:
+    """Child side: read jobs (JSON) on stdin, print results (JSON) as the last stdout line."""
+    results = {}
+    for spec in json.loads(sys.stdin.read()):
+        module, func = spec["factory"].split(":")
+        t0 = time.perf_counter()
+        step = getattr(importlib.import_module(module), func)(**spec["kwargs"])
+        t1 = time.perf_counter()
+        step()
+        first = time.perf_counter() - t1
+        for _ in range(spec["warmup"] - 1):
+            step()
+        times: list[float] = []
+        deadline = time.perf_counter() + spec["max_seconds"]
+        while len(times) < spec["reps"] and (len(times) < 3 or time.perf_counter() < deadline):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        results[spec["name"]] = {"times": times, "first_call_s": first, "setup_s": t1 - t0}
+    print(json.dumps(results))
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    _worker()

@@ -1,0 +1,152 @@
+"""Walking a model: leaf layers, BN detection, mode save/restore, shapes (private helpers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from bnlab.layers.base import Layer
+
+
+def children(layer: Any) -> list[Any] | None:
+    """The sub-layers of a container (anything with a ``layers`` list), else None."""
+    subs = getattr(layer, "layers", None)
+    return list(subs) if isinstance(subs, list | tuple) else None
+
+
+def iter_leaves(model: Any) -> Iterator[Any]:
+    """Every non-container layer, depth first, in forward order."""
+    subs = children(model)
+    if subs is None:
+        yield model
+        return
+    for sub in subs:
+        yield from iter_leaves(sub)
+
+
+def iter_paths(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(path, layer)`` for every leaf; path is the dotted index used in state_dict keys."""
+    subs = children(model)
+    if subs is None:
+        yield prefix, model
+        return
+    for i, sub in enumerate(subs):
+        yield from iter_paths(sub, f"{prefix}.{i}" if prefix else str(i))
+
+
+def describe(path: str, layer: Any) -> str:
+    """``layer 4 'BatchNorm' (BatchNorm)``: how error messages name a layer."""
+    where = f"layer {path} " if path else "layer "
+    return f"{where}'{getattr(layer, 'name', '?')}' ({type(layer).__name__})"
+
+
+def iter_all(model: Any) -> Iterator[Any]:
+    """Every layer, containers included (the container before its children)."""
+    yield model
+    for sub in children(model) or []:
+        yield from iter_all(sub)
+
+
+def _bn_types() -> tuple[type, ...]:
+    import bnlab.layers as layers
+
+    names = ("BatchNorm", "BatchRenorm")
+    return tuple(t for t in (getattr(layers, n, None) for n in names) if isinstance(t, type))
+
+
+def is_batch_norm(layer: Any) -> bool:
+    """True for bnlab BatchNorm/BatchRenorm (isinstance), or a layer that looks like one."""
+    types = _bn_types()
+    if types and isinstance(layer, types):
+        return True
+    return (
+        isinstance(layer, Layer)
+        and type(layer).__name__ in ("BatchNorm", "BatchRenorm")
+        and hasattr(layer, "eps")
+    )
+
+
+def tracks_running_stats(bn: Any) -> bool:
+    """Whether a BN layer keeps running statistics (PyTorch's ``track_running_stats``)."""
+    return bool(getattr(bn, "track_running_stats", True)) and "running_mean" in bn.buffers
+
+
+def bn_scale_shift(bn: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Inference-mode BN as ``y = x * scale + shift``, computed in float64.
+
+    ``scale = gamma / sqrt(running_var + eps)``, ``shift = beta - running_mean * scale``
+    (``gamma = 1``, ``beta = 0`` without ``affine``).
+    """
+    mean = np.asarray(bn.buffers["running_mean"], dtype=np.float64)
+    var = np.asarray(bn.buffers["running_var"], dtype=np.float64)
+    gamma = np.asarray(bn.params.get("gamma", np.ones_like(mean)), dtype=np.float64)
+    beta = np.asarray(bn.params.get("beta", np.zeros_like(mean)), dtype=np.float64)
+    scale = gamma / np.sqrt(var + float(bn.eps))
+    return scale, beta - mean * scale
+
+
+def save_modes(model: Any) -> list[tuple[Any, bool]]:
+    """Each layer's ``training`` flag, to be put back by :func:`restore_modes`."""
+    return [(layer, bool(layer.training)) for layer in iter_all(model)]
+
+
+def restore_modes(saved: list[tuple[Any, bool]]) -> None:
+    for layer, mode in saved:
+        layer.training = mode
+
+
+def param_dtype(layer: Any) -> np.dtype[Any]:
+    """The floating dtype of a layer's parameters (float32 if it has none)."""
+    for v in layer.params.values():
+        return np.dtype(v.dtype)
+    return np.dtype(np.float32)
+
+
+def check_eval_mode(model: Any, where: str) -> None:
+    """Raise if the model or any of its layers is in training mode (naming the first)."""
+    if model.training and children(model) is not None:
+        raise ValueError(
+            f"{where}: the model is in training mode; call model.eval() first "
+            "(inference uses the running statistics)"
+        )
+    for path, layer in iter_paths(model):
+        if layer.training:
+            raise ValueError(
+                f"{where}: {describe(path, layer)} is in training mode; call model.eval() "
+                "first (inference uses the running statistics)"
+            )
+
+
+def check_running_stats(model: Any, where: str) -> None:
+    """Raise if a BN layer has no running statistics to freeze (naming it)."""
+    for path, layer in iter_paths(model):
+        if is_batch_norm(layer) and not tracks_running_stats(layer):
+            raise ValueError(
+                f"{where}: {describe(path, layer)} has no running statistics "
+                "(track_running_stats=False): it normalizes with batch statistics even at "
+                "inference and cannot be frozen; rebuild it with track_running_stats=True and "
+                "run bnlab.deploy.recompute_population_stats"
+            )
+
+
+def leaf_shapes(model: Any, input_shape: tuple[int, ...], where: str) -> list[tuple[int, ...]]:
+    """Per-example output shape of every leaf layer (dummy eval forward of one zero example).
+
+    Element 0 is ``input_shape`` itself; element i+1 the output of leaf i.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    dtype = param_dtype(next(iter_leaves(model)))
+    x = np.zeros((1, *shape), dtype=dtype if dtype.kind == "f" else np.float32)
+    shapes = [shape]
+    for path, layer in iter_paths(model):
+        try:
+            x = layer.forward(x)
+        except Exception as exc:
+            raise ValueError(
+                f"{where}: input_shape {shape} does not fit the model: {describe(path, layer)} "
+                f"failed on an input of shape {x.shape}: {exc}"
+            ) from exc
+        shapes.append(tuple(x.shape[1:]))
+    return shapes

@@ -1,0 +1,157 @@
+"""``bnlab recalibrate`` and ``bnlab export``: the deployment subcommands (wired in bnlab.cli).
+
+    bnlab recalibrate CHECKPOINT --data mnist --out NEW_CHECKPOINT [--batch-size 60]
+    bnlab export CHECKPOINT model.onnx [--fold] [--input-shape 32,32,3]
+
+``--data`` is ``mnist`` or ``fashion-mnist`` (the training images, x / 255, flattened when
+the model starts with a Dense layer, NHWC otherwise; the preprocessing of bnlab's MNIST
+experiments) or a ``.npy``/``.npz`` file holding the model's training inputs exactly as they
+were fed to it (the array ``x`` of an ``.npz``, or its only array).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_recalibrate", "add_export", "cmd_recalibrate", "cmd_export", "load_inputs"]
+
+
+def _first_leaf(model: Any) -> Any:
+    from bnlab.deploy._walk import iter_leaves
+
+    return next(iter_leaves(model))
+
+
+def load_inputs(data: str, model: Any, limit: int | None = None) -> np.ndarray:
+    """The training inputs named by ``--data`` (see the module docstring), float32."""
+    if data in ("mnist", "fashion-mnist"):
+        from bnlab.data import load_fashion_mnist, load_mnist
+
+        (x, _), _ = (load_mnist if data == "mnist" else load_fashion_mnist)()
+        x = x[:limit].astype(np.float32) / np.float32(255)
+        if type(_first_leaf(model)).__name__ == "Dense":
+            x = x.reshape(len(x), -1)
+        return x
+    path = Path(data)
+    if path.suffix not in (".npy", ".npz"):
+        raise ValueError(
+            f"--data: expected 'mnist', 'fashion-mnist' or a .npy/.npz file of inputs, got {data!r}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"--data: no file at {path}")
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        x = loaded
+    else:
+        with loaded as z:
+            names = z.files
+            if "x" not in names and len(names) != 1:
+                raise ValueError(f"--data: {path} must hold an array 'x' or one array, has {names}")
+            x = z["x" if "x" in names else names[0]]
+    x = x[:limit]
+    if x.dtype.kind != "f":
+        raise ValueError(f"--data: {path} holds dtype {x.dtype}; expected preprocessed floats")
+    return x
+
+
+class _SavedOptimizer:
+    """Hands a loaded optimizer state back to save_checkpoint unchanged."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+
+def cmd_recalibrate(args: argparse.Namespace) -> int:
+    """Recompute the BN population statistics of a checkpoint (Algorithm 2) into a new one."""
+    from bnlab.deploy import load_checkpoint, recompute_population_stats, save_checkpoint
+
+    if args.batch_size < 2:
+        raise ValueError(f"--batch-size must be >= 2 (m/(m-1) needs m >= 2), got {args.batch_size}")
+    ckpt = load_checkpoint(args.checkpoint)
+    x = load_inputs(args.data, ckpt.model, args.limit)
+    n = len(x) - len(x) % args.batch_size  # equal batches: one m for every batch
+    if n == 0:
+        raise ValueError(f"--data: {len(x)} examples are fewer than --batch-size {args.batch_size}")
+    batches = (x[i : i + args.batch_size] for i in range(0, n, args.batch_size))
+    summary = recompute_population_stats(ckpt.model, batches)
+    extra = dict(ckpt.extra or {})
+    extra["recalibrated"] = {
+        "data": str(args.data),
+        "batches": summary.num_batches,
+        "examples": summary.num_examples,
+        "layers": summary.layers,
+    }
+    opt = None if ckpt.optimizer_state is None else _SavedOptimizer(ckpt.optimizer_state)
+    save_checkpoint(args.out, ckpt.model, opt, extra=extra)
+    print(
+        f"bnlab: recalibrated {len(summary.layers)} BN layers over {summary.num_batches} "
+        f"batches of {args.batch_size} ({summary.num_examples} examples); wrote {args.out}"
+    )
+    return 0
+
+
+def _input_shape(text: str | None, model: Any) -> tuple[int, ...]:
+    if text:
+        try:
+            return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"--input-shape: expected e.g. 784 or 32,32,3, got {text!r}") from None
+    first = _first_leaf(model)
+    if type(first).__name__ == "Dense":
+        return (int(first.in_features),)
+    raise ValueError(
+        f"--input-shape is needed: the model starts with {type(first).__name__}, whose input "
+        "height and width cannot be inferred (e.g. --input-shape 32,32,3)"
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a checkpoint's model as ONNX, optionally with BN folded away first."""
+    from bnlab.deploy import export_onnx, fold_batch_norm, load_checkpoint
+
+    model = load_checkpoint(args.checkpoint).model
+    model.eval()
+    shape = _input_shape(args.input_shape, model)
+    if args.fold:
+        model = fold_batch_norm(model)
+    export_onnx(model, args.output, shape)
+    print(f"bnlab: wrote {args.output} (input shape (N, {', '.join(map(str, shape))}))")
+    return 0
+
+
+def add_recalibrate(sub: Any) -> None:
+    p = sub.add_parser(
+        "recalibrate",
+        help="recompute a checkpoint's BN population statistics (Algorithm 2)",
+        description="Run the training data through the model in training mode with the "
+        "weights fixed, set every BatchNorm's running mean to the average batch mean and its "
+        "running variance to m/(m-1) times the average batch variance (Ioffe & Szegedy 2015, "
+        "Algorithm 2), and write a new checkpoint. The last incomplete batch is dropped.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("--data", required=True, help="mnist, fashion-mnist or a .npy/.npz of inputs")
+    p.add_argument("--out", required=True, metavar="CHECKPOINT", help="the checkpoint to write")
+    p.add_argument("--batch-size", type=int, default=60, help="m, examples per batch (60)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    p.set_defaults(func=cmd_recalibrate)
+
+
+def add_export(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint's model to ONNX",
+        description="Write the checkpoint's model (eval mode, running statistics) as an ONNX "
+        "file (opset 17) taking NHWC or (N, D) input like bnlab.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT")
+    p.add_argument("output", metavar="MODEL.onnx")
+    p.add_argument("--fold", action="store_true", help="fold BN into the preceding layers first")
+    p.add_argument("--input-shape", default=None, help="one example's shape, e.g. 32,32,3")
+    p.set_defaults(func=cmd_export)

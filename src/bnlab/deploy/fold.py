@@ -1,0 +1,144 @@
+"""Folding inference-mode batch normalization into the Dense/Conv2D layer before it.
+
+At inference a BN layer is a fixed per-channel affine map, ``y = x * s + t`` with
+``s = gamma / sqrt(running_var + eps)`` and ``t = beta - running_mean * s``. A Dense or Conv2D
+layer ``z = x W + b`` followed by it is therefore one layer of the same kind::
+
+    W' = W * s            (per output channel, the last axis of W)
+    b' = (b - running_mean) * s + beta        (b = 0 when the layer has no bias)
+
+which saves a full pass over the activations. A BN with nothing foldable before it (first
+layer, after an activation or pooling) becomes a :class:`bnlab.layers.affine.ChannelAffine`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from bnlab.deploy._walk import (
+    bn_scale_shift,
+    check_eval_mode,
+    check_running_stats,
+    children,
+    is_batch_norm,
+    iter_all,
+    param_dtype,
+)
+from bnlab.layers.affine import ChannelAffine
+from bnlab.layers.base import Layer, layer_from_config
+
+__all__ = ["fold_batch_norm"]
+
+_WHERE = "fold_batch_norm"
+
+
+def fold_batch_norm(model: Any) -> Any:
+    """Return a new model whose eval outputs equal ``model``'s with every BN folded away.
+
+    Every Dense/Conv2D followed by a BatchNorm (or BatchRenorm) on its output channels, directly
+    or with only Dropout layers between (identities at inference), becomes one layer with
+    ``W' = W * gamma / sqrt(var + eps)`` and ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``
+    (it gains a bias if it had none). Any other BN becomes a ChannelAffine layer with the same
+    name. Arithmetic is in float64, stored in the model's dtype. ``model`` is not modified; the
+    result is in eval mode.
+
+    Raises:
+        ValueError: a layer is in training mode, or a BN has no running statistics
+            (``track_running_stats=False``); the message names the layer.
+        TypeError: an element of the model is not a bnlab Layer.
+    """
+    for layer in iter_all(model):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"{_WHERE}: unsupported layer {layer!r} of type {type(layer).__name__}: "
+                "expected bnlab layers (bnlab.layers.Layer subclasses)"
+            )
+    check_eval_mode(model, _WHERE)
+    check_running_stats(model, _WHERE)
+    return _fold(model)
+
+
+def _fold(model: Any) -> Any:
+    subs = children(model)
+    if subs is None:
+        return _to_affine(model) if is_batch_norm(model) else copy.deepcopy(model)
+    out: list[Any] = []
+    target: int | None = None  # index in ``out`` of a Dense/Conv2D a BN may still fold into
+    for layer in subs:
+        if children(layer) is None and is_batch_norm(layer):
+            if target is not None and _foldable(out[target], layer):
+                out[target] = _fold_pair(out[target], layer)
+            else:
+                out.append(_to_affine(layer))
+                target = None
+            continue
+        out.append(_fold(layer))
+        if _kind(layer) in ("Dense", "Conv2D"):
+            target = len(out) - 1
+        elif _kind(layer) != "Dropout":
+            target = None
+    return _rebuild(model, out)
+
+
+def _kind(layer: Any) -> str:
+    return type(layer).__name__
+
+
+def _rebuild(container: Any, layers: list[Any]) -> Any:
+    """A container of the same type and name holding ``layers``."""
+    cls = type(container)
+    try:
+        new = cls(layers, name=container.name)
+    except TypeError:
+        new = cls(layers)
+    new.eval()
+    return new
+
+
+def _foldable(layer: Any, bn: Any) -> bool:
+    """True when ``bn`` normalizes ``layer``'s output channels (the last axis of its W)."""
+    out_rank = {"Dense": 2, "Conv2D": 4}[_kind(layer)]
+    axis = int(getattr(bn, "axis", -1))
+    if axis not in (-1, out_rank - 1):
+        return False
+    channels = layer.params["W"].shape[-1]
+    n = bn.buffers["running_mean"].shape[0]
+    if n != channels:
+        raise ValueError(
+            f"{_WHERE}: BatchNorm layer '{bn.name}' has {n} features but the "
+            f"{_kind(layer)} layer '{layer.name}' before it has {channels} output channels; "
+            "the model cannot run as built"
+        )
+    return True
+
+
+def _fold_pair(layer: Any, bn: Any) -> Any:
+    """One Dense/Conv2D equal (at inference) to ``layer`` followed by ``bn``."""
+    scale, shift = bn_scale_shift(bn)
+    w = layer.params["W"].astype(np.float64)
+    b = layer.params["b"].astype(np.float64) if "b" in layer.params else np.zeros_like(scale)
+    dtype = param_dtype(layer)
+    config = layer.get_config()
+    config["use_bias"] = True
+    new = layer_from_config(_kind(layer), config)
+    new.astype(dtype)
+    new.params["W"][...] = w * scale
+    new.params["b"][...] = b * scale + shift
+    new.regularizers = copy.deepcopy(layer.regularizers)
+    new.eval()
+    return new
+
+
+def _to_affine(bn: Any) -> ChannelAffine:
+    """The inference-mode BN ``bn`` as a ChannelAffine layer of the same name and dtype."""
+    scale, shift = bn_scale_shift(bn)
+    dtype = param_dtype(bn) if bn.params else np.dtype(bn.buffers["running_mean"].dtype)
+    layer = ChannelAffine(scale.shape[0], axis=int(getattr(bn, "axis", -1)), name=bn.name)
+    layer.astype(dtype)
+    layer.params["scale"][...] = scale
+    layer.params["shift"][...] = shift
+    layer.eval()
+    return layer

@@ -1,0 +1,188 @@
+"""Exact population statistics for inference: Algorithm 2 of Ioffe & Szegedy (2015), steps 8-12.
+
+A network trained with batch normalization keeps moving averages of the batch statistics; those
+lag behind the weights (momentum 0.1 remembers roughly the last 10 steps, each taken with older
+weights). Algorithm 2 replaces them, with the weights fixed, by the statistics of the whole
+training set as seen through the final network::
+
+    E[x]   = mean over batches B of mu_B
+    Var[x] = m / (m - 1) * mean over batches B of sigma_B^2
+
+where ``mu_B`` and ``sigma_B^2`` (biased) are the statistics of one BN layer's input on batch B
+in training mode, and ``m`` is the number of values per channel in one batch (N for dense
+activations, N*H*W for NHWC images). Inference then uses
+``y = gamma * (x - E[x]) / sqrt(Var[x] + eps) + beta``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bnlab._checks import check_feature_axis
+from bnlab.deploy._walk import (
+    describe,
+    is_batch_norm,
+    iter_paths,
+    restore_modes,
+    save_modes,
+    tracks_running_stats,
+)
+
+__all__ = ["recompute_population_stats", "PopulationStatsSummary"]
+
+
+@dataclass
+class PopulationStatsSummary:
+    """What :func:`recompute_population_stats` did.
+
+    ``num_batches``/``num_examples``: what went through the model; ``layers``: the BN layers
+    updated, by path (the prefix of their state_dict keys: ``"1"`` is ``model.layers[1]``,
+    ``"2.0"`` a layer in a nested Sequential; a lone BN layer by its name);
+    ``values_per_channel``: m of each such layer summed over all batches; ``skipped``: BN
+    layers without running statistics (``track_running_stats=False``).
+    """
+
+    num_batches: int = 0
+    num_examples: int = 0
+    layers: list[str] = field(default_factory=list)
+    values_per_channel: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+class _Accumulator:
+    """Streaming sums for one BN layer: sum of batch means and of unbiased batch variances."""
+
+    def __init__(self, bn: Any, label: str) -> None:
+        self.bn = bn
+        self.label = label
+        self.count = 0
+        self.values = 0
+        self.sum_mean: np.ndarray | None = None
+        self.sum_var: np.ndarray | None = None
+
+    def add(self, x: np.ndarray) -> None:
+        vbs = getattr(self.bn, "virtual_batch_size", None)
+        chunks = [x] if not vbs else [x[i : i + vbs] for i in range(0, x.shape[0], vbs)]
+        for chunk in chunks:
+            self._add_batch(chunk)
+
+    def _add_batch(self, x: np.ndarray) -> None:
+        where = f"recompute_population_stats: {self.label}"
+        ax = check_feature_axis(x.ndim, int(getattr(self.bn, "axis", -1)), where=where)
+        red = tuple(i for i in range(x.ndim) if i != ax)
+        m = x.size // max(x.shape[ax], 1)
+        if m < 2:
+            raise ValueError(
+                f"{where}: a batch gives m={m} value per channel (input shape {x.shape}); "
+                "the unbiased variance m/(m-1) needs m >= 2: use batches of 2 or more examples"
+            )
+        xd = np.asarray(x, dtype=np.float64)
+        mean = xd.mean(axis=red)
+        shape = tuple(x.shape[ax] if i == ax else 1 for i in range(x.ndim))
+        var = np.square(xd - mean.reshape(shape)).mean(axis=red)
+        if self.sum_mean is None or self.sum_var is None:
+            self.sum_mean, self.sum_var = np.zeros_like(mean), np.zeros_like(var)
+        self.sum_mean += mean
+        self.sum_var += var * (m / (m - 1))
+        self.count += 1
+        self.values += m
+
+
+def _hook(layer: Any, acc: _Accumulator) -> None:
+    """Shadow ``layer.forward`` (instance attribute) with one that records its input first."""
+    original = type(layer).forward
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        y = original(layer, x)
+        acc.add(np.asarray(x))
+        return y
+
+    layer.forward = forward
+
+
+def _batch_input(batch: Any) -> np.ndarray:
+    """The model input of a batch: the array itself, or the first element of an (x, y) pair."""
+    if isinstance(batch, tuple | list):
+        if not batch:
+            raise ValueError("recompute_population_stats: got an empty tuple as a batch")
+        batch = batch[0]
+    return np.asarray(batch)
+
+
+def recompute_population_stats(model: Any, batches: Iterable[Any]) -> PopulationStatsSummary:
+    """Set every BN layer's running statistics to the population statistics (Algorithm 2).
+
+    With the weights fixed, each batch of ``batches`` (arrays ``x`` or ``(x, y)`` pairs, e.g. a
+    :class:`bnlab.data.BatchIterator` over the training set) goes through ``model`` in training
+    mode; for every BN layer (found inside Sequential containers too) the per-channel mean and
+    biased variance of its input are accumulated in float64, no batch being kept. Then::
+
+        running_mean = (1/B) * sum_b mu_b
+        running_var  = (1/B) * sum_b m_b/(m_b - 1) * sigma_b^2   (= m/(m-1) * mean sigma_b^2)
+
+    over the B batches (with ``virtual_batch_size`` set, the virtual batches). The layers' own
+    moving-average updates during the pass are undone (their buffers are restored first, and
+    ``num_batches_tracked`` is left as it was), every layer's train/eval mode is put back, and
+    on an exception nothing is changed. BN layers with ``track_running_stats=False`` are skipped.
+
+    Dropout layers run in training mode too, as in the training network of Algorithm 2.
+
+    Returns:
+        A :class:`PopulationStatsSummary`.
+    """
+    found = [(path or bn.name, bn) for path, bn in iter_paths(model) if is_batch_norm(bn)]
+    summary = PopulationStatsSummary()
+    summary.skipped = [key for key, bn in found if not tracks_running_stats(bn)]
+    keys = [key for key, bn in found if tracks_running_stats(bn)]
+    bns = [bn for _, bn in found if tracks_running_stats(bn)]
+    if not bns:
+        raise ValueError(
+            "recompute_population_stats: the model has no BatchNorm layer with running "
+            f"statistics (skipped: {summary.skipped}); nothing to recompute"
+        )
+    modes = save_modes(model)
+    saved = [{k: np.array(v, copy=True) for k, v in bn.buffers.items()} for bn in bns]
+    accs = [_Accumulator(bn, describe(key, bn)) for key, bn in zip(keys, bns, strict=True)]
+    try:
+        for bn, acc in zip(bns, accs, strict=True):
+            _hook(bn, acc)
+        model.train()
+        for batch in batches:
+            x = _batch_input(batch)
+            model.forward(x)
+            summary.num_batches += 1
+            summary.num_examples += int(x.shape[0])
+    finally:
+        for bn, buffers in zip(bns, saved, strict=True):
+            bn.__dict__.pop("forward", None)
+            for k, v in buffers.items():
+                _write(bn, k, v)
+        restore_modes(modes)
+    if summary.num_batches == 0:
+        raise ValueError("recompute_population_stats: batches is empty; nothing was changed")
+    for acc in accs:
+        if acc.count == 0 or acc.sum_mean is None or acc.sum_var is None:
+            raise RuntimeError(
+                f"recompute_population_stats: {acc.label} was never reached by the forward "
+                "pass; is it part of the model's forward?"
+            )
+    for key, bn, acc in zip(keys, bns, accs, strict=True):
+        assert acc.sum_mean is not None and acc.sum_var is not None
+        _write(bn, "running_mean", acc.sum_mean / acc.count)
+        _write(bn, "running_var", acc.sum_var / acc.count)
+        summary.layers.append(key)
+        summary.values_per_channel[key] = acc.values
+    return summary
+
+
+def _write(layer: Any, key: str, value: np.ndarray) -> None:
+    """Write a buffer in place (keeps the array other holders, e.g. Sequential, point at)."""
+    buf = layer.buffers[key]
+    if isinstance(buf, np.ndarray) and buf.shape == np.shape(value) and buf.flags.writeable:
+        buf[...] = value
+    else:
+        layer.buffers[key] = np.array(value, dtype=np.asarray(buf).dtype, copy=True)

@@ -1,0 +1,198 @@
+"""torch.nn.Sequential -> bnlab Sequential (the inverse of :func:`bnlab.deploy.to_torch`).
+
+Read in :func:`to_torch`'s convention: the torch model takes NHWC input and switches layout with
+``Permute`` modules. A torch model without them whose first module is channels-first (Conv2d,
+MaxPool2d, BatchNorm2d, AdaptiveAvgPool2d) is taken to receive NCHW input; the bnlab model
+then takes the same data as NHWC. Flattening an NCHW map bigger than 1x1 cannot be reproduced
+without reordering the next Linear's weights, so it is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["from_torch"]
+
+_CHANNELS_FIRST = ("Conv2d", "MaxPool2d", "BatchNorm2d", "AdaptiveAvgPool2d")
+
+
+def _flat_modules(module: Any) -> list[Any]:
+    import torch
+
+    if isinstance(module, torch.nn.Sequential):
+        return [m for sub in module for m in _flat_modules(sub)]
+    return [module]
+
+
+def _np(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _fail(i: int, m: Any, why: str) -> TypeError:
+    return TypeError(f"from_torch: module {i} ({type(m).__name__}: {m!r}) cannot be read: {why}")
+
+
+class _Reader:
+    """Turns torch modules into bnlab layers while tracking the torch layout."""
+
+    def __init__(self) -> None:
+        self.layers: list[Any] = []
+        self.nchw = False
+        self.after_gap = False
+
+    def permute(self, i: int, m: Any) -> None:
+        if m.dims == (0, 3, 1, 2) and not self.nchw:
+            self.nchw = True
+        elif m.dims == (0, 2, 3, 1) and self.nchw:
+            self.nchw = False
+        else:
+            raise _fail(i, m, f"unexpected permutation {m.dims} (NCHW now: {self.nchw})")
+
+    def conv(self, i: int, m: Any) -> Any:
+        from bnlab.layers import Conv2D
+
+        if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros":
+            raise _fail(i, m, "only groups=1, dilation=1 and zero padding are supported")
+        pad = m.padding
+        if isinstance(pad, tuple):
+            if pad[0] != pad[1]:
+                raise _fail(i, m, "only equal padding on both spatial axes is supported")
+            pad = int(pad[0])
+        padding: Any = "valid" if pad == 0 else pad
+        cout, cin, kh, kw = m.weight.shape
+        layer = Conv2D(
+            cin,
+            cout,
+            (kh, kw),
+            stride=tuple(m.stride),
+            padding=padding,
+            use_bias=m.bias is not None,
+        )
+        layer.astype(_np(m.weight).dtype)
+        layer.params["W"][...] = np.transpose(_np(m.weight), (2, 3, 1, 0))
+        if m.bias is not None:
+            layer.params["b"][...] = _np(m.bias)
+        return layer
+
+    def batch_norm(self, i: int, m: Any) -> Any:
+        from bnlab.layers import BatchNorm
+
+        layer = BatchNorm(
+            m.num_features,
+            momentum=m.momentum,
+            eps=m.eps,
+            affine=m.affine,
+            track_running_stats=m.track_running_stats,
+        )
+        dtype = (m.weight if m.affine else m.running_mean).dtype
+        layer.astype(np.float64 if str(dtype) == "torch.float64" else np.float32)
+        if m.affine:
+            layer.params["gamma"][...] = _np(m.weight)
+            layer.params["beta"][...] = _np(m.bias)
+        if m.track_running_stats:
+            layer.buffers["running_mean"][...] = _np(m.running_mean)
+            layer.buffers["running_var"][...] = _np(m.running_var)
+            layer.buffers["num_batches_tracked"][...] = int(m.num_batches_tracked)
+        return layer
+
+    def pool(self, i: int, m: Any) -> Any:
+        from bnlab.layers import MaxPool2D
+
+        def two(v: Any) -> tuple[int, int]:
+            return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+        if two(m.padding) != (0, 0) or two(m.dilation) != (1, 1) or m.ceil_mode:
+            raise _fail(i, m, "only padding=0, dilation=1 and ceil_mode=False are supported")
+        return MaxPool2D(two(m.kernel_size), stride=two(m.stride or m.kernel_size))
+
+    def read(self, i: int, m: Any) -> Any:
+        """The bnlab layer for torch module ``m`` (None for layout-only modules)."""
+        import bnlab.layers as L
+        from bnlab.deploy.torch_interop import torch_modules
+
+        kind = type(m).__name__
+        if isinstance(m, torch_modules().Permute):
+            return self.permute(i, m)
+        if kind in _CHANNELS_FIRST and not self.nchw:
+            if self.layers:
+                raise _fail(i, m, "a channels-first module on a channels-last tensor")
+            self.nchw = True  # plain torch model: NCHW input (see the module docstring)
+        if kind in ("Conv2d", "MaxPool2d", "BatchNorm2d") and not self.nchw:
+            raise _fail(i, m, "expects an NCHW tensor here")
+        if kind == "Linear":
+            if self.nchw:
+                raise _fail(i, m, "Linear on an NCHW tensor: add Permute(0, 2, 3, 1) before it")
+            layer = L.Dense(m.in_features, m.out_features, use_bias=m.bias is not None)
+            layer.astype(_np(m.weight).dtype)
+            layer.params["W"][...] = _np(m.weight).T
+            if m.bias is not None:
+                layer.params["b"][...] = _np(m.bias)
+            return layer
+        if kind == "Conv2d":
+            return self.conv(i, m)
+        if kind in ("BatchNorm1d", "BatchNorm2d"):
+            return self.batch_norm(i, m)
+        if kind == "MaxPool2d":
+            return self.pool(i, m)
+        if kind == "AdaptiveAvgPool2d":
+            if m.output_size not in (1, (1, 1)):
+                raise _fail(i, m, "only output_size=1 (global average pooling) is supported")
+            self.nchw, self.after_gap = False, True
+            return L.GlobalAveragePool2D()
+        if kind == "Flatten":
+            if self.after_gap:
+                return None  # bnlab's GlobalAveragePool2D already returns (N, C)
+            if self.nchw:
+                raise _fail(i, m, "flattening NCHW orders features (c, h, w), bnlab (h, w, c)")
+            return L.Flatten()
+        return self.simple(i, m, kind)
+
+    def simple(self, i: int, m: Any, kind: str) -> Any:
+        import bnlab.layers as L
+        from bnlab.deploy.torch_interop import torch_modules
+        from bnlab.layers.affine import ChannelAffine
+
+        if kind in ("ReLU", "Sigmoid", "Tanh"):
+            return getattr(L, kind)()
+        if kind == "Dropout":
+            return L.Dropout(float(m.p))
+        if kind == "Identity":
+            return None
+        if kind == "Softmax":
+            dim = -1 if m.dim is None else int(m.dim)
+            if dim not in ((1,) if self.nchw else (-1, 1)):
+                raise _fail(i, m, "bnlab's Softmax is over the channels-last feature axis only")
+            return L.Softmax()
+        if isinstance(m, torch_modules().ChannelAffine):
+            axis = (0, 2, 3, 1)[m.dim % 4] if self.nchw else m.dim
+            layer = ChannelAffine(m.scale.shape[0], axis=axis)
+            layer.astype(_np(m.scale).dtype)
+            layer.params["scale"][...] = _np(m.scale)
+            layer.params["shift"][...] = _np(m.shift)
+            return layer
+        raise _fail(i, m, "no bnlab equivalent is known")
+
+
+def from_torch(module: Any) -> Any:
+    """A bnlab Sequential equivalent to the torch ``module`` (a Sequential or one module).
+
+    Supported: Linear, Conv2d (groups=1, dilation=1, zero padding), BatchNorm1d/2d (with their
+    buffers, ``num_batches_tracked`` included), MaxPool2d (padding 0), AdaptiveAvgPool2d(1) +
+    Flatten, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout, Identity, and bnlab's Permute and
+    ChannelAffine modules. The bnlab model takes NHWC input, is in ``module``'s train/eval mode
+    and in its dtype. Raises TypeError naming the first module that cannot be read.
+    """
+    from bnlab.layers import Sequential
+
+    reader = _Reader()
+    for i, m in enumerate(_flat_modules(module)):
+        layer = reader.read(i, m)
+        if layer is not None:
+            if type(layer).__name__ != "GlobalAveragePool2D":
+                reader.after_gap = False
+            reader.layers.append(layer)
+    model = Sequential(reader.layers)
+    model.train(bool(module.training))
+    return model

@@ -1,0 +1,319 @@
+"""PyTorch and Keras interop: bnlab Sequential <-> torch.nn.Sequential, Keras BN weights.
+
+Layout choice: the torch model made by :func:`to_torch` takes the same NHWC input as the bnlab
+model and returns the same output. It holds ``Permute`` modules where the layout changes:
+``Permute(0, 3, 1, 2)`` before the first channels-first module (Conv2d, MaxPool2d,
+BatchNorm2d, AdaptiveAvgPool2d) and ``Permute(0, 2, 3, 1)`` before ``Flatten`` and at the end,
+so that Flatten orders features (h, w, c) as bnlab does and Linear weights need no reordering.
+
+Weights: Dense ``W (in, out)`` is ``Linear.weight.T``; Conv2D ``W (kh, kw, cin, cout)`` is
+``Conv2d.weight.permute(2, 3, 1, 0)``; BatchNorm's ``gamma, beta, running_mean, running_var,
+num_batches_tracked`` are ``weight, bias`` and the buffers of the same names. Both libraries
+store the unbiased running variance and use ``momentum`` as the weight of the new batch.
+
+torch is imported only inside these functions.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bnlab.deploy._walk import (
+    children,
+    is_batch_norm,
+    iter_leaves,
+    leaf_shapes,
+    restore_modes,
+    save_modes,
+)
+from bnlab.deploy.torch_from import from_torch
+
+__all__ = ["to_torch", "from_torch", "load_keras_batch_norm", "torch_modules"]
+
+_SPATIAL = ("Conv2D", "MaxPool2D", "GlobalAveragePool2D")
+
+
+@functools.lru_cache(maxsize=1)
+def torch_modules() -> Any:
+    """The torch modules bnlab adds (``Permute``, ``ChannelAffine``), built on first use."""
+    import torch
+    from torch import nn
+
+    class Permute(nn.Module):
+        """``x.permute(*dims)``: the NHWC <-> NCHW switch."""
+
+        def __init__(self, *dims: int) -> None:
+            super().__init__()
+            self.dims = tuple(int(d) for d in dims)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.permute(*self.dims)
+
+        def extra_repr(self) -> str:
+            return ", ".join(map(str, self.dims))
+
+    class ChannelAffine(nn.Module):
+        """``y = x * scale + shift`` along ``dim`` (bnlab's ChannelAffine)."""
+
+        def __init__(self, num_features: int, dim: int = -1) -> None:
+            super().__init__()
+            self.dim = int(dim)
+            self.scale = nn.Parameter(torch.ones(num_features))
+            self.shift = nn.Parameter(torch.zeros(num_features))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = [1] * x.dim()
+            shape[self.dim] = -1
+            return x * self.scale.reshape(shape) + self.shift.reshape(shape)
+
+    class Modules:
+        pass
+
+    ns = Modules()
+    ns.Permute = Permute  # type: ignore[attr-defined]
+    ns.ChannelAffine = ChannelAffine  # type: ignore[attr-defined]
+    return ns
+
+
+def _ranks(layers: list[Any], shapes: list[tuple[int, ...]] | None) -> list[int | None]:
+    """Input rank (batch axis included) of each leaf; None where it cannot be known.
+
+    From the per-example ``shapes`` of a dummy forward when given, else from the layer types.
+    """
+    if shapes is not None:
+        return [len(s) + 1 for s in shapes[:-1]]
+    first: int | None = None
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind in _SPATIAL:
+            first = 4
+        elif kind == "Dense":
+            first = 2
+        elif kind == "Flatten":
+            break
+        if first is not None:
+            break
+    ranks: list[int | None] = []
+    rank = first
+    for layer in layers:
+        ranks.append(rank)
+        kind = type(layer).__name__
+        if kind in ("Flatten", "GlobalAveragePool2D"):
+            rank = 2
+        elif kind in _SPATIAL:
+            rank = 4
+    return ranks
+
+
+class _Builder:
+    """Accumulates torch modules while tracking whether the tensor is NCHW."""
+
+    def __init__(self, torch: Any, dtype: Any) -> None:
+        self.torch, self.nn, self.dtype = torch, torch.nn, dtype
+        self.mods: list[Any] = []
+        self.nchw = False
+
+    def add(self, module: Any) -> Any:
+        self.mods.append(module.to(self.dtype))
+        return module
+
+    def to_nchw(self, rank: int | None) -> None:
+        if rank == 4 and not self.nchw:
+            self.add(torch_modules().Permute(0, 3, 1, 2))
+            self.nchw = True
+
+    def to_nhwc(self) -> None:
+        if self.nchw:
+            self.add(torch_modules().Permute(0, 2, 3, 1))
+            self.nchw = False
+
+    def copy(self, dst: Any, src: np.ndarray) -> None:
+        with self.torch.no_grad():
+            dst.copy_(self.torch.from_numpy(np.array(src, order="C", copy=True)))
+
+
+def _fail(layer: Any, why: str) -> TypeError:
+    return TypeError(
+        f"to_torch: layer '{layer.name}' ({type(layer).__name__}) cannot be converted: {why}"
+    )
+
+
+def _conv(b: _Builder, layer: Any, rank: int | None) -> None:
+    b.to_nchw(4)
+    kh, kw, cin, cout = layer.params["W"].shape
+    stride = tuple(int(s) for s in np.broadcast_to(layer.stride, (2,)))
+    padding: Any = getattr(layer, "padding", "valid")
+    if padding == "valid":
+        padding = 0
+    elif padding == "same" and stride != (1, 1):
+        raise _fail(layer, "padding='same' with a stride > 1 has no torch.nn.Conv2d equivalent")
+    conv = b.add(
+        b.nn.Conv2d(cin, cout, (kh, kw), stride=stride, padding=padding, bias="b" in layer.params)
+    )
+    b.copy(conv.weight, np.transpose(layer.params["W"], (3, 2, 0, 1)))
+    if "b" in layer.params:
+        b.copy(conv.bias, layer.params["b"])
+
+
+def _batch_norm(b: _Builder, layer: Any, rank: int | None) -> None:
+    if type(layer).__name__ != "BatchNorm":
+        raise _fail(layer, "torch has no batch renormalization layer")
+    if rank not in (2, 4):
+        raise _fail(layer, "its input rank is unknown; pass input_shape to to_torch")
+    if layer.axis not in (-1, rank - 1) or getattr(layer, "virtual_batch_size", None):
+        raise _fail(layer, "only channels-last BatchNorm (axis=-1) without virtual batches maps")
+    b.to_nchw(rank)
+    cls = b.nn.BatchNorm2d if rank == 4 else b.nn.BatchNorm1d
+    n = layer.num_features
+    bn = b.add(
+        cls(
+            n,
+            eps=layer.eps,
+            momentum=layer.momentum,
+            affine="gamma" in layer.params,
+            track_running_stats="running_mean" in layer.buffers,
+        )
+    )
+    if "gamma" in layer.params:
+        b.copy(bn.weight, layer.params["gamma"])
+        b.copy(bn.bias, layer.params["beta"])
+    if "running_mean" in layer.buffers:
+        b.copy(bn.running_mean, layer.buffers["running_mean"])
+        b.copy(bn.running_var, layer.buffers["running_var"])
+        b.copy(bn.num_batches_tracked, np.asarray(layer.buffers["num_batches_tracked"], np.int64))
+
+
+def _leaf(b: _Builder, layer: Any, rank: int | None) -> None:
+    """Append the torch module(s) of one bnlab leaf layer."""
+    nn, kind = b.nn, type(layer).__name__
+    if is_batch_norm(layer):
+        _batch_norm(b, layer, rank)
+    elif kind == "Dense":
+        if rank != 2:
+            b.to_nhwc()
+        lin = b.add(nn.Linear(layer.in_features, layer.out_features, bias=layer.use_bias))
+        b.copy(lin.weight, layer.params["W"].T)
+        if layer.use_bias:
+            b.copy(lin.bias, layer.params["b"])
+    elif kind == "Conv2D":
+        _conv(b, layer, rank)
+    elif kind == "MaxPool2D":
+        b.to_nchw(4)
+        if getattr(layer, "padding", "valid") != "valid":
+            raise _fail(layer, "only padding='valid' pooling maps to torch.nn.MaxPool2d")
+        b.add(nn.MaxPool2d(layer.pool_size, stride=layer.stride))
+    elif kind == "GlobalAveragePool2D":
+        b.to_nchw(4)
+        b.add(nn.AdaptiveAvgPool2d(1))
+        b.add(nn.Flatten(1))
+        b.nchw = False
+    elif kind == "Flatten":
+        b.to_nhwc()
+        b.add(nn.Flatten(1))
+    elif kind in ("ReLU", "Sigmoid", "Tanh"):
+        b.add(getattr(nn, kind)())
+    elif kind == "Softmax":  # over bnlab's last axis
+        b.add(nn.Softmax(dim=1 if b.nchw else -1))
+    elif kind == "Dropout":
+        b.add(nn.Dropout(float(layer.rate)))
+    elif kind == "ChannelAffine":
+        dim = layer.axis if not b.nchw else (0, 3, 1, 2).index(layer.axis % 4)
+        mod = b.add(torch_modules().ChannelAffine(layer.num_features, dim))
+        b.copy(mod.scale, layer.params["scale"])
+        b.copy(mod.shift, layer.params["shift"])
+    else:
+        raise _fail(layer, "no torch equivalent is known")
+
+
+def to_torch(model: Any, input_shape: Sequence[int] | None = None) -> Any:
+    """An equivalent ``torch.nn.Sequential`` holding copies of ``model``'s weights and buffers.
+
+    The torch model takes bnlab's NHWC input and returns bnlab's output (see the module
+    docstring for the ``Permute`` modules); its dtype is the model's (float32 or float64) and
+    its train/eval mode is ``model``'s. Nested Sequentials are flattened. Dropout maps to
+    ``nn.Dropout`` (same rate; the random masks differ between the libraries).
+
+    Args:
+        model: a bnlab layer or Sequential.
+        input_shape: the shape of one example (no batch axis). Only needed when a BatchNorm
+            comes before any Dense/Conv2D/pooling layer, where its rank cannot be inferred.
+
+    Raises:
+        TypeError: a layer with no torch equivalent (named in the message).
+    """
+    import torch
+
+    layers = list(iter_leaves(model))
+    shapes = None
+    if input_shape is not None:
+        modes = save_modes(model)
+        try:
+            model.eval()
+            shapes = leaf_shapes(model, tuple(input_shape), "to_torch")
+        finally:
+            restore_modes(modes)
+    ranks = _ranks(layers, shapes)
+    dtype = torch.float64 if _dtype(layers) == np.float64 else torch.float32
+    b = _Builder(torch, dtype)
+    for layer, rank in zip(layers, ranks, strict=False):
+        _leaf(b, layer, rank)
+    b.to_nhwc()
+    out = torch.nn.Sequential(*b.mods)
+    out.train(bool(model.training))
+    return out
+
+
+def _dtype(layers: list[Any]) -> np.dtype[Any]:
+    for layer in layers:
+        for v in layer.params.values():
+            return np.dtype(v.dtype)
+    return np.dtype(np.float32)
+
+
+def load_keras_batch_norm(
+    layer: Any, weights: Sequence[Any], keras_momentum: float | None = None
+) -> None:
+    """Load Keras ``BatchNormalization.get_weights()`` into a bnlab BatchNorm.
+
+    ``weights`` is ``[gamma, beta, moving_mean, moving_variance]`` (Keras' order), or
+    ``[moving_mean, moving_variance]`` for a layer built with ``affine=False`` (Keras'
+    ``center=False, scale=False``). ``keras_momentum`` k, if given, sets ``layer.momentum``
+    to ``1 - k``: Keras weighs the OLD average by k (``moving = k * moving + (1 - k) * batch``),
+    bnlab and PyTorch weigh the new batch. Keras' default ``epsilon`` is 1e-3 against bnlab's
+    1e-5: build the layer with ``eps=1e-3`` to reproduce a Keras model. Keras updates
+    ``moving_variance`` with the biased batch variance; the loaded values are taken as they are.
+    ``num_batches_tracked`` is left unchanged. Everything is checked before anything changes.
+    """
+    if not is_batch_norm(layer) or children(layer) is not None:
+        raise TypeError(
+            f"load_keras_batch_norm: layer must be a bnlab BatchNorm, got {type(layer).__name__}"
+        )
+    where = f"load_keras_batch_norm: layer '{layer.name}'"
+    affine = "gamma" in layer.params
+    keys = ["gamma", "beta"] if affine else []
+    keys += ["running_mean", "running_var"]
+    if len(weights) != len(keys):
+        raise ValueError(
+            f"{where}: expected {len(keys)} arrays ({', '.join(keys)}), got {len(weights)}"
+        )
+    if "running_mean" not in layer.buffers:
+        raise ValueError(f"{where}: the layer has no running statistics (track_running_stats)")
+    n = layer.buffers["running_mean"].shape[0]
+    arrays = [np.asarray(w) for w in weights]
+    for key, arr in zip(keys, arrays, strict=True):
+        if arr.shape != (n,) or arr.dtype.kind not in "fiu" or not np.isfinite(arr).all():
+            raise ValueError(
+                f"{where}: {key} must be a finite numeric array of shape ({n},), "
+                f"got shape {arr.shape} and dtype {arr.dtype}"
+            )
+    if keras_momentum is not None and not 0.0 <= float(keras_momentum) <= 1.0:
+        raise ValueError(f"{where}: keras_momentum must be in [0, 1], got {keras_momentum!r}")
+    for key, arr in zip(keys, arrays, strict=True):
+        store = layer.params if key in layer.params else layer.buffers
+        store[key][...] = arr
+    if keras_momentum is not None:
+        layer.momentum = 1.0 - float(keras_momentum)

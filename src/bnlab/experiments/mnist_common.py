@@ -1,0 +1,396 @@
+"""The machinery shared by ``mnist-sigmoid`` and ``mnist-lr``: data, the two nets, and a loop
+that trains many (net, learning rate, seed) runs in lockstep and writes ``metrics.json``.
+
+All runs advance one step at a time together, so an interrupted run directory holds every
+curve up to the same step. ``metrics.json`` is rewritten (atomically) after every evaluation,
+with ``status`` "running"; at the end it becomes "complete", or "interrupted" after Ctrl-C.
+The schema is documented in :mod:`bnlab.experiments.mnist_sigmoid`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab.experiments.report import read_json, write_csv, write_json
+from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Trainer
+
+SCHEMA = "bnlab.mnist.metrics/1"
+HISTORY_KEYS = ("step", "train_loss", "accuracy", "p15", "p50", "p85")
+NETS = ("plain", "bn")
+
+# Options shared by both experiments (config key -> default). Each experiment adds its own.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "steps": 50_000,
+    "batch_size": 60,
+    "seeds": 1,
+    "seed": 0,
+    "hidden": [100, 100, 100],
+    "init_std": 0.1,
+    "eval_every": None,
+    "eval_batch_size": 2000,
+    "monitor_unit": 0,
+    "bn_momentum": 0.1,
+    "bn_eps": 1e-5,
+    "train_subset": None,
+    "test_subset": None,
+    "progress": True,
+    "save_checkpoints": False,
+}
+
+
+def add_common_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """The ``bnlab run`` options both MNIST experiments accept."""
+    d = defaults
+    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run (%(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
+    p.add_argument(
+        "--seeds", type=int, default=d["seeds"], help="repeat with K seeds; mean and min-max band"
+    )
+    p.add_argument("--seed", type=int, default=d["seed"], help="first seed (%(default)s)")
+    p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
+    p.add_argument(
+        "--init-std", type=float, default=d["init_std"], help="std of the N(0, std^2) weights"
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=d["eval_every"],
+        help="evaluate every N steps (default: steps/100)",
+    )
+    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"])
+    p.add_argument(
+        "--monitor-unit",
+        type=int,
+        default=d["monitor_unit"],
+        help="unit of the last hidden layer whose sigmoid input is tracked (%(default)s)",
+    )
+    p.add_argument("--bn-momentum", type=float, default=d["bn_momentum"])
+    p.add_argument("--bn-eps", type=float, default=d["bn_eps"])
+    p.add_argument(
+        "--train-subset", type=int, default=d["train_subset"], help="use the first N train images"
+    )
+    p.add_argument(
+        "--test-subset", type=int, default=d["test_subset"], help="use the first N test images"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument(
+        "--save-checkpoints",
+        action="store_true",
+        help="save each net's final model to checkpoints/NAME.npz",
+    )
+
+
+def resolve_config(
+    config: dict[str, Any], defaults: dict[str, Any], experiment: str
+) -> dict[str, Any]:
+    """``defaults`` updated by ``config``; unknown keys and bad values raise ValueError."""
+    unknown = sorted(set(config) - set(defaults) - {"experiment"})
+    if unknown:
+        raise ValueError(f"{experiment}: unknown config keys {unknown}; known: {sorted(defaults)}")
+    cfg = {**defaults, **config, "experiment": experiment}
+    for key in ("steps", "batch_size", "seeds"):
+        if int(cfg[key]) < 1:
+            raise ValueError(f"{experiment}: {key} must be >= 1, got {cfg[key]}")
+    if cfg["eval_every"] is None:
+        cfg["eval_every"] = max(1, int(cfg["steps"]) // 100)
+    if int(cfg["eval_every"]) < 1:
+        raise ValueError(f"{experiment}: eval_every must be >= 1, got {cfg['eval_every']}")
+    if not float(cfg["init_std"]) > 0:
+        raise ValueError(f"{experiment}: init_std must be > 0, got {cfg['init_std']}")
+    return cfg
+
+
+def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST as float32 rows of 784 pixels scaled to [0, 1] (x / 255), labels int64."""
+    from bnlab.data import load_mnist
+
+    (xtr, ytr), (xte, yte) = load_mnist()
+
+    def prep(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if n is not None:
+            x, y = x[: int(n)], y[: int(n)]
+        return x.reshape(len(x), -1).astype(np.float32) / np.float32(255), y.astype(np.int64)
+
+    xtr, ytr = prep(xtr, ytr, cfg["train_subset"])
+    xte, yte = prep(xte, yte, cfg["test_subset"])
+    return xtr, ytr, xte, yte
+
+
+def build_net(bn: bool, cfg: dict[str, Any], seed: int, n_in: int = 784, n_out: int = 10) -> Any:
+    """784-100-100-100-10 with sigmoid hidden units; weights N(0, init_std^2), biases 0.
+
+    With ``bn`` every hidden layer is Dense(use_bias=False) -> BatchNorm -> Sigmoid (beta
+    replaces the bias). The same ``seed`` gives both nets the same weight matrices.
+    """
+    from bnlab.initializers import normal
+    from bnlab.layers import Dense, Sequential, Sigmoid
+
+    if bn:
+        from bnlab.layers import BatchNorm
+    init = normal(float(cfg["init_std"]))
+    layers: list[Any] = []
+    fan_in = n_in
+    for i, width in enumerate(cfg["hidden"]):
+        wseed = int(seed) * 1000 + i
+        layers.append(Dense(fan_in, int(width), use_bias=not bn, init=init, seed=wseed))
+        if bn:
+            layers.append(
+                BatchNorm(int(width), momentum=float(cfg["bn_momentum"]), eps=float(cfg["bn_eps"]))
+            )
+        layers.append(Sigmoid())
+        fan_in = int(width)
+    layers.append(Dense(fan_in, n_out, init=init, seed=int(seed) * 1000 + 999))
+    return Sequential(layers)
+
+
+def last_sigmoid_index(model: Any) -> int:
+    """Index in ``model.layers`` of the last Sigmoid (the last hidden layer's nonlinearity)."""
+    from bnlab.layers import Sigmoid
+
+    idx = [i for i, layer in enumerate(model.layers) if isinstance(layer, Sigmoid)]
+    if not idx:
+        raise ValueError("the model has no Sigmoid layer to monitor")
+    return idx[-1]
+
+
+@dataclass
+class Run:
+    """One net trained at one learning rate from one seed."""
+
+    net: str
+    lr: float
+    seed: int
+    trainer: Trainer
+    diverged_at: int | None = None
+    error: str | None = None
+    time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.net}-lr{self.lr:g}-seed{self.seed}"
+
+    def to_json(self) -> dict[str, Any]:
+        hist = self.trainer.state.history
+        return {
+            "name": self.name,
+            "net": self.net,
+            "lr": self.lr,
+            "seed": self.seed,
+            "diverged_at": self.diverged_at,
+            "error": self.error,
+            "time_s": round(self.time_s, 3),
+            "history": {k: [row.get(k) for row in hist] for k in HISTORY_KEYS},
+        }
+
+
+def make_runs(cfg: dict[str, Any], lrs: Sequence[float], data: tuple[np.ndarray, ...]) -> list[Run]:
+    """Every (lr, seed, net) run, each with its own iterator seeded by the run's seed."""
+    from bnlab.data import BatchIterator
+    from bnlab.losses import SoftmaxCrossEntropy
+    from bnlab.optim import SGD
+
+    xtr, ytr, xte, yte = data
+    every, ebs = int(cfg["eval_every"]), int(cfg["eval_batch_size"])
+    runs = []
+    for lr in lrs:
+        for seed in range(int(cfg["seed"]), int(cfg["seed"]) + int(cfg["seeds"])):
+            for net in NETS:
+                model = build_net(net == "bn", cfg, seed, xtr.shape[1])
+                callbacks = [
+                    EvalCallback(xte, yte, every=every, batch_size=ebs),
+                    ActivationMonitor(
+                        xte,
+                        layer_index=last_sigmoid_index(model),
+                        unit=int(cfg["monitor_unit"]),
+                        every=every,
+                        batch_size=ebs,
+                    ),
+                ]
+                batches = BatchIterator(
+                    xtr, ytr, int(cfg["batch_size"]), shuffle=True, drop_last=True, seed=seed
+                )
+                opt = SGD.from_model(model, lr=float(lr))
+                trainer = Trainer(model, SoftmaxCrossEntropy(), opt, batches, callbacks=callbacks)
+                runs.append(Run(net, float(lr), seed, trainer))
+    return runs
+
+
+def metrics_json(
+    cfg: dict[str, Any], runs: Sequence[Run], status: str, step: int, wall: float
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "experiment": cfg["experiment"],
+        "status": status,
+        "steps_done": step,
+        "steps_total": int(cfg["steps"]),
+        "wall_time_s": round(wall, 3),
+        "runs": [r.to_json() for r in runs],
+    }
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json`` and ``metrics.csv`` (one row per run and evaluation step)."""
+    write_json(out_dir / "metrics.json", metrics)
+    rows = []
+    for r in metrics["runs"]:
+        h = r["history"]
+        for i in range(len(h["step"])):
+            rows.append([r["name"], r["net"], r["lr"], r["seed"], *(h[k][i] for k in HISTORY_KEYS)])
+    write_csv(out_dir / "metrics.csv", ["run", "net", "lr", "seed", *HISTORY_KEYS], rows)
+
+
+def _final_eval(run: Run, step: int) -> None:
+    """Evaluate a run at ``step`` unless its last record is there already (or it diverged)."""
+    hist = run.trainer.state.history
+    if run.diverged_at is None and step > 0 and (not hist or hist[-1]["step"] != step):
+        for cb in run.trainer.callbacks:
+            if isinstance(cb, PeriodicCallback):
+                cb.record(run.trainer.state)
+
+
+def _postfix(runs: Sequence[Run]) -> dict[str, str]:
+    out = {}
+    for r in runs[:2]:
+        acc = r.trainer.state.logs.get("accuracy")
+        out[r.net] = "diverged" if r.diverged_at else ("-" if acc is None else f"{acc:.4f}")
+    return out
+
+
+def _numba_threads(n: int) -> int:
+    """Set Numba's thread count for parallel kernels; returns the previous count.
+
+    The tensors here are (60, 100): a parallel kernel's fork/join costs more than it saves,
+    and on a busy 2-core machine the spinning OpenMP threads made one BatchNorm call take
+    ~8 ms instead of ~0.05 ms (a BN-net step 90 ms instead of 5 ms, measured).
+    """
+    import numba
+
+    config: Any = numba.config  # untyped module
+    old = int(numba.get_num_threads())
+    numba.set_num_threads(max(1, min(int(n), int(config.NUMBA_NUM_THREADS))))
+    return old
+
+
+def _step_all(runs: Sequence[Run], step: int) -> None:
+    """One step of every live run; a FloatingPointError marks that run diverged at ``step``."""
+    for r in runs:
+        if r.diverged_at is not None:
+            continue
+        t = time.perf_counter()
+        try:
+            r.trainer.step()
+        except FloatingPointError as e:
+            r.diverged_at, r.error = step, str(e)
+        r.time_s += time.perf_counter() - t
+
+
+def train_lockstep(
+    cfg: dict[str, Any],
+    runs: Sequence[Run],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Advance every run one step at a time; a run whose loss turns NaN/Inf is recorded as
+    diverged at that step and dropped. Writes metrics after every evaluation and at the end;
+    on KeyboardInterrupt writes them with status "interrupted" and re-raises."""
+    steps, every = int(cfg["steps"]), int(cfg["eval_every"])
+    bar = None
+    if cfg["progress"]:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=cfg["experiment"])
+    t0, done, status = time.perf_counter(), 0, "running"
+
+    def snapshot(st: str) -> dict[str, Any]:
+        m = metrics_json(cfg, runs, st, done, time.perf_counter() - t0)
+        write_metrics(out_dir, m)
+        return m
+
+    threads = _numba_threads(1)
+    try:
+        for r in runs:
+            r.trainer.begin()
+        snapshot(status)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            for step in range(1, steps + 1):
+                _step_all(runs, step)
+                done = step
+                if step % every == 0:
+                    snapshot(status)
+                    if bar is not None:
+                        bar.set_postfix(_postfix(runs), refresh=False)
+                if bar is not None:
+                    bar.update(1)
+                if all(r.diverged_at is not None for r in runs):
+                    break
+            for r in runs:
+                _final_eval(r, done)
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        _numba_threads(threads)
+        if bar is not None:
+            bar.close()
+        metrics = snapshot(status)
+    if cfg["save_checkpoints"]:
+        save_checkpoints(runs, out_dir)
+    return metrics
+
+
+def save_checkpoints(runs: Sequence[Run], out_dir: Path) -> None:
+    """Each run's final model and optimizer in ``checkpoints/NAME.npz``."""
+    from bnlab.deploy.checkpoint import save_checkpoint
+
+    (out_dir / "checkpoints").mkdir(exist_ok=True)
+    for r in runs:
+        st = r.trainer.state
+        save_checkpoint(
+            out_dir / "checkpoints" / f"{r.name}.npz",
+            st.model,
+            st.optimizer,
+            extra={"step": st.step, "diverged_at": r.diverged_at},
+        )
+
+
+def prepare_out_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
+    """Create ``out_dir`` and write ``config.json`` into it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", cfg)
+    return out
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, metrics)`` of a run directory (metrics empty if training never started)."""
+    run_dir = Path(run_dir)
+    cfg = read_json(run_dir / "config.json")
+    mpath = run_dir / "metrics.json"
+    metrics = read_json(mpath) if mpath.is_file() else {"status": "not started", "runs": []}
+    return cfg, metrics
+
+
+def group(metrics: dict[str, Any], lr: float, net: str) -> list[dict[str, Any]]:
+    """The runs (one per seed) of ``net`` at learning rate ``lr``."""
+    return [r for r in metrics["runs"] if r["net"] == net and np.isclose(r["lr"], lr)]
+
+
+def lrs_of(metrics: dict[str, Any]) -> list[float]:
+    """The learning rates of a metrics dict, in first-seen order."""
+    out: list[float] = []
+    for r in metrics["runs"]:
+        if not any(np.isclose(r["lr"], v) for v in out):
+            out.append(float(r["lr"]))
+    return out

@@ -1,0 +1,340 @@
+"""Experiment ``renorm-small-batch``: Ioffe 2017 (arXiv 1702.03275), sections 4.3 and 4.4.
+
+Batch normalization over very small or non-i.i.d. minibatches, with and without batch
+renormalization, on MNIST. The network is 784-100-100-100-10 with every hidden layer
+Dense(use_bias=False) -> BatchNorm or BatchRenorm -> ReLU (He-normal weights; ``activation``
+may be "sigmoid", then Glorot-uniform), inputs x / 255, trained by SGD with momentum 0.9 on
+minibatches of 32 for ``steps`` steps. The runs (all from the same seed and weights):
+
+- ``bn-full``: BN over the whole minibatch of 32, i.i.d. batches: the reference;
+- ``bn-microK`` / ``renorm-microK`` for K in ``micro_sizes`` (default 4 and 2): the statistics
+  come from microbatches of K examples (``virtual_batch_size=K``: ghost batches), the
+  gradient from the whole minibatch of 32, as the paper's microbatch setup;
+- ``bn-noniid`` / ``renorm-noniid``: statistics over the whole 32, but every minibatch holds
+  16 examples of each of 2 random classes.
+
+Both normalizations use momentum 0.01 (the moving statistics move 1% towards each batch's)
+and eps 1e-3. The renorm schedule is the paper's (warm-up 5k steps as plain BN, dmax 0 -> 5 at
+25k, rmax 1 -> 3 at 40k) scaled to the run: warm-up ``warmup_frac`` (10%) of the steps, dmax
+at max at ``dmax_frac`` (50%), rmax at ``rmax_frac`` (80%), so the ratios 1 : 5 : 8 are kept.
+
+Every ``eval_every`` steps each run records its test accuracy in inference mode (moving
+statistics, the full 10,000 test images) and in training mode: the test images pass through
+the net in training mode in the same groups as at training time (microbatches of K, 32-example
+batches, or 2-class batches for the non-i.i.d. runs; 9,984 images in i.i.d. groups, a fixed
+random order), with the network's state restored afterwards. Their difference is the
+train/inference gap that batch renorm is meant to close.
+
+Files: ``config.json``, ``metrics.json`` (schema below), ``metrics.csv``, ``fig_accuracy.png``,
+``fig_final.png``, ``report.md``, ``report.html``::
+
+    {"schema": "bnlab.renorm.metrics/1", "experiment": "renorm-small-batch",
+     "status": "running" | "complete" | "interrupted" | "failed", "wall_time_s": float,
+     "runs": [{"name": "renorm-micro4", "norm": "bn" | "renorm", "group": int,
+               "batches": "iid" | "noniid", "time_s": float, "error": str | null,
+               "history": {"step": [...], "train_loss": [...], "test_acc": [...],
+                           "train_mode_acc": [...]}}]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab.train import Callback, TrainState
+
+DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
+SCHEMA = "bnlab.renorm.metrics/1"
+HISTORY_KEYS = ("step", "train_loss", "test_acc", "train_mode_acc")
+
+DEFAULTS: dict[str, Any] = {
+    "steps": 3000,
+    "batch_size": 32,
+    "micro_sizes": [4, 2],
+    "noniid": True,
+    "lr": 0.02,
+    "activation": "relu",
+    "hidden": [100, 100, 100],
+    "momentum": 0.01,
+    "eps": 1e-3,
+    "rmax": 3.0,
+    "dmax": 5.0,
+    "warmup_frac": 0.1,
+    "dmax_frac": 0.5,
+    "rmax_frac": 0.8,
+    "eval_every": None,
+    "seed": 0,
+    "train_subset": None,
+    "test_subset": None,
+    "progress": True,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``bnlab run renorm-small-batch``."""
+    d = DEFAULTS
+    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run (%(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
+    p.add_argument(
+        "--micro-sizes", type=int, nargs="*", default=d["micro_sizes"],
+        help="microbatch sizes for the normalization statistics (%(default)s)",
+    )  # fmt: skip
+    p.add_argument("--no-noniid", dest="noniid", action="store_false", help="skip 2-class runs")
+    p.add_argument("--lr", type=float, default=d["lr"], help="SGD learning rate (%(default)s)")
+    p.add_argument("--activation", choices=["relu", "sigmoid"], default=d["activation"])
+    p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
+    p.add_argument("--momentum", type=float, default=d["momentum"], help="BN/renorm momentum")
+    p.add_argument("--eps", type=float, default=d["eps"], help="BN/renorm eps (%(default)s)")
+    p.add_argument("--rmax", type=float, default=d["rmax"])
+    p.add_argument("--dmax", type=float, default=d["dmax"])
+    for key in ("warmup_frac", "dmax_frac", "rmax_frac"):
+        p.add_argument("--" + key.replace("_", "-"), type=float, default=d[key])
+    p.add_argument("--eval-every", type=int, default=d["eval_every"], help="(default: steps/20)")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--train-subset", type=int, default=d["train_subset"])
+    p.add_argument("--test-subset", type=int, default=d["test_subset"])
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS updated by ``config``; unknown keys and bad values raise ValueError."""
+    where = "renorm-small-batch"
+    unknown = sorted(set(config) - set(DEFAULTS) - {"experiment"})
+    if unknown:
+        raise ValueError(f"{where}: unknown config keys {unknown}; known: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **config, "experiment": where}
+    cfg["micro_sizes"] = [int(k) for k in cfg["micro_sizes"]]
+    if int(cfg["steps"]) < 1:
+        raise ValueError(f"{where}: steps must be >= 1, got {cfg['steps']}")
+    bs = int(cfg["batch_size"])
+    if bs < 4 or bs % 2:
+        raise ValueError(f"{where}: batch_size must be even and >= 4, got {bs}")
+    for k in cfg["micro_sizes"]:
+        if k < 2 or bs % k:
+            raise ValueError(f"{where}: micro size {k} must be >= 2 and divide batch_size {bs}")
+    if cfg["eval_every"] is None:
+        cfg["eval_every"] = max(1, int(cfg["steps"]) // 20)
+    if int(cfg["eval_every"]) < 1:
+        raise ValueError(f"{where}: eval_every must be >= 1, got {cfg['eval_every']}")
+    if not 0 <= cfg["warmup_frac"] <= cfg["dmax_frac"] <= 1 or cfg["rmax_frac"] > 1:
+        raise ValueError(f"{where}: expected 0 <= warmup_frac <= dmax_frac, rmax_frac <= 1")
+    return cfg
+
+
+def run_specs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs: name, norm ("bn"/"renorm"), group (examples per statistic), batches."""
+    full = int(cfg["batch_size"])
+    specs = [{"name": "bn-full", "norm": "bn", "group": full, "batches": "iid"}]
+    for k in cfg["micro_sizes"]:
+        for norm in ("bn", "renorm"):
+            specs.append({"name": f"{norm}-micro{k}", "norm": norm, "group": k, "batches": "iid"})
+    if cfg["noniid"]:
+        for norm in ("bn", "renorm"):
+            specs.append({"name": f"{norm}-noniid", "norm": norm, "group": full, "batches": "noniid"})
+    return specs
+
+
+def renorm_schedule(cfg: dict[str, Any]) -> dict[str, int]:
+    """The paper's 5k/25k/40k schedule scaled to ``steps`` by the three fractions."""
+    steps = int(cfg["steps"])
+    return {
+        "warmup_steps": int(round(cfg["warmup_frac"] * steps)),
+        "dmax_steps": int(round(cfg["dmax_frac"] * steps)),
+        "rmax_steps": int(round(cfg["rmax_frac"] * steps)),
+    }
+
+
+def build_net(spec: dict[str, Any], cfg: dict[str, Any]) -> Any:
+    """Dense(no bias) -> BN/BatchRenorm -> ReLU/Sigmoid per hidden layer, then Dense(10)."""
+    from bnlab.layers import BatchNorm, BatchRenorm, Dense, ReLU, Sequential, Sigmoid
+
+    relu = cfg["activation"] == "relu"
+    init = "he_normal" if relu else "glorot_uniform"
+    # every net gets virtual_batch_size = its group (32 for the full-batch runs: the same as
+    # None on a batch of 32), so a training-mode pass over many test images keeps the groups
+    vbs = int(spec["group"])
+    common = {"momentum": float(cfg["momentum"]), "eps": float(cfg["eps"])}
+    layers: list[Any] = []
+    fan_in, seed = 784, int(cfg["seed"])
+    for i, width in enumerate(cfg["hidden"]):
+        layers.append(Dense(fan_in, int(width), use_bias=False, init=init, seed=seed * 1000 + i))
+        if spec["norm"] == "bn":
+            layers.append(BatchNorm(int(width), virtual_batch_size=vbs, **common))
+        else:
+            layers.append(
+                BatchRenorm(
+                    int(width), rmax=float(cfg["rmax"]), dmax=float(cfg["dmax"]),
+                    virtual_batch_size=vbs, **renorm_schedule(cfg), **common,
+                )  # fmt: skip
+            )
+        layers.append(ReLU() if relu else Sigmoid())
+        fan_in = int(width)
+    layers.append(Dense(fan_in, 10, init="glorot_uniform", seed=seed * 1000 + 999))
+    return Sequential(layers)
+
+
+class NonIIDBatches:
+    """Endless minibatches of ``batch_size``: half from each of 2 random distinct classes."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
+        self.x, self.y, self.half = x, y, batch_size // 2
+        self.by_class = [np.flatnonzero(y == c) for c in range(int(y.max()) + 1)]
+        self.by_class = [idx for idx in self.by_class if len(idx)]
+        self.rng = np.random.default_rng(seed)
+
+    def indices(self) -> np.ndarray:
+        a, b = self.rng.choice(len(self.by_class), size=2, replace=False)
+        idx = np.concatenate(
+            [self.rng.choice(self.by_class[c], size=self.half, replace=False) for c in (a, b)]
+        )
+        return self.rng.permutation(idx)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        while True:
+            idx = self.indices()
+            yield self.x[idx], self.y[idx]
+
+
+def train_mode_order(spec: dict[str, Any], y: np.ndarray, batch_size: int, seed: int) -> np.ndarray:
+    """Test indices in the groups the net sees in training: a fixed random order cut to whole
+    batches (i.i.d.), or as many 2-class batches as the test set has whole batches."""
+    rng = np.random.default_rng(seed + 7919)
+    n_batches = len(y) // batch_size
+    if spec["batches"] == "noniid":
+        sampler = NonIIDBatches(y[:, None], y, batch_size, seed + 7919)
+        return np.concatenate([sampler.indices() for _ in range(n_batches)])
+    return rng.permutation(len(y))[: n_batches * batch_size]
+
+
+def norm_layers(model: Any) -> list[Any]:
+    return [layer for layer in model.layers if "running_mean" in layer.buffers]
+
+
+def train_mode_accuracy(
+    model: Any, x: np.ndarray, y: np.ndarray, order: np.ndarray, chunk: int
+) -> float:
+    """Accuracy of training-mode forwards over ``x[order]``, ``chunk`` examples a call (a
+    multiple of every layer's virtual batch size, so the groups are those of training); every
+    BN/renorm buffer is restored after each call, so all groups see the same state."""
+    saved = [{k: np.array(v, copy=True) for k, v in la.buffers.items()} for la in norm_layers(model)]
+    correct = 0
+    model.train()
+    try:
+        for i in range(0, len(order), chunk):
+            idx = order[i : i + chunk]
+            correct += int(np.sum(np.argmax(model.forward(x[idx]), axis=1) == y[idx]))
+            for la, buf in zip(norm_layers(model), saved, strict=True):
+                for k, v in buf.items():
+                    la.buffers[k][...] = v
+    finally:
+        model.train()
+    return correct / len(order)
+
+
+class RecordCallback(Callback):
+    """Every ``every`` steps (and at step 0 and the end): inference and training-mode accuracy."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, order: np.ndarray, every: int, chunk: int):
+        self.x, self.y, self.order, self.every, self.chunk = x, y, order, every, chunk
+
+    def record(self, state: TrainState) -> None:
+        from bnlab.train import evaluate
+
+        test_acc = evaluate(state.model, self.x, self.y, batch_size=2000)["accuracy"]
+        tm = train_mode_accuracy(state.model, self.x, self.y, self.order, self.chunk)
+        state.record(test_acc=test_acc, train_mode_acc=tm)
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.record(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        if state.step % self.every == 0:
+            self.record(state)
+
+    def on_train_end(self, state: TrainState) -> None:
+        if state.history and state.history[-1]["step"] != state.step:
+            self.record(state)
+
+
+def train_one(spec: dict[str, Any], cfg: dict[str, Any], data: tuple[np.ndarray, ...]) -> Any:
+    """Train one run; returns its TrainState."""
+    from bnlab.data import BatchIterator
+    from bnlab.losses import SoftmaxCrossEntropy
+    from bnlab.optim import SGD
+    from bnlab.train import Trainer
+
+    xtr, ytr, xte, yte = data
+    bs, seed = int(cfg["batch_size"]), int(cfg["seed"])
+    model = build_net(spec, cfg)
+    if spec["batches"] == "noniid":
+        batches: Any = NonIIDBatches(xtr, ytr, bs, seed)
+    else:
+        batches = BatchIterator(xtr, ytr, bs, shuffle=True, drop_last=True, seed=seed)
+    order = train_mode_order(spec, yte, bs, seed)
+    cb = RecordCallback(xte, yte, order, int(cfg["eval_every"]), bs * max(1, 1024 // bs))
+    opt = SGD.from_model(model, lr=float(cfg["lr"]), momentum=0.9)
+    trainer = Trainer(model, SoftmaxCrossEntropy(), opt, batches, callbacks=[cb])
+    return trainer.fit(int(cfg["steps"]))
+
+
+def run(config: dict[str, Any], out_dir: str | Path) -> Path:
+    """Train every run of :func:`run_specs` in turn; write metrics, figures and the report."""
+    from bnlab.experiments import mnist_common as mc
+    from bnlab.experiments import renorm_small_batch_report as rep
+
+    cfg = resolve_config(config)
+    out = mc.prepare_out_dir(out_dir, cfg)
+    data = mc.load_data(cfg)
+    specs = run_specs(cfg)
+    results: list[dict[str, Any]] = []
+    t0, status = time.perf_counter(), "running"
+    bar = None
+    if cfg["progress"]:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(specs, desc=cfg["experiment"], unit="run", dynamic_ncols=True)
+    try:
+        for spec in specs:
+            t = time.perf_counter()
+            entry = {**spec, "error": None, "history": {k: [] for k in HISTORY_KEYS}}
+            try:
+                state = train_one(spec, cfg, data)
+                entry["history"] = {k: [row.get(k) for row in state.history] for k in HISTORY_KEYS}
+            except FloatingPointError as e:
+                entry["error"] = str(e)
+            entry["time_s"] = round(time.perf_counter() - t, 3)
+            results.append(entry)
+            rep.write_metrics(out, cfg, results, status, time.perf_counter() - t0)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{spec['name']}: {_final(entry)}")
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        rep.write_metrics(out, cfg, results, status, time.perf_counter() - t0)
+        rep.render(out)
+    return out
+
+
+def _final(entry: dict[str, Any]) -> str:
+    acc = entry["history"]["test_acc"]
+    return "diverged" if entry["error"] else (f"{acc[-1]:.4f}" if acc else "-")
+
+
+def render(run_dir: str | Path) -> Path:
+    """Re-render figures and report from ``config.json`` and ``metrics.json``."""
+    from bnlab.experiments import renorm_small_batch_report as rep
+
+    return rep.render(run_dir)

@@ -1,0 +1,279 @@
+"""Rendering shared by the experiments: JSON/CSV files, figures and a Markdown + HTML report.
+
+A :class:`Report` is a list of blocks (headings, paragraphs, bullet lists, tables, figures)
+written twice: ``report.md`` and a standalone ``report.html`` whose ``<img src>`` point at the
+PNG files next to it (relative paths, so the run directory can be moved or zipped whole).
+matplotlib is imported only inside the plotting helpers, with the Agg backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Report",
+    "format_value",
+    "new_figure",
+    "plot_band",
+    "read_json",
+    "render_generic",
+    "save_figure",
+    "write_csv",
+    "write_json",
+]
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with NaN/Inf floats as None and NumPy scalars/arrays as Python values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as strict JSON (NaN/Inf become null) atomically: temp file, then rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(obj), f, indent=1, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a missing file raises FileNotFoundError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is this a bnlab run directory?")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV file with ``header`` and ``rows`` (None is written as an empty cell)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for row in rows:
+            w.writerow(["" if v is None else v for v in row])
+    os.replace(tmp, path)
+
+
+def format_value(v: Any, digits: int = 4) -> str:
+    """A table cell: floats with ``digits`` decimals, None/NaN as an em dash."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float | np.floating):
+        return f"{float(v):.{digits}f}"
+    return str(v)
+
+
+# -- the document --------------------------------------------------------------------------------
+
+_INLINE = [
+    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"`(.+?)`"), r"<code>\1</code>"),
+]
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
+    "line-height:1.45}table{border-collapse:collapse;margin:1em 0}"
+    "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:right}"
+    "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
+    "figcaption{font-size:.9em;color:#444}code{background:#f3f3f3}"
+)
+
+
+def _inline_html(text: str) -> str:
+    out = html.escape(text, quote=False)
+    for pat, rep in _INLINE:
+        out = pat.sub(rep, out)
+    return out
+
+
+class Report:
+    """Blocks of a report, rendered to Markdown and HTML. Text may use **bold** and `code`."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.blocks: list[tuple[str, Any]] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.blocks.append(("heading", (level, text)))
+
+    def paragraph(self, text: str) -> None:
+        self.blocks.append(("paragraph", text))
+
+    def bullets(self, items: Sequence[str]) -> None:
+        self.blocks.append(("bullets", list(items)))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        cells = [[format_value(v) for v in row] for row in rows]
+        self.blocks.append(("table", ([str(h) for h in header], cells)))
+
+    def figure(self, filename: str, caption: str) -> None:
+        """A PNG in the run directory, referenced by its relative file name."""
+        self.blocks.append(("figure", (filename, caption)))
+
+    def to_markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, data in self.blocks:
+            if kind == "heading":
+                out += ["#" * data[0] + " " + data[1], ""]
+            elif kind == "paragraph":
+                out += [data, ""]
+            elif kind == "bullets":
+                out += [f"- {item}" for item in data] + [""]
+            elif kind == "table":
+                header, rows = data
+                out.append("| " + " | ".join(header) + " |")
+                out.append("|" + "|".join(["---"] * len(header)) + "|")
+                out += ["| " + " | ".join(r) + " |" for r in rows]
+                out.append("")
+            elif kind == "figure":
+                out += [f"![{data[1]}]({data[0]})", "", f"*{data[1]}*", ""]
+        return "\n".join(out)
+
+    def to_html(self) -> str:
+        t = html.escape(self.title)
+        out = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{t}</title><style>{_CSS}</style></head><body>",
+            f"<h1>{t}</h1>",
+        ]
+        for kind, data in self.blocks:
+            if kind == "heading":
+                out.append(f"<h{data[0]}>{_inline_html(data[1])}</h{data[0]}>")
+            elif kind == "paragraph":
+                out.append(f"<p>{_inline_html(data)}</p>")
+            elif kind == "bullets":
+                out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in data) + "</ul>")
+            elif kind == "table":
+                header, rows = data
+                out.append("<table><thead><tr>")
+                out.append("".join(f"<th>{_inline_html(h)}</th>" for h in header))
+                out.append("</tr></thead><tbody>")
+                for r in rows:
+                    out.append("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>")
+                out.append("</tbody></table>")
+            elif kind == "figure":
+                src, cap = html.escape(data[0]), _inline_html(data[1])
+                out.append(
+                    f'<figure><img src="{src}" alt="{html.escape(data[1])}">'
+                    f"<figcaption>{cap}</figcaption></figure>"
+                )
+        out.append("</body></html>")
+        return "\n".join(out) + "\n"
+
+    def write(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths."""
+        out_dir = Path(out_dir)
+        md, page = out_dir / "report.md", out_dir / "report.html"
+        md.write_text(self.to_markdown(), encoding="utf-8")
+        page.write_text(self.to_html(), encoding="utf-8")
+        return md, page
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] = (5.0, 3.6)) -> Any:
+    """A matplotlib (Agg) figure with an nrows x ncols grid; returns ``(fig, axes_2d)``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False
+    )
+    return fig, axes
+
+
+def plot_band(
+    ax: Any,
+    steps: Sequence[float],
+    curves: Sequence[Sequence[float]],
+    *,
+    label: str,
+    color: str | None = None,
+    linestyle: str = "-",
+) -> None:
+    """Mean of ``curves`` (one per seed, possibly of different lengths) and its min-max band.
+
+    Curves shorter than ``steps`` (an interrupted or diverged run) are padded with NaN, and
+    the mean at a step is over the seeds that reached it.
+    """
+    n = len(steps)
+    arr = np.full((len(curves), n), np.nan)
+    for i, c in enumerate(curves):
+        vals = np.array([np.nan if v is None else v for v in c[:n]], dtype=np.float64)
+        arr[i, : len(vals)] = vals
+    with np.errstate(all="ignore"):
+        have = ~np.all(np.isnan(arr), axis=0)
+        x = np.asarray(steps, dtype=np.float64)[have]
+        a = arr[:, have]
+        mean = np.nanmean(a, axis=0) if a.size else a.sum(axis=0)
+    (line,) = ax.plot(x, mean, label=label, color=color, linestyle=linestyle)
+    if len(curves) > 1 and a.size:
+        ax.fill_between(
+            x, np.nanmin(a, axis=0), np.nanmax(a, axis=0), color=line.get_color(), alpha=0.2
+        )
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save ``fig`` as PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# -- fallback for experiments without their own render() -----------------------------------------
+
+
+def render_generic(run_dir: str | Path) -> Path:
+    """A plain report from ``config.json`` and (if present) ``metrics.json``."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    rep = Report(f"bnlab run: {config.get('experiment', run_dir.name)}")
+    rep.heading("Configuration")
+    rep.table(["key", "value"], [[k, json.dumps(v)] for k, v in sorted(config.items())])
+    mpath = run_dir / "metrics.json"
+    if mpath.is_file():
+        metrics = read_json(mpath)
+        rep.heading("Metrics")
+        rep.paragraph(f"Status: **{metrics.get('status', 'unknown')}**.")
+        scalars = [[k, v] for k, v in sorted(metrics.items()) if isinstance(v, int | float | str)]
+        if scalars:
+            rep.table(["key", "value"], scalars)
+    rep.write(run_dir)
+    return run_dir / "report.html"

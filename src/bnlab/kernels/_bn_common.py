@@ -1,0 +1,96 @@
+"""What the reference and the fused batch-norm kernels share: the cache and input checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bnlab._checks import as_float_array, check_feature_axis, compute_dtype
+
+__all__ = [
+    "BatchNormCache",
+    "check_training_count",
+    "prepare_channel_vector",
+    "prepare_grad",
+    "prepare_input",
+]
+
+
+@dataclass
+class BatchNormCache:
+    """What a training-mode forward pass keeps for its backward pass.
+
+    ``x`` is the input in the compute dtype (the caller's array itself, not a copy, unless it
+    had to be cast); ``mean`` and ``var`` are the per-channel batch mean and *biased* batch
+    variance in float64, shape ``(C,)``; ``count`` is the number of values per channel ``m``.
+    """
+
+    x: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    gamma: np.ndarray
+    eps: float
+    axis: int
+    count: int
+    out_dtype: np.dtype[Any]
+
+    @property
+    def rstd(self) -> np.ndarray:
+        """``1 / sqrt(var + eps)`` in float64."""
+        return 1.0 / np.sqrt(self.var + self.eps)
+
+
+def prepare_input(x: Any, axis: int, *, where: str) -> tuple[np.ndarray, int, np.dtype[Any]]:
+    """Check ``x`` and return ``(x in compute dtype, normalized axis, output dtype)``.
+
+    Raises TypeError for non-float dtypes and ValueError for rank < 2 or an axis out of range.
+    """
+    arr = as_float_array(x, "x", where=where, min_ndim=2)
+    ax = check_feature_axis(arr.ndim, axis, where=where)
+    out_dtype = arr.dtype
+    dt = compute_dtype(arr.dtype)
+    if arr.dtype != dt:
+        arr = arr.astype(dt)
+    return arr, ax, out_dtype
+
+
+def prepare_channel_vector(
+    v: Any, name: str, num_features: int, *, default: float, where: str
+) -> np.ndarray:
+    """Return a per-channel vector (``None`` means all ``default``) as float64, shape ``(C,)``."""
+    if v is None:
+        return np.full(num_features, default)
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{where}: {name} must be a numeric array, got dtype {arr.dtype}")
+    if arr.shape != (num_features,):
+        raise ValueError(
+            f"{where}: {name} must have shape ({num_features},) to match the feature axis, "
+            f"got shape {arr.shape}"
+        )
+    return arr.astype(np.float64)
+
+
+def prepare_grad(dy: Any, cache: BatchNormCache, *, where: str) -> np.ndarray:
+    """Check that ``dy`` is a float array of the forward input's shape; cast to compute dtype."""
+    arr = as_float_array(dy, "dy", where=where, min_ndim=0)
+    if arr.shape != cache.x.shape:
+        raise ValueError(
+            f"{where}: dy must have the forward input's shape {cache.x.shape}, got {arr.shape}"
+        )
+    return arr if arr.dtype == cache.x.dtype else arr.astype(cache.x.dtype)
+
+
+def check_training_count(count: int, shape: tuple[int, ...], *, where: str) -> None:
+    """Batch statistics need at least two values per channel (PyTorch's rule)."""
+    if count == 0:
+        raise ValueError(
+            f"{where}: x is an empty training batch (shape {shape}); nothing to normalize"
+        )
+    if count == 1:
+        raise ValueError(
+            f"{where}: Expected more than 1 value per channel when training, got input of shape "
+            f"{shape}"
+        )

@@ -1,0 +1,106 @@
+"""Max pooling over channels-last images, forward and backward (Numba).
+
+For x of shape (N, H, W, C), a window (ph, pw) and strides (sh, sw) without padding (Keras'
+"valid", PyTorch's default), Ho = (H - ph) // sh + 1, Wo = (W - pw) // sw + 1 and
+
+    y[n, i, j, c] = max over p < ph, q < pw of x[n, i*sh + p, j*sw + q, c].
+
+The forward pass records where each maximum came from (the first in row-major window order
+on ties, as PyTorch), so the backward pass routes dy[n, i, j, c] to that pixel only;
+overlapping windows add up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnlab.kernels._numba import njit, prange
+
+__all__ = ["max_pool_forward", "max_pool_backward", "pool_output_shape"]
+
+
+def pool_output_shape(
+    shape: tuple[int, ...], pool: tuple[int, int], stride: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """(N, Ho, Wo, C) for an (N, H, W, C) input; raises ValueError if the window does not fit."""
+    n, h, w, c = shape
+    if h < pool[0] or w < pool[1]:
+        raise ValueError(f"max pooling: window {pool} is larger than the image {(h, w)}")
+    return n, (h - pool[0]) // stride[0] + 1, (w - pool[1]) // stride[1] + 1, c
+
+
+@njit(cache=True, parallel=True)
+def _max_pool_fwd(x, ph, pw, sh, sw, y, arg):
+    n, h, w, c = x.shape
+    _, ho, wo, _ = y.shape
+    for b in prange(n):
+        for i in range(ho):
+            for j in range(wo):
+                y0 = i * sh
+                x0 = j * sw
+                for ch in range(c):
+                    y[b, i, j, ch] = x[b, y0, x0, ch]
+                    arg[b, i, j, ch] = y0 * w + x0
+                for p in range(ph):
+                    for q in range(pw):
+                        if p == 0 and q == 0:
+                            continue
+                        yy = y0 + p
+                        xx = x0 + q
+                        for ch in range(c):
+                            v = x[b, yy, xx, ch]
+                            if v > y[b, i, j, ch] or np.isnan(v):
+                                y[b, i, j, ch] = v
+                                arg[b, i, j, ch] = yy * w + xx
+    return y
+
+
+@njit(cache=True, parallel=True)
+def _max_pool_bwd(dy, arg, dx):
+    n, h, w, c = dx.shape
+    _, ho, wo, _ = dy.shape
+    for b in prange(n):
+        dx[b] = 0.0
+        for i in range(ho):
+            for j in range(wo):
+                for ch in range(c):
+                    k = arg[b, i, j, ch]
+                    dx[b, k // w, k % w, ch] += dy[b, i, j, ch]
+    return dx
+
+
+def max_pool_forward(
+    x: np.ndarray,
+    pool: tuple[int, int],
+    stride: tuple[int, int],
+    out: np.ndarray | None = None,
+    argmax: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(y, argmax)``: the pooled maxima and each one's flat index y*W + x in its image.
+
+    ``out`` and ``argmax`` (int32, shape of y) are optional reusable buffers.
+    """
+    shape = pool_output_shape(x.shape, pool, stride)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    if argmax is None:
+        argmax = np.empty(shape, dtype=np.int32)
+    _max_pool_fwd(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], out, argmax)
+    return out, argmax
+
+
+def max_pool_backward(
+    dy: np.ndarray,
+    argmax: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """dx: each dy[n, i, j, c] added to the input pixel its maximum came from, zeros elsewhere."""
+    if dy.shape != argmax.shape:
+        raise ValueError(
+            f"max_pool_backward: dy has shape {dy.shape}, expected the output shape {argmax.shape}"
+        )
+    if out is None:
+        out = np.empty(input_shape, dtype=dy.dtype)
+    _max_pool_bwd(np.ascontiguousarray(dy), argmax, out)
+    return out

@@ -1,0 +1,211 @@
+"""2-D convolution over channels-last images by im2col and one BLAS matrix product."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bnlab.initializers import InitSpec, get_initializer, initializer_config
+from bnlab.kernels.im2col import col2im, conv_output_size, im2col, same_padding
+from bnlab.layers._common import (
+    BufferPool,
+    InputShapeError,
+    float_input,
+    like_input,
+    output_buffer,
+    pair,
+)
+from bnlab.layers.base import Layer
+from bnlab.layers.dense import build_regularizer, regularizer_config
+
+__all__ = ["Conv2D"]
+
+# Unfolded patches of at most this many bytes are built at once; bigger batches (evaluation)
+# are convolved in chunks of images and their patches rebuilt in backward.
+MAX_COLS_BYTES = 96 * 2**20
+
+
+class Conv2D(Layer):
+    """Cross-correlation as Keras' Conv2D / ``torch.nn.Conv2d``, NHWC, kernel (kh, kw, cin, cout).
+
+    y[n, i, j, o] = b[o] + sum_{p, q, c} xpad[n, i*sh + p, j*sw + q, c] W[p, q, c, o],
+    computed as ``im2col(x) @ W.reshape(kh*kw*cin, cout)``. Backward:
+    dW = cols^T dy, db = sum dy, dx = col2im(dy W^T).
+
+    ``padding``: "valid" (none), "same" (TensorFlow's: output ceil(H / stride), the odd
+    padding pixel at the bottom/right) or an int p (p zeros on every side, as torch).
+    """
+
+    supports_skip_input_grad = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        stride: int | tuple[int, int] = 1,
+        padding: str | int = "valid",
+        use_bias: bool = True,
+        init: InitSpec = "glorot_uniform",
+        seed: int | np.random.Generator | None = None,
+        kernel_regularizer: Any = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Conv2D: {arg} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D")
+        self.stride = pair(stride, "stride", "Conv2D")
+        if isinstance(padding, str):
+            if padding not in ("valid", "same"):
+                raise ValueError(
+                    f"Conv2D: padding must be 'valid', 'same' or an int, got {padding!r}"
+                )
+        elif not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(
+                f"Conv2D: padding must be 'valid', 'same' or an int >= 0, got {padding!r}"
+            )
+        self.padding: str | int = padding if isinstance(padding, str) else int(padding)
+        self.use_bias = bool(use_bias)
+        self.init, self.seed = init, seed
+        shape = (*self.kernel_size, self.in_channels, self.out_channels)
+        self.params["W"] = np.ascontiguousarray(get_initializer(init)(shape, np.float32, seed))
+        self.grads["W"] = np.zeros(shape, np.float32)
+        if self.use_bias:
+            self.params["b"] = np.zeros(self.out_channels, np.float32)
+            self.grads["b"] = np.zeros(self.out_channels, np.float32)
+        reg = build_regularizer(kernel_regularizer)
+        if reg is not None:
+            self.regularizers["W"] = reg
+        self.reuse_output = False
+        self._pool = BufferPool()
+        self._x: np.ndarray | None = None
+        self._cols: np.ndarray | None = None  # patches of the whole batch, when they fit
+
+    def describe(self) -> str:
+        kh, kw = self.kernel_size
+        return f"Conv2D({self.in_channels}->{self.out_channels}, {kh}x{kw})"
+
+    def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) zero padding for an h x w image."""
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        if self.padding == "same":
+            return (*same_padding(h, kh, sh), *same_padding(w, kw, sw))
+        p = 0 if self.padding == "valid" else int(self.padding)
+        return (p, p, p, p)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        expected = f"(N, H, W, {self.in_channels})"
+        if len(input_shape) != 4 or input_shape[3] != self.in_channels:
+            raise InputShapeError(self.describe(), expected, input_shape)
+        n, h, w, _ = input_shape
+        pt, pb, pl, pr = self.pads(h, w)
+        ho = conv_output_size(h, self.kernel_size[0], self.stride[0], pt + pb)
+        wo = conv_output_size(w, self.kernel_size[1], self.stride[1], pl + pr)
+        if ho < 1 or wo < 1:
+            raise InputShapeError(self.describe(), f"{expected} with H, W >= kernel", input_shape)
+        return (n, ho, wo, self.out_channels)
+
+    def _chunk(self, input_shape: tuple[int, ...], dtype: Any) -> int:
+        """How many images' patches are unfolded at once."""
+        _, ho, wo, _ = self.output_shape(input_shape)
+        per_image = ho * wo * self.kernel_size[0] * self.kernel_size[1] * self.in_channels
+        return max(1, MAX_COLS_BYTES // (per_image * np.dtype(dtype).itemsize))
+
+    def _unfold(self, x: np.ndarray, purpose: str) -> np.ndarray:
+        n, h, w, c = x.shape
+        _, ho, wo, _ = self.output_shape(x.shape)
+        k = self.kernel_size[0] * self.kernel_size[1] * c
+        cols = self._pool.get(purpose, (n * ho * wo, k), x.dtype)
+        return im2col(x, self.kernel_size, self.stride, self.pads(h, w), out=cols)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = im2col(x) @ W2d + b, reshaped to (N, Ho, Wo, cout)."""
+        W = self.params["W"]
+        arr = float_input(x, self.describe(), 4)
+        out_shape = self.output_shape(arr.shape)
+        arr = np.ascontiguousarray(arr, dtype=W.dtype)
+        W2d = W.reshape(-1, self.out_channels)
+        y = output_buffer(self._pool, self.reuse_output, "y", out_shape, W.dtype)
+        y2d = y.reshape(-1, self.out_channels)
+        step = self._chunk(arr.shape, W.dtype)
+        self._cols = None
+        rows = out_shape[1] * out_shape[2]
+        for s in range(0, arr.shape[0], step):
+            cols = self._unfold(arr[s : s + step], "cols")
+            np.matmul(cols, W2d, out=y2d[s * rows : (s + step) * rows])
+            if step >= arr.shape[0]:
+                self._cols = cols
+        if self.use_bias:
+            y2d += self.params["b"]
+        self._x = arr
+        return like_input(y, x)
+
+    def backward(  # type: ignore[override]
+        self, dy: np.ndarray, *, need_input_grad: bool = True
+    ) -> np.ndarray | None:
+        """Write dW = cols^T dy2d, db = sum dy into ``grads``; return dx = col2im(dy2d W2d^T)."""
+        if self._x is None:
+            raise RuntimeError(f"{self.describe()}.backward called before forward")
+        x, W = self._x, self.params["W"]
+        out_shape = self.output_shape(x.shape)
+        if np.shape(dy) != out_shape:
+            raise ValueError(
+                f"{self.describe()}.backward: dy must have shape {out_shape}, got {np.shape(dy)}"
+            )
+        dy2d = np.ascontiguousarray(dy, dtype=W.dtype).reshape(-1, self.out_channels)
+        W2d, gW = W.reshape(-1, self.out_channels), self.grads["W"].reshape(-1, self.out_channels)
+        if self.use_bias:
+            ones = self._pool.get("ones", (dy2d.shape[0],), W.dtype)
+            ones.fill(1)
+            np.matmul(ones, dy2d, out=self.grads["b"])
+        dx = (
+            output_buffer(self._pool, self.reuse_output, "dx", x.shape, W.dtype)
+            if need_input_grad
+            else None
+        )
+        step = self._chunk(x.shape, W.dtype)
+        rows = out_shape[1] * out_shape[2]
+        for s in range(0, x.shape[0], step):
+            xs, dys = x[s : s + step], dy2d[s * rows : (s + step) * rows]
+            cols = self._cols if self._cols is not None else self._unfold(xs, "cols")
+            if s == 0:
+                np.matmul(cols.T, dys, out=gW)
+            else:
+                gW += cols.T @ dys
+            if dx is not None:
+                dcols = self._pool.get("dcols", cols.shape, W.dtype)
+                np.matmul(dys, W2d.T, out=dcols)
+                col2im(
+                    dcols,
+                    xs.shape,
+                    self.kernel_size,
+                    self.stride,
+                    self.pads(*x.shape[1:3]),
+                    out=dx[s : s + step],
+                )
+        return dx
+
+    def astype(self, dtype: Any) -> Conv2D:
+        super().astype(dtype)
+        self._pool.clear()
+        self._cols = None
+        return self
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": self.padding,
+            "use_bias": self.use_bias,
+            "init": initializer_config(self.init),
+            "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
+            "kernel_regularizer": regularizer_config(self.regularizers.get("W")),
+            "name": self.name,
+        }

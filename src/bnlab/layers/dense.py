@@ -1,0 +1,149 @@
+"""Fully connected layer: y = x W + b, W of shape (in_features, out_features)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bnlab.initializers import InitSpec, get_initializer, initializer_config
+from bnlab.layers._common import (
+    BufferPool,
+    InputShapeError,
+    float_input,
+    like_input,
+    output_buffer,
+)
+from bnlab.layers.base import Layer
+
+__all__ = ["Dense", "regularizer_config", "build_regularizer"]
+
+
+def regularizer_config(reg: Any) -> Any:
+    """``reg.get_config()`` when the penalty has one, else None (JSON-serializable)."""
+    get_config = getattr(reg, "get_config", None)
+    return get_config() if callable(get_config) else None
+
+
+def build_regularizer(reg: Any) -> Any:
+    """A penalty object from itself or its config dict (``{"type": "L2", "l": 1e-4}``)."""
+    if isinstance(reg, dict):
+        from bnlab.optim import penalty_from_config  # same floor; imported late to avoid a cycle
+
+        return penalty_from_config(reg)
+    return reg
+
+
+class Dense(Layer):
+    """Fully connected layer, ``torch.nn.Linear`` with the kernel stored transposed (Keras).
+
+    Forward: y = x W + b for x of shape (N, in_features).
+    Backward: dW = x^T dy, db = sum_n dy, dx = dy W^T.
+
+    >>> import numpy as np
+    >>> layer = Dense(4, 3, seed=0)
+    >>> layer.forward(np.ones((2, 4), np.float32)).shape
+    (2, 3)
+    """
+
+    supports_skip_input_grad = True
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool = True,
+        init: InitSpec = "glorot_uniform",
+        seed: int | np.random.Generator | None = None,
+        kernel_regularizer: Any = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        for arg, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Dense: {arg} must be a positive int, got {value!r}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.use_bias = bool(use_bias)
+        self.init = init
+        self.seed = seed
+        shape = (self.in_features, self.out_features)
+        self.params["W"] = np.ascontiguousarray(get_initializer(init)(shape, np.float32, seed))
+        self.grads["W"] = np.zeros(shape, np.float32)
+        if self.use_bias:
+            self.params["b"] = np.zeros(self.out_features, np.float32)
+            self.grads["b"] = np.zeros(self.out_features, np.float32)
+        reg = build_regularizer(kernel_regularizer)
+        if reg is not None:
+            self.regularizers["W"] = reg
+        self.reuse_output = False
+        self._pool = BufferPool()
+        self._x: np.ndarray | None = None
+
+    def describe(self) -> str:
+        return f"Dense({self.in_features}->{self.out_features})"
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != 2 or input_shape[1] != self.in_features:
+            raise InputShapeError(self.describe(), f"(N, {self.in_features})", input_shape)
+        return (input_shape[0], self.out_features)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = x W + b."""
+        W = self.params["W"]
+        arr = float_input(x, self.describe(), 2)
+        if arr.shape[1] != self.in_features:
+            self.output_shape(arr.shape)  # raises the error naming this layer
+        if arr.dtype != W.dtype:
+            arr = arr.astype(W.dtype)
+        y = output_buffer(
+            self._pool, self.reuse_output, "y", (arr.shape[0], self.out_features), W.dtype
+        )
+        np.matmul(arr, W, out=y)
+        if self.use_bias:
+            y += self.params["b"]
+        self._x = arr
+        return y if arr is x else like_input(y, x)
+
+    def backward(  # type: ignore[override]
+        self, dy: np.ndarray, *, need_input_grad: bool = True
+    ) -> np.ndarray | None:
+        """Write dW = x^T dy and db = sum_n dy into ``grads``; return dx = dy W^T.
+
+        ``need_input_grad=False`` skips dx (the first layer of a network) and returns None.
+        """
+        if self._x is None:
+            raise RuntimeError(f"{self.describe()}.backward called before forward")
+        x, W = self._x, self.params["W"]
+        dy = np.asarray(dy)
+        if dy.shape != (x.shape[0], self.out_features):
+            raise ValueError(
+                f"{self.describe()}.backward: dy must have shape "
+                f"{(x.shape[0], self.out_features)}, got {dy.shape}"
+            )
+        dy = dy.astype(W.dtype, copy=False)
+        np.matmul(x.T, dy, out=self.grads["W"])
+        if self.use_bias:
+            np.sum(dy, axis=0, out=self.grads["b"])
+        if not need_input_grad:
+            return None
+        dx = output_buffer(self._pool, self.reuse_output, "dx", x.shape, W.dtype)
+        np.matmul(dy, W.T, out=dx)
+        return dx
+
+    def astype(self, dtype: Any) -> Dense:
+        super().astype(dtype)
+        self._pool.clear()
+        return self
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "use_bias": self.use_bias,
+            "init": initializer_config(self.init),
+            "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
+            "kernel_regularizer": regularizer_config(self.regularizers.get("W")),
+            "name": self.name,
+        }

@@ -1,0 +1,280 @@
+"""Sequential: a stack of layers applied in order, with flat parameter/gradient views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from bnlab.layers._common import InputShapeError, fmt_shape
+from bnlab.layers.base import Layer, layer_from_config
+
+__all__ = ["Sequential"]
+
+
+def _describe(layer: Layer) -> str:
+    describe = getattr(layer, "describe", None)
+    return str(describe()) if callable(describe) else type(layer).__name__
+
+
+class Sequential(Layer):
+    """y = f_L(... f_2(f_1(x))); backward applies the layers' backward passes in reverse.
+
+    ``params``, ``grads``, ``buffers`` and ``regularizers`` are flat dicts keyed ``"i.key"``
+    (layer index, then the layer's own key) whose values are the layers' own arrays, so an
+    optimizer built on ``model.params``/``model.grads`` updates the layers in place.
+
+    Intermediate outputs and gradients live in buffers owned by each layer and are overwritten
+    by the next step (that is what keeps a training step free of large allocations); the
+    arrays returned by :meth:`forward` and :meth:`backward` are the caller's own. A backward
+    pass applies to the most recent forward pass.
+
+    >>> import numpy as np
+    >>> from bnlab.layers import Dense, Sigmoid
+    >>> model = Sequential([Dense(4, 8, seed=0), Sigmoid(), Dense(8, 2, seed=1)])
+    >>> model.forward(np.zeros((3, 4), np.float32)).shape
+    (3, 2)
+    """
+
+    def __init__(
+        self, layers: Iterable[Layer | dict[str, Any]], *, name: str | None = None
+    ) -> None:
+        built: list[Layer] = []
+        for i, layer in enumerate(layers):
+            if isinstance(layer, dict):  # {"type": ..., "config": ...} from get_config()
+                layer = layer_from_config(layer["type"], layer.get("config", {}))
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"Sequential: layer at index {i} must be a bnlab Layer, "
+                    f"got {type(layer).__name__}"
+                )
+            built.append(layer)
+        if not built:
+            raise ValueError("Sequential: expected at least one layer, got none")
+        self.layers: list[Layer] = built
+        self.name = name or "Sequential"
+        self.training = True
+        self._checked: tuple[int, ...] | None = None
+        self._reuse_output = False
+        for layer in built:
+            if hasattr(layer, "reuse_output"):
+                layer.reuse_output = True
+
+    # -- flat views ---------------------------------------------------------------------------
+    def _flat(self, attr: str) -> dict[str, Any]:
+        return {
+            f"{i}.{k}": v
+            for i, layer in enumerate(self.layers)
+            for k, v in getattr(layer, attr).items()
+        }
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self._flat("params")
+
+    @params.setter
+    def params(self, value: dict[str, np.ndarray]) -> None:
+        raise AttributeError("Sequential.params is a view of its layers' params; set those")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return self._flat("grads")
+
+    @grads.setter
+    def grads(self, value: dict[str, np.ndarray]) -> None:
+        raise AttributeError("Sequential.grads is a view of its layers' grads; set those")
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        return self._flat("buffers")
+
+    @buffers.setter
+    def buffers(self, value: dict[str, np.ndarray]) -> None:
+        raise AttributeError("Sequential.buffers is a view of its layers' buffers; set those")
+
+    @property
+    def regularizers(self) -> dict[str, Any]:
+        return self._flat("regularizers")
+
+    @regularizers.setter
+    def regularizers(self, value: dict[str, Any]) -> None:
+        raise AttributeError(
+            "Sequential.regularizers is a view of its layers' regularizers; set those"
+        )
+
+    @property
+    def reuse_output(self) -> bool:
+        """Whether the returned arrays are internal buffers (set by an enclosing Sequential)."""
+        return self._reuse_output
+
+    @reuse_output.setter
+    def reuse_output(self, value: bool) -> None:
+        self._reuse_output = bool(value)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> Layer:
+        return self.layers[i]
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    # -- shapes -------------------------------------------------------------------------------
+    def describe(self) -> str:
+        return f"Sequential({len(self.layers)} layers)"
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape after every layer; a mismatch names both layers and both shapes."""
+        return self._shapes(tuple(input_shape))[-1]
+
+    def _shapes(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+        shapes = [shape]
+        for i, layer in enumerate(self.layers):
+            infer = getattr(layer, "output_shape", None)
+            try:
+                shape = tuple(infer(shape)) if callable(infer) else shape
+            except InputShapeError as err:
+                source = (
+                    f"{_describe(self.layers[i - 1])} at index {i - 1} produced"
+                    if i > 0
+                    else "the model input has shape"
+                )
+                raise ValueError(
+                    f"{_describe(layer)} at index {i} expected input {err.expected} but "
+                    f"{source} {fmt_shape(shape)}"
+                ) from None
+            shapes.append(shape)
+        return shapes
+
+    # -- computation --------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.shape[1:] != self._checked:
+            self._shapes(x.shape)
+            self._checked = x.shape[1:]
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x if self._reuse_output else x.copy()
+
+    def backward(  # type: ignore[override]
+        self, dy: np.ndarray, *, need_input_grad: bool = True
+    ) -> np.ndarray | None:
+        """Backpropagate ``dy`` = dL/dy; fill every layer's grads; return dL/dx.
+
+        ``need_input_grad=False`` stops at the first layer that has parameters (and skips its
+        input gradient where the layer allows): a training step needs no dL/dx.
+        """
+        stop = 0
+        if not need_input_grad:
+            stop = next(
+                (i for i, layer in enumerate(self.layers) if layer.params), len(self.layers)
+            )
+        for i in range(len(self.layers) - 1, stop - 1, -1):
+            layer = self.layers[i]
+            if not need_input_grad and i == stop:
+                if getattr(layer, "supports_skip_input_grad", False):
+                    layer.backward(dy, need_input_grad=False)  # type: ignore[call-arg]
+                else:
+                    layer.backward(dy)
+                return None
+            dy = layer.backward(dy)
+        if not need_input_grad:
+            return None
+        return dy if self._reuse_output else np.array(dy, copy=True)
+
+    def train(self, mode: bool = True) -> Sequential:
+        self.training = mode
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def astype(self, dtype: Any) -> Sequential:
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def zero_grad(self) -> None:
+        for layer in self.layers:
+            layer.zero_grad()
+
+    # -- serialization ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every layer's parameters and buffers, keyed ``"i.key"``."""
+        return {
+            f"{i}.{k}": v
+            for i, layer in enumerate(self.layers)
+            for k, v in layer.state_dict().items()
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Load a :meth:`state_dict`; every key and shape is checked before anything changes."""
+        per_layer: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
+        unexpected = []
+        for key, value in state.items():
+            idx, _, sub = key.partition(".")
+            if not idx.isdigit() or int(idx) >= len(self.layers):
+                unexpected.append(key)
+                continue
+            per_layer[int(idx)][sub] = value
+        own = {
+            f"{i}.{k}": v
+            for i, layer in enumerate(self.layers)
+            for k, v in {**layer.params, **layer.buffers}.items()
+        }
+        missing = sorted(set(own) - set(state))
+        unexpected += sorted(set(state) - set(own) - set(unexpected))
+        if missing or unexpected:
+            raise KeyError(
+                f"{self.name}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for key, ref in own.items():
+            if np.shape(state[key]) != np.shape(ref):
+                raise ValueError(
+                    f"{self.name}.load_state_dict: '{key}' has shape {np.shape(state[key])}, "
+                    f"expected {np.shape(ref)}"
+                )
+        for layer, sub_state in zip(self.layers, per_layer, strict=True):
+            layer.load_state_dict(sub_state)
+
+    def summary(self, input_shape: tuple[int, ...]) -> str:
+        """A table of each layer's output shape and parameter count.
+
+        ``input_shape`` is one example's shape, without the batch dimension (Keras' convention),
+        e.g. ``(28, 28, 1)`` or ``(784,)``.
+        """
+        shapes = self._shapes((1, *input_shape))
+        rows = [("#", "layer", "output shape", "params")]
+        rows.append(("", "input", fmt_shape(shapes[0]), ""))
+        for i, (layer, shape) in enumerate(zip(self.layers, shapes[1:], strict=True)):
+            rows.append((str(i), _describe(layer), fmt_shape(shape), f"{layer.num_params():,}"))
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total parameters: {self.num_params():,}")
+        return "\n".join(lines)
+
+    def get_config(self) -> dict[str, Any]:
+        """``{"layers": [{"type": class name, "config": layer.get_config()}, ...], "name"}``."""
+        layers = [
+            {"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers
+        ]
+        return {"layers": layers, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        """Rebuild a Sequential (with fresh weights) from :meth:`get_config` output."""
+        if "layers" not in config:
+            raise ValueError(
+                f"Sequential.from_config: expected a dict with 'layers', got keys {sorted(config)}"
+            )
+        return cls(config["layers"], name=config.get("name"))
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
+        return f"Sequential([\n{inner}\n])"

@@ -1,0 +1,83 @@
+"""Learning-rate schedules: callables ``t -> lr`` where ``t`` is the number of steps taken."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["Schedule", "StepDecay", "ExponentialDecay", "schedule_from_config"]
+
+
+class Schedule:
+    """A learning rate as a function of the step count ``t`` (0 for the first step)."""
+
+    def __call__(self, t: int) -> float:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class StepDecay(Schedule):
+    """``lr_t = lr * gamma ** floor(t / step_size)`` (torch's ``StepLR`` counted in steps)."""
+
+    def __init__(self, lr: float, step_size: int, gamma: float = 0.1) -> None:
+        if step_size < 1:
+            raise ValueError(f"StepDecay: step_size must be a positive integer, got {step_size}")
+        self.lr, self.step_size, self.gamma = float(lr), int(step_size), float(gamma)
+
+    def __call__(self, t: int) -> float:
+        return self.lr * self.gamma ** (t // self.step_size)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "type": "StepDecay",
+            "lr": self.lr,
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+        }
+
+
+class ExponentialDecay(Schedule):
+    """``lr_t = lr * decay_rate ** (t / decay_steps)`` (Keras' ``ExponentialDecay``).
+
+    With ``staircase=True`` the exponent is ``floor(t / decay_steps)``.
+    """
+
+    def __init__(
+        self, lr: float, decay_rate: float, decay_steps: int, staircase: bool = False
+    ) -> None:
+        if decay_steps < 1:
+            raise ValueError(
+                f"ExponentialDecay: decay_steps must be a positive integer, got {decay_steps}"
+            )
+        self.lr, self.decay_rate = float(lr), float(decay_rate)
+        self.decay_steps, self.staircase = int(decay_steps), bool(staircase)
+
+    def __call__(self, t: int) -> float:
+        p = t // self.decay_steps if self.staircase else t / self.decay_steps
+        return self.lr * self.decay_rate**p
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "type": "ExponentialDecay",
+            "lr": self.lr,
+            "decay_rate": self.decay_rate,
+            "decay_steps": self.decay_steps,
+            "staircase": self.staircase,
+        }
+
+
+_SCHEDULES: dict[str, type[Schedule]] = {
+    "StepDecay": StepDecay,
+    "ExponentialDecay": ExponentialDecay,
+}
+
+
+def schedule_from_config(config: Mapping[str, Any]) -> Schedule:
+    """Rebuild a schedule from its ``get_config()`` dict (``{"type": ..., **kwargs}``)."""
+    kw = dict(config)
+    kind = kw.pop("type", None)
+    if kind not in _SCHEDULES:
+        raise ValueError(f"unknown schedule type {kind!r}; known: {sorted(_SCHEDULES)}")
+    return _SCHEDULES[kind](**kw)

@@ -1,0 +1,143 @@
+"""recompute_population_stats (Algorithm 2): against a direct NumPy computation over all batches."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from bnlab.deploy import recompute_population_stats
+from bnlab.layers import BatchNorm, Dense, ReLU, Sequential
+
+
+def _bn_numpy(z, gamma, beta, eps):
+    mu, var = z.mean(axis=0), z.var(axis=0)
+    return gamma * (z - mu) / np.sqrt(var + eps) + beta, mu, var
+
+
+def _numpy_population(model, batches):
+    """Algorithm 2 by hand for dense_net (float64): the inputs of both BN layers per batch."""
+    d1, bn1, _, d2, bn2 = model.layers[:5]
+    means = {0: [], 1: []}
+    variances = {0: [], 1: []}
+    for x in batches:
+        z1 = x @ d1.params["W"] + d1.params["b"]
+        h, mu, var = _bn_numpy(z1, bn1.params["gamma"], bn1.params["beta"], bn1.eps)
+        means[0].append(mu)
+        variances[0].append(var)
+        z2 = np.maximum(h, 0) @ d2.params["W"]
+        _, mu, var = _bn_numpy(z2, bn2.params["gamma"], bn2.params["beta"], bn2.eps)
+        means[1].append(mu)
+        variances[1].append(var)
+    m = batches[0].shape[0]
+    return [
+        (np.mean(means[i], axis=0), m / (m - 1) * np.mean(variances[i], axis=0)) for i in (0, 1)
+    ]
+
+
+@pytest.fixture
+def batches(rng):
+    return [rng.normal(1.0, 2.0, size=(16, 6)) for _ in range(7)]
+
+
+def test_dense_matches_numpy(nets, rng, batches):
+    model = nets.dense_net(dtype=np.float64)
+    nets.randomize_bn(model, rng)
+    model.eval()
+    expected = _numpy_population(model, batches)
+    summary = recompute_population_stats(model, batches)
+    for bn, (mean, var) in zip([model.layers[1], model.layers[4]], expected, strict=True):
+        np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(bn.running_var, var, rtol=1e-12, atol=1e-12)
+        assert int(bn.num_batches_tracked) == 7  # the layers' own updates were undone
+    assert summary.num_batches == 7 and summary.num_examples == 7 * 16
+    assert summary.layers == ["1", "4"]
+    assert summary.values_per_channel["1"] == 7 * 16
+    assert not model.training and not any(layer.training for layer in model.layers)
+
+
+def test_not_double_updated_and_idempotent(nets, rng, batches):
+    """Running it twice gives the same statistics: nothing of the old moving averages leaks in."""
+    model = nets.dense_net(dtype=np.float64)
+    nets.randomize_bn(model, rng)
+    recompute_population_stats(model, batches)
+    first = {k: v.copy() for k, v in model.state_dict().items()}
+    nets.randomize_bn(model, np.random.default_rng(99))  # scrambles running stats (and biases)
+    for key in ("1.gamma", "1.beta", "4.gamma", "4.beta", "0.b", "6.b"):
+        model.params[key][...] = first[key]
+    recompute_population_stats(model, batches)
+    for key in ("1.running_mean", "1.running_var", "4.running_mean", "4.running_var"):
+        np.testing.assert_allclose(model.state_dict()[key], first[key], rtol=1e-12)
+
+
+def test_float32_model_and_pairs(nets, rng, batches):
+    """(x, y) pairs are accepted; a float32 model gets float32 buffers near the float64 truth."""
+    model64 = nets.dense_net(dtype=np.float64)
+    nets.randomize_bn(model64, rng)
+    model32 = copy.deepcopy(model64).astype(np.float32)
+    recompute_population_stats(model64, batches)
+    pairs = [(x.astype(np.float32), np.zeros(len(x), np.int64)) for x in batches]
+    recompute_population_stats(model32, iter(pairs))
+    bn32, bn64 = model32.layers[1], model64.layers[1]
+    assert bn32.running_mean.dtype == np.float32
+    np.testing.assert_allclose(bn32.running_mean, bn64.running_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn32.running_var, bn64.running_var, rtol=1e-4)
+
+
+def test_conv_net_per_channel(nets, rng):
+    """Conv BN statistics are per channel over N*H*W values, m = N*H*W."""
+    model = nets.conv_net(dtype=np.float64)
+    nets.randomize_bn(model, rng)
+    xs = [rng.normal(size=(4, 8, 8, 3)) for _ in range(3)]
+    conv = model.layers[0]
+    expected = [conv.forward(x).copy() for x in xs]  # the input of the first BN (a copy:
+    # inside a Sequential a layer returns its reused output buffer)
+    mean = np.mean([z.mean(axis=(0, 1, 2)) for z in expected], axis=0)
+    m = 4 * 8 * 8
+    var = m / (m - 1) * np.mean([z.var(axis=(0, 1, 2)) for z in expected], axis=0)
+    summary = recompute_population_stats(model, xs)
+    np.testing.assert_allclose(model.layers[1].running_mean, mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(model.layers[1].running_var, var, rtol=1e-12)
+    assert summary.values_per_channel["1"] == 3 * m
+    assert summary.values_per_channel["9"] == 3 * 4
+
+
+def test_modes_restored_exactly(nets, rng, batches):
+    model = nets.dense_net(dtype=np.float64)
+    model.train()
+    model.layers[2].eval()
+    recompute_population_stats(model, batches)
+    assert model.training and model.layers[1].training and not model.layers[2].training
+    assert "forward" not in vars(model.layers[1])  # the recording hook is gone
+
+
+def test_track_running_stats_false_is_skipped(rng, batches):
+    model = Sequential(
+        [Dense(6, 4, seed=0), BatchNorm(4, track_running_stats=False, name="free"), ReLU()]
+        + [Dense(4, 3, seed=1), BatchNorm(3, name="tracked")]
+    ).astype(np.float64)
+    summary = recompute_population_stats(model, batches)
+    assert summary.skipped == ["1"] and summary.layers == ["4"]
+
+
+def _assert_unchanged(model, before):
+    after = model.state_dict()
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k])
+
+
+def test_errors_change_nothing(nets, rng, batches):
+    model = nets.dense_net(dtype=np.float64)
+    nets.randomize_bn(model, rng)
+    model.eval()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="empty"):
+        recompute_population_stats(model, [])
+    _assert_unchanged(model, before)
+    bad = [batches[0], batches[1][:1]]  # second batch: one example, m = 1
+    with pytest.raises(ValueError, match="more than 1 value|m=1"):
+        recompute_population_stats(model, bad)
+    _assert_unchanged(model, before)
+    assert not model.training and not model.layers[1].training
+    assert "forward" not in vars(model.layers[1])
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        recompute_population_stats(Sequential([Dense(6, 2)]), batches)

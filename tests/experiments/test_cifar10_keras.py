@@ -1,0 +1,305 @@
+"""cifar10-keras: smoke run on a tiny CIFAR-format file, data errors, resume, and the two nets
+against PyTorch at their exact shapes."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnlab.experiments import cifar10_keras as ck
+from bnlab.experiments import cifar10_keras_data as kd
+
+
+def _write_batches(root: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
+    """The official python layout: cifar-10-batches-py/{data_batch_1..5,test_batch}."""
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    sizes = [len(a) for a in np.array_split(np.arange(n_train), 5)]
+    for name, n in [(f"data_batch_{i + 1}", s) for i, s in enumerate(sizes)] + [
+        ("test_batch", n_test)
+    ]:
+        batch = {
+            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, size=n).tolist(),
+        }
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_batches(tmp_path_factory.mktemp("cifar"))
+
+
+def _cfg(data: Path, **kw: object) -> dict[str, object]:
+    return {"data": str(data), "epochs": 1, "progress": False, **kw}
+
+
+def test_smoke_run_writes_every_file(tiny: Path, tmp_path: Path) -> None:
+    out = ck.run(_cfg(tiny), tmp_path / "run")
+    for name in (
+        "config.json",
+        "metrics.json",
+        "metrics.csv",
+        "fig_accuracy.png",
+        "fig_loss.png",
+        "report.md",
+        "report.html",
+        "checkpoints/baseline.npz",
+        "checkpoints/bn.npz",
+    ):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "complete"
+    assert (m["n_train"], m["n_test"]) == (64, 32)
+    assert m["data"]["format"] == "python-batches"
+    for kind in ("baseline", "bn"):
+        h = m["models"][kind]["history"]
+        assert h["epoch"] == [1]
+        assert 0 <= h["test_accuracy"][0] <= 1 and 0 <= h["train_accuracy"][0] <= 1
+        assert np.isfinite(h["train_loss"][0]) and np.isfinite(h["test_loss"][0])
+        assert h["epoch_time_s"][0] > 0
+    # Keras 2 decay: lr after 2 steps of batch 32 is lr / (1 + 1e-6 * 2)
+    assert m["models"]["bn"]["history"]["lr"][0] == pytest.approx(1e-3 / (1 + 2e-6))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["bn_momentum"] == 0.01 and cfg["bn_eps"] == 1e-3
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3
+    report = (out / "report.md").read_text()
+    assert "original python batches" in report and "87" in report and "77" in report
+
+
+def test_resume_continues_like_an_uninterrupted_run(tiny: Path, tmp_path: Path) -> None:
+    kw = {"models": ["bn"], "train_subset": 32, "test_subset": 8}  # one step per epoch
+    ck.run(_cfg(tiny, epochs=2, **kw), tmp_path / "full")
+    ck.run(_cfg(tiny, epochs=1, **kw), tmp_path / "part")
+    ck.run(_cfg(tiny, epochs=2, resume=True, **kw), tmp_path / "part")
+    full, part = (
+        json.loads((tmp_path / d / "metrics.json").read_text())["models"]["bn"]["history"]
+        for d in ("full", "part")
+    )
+    assert part["epoch"] == [1, 2]
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr"):
+        assert part[key] == full[key], key
+
+
+def test_ctrl_c_leaves_a_valid_partial_run(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = ck.train_epoch, []
+
+    def interrupt_second(*args: object, **kw: object) -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ck, "train_epoch", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        ck.run(_cfg(tiny, epochs=3, test_subset=8), tmp_path / "r")
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["status"] == "interrupted"
+    assert m["models"]["baseline"]["epochs_done"] == 1 and m["models"]["bn"]["epochs_done"] == 0
+    assert (tmp_path / "r" / "checkpoints" / "baseline.npz").is_file()
+    assert not (tmp_path / "r" / "checkpoints" / "bn.npz").exists()
+    assert "interrupted" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_resume_refuses_a_different_config(tiny: Path, tmp_path: Path) -> None:
+    (tmp_path / "r").mkdir()
+    old = ck.resolve(_cfg(tiny, models=["bn"]))
+    (tmp_path / "r" / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="seed"):
+        ck.run(_cfg(tiny, models=["bn"], seed=8, resume=True), tmp_path / "r")
+    assert json.loads((tmp_path / "r" / "config.json").read_text()) == old
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_no_data_says_where_to_get_cifar10(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(kd.ENV_DATA, raising=False)
+    with pytest.raises(FileNotFoundError, match=r"cs\.toronto\.edu/~kriz/cifar\.html") as e:
+        ck.run({"epochs": 1}, tmp_path / "r")
+    assert "cifar-10-python.tar.gz" in str(e.value) and "image folder" in str(e.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_env_var_is_the_default_path(monkeypatch: pytest.MonkeyPatch, tiny: Path) -> None:
+    monkeypatch.setenv(kd.ENV_DATA, str(tiny))
+    assert kd.resolve_data_path(None) == tiny
+    assert kd.resolve_data_path(str(tiny.parent)) == tiny.parent  # --data wins
+
+
+def test_wrong_path_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.tar.gz"
+    with pytest.raises(FileNotFoundError, match="nope.tar.gz") as e:
+        ck.run(_cfg(missing), tmp_path / "r")
+    assert "does not exist" in str(e.value)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("kind", ["text", "dir", "tar"])
+def test_bad_format_lists_accepted_formats(kind: str, tmp_path: Path) -> None:
+    if kind == "text":
+        bad = tmp_path / "cifar.txt"
+        bad.write_text("not cifar")
+    elif kind == "dir":
+        bad = tmp_path / "empty"
+        bad.mkdir()
+        (bad / "readme.txt").write_text("nothing here")
+    else:
+        bad = tmp_path / "other.tar.gz"
+        with tarfile.open(bad, "w:gz") as tf:
+            info = tarfile.TarInfo("x/readme.txt")
+            info.size = 2
+            tf.addfile(info, io.BytesIO(b"hi"))
+    assert kd.describe_source(bad)["format"] == "unknown"
+    with pytest.raises(ValueError, match="cifar-10-batches-py"):
+        ck.run(_cfg(bad), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def _jpeg_folder_tar(root: Path, quality: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = root / "imgs.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for split in ("train", "test"):
+            for cls in ("cat", "dog"):
+                buf = io.BytesIO()
+                img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+                info = tarfile.TarInfo(f"c/{split}/{cls}/1.jpg")
+                info.size = buf.tell()
+                buf.seek(0)
+                tf.addfile(info, buf)
+    return path
+
+
+@pytest.mark.parametrize("quality", [30, 75, 95])
+def test_jpeg_image_folder_is_tagged_with_its_quality(quality: int, tmp_path: Path) -> None:
+    src = kd.describe_source(_jpeg_folder_tar(tmp_path, quality))
+    assert src["format"] == "image-folder" and src["encoding"] == "JPEG"
+    assert src["jpeg_quality"] == quality
+    assert src["tag"] == f"JPEG q{quality} CIFAR-10"
+
+
+def test_python_batches_tar_is_recognized(tiny: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        tf.add(tiny, arcname="cifar-10-batches-py")
+    assert kd.describe_source(path)["format"] == "python-batches"
+    data = kd.load(path, {}, 10, None)
+    assert data.x_train.shape == (10, 32, 32, 3) and data.x_train.dtype == np.uint8
+    assert data.x_test.dtype == np.float32 and 0 <= data.x_test.min() <= data.x_test.max() <= 1
+
+
+def test_arguments_parse_to_a_config() -> None:
+    p = argparse.ArgumentParser()
+    ck.add_arguments(p)
+    args = p.parse_args(["--models", "bn", "--epochs", "3", "--train-subset", "100"])
+    cfg = ck.resolve(vars(args))
+    assert cfg["models"] == ["bn"] and cfg["epochs"] == 3 and cfg["train_subset"] == 100
+    assert cfg["lr_baseline"] == 1e-4 and cfg["lr_bn"] == 1e-3 and cfg["decay"] == 1e-6
+    with pytest.raises(SystemExit):
+        p.parse_args(["--models", "baseline,resnet"])
+    with pytest.raises(ValueError, match="epochs"):
+        ck.resolve({"epochs": 0})
+    with pytest.raises(ValueError, match="unknown config keys"):
+        ck.resolve({"epoch": 3})
+
+
+# -- the nets against PyTorch ----------------------------------------------------------------
+
+
+def _torch_net(model: object, bn: bool) -> object:
+    """The same net in PyTorch (NCHW inside, NHWC flatten order), weights copied."""
+    import torch
+    from torch import nn
+
+    class NHWC(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.permute(0, 2, 3, 1)
+
+    mods: list[nn.Module] = []
+    for layer in model.layers:  # type: ignore[attr-defined]
+        kind = type(layer).__name__
+        p = {k: torch.tensor(v, dtype=torch.float64) for k, v in layer.params.items()}
+        if kind == "Conv2D":
+            kh, _, cin, cout = layer.params["W"].shape
+            pad = 1 if layer.get_config()["padding"] == "same" else 0
+            conv = nn.Conv2d(cin, cout, kh, padding=pad, bias="b" in p).double()
+            conv.weight.data = p["W"].permute(3, 2, 0, 1).contiguous()
+            if "b" in p:
+                conv.bias.data = p["b"]
+            mods.append(conv)
+        elif kind == "Dense":
+            din, dout = layer.params["W"].shape
+            lin = nn.Linear(din, dout, bias="b" in p).double()
+            lin.weight.data = p["W"].T.contiguous()
+            if "b" in p:
+                lin.bias.data = p["b"]
+            mods.append(lin)
+        elif kind == "BatchNorm":
+            n = layer.params["gamma"].shape[0]
+            cls = (
+                nn.BatchNorm1d if len(mods) and isinstance(mods[-1], nn.Linear) else nn.BatchNorm2d
+            )
+            mods.append(cls(n, eps=1e-3, momentum=0.01).double())
+        elif kind == "ReLU":
+            mods.append(nn.ReLU())
+        elif kind == "MaxPool2D":
+            mods.append(nn.MaxPool2d(2))
+        elif kind == "Dropout":
+            mods.append(nn.Identity())
+        elif kind == "Flatten":
+            mods += [NHWC(), nn.Flatten()]
+        else:
+            raise AssertionError(f"no PyTorch twin for {kind}")
+    return nn.Sequential(*mods)
+
+
+@pytest.mark.parametrize("kind", ["baseline", "bn"])
+def test_nets_match_pytorch(kind: str) -> None:
+    import torch
+
+    from bnlab.losses import SoftmaxCrossEntropy
+
+    cfg = ck.resolve({})
+    model = ck.build_model(kind, cfg).astype(np.float64)
+    # Keras' model.summary() of cifar10_cnn: 1,250,858; BN drops 704 biases, adds 1,408
+    assert model.num_params() == (1_250_858 if kind == "baseline" else 1_251_562)
+    tnet = _torch_net(model, kind == "bn")
+    x = np.random.default_rng(1).random((4, 32, 32, 3))
+    y = np.array([0, 3, 9, 3])
+    if kind == "baseline":
+        model.eval()  # dropout off; PyTorch has identities in its place
+    logits = model.forward(x)
+    loss, dlogits = SoftmaxCrossEntropy()(logits, y)
+    model.backward(dlogits)
+    tx = torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
+    tnet.train(kind == "bn")  # type: ignore[attr-defined]
+    tlogits = tnet(tx)  # type: ignore[operator]
+    tloss = torch.nn.functional.cross_entropy(tlogits, torch.tensor(y))
+    tloss.backward()
+    np.testing.assert_allclose(logits, tlogits.detach().numpy(), rtol=1e-9, atol=1e-10)
+    assert loss == pytest.approx(tloss.item(), rel=1e-10)
+    tgrads = [p.grad.numpy() for p in tnet.parameters()]  # type: ignore[attr-defined]
+    ours = list(model.grads.values())
+    assert len(ours) == len(tgrads)
+    for g, tg in zip(ours, tgrads, strict=True):
+        tg = tg.transpose(2, 3, 1, 0) if tg.ndim == 4 else (tg.T if tg.ndim == 2 else tg)
+        np.testing.assert_allclose(g, tg, rtol=1e-7, atol=1e-10)
+    tbns = [m for m in tnet if "BatchNorm" in type(m).__name__]  # type: ignore[attr-defined]
+    bns = [layer for layer in model.layers if type(layer).__name__ == "BatchNorm"]
+    assert len(bns) == len(tbns) == (5 if kind == "bn" else 0)
+    for b, tb in zip(bns, tbns, strict=True):
+        np.testing.assert_allclose(b.running_mean, tb.running_mean.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b.running_var, tb.running_var.numpy(), rtol=1e-9, atol=1e-12)

@@ -1,0 +1,59 @@
+"""Experiment mnist-lr: both nets at multiples of a base learning rate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from bnlab.experiments import get, mnist_lr
+
+TINY: dict[str, Any] = {
+    "steps": 10,
+    "eval_every": 5,
+    "train_subset": 600,
+    "test_subset": 300,
+    "hidden": [32, 32, 32],
+    "base_lr": 0.2,
+    "progress": False,
+}
+
+
+def test_registry_finds_the_module() -> None:
+    assert get("mnist-lr") is mnist_lr
+
+
+def test_run_writes_metrics_figure_and_table(tmp_path: Path) -> None:
+    out = mnist_lr.run(TINY, tmp_path)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "complete" and m["schema"] == "bnlab.mnist.metrics/1"
+    lrs = sorted({r["lr"] for r in m["runs"]})
+    assert lrs == pytest.approx([0.2, 1.0, 6.0])
+    assert sorted(r["net"] for r in m["runs"]) == ["bn"] * 3 + ["plain"] * 3
+    png = out / "fig_lr.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as im:
+        assert im.size[0] > 300
+    md = (out / "report.md").read_text()
+    assert "| 30x | 6 | with BN |" in md and "| 1x | 0.2 | without BN |" in md
+    assert "(fig_lr.png)" in md and 'src="fig_lr.png"' in (out / "report.html").read_text()
+    assert json.loads((out / "config.json").read_text())["multipliers"] == [1.0, 5.0, 30.0]
+
+
+def _run(diverged_at: int | None, accs: list[float]) -> dict[str, Any]:
+    return {"diverged_at": diverged_at, "history": {"accuracy": accs}}
+
+
+def test_outcome_classifies_runs() -> None:
+    assert mnist_lr.outcome(_run(17, [0.1, 0.5]), 0.2) == "diverged at step 17"
+    assert mnist_lr.outcome(_run(None, [0.1, 0.11]), 0.2) == "stalled"
+    assert mnist_lr.outcome(_run(None, []), 0.2) == "stalled"
+    assert mnist_lr.outcome(_run(None, [0.1, 0.9]), 0.2) == "trains"
+
+
+def test_bad_multipliers_are_refused() -> None:
+    with pytest.raises(ValueError, match="multipliers must be positive"):
+        mnist_lr.resolve({"multipliers": [1, 0]})

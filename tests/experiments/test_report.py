@@ -1,0 +1,102 @@
+"""Shared report rendering: JSON/CSV files, figures, Markdown and HTML."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bnlab.experiments.report import (
+    Report,
+    format_value,
+    new_figure,
+    plot_band,
+    read_json,
+    render_generic,
+    save_figure,
+    write_csv,
+    write_json,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, path
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+        assert len(np.unique(np.asarray(im.convert("L")))) > 2  # not a blank canvas
+
+
+def test_write_json_is_strict_and_atomic(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    write_json(path, {"a": math.nan, "b": [np.float32(1.5), math.inf], "c": np.arange(2)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": [0, 1]}
+    assert read_json(path)["b"][0] == 1.5
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_read_json_names_the_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothere.json"):
+        read_json(tmp_path / "nothere.json")
+
+
+def test_write_csv_round_trip(tmp_path: Path) -> None:
+    write_csv(tmp_path / "m.csv", ["step", "acc"], [[0, 0.1], [10, None]])
+    rows = list(csv.reader(open(tmp_path / "m.csv", newline="")))
+    assert rows == [["step", "acc"], ["0", "0.1"], ["10", ""]]
+
+
+def test_format_value() -> None:
+    assert format_value(0.123456) == "0.1235"
+    assert format_value(None) == "—" and format_value(math.nan) == "—"
+    assert format_value(7) == "7"
+
+
+def test_report_markdown_and_html(tmp_path: Path) -> None:
+    rep = Report("Title <x>")
+    rep.heading("Numbers")
+    rep.paragraph("BN is **faster** in `this` run & that one.")
+    rep.bullets(["one", "two"])
+    rep.table(["lr", "acc"], [[0.5, 0.98765], ["1", None]])
+    rep.figure("fig_a.png", "Figure 1a")
+    md, page = rep.write(tmp_path)
+    text = md.read_text()
+    assert text.startswith("# Title <x>")
+    assert "| lr | acc |" in text and "| 0.5000 | 0.9877 |" in text and "| 1 | — |" in text
+    assert "![Figure 1a](fig_a.png)" in text and "- two" in text
+    html = page.read_text()
+    assert "<title>Title &lt;x&gt;</title>" in html
+    assert '<img src="fig_a.png"' in html
+    assert "<strong>faster</strong>" in html and "<code>this</code>" in html
+    assert "&amp; that" in html and "<td>0.9877</td>" in html
+
+
+def test_plot_band_and_save_figure_write_a_png(tmp_path: Path) -> None:
+    fig, axes = new_figure(1, 2)
+    steps = [0, 10, 20, 30]
+    plot_band(axes[0][0], steps, [[0.1, 0.5, 0.7, 0.8], [0.1, 0.4, 0.6]], label="a")
+    plot_band(axes[0][1], steps, [[0.2, None, 0.3, 0.4]], label="b")
+    line = axes[0][0].get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), [0.1, 0.45, 0.65, 0.8])  # mean of seeds there
+    path = save_figure(fig, tmp_path / "f.png")
+    assert_png(path)
+
+
+def test_render_generic(tmp_path: Path) -> None:
+    write_json(tmp_path / "config.json", {"experiment": "x", "steps": 3})
+    write_json(tmp_path / "metrics.json", {"status": "complete", "best": 0.9})
+    page = render_generic(tmp_path)
+    assert page.is_file()
+    text = (tmp_path / "report.md").read_text()
+    assert "complete" in text and "steps" in text
