@@ -1,4 +1,4 @@
-"""Input validation shared by every floor: errors that name the argument, the expectation and what came."""
+"""Input validation shared by every floor: errors name the argument, the expectation, what came."""
 
 from __future__ import annotations
 

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from bnlab.kernels import batch_renorm_backward, batch_renorm_forward, batch_renorm_inference
+from bnlab.kernels import (
+    batch_renorm_backward,
+    batch_renorm_forward,
+    batch_renorm_inference,
+    batchrenorm_fused,
+)
 from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
 
 EPS = 1e-3
@@ -140,8 +145,6 @@ def test_rmax1_dmax0_is_batch_norm_torch(rng):
 def test_rmax1_dmax0_is_bnlab_batch_norm(rng):
     from bnlab import kernels
 
-    if not hasattr(kernels, "batch_norm_forward"):
-        pytest.xfail("bnlab.kernels.batch_norm_forward has not landed yet")
     x, gamma, beta, mu, sigma = make(rng, (9, 5), -1)
     dy = rng.normal(size=x.shape)
     y, cache = batch_renorm_forward(x, gamma, beta, mu, sigma, eps=EPS, rmax=1.0, dmax=0.0)
@@ -215,3 +218,25 @@ def test_inference_formula(rng):
     s = (1, 4, 1)
     expected = gamma.reshape(s) * (x - mu.reshape(s)) / sigma.reshape(s) + beta.reshape(s)
     np.testing.assert_allclose(y, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("shape,axis", [((64, 7), -1), ((4, 5, 5, 6), -1), ((4, 6, 5, 5), 1)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_fused_matches_reference(rng, shape, axis, dtype):
+    x, gamma, beta, mu, sigma = make(rng, shape, axis)
+    x = (x + 100.0).astype(dtype)  # an offset: both must avoid E[x^2] - E[x]^2
+    mu = mu + 100.0
+    dy = rng.normal(size=shape).astype(dtype)
+    kw = {"axis": axis, "eps": EPS, "rmax": 1.5, "dmax": 0.5}
+    y_ref, c_ref = batch_renorm_forward(x, gamma, beta, mu, sigma, **kw)
+    y, cache = batchrenorm_fused.batch_renorm_forward(x, gamma, beta, mu, sigma, **kw)
+    assert y.dtype == dtype
+    tol = {np.float64: 1e-10, np.float32: 2e-4, np.float16: 2e-2}[dtype]
+    np.testing.assert_allclose(y.astype(np.float64), y_ref.astype(np.float64), atol=tol)
+    np.testing.assert_allclose(cache.r, c_ref.r, rtol=tol)
+    np.testing.assert_allclose(cache.d, c_ref.d, rtol=tol, atol=tol)
+    got = batchrenorm_fused.batch_renorm_backward(dy, cache)
+    want = batch_renorm_backward(dy, c_ref)
+    for g, w in zip(got, want, strict=True):
+        scale = max(1.0, float(np.abs(w.astype(np.float64)).max()))
+        np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), atol=tol * scale)

@@ -101,8 +101,6 @@ def test_rmax1_dmax0_equals_torch_batch_norm_layer(rng, shape, axis):
 def test_rmax1_dmax0_equals_bnlab_batch_norm_layer(rng):
     from bnlab import layers
 
-    if not hasattr(layers, "BatchNorm"):
-        pytest.xfail("bnlab.layers.BatchNorm has not landed yet")
     renorm = BatchRenorm(4, momentum=0.1, eps=1e-5, rmax=1.0, dmax=0.0)
     bn = layers.BatchNorm(4, momentum=0.1, eps=1e-5)
     for _ in range(2):

@@ -26,12 +26,13 @@ _MODULES: dict[str, str] = {
     "mnist-lr": "bnlab.experiments.mnist_lr",
     "cifar10-keras": "bnlab.experiments.cifar10_keras",
     "population-stats": "bnlab.experiments.population_stats",
+    "renorm-small-batch": "bnlab.experiments.renorm_small_batch",
 }
 
 # Experiments whose matrices are small (an MLP at batch 60): `bnlab run` starts them with
 # OPENBLAS_NUM_THREADS=1 unless the user set it. BLAS threads buy nothing at these sizes, and on
 # a busy 2-core machine OpenBLAS's spinning threads made an MLP step 15x slower (measured).
-SINGLE_THREAD_BLAS: frozenset[str] = frozenset({"mnist-sigmoid", "mnist-lr"})
+SINGLE_THREAD_BLAS: frozenset[str] = frozenset({"mnist-sigmoid", "mnist-lr", "renorm-small-batch"})
 
 
 def available() -> list[str]:

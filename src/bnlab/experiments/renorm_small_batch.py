@@ -39,8 +39,10 @@ Files: ``config.json``, ``metrics.json`` (schema below), ``metrics.csv``, ``fig_
 from __future__ import annotations
 
 import argparse
+import ctypes
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ SCHEMA = "bnlab.renorm.metrics/1"
 HISTORY_KEYS = ("step", "train_loss", "test_acc", "train_mode_acc")
 
 DEFAULTS: dict[str, Any] = {
-    "steps": 3000,
+    "steps": 5000,
     "batch_size": 32,
     "micro_sizes": [4, 2],
     "noniid": True,
@@ -135,7 +137,9 @@ def run_specs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             specs.append({"name": f"{norm}-micro{k}", "norm": norm, "group": k, "batches": "iid"})
     if cfg["noniid"]:
         for norm in ("bn", "renorm"):
-            specs.append({"name": f"{norm}-noniid", "norm": norm, "group": full, "batches": "noniid"})
+            specs.append(
+                {"name": f"{norm}-noniid", "norm": norm, "group": full, "batches": "noniid"}
+            )
     return specs
 
 
@@ -158,18 +162,27 @@ def build_net(spec: dict[str, Any], cfg: dict[str, Any]) -> Any:
     # every net gets virtual_batch_size = its group (32 for the full-batch runs: the same as
     # None on a batch of 32), so a training-mode pass over many test images keeps the groups
     vbs = int(spec["group"])
-    common = {"momentum": float(cfg["momentum"]), "eps": float(cfg["eps"])}
+    mom, eps = float(cfg["momentum"]), float(cfg["eps"])
+    sched = renorm_schedule(cfg)
     layers: list[Any] = []
     fan_in, seed = 784, int(cfg["seed"])
     for i, width in enumerate(cfg["hidden"]):
-        layers.append(Dense(fan_in, int(width), use_bias=False, init=init, seed=seed * 1000 + i))
+        w = int(width)
+        layers.append(Dense(fan_in, w, use_bias=False, init=init, seed=seed * 1000 + i))
         if spec["norm"] == "bn":
-            layers.append(BatchNorm(int(width), virtual_batch_size=vbs, **common))
+            layers.append(BatchNorm(w, momentum=mom, eps=eps, virtual_batch_size=vbs))
         else:
             layers.append(
                 BatchRenorm(
-                    int(width), rmax=float(cfg["rmax"]), dmax=float(cfg["dmax"]),
-                    virtual_batch_size=vbs, **renorm_schedule(cfg), **common,
+                    w,
+                    momentum=mom,
+                    eps=eps,
+                    rmax=float(cfg["rmax"]),
+                    dmax=float(cfg["dmax"]),
+                    warmup_steps=sched["warmup_steps"],
+                    rmax_steps=sched["rmax_steps"],
+                    dmax_steps=sched["dmax_steps"],
+                    virtual_batch_size=vbs,
                 )  # fmt: skip
             )
         layers.append(ReLU() if relu else Sigmoid())
@@ -188,11 +201,13 @@ class NonIIDBatches:
         self.rng = np.random.default_rng(seed)
 
     def indices(self) -> np.ndarray:
+        """One batch's indices (a class smaller than half a batch is sampled with replacement)."""
         a, b = self.rng.choice(len(self.by_class), size=2, replace=False)
-        idx = np.concatenate(
-            [self.rng.choice(self.by_class[c], size=self.half, replace=False) for c in (a, b)]
-        )
-        return self.rng.permutation(idx)
+        parts = []
+        for c in (a, b):
+            pool = self.by_class[c]
+            parts.append(self.rng.choice(pool, size=self.half, replace=len(pool) < self.half))
+        return self.rng.permutation(np.concatenate(parts))
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         while True:
@@ -221,7 +236,9 @@ def train_mode_accuracy(
     """Accuracy of training-mode forwards over ``x[order]``, ``chunk`` examples a call (a
     multiple of every layer's virtual batch size, so the groups are those of training); every
     BN/renorm buffer is restored after each call, so all groups see the same state."""
-    saved = [{k: np.array(v, copy=True) for k, v in la.buffers.items()} for la in norm_layers(model)]
+    saved = [
+        {k: np.array(v, copy=True) for k, v in la.buffers.items()} for la in norm_layers(model)
+    ]
     correct = 0
     model.train()
     try:
@@ -282,6 +299,31 @@ def train_one(spec: dict[str, Any], cfg: dict[str, Any], data: tuple[np.ndarray,
     return trainer.fit(int(cfg["steps"]))
 
 
+@contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Run OpenBLAS (NumPy's bundled scipy-openblas) on one thread inside the block.
+
+    The matrix products of a 100-unit MLP on 32 examples are far too small for threads: on
+    the 2-core development machine, with other processes busy, OpenBLAS's threads made each
+    step ~8x slower. Does nothing where the library or its symbols are not found.
+    """
+    lib, old = None, None
+    try:
+        libdir = Path(np.__file__).parent.parent / "numpy.libs"
+        found = sorted(libdir.glob("libscipy_openblas*.so*"))
+        if found:
+            lib = ctypes.CDLL(str(found[0]))
+            old = int(lib.scipy_openblas_get_num_threads64_())
+            lib.scipy_openblas_set_num_threads64_(ctypes.c_int(1))
+    except (OSError, AttributeError):
+        lib = None
+    try:
+        yield
+    finally:
+        if lib is not None and old is not None:
+            lib.scipy_openblas_set_num_threads64_(ctypes.c_int(old))
+
+
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train every run of :func:`run_specs` in turn; write metrics, figures and the report."""
     from bnlab.experiments import mnist_common as mc
@@ -303,7 +345,8 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
             t = time.perf_counter()
             entry = {**spec, "error": None, "history": {k: [] for k in HISTORY_KEYS}}
             try:
-                state = train_one(spec, cfg, data)
+                with single_thread_blas():
+                    state = train_one(spec, cfg, data)
                 entry["history"] = {k: [row.get(k) for row in state.history] for k in HISTORY_KEYS}
             except FloatingPointError as e:
                 entry["error"] = str(e)

@@ -125,6 +125,8 @@ def batch_norm_backward(
     sdy, sdyx = (fk.grad_sums_last if last else fk.grad_sums_mid)(u, v, cache.mean, nb)
     dx = np.empty_like(v)
     grad_input = fk.grad_input_last if last else fk.grad_input_mid
+    if last and v.dtype == np.float32 and cache.count >= fk.LOWP_MIN_COUNT:
+        grad_input = fk.grad_input_last_lowp
     grad_input(u, v, cache.mean, cache.var, cache.gamma, sdy, sdyx, cache.eps, dx, nb)
     dt = cache.x.dtype
     dx = dx.reshape(cache.x.shape).astype(cache.out_dtype, copy=False)

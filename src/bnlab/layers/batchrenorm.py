@@ -35,8 +35,11 @@ class BatchRenorm(Layer):
     ``moving_stddev``). The update moves sigma, as the paper, and stores
     ``running_var = sigma^2 - eps``. Initially mu = 0 and running_var = 1. ``momentum`` is the
     weight of the new batch (PyTorch's convention; Keras' momentum 0.99 is 0.01 here). With
-    virtual batches r and d of every chunk use the moving statistics from before the step, and
-    the step updates them once with the chunk averages of mu_B and sigma_B.
+    virtual batches (``virtual_batch_size=k``, which must divide the batch) r and d of every
+    chunk use the moving statistics from before the step, and the step updates them once with
+    the chunk averages of mu_B and sigma_B (tf.keras' renorm with virtual batches does the
+    same). Unlike :class:`BatchNorm`'s ghost batches, which update once per chunk and count
+    chunks, ``num_batches_tracked`` counts steps here: the schedule is in steps.
 
     Schedule (steps = ``num_batches_tracked``, the number of training forward passes before
     this one, counted from 0 like the paper's): rmax = 1 and dmax = 0 (plain batch norm) while
