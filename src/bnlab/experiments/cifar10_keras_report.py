@@ -155,8 +155,8 @@ def _notes(cfg: dict[str, Any], src: dict[str, Any]) -> list[str]:
         + ("kept." if cfg.get("bn_conv_bias") else "dropped (beta replaces it)."),
         "Augmentation: shifts are whole pixels (Keras interpolates sub-pixel shifts), fill "
         "'nearest', horizontal flips with probability 1/2.",
-        f"Post's speed: {POST['epoch_time']}; ours are CPU times (NumPy + Numba), measured "
-        "while other jobs shared the machine's cores, so they are noisy.",
+        f"Post's speed: {POST['epoch_time']}; ours are wall times of NumPy + Numba on this "
+        "run's CPU (they vary with whatever else the machine runs).",
     ]
     if cfg.get("train_subset") or cfg.get("test_subset"):
         out.append(
