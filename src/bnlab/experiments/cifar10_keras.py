@@ -57,7 +57,7 @@ from bnlab.experiments.cifar10_keras_nets import (
     reseed_dropout,
     train_epoch,
 )
-from bnlab.experiments.report import read_json, write_csv, write_json
+from bnlab.experiments.report import read_json, run_status, write_csv, write_json
 
 DESCRIPTION = "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)"
 SCHEMA = "bnlab.cifar10_keras.metrics/1"
@@ -305,7 +305,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     cfg["data"], cfg["data_source"] = str(path), source
     nets = [_Net(kind, cfg, out) for kind in cfg["models"]]
     _prepare(cfg, out, nets)
-    t0, status = time.perf_counter(), "running"
+    t0 = time.perf_counter()
 
     def snapshot(st: str) -> None:
         write_metrics(
@@ -323,8 +323,12 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
             },
         )
 
-    try:
-        snapshot(status)
+    def finish(st: str) -> None:
+        snapshot(st)
+        render(out)
+
+    with run_status(finish):
+        snapshot("running")
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
             for _ in range(int(cfg["epochs"])):
                 for net in nets:
@@ -334,17 +338,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
                         except FloatingPointError as e:
                             net.error = str(e)
                         net.save()
-                        snapshot(status)
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except BaseException:
-        status = "failed"
-        raise
-    finally:
-        snapshot(status)
-        render(out)
+                        snapshot("running")
     return out
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import read_json, write_csv, write_json
+from bnlab.experiments.report import read_json, run_status, write_csv, write_json
 from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Trainer
 
 SCHEMA = "bnlab.mnist.metrics/1"
@@ -307,7 +307,7 @@ def train_lockstep(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=cfg["experiment"])
-    t0, done, status = time.perf_counter(), 0, "running"
+    t0, done = time.perf_counter(), 0
 
     def snapshot(st: str) -> dict[str, Any]:
         m = metrics_json(cfg, runs, st, done, time.perf_counter() - t0)
@@ -315,16 +315,24 @@ def train_lockstep(
         return m
 
     threads = _numba_threads(1)
-    try:
+    metrics: dict[str, Any] = {}
+
+    def finish(st: str) -> None:
+        _numba_threads(threads)
+        if bar is not None:
+            bar.close()
+        metrics.update(snapshot(st))
+
+    with run_status(finish):
         for r in runs:
             r.trainer.begin()
-        snapshot(status)
+        snapshot("running")
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
             for step in range(1, steps + 1):
                 _step_all(runs, step)
                 done = step
                 if step % every == 0:
-                    snapshot(status)
+                    snapshot("running")
                     if bar is not None:
                         bar.set_postfix(_postfix(runs), refresh=False)
                 if bar is not None:
@@ -333,18 +341,6 @@ def train_lockstep(
                     break
             for r in runs:
                 _final_eval(r, done)
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except BaseException:
-        status = "failed"
-        raise
-    finally:
-        _numba_threads(threads)
-        if bar is not None:
-            bar.close()
-        metrics = snapshot(status)
     if cfg["save_checkpoints"]:
         save_checkpoints(runs, out_dir)
     return metrics

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.experiments.report import run_status
 from bnlab.train import Callback, TrainState
 
 DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
@@ -334,13 +335,20 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     data = mc.load_data(cfg)
     specs = run_specs(cfg)
     results: list[dict[str, Any]] = []
-    t0, status = time.perf_counter(), "running"
+    t0 = time.perf_counter()
     bar = None
     if cfg["progress"]:
         from tqdm.auto import tqdm
 
         bar = tqdm(specs, desc=cfg["experiment"], unit="run", dynamic_ncols=True)
-    try:
+
+    def finish(st: str) -> None:
+        if bar is not None:
+            bar.close()
+        rep.write_metrics(out, cfg, results, st, time.perf_counter() - t0)
+        rep.render(out)
+
+    with run_status(finish):
         for spec in specs:
             t = time.perf_counter()
             entry = {**spec, "error": None, "history": {k: [] for k in HISTORY_KEYS}}
@@ -352,22 +360,10 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
                 entry["error"] = str(e)
             entry["time_s"] = round(time.perf_counter() - t, 3)
             results.append(entry)
-            rep.write_metrics(out, cfg, results, status, time.perf_counter() - t0)
+            rep.write_metrics(out, cfg, results, "running", time.perf_counter() - t0)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{spec['name']}: {_final(entry)}")
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except BaseException:
-        status = "failed"
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        rep.write_metrics(out, cfg, results, status, time.perf_counter() - t0)
-        rep.render(out)
     return out
 
 

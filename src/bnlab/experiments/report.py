@@ -8,13 +8,14 @@ matplotlib is imported only inside the plotting helpers, with the Agg backend.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "plot_band",
     "read_json",
     "render_generic",
+    "run_status",
     "save_figure",
     "write_csv",
     "write_json",
@@ -277,3 +279,22 @@ def render_generic(run_dir: str | Path) -> Path:
             rep.table(["key", "value"], scalars)
     rep.write(run_dir)
     return run_dir / "report.html"
+
+
+@contextlib.contextmanager
+def run_status(on_exit: Callable[[str], None]) -> Iterator[None]:
+    """Run an experiment's body and report how it ended to ``on_exit``, whatever happens.
+
+    The status is "complete", "interrupted" (Ctrl-C) or "failed"; ``on_exit`` writes the
+    metrics and report of the (possibly partial) run, which ``bnlab report`` can render again.
+    Exceptions, KeyboardInterrupt included, propagate after ``on_exit`` ran.
+    """
+    status = "failed"
+    try:
+        yield
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        on_exit(status)
