@@ -15,13 +15,13 @@ ones here evaluate on a fixed set (:class:`EvalCallback`), record percentiles of
 pre-activation (:class:`ActivationMonitor`), show a tqdm bar (:class:`ProgressBar`) and save
 checkpoints (:class:`CheckpointCallback`).
 
-Example::
+Example (``model``, ``x``, ``y``, ``x_test``, ``y_test`` as in the README's tour)::
 
-    >>> trainer = Trainer(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.5),
-    ...                   BatchIterator(x, y, 60, seed=0),
-    ...                   callbacks=[EvalCallback(x_test, y_test, every=500)])
-    >>> state = trainer.fit(5000)
-    >>> state.history[-1]["accuracy"]
+    trainer = Trainer(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.5),
+                      BatchIterator(x, y, 60, seed=0),
+                      callbacks=[EvalCallback(x_test, y_test, every=500)])
+    state = trainer.fit(5000)
+    state.history[-1]["accuracy"]
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ Atomicity: the file is written to a temporary file in the same directory, flushe
 fsync'ed, then renamed over ``path`` with ``os.replace`` and the directory fsync'ed. A crash
 at any point leaves either the previous checkpoint or the new one, never a mix.
 
->>> save_checkpoint("ckpt.npz", model, opt, extra={"iterator": it.state_dict(), "step": 100})
->>> ckpt = load_checkpoint("ckpt.npz")           # rebuilds the model from its config
->>> opt = ckpt.make_optimizer()                   # same type, hyperparameters and slots
->>> it.load_state_dict(ckpt.extra["iterator"])
+Example (``model``, optimizer ``opt`` and ``BatchIterator`` ``it`` of a training loop)::
+
+    save_checkpoint("ckpt.npz", model, opt, extra={"iterator": it.state_dict(), "step": 100})
+    ckpt = load_checkpoint("ckpt.npz")           # rebuilds the model from its config
+    opt = ckpt.make_optimizer()                   # same type, hyperparameters and slots
+    it.load_state_dict(ckpt.extra["iterator"])
 """
 
 from __future__ import annotations
