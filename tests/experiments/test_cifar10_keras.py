@@ -44,7 +44,7 @@ def _cfg(data: Path, **kw: object) -> dict[str, object]:
 
 
 def test_smoke_run_writes_every_file(tiny: Path, tmp_path: Path) -> None:
-    out = ck.run(_cfg(tiny), tmp_path / "run")
+    out = ck.run({**_cfg(tiny), "keep_checkpoints": True}, tmp_path / "run")
     for name in (
         "config.json",
         "metrics.json",
@@ -55,6 +55,7 @@ def test_smoke_run_writes_every_file(tiny: Path, tmp_path: Path) -> None:
         "report.html",
         "checkpoints/baseline.npz",
         "checkpoints/bn.npz",
+        "checkpoints/bn_epoch_001.npz",
     ):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())

@@ -26,6 +26,7 @@ _MODULES: dict[str, str] = {
     "mnist-lr": "bnlab.experiments.mnist_lr",
     "cifar10-keras": "bnlab.experiments.cifar10_keras",
     "population-stats": "bnlab.experiments.population_stats",
+    "population-stats-epochs": "bnlab.experiments.population_stats_epochs",
     "renorm-small-batch": "bnlab.experiments.renorm_small_batch",
 }
 

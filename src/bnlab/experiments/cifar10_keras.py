@@ -95,13 +95,23 @@ DEFAULTS: dict[str, Any] = {
     "bn_eps": 1e-3,
     "bn_conv_bias": False,
     "resume": False,
+    "keep_checkpoints": False,
     "progress": True,
 }
 # keys that must match for --resume to continue a run directory
 _RESUME_KEYS = tuple(
     k
     for k in DEFAULTS
-    if k not in ("data", "epochs", "eval_batch_size", "test_subset", "resume", "progress")
+    if k
+    not in (
+        "data",
+        "epochs",
+        "eval_batch_size",
+        "test_subset",
+        "resume",
+        "progress",
+        "keep_checkpoints",
+    )
 )
 
 
@@ -154,6 +164,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in --out from its checkpoints (with `bnlab run`, add --force: "
         "the directory already holds config.json)",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="also keep checkpoints/<net>_epoch_NNN.npz after every epoch "
+        "(for `bnlab run population-stats-epochs`)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
@@ -213,6 +229,7 @@ class _Net:
         self.loss_fn = SoftmaxCrossEntropy()
         self.history = _empty_history()
         self.ckpt = out / "checkpoints" / f"{kind}.npz"
+        self.keep = bool(cfg.get("keep_checkpoints"))
 
     @property
     def epochs_done(self) -> int:
@@ -225,7 +242,11 @@ class _Net:
         from bnlab.deploy.checkpoint import save_checkpoint
 
         self.ckpt.parent.mkdir(exist_ok=True)
-        save_checkpoint(self.ckpt, self.model, self.opt, extra={"epoch": self.epochs_done})
+        extra = {"epoch": self.epochs_done}
+        save_checkpoint(self.ckpt, self.model, self.opt, extra=extra)
+        if self.keep:
+            epoch_ckpt = self.ckpt.with_name(f"{self.kind}_epoch_{self.epochs_done:03d}.npz")
+            save_checkpoint(epoch_ckpt, self.model, self.opt, extra=extra)
 
     def restore(self, history: dict[str, list[Any]]) -> None:
         """Load the checkpoint and keep ``history`` up to its epoch."""

@@ -1,0 +1,61 @@
+"""population-stats-epochs on checkpoints of a small MNIST BN MLP written by the test."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from bnlab.cli import main
+from bnlab.data import BatchIterator, load_mnist
+from bnlab.deploy import recompute_population_stats, save_checkpoint
+from bnlab.layers import BatchNorm, Dense, Sequential, Sigmoid
+from bnlab.losses import SoftmaxCrossEntropy
+from bnlab.optim import SGD
+
+
+def _checkpoints(tmp_path):
+    (x, y), _ = load_mnist()
+    x = x[:3000].reshape(-1, 784).astype(np.float32) / 255
+    model = Sequential(
+        [Dense(784, 32, use_bias=False, seed=0), BatchNorm(32, momentum=0.01), Sigmoid()]
+        + [Dense(32, 10, seed=1)]
+    )
+    opt, loss_fn = SGD.from_model(model, lr=0.5), SoftmaxCrossEntropy()
+    batches = BatchIterator(x, y[:3000], 32, seed=0).batches()
+    snapshots = []
+    for epoch in (1, 2):
+        for _ in range(50):
+            xb, yb = next(batches)
+            model.backward(loss_fn(model.forward(xb), yb)[1])
+            opt.step()
+        save_checkpoint(tmp_path / f"net_epoch_{epoch:03d}.npz", model, extra={"epoch": epoch})
+        snapshots.append(copy.deepcopy(model))
+    return snapshots
+
+
+def test_moving_and_population_accuracies_match_a_direct_computation(tmp_path) -> None:
+    snapshots = _checkpoints(tmp_path)
+    out = tmp_path / "run"
+    main(["run", "population-stats-epochs", "--checkpoints", str(tmp_path / "net_epoch_*.npz"),
+          "--recal-examples", "640", "--out", str(out)])  # fmt: skip
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    (xtr, _), (xte, yte) = load_mnist()
+    xtr = xtr[:640].reshape(-1, 784).astype(np.float32) / 255
+    xte = xte.reshape(-1, 784).astype(np.float32) / 255
+    for row, model in zip(rows, snapshots, strict=True):
+        assert row["moving_acc"] == pytest.approx(np.mean(model.eval()(xte).argmax(1) == yte))
+        recompute_population_stats(model, (xtr[i : i + 32] for i in range(0, 640, 32)))
+        assert row["population_acc"] == pytest.approx(np.mean(model.eval()(xte).argmax(1) == yte))
+    # a slow moving average (momentum 0.01 after 50-100 steps) lags the weights
+    assert rows[0]["population_acc"] > rows[0]["moving_acc"]
+    assert (out / "report.md").is_file() and (out / "metrics.csv").is_file()
+
+
+def test_no_matching_checkpoint_is_a_clear_error(tmp_path, capsys) -> None:
+    rc = main(["run", "population-stats-epochs", "--checkpoints", str(tmp_path / "*.npz"),
+               "--out", str(tmp_path / "run")])  # fmt: skip
+    assert rc != 0
+    assert "no checkpoint matches" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
