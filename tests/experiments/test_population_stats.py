@@ -2,8 +2,6 @@
 
 import json
 
-import numpy as np
-
 from bnlab.experiments import available, get
 from bnlab.experiments import population_stats as ps
 
@@ -25,12 +23,3 @@ def test_tiny_run(tmp_path):
         assert 0.0 <= acc <= 1.0
     assert (out / "report.md").exists() and (out / "accuracy.csv").exists()
     assert "population (Alg. 2)" in (out / "report.md").read_text()
-
-
-def test_accuracy_helper():
-    class Identity:
-        def forward(self, x):
-            return x
-
-    x = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
-    assert ps._accuracy(Identity(), x, np.array([0, 1, 2, 0]), batch=3) == 0.75

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.experiments.report import Report, read_json, write_csv, write_json
+from bnlab.train import evaluate
 
 DESCRIPTION = "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics"
 
@@ -55,27 +56,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-subset", type=int, default=d["test_subset"])
 
 
-def _accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch: int = 2000) -> float:
-    hits = sum(
-        int((model.forward(x[i : i + batch]).argmax(axis=1) == y[i : i + batch]).sum())
-        for i in range(0, len(x), batch)
-    )
-    return hits / len(x)
-
-
 def _evaluate(nets: list[Any], cfg: dict[str, Any], data: tuple[np.ndarray, ...]) -> list[float]:
     """Test accuracy with each net's moving averages, then with population statistics."""
     from bnlab.deploy import recompute_population_stats
 
     xtr, _, xte, yte = data
-    accs = []
-    for net in nets:
-        accs.append(_accuracy(net.eval(), xte, yte))
-        net.train()
+    accs = [evaluate(net, xte, yte, 2000)["accuracy"] for net in nets]  # restores the mode
     pop = copy.deepcopy(nets[0])
     m, n = int(cfg["batch_size"]), min(int(cfg["recal_examples"]), len(xtr))
     recompute_population_stats(pop, (xtr[i : i + m] for i in range(0, n - n % m, m)))
-    accs.append(_accuracy(pop.eval(), xte, yte))
+    accs.append(evaluate(pop, xte, yte, 2000)["accuracy"])
     return accs
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.experiments.report import Report, read_json, run_status, write_csv, write_json
+from bnlab.train import evaluate
 
 DESCRIPTION = "Per checkpoint (e.g. per epoch): test accuracy, moving averages vs Algorithm 2"
 
@@ -60,14 +61,6 @@ def _inputs_for(model: Any, x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1) if isinstance(model.layers[0], Dense) else x
 
 
-def _accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch: int) -> float:
-    hits = sum(
-        int((model.forward(x[i : i + batch]).argmax(axis=1) == y[i : i + batch]).sum())
-        for i in range(0, len(x), batch)
-    )
-    return hits / len(x)
-
-
 def evaluate_checkpoint(path: str, data: tuple[np.ndarray, ...], cfg: dict[str, Any]) -> dict:
     """Test accuracy of one checkpoint with its moving averages and with Algorithm 2 stats."""
     from bnlab.deploy import load_checkpoint, recompute_population_stats
@@ -75,10 +68,10 @@ def evaluate_checkpoint(path: str, data: tuple[np.ndarray, ...], cfg: dict[str, 
     ck = load_checkpoint(path)
     model = ck.model.eval()
     xtr, xte, yte = (_inputs_for(model, a) if a.ndim > 1 else a for a in data)
-    moving = _accuracy(model, xte, yte, int(cfg["eval_batch_size"]))
+    moving = evaluate(model, xte, yte, int(cfg["eval_batch_size"]))["accuracy"]
     m, n = int(cfg["batch_size"]), min(int(cfg["recal_examples"]), len(xtr))
     recompute_population_stats(model, (xtr[i : i + m] for i in range(0, n - n % m, m)))
-    population = _accuracy(model.eval(), xte, yte, int(cfg["eval_batch_size"]))
+    population = evaluate(model, xte, yte, int(cfg["eval_batch_size"]))["accuracy"]
     epoch = (ck.extra or {}).get("epoch")
     return {"checkpoint": path, "epoch": epoch, "moving_acc": moving, "population_acc": population}
 
