@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.initializers import InitSpec, get_initializer, initializer_config
+from bnlab.initializers import InitSpec, initializer_config
 from bnlab.kernels.im2col import col2im, conv_output_size, im2col, same_padding
 from bnlab.layers._common import (
     BufferPool,
@@ -17,7 +17,7 @@ from bnlab.layers._common import (
     pair,
 )
 from bnlab.layers.base import Layer
-from bnlab.layers.dense import build_regularizer, regularizer_config
+from bnlab.layers.dense import init_kernel_and_bias, regularizer_config
 
 __all__ = ["Conv2D"]
 
@@ -73,14 +73,7 @@ class Conv2D(Layer):
         self.use_bias = bool(use_bias)
         self.init, self.seed = init, seed
         shape = (*self.kernel_size, self.in_channels, self.out_channels)
-        self.params["W"] = np.ascontiguousarray(get_initializer(init)(shape, np.float32, seed))
-        self.grads["W"] = np.zeros(shape, np.float32)
-        if self.use_bias:
-            self.params["b"] = np.zeros(self.out_channels, np.float32)
-            self.grads["b"] = np.zeros(self.out_channels, np.float32)
-        reg = build_regularizer(kernel_regularizer)
-        if reg is not None:
-            self.regularizers["W"] = reg
+        init_kernel_and_bias(self, shape, init, seed, self.use_bias, kernel_regularizer)
         self.reuse_output = False
         self._pool = BufferPool()
         self._x: np.ndarray | None = None

@@ -34,6 +34,21 @@ def build_regularizer(reg: Any) -> Any:
     return reg
 
 
+def init_kernel_and_bias(
+    layer: Layer, shape: tuple[int, ...], init: InitSpec, seed: Any, use_bias: bool, reg: Any
+) -> None:
+    """Give ``layer`` its kernel ``W`` (drawn by ``init``), a zero bias ``b`` of ``shape[-1]``
+    entries if ``use_bias``, zero gradients for both and the kernel's penalty, if any."""
+    layer.params["W"] = np.ascontiguousarray(get_initializer(init)(shape, np.float32, seed))
+    layer.grads["W"] = np.zeros(shape, np.float32)
+    if use_bias:
+        layer.params["b"] = np.zeros(shape[-1], np.float32)
+        layer.grads["b"] = np.zeros(shape[-1], np.float32)
+    penalty = build_regularizer(reg)
+    if penalty is not None:
+        layer.regularizers["W"] = penalty
+
+
 class Dense(Layer):
     """Fully connected layer, ``torch.nn.Linear`` with the kernel stored transposed (Keras).
 
@@ -69,14 +84,7 @@ class Dense(Layer):
         self.init = init
         self.seed = seed
         shape = (self.in_features, self.out_features)
-        self.params["W"] = np.ascontiguousarray(get_initializer(init)(shape, np.float32, seed))
-        self.grads["W"] = np.zeros(shape, np.float32)
-        if self.use_bias:
-            self.params["b"] = np.zeros(self.out_features, np.float32)
-            self.grads["b"] = np.zeros(self.out_features, np.float32)
-        reg = build_regularizer(kernel_regularizer)
-        if reg is not None:
-            self.regularizers["W"] = reg
+        init_kernel_and_bias(self, shape, init, seed, self.use_bias, kernel_regularizer)
         self.reuse_output = False
         self._pool = BufferPool()
         self._x: np.ndarray | None = None
