@@ -15,12 +15,13 @@ import io
 import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from bnlab._atomic import atomic_write
 
 __all__ = ["load_image_folder", "ImageFolderData", "default_cache_dir", "IMAGE_EXTENSIONS"]
 
@@ -148,14 +149,7 @@ def _save_cache(file: Path, data: ImageFolderData) -> None:
     arrays: dict[str, np.ndarray] = {"classes": np.array(data.classes, dtype=str)}
     for split, (x, y) in data.splits.items():
         arrays[f"x/{split}"], arrays[f"y/{split}"] = x, y
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(file, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def _load_cache(file: Path) -> ImageFolderData | None:

@@ -17,11 +17,11 @@ Dropout -> nothing (the identity at inference).
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from bnlab._atomic import atomic_write
 from bnlab.deploy._walk import (
     bn_scale_shift,
     check_eval_mode,
@@ -259,13 +259,4 @@ def export_onnx(model: Any, path: str | os.PathLike[str], input_shape: tuple[int
 
 
 def _atomic_save(onnx: Any, proto: Any, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".onnx", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
