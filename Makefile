@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bnlab run mnist-sigmoid --steps $(DEMO_STEPS) --out $(DEMO_OUT)
+	$(BIN)/bnlab run mnist-sigmoid --steps $(DEMO_STEPS) --out $(DEMO_OUT) --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

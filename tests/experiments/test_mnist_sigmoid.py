@@ -201,3 +201,14 @@ def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="init_std"):
         mnist_sigmoid.resolve({"init_std": 0})
     assert mnist_sigmoid.resolve({"steps": 50_000})["eval_every"] == 500
+
+
+def test_advantage_size_classifies_gains_and_refuses_to_call_a_loss_an_advantage() -> None:
+    from bnlab.experiments.mnist_sigmoid_report import _size
+
+    assert _size(4.0, 3, 1) == "large"
+    assert _size(1.5, 3, 1) == "moderate"
+    assert _size(0.2, 3, 1) == "small"
+    assert _size(0.0, 3, 1).startswith("none")
+    assert _size(-2.0, 3, 1).startswith("none")
+    assert _size(float("nan"), 3, 1).startswith("none")

@@ -122,6 +122,13 @@ def render(run_dir: str | Path) -> Path:
         fig = sr.fig_accuracy(run_dir, metrics, filename="fig_lr.png")
         rows = outcome_rows(cfg, metrics, lrs)
         r.heading("Which runs diverge or stall")
+        r.bullets(
+            [
+                f"{kind}: "
+                + (", ".join(f"{row[2]} at {row[0]}" for row in rows if kind in row[6]) or "none")
+                for kind in ("diverged", "stalled")
+            ]
+        )
         r.table(
             [
                 "multiple",

@@ -261,20 +261,27 @@ def comparison_rows(metrics: dict[str, Any], lrs: list[float]) -> list[list[str]
     ]
 
 
+def _size(points: float, large: float, moderate: float) -> str:
+    """ "large", "moderate", "small" or "none/negative" for a gain in percentage points."""
+    if not math.isfinite(points) or points <= 0:
+        return "none (BN is not ahead)"
+    return "large" if points >= large else ("moderate" if points >= moderate else "small")
+
+
 def advantage_sentence(metrics: dict[str, Any], lr: float) -> str:
+    """BN's advantage at ``lr`` in one sentence: early (at ~10% of the steps) and at the end.
+
+    Early: >= 3 points is large, >= 1 moderate; final: >= 1 point is large, >= 0.3 moderate.
+    """
     p, b = summarize(metrics, lr, "plain"), summarize(metrics, lr, "bn")
     gain = 100 * (b["final_mean"] - p["final_mean"])
     early = 100 * (b["early_acc"] - p["early_acc"])
-    size = (
-        "large"
-        if abs(early) >= 5 or abs(gain) >= 2
-        else ("small" if abs(gain) < 0.5 else "moderate")
-    )
     return (
-        f"**lr = {lr:g}: BN's advantage is {size}.** Final test accuracy {b['final_mean']:.4f} "
-        f"with BN vs {p['final_mean']:.4f} without ({gain:+.2f} points); at step "
-        f"{b['early_step']} {b['early_acc']:.4f} vs {p['early_acc']:.4f} ({early:+.2f} points). "
-        f"95% test accuracy reached at step {b['steps_to_95'] or 'never'} with BN and "
+        f"**lr = {lr:g}: BN's advantage is {_size(early, 3, 1)} early and "
+        f"{_size(gain, 1, 0.3)} at the end.** At step {b['early_step']}: {b['early_acc']:.4f} "
+        f"with BN vs {p['early_acc']:.4f} without ({early:+.2f} points); final test accuracy "
+        f"{b['final_mean']:.4f} vs {p['final_mean']:.4f} ({gain:+.2f} points). 95% test "
+        f"accuracy reached at step {b['steps_to_95'] or 'never'} with BN and "
         f"{p['steps_to_95'] or 'never'} without."
     )
 
