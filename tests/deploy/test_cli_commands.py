@@ -6,7 +6,12 @@ import pytest
 
 from bnlab.cli import main
 from bnlab.data import load_mnist
-from bnlab.deploy import load_checkpoint, recompute_population_stats, save_checkpoint
+from bnlab.deploy import (
+    load_checkpoint,
+    recompute_population_stats,
+    save_checkpoint,
+    shuffled_batches,
+)
 from bnlab.layers import BatchNorm, Dense, ReLU, Sequential
 
 
@@ -21,8 +26,8 @@ def test_recalibrate_mnist_matches_library(tmp_path, capsys):
                "--out", str(tmp_path / "b.npz"), "--batch-size", "60"])  # fmt: skip
     assert rc == 0 and "5 batches" in capsys.readouterr().out
     (x, _), _ = load_mnist()
-    x = x[:300].reshape(300, -1).astype(np.float32) / 255
-    recompute_population_stats(model, [x[i : i + 60] for i in range(0, 300, 60)])
+    x = x.reshape(len(x), -1).astype(np.float32) / 255
+    recompute_population_stats(model, shuffled_batches(x, 60, limit=300, seed=0))
     new = load_checkpoint(tmp_path / "b.npz")
     np.testing.assert_array_equal(new.model.layers[1].running_mean, model.layers[1].running_mean)
     np.testing.assert_array_equal(new.model.layers[1].running_var, model.layers[1].running_var)
@@ -38,7 +43,9 @@ def test_recalibrate_npy_drops_last_partial_batch(tmp_path, rng):
     np.save(tmp_path / "x.npy", x)
     args = ["recalibrate", str(tmp_path / "a.npz"), "--data", str(tmp_path / "x.npy")]
     assert main([*args, "--out", str(tmp_path / "b.npz"), "--batch-size", "10"]) == 0
-    recompute_population_stats(model, [x[:10], x[10:20]])
+    batches = list(shuffled_batches(x, 10, seed=0))
+    assert [len(b) for b in batches] == [10, 10]
+    recompute_population_stats(model, batches)
     got = load_checkpoint(tmp_path / "b.npz").model.layers[1]
     np.testing.assert_array_equal(got.running_var, model.layers[1].running_var)
 

@@ -141,3 +141,32 @@ def test_errors_change_nothing(nets, rng, batches):
     assert "forward" not in vars(model.layers[1])
     with pytest.raises(ValueError, match="no BatchNorm"):
         recompute_population_stats(Sequential([Dense(6, 2)]), batches)
+
+
+def test_shuffled_batches_mix_a_class_sorted_set_and_are_reproducible():
+    from bnlab.deploy import shuffled_batches
+
+    labels = np.repeat(np.arange(10), 100)  # stored sorted by class, as image folders are
+    x = labels[:, None].astype(np.float64)
+    batches = list(shuffled_batches(x, 32, limit=500, seed=3))
+    assert [len(b) for b in batches] == [32] * 15  # 500 // 32 equal batches, the rest dropped
+    drawn = np.concatenate(batches)[:, 0]
+    assert len(np.unique(drawn)) == 10  # the first 500 rows would hold classes 0-4 only
+    assert all(len(np.unique(b)) >= 5 for b in batches)
+    np.testing.assert_array_equal(
+        drawn, np.concatenate(list(shuffled_batches(x, 32, limit=500, seed=3)))[:, 0]
+    )
+    assert not np.array_equal(
+        drawn, np.concatenate(list(shuffled_batches(x, 32, limit=500, seed=4)))[:, 0]
+    )
+    full = np.concatenate(list(shuffled_batches(x, 10)))[:, 0]
+    np.testing.assert_array_equal(np.sort(full), labels)  # without limit: each row once
+
+
+@pytest.mark.parametrize(("m", "limit", "match"), [(1, None, "batch_size must be >= 2"),
+                                                   (32, 20, "fewer than one batch")])  # fmt: skip
+def test_shuffled_batches_errors(m, limit, match):
+    from bnlab.deploy import shuffled_batches
+
+    with pytest.raises(ValueError, match=match):
+        shuffled_batches(np.zeros((100, 2)), m, limit=limit)

@@ -70,16 +70,20 @@ class _SavedOptimizer:
 
 def cmd_recalibrate(args: argparse.Namespace) -> int:
     """Recompute the BN population statistics of a checkpoint (Algorithm 2) into a new one."""
-    from bnlab.deploy import load_checkpoint, recompute_population_stats, save_checkpoint
+    from bnlab.deploy import (
+        load_checkpoint,
+        recompute_population_stats,
+        save_checkpoint,
+        shuffled_batches,
+    )
 
     if args.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (m/(m-1) needs m >= 2), got {args.batch_size}")
     ckpt = load_checkpoint(args.checkpoint)
-    x = load_inputs(args.data, ckpt.model, args.limit)
-    n = len(x) - len(x) % args.batch_size  # equal batches: one m for every batch
-    if n == 0:
+    x = load_inputs(args.data, ckpt.model)
+    if len(x) < args.batch_size:
         raise ValueError(f"--data: {len(x)} examples are fewer than --batch-size {args.batch_size}")
-    batches = (x[i : i + args.batch_size] for i in range(0, n, args.batch_size))
+    batches = shuffled_batches(x, args.batch_size, limit=args.limit, seed=args.seed)
     summary = recompute_population_stats(ckpt.model, batches)
     extra = dict(ckpt.extra or {})
     extra["recalibrated"] = {
@@ -133,13 +137,15 @@ def add_recalibrate(sub: Any) -> None:
         description="Run the training data through the model in training mode with the "
         "weights fixed, set every BatchNorm's running mean to the average batch mean and its "
         "running variance to m/(m-1) times the average batch variance (Ioffe & Szegedy 2015, "
-        "Algorithm 2), and write a new checkpoint. The last incomplete batch is dropped.",
+        "Algorithm 2), and write a new checkpoint. The examples are shuffled (datasets are often "
+        "sorted by class) and the last incomplete batch is dropped.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("--data", required=True, help="mnist, fashion-mnist or a .npy/.npz of inputs")
     p.add_argument("--out", required=True, metavar="CHECKPOINT", help="the checkpoint to write")
     p.add_argument("--batch-size", type=int, default=60, help="m, examples per batch (60)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    p.add_argument("--limit", type=int, default=None, help="use N examples drawn at random")
+    p.add_argument("--seed", type=int, default=0, help="draw and order of the batches (0)")
     p.set_defaults(func=cmd_recalibrate)
 
 

@@ -16,7 +16,7 @@ activations, N*H*W for NHWC images). Inference then uses
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from bnlab.deploy._walk import (
     tracks_running_stats,
 )
 
-__all__ = ["recompute_population_stats", "PopulationStatsSummary"]
+__all__ = ["recompute_population_stats", "PopulationStatsSummary", "shuffled_batches"]
 
 
 @dataclass
@@ -177,6 +177,33 @@ def recompute_population_stats(model: Any, batches: Iterable[Any]) -> Population
         summary.layers.append(key)
         summary.values_per_channel[key] = acc.values
     return summary
+
+
+def shuffled_batches(
+    x: np.ndarray, batch_size: int, *, limit: int | None = None, seed: int = 0
+) -> Iterator[np.ndarray]:
+    """Algorithm 2's training mini-batches: equal batches of a random subset of ``x``.
+
+    ``limit`` examples (all when None) are drawn without replacement in an order fixed by
+    ``seed`` and cut into batches of ``batch_size``; the incomplete last batch is dropped so
+    every batch has the same m. The draw is random, not the first rows, because training sets
+    are often stored sorted by class (image folders are): a batch of one class has statistics
+    far from the population's, and the first 10,000 rows of such a set hold two classes only.
+
+    Raises:
+        ValueError: ``batch_size`` < 2 (m/(m-1) needs m >= 2) or fewer examples than one batch.
+    """
+    m = int(batch_size)
+    if m < 2:
+        raise ValueError(f"shuffled_batches: batch_size must be >= 2 (m/(m-1)), got {batch_size}")
+    n = len(x) if limit is None else min(int(limit), len(x))
+    if n < m:
+        raise ValueError(
+            f"shuffled_batches: {n} examples are fewer than one batch of {m}; "
+            "lower the batch size or pass more data"
+        )
+    order = np.random.default_rng(seed).permutation(len(x))[: n - n % m]
+    return (x[np.sort(order[i : i + m])] for i in range(0, len(order), m))
 
 
 def _write(layer: Any, key: str, value: np.ndarray) -> None:

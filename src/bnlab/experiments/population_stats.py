@@ -6,7 +6,7 @@ on the BN momentum: one net per momentum (0.01, 0.1, 0.5 by default) is trained 
 the same batches and they stay identical; only their moving averages differ. At every
 evaluation the test accuracy is measured in eval mode with each net's moving averages, and
 with the population statistics of Algorithm 2 (``bnlab.deploy.recompute_population_stats``
-over the first ``recal_examples`` training images in batches of ``batch_size``).
+over ``recal_examples`` training images drawn at random, in batches of ``batch_size``).
 
 Run directory: ``config.json``; ``metrics.json`` (``{"experiment", "status", "momenta",
 "history": {"step": [...], "moving": {"0.01": [acc, ...], ...}, "population": [...]}}``);
@@ -58,13 +58,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _evaluate(nets: list[Any], cfg: dict[str, Any], data: tuple[np.ndarray, ...]) -> list[float]:
     """Test accuracy with each net's moving averages, then with population statistics."""
-    from bnlab.deploy import recompute_population_stats
+    from bnlab.deploy import recompute_population_stats, shuffled_batches
 
     xtr, _, xte, yte = data
     accs = [evaluate(net, xte, yte, 2000)["accuracy"] for net in nets]  # restores the mode
     pop = copy.deepcopy(nets[0])
-    m, n = int(cfg["batch_size"]), min(int(cfg["recal_examples"]), len(xtr))
-    recompute_population_stats(pop, (xtr[i : i + m] for i in range(0, n - n % m, m)))
+    batches = shuffled_batches(
+        xtr, cfg["batch_size"], limit=cfg["recal_examples"], seed=cfg["seed"]
+    )
+    recompute_population_stats(pop, batches)
     accs.append(evaluate(pop, xte, yte, 2000)["accuracy"])
     return accs
 
@@ -128,8 +130,8 @@ def render(run_dir: str | Path) -> Path:
         f"BN MLP {cfg['hidden']} with sigmoids on MNIST, SGD lr {cfg['lr']}, batch "
         f"{cfg['batch_size']}, {cfg['steps']} steps, seed {cfg['seed']}. The nets differ only "
         "in the BN momentum (the weight of the new batch in the moving average); their "
-        "weights are identical. Population statistics: Algorithm 2 over the first "
-        f"{cfg['recal_examples']} training images."
+        "weights are identical. Population statistics: Algorithm 2 over "
+        f"{cfg['recal_examples']} training images drawn at random (seed {cfg['seed']})."
     )
     rep.table(["step", *[f"moving avg, momentum {k}" for k in keys], "population (Alg. 2)"], rows)
     if _plot(run_dir, hist, keys):

@@ -3,9 +3,10 @@
 For each checkpoint of a trained BN network (for instance one per epoch of ``cifar10-keras``
 run with ``--keep-checkpoints``), the test accuracy in eval mode is measured twice: with the
 moving averages the checkpoint holds, and with the population statistics of Algorithm 2
-(``bnlab.deploy.recompute_population_stats``) over the first ``recal_examples`` training
-images in batches of ``batch_size``, the weights fixed. Moving averages lag the weights most
-where the weights still change fast (early epochs, large learning rates, small momentum).
+(``bnlab.deploy.recompute_population_stats``) over ``recal_examples`` training images drawn
+at random (``bnlab.deploy.shuffled_batches``) in batches of ``batch_size``, the weights fixed.
+Moving averages lag the weights most where the weights still change fast (early epochs, large
+learning rates, small momentum).
 
 Data: ``--data mnist`` (the embedded MNIST) or a CIFAR-10 path accepted by
 :func:`bnlab.data.load_cifar10`; pixels scaled to [0, 1], as both experiments train.
@@ -34,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 32,
     "recal_examples": 10000,
     "eval_batch_size": 500,
+    "seed": 0,
 }
 
 
@@ -44,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
     p.add_argument("--recal-examples", type=int, default=d["recal_examples"])
     p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"])
+    p.add_argument("--seed", type=int, default=d["seed"], help="draw of the recalibration batches")
 
 
 def _load_data(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,14 +66,16 @@ def _inputs_for(model: Any, x: np.ndarray) -> np.ndarray:
 
 def evaluate_checkpoint(path: str, data: tuple[np.ndarray, ...], cfg: dict[str, Any]) -> dict:
     """Test accuracy of one checkpoint with its moving averages and with Algorithm 2 stats."""
-    from bnlab.deploy import load_checkpoint, recompute_population_stats
+    from bnlab.deploy import load_checkpoint, recompute_population_stats, shuffled_batches
 
     ck = load_checkpoint(path)
     model = ck.model.eval()
     xtr, xte, yte = (_inputs_for(model, a) if a.ndim > 1 else a for a in data)
     moving = evaluate(model, xte, yte, int(cfg["eval_batch_size"]))["accuracy"]
-    m, n = int(cfg["batch_size"]), min(int(cfg["recal_examples"]), len(xtr))
-    recompute_population_stats(model, (xtr[i : i + m] for i in range(0, n - n % m, m)))
+    batches = shuffled_batches(
+        xtr, cfg["batch_size"], limit=cfg["recal_examples"], seed=cfg["seed"]
+    )
+    recompute_population_stats(model, batches)
     population = evaluate(model, xte, yte, int(cfg["eval_batch_size"]))["accuracy"]
     epoch = (ck.extra or {}).get("epoch")
     return {"checkpoint": path, "epoch": epoch, "moving_acc": moving, "population_acc": population}
@@ -127,8 +132,8 @@ def render(run_dir: str | Path) -> Path:
     rep.paragraph(
         f"Status: {metrics['status']}. Data: {cfg['data']} (pixels scaled to [0, 1]). For each "
         "checkpoint, test accuracy in eval mode with the checkpoint's moving averages, then with "
-        f"Algorithm 2 statistics over the first {cfg['recal_examples']} training images in "
-        f"batches of {cfg['batch_size']} (weights fixed)."
+        f"Algorithm 2 statistics over {cfg['recal_examples']} training images drawn at random "
+        f"(seed {cfg.get('seed', 0)}) in batches of {cfg['batch_size']} (weights fixed)."
     )
     rep.table(header, rows)
     return rep.write(run_dir)[1]
