@@ -229,3 +229,95 @@ def test_bn_conv_net_matches_torch_in_training_mode(rng):
         model.buffers["1.running_var"], mods[1].running_var.numpy(), rtol=1e-10
     )
     assert "6.running_mean" in model.state_dict()
+
+
+# -- kernel threads: Numba's pool stays out of BLAS's way inside a conv net's step -----------
+
+
+class _ThreadProbe(ReLU):
+    """A ReLU that records Numba's thread count when its forward and backward run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        import numba
+
+        self.seen.append(numba.get_num_threads())
+        return super().forward(x)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        import numba
+
+        self.seen.append(numba.get_num_threads())
+        return super().backward(dy)
+
+
+def _conv_net(probe: ReLU, **kw: object) -> Sequential:
+    return Sequential(
+        [Conv2D(3, 4, 3, seed=0), probe, Flatten(), Dense(4 * 4 * 4, 2, seed=1)], **kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"), [({}, 1), ({"kernel_threads": 1}, 1), ({"kernel_threads": None}, 2)]
+)
+def test_kernel_threads_inside_step_and_restored_after(kw: dict, expected: int) -> None:
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads to tell the settings apart")
+    numba.set_num_threads(2)
+    probe = _ThreadProbe()
+    model = _conv_net(probe, **kw)
+    x = np.random.default_rng(0).random((2, 6, 6, 3), dtype=np.float32)
+    model.backward(model.forward(x))
+    assert probe.seen == [expected, expected]
+    assert numba.get_num_threads() == 2
+
+
+def test_auto_kernel_threads_leaves_mlp_alone() -> None:
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads to tell the settings apart")
+    numba.set_num_threads(2)
+    probe = _ThreadProbe()
+    model = Sequential([Flatten(), Dense(4, 3, seed=0), probe])
+    model.backward(model.forward(np.ones((2, 4), np.float32)))
+    assert probe.seen == [2, 2]
+
+
+def test_kernel_threads_do_not_change_results() -> None:
+    x = np.random.default_rng(1).random((3, 6, 6, 3), dtype=np.float32)
+    a, b = _conv_net(ReLU(), kernel_threads=1), _conv_net(ReLU(), kernel_threads=None)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    dy = np.ones((3, 2), np.float32)
+    np.testing.assert_array_equal(a.backward(dy), b.backward(dy))
+
+
+class _Boom(ReLU):
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("boom")
+
+
+def test_kernel_threads_restored_when_a_layer_raises() -> None:
+    import numba
+
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    model = _conv_net(_Boom())
+    with pytest.raises(RuntimeError, match="boom"):
+        model.forward(np.ones((2, 6, 6, 3), np.float32))
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "two"])
+def test_kernel_threads_rejects_bad_values(bad: object) -> None:
+    with pytest.raises(ValueError, match="kernel_threads"):
+        Sequential([ReLU()], kernel_threads=bad)  # type: ignore[arg-type]
+
+
+def test_kernel_threads_survives_config_round_trip() -> None:
+    model = Sequential([ReLU()], kernel_threads=None)
+    assert Sequential.from_config(model.get_config()).kernel_threads is None

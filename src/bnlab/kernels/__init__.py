@@ -1,5 +1,6 @@
 """Floor 1: pure array functions, no state."""
 
+from bnlab.kernels._numba import kernel_threads
 from bnlab.kernels.activations import (
     relu,
     relu_backward,
@@ -39,4 +40,4 @@ __all__ += [
 ]
 __all__ += ["im2col", "col2im", "same_padding", "max_pool_forward", "max_pool_backward"]
 __all__ += ["sigmoid", "sigmoid_backward", "relu", "relu_backward", "tanh", "tanh_backward"]
-__all__ += ["softmax", "softmax_backward"]
+__all__ += ["softmax", "softmax_backward", "kernel_threads"]

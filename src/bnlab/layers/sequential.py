@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from bnlab.kernels import kernel_threads as _kernel_threads
 from bnlab.layers._common import InputShapeError, fmt_shape
 from bnlab.layers.base import Layer, layer_from_config
 
@@ -16,6 +17,19 @@ __all__ = ["Sequential"]
 def _describe(layer: Layer) -> str:
     describe = getattr(layer, "describe", None)
     return str(describe()) if callable(describe) else type(layer).__name__
+
+
+def _auto_threads(layers: list[Layer]) -> int | None:
+    """1 for a model holding a Conv2D (at any depth), else None: see ``Sequential``."""
+    from bnlab.layers.conv2d import Conv2D
+
+    def has_conv(layer: Layer) -> bool:
+        inner = getattr(layer, "layers", None)
+        if isinstance(inner, list):
+            return any(has_conv(sub) for sub in inner)
+        return isinstance(layer, Conv2D)
+
+    return 1 if any(has_conv(layer) for layer in layers) else None
 
 
 class Sequential(Layer):
@@ -30,6 +44,14 @@ class Sequential(Layer):
     arrays returned by :meth:`forward` and :meth:`backward` are the caller's own. A backward
     pass applies to the most recent forward pass.
 
+    ``kernel_threads`` caps the threads of bnlab's Numba kernels during :meth:`forward` and
+    :meth:`backward`; ``None`` leaves Numba's own setting. The default ``"auto"`` is 1 when the
+    model holds a :class:`~bnlab.layers.Conv2D` and ``None`` otherwise. A conv net alternates
+    large BLAS products with large elementwise kernels; BLAS's worker threads keep spinning
+    between its calls and hold the cores, so a second pool of Numba threads waits for them
+    (the Keras CIFAR-10 step on 2 cores: 1.7x slower with 2 kernel threads than with 1). In a
+    small MLP the kernels are short and mostly single-threaded already.
+
     >>> import numpy as np
     >>> from bnlab.layers import Dense, Sigmoid
     >>> model = Sequential([Dense(4, 8, seed=0), Sigmoid(), Dense(8, 2, seed=1)])
@@ -38,8 +60,21 @@ class Sequential(Layer):
     """
 
     def __init__(
-        self, layers: Iterable[Layer | dict[str, Any]], *, name: str | None = None
+        self,
+        layers: Iterable[Layer | dict[str, Any]],
+        *,
+        name: str | None = None,
+        kernel_threads: int | str | None = "auto",
     ) -> None:
+        if kernel_threads not in ("auto", None) and (
+            isinstance(kernel_threads, bool)
+            or not isinstance(kernel_threads, int)
+            or kernel_threads < 1
+        ):
+            raise ValueError(
+                f"Sequential: kernel_threads must be a positive int, 'auto' or None, "
+                f"got {kernel_threads!r}"
+            )
         built: list[Layer] = []
         for i, layer in enumerate(layers):
             if isinstance(layer, dict):  # {"type": ..., "config": ...} from get_config()
@@ -54,6 +89,10 @@ class Sequential(Layer):
             raise ValueError("Sequential: expected at least one layer, got none")
         self.layers: list[Layer] = built
         self.name = name or "Sequential"
+        self.kernel_threads = kernel_threads
+        self._threads: int | None = (
+            _auto_threads(built) if kernel_threads == "auto" else cast("int | None", kernel_threads)
+        )
         self.training = True
         self._checked: tuple[int, ...] | None = None
         self._reuse_output = False
@@ -154,8 +193,9 @@ class Sequential(Layer):
         if x.shape[1:] != self._checked:
             self._shapes(x.shape)
             self._checked = x.shape[1:]
-        for layer in self.layers:
-            x = layer.forward(x)
+        with _kernel_threads(self._threads):
+            for layer in self.layers:
+                x = layer.forward(x)
         return x if self._reuse_output else x.copy()
 
     def backward(  # type: ignore[override]
@@ -166,6 +206,10 @@ class Sequential(Layer):
         ``need_input_grad=False`` stops at the first layer that has parameters (and skips its
         input gradient where the layer allows): a training step needs no dL/dx.
         """
+        with _kernel_threads(self._threads):
+            return self._backward(dy, need_input_grad)
+
+    def _backward(self, dy: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
         stop = 0
         if not need_input_grad:
             stop = next(
@@ -260,11 +304,11 @@ class Sequential(Layer):
         return "\n".join(lines)
 
     def get_config(self) -> dict[str, Any]:
-        """``{"layers": [{"type": class name, "config": layer.get_config()}, ...], "name"}``."""
+        """``{"layers": [{"type", "config"}, ...], "name", "kernel_threads"}``."""
         layers = [
             {"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers
         ]
-        return {"layers": layers, "name": self.name}
+        return {"layers": layers, "name": self.name, "kernel_threads": self.kernel_threads}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
@@ -273,7 +317,11 @@ class Sequential(Layer):
             raise ValueError(
                 f"Sequential.from_config: expected a dict with 'layers', got keys {sorted(config)}"
             )
-        return cls(config["layers"], name=config.get("name"))
+        return cls(
+            config["layers"],
+            name=config.get("name"),
+            kernel_threads=config.get("kernel_threads", "auto"),
+        )
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
