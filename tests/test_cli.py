@@ -140,3 +140,26 @@ def test_module_entry_point_runs_in_a_fresh_process() -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "mnist-sigmoid" in res.stdout
+
+
+def test_force_replaces_the_old_results_and_bad_input_keeps_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run_cli("run", "mnist-sigmoid", *TINY, "--lr", "0.5", "--out", str(out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "fig_percentiles.png" in before and "metrics.json" in before
+
+    # bad input with --force: an error, and every file of the old run as it was
+    args = ("run", "mnist-sigmoid", *TINY, "--steps", "0", "--force", "--out", str(out))
+    assert run_cli(*args) == 2
+    assert "steps must be >= 1" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+    # a good run with --force: an old result file the new run does not write is gone, so
+    # nothing in the directory describes the old run
+    (out / "fig_sweep.png").write_bytes(b"left over from a --sweep run")
+    assert run_cli("run", "mnist-sigmoid", *TINY, "--lr", "0.7", "--force", "--out", str(out)) == 0
+    assert not (out / "fig_sweep.png").exists()
+    assert json.loads((out / "config.json").read_text())["lrs"] == [0.7]
+    assert json.loads((out / "metrics.json").read_text())["status"] == "complete"

@@ -57,7 +57,7 @@ from bnlab.experiments.cifar10_keras_nets import (
     reseed_dropout,
     train_epoch,
 )
-from bnlab.experiments.report import read_json, run_status, write_csv, write_json
+from bnlab.experiments.report import read_json, run_status, start_run_dir, write_csv, write_json
 
 DESCRIPTION = "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)"
 SCHEMA = "bnlab.cifar10_keras.metrics/1"
@@ -312,7 +312,9 @@ def _prepare(cfg: dict[str, Any], out: Path, nets: list[_Net]) -> None:
         for net in nets:
             if net.ckpt.is_file() and net.kind in hist:
                 net.restore(hist[net.kind]["history"])
-    write_json(old_cfg_path, cfg)
+        write_json(old_cfg_path, cfg)
+    else:
+        start_run_dir(out, cfg)
 
 
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:

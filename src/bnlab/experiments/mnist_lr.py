@@ -65,8 +65,8 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train both nets at every multiple of the base rate; write metrics, figure and report."""
     cfg = resolve(config)
-    out = mc.prepare_out_dir(out_dir, cfg)
     data = mc.load_data(cfg)
+    out = mc.prepare_out_dir(out_dir, cfg)
     lrs = [float(cfg["base_lr"]) * float(m) for m in cfg["multipliers"]]
     runs = mc.make_runs(cfg, lrs, data)
     try:

@@ -97,8 +97,8 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train both nets at every learning rate and seed, then write metrics and the report."""
     cfg = resolve(config)
-    out = mc.prepare_out_dir(out_dir, cfg)
     data = mc.load_data(cfg)
+    out = mc.prepare_out_dir(out_dir, cfg)
     runs = mc.make_runs(cfg, cfg["sweep_lrs"] if cfg["sweep"] else cfg["lrs"], data)
     try:
         mc.train_lockstep(cfg, runs, out)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import Report, read_json, write_csv, write_json
+from bnlab.experiments.report import Report, read_json, start_run_dir, write_csv, write_json
 from bnlab.train import evaluate
 
 DESCRIPTION = "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics"
@@ -80,11 +80,9 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
 
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
     cfg["experiment"] = "population-stats"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg)
     data = mc.load_data(cfg)
     nets = [mc.build_net(True, {**cfg, "bn_momentum": mom}, cfg["seed"]) for mom in cfg["momenta"]]
+    out = start_run_dir(out_dir, cfg)
     opts = [SGD(net.params, net.grads, lr=float(cfg["lr"])) for net in nets]
     loss_fn = SoftmaxCrossEntropy()
     every = int(cfg["eval_every"] or max(cfg["steps"] // 10, 1))

@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import Report, read_json, run_status, write_csv, write_json
+from bnlab.experiments.report import (
+    Report,
+    read_json,
+    run_status,
+    start_run_dir,
+    write_csv,
+    write_json,
+)
 from bnlab.train import evaluate
 
 DESCRIPTION = "Per checkpoint (e.g. per epoch): test accuracy, moving averages vs Algorithm 2"
@@ -91,9 +98,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
             "such as 'runs/cifar10/checkpoints/bn_epoch_*.npz' (cifar10-keras --keep-checkpoints)"
         )
     data = _load_data(str(cfg["data"]))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", cfg)
+    out = start_run_dir(out_dir, cfg)
     rows: list[dict[str, Any]] = []
 
     def finish(status: str) -> None:

@@ -331,8 +331,8 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     from bnlab.experiments import renorm_small_batch_report as rep
 
     cfg = resolve_config(config)
-    out = mc.prepare_out_dir(out_dir, cfg)
     data = mc.load_data(cfg)
+    out = mc.prepare_out_dir(out_dir, cfg)
     specs = run_specs(cfg)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()

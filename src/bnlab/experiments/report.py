@@ -30,6 +30,7 @@ __all__ = [
     "render_generic",
     "run_status",
     "save_figure",
+    "start_run_dir",
     "write_csv",
     "write_json",
 ]
@@ -60,6 +61,34 @@ def write_json(path: str | Path, obj: Any) -> None:
         json.dump(_jsonable(obj), f, indent=1, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+# What a run writes besides config.json and checkpoints; a new run in the same directory
+# (`bnlab run --force`) removes them first, so no file describes a run that no longer exists.
+_RESULT_FILES = (
+    "metrics.json",
+    "metrics.csv",
+    "report.md",
+    "report.html",
+    "accuracy.csv",
+    "accuracy.png",
+)
+
+
+def start_run_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
+    """Create ``out_dir``, remove a previous run's results and figures, write ``config.json``.
+
+    Call it after the config is validated and the data loaded, so that bad input leaves an
+    existing run untouched. Checkpoints are left alone (a resumed run needs them).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in _RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for fig in out.glob("fig_*.png"):
+        fig.unlink()
+    write_json(out / "config.json", cfg)
+    return out
 
 
 def read_json(path: str | Path) -> Any:
