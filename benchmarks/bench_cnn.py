@@ -9,6 +9,9 @@ RMSprop update (lr 1e-4, or 1e-3 with BN; decay 1e-6). Timing as benchmarks/benc
 (benchmarks/harness.py: separate processes, alternating ours/torch).
 
     python benchmarks/bench_cnn.py [--threads 1] [--reps 20 --rounds 3]
+
+``BENCH_KERNEL_THREADS=none`` (or a number) overrides ``Sequential(kernel_threads="auto")``,
+to measure what the cap on Numba's threads inside the step is worth.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ def ours_model(bn: bool):  # noqa: ANN201
     layers += [Flatten()]
     block(Dense(2304, 512, seed=5), 512)
     layers += ([] if bn else [Dropout(0.5, seed=2)]) + [Dense(512, 10, seed=6)]
-    return Sequential(layers)
+    setting = os.environ.get("BENCH_KERNEL_THREADS", "auto")
+    threads = None if setting == "none" else setting if setting == "auto" else int(setting)
+    return Sequential(layers, kernel_threads=threads)
 
 
 def ours_step(bn: bool) -> Callable[[], None]:

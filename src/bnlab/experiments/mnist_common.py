@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import read_json, run_status, start_run_dir, write_csv, write_json
+from bnlab.experiments.report import read_json, run_status, write_csv, write_json
 from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Trainer
 
 SCHEMA = "bnlab.mnist.metrics/1"
@@ -359,11 +359,6 @@ def save_checkpoints(runs: Sequence[Run], out_dir: Path) -> None:
             st.optimizer,
             extra={"step": st.step, "diverged_at": r.diverged_at},
         )
-
-
-def prepare_out_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
-    """Create ``out_dir``, clear a previous run's results, write ``config.json``."""
-    return start_run_dir(out_dir, cfg)
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as sr
-from bnlab.experiments.report import Report
+from bnlab.experiments.report import Report, start_run_dir
 
 DESCRIPTION = "BN-x5 / BN-x30: the sigmoid MLP at 1x, 5x and 30x a base learning rate"
 
@@ -66,7 +66,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train both nets at every multiple of the base rate; write metrics, figure and report."""
     cfg = resolve(config)
     data = mc.load_data(cfg)
-    out = mc.prepare_out_dir(out_dir, cfg)
+    out = start_run_dir(out_dir, cfg)
     lrs = [float(cfg["base_lr"]) * float(m) for m in cfg["multipliers"]]
     runs = mc.make_runs(cfg, lrs, data)
     try:

@@ -53,6 +53,7 @@ from typing import Any
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as rep
+from bnlab.experiments.report import start_run_dir
 
 DESCRIPTION = "Ioffe & Szegedy 2015, Figure 1: sigmoid MLP on MNIST with and without BN"
 
@@ -98,7 +99,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train both nets at every learning rate and seed, then write metrics and the report."""
     cfg = resolve(config)
     data = mc.load_data(cfg)
-    out = mc.prepare_out_dir(out_dir, cfg)
+    out = start_run_dir(out_dir, cfg)
     runs = mc.make_runs(cfg, cfg["sweep_lrs"] if cfg["sweep"] else cfg["lrs"], data)
     try:
         mc.train_lockstep(cfg, runs, out)

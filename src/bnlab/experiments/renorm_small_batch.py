@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import run_status
+from bnlab.experiments.report import run_status, start_run_dir
 from bnlab.train import Callback, TrainState
 
 DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
@@ -332,7 +332,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
 
     cfg = resolve_config(config)
     data = mc.load_data(cfg)
-    out = mc.prepare_out_dir(out_dir, cfg)
+    out = start_run_dir(out_dir, cfg)
     specs = run_specs(cfg)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()

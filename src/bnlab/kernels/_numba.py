@@ -8,8 +8,7 @@ variable ``NUMBA_THREADING_LAYER`` to override.
 :func:`kernel_threads` runs the parallel kernels on fewer threads inside a block. A network
 step needs it: between its matrix products OpenBLAS's worker threads keep spinning (about
 0.1 s after each call) and hold the cores, so a second thread pool started in between waits
-for them. On the 2-core development machine the CIFAR-10 net's training step took 1.7x longer
-with Numba's kernels on 2 threads than on 1 (see ``Sequential``).
+for them (see ``Sequential`` and ``benchmarks/bench_cnn.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +21,14 @@ from contextlib import contextmanager
 import numba
 from numba import get_num_threads, njit, prange, set_num_threads
 
-__all__ = ["njit", "prange", "get_num_threads", "kernel_threads", "THREADING_LAYER"]
+__all__ = [
+    "njit",
+    "prange",
+    "get_num_threads",
+    "kernel_threads",
+    "check_thread_count",
+    "THREADING_LAYER",
+]
 
 
 def _pick_threading_layer() -> str:
@@ -42,6 +48,12 @@ THREADING_LAYER: str = _pick_threading_layer()
 setattr(numba.config, "THREADING_LAYER", THREADING_LAYER)  # noqa: B010 (untyped module)
 
 
+def check_thread_count(n: object, who: str) -> None:
+    """Raise ValueError unless ``n`` is a positive int or None."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"{who} must be a positive int or None, got {n!r}")
+
+
 @contextmanager
 def kernel_threads(n: int | None) -> Iterator[None]:
     """Run bnlab's parallel kernels on at most ``n`` threads inside the block.
@@ -53,11 +65,10 @@ def kernel_threads(n: int | None) -> Iterator[None]:
     ...     get_num_threads()
     1
     """
+    check_thread_count(n, "kernel_threads: n")
     if n is None:
         yield
         return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"kernel_threads: n must be a positive int or None, got {n!r}")
     old = get_num_threads()
     most = int(getattr(numba.config, "NUMBA_NUM_THREADS"))  # noqa: B009 (untyped module)
     set_num_threads(min(n, most))

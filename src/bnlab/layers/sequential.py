@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from bnlab.kernels import kernel_threads as _kernel_threads
+from bnlab.kernels._numba import check_thread_count
 from bnlab.layers._common import InputShapeError, fmt_shape
 from bnlab.layers.base import Layer, layer_from_config
 
@@ -49,8 +50,9 @@ class Sequential(Layer):
     model holds a :class:`~bnlab.layers.Conv2D` and ``None`` otherwise. A conv net alternates
     large BLAS products with large elementwise kernels; BLAS's worker threads keep spinning
     between its calls and hold the cores, so a second pool of Numba threads waits for them
-    (the Keras CIFAR-10 step on 2 cores: 1.7x slower with 2 kernel threads than with 1). In a
-    small MLP the kernels are short and mostly single-threaded already.
+    (the Keras CIFAR-10 step on 2 cores: see the README's Speed section and
+    ``benchmarks/bench_cnn.py``). In a small MLP the kernels are short and mostly
+    single-threaded already.
 
     >>> import numpy as np
     >>> from bnlab.layers import Dense, Sigmoid
@@ -66,15 +68,8 @@ class Sequential(Layer):
         name: str | None = None,
         kernel_threads: int | str | None = "auto",
     ) -> None:
-        if kernel_threads not in ("auto", None) and (
-            isinstance(kernel_threads, bool)
-            or not isinstance(kernel_threads, int)
-            or kernel_threads < 1
-        ):
-            raise ValueError(
-                f"Sequential: kernel_threads must be a positive int, 'auto' or None, "
-                f"got {kernel_threads!r}"
-            )
+        if kernel_threads != "auto":
+            check_thread_count(kernel_threads, "Sequential: kernel_threads (or 'auto')")
         built: list[Layer] = []
         for i, layer in enumerate(layers):
             if isinstance(layer, dict):  # {"type": ..., "config": ...} from get_config()
@@ -90,9 +85,6 @@ class Sequential(Layer):
         self.layers: list[Layer] = built
         self.name = name or "Sequential"
         self.kernel_threads = kernel_threads
-        self._threads: int | None = (
-            _auto_threads(built) if kernel_threads == "auto" else cast("int | None", kernel_threads)
-        )
         self.training = True
         self._checked: tuple[int, ...] | None = None
         self._reuse_output = False
@@ -188,6 +180,13 @@ class Sequential(Layer):
         return shapes
 
     # -- computation --------------------------------------------------------------------------
+    @property
+    def _threads(self) -> int | None:
+        """The thread cap in effect: ``kernel_threads`` with ``"auto"`` resolved."""
+        if self.kernel_threads == "auto":
+            return _auto_threads(self.layers)
+        return self.kernel_threads  # type: ignore[return-value]
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.shape[1:] != self._checked:
