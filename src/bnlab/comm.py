@@ -65,7 +65,7 @@ class Communicator:
         raise NotImplementedError
 
     def allgather(self, send: np.ndarray, recv: np.ndarray) -> None:
-        """Fill ``recv`` (shape ``(size,) + send.shape``) with every rank's ``send``, in rank order."""
+        """Fill ``recv`` (shape ``(size,) + send.shape``) with every rank's ``send``, rank order."""
         raise NotImplementedError
 
     def bcast(self, buf: np.ndarray, root: int = 0) -> None:
