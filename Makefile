@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
+DEMO_STAMP := $(VENV)/.installed-experiments
 DEMO_STEPS ?= 6000
 DEMO_OUT   ?= runs/demo
 
@@ -16,9 +17,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# the demo needs the experiments extra only (matplotlib, tqdm, Pillow); the test extra adds
+# torch (the numerical oracle), onnx/onnxruntime, mpi4py + the mpich wheel, ruff and mypy
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[experiments]"
+	touch $(DEMO_STAMP)
+
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/bnlab run mnist-sigmoid --steps $(DEMO_STEPS) --out $(DEMO_OUT) --force
 
 lint: $(STAMP)
