@@ -100,3 +100,18 @@ def test_render_generic(tmp_path: Path) -> None:
     assert page.is_file()
     text = (tmp_path / "report.md").read_text()
     assert "complete" in text and "steps" in text
+
+
+def test_html_comes_from_a_markdown_library(tmp_path: Path) -> None:
+    rep = Report("Emphasis")
+    rep.paragraph("An *emphasized* word, a <b>tag</b> and a pipe.")
+    rep.table(["a|b", "c"], [["x", "*y*"]])
+    rep.figure("f.png", "Figure *1*")
+    md, page = rep.write(tmp_path)
+    html = page.read_text()
+    assert "<em>emphasized</em>" in html and "*emphasized*" not in html
+    assert "&lt;b&gt;tag&lt;/b&gt;" in html  # raw HTML in the text is escaped, not rendered
+    assert "<th>a|b</th>" in html and "<td><em>y</em></td>" in html  # the pipe stays in its cell
+    assert '<img src="f.png" alt="Figure 1"' in html
+    assert '<p class="caption">Figure <em>1</em></p>' in html
+    assert "| a\\|b | c |" in md.read_text()

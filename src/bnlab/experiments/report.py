@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "Report",
     "format_value",
+    "markdown_to_html",
     "new_figure",
     "plot_band",
     "read_json",
@@ -123,29 +124,48 @@ def format_value(v: Any, digits: int = 4) -> str:
 
 # -- the document --------------------------------------------------------------------------------
 
-_INLINE = [
-    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
-    (re.compile(r"`(.+?)`"), r"<code>\1</code>"),
-]
-
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
     "line-height:1.45}table{border-collapse:collapse;margin:1em 0}"
     "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:right}"
     "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
-    "figcaption{font-size:.9em;color:#444}code{background:#f3f3f3}"
+    "p.caption{font-size:.9em;color:#444;margin-top:0}code{background:#f3f3f3}"
 )
 
 
-def _inline_html(text: str) -> str:
-    out = html.escape(text, quote=False)
-    for pat, rep in _INLINE:
-        out = pat.sub(rep, out)
-    return out
+def _cell(text: str) -> str:
+    """A Markdown table cell: pipes escaped, newlines as spaces."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_to_html(markdown: str, title: str) -> str:
+    """A standalone HTML page of CommonMark ``markdown`` (with GFM tables), raw HTML escaped.
+
+    Uses markdown-it-py (the ``experiments`` extra); images keep their relative ``src``.
+    """
+    try:
+        from markdown_it import MarkdownIt
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            "rendering report.html needs markdown-it-py: pip install 'bnlab[experiments]' "
+            "(report.md was written; `bnlab report RUN_DIR` renders the HTML afterwards)"
+        ) from e
+    md = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
+    body = md.render(markdown)
+    # a paragraph that is only an emphasized line right after an image is its caption
+    body = re.sub(r"(<img [^>]*></p>\n)<p><em>(.*?)</em></p>", r'\1<p class="caption">\2</p>', body)
+    t = html.escape(title)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        f"<title>{t}</title><style>{_CSS}</style></head><body>\n{body}</body></html>\n"
+    )
 
 
 class Report:
-    """Blocks of a report, rendered to Markdown and HTML. Text may use **bold** and `code`."""
+    """Blocks of a report, written as Markdown and rendered to HTML by a Markdown library.
+
+    Text is Markdown: **bold**, *emphasis*, `code` render in both files.
+    """
 
     def __init__(self, title: str) -> None:
         self.title = title
@@ -179,52 +199,25 @@ class Report:
                 out += [f"- {item}" for item in data] + [""]
             elif kind == "table":
                 header, rows = data
-                out.append("| " + " | ".join(header) + " |")
+                out.append("| " + " | ".join(_cell(h) for h in header) + " |")
                 out.append("|" + "|".join(["---"] * len(header)) + "|")
-                out += ["| " + " | ".join(r) + " |" for r in rows]
+                out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
                 out.append("")
             elif kind == "figure":
-                out += [f"![{data[1]}]({data[0]})", "", f"*{data[1]}*", ""]
+                alt = re.sub(r"[\[\]*`_]", "", data[1])
+                out += [f"![{alt}]({data[0]})", "", f"*{data[1]}*", ""]
         return "\n".join(out)
 
     def to_html(self) -> str:
-        t = html.escape(self.title)
-        out = [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{t}</title><style>{_CSS}</style></head><body>",
-            f"<h1>{t}</h1>",
-        ]
-        for kind, data in self.blocks:
-            if kind == "heading":
-                out.append(f"<h{data[0]}>{_inline_html(data[1])}</h{data[0]}>")
-            elif kind == "paragraph":
-                out.append(f"<p>{_inline_html(data)}</p>")
-            elif kind == "bullets":
-                out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in data) + "</ul>")
-            elif kind == "table":
-                header, rows = data
-                out.append("<table><thead><tr>")
-                out.append("".join(f"<th>{_inline_html(h)}</th>" for h in header))
-                out.append("</tr></thead><tbody>")
-                for r in rows:
-                    out.append("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>")
-                out.append("</tbody></table>")
-            elif kind == "figure":
-                src, cap = html.escape(data[0]), _inline_html(data[1])
-                out.append(
-                    f'<figure><img src="{src}" alt="{html.escape(data[1])}">'
-                    f"<figcaption>{cap}</figcaption></figure>"
-                )
-        out.append("</body></html>")
-        return "\n".join(out) + "\n"
+        return markdown_to_html(self.to_markdown(), self.title)
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths."""
         out_dir = Path(out_dir)
         md, page = out_dir / "report.md", out_dir / "report.html"
-        md.write_text(self.to_markdown(), encoding="utf-8")
-        page.write_text(self.to_html(), encoding="utf-8")
+        text = self.to_markdown()
+        md.write_text(text, encoding="utf-8")
+        page.write_text(markdown_to_html(text, self.title), encoding="utf-8")
         return md, page
 
 
