@@ -1,0 +1,129 @@
+"""Inference throughput of Keras' cifar10_cnn net with BN: bnlab eval, bnlab folded, PyTorch
+eval, and ONNX Runtime running bnlab's exported (folded) model.
+
+Issue 14: images/s of the BN net in eval mode, folded, against PyTorch eval (target: >=
+PyTorch) and against ONNX Runtime on the graph ``bnlab.deploy.export_onnx`` writes (a third
+column). Each side runs in a fresh process of its own, the sides alternating (ours, folded,
+torch, onnxruntime, ours, ...), through benchmarks/harness.py. The nets are the ones of
+benchmarks/bench_cnn.py (BN after every Conv2D and the Dense 512, no dropout), freshly
+initialized: throughput does not depend on the weights' values.
+
+    python benchmarks/bench_inference.py [--batch 256] [--reps 20 --rounds 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_cnn import ours_model  # noqa: E402
+from harness import Job, alternate, fmt_time, markdown_table, median  # noqa: E402
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def _images(batch: int):  # noqa: ANN202
+    import numpy as np
+
+    return np.random.default_rng(0).random((batch, 32, 32, 3), dtype=np.float32)
+
+
+def ours_eval(batch: int) -> Callable[[], None]:
+    """bnlab, BN layers in eval mode (running statistics), not folded."""
+    model = ours_model(bn=True).eval()
+    x = _images(batch)
+    return lambda: None if model.forward(x) is None else None
+
+
+def ours_folded(batch: int) -> Callable[[], None]:
+    """bnlab after ``fold_batch_norm``: every BN merged into the Conv2D/Dense before it."""
+    from bnlab.deploy import fold_batch_norm
+
+    model = fold_batch_norm(ours_model(bn=True).eval())
+    x = _images(batch)
+    return lambda: None if model.forward(x) is None else None
+
+
+def torch_eval(batch: int) -> Callable[[], None]:
+    """PyTorch 2.13 CPU, ``model.eval()`` under ``torch.inference_mode()``, NCHW input."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    mods: list[nn.Module] = []
+    for cin, cout, pad in ((3, 32, 1), (32, 32, 0), (32, 64, 1), (64, 64, 0)):
+        mods += [nn.Conv2d(cin, cout, 3, padding=pad), nn.BatchNorm2d(cout), nn.ReLU()]
+        if pad == 0:  # the valid convolution of each pair is followed by pooling
+            mods.append(nn.MaxPool2d(2))
+    mods += [nn.Flatten(), nn.Linear(2304, 512), nn.BatchNorm1d(512), nn.ReLU()]
+    mods.append(nn.Linear(512, 10))
+    model = nn.Sequential(*mods).eval()
+    x = torch.from_numpy(_images(batch)).permute(0, 3, 1, 2).contiguous()
+
+    def step() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return step
+
+
+def onnxruntime_folded(batch: int) -> Callable[[], None]:
+    """ONNX Runtime (CPU provider) on bnlab's ``export_onnx`` of the folded model."""
+    import onnxruntime as ort
+
+    from bnlab.deploy import export_onnx, fold_batch_norm
+
+    model = fold_batch_norm(ours_model(bn=True).eval())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cifar10_cnn_bn.onnx")
+        export_onnx(model, path, input_shape=(32, 32, 3))
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = _images(batch)
+    return lambda: None if session.run(None, {"input": x}) is None else None
+
+
+SIDES = {
+    "bnlab eval": "ours_eval",
+    "bnlab folded": "ours_folded",
+    "torch eval": "torch_eval",
+    "onnxruntime (bnlab's graph)": "onnxruntime_folded",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="threads per side (default: all)")
+    args = ap.parse_args()
+    if args.threads:
+        os.environ.update({var: str(args.threads) for var in THREAD_VARS})
+    groups = {
+        side: [Job("infer", f"bench_inference:{fn}", {"batch": args.batch}, reps=args.reps)]
+        for side, fn in SIDES.items()
+    }
+    times = alternate(groups, rounds=args.rounds)
+    t_torch = median(times["torch eval", "infer"])
+    rows = []
+    for side in SIDES:
+        t = median(times[side, "infer"])
+        rows.append([
+            side, fmt_time(t), f"{args.batch / t:,.0f}", f"{t_torch / t:.2f}x",
+        ])  # fmt: skip
+    header = ["side", f"median per batch of {args.batch}", "images/s", "speed vs torch eval"]
+    print(
+        f"## Inference: Keras cifar10_cnn with BN, batch {args.batch}, float32\n\n"
+        f"{markdown_table(header, rows)}\n\n"
+        f"{len(times['torch eval', 'infer'])} timed batches per side over {args.rounds} "
+        f"alternating rounds, {args.threads or os.cpu_count()} thread(s) per side; target: "
+        "bnlab folded >= torch eval (speed >= 1.00x)."
+    )
+
+
+if __name__ == "__main__":
+    main()
