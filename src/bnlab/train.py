@@ -121,8 +121,11 @@ class Trainer:
         batches: Iterable[tuple[np.ndarray, Any]],
         *,
         callbacks: Sequence[Callback] = (),
+        parallel: Any = None,
     ) -> None:
         self.model = model
+        # a bnlab.parallel.DataParallel: shard each global batch, sum the gradients over ranks
+        self.parallel = parallel
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.batches = batches
@@ -149,6 +152,8 @@ class Trainer:
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """One optimizer step on ``(x, y)``; returns the loss (data term plus penalties)."""
+        if self.parallel is not None:
+            return float(self.parallel.trainer_step(self, x, y))
         self.model.train()
         logits = self.model.forward(x)
         loss, dlogits = self.loss_fn(logits, y)
@@ -178,6 +183,8 @@ class Trainer:
 
     def begin(self) -> None:
         """Call every callback's ``on_train_begin`` (``fit`` does this for you)."""
+        if self.parallel is not None:  # check the ranks agree; broadcast rank 0's state
+            self.parallel.setup(self.model, self.optimizer)
         for cb in self.callbacks:
             cb.on_train_begin(self.state)
 
