@@ -79,7 +79,7 @@ def test_report_markdown_and_html(tmp_path: Path) -> None:
     assert "<title>Title &lt;x&gt;</title>" in html
     assert '<img src="fig_a.png"' in html
     assert "<strong>faster</strong>" in html and "<code>this</code>" in html
-    assert "&amp; that" in html and "<td>0.9877</td>" in html
+    assert "&amp; that" in html and '<td style="text-align:right">0.9877</td>' in html
 
 
 def test_plot_band_and_save_figure_write_a_png(tmp_path: Path) -> None:

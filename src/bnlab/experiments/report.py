@@ -127,8 +127,8 @@ def format_value(v: Any, digits: int = 4) -> str:
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
     "line-height:1.45}table{border-collapse:collapse;margin:1em 0}"
-    "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:right}"
-    "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
+    "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;vertical-align:top}"
+    "img{max-width:100%}"
     "p.caption{font-size:.9em;color:#444;margin-top:0}code{background:#f3f3f3}"
 )
 
@@ -136,6 +136,16 @@ _CSS = (
 def _cell(text: str) -> str:
     """A Markdown table cell: pipes escaped, newlines as spaces."""
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+# a number, percentage, difference in points, duration or ratio, maybe with a range after it
+_NUMERIC = re.compile(r"[+-]?[\d,]*\.?\d+(%| pp| s|x)?( \(.*\))?|—|not reached")
+
+
+def _align(rows: Sequence[Sequence[str]], j: int) -> str:
+    """Markdown alignment of column ``j``: right for numbers, left for text."""
+    numeric = rows and all(_NUMERIC.fullmatch(r[j]) for r in rows if j < len(r))
+    return "---:" if numeric else "---"
 
 
 def markdown_to_html(markdown: str, title: str) -> str:
@@ -200,7 +210,7 @@ class Report:
             elif kind == "table":
                 header, rows = data
                 out.append("| " + " | ".join(_cell(h) for h in header) + " |")
-                out.append("|" + "|".join(["---"] * len(header)) + "|")
+                out.append("|" + "|".join(_align(rows, j) for j in range(len(header))) + "|")
                 out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
                 out.append("")
             elif kind == "figure":
