@@ -96,9 +96,10 @@ def outcome_rows(cfg: dict[str, Any], metrics: dict[str, Any], lrs: list[float])
             s = sr.summarize(metrics, lr, net)
             accs = [v for x in runs for v in x["history"]["accuracy"] if v is not None]
             best = max(accs) if accs else math.nan
-            to95 = s["steps_to_95"] or "never"
+            to95 = f"{s['steps_to_95']:,}" if s["steps_to_95"] else "not reached"
             rows.append(
-                [f"{m:g}x", f"{lr:g}", sr.LABEL[net], sr._acc_cell(s), best, to95, "; ".join(outs)]
+                [f"{m:g}x", f"{lr:g}", sr.LABEL[net], sr.acc_cell(s), sr.pct(best), to95]
+                + ["; ".join(outs)]
             )
     return rows
 
@@ -108,7 +109,7 @@ def render(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     cfg, metrics = mc.load_run(run_dir)
     r = Report("mnist-lr: higher learning rates with and without BN")
-    r.paragraph(sr._status_text(metrics))
+    r.paragraph(sr.status_text(metrics))
     r.paragraph(sr.setup_paragraph(cfg))
     r.paragraph(
         "The paper (section 4.2.2) trains Inception with BN at 5x and 30x its base learning "
@@ -145,6 +146,6 @@ def render(run_dir: str | Path) -> Path:
             f"'stalled' = final test accuracy below {cfg['stall_threshold']}; 'diverged' = the "
             "loss became NaN or Inf (training of that net stopped at that step)."
         )
-        r.figure(fig, "Test accuracy at each multiple of the base rate (mean; band: min-max)")
+        r.figure(fig, sr.accuracy_caption(metrics))
     r.write(run_dir)
     return run_dir / "report.html"
