@@ -1,32 +1,51 @@
 """Image folders: ``<root>/<split>/<class>/*.jpg|jpeg|png``, as a directory or a .tar(.gz).
 
-The images are decoded with Pillow once and cached as an ``.npz`` file in ``cache_dir``
-(default ``$BNLAB_CACHE`` or ``~/.cache/bnlab``); the cache key is derived from the absolute
-path, size and modification time of the archive (of every image file for a directory), so an
-edited dataset is decoded again. Classes are numbered in alphabetical order of their folder
-names (CIFAR-10's usual 0..9 order); within a class, files are taken in natural order
-(``2.png`` before ``10.png``).
+Loading goes in four steps, and nothing is decoded or cached before the first two succeed:
+
+1. list the files; an archive is read to its end, so its gzip CRC and length are checked
+   (:mod:`bnlab.data.archive`): a damaged or truncated archive raises
+   :class:`~bnlab.data.archive.CorruptArchiveError`;
+2. check the layout. Classes are the class folders' names, sorted (CIFAR-10's usual 0..9
+   order) and shared by every split. A class folder without images in some split would shift
+   the labels of every later class, so it raises FileNotFoundError, as torchvision's
+   ``ImageFolder`` does; ``allow_empty=True`` keeps it as a class with no images (torchvision's
+   ``allow_empty``). Files and folders whose name starts with "." are ignored;
+3. decode with Pillow (:func:`bnlab.data.images.decode_image`): each image's declared size is
+   checked against the byte limit of :mod:`bnlab.data.limits` (``max_bytes``) before it is
+   decoded; progress is shown for long decodes (:mod:`bnlab.data.progress`);
+4. cache the arrays as an ``.npz`` in ``cache_dir`` (default ``$BNLAB_CACHE`` or
+   ``~/.cache/bnlab``), keyed by the absolute path, size and modification time of the archive
+   (of every image file for a directory). If the cache cannot be written, a warning names the
+   directory and the data is returned uncached. A cache whose contents do not match the
+   listing is ignored and rebuilt.
+
+Within a class, files are taken in natural order (``2.png`` before ``10.png``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import os
 import re
-import tarfile
-from collections.abc import Iterator
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from bnlab._atomic import atomic_write
+from bnlab.data.archive import CorruptArchiveError, tar_stream
+from bnlab.data.images import PER_IMAGE_OVERHEAD, decode_image
+from bnlab.data.limits import ByteBudget, byte_budget
+from bnlab.data.progress import Progress
 
 __all__ = ["load_image_folder", "ImageFolderData", "default_cache_dir", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+_WHERE = "load_image_folder"
+_LAYOUT = "expected the layout <root>/<split>/<class>/<image>.jpg|png"
 
 
 class ImageFolderData(NamedTuple):
@@ -34,6 +53,19 @@ class ImageFolderData(NamedTuple):
 
     splits: dict[str, tuple[np.ndarray, np.ndarray]]
     classes: list[str]
+
+
+class _Listing(NamedTuple):
+    images: list[str]  # relative posix paths of the image files, in source order
+    dirs: set[str]  # relative posix paths of the directories
+    stored: int  # bytes on disk
+    stamp: str  # what the cache key hashes (sizes and modification times)
+
+
+class _Layout(NamedTuple):
+    classes: list[str]
+    order: dict[str, list[str]]  # split -> image paths sorted by (class, natural file name)
+    labels: dict[str, np.ndarray]
 
 
 def default_cache_dir() -> Path:
@@ -50,116 +82,206 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def _dir_entries(root: Path) -> Iterator[tuple[str, Any]]:
-    """(relative posix path, Path) of every image file under ``root``."""
+def _parts(name: str) -> list[str]:
+    return [p for p in name.split("/") if p not in ("", ".")]
+
+
+def _add(images: dict[str, None], rel: str, path: Path) -> None:
+    if rel in images:
+        raise ValueError(f"{_WHERE}: {path} holds {rel} twice; which copy is meant is ambiguous")
+    images[rel] = None
+
+
+def _list_dir(root: Path) -> _Listing:
+    images: dict[str, None] = {}
+    dirs: set[str] = set()
+    stamp, stored = [], 0
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for fn in filenames:
-            if is_image_file(fn):
-                full = Path(dirpath) / fn
-                yield full.relative_to(root).as_posix(), full
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        base = Path(dirpath).relative_to(root).as_posix()
+        dirs.update(f"{base}/{d}" for d in dirnames)
+        for fn in sorted(filenames):
+            if is_image_file(fn) and not fn.startswith("."):
+                rel = "/".join(_parts(f"{base}/{fn}"))
+                st = (root / rel).stat()
+                stored += st.st_size
+                stamp.append(f"|{rel}|{st.st_size}|{st.st_mtime_ns}")
+                _add(images, rel, root)
+    return _Listing(list(images), {"/".join(_parts(d)) for d in dirs}, stored, "".join(stamp))
 
 
-def _fingerprint(path: Path) -> str:
-    h = hashlib.sha256(f"v{_CACHE_VERSION}|{path.resolve()}".encode())
-    if path.is_dir():
-        for rel, full in sorted(_dir_entries(path)):
-            st = full.stat()
-            h.update(f"|{rel}|{st.st_size}|{st.st_mtime_ns}".encode())
-    else:
-        st = path.stat()
-        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:20]
+def _list_tar(path: Path, budget: ByteBudget) -> _Listing:
+    """Every member's name, reading the archive to its end (which checks its CRC)."""
+    images: dict[str, None] = {}
+    dirs: set[str] = set()
+    probe = dataclasses.replace(budget)  # member counts and sizes, before anything is decoded
+    with tar_stream(path, where=_WHERE) as tf:
+        for k, m in enumerate(tf, start=1):
+            probe.charge(
+                PER_IMAGE_OVERHEAD, f"member {k} ({PER_IMAGE_OVERHEAD} bytes of bookkeeping)"
+            )
+            parts = _parts(m.name)
+            if not parts or any(p.startswith(".") for p in parts):
+                continue
+            if m.isdir():
+                dirs.add("/".join(parts))
+            elif m.isfile() and is_image_file(parts[-1]):
+                if m.size > budget.limit:
+                    probe.charge(m.size, f"the member {m.name} ({m.size} bytes)")
+                _add(images, "/".join(parts), path)
+    st = path.stat()
+    return _Listing(list(images), dirs, st.st_size, f"|{st.st_size}|{st.st_mtime_ns}")
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
-    from PIL import Image  # Pillow is imported only where images are decoded
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            rgb = img if img.mode in ("L", "RGB") else img.convert("RGB")
-            arr = np.asarray(rgb, dtype=np.uint8)
-    except Exception as e:  # Pillow raises many types for a damaged file
-        raise ValueError(f"load_image_folder: cannot decode image {name}: {e}") from None
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-def _scan(path: Path) -> list[tuple[str, str, str, np.ndarray]]:
-    """Decode every image into (split, class, file name, array), checking the layout."""
-    items: list[tuple[str, str, str, np.ndarray]] = []
-    roots: set[str] = set()
-
-    def add(rel: str, data: bytes) -> None:
-        parts = rel.strip("/").split("/")
+def _layout(listing: _Listing, path: Path, allow_empty: bool) -> _Layout:
+    if not listing.images:
+        raise FileNotFoundError(f"{_WHERE}: no .jpg/.jpeg/.png images found in {path}; {_LAYOUT}")
+    roots: set[tuple[str, ...]] = set()
+    for rel in listing.images:
+        parts = _parts(rel)
         if len(parts) < 3:
             raise ValueError(
-                f"load_image_folder: {path}: image {rel!r} is not inside <split>/<class>/; "
-                "expected the layout <root>/<split>/<class>/<image>.jpg|png"
+                f"{_WHERE}: {path}: image {rel!r} is not inside <split>/<class>/; {_LAYOUT}"
             )
-        roots.add("/".join(parts[:-3]))
-        items.append((parts[-3], parts[-2], parts[-1], _decode(data, f"{path}:{rel}")))
-
-    if path.is_dir():
-        for rel, full in _dir_entries(path):
-            add(rel, full.read_bytes())
-    else:
-        with tarfile.open(path, "r:*") as tf:
-            for m in tf:
-                f = tf.extractfile(m) if m.isfile() and is_image_file(m.name) else None
-                if f is not None:
-                    add(m.name, f.read())
-    if not items:
-        raise FileNotFoundError(
-            f"load_image_folder: no .jpg/.jpeg/.png images found in {path}; expected the "
-            "layout <root>/<split>/<class>/<image>"
-        )
+        roots.add(tuple(parts[:-3]))
     if len(roots) > 1:
         raise ValueError(
-            f"load_image_folder: {path}: images lie under several roots {sorted(roots)}; "
-            "expected one <root>/<split>/<class>/ tree"
+            f"{_WHERE}: {path}: images lie under several roots "
+            f"{sorted('/'.join(r) for r in roots)}; expected one <root>/<split>/<class>/ tree"
         )
-    return items
+    root = roots.pop()
+    n = len(root)
+    folders: dict[str, set[str]] = {}
+    for d in listing.dirs:
+        parts = _parts(d)
+        if len(parts) == n + 2 and tuple(parts[:n]) == root:
+            folders.setdefault(parts[n], set()).add(parts[n + 1])
+    members: dict[tuple[str, str], list[str]] = {}
+    for rel in listing.images:
+        split, cls, _ = _parts(rel)[-3:]
+        folders.setdefault(split, set()).add(cls)
+        members.setdefault((split, cls), []).append(rel)
+    classes = sorted(set().union(*folders.values()))
+    empty = [f"{s}/{c}" for s in sorted(folders) for c in classes if (s, c) not in members]
+    if empty and not allow_empty:
+        raise FileNotFoundError(
+            f"{_WHERE}: {path}: no image file in the class folder(s) {', '.join(empty)} "
+            f"(classes: {classes}; supported extensions: {', '.join(IMAGE_EXTENSIONS)}). An "
+            "empty class would shift the label of every later class; add its images, remove "
+            "the folder, or pass allow_empty=True to keep it as a class without images"
+        )
+    order, labels = {}, {}
+    for split in sorted(folders):
+        pairs = [(i, r) for i, c in enumerate(classes) for r in members.get((split, c), [])]
+        pairs.sort(key=lambda ir: (ir[0], _natural_key(_parts(ir[1])[-1])))
+        order[split] = [r for _, r in pairs]
+        labels[split] = np.array([i for i, _ in pairs], dtype=np.int64)
+    return _Layout(classes, order, labels)
 
 
-def _assemble(items: list[tuple[str, str, str, np.ndarray]], path: Path) -> ImageFolderData:
-    classes = sorted({c for _, c, _, _ in items})
-    index = {c: i for i, c in enumerate(classes)}
-    channels = max(a.shape[2] for *_, a in items)
-    shape = items[0][3].shape[:2]
+def _decode(data: bytes, name: str, budget: ByteBudget) -> np.ndarray:
+    return decode_image(data, name, budget)
+
+
+def _decode_all(
+    path: Path, listing: _Listing, budget: ByteBudget, progress: bool | None
+) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    with Progress(len(listing.images), f"{_WHERE}: decoding {path.name}", progress) as bar:
+
+        def add(rel: str, data: bytes) -> None:
+            arrays[rel] = _decode(data, f"{path}:{rel}", budget)
+            bar.update()
+
+        if path.is_dir():
+            for rel in listing.images:
+                add(rel, (path / rel).read_bytes())
+        else:
+            wanted = set(listing.images)
+            with tar_stream(path, where=_WHERE) as tf:
+                for m in tf:
+                    rel = "/".join(_parts(m.name))
+                    f = tf.extractfile(m) if m.isfile() and rel in wanted else None
+                    if f is not None:
+                        add(rel, f.read())
+    if len(arrays) != len(listing.images):
+        raise CorruptArchiveError(
+            f"{_WHERE}: {path} changed while it was being read; load it again"
+        )
+    return arrays
+
+
+def _assemble(arrays: dict[str, np.ndarray], layout: _Layout, path: Path) -> ImageFolderData:
+    channels = max(a.shape[2] for a in arrays.values())
+    shape = next(iter(arrays.values())).shape[:2]
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split in sorted({s for s, *_ in items}):
-        chosen = sorted(
-            (it for it in items if it[0] == split), key=lambda it: (it[1], _natural_key(it[2]))
-        )
-        x = np.empty((len(chosen), *shape, channels), dtype=np.uint8)
-        for i, (_, cls, fn, arr) in enumerate(chosen):
+    for split, rels in layout.order.items():
+        x = np.empty((len(rels), *shape, channels), dtype=np.uint8)
+        for i, rel in enumerate(rels):
+            arr = arrays.pop(rel)
             if arr.shape[:2] != shape:
                 raise ValueError(
-                    f"load_image_folder: {path}: {split}/{cls}/{fn} is {arr.shape[1]}x"
+                    f"{_WHERE}: {path}: {'/'.join(_parts(rel)[-3:])} is {arr.shape[1]}x"
                     f"{arr.shape[0]} pixels, expected {shape[1]}x{shape[0]} like the others"
                 )
             x[i] = arr  # a grayscale image broadcasts to RGB if the folder mixes them
-        y = np.array([index[cls] for _, cls, _, _ in chosen], dtype=np.int64)
-        splits[split] = (x, y)
-    return ImageFolderData(splits, classes)
+        splits[split] = (x, layout.labels[split])
+    return ImageFolderData(splits, layout.classes)
+
+
+def _cache_file(p: Path, listing: _Listing, allow_empty: bool, cache_dir: Any) -> Path:
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = f"v{_CACHE_VERSION}|{p.resolve()}|empty={allow_empty}{listing.stamp}"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", p.name)
+    return base / f"imagefolder-{stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 
 def _save_cache(file: Path, data: ImageFolderData) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
+    """Write the cache; on failure (read-only, full disk, not a directory) warn and go on."""
     arrays: dict[str, np.ndarray] = {"classes": np.array(data.classes, dtype=str)}
     for split, (x, y) in data.splits.items():
         arrays[f"x/{split}"], arrays[f"y/{split}"] = x, y
-    atomic_write(file, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
-
-
-def _load_cache(file: Path) -> ImageFolderData | None:
     try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(file, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+    except OSError as e:
+        warnings.warn(
+            f"{_WHERE}: cannot write the cache in {file.parent} ({type(e).__name__}: {e}); "
+            "continuing without a cache, so the images will be decoded again next time. Pass "
+            "cache_dir= (or set BNLAB_CACHE to) a writable directory, or use_cache=False",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _load_cache(file: Path, layout: _Layout) -> ImageFolderData | None:
+    """The cached arrays if they match the listing exactly; None to decode again."""
+    try:
+        if not file.is_file():
+            return None
         with np.load(file, allow_pickle=False) as z:
             classes = [str(c) for c in z["classes"]]
             splits = {k[2:]: (z[k], z["y/" + k[2:]]) for k in z.files if k.startswith("x/")}
-    except Exception:  # a damaged cache is rebuilt, never trusted
+    except Exception:  # unreadable or damaged: rebuilt, never trusted
         return None
-    return ImageFolderData(splits, classes)
+    if classes != layout.classes or sorted(splits) != sorted(layout.order):
+        return None
+    for split, (x, y) in splits.items():
+        n = len(layout.order[split])
+        if (
+            x.dtype != np.uint8
+            or x.ndim != 4
+            or len(x) != n
+            or not np.array_equal(y, layout.labels[split])
+        ):
+            return None
+    return ImageFolderData({s: (x, y.astype(np.int64)) for s, (x, y) in splits.items()}, classes)
+
+
+def _check_flags(**flags: Any) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool) and not (name == "progress" and value is None):
+            raise TypeError(f"{_WHERE}: {name} must be True or False, got {value!r}")
 
 
 def load_image_folder(
@@ -167,26 +289,37 @@ def load_image_folder(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
+    allow_empty: bool = False,
+    max_bytes: int | None = None,
+    progress: bool | None = None,
 ) -> ImageFolderData:
     """Load ``<root>/<split>/<class>/*.jpg|png`` (a directory or a .tar/.tar.gz archive).
 
     Returns :class:`ImageFolderData` with ``splits[split] = (x, y)``, ``x`` uint8 NHWC
     (grayscale images get C=1; a folder mixing grayscale and RGB gets C=3) and ``y`` int64
-    indices into ``classes`` (sorted folder names, shared by every split).
+    indices into ``classes`` (sorted folder names, shared by every split). The steps, the
+    errors and the keywords are described in the module docstring: ``allow_empty`` keeps
+    empty class folders as classes, ``max_bytes`` raises the decoded-size limit,
+    ``progress=False`` hides the progress display. On any error nothing is cached.
     """
+    _check_flags(use_cache=use_cache, allow_empty=allow_empty, progress=progress)
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"load_image_folder: {p} does not exist")
-    cache_file = None
-    if use_cache:
-        base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", p.name)
-        cache_file = base / f"imagefolder-{stem}-{_fingerprint(p)}.npz"
-        if cache_file.is_file():
-            cached = _load_cache(cache_file)
-            if cached is not None:
-                return cached
-    data = _assemble(_scan(p), p)
+        raise FileNotFoundError(f"{_WHERE}: {p} does not exist")
+    byte_budget(max_bytes, 0, where=_WHERE)  # a bad max_bytes or $BNLAB_MAX_BYTES fails first
+    if p.is_dir():
+        listing = _list_dir(p)
+        budget = byte_budget(max_bytes, listing.stored, where=_WHERE)
+    else:
+        budget = byte_budget(max_bytes, p.stat().st_size, where=_WHERE)
+        listing = _list_tar(p, budget)
+    layout = _layout(listing, p, allow_empty)
+    cache_file = _cache_file(p, listing, allow_empty, cache_dir) if use_cache else None
+    if cache_file is not None:
+        cached = _load_cache(cache_file, layout)
+        if cached is not None:
+            return cached
+    data = _assemble(_decode_all(p, listing, budget, progress), layout, p)
     if cache_file is not None:
         _save_cache(cache_file, data)
     return data

@@ -42,38 +42,63 @@ def _find(directory: Any, role: str, dataset: str) -> Any:
     )
 
 
-def _load_dir(directory: Any, dataset: str) -> tuple[Split, Split]:
+def _check_labels(labels: np.ndarray, file: Any, dataset: str) -> np.ndarray:
+    """``labels`` as int64 if they are integers in 0..9, else a ValueError naming the file."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"{dataset}: {file} must hold a 1-D array of integer class labels, got "
+            f"{labels.dtype} {labels.shape}"
+        )
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{dataset}: {file} holds the label {int(labels[i])} at index {i} ({bad.size} "
+            "labels out of range in all); expected class indices 0..9. The file is damaged "
+            "or is not an MNIST/Fashion-MNIST label file"
+        )
+    return labels.astype(np.int64)
+
+
+def _load_dir(directory: Any, dataset: str, max_bytes: int | None) -> tuple[Split, Split]:
     files = {role: _find(directory, role, dataset) for role in _STEMS}
     out = []
     for split in ("train", "test"):
-        images = read_idx(files[f"{split}_images"])
-        labels = read_idx(files[f"{split}_labels"])
-        if images.ndim != 3 or images.dtype != np.uint8:
+        images = read_idx(files[f"{split}_images"], max_bytes=max_bytes)
+        labels = read_idx(files[f"{split}_labels"], max_bytes=max_bytes)
+        if images.ndim != 3 or images.dtype != np.uint8 or 0 in images.shape[1:]:
             raise ValueError(
                 f"{dataset}: {files[f'{split}_images']} must hold uint8 images of shape "
-                f"(N, H, W), got {images.dtype} {images.shape}"
+                f"(N, H, W) with H, W >= 1, got {images.dtype} {images.shape}"
             )
-        if labels.shape != images.shape[:1]:
+        y = _check_labels(labels, files[f"{split}_labels"], dataset)
+        if y.shape != images.shape[:1]:
             raise ValueError(
                 f"{dataset}: {files[f'{split}_labels']} holds {labels.shape} labels for "
                 f"{images.shape[0]} images in {files[f'{split}_images']}"
             )
-        out.append((images[..., None], labels.astype(np.int64)))
+        out.append((images[..., None], y))
     return out[0], out[1]
 
 
-def load_mnist(path: str | os.PathLike[str] | None = None) -> tuple[Split, Split]:
+def load_mnist(
+    path: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None
+) -> tuple[Split, Split]:
     """MNIST as ``((x_train, y_train), (x_test, y_test))``.
 
     Images are uint8 of shape (N, 28, 28, 1) (NHWC, 60,000 train and 10,000 test), labels
     int64 in 0..9. With ``path=None`` the embedded copy is read; otherwise ``path`` is a
     directory holding ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (raw or ``.gz``).
+    ``max_bytes`` raises the decoded-size limit of each file (see :mod:`bnlab.data.limits`).
+    Labels outside 0..9, non-integer labels or non-uint8 images raise ValueError naming the file.
     """
     directory: Any = resources.files("bnlab.data").joinpath("mnist") if path is None else Path(path)
-    return _load_dir(directory, "load_mnist")
+    return _load_dir(directory, "load_mnist", max_bytes)
 
 
-def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> tuple[Split, Split]:
+def load_fashion_mnist(
+    path: str | os.PathLike[str] | None = None, *, max_bytes: int | None = None
+) -> tuple[Split, Split]:
     """Fashion-MNIST (Xiao et al. 2017), same format and shapes as :func:`load_mnist`.
 
     With ``path=None`` it is read from ``/usr/share/datasets/fashion-mnist`` where Debian's
@@ -87,4 +112,4 @@ def load_fashion_mnist(path: str | os.PathLike[str] | None = None) -> tuple[Spli
             f"{FASHION_MNIST_DIR}) or pass path= a directory holding "
             "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
         )
-    return _load_dir(directory, "load_fashion_mnist")
+    return _load_dir(directory, "load_fashion_mnist", max_bytes)

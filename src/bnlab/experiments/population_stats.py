@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from bnlab.experiments.report import Report, read_json, start_run_dir, write_csv, write_json
+from bnlab.experiments.report import start_run_dir, write_json
 from bnlab.train import evaluate
 
 DESCRIPTION = "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics"
@@ -113,42 +112,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
 
 
 def render(run_dir: str | Path) -> Path:
-    """accuracy.csv, accuracy.png and report.md/html from metrics.json."""
-    run_dir = Path(run_dir)
-    cfg, metrics = read_json(run_dir / "config.json"), read_json(run_dir / "metrics.json")
-    hist, keys = metrics["history"], metrics["momenta"]
-    header = ["step", *[f"moving_momentum_{k}" for k in keys], "population"]
-    rows = [
-        [s, *[hist["moving"][k][i] for k in keys], hist["population"][i]]
-        for i, s in enumerate(hist["step"])
-    ]
-    write_csv(run_dir / "accuracy.csv", header, rows)
-    rep = Report("Population statistics (Algorithm 2) vs moving averages")
-    rep.paragraph(
-        f"BN MLP {cfg['hidden']} with sigmoids on MNIST, SGD lr {cfg['lr']}, batch "
-        f"{cfg['batch_size']}, {cfg['steps']} steps, seed {cfg['seed']}. The nets differ only "
-        "in the BN momentum (the weight of the new batch in the moving average); their "
-        "weights are identical. Population statistics: Algorithm 2 over "
-        f"{cfg['recal_examples']} training images drawn at random (seed {cfg['seed']})."
-    )
-    rep.table(["step", *[f"moving avg, momentum {k}" for k in keys], "population (Alg. 2)"], rows)
-    if _plot(run_dir, hist, keys):
-        rep.figure("accuracy.png", "Test accuracy in eval mode against the training step.")
-    return rep.write(run_dir)[1]
+    """Re-render figures and report from the run's files (see population_stats_report)."""
+    from bnlab.experiments import population_stats_report
 
-
-def _plot(run_dir: Path, hist: dict[str, Any], keys: list[str]) -> bool:
-    try:
-        from bnlab.experiments.report import new_figure, save_figure
-    except ImportError:
-        return False
-    fig, axes = new_figure()
-    ax = axes[0][0]
-    for k in keys:
-        ax.plot(hist["step"], hist["moving"][k], label=f"moving avg, momentum {k}")
-    ax.plot(hist["step"], hist["population"], "k--", label="population (Algorithm 2)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7)
-    save_figure(fig, run_dir / "accuracy.png")
-    return True
+    return population_stats_report.render(run_dir)

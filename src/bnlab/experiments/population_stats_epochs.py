@@ -23,13 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from bnlab.experiments.report import (
-    Report,
-    read_json,
     run_status,
     start_run_dir,
-    write_csv,
     write_json,
 )
 from bnlab.train import evaluate
@@ -118,27 +114,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
 
 
 def render(run_dir: str | Path) -> Path:
-    """metrics.csv and report.md/html from metrics.json."""
-    run_dir = Path(run_dir)
-    cfg, metrics = read_json(run_dir / "config.json"), read_json(run_dir / "metrics.json")
-    rows = [
-        [
-            r["epoch"],
-            Path(r["checkpoint"]).name,
-            f"{r['moving_acc']:.4f}",
-            f"{r['population_acc']:.4f}",
-            f"{100 * (r['population_acc'] - r['moving_acc']):+.2f}",
-        ]
-        for r in metrics["rows"]
-    ]
-    header = ["epoch", "checkpoint", "moving averages", "population (Alg. 2)", "gain (points)"]
-    write_csv(run_dir / "metrics.csv", header, rows)
-    rep = Report("Population statistics (Algorithm 2) vs moving averages, per checkpoint")
-    rep.paragraph(
-        f"Status: {metrics['status']}. Data: {cfg['data']} (pixels scaled to [0, 1]). For each "
-        "checkpoint, test accuracy in eval mode with the checkpoint's moving averages, then with "
-        f"Algorithm 2 statistics over {cfg['recal_examples']} training images drawn at random "
-        f"(seed {cfg.get('seed', 0)}) in batches of {cfg['batch_size']} (weights fixed)."
-    )
-    rep.table(header, rows)
-    return rep.write(run_dir)[1]
+    """Re-render figures and report from the run's files (see population_stats_report)."""
+    from bnlab.experiments import population_stats_report
+
+    return population_stats_report.render_epochs(run_dir)
