@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bnlab.experiments.report import start_run_dir, write_json
 from bnlab.train import evaluate
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from bnlab.experiments.report import (
     run_status,
     start_run_dir,
