@@ -1,36 +1,105 @@
-"""Atomic file writes: a crash at any moment leaves the old file or the new one, never a mix."""
+"""Atomic file writes: a crash at any moment leaves the old file or the new one, never a mix.
+
+The temporary file is ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` (``tempfile.mkstemp``). A save
+killed with SIGKILL cannot remove its temporary; the next successful save of the same target
+removes those left by earlier saves (same pattern, last modified before this save started).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "check_target", "stale_temporaries"]
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
+def check_target(path: str | os.PathLike[str], where: str) -> Path:
+    """Raise an OSError with a clear message if ``path`` cannot be written as a file.
+
+    Checked: the parent directory exists and is a directory, ``path`` is not a directory, and
+    the parent is writable. Nothing is created.
+    """
+    p = Path(path)
+    parent = p.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            f"{where}: directory {parent} does not exist (or is not a directory); create it "
+            "or choose another path"
+        )
+    if p.is_dir():
+        raise IsADirectoryError(
+            f"{where}: {p} is a directory; give a file name, e.g. {p / 'model.npz'}"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{where}: directory {parent} is not writable (read-only filesystem or "
+            "permissions); choose another path"
+        )
+    return p
+
+
+def stale_temporaries(path: str | os.PathLike[str], before: float) -> list[Path]:
+    """Temporaries of earlier :func:`atomic_write` calls on ``path`` last modified before
+    ``before`` (a ``time.time()`` value): the leftovers of killed saves."""
+    p = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(p.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    found = []
+    try:
+        entries = list(os.scandir(p.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        if not pattern.match(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
+                found.append(Path(entry.path))
+        except OSError:
+            continue
+    return found
+
+
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[IO[bytes]], object],
+    verify: Callable[[Path], object] | None = None,
+) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it over ``path``.
 
-    The new file keeps the permissions of the one it replaces (0o644 for a new file); the
-    directory is fsync'ed after the rename. On any error the temporary file is removed and
-    ``path`` is untouched.
+    ``verify(tmp_path)``, if given, reads the finished temporary file back and raises if it is
+    not what was meant to be written; ``path`` is then untouched. The new file keeps the
+    permissions of the one it replaces (0o644 for a new file); the directory is fsync'ed after
+    the rename. On any error (a full disk, a read-only directory, ``path`` being a directory)
+    the temporary file is removed and ``path`` is untouched. After a successful rename the
+    temporaries of earlier killed saves of ``path`` are removed (see the module docstring).
     """
     path = Path(path)
+    started = time.time()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if verify is not None:
+            verify(Path(tmp))
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    for stale in stale_temporaries(path, started):
+        if stale.name != Path(tmp).name:
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:  # another user's file, a read-only mount: leave it
+                pass
     return path
 
 

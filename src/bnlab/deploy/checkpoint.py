@@ -8,9 +8,24 @@ File layout (``numpy.savez``, no pickles; readable with ``np.load(path)``):
 - ``model/<key>``: ``model.state_dict()`` (parameters and buffers);
 - ``optimizer/...`` and ``extra/...``: the referenced arrays.
 
-Atomicity: the file is written to a temporary file in the same directory, flushed and
-fsync'ed, then renamed over ``path`` with ``os.replace`` and the directory fsync'ed. A crash
-at any point leaves either the previous checkpoint or the new one, never a mix.
+- ``__meta__`` also holds ``"rng"``: the ``bit_generator.state`` of every generator the model
+  declares (``layer.generators()``: Dropout's masks), so that a resumed run is bit-exact.
+
+Atomicity: everything that :func:`load_checkpoint` checks is checked before anything is
+written (a value that cannot be loaded back, e.g. an object array or a NaN weight, raises
+and leaves the old file as it was). The file is written to a temporary file in the same
+directory, flushed, fsync'ed and read back (every array compared byte for byte), then renamed
+over ``path`` with ``os.replace`` and the directory fsync'ed. A crash at any point leaves
+either the previous checkpoint or the new one, never a mix; temporaries of killed saves are
+removed by the next save.
+
+Loading trusts nothing in the file: a malformed ``__meta__`` (wrong JSON types, missing
+fields, unknown layer types, bad constructor arguments), an array of the wrong dtype
+(complex, bool, dates, objects), shape or value (NaN, Inf, a negative ``running_var``), a
+missing ``extra`` or optimizer array, or a broken generator state raises
+:class:`CheckpointError` naming the field, before the model or anything else is changed.
+The shapes a config declares are checked against the file, and their total against
+``max_params`` (default :data:`MAX_PARAMS`), before the model is built.
 
 Example (``model``, optimizer ``opt`` and ``BatchIterator`` ``it`` of a training loop)::
 
@@ -30,16 +45,16 @@ from typing import IO, Any
 
 import numpy as np
 
-from bnlab._atomic import atomic_write
+from bnlab._atomic import atomic_write, check_target
+from bnlab.deploy import _ckpt_config as config_check
+from bnlab.deploy._ckpt_read import FORMAT, VERSION, CheckpointError, parse_meta, read_members
 
-__all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "MAX_PARAMS"]
 
-FORMAT = "bnlab-checkpoint"
-VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable bnlab checkpoint, or one that does not fit the model."""
+#: Default cap on the number of model parameters and buffer entries :func:`load_checkpoint`
+#: accepts from a file (400 MB of float32); pass ``max_params=`` to load a bigger model.
+MAX_PARAMS = 100_000_000
+_SAVABLE_KINDS = "biufcUS"  # dtypes that np.load reads back without pickle
 
 
 @dataclass
@@ -56,37 +71,52 @@ class Checkpoint:
         """Rebuild the saved optimizer on ``model`` (default: the loaded one), state restored."""
         if self.optimizer_state is None:
             raise CheckpointError(f"{self.path} holds no optimizer state")
-        from bnlab.optim import OPTIMIZERS, schedule_from_config
+        return _make_optimizer(self.optimizer_state, self.model if model is None else model)
 
-        state = self.optimizer_state
-        cls = OPTIMIZERS[state["type"]]
-        config = dict(state["config"])
-        if isinstance(config["lr"], dict):
-            config["lr"] = schedule_from_config(config["lr"])
-        opt = cls.from_model(self.model if model is None else model, **config)
-        opt.load_state_dict(state)
-        return opt
+
+def _make_optimizer(state: dict[str, Any], model: Any) -> Any:
+    from bnlab.optim import OPTIMIZERS, schedule_from_config
+
+    cls = OPTIMIZERS[state["type"]]
+    config = dict(state["config"])
+    if isinstance(config["lr"], dict):
+        config["lr"] = schedule_from_config(config["lr"])
+    opt = cls.from_model(model, **config)
+    opt.load_state_dict(state)
+    return opt
 
 
 # -- nested state <-> JSON + arrays ---------------------------------------------------------
-def _encode(obj: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
-    """JSON-able copy of ``obj`` with every ndarray moved to ``arrays[key...]``."""
+def _encode(obj: Any, key: str, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
+    """JSON-able copy of ``obj`` with every ndarray moved to ``arrays[key...]``.
+
+    Refuses (TypeError naming ``key``) what could not be loaded back without pickle.
+    """
+    if depth > 100:
+        raise TypeError(f"save_checkpoint: {key} nests more than 100 levels (a cycle?)")
     if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in _SAVABLE_KINDS or obj.dtype.fields is not None:
+            raise TypeError(
+                f"save_checkpoint: {key} is an array of dtype {obj.dtype}, which cannot be "
+                "loaded back without pickle; save numbers (bool/int/float/complex) or strings"
+            )
         name = key
         while name in arrays:
             name += "_"
         arrays[name] = obj
         return {"__ndarray__": name}
     if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            raise TypeError(f"save_checkpoint: {key} uses the reserved key '__ndarray__'")
         out = {}
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise TypeError(f"save_checkpoint: key {k!r} in {key} must be a str")
-            out[k] = _encode(v, f"{key}/{k}", arrays)
+            out[k] = _encode(v, f"{key}/{k}", arrays, depth + 1)
         return out
     if isinstance(obj, list | tuple):
-        return [_encode(v, f"{key}/{i}", arrays) for i, v in enumerate(obj)]
-    if isinstance(obj, np.generic):
+        return [_encode(v, f"{key}/{i}", arrays, depth + 1) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
         return obj.item()
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
@@ -96,112 +126,35 @@ def _encode(obj: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
     )
 
 
-def _decode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+def _decode(obj: Any, arrays: dict[str, np.ndarray], p: Path, where: str) -> Any:
+    """Inverse of :func:`_encode`; a reference to a missing array is a CheckpointError."""
     if isinstance(obj, dict):
-        if set(obj) == {"__ndarray__"}:
-            return arrays[obj["__ndarray__"]]
-        return {k: _decode(v, arrays) for k, v in obj.items()}
+        if "__ndarray__" in obj:
+            ref = obj["__ndarray__"]
+            if len(obj) != 1 or not isinstance(ref, str) or ref not in arrays:
+                raise CheckpointError(
+                    f"{p}: {where} refers to the array {ref!r:.80}, which the file lacks; {_FIX}"
+                )
+            return arrays[ref]
+        return {k: _decode(v, arrays, p, f"{where}/{k}") for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_decode(v, arrays) for v in obj]
+        return [_decode(v, arrays, p, f"{where}/{i}") for i, v in enumerate(obj)]
     return obj
 
 
-# -- writing --------------------------------------------------------------------------------
-def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
-    np.savez(f, **arrays)  # type: ignore[arg-type]
+_FIX = "use an earlier checkpoint, or re-run the training that wrote it"
 
 
-def _atomic_write(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda f: _write_npz(f, arrays))
+# -- validation: everything before anything changes -------------------------------------------
+@dataclass
+class _Plan:
+    """A checked checkpoint, ready to be assigned by :func:`_apply`."""
 
-
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    model: Any,
-    optimizer: Any = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` (architecture + state), ``optimizer.state_dict()`` and ``extra``.
-
-    ``extra`` is a dict of JSON-able values and numpy arrays, e.g. the step count and
-    ``BatchIterator.state_dict()``. Returns the path written. The previous file at ``path``
-    survives intact if anything fails (see the module docstring).
-    """
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise FileNotFoundError(f"save_checkpoint: directory {p.parent} does not exist")
-    arrays: dict[str, np.ndarray] = {}
-    state = model.state_dict()
-    for k, v in state.items():
-        arrays[f"model/{k}"] = np.asarray(v)
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "model_class": type(model).__name__,
-        "model_config": model.get_config(),
-        "model_keys": list(state),
-        "optimizer": None
-        if optimizer is None
-        else _encode(optimizer.state_dict(), "optimizer", arrays),
-        "extra": None if extra is None else _encode(dict(extra), "extra", arrays),
-    }
-    try:
-        text = json.dumps(meta)
-    except TypeError as e:
-        raise TypeError(
-            f"save_checkpoint: the model config is not JSON-serializable: {e}"
-        ) from None
-    arrays["__meta__"] = np.array(text)
-    _atomic_write(p, arrays)
-    return p
-
-
-# -- reading --------------------------------------------------------------------------------
-def _read(p: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    if not p.is_file():
-        raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {p}")
-    fix = "use an earlier checkpoint, or re-run the training that wrote it"
-    try:
-        z = np.load(p, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{p} is a single .npy array, not a bnlab checkpoint (.npz)")
-        with z:
-            if "__meta__" not in z.files:
-                raise CheckpointError(
-                    f"{p} is not a bnlab checkpoint (no __meta__ entry); write checkpoints "
-                    "with bnlab.deploy.save_checkpoint"
-                )
-            arrays = {k: z[k] for k in z.files}  # reading every member verifies its CRC
-    except CheckpointError:
-        raise
-    except Exception as e:
-        raise CheckpointError(
-            f"{p} is truncated or corrupt and cannot be read ({type(e).__name__}: {e}); {fix}"
-        ) from None
-    try:
-        meta = json.loads(str(arrays.pop("__meta__")))
-    except ValueError as e:
-        raise CheckpointError(f"{p}: the __meta__ entry is not valid JSON ({e}); {fix}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{p} is not a bnlab checkpoint (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise CheckpointError(
-            f"{p} has checkpoint format version {meta['version']}, this bnlab reads up to "
-            f"{VERSION}; upgrade bnlab"
-        )
-    return meta, arrays
-
-
-def _build_model(cls_name: str, config: dict[str, Any], p: Path) -> Any:
-    from bnlab.layers import LAYER_REGISTRY
-
-    if cls_name not in LAYER_REGISTRY:
-        raise CheckpointError(
-            f"{p}: the model class {cls_name!r} is unknown to this bnlab "
-            f"(known: {sorted(LAYER_REGISTRY)})"
-        )
-    cls: Any = LAYER_REGISTRY[cls_name]
-    return cls.from_config(config) if hasattr(cls, "from_config") else cls(**config)
+    model: Any
+    state: dict[str, np.ndarray]
+    optimizer_state: dict[str, Any] | None
+    extra: dict[str, Any] | None
+    rng: dict[str, dict[str, Any]]
 
 
 def _layer_label(model: Any, key: str) -> str:
@@ -214,42 +167,237 @@ def _layer_label(model: Any, key: str) -> str:
     return f"{type(model).__name__} {getattr(model, 'name', '')!r}"
 
 
-def _check_fits(model: Any, state: dict[str, np.ndarray], meta: dict[str, Any], p: Path) -> None:
+def _check_fits(p: Path, model: Any, state: dict[str, Any], meta: dict[str, Any]) -> None:
     """Raise a CheckpointError naming the first layer whose parameters do not match."""
-    own = model.state_dict()
+    own = {k: tuple(np.shape(v)) for k, v in model.state_dict().items()}
     for key in list(own) + [k for k in state if k not in own]:
         mine, theirs = own.get(key), state.get(key)
-        if mine is None or theirs is None or np.shape(mine) != np.shape(theirs):
-            where = _layer_label(model, key)
-            have = "absent" if mine is None else f"shape {np.shape(mine)}"
-            want = "absent" if theirs is None else f"shape {np.shape(theirs)}"
+        if mine is None or theirs is None or mine != theirs.shape:
+            have = "absent" if mine is None else f"shape {mine}"
+            want = "absent" if theirs is None else f"shape {theirs.shape}"
             raise CheckpointError(
-                f"{p} does not fit the model at {where}: '{key}' is {want} in the checkpoint "
-                f"but {have} in the model. The checkpoint was saved from "
+                f"{p} does not fit the model at {_layer_label(model, key)}: '{key}' is {want} in "
+                f"the checkpoint but {have} in the model. The checkpoint was saved from "
                 f"{meta['model_class']} {json.dumps(meta['model_config'])[:300]}; load it "
                 "without a model to rebuild that architecture"
             )
 
 
-def load_checkpoint(path: str | os.PathLike[str], model: Any = None) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def _declared(p: Path, meta: dict[str, Any], state: dict[str, Any], max_params: int | None):
+    """Check the config's declared shapes against the file and the cap, before building."""
+    shapes = config_check.declared_shapes(p, meta["model_class"], meta["model_config"])
+    if shapes is None:
+        return
+    total = config_check.count(shapes)
+    if max_params is not None and total > max_params:
+        raise CheckpointError(
+            f"{p}: model_config declares {total:,} parameters and buffer entries, more than "
+            f"max_params={max_params:,}; if you trust the file, pass "
+            f"load_checkpoint(..., max_params={total})"
+        )
+    for key in list(shapes) + [k for k in state if k not in shapes]:
+        want, have = shapes.get(key), state[key].shape if key in state else None
+        if want != have:
+            raise CheckpointError(
+                f"{p} is inconsistent: model_config declares '{key}' "
+                f"{'absent' if want is None else f'of shape {want}'}, the file's array is "
+                f"{'absent' if have is None else f'of shape {have}'}; the file is damaged or "
+                f"crafted. {_FIX}"
+            )
 
-    With ``model=None`` the model is rebuilt from its saved config (``Sequential.from_config``
-    or the layer class) and its weights loaded. Given an existing ``model``, the weights are
-    loaded into it after checking that every parameter and buffer matches in name and shape;
-    a mismatch raises :class:`CheckpointError` naming the layer, and nothing is changed.
-    """
-    p = Path(path)
-    meta, arrays = _read(p)
-    keys = meta.get("model_keys", [])
+
+def _match_dtypes(model: Any, state: dict[str, np.ndarray]) -> None:
+    """Cast each freshly built leaf to the floating dtype of its arrays in the file."""
+    from bnlab.deploy._walk import iter_paths
+
+    for path, leaf in iter_paths(model):
+        prefix = f"{path}." if path else ""
+        dts = {
+            state[prefix + k].dtype
+            for k, v in {**leaf.params, **leaf.buffers}.items()
+            if v.dtype.kind == "f" and state[prefix + k].dtype.kind == "f"
+        }
+        if len(dts) == 1:
+            dt = dts.pop()
+            if dt in (np.float32, np.float64) and any(v.dtype != dt for v in leaf.params.values()):
+                leaf.astype(dt)
+
+
+def _check_optimizer(p: Path, opt: Any, model: Any) -> None:
+    from bnlab.optim import OPTIMIZERS
+
+    where = f"{p}: the optimizer state"
+    if not isinstance(opt.get("type"), str) or opt["type"] not in OPTIMIZERS:
+        raise CheckpointError(
+            f"{where}: 'type' must be one of {sorted(OPTIMIZERS)}, got {opt.get('type')!r:.80}"
+        )
+    config, slots = opt.get("config"), opt.get("slots")
+    if not isinstance(config, dict) or not isinstance(config.get("lr"), dict | int | float):
+        raise CheckpointError(f"{where}: 'config' must be a dict with a number or schedule 'lr'")
+    iterations = opt.get("iterations")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise CheckpointError(f"{where}: 'iterations' must be an int >= 0, got {iterations!r}")
+    if not isinstance(slots, dict) or not all(isinstance(d, dict) for d in slots.values()):
+        raise CheckpointError(f"{where}: 'slots' must be a dict of dicts of arrays")
+    from bnlab.layers.base import check_state_array
+
+    params = model.params
+    for s, d in slots.items():
+        for k, v in d.items():
+            if k in params:
+                try:
+                    check_state_array(f"slot '{s}' of '{k}'", v, params[k])
+                except ValueError as e:
+                    raise CheckpointError(f"{where}: {e}") from None
+    try:
+        _make_optimizer(opt, model)  # a dry run on a throwaway optimizer: the model is unchanged
+    except Exception as e:
+        raise CheckpointError(f"{where} does not fit: {type(e).__name__}: {e}") from None
+
+
+def _check_rng(p: Path, saved: dict[str, Any], model: Any) -> dict[str, dict[str, Any]]:
+    own = model.generators() if hasattr(model, "generators") else {}
+    for key, state in saved.items():
+        where = f"{p}: the generator state rng/{key}"
+        if key not in own:
+            raise CheckpointError(f"{where} has no generator in the model (has {sorted(own)})")
+        name = state.get("bit_generator") if isinstance(state, dict) else None
+        if name != type(own[key].bit_generator).__name__:
+            raise CheckpointError(
+                f"{where} is for {name!r:.40}, the model's generator is "
+                f"{type(own[key].bit_generator).__name__}"
+            )
+        scratch = type(own[key].bit_generator)()
+        try:
+            scratch.state = state
+        except Exception as e:
+            raise CheckpointError(f"{where} is malformed: {type(e).__name__}: {e}") from None
+    return saved
+
+
+def _validate(
+    p: Path,
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    model: Any,
+    max_params: int | None,
+) -> _Plan:
+    """Check every part of a checkpoint (building the model if ``model`` is None); assign
+    nothing."""
+    keys = meta["model_keys"]
     missing = [k for k in keys if f"model/{k}" not in arrays]
     if missing:
         raise CheckpointError(f"{p} lacks the model arrays {missing[:5]}; the file is damaged")
     state = {k: arrays[f"model/{k}"] for k in keys}
+    _declared(p, meta, state, max_params if model is None else None)
     if model is None:
-        model = _build_model(meta["model_class"], meta["model_config"], p)
-    _check_fits(model, state, meta, p)
-    model.load_state_dict(state)
-    optimizer_state = None if meta["optimizer"] is None else _decode(meta["optimizer"], arrays)
-    extra = None if meta["extra"] is None else _decode(meta["extra"], arrays)
-    return Checkpoint(model, optimizer_state, extra, p, meta)
+        model = config_check.build(p, meta["model_class"], meta["model_config"])
+        _match_dtypes(model, state)
+    _check_fits(p, model, state, meta)
+    try:
+        model.check_state_dict(state)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{p}: {e.args[0] if isinstance(e, KeyError) else e}") from None
+    opt = None if meta["optimizer"] is None else _decode(meta["optimizer"], arrays, p, "optimizer")
+    if opt is not None:
+        _check_optimizer(p, opt, model)
+    extra = None if meta["extra"] is None else _decode(meta["extra"], arrays, p, "extra")
+    rng = _check_rng(p, _decode(meta.get("rng", {}), arrays, p, "rng"), model)
+    return _Plan(model, state, opt, extra, rng)
+
+
+def _apply(plan: _Plan) -> None:
+    plan.model.load_state_dict(plan.state)
+    own = plan.model.generators() if hasattr(plan.model, "generators") else {}
+    for key, state in plan.rng.items():
+        own[key].bit_generator.state = state
+
+
+# -- writing --------------------------------------------------------------------------------
+def _write_npz(f: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
+def _verify(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Read the written file back; every array must come back with the same bytes."""
+    back = read_members(tmp, 2**62)
+    for k, v in arrays.items():
+        got = back.get(k)
+        if got is None or got.dtype != v.dtype or got.shape != v.shape:
+            raise OSError(f"save_checkpoint: read-back check failed for {k!r}; nothing replaced")
+        if np.ascontiguousarray(got).tobytes() != np.ascontiguousarray(v).tobytes():
+            raise OSError(f"save_checkpoint: {k!r} read back different bytes; nothing replaced")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Any,
+    optimizer: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (architecture + state), ``optimizer.state_dict()`` and ``extra``.
+
+    ``extra`` is a dict of JSON-able values and numpy arrays, e.g. the step count and
+    ``BatchIterator.state_dict()``. Returns the path written. Whatever
+    :func:`load_checkpoint` would refuse (object arrays, NaN weights, ...) raises here, before
+    anything is written; the previous file at ``path`` survives intact if anything fails
+    (see the module docstring).
+    """
+    p = check_target(path, "save_checkpoint")
+    arrays: dict[str, np.ndarray] = {}
+    state = model.state_dict()
+    for k, v in state.items():
+        arrays[f"model/{k}"] = np.asarray(v)
+    gens = model.generators() if hasattr(model, "generators") else {}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_class": type(model).__name__,
+        "model_config": model.get_config(),
+        "model_keys": list(state),
+        "optimizer": None
+        if optimizer is None
+        else _encode(optimizer.state_dict(), "optimizer", arrays),
+        "extra": None if extra is None else _encode(dict(extra), "extra", arrays),
+        "rng": _encode({k: g.bit_generator.state for k, g in gens.items()}, "rng", arrays),
+    }
+    try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"save_checkpoint: the model config is not JSON-serializable: {e}"
+        ) from None
+    arrays["__meta__"] = np.array(text)
+    try:
+        _validate(p, parse_meta(p, arrays["__meta__"]), arrays, model, None)
+    except CheckpointError as e:
+        raise ValueError(
+            f"save_checkpoint: refusing to write {p}, it could not be loaded back: {e}"
+        ) from None
+    atomic_write(p, lambda f: _write_npz(f, arrays), lambda tmp: _verify(tmp, arrays))
+    return p
+
+
+# -- reading --------------------------------------------------------------------------------
+def load_checkpoint(
+    path: str | os.PathLike[str], model: Any = None, *, max_params: int = MAX_PARAMS
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    With ``model=None`` the model is rebuilt from its saved config (``Sequential.from_config``
+    or the layer class) in the dtype of the saved arrays, and its weights loaded; a config
+    declaring more than ``max_params`` parameters and buffer entries is refused before
+    anything is built (raise the limit for a model you trust). Given an existing ``model``,
+    the weights are loaded into it (cast to its dtype) after checking that every parameter
+    and buffer matches in name, shape, dtype and value. The optimizer state, ``extra`` and
+    the generator states are checked too. Any problem raises :class:`CheckpointError`
+    naming it, and nothing is changed.
+    """
+    p = Path(path)
+    if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
+        raise ValueError(f"load_checkpoint: max_params must be a positive int, got {max_params!r}")
+    arrays = read_members(p, max_params * 8 + 2**26)
+    meta = parse_meta(p, arrays.pop("__meta__"))
+    plan = _validate(p, meta, arrays, model, max_params)
+    _apply(plan)
+    return Checkpoint(plan.model, plan.optimizer_state, plan.extra, p, meta)

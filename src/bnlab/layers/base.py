@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Layer", "layer_from_config", "LAYER_REGISTRY"]
+__all__ = ["Layer", "layer_from_config", "LAYER_REGISTRY", "check_state_array"]
 
 LAYER_REGISTRY: dict[str, type[Layer]] = {}
 
@@ -81,8 +81,15 @@ class Layer:
         state.update({k: np.array(v, copy=True) for k, v in self.buffers.items()})
         return state
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Load parameters and buffers; all keys and shapes are checked before anything changes."""
+    def check_state_dict(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
+        """Raise if ``state`` cannot be loaded by :meth:`load_state_dict`; change nothing.
+
+        Checked: the keys are exactly those of ``params`` and ``buffers``, every shape matches,
+        floating arrays receive real numbers (float or int; not bool, complex, object, dates)
+        that stay finite in the layer's dtype, integer buffers receive integers that fit, and
+        ``running_var`` is >= 0 (a variance). Raises KeyError (keys) or ValueError naming the
+        key (``prefix`` + key: a container passes ``"i."``).
+        """
         own = {**self.params, **self.buffers}
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -91,15 +98,25 @@ class Layer:
                 f"{self.name}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
         for k, v in own.items():
-            new = np.asarray(state[k])
-            if new.shape != v.shape:
-                raise ValueError(
-                    f"{self.name}.load_state_dict: '{k}' has shape {new.shape}, expected {v.shape}"
-                )
+            check_state_array(f"{self.name}.load_state_dict: '{prefix}{k}'", state[k], v, k)
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Load parameters and buffers; everything is checked (see :meth:`check_state_dict`)
+        before anything changes."""
+        self.check_state_dict(state)
         for k in self.params:
             self.params[k][...] = state[k]
         for k in self.buffers:
             self.buffers[k] = np.array(state[k], dtype=self.buffers[k].dtype, copy=True)
+
+    def generators(self) -> dict[str, np.random.Generator]:
+        """The random generators this layer draws from (Dropout's mask stream), by name.
+
+        Checkpoints save and restore their ``bit_generator.state`` so that a resumed run
+        draws the same numbers; :class:`~bnlab.layers.Sequential` restores them when a
+        forward pass fails.
+        """
+        return {}
 
     def num_params(self) -> int:
         return int(sum(p.size for p in self.params.values()))
@@ -107,6 +124,46 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+_NONNEGATIVE = ("running_var", "num_batches_tracked")  # variances and counts are >= 0
+
+
+def check_state_array(where: str, new: Any, ref: np.ndarray, key: str = "") -> None:
+    """Raise ValueError unless ``new`` can be copied into ``ref`` without loss or surprise.
+
+    ``where`` names the entry in the message. See :meth:`Layer.check_state_dict`.
+    """
+    arr = new if isinstance(new, np.ndarray) else np.asarray(new)
+    if arr.shape != ref.shape:
+        raise ValueError(f"{where} has shape {arr.shape}, expected {ref.shape}")
+    kind = arr.dtype.kind
+    if ref.dtype.kind == "f":
+        if kind not in "fiu" or (kind == "f" and arr.dtype.itemsize > 8):
+            raise ValueError(
+                f"{where} has dtype {arr.dtype}, expected real numbers (float16/32/64 or int) "
+                f"for a {ref.dtype} array"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = arr.astype(ref.dtype)
+        bad = ~np.isfinite(cast)
+        if bad.any():
+            raise ValueError(
+                f"{where} holds {int(bad.sum())} non-finite value(s) in {ref.dtype} "
+                f"(first: {arr.reshape(-1)[int(np.argmax(bad.reshape(-1)))]!r}); expected finite "
+                "numbers (a diverged model? load an earlier checkpoint)"
+            )
+        if key in _NONNEGATIVE and (cast < 0).any():
+            raise ValueError(f"{where} holds negative values (min {cast.min()!r}); it must be >= 0")
+    elif ref.dtype.kind in "iu":
+        if kind not in "iu":
+            raise ValueError(f"{where} has dtype {arr.dtype}, expected integers like {ref.dtype}")
+        info = np.iinfo(ref.dtype)
+        low = 0 if key in _NONNEGATIVE else info.min
+        if arr.size and (arr.min() < low or arr.max() > info.max):
+            raise ValueError(
+                f"{where} holds {arr.min()}..{arr.max()}, expected integers in [{low}, {info.max}]"
+            )
 
 
 def layer_from_config(kind: str, config: dict[str, Any]) -> Layer:

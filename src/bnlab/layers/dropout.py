@@ -17,7 +17,8 @@ class Dropout(Layer):
     (1 - rate). Evaluation: the identity (the input itself is returned), as torch and Keras.
 
     The mask stream is drawn from ``numpy.random.default_rng(seed)``: the same seed gives the
-    same masks in the same order.
+    same masks in the same order. The generator is declared by :meth:`generators`, so that a
+    checkpoint saves its state and a resumed run draws the same masks.
     """
 
     def __init__(
@@ -68,6 +69,9 @@ class Dropout(Layer):
             )
         dx = output_buffer(self._pool, self.reuse_output, "dx", dy.shape, self._mask.dtype)
         return np.multiply(dy, self._mask, out=dx)
+
+    def generators(self) -> dict[str, np.random.Generator]:
+        return {"rng": self.rng}
 
     def get_config(self) -> dict[str, Any]:
         seed = self.seed if isinstance(self.seed, (int, type(None))) else None

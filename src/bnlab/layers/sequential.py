@@ -33,6 +33,40 @@ def _auto_threads(layers: list[Layer]) -> int | None:
     return 1 if any(has_conv(layer) for layer in layers) else None
 
 
+_Saved = tuple[list[tuple[dict[str, np.ndarray], str, np.ndarray, np.ndarray]], list[Any]]
+
+
+def _leaves(layers: list[Layer]) -> Iterator[Layer]:
+    for layer in layers:
+        inner = getattr(layer, "layers", None)
+        if isinstance(inner, list):
+            yield from _leaves(inner)
+        else:
+            yield layer
+
+
+def _snapshot(layers: list[Layer]) -> _Saved:
+    """Copies of every buffer (running statistics: small) and generator state below
+    ``layers``, to be put back by :func:`_restore` if a forward pass fails."""
+    buffers, gens = [], []
+    for leaf in _leaves(layers):
+        store = leaf.buffers
+        for k, v in store.items():
+            buffers.append((store, k, v, v.copy()))
+        for g in leaf.generators().values():
+            gens.append((g, g.bit_generator.state))
+    return buffers, gens
+
+
+def _restore(saved: _Saved) -> None:
+    buffers, gens = saved
+    for store, k, ref, copy in buffers:
+        ref[...] = copy
+        store[k] = ref
+    for g, state in gens:
+        g.bit_generator.state = state
+
+
 class Sequential(Layer):
     """y = f_L(... f_2(f_1(x))); backward applies the layers' backward passes in reverse.
 
@@ -44,6 +78,11 @@ class Sequential(Layer):
     by the next step (that is what keeps a training step free of large allocations); the
     arrays returned by :meth:`forward` and :meth:`backward` are the caller's own. A backward
     pass applies to the most recent forward pass.
+
+    A forward pass is all or nothing for the model's state: if any layer raises (a BN refusing
+    a batch with Inf in a later layer, Ctrl-C), every buffer (running statistics,
+    ``num_batches_tracked``) and every generator (Dropout's masks) is put back as it was
+    before the call. The snapshot copies the buffers, which are per-channel vectors.
 
     ``kernel_threads`` caps the threads of bnlab's Numba kernels during :meth:`forward` and
     :meth:`backward`; ``None`` leaves Numba's own setting. The default ``"auto"`` is 1 when the
@@ -98,6 +137,13 @@ class Sequential(Layer):
             f"{i}.{k}": v
             for i, layer in enumerate(self.layers)
             for k, v in getattr(layer, attr).items()
+        }
+
+    def _flat_call(self, method: str) -> dict[str, Any]:
+        return {
+            f"{i}.{k}": v
+            for i, layer in enumerate(self.layers)
+            for k, v in getattr(layer, method)().items()
         }
 
     @property
@@ -192,9 +238,14 @@ class Sequential(Layer):
         if x.shape[1:] != self._checked:
             self._shapes(x.shape)
             self._checked = x.shape[1:]
-        with _kernel_threads(self._threads):
-            for layer in self.layers:
-                x = layer.forward(x)
+        saved = _snapshot(self.layers)
+        try:
+            with _kernel_threads(self._threads):
+                for layer in self.layers:
+                    x = layer.forward(x)
+        except BaseException:
+            _restore(saved)  # an earlier BN must not keep this failed batch in its statistics
+            raise
         return x if self._reuse_output else x.copy()
 
     def backward(  # type: ignore[override]
@@ -251,8 +302,9 @@ class Sequential(Layer):
             for k, v in layer.state_dict().items()
         }
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Load a :meth:`state_dict`; every key and shape is checked before anything changes."""
+    def _split_state(self, state: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """``state`` keyed ``"i.key"`` as one dict per layer; KeyError on unknown or missing
+        keys."""
         per_layer: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
         unexpected = []
         for key, value in state.items():
@@ -262,24 +314,40 @@ class Sequential(Layer):
                 continue
             per_layer[int(idx)][sub] = value
         own = {
-            f"{i}.{k}": v
+            f"{i}.{k}"
             for i, layer in enumerate(self.layers)
-            for k, v in {**layer.params, **layer.buffers}.items()
+            for k in {**layer.params, **layer.buffers}
         }
-        missing = sorted(set(own) - set(state))
-        unexpected += sorted(set(state) - set(own) - set(unexpected))
+        missing = sorted(own - set(state))
+        unexpected += sorted(set(state) - own - set(unexpected))
         if missing or unexpected:
             raise KeyError(
                 f"{self.name}.load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
-        for key, ref in own.items():
-            if np.shape(state[key]) != np.shape(ref):
-                raise ValueError(
-                    f"{self.name}.load_state_dict: '{key}' has shape {np.shape(state[key])}, "
-                    f"expected {np.shape(ref)}"
-                )
-        for layer, sub_state in zip(self.layers, per_layer, strict=True):
+        return per_layer
+
+    def check_state_dict(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
+        """Raise (KeyError, ValueError) if :meth:`load_state_dict` would refuse ``state``: every
+        layer's keys, shapes, dtypes and values are checked; nothing changes."""
+        for i, (layer, sub) in enumerate(zip(self.layers, self._split_state(state), strict=True)):
+            where = f"{self.name}: layer {i} ({_describe(layer)} '{layer.name}')"
+            try:
+                layer.check_state_dict(sub, f"{prefix}{i}.")
+            except KeyError as e:
+                raise KeyError(f"{where}: {e.args[0]}") from None
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Load a :meth:`state_dict`; every layer's part is checked (see
+        :meth:`check_state_dict`) before any layer changes."""
+        self.check_state_dict(state)
+        for layer, sub_state in zip(self.layers, self._split_state(state), strict=True):
             layer.load_state_dict(sub_state)
+
+    def generators(self) -> dict[str, np.random.Generator]:
+        """Every layer's generators, keyed ``"i.name"``."""
+        return self._flat_call("generators")
 
     def summary(self, input_shape: tuple[int, ...]) -> str:
         """A table of each layer's output shape and parameter count.
