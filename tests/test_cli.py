@@ -67,7 +67,7 @@ def test_unknown_experiment_is_a_usage_error(capsys: pytest.CaptureFixture[str])
 
 def test_bad_option_value_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("run", "mnist-sigmoid", "--steps", "0", "--out", str(tmp_path / "r")) == 2
-    assert "steps must be >= 1" in capsys.readouterr().err
+    assert "--steps must be an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_run_report_and_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,7 +153,7 @@ def test_force_replaces_the_old_results_and_bad_input_keeps_them(
     # bad input with --force: an error, and every file of the old run as it was
     args = ("run", "mnist-sigmoid", *TINY, "--steps", "0", "--force", "--out", str(out))
     assert run_cli(*args) == 2
-    assert "steps must be >= 1" in capsys.readouterr().err
+    assert "--steps must be an integer >= 1, got 0" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
     # a good run with --force: an old result file the new run does not write is gone, so

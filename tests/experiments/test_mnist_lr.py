@@ -55,5 +55,5 @@ def test_outcome_classifies_runs() -> None:
 
 
 def test_bad_multipliers_are_refused() -> None:
-    with pytest.raises(ValueError, match="multipliers must be positive"):
+    with pytest.raises(ValueError, match="every --multipliers value must be a finite number > 0"):
         mnist_lr.resolve({"multipliers": [1, 0]})

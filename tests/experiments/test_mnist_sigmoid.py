@@ -196,9 +196,9 @@ def test_suggest_rates_and_summaries() -> None:
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="unknown config keys \\['stepz'\\]"):
         mnist_sigmoid.resolve({"stepz": 3})
-    with pytest.raises(ValueError, match="learning rates must be positive"):
+    with pytest.raises(ValueError, match="every --lr value must be a finite number > 0, got -1.0"):
         mnist_sigmoid.resolve({"lrs": [0.1, -1.0]})
-    with pytest.raises(ValueError, match="init_std"):
+    with pytest.raises(ValueError, match="--init-std must be a finite number > 0, got 0"):
         mnist_sigmoid.resolve({"init_std": 0})
     assert mnist_sigmoid.resolve({"steps": 50_000})["eval_every"] == 500
 

@@ -57,7 +57,17 @@ from bnlab.experiments.cifar10_keras_nets import (
     reseed_dropout,
     train_epoch,
 )
-from bnlab.experiments.report import read_json, run_status, start_run_dir, write_csv, write_json
+from bnlab.experiments.options import Check, check_config, check_count, check_unknown
+from bnlab.experiments.progress import Progress
+from bnlab.experiments.report import (
+    lock_run_dir,
+    read_json,
+    release_run_dir,
+    run_status,
+    start_run_dir,
+    write_csv,
+    write_json,
+)
 
 DESCRIPTION = "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)"
 SCHEMA = "bnlab.cifar10_keras.metrics/1"
@@ -98,6 +108,23 @@ DEFAULTS: dict[str, Any] = {
     "keep_checkpoints": False,
     "progress": True,
 }
+_MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
+CHECKS: dict[str, Check] = {
+    "epochs": Check(int, 1),
+    "seed": Check(int, 0),
+    "batch_size": Check(int, 2, hint="BatchNorm needs at least 2 examples a batch"),
+    "eval_batch_size": Check(int, 1),
+    "train_subset": Check(int, 2, optional=True),
+    "test_subset": Check(int, 1, optional=True),
+    "lr_baseline": Check(float, 0, lo_open=True),
+    "lr_bn": Check(float, 0, lo_open=True),
+    "rho": Check(float, 0, 1, hi_open=True),
+    "rms_eps": Check(float, 0, lo_open=True),
+    "decay": Check(float, 0),
+    "shift": Check(float, 0, 1, hi_open=True, hint="a fraction of the width and height"),
+    "bn_momentum": Check(float, 0, 1, hint=_MOMENTUM_HINT),
+    "bn_eps": Check(float, 0, lo_open=True),
+}
 # keys that must match for --resume to continue a run directory
 _RESUME_KEYS = tuple(
     k
@@ -133,24 +160,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"CIFAR-10: {kd.FORMATS_HELP} (default: ${ENV_DATA})",
     )
-    p.add_argument("--epochs", type=int, default=d["epochs"], help="epochs per net (%(default)s)")
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="epochs per net")
     p.add_argument(
         "--models",
         type=_models_arg,
         default=d["models"],
-        help="comma-separated nets to train (default: baseline,bn)",
+        help="comma-separated nets to train",
     )
-    p.add_argument("--seed", type=int, default=d["seed"], help="one seed for both (%(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
-    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"])
+    p.add_argument("--seed", type=int, default=d["seed"], help="one seed for both")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="examples per step")
+    p.add_argument(
+        "--eval-batch-size", type=int, default=d["eval_batch_size"], help="examples per forward"
+    )
     p.add_argument(
         "--train-subset", type=int, default=None, help="N training images (a fixed random choice)"
     )
     p.add_argument(
         "--test-subset", type=int, default=None, help="N test images (a fixed random choice)"
     )
-    p.add_argument("--lr-baseline", type=float, default=d["lr_baseline"], help="(%(default)s)")
-    p.add_argument("--lr-bn", type=float, default=d["lr_bn"], help="(%(default)s)")
+    p.add_argument("--lr-baseline", type=float, default=d["lr_baseline"], help="RMSprop lr, plain")
+    p.add_argument("--lr-bn", type=float, default=d["lr_bn"], help="RMSprop lr, BN net")
     p.add_argument("--decay", type=float, default=d["decay"], help="Keras lr decay per step")
     p.add_argument(
         "--bn-momentum",
@@ -158,12 +187,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d["bn_momentum"],
         help="weight of the new batch (PyTorch convention; Keras 0.99 = 0.01 here)",
     )
-    p.add_argument("--bn-eps", type=float, default=d["bn_eps"], help="(%(default)s, Keras')")
+    p.add_argument("--bn-eps", type=float, default=d["bn_eps"], help="BN's epsilon (Keras')")
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its checkpoints (with `bnlab run`, add --force: "
-        "the directory already holds config.json)",
+        help="continue the run in --out from its checkpoints",
     )
     p.add_argument(
         "--keep-checkpoints",
@@ -176,9 +204,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Defaults updated by ``config``; unknown keys and bad values raise ValueError."""
-    unknown = sorted(set(config) - set(DEFAULTS) - {"experiment", "data_source"})
-    if unknown:
-        raise ValueError(f"cifar10-keras: unknown config keys {unknown}; known: {sorted(DEFAULTS)}")
+    check_unknown(config, [*DEFAULTS, "data_source"], "cifar10-keras")
     cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None or k == "data"}}
     cfg["experiment"] = "cifar10-keras"
     models = cfg["models"]
@@ -187,16 +213,25 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     if not models or any(m not in MODELS for m in models):
         raise ValueError(f"cifar10-keras: models must be a non-empty subset of {MODELS}: {models}")
     cfg["models"] = [m for m in MODELS if m in models]
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"cifar10-keras: {key} must be >= 1, got {cfg[key]}")
-    for key in ("train_subset", "test_subset"):
-        if cfg[key] is not None and int(cfg[key]) < 1:
-            raise ValueError(f"cifar10-keras: {key} must be >= 1 or None, got {cfg[key]}")
-    for key in ("lr_baseline", "lr_bn"):
-        if not float(cfg[key]) > 0:
-            raise ValueError(f"cifar10-keras: {key} must be > 0, got {cfg[key]}")
+    check_config(cfg, CHECKS, "cifar10-keras")
+    sub = cfg["train_subset"]
+    if sub is not None and int(cfg["batch_size"]) > int(sub):
+        raise ValueError(
+            f"cifar10-keras: --batch-size {cfg['batch_size']} is larger than --train-subset "
+            f"{sub}; pass a smaller --batch-size or a larger --train-subset"
+        )
     return cfg
+
+
+def check_data(cfg: dict[str, Any], n_train: int, n_test: int) -> None:
+    """The options that depend on the size of the data found."""
+    n = check_count(cfg["train_subset"], n_train, "train_subset", "images", "cifar10-keras")
+    check_count(cfg["test_subset"], n_test, "test_subset", "images", "cifar10-keras")
+    if int(cfg["batch_size"]) > n:
+        raise ValueError(
+            f"cifar10-keras: --batch-size {cfg['batch_size']} is larger than the {n} training "
+            "images; pass a smaller --batch-size"
+        )
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -268,17 +303,14 @@ def _run_epoch(net: _Net, data: kd.CifarData, cfg: dict[str, Any]) -> None:
     epoch = net.epochs_done + 1
     reseed_dropout(net.model, cfg, epoch)
     batches = epoch_batches(data.x_train, data.y_train, cfg, epoch)
-    bar = None
-    if cfg["progress"]:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(batches), desc=f"{net.kind} epoch {epoch}", mininterval=5, leave=False)
+    note = "(the first batches compile Numba kernels, first run only)" if epoch == 1 else None
+    desc = f"{net.kind} epoch {epoch}"
+    bar = Progress(len(batches), desc, unit="batch", enabled=cfg["progress"], first_note=note)
     t0 = time.perf_counter()
     try:
         row: dict[str, Any] = train_epoch(net.model, net.opt, net.loss_fn, batches, bar)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     t1 = time.perf_counter()
     ev = evaluate(
         net.model, data.x_test, data.y_test, int(cfg["eval_batch_size"]), loss_fn=net.loss_fn
@@ -301,7 +333,10 @@ def _prepare(cfg: dict[str, Any], out: Path, nets: list[_Net]) -> None:
     """Write config.json, or with ``resume`` check it against the old one and restore."""
     old_cfg_path, old_metrics = out / "config.json", out / "metrics.json"
     if cfg["resume"] and old_cfg_path.is_file():
+        lock_run_dir(out)
         old = read_json(old_cfg_path)
+        if not isinstance(old, dict):
+            raise ValueError(f"cifar10-keras --resume: {old_cfg_path} is not a bnlab config")
         diff = [k for k in _RESUME_KEYS if old.get(k) != cfg[k]]
         if diff:
             raise ValueError(
@@ -323,11 +358,15 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     path = kd.resolve_data_path(cfg["data"])
     source = kd.describe_source(path)
     data = kd.load(path, source, cfg["train_subset"], cfg["test_subset"])
+    check_data(cfg, len(data.y_train), len(data.y_test))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cfg["data"], cfg["data_source"] = str(path), source
     nets = [_Net(kind, cfg, out) for kind in cfg["models"]]
-    _prepare(cfg, out, nets)
+    try:
+        _prepare(cfg, out, nets)
+    except BaseException:
+        release_run_dir(out)
+        raise
     t0 = time.perf_counter()
 
     def snapshot(st: str) -> None:
@@ -347,8 +386,11 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
         )
 
     def finish(st: str) -> None:
-        snapshot(st)
-        render(out)
+        try:
+            snapshot(st)
+            render(out)
+        finally:
+            release_run_dir(out)
 
     with run_status(finish):
         snapshot("running")

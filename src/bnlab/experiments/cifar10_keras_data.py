@@ -188,7 +188,12 @@ def load(
 
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    if n is None or int(n) >= len(x):
+    if n is not None and int(n) > len(x):
+        raise ValueError(
+            f"cifar10-keras: a subset of {n} images asks for more than the {len(x)} there are; "
+            f"pass at most {len(x)} (or leave --train-subset/--test-subset out for all)"
+        )
+    if n is None or int(n) == len(x):
         return x, y
     keep = np.sort(np.random.default_rng(0).permutation(len(x))[: int(n)])
     return x[keep], y[keep]

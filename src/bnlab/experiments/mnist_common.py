@@ -18,6 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.experiments.options import (
+    Check,
+    check_config,
+    check_count,
+    check_model_bytes,
+    check_unknown,
+    mlp_params,
+)
 from bnlab.experiments.report import read_json, run_status, write_csv, write_json
 from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Trainer
 
@@ -45,15 +53,35 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+# What each shared option must be (options.Check); the experiments add their own.
+MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
+COMMON_CHECKS: dict[str, Check] = {
+    "steps": Check(int, 1),
+    "batch_size": Check(int, 2, hint="BatchNorm needs at least 2 examples a batch"),
+    "seeds": Check(int, 1),
+    "seed": Check(int, 0),
+    "hidden": Check(int, 1, many=True),
+    "init_std": Check(float, 0, lo_open=True),
+    "eval_every": Check(int, 1, optional=True),
+    "eval_batch_size": Check(int, 1),
+    "monitor_unit": Check(int, 0),
+    "bn_momentum": Check(float, 0, 1, hint=MOMENTUM_HINT),
+    "bn_eps": Check(float, 0, lo_open=True),
+    "train_subset": Check(int, 1, optional=True),
+    "test_subset": Check(int, 1, optional=True),
+}
+MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
+
+
 def add_common_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
     """The ``bnlab run`` options both MNIST experiments accept."""
     d = defaults
-    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run (%(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
+    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="examples per step")
     p.add_argument(
         "--seeds", type=int, default=d["seeds"], help="repeat with K seeds; mean and min-max band"
     )
-    p.add_argument("--seed", type=int, default=d["seed"], help="first seed (%(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="first seed")
     p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
     p.add_argument(
         "--init-std", type=float, default=d["init_std"], help="std of the N(0, std^2) weights"
@@ -64,20 +92,30 @@ def add_common_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -
         default=d["eval_every"],
         help="evaluate every N steps (default: steps/100)",
     )
-    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"])
+    p.add_argument(
+        "--eval-batch-size", type=int, default=d["eval_batch_size"], help="examples per forward"
+    )
     p.add_argument(
         "--monitor-unit",
         type=int,
         default=d["monitor_unit"],
-        help="unit of the last hidden layer whose sigmoid input is tracked (%(default)s)",
-    )
-    p.add_argument("--bn-momentum", type=float, default=d["bn_momentum"])
-    p.add_argument("--bn-eps", type=float, default=d["bn_eps"])
-    p.add_argument(
-        "--train-subset", type=int, default=d["train_subset"], help="use the first N train images"
+        help="unit of the last hidden layer whose sigmoid input is tracked",
     )
     p.add_argument(
-        "--test-subset", type=int, default=d["test_subset"], help="use the first N test images"
+        "--bn-momentum", type=float, default=d["bn_momentum"], help="BN: " + MOMENTUM_HINT
+    )
+    p.add_argument("--bn-eps", type=float, default=d["bn_eps"], help="BN's epsilon")
+    p.add_argument(
+        "--train-subset",
+        type=int,
+        default=d["train_subset"],
+        help="use the first N train images (default: all)",
+    )
+    p.add_argument(
+        "--test-subset",
+        type=int,
+        default=d["test_subset"],
+        help="use the first N test images (default: all)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument(
@@ -90,21 +128,39 @@ def add_common_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -
 def resolve_config(
     config: dict[str, Any], defaults: dict[str, Any], experiment: str
 ) -> dict[str, Any]:
-    """``defaults`` updated by ``config``; unknown keys and bad values raise ValueError."""
-    unknown = sorted(set(config) - set(defaults) - {"experiment"})
-    if unknown:
-        raise ValueError(f"{experiment}: unknown config keys {unknown}; known: {sorted(defaults)}")
+    """``defaults`` updated by ``config``; unknown keys and bad values raise ValueError.
+
+    Every option of :data:`COMMON_CHECKS` is checked, and so are the ones that depend on
+    each other (``monitor_unit`` < the last hidden width, ``batch_size`` <= the training
+    images); nothing is written before this returns.
+    """
+    check_unknown(config, list(defaults), experiment)
     cfg = {**defaults, **config, "experiment": experiment}
-    for key in ("steps", "batch_size", "seeds"):
-        if int(cfg[key]) < 1:
-            raise ValueError(f"{experiment}: {key} must be >= 1, got {cfg[key]}")
+    check_config(cfg, COMMON_CHECKS, experiment)
+    cfg["hidden"] = [int(w) for w in cfg["hidden"]]
     if cfg["eval_every"] is None:
         cfg["eval_every"] = max(1, int(cfg["steps"]) // 100)
-    if int(cfg["eval_every"]) < 1:
-        raise ValueError(f"{experiment}: eval_every must be >= 1, got {cfg['eval_every']}")
-    if not float(cfg["init_std"]) > 0:
-        raise ValueError(f"{experiment}: init_std must be > 0, got {cfg['init_std']}")
+    last = cfg["hidden"][-1]
+    if int(cfg["monitor_unit"]) >= last:
+        raise ValueError(
+            f"{experiment}: --monitor-unit {cfg['monitor_unit']} is not a unit of the last "
+            f"hidden layer, which has {last}; pass 0..{last - 1}"
+        )
+    n_train = check_count(cfg["train_subset"], MNIST_TRAIN, "train_subset", "images", experiment)
+    check_count(cfg["test_subset"], MNIST_TEST, "test_subset", "images", experiment)
+    if int(cfg["batch_size"]) > n_train:
+        raise ValueError(
+            f"{experiment}: --batch-size {cfg['batch_size']} is larger than the {n_train} "
+            "training images; pass a smaller --batch-size or a larger --train-subset"
+        )
     return cfg
+
+
+def check_size(cfg: dict[str, Any], n_lrs: int, experiment: str) -> None:
+    """Refuse a config whose nets (2 per learning rate and seed) would not fit in memory."""
+    n_nets = 2 * int(n_lrs) * int(cfg["seeds"])
+    fix = "lower --hidden, --seeds or the number of learning rates"
+    check_model_bytes(n_nets, mlp_params(784, cfg["hidden"], 10), experiment, fix)
 
 
 def load_data(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -257,12 +313,22 @@ def _final_eval(run: Run, step: int) -> None:
                 cb.record(run.trainer.state)
 
 
-def _postfix(runs: Sequence[Run]) -> dict[str, str]:
-    out = {}
-    for r in runs[:2]:
+def _postfix(runs: Sequence[Run], max_lrs: int = 3) -> str:
+    """The latest test accuracy of the first seed's nets, labelled by learning rate:
+    ``test acc (seed 0): lr0.1 plain 0.9012 bn 0.9431 | lr3 plain ... bn ...``."""
+    if not runs:
+        return ""
+    seed = runs[0].seed
+    parts: dict[float, list[str]] = {}
+    for r in runs:
+        if r.seed != seed:
+            continue
         acc = r.trainer.state.logs.get("accuracy")
-        out[r.net] = "diverged" if r.diverged_at else ("-" if acc is None else f"{acc:.4f}")
-    return out
+        val = "diverged" if r.diverged_at else ("-" if acc is None else f"{acc:.4f}")
+        parts.setdefault(r.lr, []).append(f"{r.net} {val}")
+    shown = [f"lr{lr:g} " + " ".join(v) for lr, v in list(parts.items())[:max_lrs]]
+    more = " | ..." if len(parts) > max_lrs else ""
+    return f"test acc (seed {seed}): " + " | ".join(shown) + more
 
 
 def _numba_threads(n: int) -> int:
@@ -302,11 +368,9 @@ def train_lockstep(
     diverged at that step and dropped. Writes metrics after every evaluation and at the end;
     on KeyboardInterrupt writes them with status "interrupted" and re-raises."""
     steps, every = int(cfg["steps"]), int(cfg["eval_every"])
-    bar = None
-    if cfg["progress"]:
-        from tqdm.auto import tqdm
+    from bnlab.experiments.progress import Progress
 
-        bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=cfg["experiment"])
+    bar = Progress(steps, cfg["experiment"], enabled=bool(cfg["progress"]))
     t0, done = time.perf_counter(), 0
 
     def snapshot(st: str) -> dict[str, Any]:
@@ -319,8 +383,7 @@ def train_lockstep(
 
     def finish(st: str) -> None:
         _numba_threads(threads)
-        if bar is not None:
-            bar.close()
+        bar.close()
         metrics.update(snapshot(st))
 
     with run_status(finish):
@@ -333,10 +396,8 @@ def train_lockstep(
                 done = step
                 if step % every == 0:
                     snapshot("running")
-                    if bar is not None:
-                        bar.set_postfix(_postfix(runs), refresh=False)
-                if bar is not None:
-                    bar.update(1)
+                    bar.set_postfix_str(_postfix(runs))
+                bar.update(1)
                 if all(r.diverged_at is not None for r in runs):
                     break
             for r in runs:

@@ -19,7 +19,8 @@ from typing import Any
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as sr
-from bnlab.experiments.report import Report, start_run_dir
+from bnlab.experiments.options import Check, check_config
+from bnlab.experiments.report import Report, release_run_dir, start_run_dir
 
 DESCRIPTION = "BN-x5 / BN-x30: the sigmoid MLP at 1x, 5x and 30x a base learning rate"
 
@@ -35,44 +36,57 @@ DEFAULTS: dict[str, Any] = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``bnlab run mnist-lr``."""
     mc.add_common_arguments(p, DEFAULTS)
-    p.add_argument("--base-lr", type=float, default=DEFAULTS["base_lr"], help="(%(default)s)")
+    p.add_argument("--base-lr", type=float, default=DEFAULTS["base_lr"], help="base learning rate")
     p.add_argument(
         "--multipliers",
         type=float,
         nargs="+",
         default=DEFAULTS["multipliers"],
-        help="learning rates are base_lr times these (%(default)s)",
+        help="learning rates are base_lr times these",
     )
     p.add_argument(
         "--stall-threshold",
         type=float,
         default=DEFAULTS["stall_threshold"],
-        help="final test accuracy below this counts as stalled (%(default)s)",
+        help="final test accuracy below this counts as stalled",
     )
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """Defaults updated by ``config``, checked."""
     cfg = mc.resolve_config(config, DEFAULTS, "mnist-lr")
-    if not float(cfg["base_lr"]) > 0 or any(not float(m) > 0 for m in cfg["multipliers"]):
+    check_config(cfg, CHECKS, "mnist-lr")
+    lrs = [float(cfg["base_lr"]) * float(m) for m in cfg["multipliers"]]
+    if not all(math.isfinite(lr) for lr in lrs):
         raise ValueError(
-            f"mnist-lr: base_lr and multipliers must be positive, got {cfg['base_lr']} and "
-            f"{cfg['multipliers']}"
+            f"mnist-lr: --base-lr {cfg['base_lr']} times --multipliers {cfg['multipliers']} "
+            "overflows to inf; pass smaller values"
         )
+    mc.check_size(cfg, len(lrs), "mnist-lr")
     return cfg
+
+
+CHECKS: dict[str, Check] = {
+    "base_lr": Check(float, 0, lo_open=True),
+    "multipliers": Check(float, 0, lo_open=True, many=True),
+    "stall_threshold": Check(float, 0, 1, hint="a test accuracy (chance is 0.1)"),
+}
 
 
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train both nets at every multiple of the base rate; write metrics, figure and report."""
     cfg = resolve(config)
     data = mc.load_data(cfg)
-    out = start_run_dir(out_dir, cfg)
     lrs = [float(cfg["base_lr"]) * float(m) for m in cfg["multipliers"]]
     runs = mc.make_runs(cfg, lrs, data)
+    out = start_run_dir(out_dir, cfg)
     try:
         mc.train_lockstep(cfg, runs, out)
     finally:
-        render(out)
+        try:
+            render(out)
+        finally:
+            release_run_dir(out)
     return out
 
 

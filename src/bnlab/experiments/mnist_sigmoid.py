@@ -53,7 +53,8 @@ from typing import Any
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as rep
-from bnlab.experiments.report import start_run_dir
+from bnlab.experiments.options import Check, check_config
+from bnlab.experiments.report import release_run_dir, start_run_dir
 
 DESCRIPTION = "Ioffe & Szegedy 2015, Figure 1: sigmoid MLP on MNIST with and without BN"
 
@@ -75,11 +76,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         nargs="+",
         default=DEFAULTS["lrs"],
-        help="SGD learning rate(s), the same for both nets (default: %(default)s)",
+        help="SGD learning rate(s), the same for both nets",
     )
     p.add_argument("--sweep", action="store_true", help="run a short learning-rate sweep instead")
-    p.add_argument("--sweep-lrs", type=float, nargs="+", default=DEFAULTS["sweep_lrs"])
-    p.add_argument("--sweep-steps", type=int, default=DEFAULTS["sweep_steps"])
+    p.add_argument(
+        "--sweep-lrs",
+        type=float,
+        nargs="+",
+        default=DEFAULTS["sweep_lrs"],
+        help="learning rates of --sweep",
+    )
+    p.add_argument(
+        "--sweep-steps", type=int, default=DEFAULTS["sweep_steps"], help="steps of --sweep"
+    )
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
@@ -89,22 +98,31 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         config["steps"] = int(config.get("sweep_steps", DEFAULTS["sweep_steps"]))
         config.setdefault("eval_every", None)
     cfg = mc.resolve_config(config, DEFAULTS, "mnist-sigmoid")
-    lrs = cfg["sweep_lrs"] if cfg["sweep"] else cfg["lrs"]
-    if not lrs or any(not float(v) > 0 for v in lrs):
-        raise ValueError(f"mnist-sigmoid: learning rates must be positive, got {lrs}")
+    check_config(cfg, CHECKS, "mnist-sigmoid")
+    mc.check_size(cfg, len(cfg["sweep_lrs"] if cfg["sweep"] else cfg["lrs"]), "mnist-sigmoid")
     return cfg
+
+
+CHECKS: dict[str, Check] = {
+    "lrs": Check(float, 0, lo_open=True, many=True, flag="--lr"),
+    "sweep_lrs": Check(float, 0, lo_open=True, many=True),
+    "sweep_steps": Check(int, 1),
+}
 
 
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train both nets at every learning rate and seed, then write metrics and the report."""
     cfg = resolve(config)
     data = mc.load_data(cfg)
-    out = start_run_dir(out_dir, cfg)
     runs = mc.make_runs(cfg, cfg["sweep_lrs"] if cfg["sweep"] else cfg["lrs"], data)
+    out = start_run_dir(out_dir, cfg)
     try:
         mc.train_lockstep(cfg, runs, out)
     finally:
-        render(out)
+        try:
+            render(out)
+        finally:
+            release_run_dir(out)
     return out
 
 

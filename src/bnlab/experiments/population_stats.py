@@ -9,20 +9,39 @@ with the population statistics of Algorithm 2 (``bnlab.deploy.recompute_populati
 over ``recal_examples`` training images drawn at random, in batches of ``batch_size``).
 
 Run directory: ``config.json``; ``metrics.json`` (``{"experiment", "status", "momenta",
-"history": {"step": [...], "moving": {"0.01": [acc, ...], ...}, "population": [...]}}``);
-``accuracy.csv``; ``accuracy.png``; ``report.md``/``report.html``.
+"steps_done", "wall_time_s", "history": {"step": [...], "moving": {"0.01": [acc, ...], ...},
+"population": [...]}}``, rewritten after every evaluation, status "running" until it is
+"complete", "interrupted" or "failed"); ``accuracy.csv``; ``accuracy.png``;
+``report.md``/``report.html``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import start_run_dir, write_json
+from bnlab.experiments import mnist_common as mc
+from bnlab.experiments.options import (
+    Check,
+    check_config,
+    check_count,
+    check_model_bytes,
+    check_unknown,
+    mlp_params,
+)
+from bnlab.experiments.progress import Progress
+from bnlab.experiments.report import (
+    release_run_dir,
+    run_status,
+    start_run_dir,
+    write_json,
+)
 from bnlab.train import evaluate
 
 DESCRIPTION = "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics"
@@ -40,20 +59,67 @@ DEFAULTS: dict[str, Any] = {
     "recal_examples": 12000,
     "train_subset": None,
     "test_subset": None,
+    "progress": True,
+}
+CHECKS: dict[str, Check] = {
+    **{k: mc.COMMON_CHECKS[k] for k in ("steps", "batch_size", "seed", "hidden", "init_std")},
+    **{k: mc.COMMON_CHECKS[k] for k in ("bn_eps", "eval_every", "train_subset", "test_subset")},
+    "lr": Check(float, 0, lo_open=True),
+    "momenta": Check(float, 0, 1, many=True, hint=mc.MOMENTUM_HINT),
+    "recal_examples": Check(int, 2),
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
-    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps (%(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
-    p.add_argument("--lr", type=float, default=d["lr"], help="SGD learning rate (%(default)s)")
-    p.add_argument("--momenta", type=float, nargs="+", default=d["momenta"], help="BN momenta")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--eval-every", type=int, default=d["eval_every"], help="default steps/10")
-    p.add_argument("--recal-examples", type=int, default=d["recal_examples"])
-    p.add_argument("--train-subset", type=int, default=d["train_subset"])
-    p.add_argument("--test-subset", type=int, default=d["test_subset"])
+    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="examples per step")
+    p.add_argument("--lr", type=float, default=d["lr"], help="SGD learning rate")
+    p.add_argument(
+        "--momenta",
+        type=float,
+        nargs="+",
+        default=d["momenta"],
+        help="BN momenta, one net each (the weight of the new batch)",
+    )
+    p.add_argument("--seed", type=int, default=d["seed"], help="weights, batches and the draw")
+    p.add_argument(
+        "--eval-every", type=int, default=d["eval_every"], help="evaluate every N steps (steps/10)"
+    )
+    p.add_argument(
+        "--recal-examples",
+        type=int,
+        default=d["recal_examples"],
+        help="training images drawn for Algorithm 2",
+    )
+    p.add_argument(
+        "--train-subset", type=int, default=d["train_subset"], help="first N train images (all)"
+    )
+    p.add_argument(
+        "--test-subset", type=int, default=d["test_subset"], help="first N test images (all)"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS updated by ``config`` (None means the default), every value checked."""
+    where = "population-stats"
+    check_unknown(config, list(DEFAULTS), where)
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    cfg["experiment"] = where
+    check_config(cfg, CHECKS, where)
+    n_train = check_count(cfg["train_subset"], mc.MNIST_TRAIN, "train_subset", "images", where)
+    check_count(cfg["test_subset"], mc.MNIST_TEST, "test_subset", "images", where)
+    bs = int(cfg["batch_size"])
+    if bs > n_train or int(cfg["recal_examples"]) < bs:
+        raise ValueError(
+            f"{where}: need --batch-size {bs} <= the {n_train} training images and "
+            f"--recal-examples {cfg['recal_examples']} >= --batch-size"
+        )
+    fix = "lower --hidden or the number of --momenta"
+    check_model_bytes(len(cfg["momenta"]) + 1, mlp_params(784, cfg["hidden"], 10), where, fix)
+    cfg["eval_every"] = int(cfg["eval_every"] or max(int(cfg["steps"]) // 10, 1))
+    return cfg
 
 
 def _evaluate(nets: list[Any], cfg: dict[str, Any], data: tuple[np.ndarray, ...]) -> list[float]:
@@ -71,44 +137,80 @@ def _evaluate(nets: list[Any], cfg: dict[str, Any], data: tuple[np.ndarray, ...]
     return accs
 
 
-def run(config: dict[str, Any], out_dir: str | Path) -> Path:
-    """Train, evaluate every ``eval_every`` steps, write metrics and the report."""
+def build_nets(cfg: dict[str, Any]) -> list[Any]:
+    """One BN net per momentum, all from the same seed (identical weights)."""
+    return [mc.build_net(True, {**cfg, "bn_momentum": m}, cfg["seed"]) for m in cfg["momenta"]]
+
+
+def train(
+    nets: list[Any],
+    cfg: dict[str, Any],
+    data: tuple[np.ndarray, ...],
+    on_eval: Callable[[int, list[float]], None],
+    bar: Progress | None = None,
+) -> None:
+    """SGD on the same batches for every net; every ``eval_every`` steps and at the end,
+    ``on_eval(step, accuracies)`` with the accuracies of :func:`_evaluate`."""
     from bnlab.data import BatchIterator
-    from bnlab.experiments import mnist_common as mc
     from bnlab.losses import SoftmaxCrossEntropy
     from bnlab.optim import SGD
 
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    cfg["experiment"] = "population-stats"
-    data = mc.load_data(cfg)
-    nets = [mc.build_net(True, {**cfg, "bn_momentum": mom}, cfg["seed"]) for mom in cfg["momenta"]]
-    out = start_run_dir(out_dir, cfg)
     opts = [SGD(net.params, net.grads, lr=float(cfg["lr"])) for net in nets]
     loss_fn = SoftmaxCrossEntropy()
-    every = int(cfg["eval_every"] or max(cfg["steps"] // 10, 1))
-    keys = [str(m) for m in cfg["momenta"]]
-    hist: dict[str, Any] = {"step": [], "moving": {k: [] for k in keys}, "population": []}
+    steps, every = int(cfg["steps"]), int(cfg["eval_every"])
     it = BatchIterator(data[0], data[1], int(cfg["batch_size"]), drop_last=True, seed=cfg["seed"])
     step = 0
-    while step < cfg["steps"]:
+    while step < steps:
         for xb, yb in it:
             for net, opt in zip(nets, opts, strict=True):
                 _, dlogits = loss_fn(net.forward(xb), yb)
                 net.backward(dlogits, need_input_grad=False)
                 opt.step()
             step += 1
-            if step % every == 0 or step == cfg["steps"]:
-                accs = _evaluate(nets, cfg, data)
-                hist["step"].append(step)
-                for k, a in zip(keys, accs[:-1], strict=True):
-                    hist["moving"][k].append(a)
-                hist["population"].append(accs[-1])
-            if step >= cfg["steps"]:
+            if bar is not None:
+                bar.update(1)
+            if step % every == 0 or step == steps:
+                on_eval(step, _evaluate(nets, cfg, data))
+            if step >= steps:
                 break
-    metrics: dict[str, Any] = {"experiment": "population-stats", "status": "complete"}
-    metrics |= {"momenta": keys, "history": hist}
-    write_json(out / "metrics.json", metrics)
-    render(out)
+
+
+def run(config: dict[str, Any], out_dir: str | Path) -> Path:
+    """Train, evaluate every ``eval_every`` steps, write metrics and the report."""
+    cfg = resolve(config)
+    data = mc.load_data(cfg)
+    nets = build_nets(cfg)
+    out = start_run_dir(out_dir, cfg)
+    keys = [str(m) for m in cfg["momenta"]]
+    hist: dict[str, Any] = {"step": [], "moving": {k: [] for k in keys}, "population": []}
+    t0 = time.perf_counter()
+    bar = Progress(int(cfg["steps"]), cfg["experiment"], enabled=bool(cfg["progress"]))
+
+    def write(status: str) -> None:
+        done = hist["step"][-1] if hist["step"] else 0
+        metrics = {"experiment": cfg["experiment"], "status": status, "momenta": keys}
+        metrics |= {"steps_done": done, "wall_time_s": round(time.perf_counter() - t0, 3)}
+        write_json(out / "metrics.json", {**metrics, "history": hist})
+
+    def on_eval(step: int, accs: list[float]) -> None:
+        hist["step"].append(step)
+        for k, a in zip(keys, accs[:-1], strict=True):
+            hist["moving"][k].append(a)
+        hist["population"].append(accs[-1])
+        write("running")
+        bar.set_postfix_str(f"test acc: population {accs[-1]:.4f}")
+
+    def finish(status: str) -> None:
+        bar.close()
+        write(status)
+        try:
+            render(out)
+        finally:
+            release_run_dir(out)
+
+    with run_status(finish):
+        write("running")
+        train(nets, cfg, data, on_eval, bar)
     return out
 
 

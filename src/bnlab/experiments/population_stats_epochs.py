@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.experiments.options import Check, check_config, check_unknown
+from bnlab.experiments.progress import Progress
 from bnlab.experiments.report import (
+    release_run_dir,
     run_status,
     start_run_dir,
     write_json,
@@ -40,17 +43,49 @@ DEFAULTS: dict[str, Any] = {
     "recal_examples": 10000,
     "eval_batch_size": 500,
     "seed": 0,
+    "progress": True,
+}
+CHECKS: dict[str, Check] = {
+    "batch_size": Check(int, 2, hint="Algorithm 2's m/(m-1) needs m >= 2"),
+    "recal_examples": Check(int, 2),
+    "eval_batch_size": Check(int, 1),
+    "seed": Check(int, 0),
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--checkpoints", required=True, help="glob of checkpoint files, e.g. 'D/*.npz'")
-    p.add_argument("--data", default=d["data"], help="'mnist' or a CIFAR-10 path (%(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
-    p.add_argument("--recal-examples", type=int, default=d["recal_examples"])
-    p.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"])
+    p.add_argument("--data", default=d["data"], help="'mnist' or a CIFAR-10 path")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="Algorithm 2's m")
+    p.add_argument(
+        "--recal-examples",
+        type=int,
+        default=d["recal_examples"],
+        help="training images drawn for Algorithm 2",
+    )
+    p.add_argument(
+        "--eval-batch-size", type=int, default=d["eval_batch_size"], help="examples per forward"
+    )
     p.add_argument("--seed", type=int, default=d["seed"], help="draw of the recalibration batches")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS updated by ``config`` (None means the default), every value checked."""
+    where = "population-stats-epochs"
+    check_unknown(config, list(DEFAULTS), where)
+    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    cfg["experiment"] = where
+    check_config(cfg, CHECKS, where)
+    if int(cfg["recal_examples"]) < int(cfg["batch_size"]):
+        raise ValueError(
+            f"{where}: --recal-examples {cfg['recal_examples']} is fewer than one batch of "
+            f"--batch-size {cfg['batch_size']}"
+        )
+    if not isinstance(cfg["checkpoints"], str) or not cfg["checkpoints"]:
+        raise ValueError(f"{where}: --checkpoints must be a glob of .npz files")
+    return cfg
 
 
 def _load_data(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,8 +121,7 @@ def evaluate_checkpoint(path: str, data: tuple[np.ndarray, ...], cfg: dict[str, 
 
 
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    cfg["experiment"] = "population-stats-epochs"
+    cfg = resolve(config)
     paths = sorted(glob.glob(str(cfg["checkpoints"])))
     if not paths:
         raise FileNotFoundError(
@@ -97,20 +131,26 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     data = _load_data(str(cfg["data"]))
     out = start_run_dir(out_dir, cfg)
     rows: list[dict[str, Any]] = []
+    bar = Progress(len(paths), cfg["experiment"], unit="checkpoint", enabled=cfg["progress"])
+
+    def write(status: str) -> None:
+        metrics = {"experiment": cfg["experiment"], "status": status, "rows": rows}
+        write_json(out / "metrics.json", metrics)
 
     def finish(status: str) -> None:
-        write_json(
-            out / "metrics.json", {"experiment": cfg["experiment"], "status": status, "rows": rows}
-        )
-        render(out)
+        bar.close()
+        try:
+            write(status)
+            render(out)
+        finally:
+            release_run_dir(out)
 
     with run_status(finish):
+        write("running")
         for p in paths:
             rows.append(evaluate_checkpoint(p, data, cfg))
-            write_json(
-                out / "metrics.json",
-                {"experiment": cfg["experiment"], "status": "running", "rows": rows},
-            )
+            write("running")
+            bar.update(1)
     return out
 
 

@@ -48,7 +48,16 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import run_status, start_run_dir
+from bnlab.experiments.options import (
+    Check,
+    check_config,
+    check_count,
+    check_model_bytes,
+    check_unknown,
+    mlp_params,
+)
+from bnlab.experiments.progress import Progress
+from bnlab.experiments.report import release_run_dir, run_status, start_run_dir
 from bnlab.train import Callback, TrainState
 
 DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
@@ -76,44 +85,78 @@ DEFAULTS: dict[str, Any] = {
     "test_subset": None,
     "progress": True,
 }
+_MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
+CHECKS: dict[str, Check] = {
+    "steps": Check(int, 1),
+    "batch_size": Check(int, 4),
+    "micro_sizes": Check(int, 2, flag="--micro-sizes"),
+    "lr": Check(float, 0, lo_open=True),
+    "hidden": Check(int, 1, many=True),
+    "momentum": Check(float, 0, 1, hint=_MOMENTUM_HINT),
+    "eps": Check(float, 0, lo_open=True),
+    "rmax": Check(float, 1, hint="the largest r of batch renorm (1 = plain BN)"),
+    "dmax": Check(float, 0, hint="the largest |d| of batch renorm (0 = plain BN)"),
+    "warmup_frac": Check(float, 0, 1),
+    "dmax_frac": Check(float, 0, 1),
+    "rmax_frac": Check(float, 0, 1),
+    "eval_every": Check(int, 1, optional=True),
+    "seed": Check(int, 0),
+    "train_subset": Check(int, 1, optional=True),
+    "test_subset": Check(int, 1, optional=True),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``bnlab run renorm-small-batch``."""
     d = DEFAULTS
-    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run (%(default)s)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(%(default)s)")
+    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="minibatch size")
     p.add_argument(
         "--micro-sizes", type=int, nargs="*", default=d["micro_sizes"],
-        help="microbatch sizes for the normalization statistics (%(default)s)",
+        help="microbatch sizes for the normalization statistics",
     )  # fmt: skip
     p.add_argument("--no-noniid", dest="noniid", action="store_false", help="skip 2-class runs")
-    p.add_argument("--lr", type=float, default=d["lr"], help="SGD learning rate (%(default)s)")
-    p.add_argument("--activation", choices=["relu", "sigmoid"], default=d["activation"])
+    p.add_argument("--lr", type=float, default=d["lr"], help="SGD learning rate")
+    p.add_argument(
+        "--activation", choices=["relu", "sigmoid"], default=d["activation"], help="hidden units"
+    )
     p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
     p.add_argument("--momentum", type=float, default=d["momentum"], help="BN/renorm momentum")
-    p.add_argument("--eps", type=float, default=d["eps"], help="BN/renorm eps (%(default)s)")
-    p.add_argument("--rmax", type=float, default=d["rmax"])
-    p.add_argument("--dmax", type=float, default=d["dmax"])
-    for key in ("warmup_frac", "dmax_frac", "rmax_frac"):
-        p.add_argument("--" + key.replace("_", "-"), type=float, default=d[key])
-    p.add_argument("--eval-every", type=int, default=d["eval_every"], help="(default: steps/20)")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--train-subset", type=int, default=d["train_subset"])
-    p.add_argument("--test-subset", type=int, default=d["test_subset"])
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--eps", type=float, default=d["eps"], help="BN/renorm eps")
+    p.add_argument("--rmax", type=float, default=d["rmax"], help="batch renorm's final r_max")
+    p.add_argument("--dmax", type=float, default=d["dmax"], help="batch renorm's final d_max")
+    fracs = {
+        "warmup_frac": "fraction of the steps trained as plain BN (r=1, d=0)",
+        "dmax_frac": "fraction of the steps at which d_max reaches --dmax",
+        "rmax_frac": "fraction of the steps at which r_max reaches --rmax",
+    }
+    for key, text in fracs.items():
+        p.add_argument("--" + key.replace("_", "-"), type=float, default=d[key], help=text)
+    p.add_argument(
+        "--eval-every", type=int, default=d["eval_every"], help="evaluate every N steps (steps/20)"
+    )
+    p.add_argument("--seed", type=int, default=d["seed"], help="weights and batches")
+    p.add_argument(
+        "--train-subset", type=int, default=d["train_subset"], help="first N train images (all)"
+    )
+    p.add_argument(
+        "--test-subset", type=int, default=d["test_subset"], help="first N test images (all)"
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     """DEFAULTS updated by ``config``; unknown keys and bad values raise ValueError."""
     where = "renorm-small-batch"
-    unknown = sorted(set(config) - set(DEFAULTS) - {"experiment"})
-    if unknown:
-        raise ValueError(f"{where}: unknown config keys {unknown}; known: {sorted(DEFAULTS)}")
+    check_unknown(config, list(DEFAULTS), where)
     cfg = {**DEFAULTS, **config, "experiment": where}
+    if cfg["activation"] not in ("relu", "sigmoid"):
+        raise ValueError(f"{where}: --activation must be relu or sigmoid: {cfg['activation']!r}")
+    for k in cfg["micro_sizes"]:
+        check_config({"micro_sizes": k}, {"micro_sizes": CHECKS["micro_sizes"]}, where)
+    check_config(cfg, {k: c for k, c in CHECKS.items() if k != "micro_sizes"}, where)
     cfg["micro_sizes"] = [int(k) for k in cfg["micro_sizes"]]
-    if int(cfg["steps"]) < 1:
-        raise ValueError(f"{where}: steps must be >= 1, got {cfg['steps']}")
+    cfg["hidden"] = [int(w) for w in cfg["hidden"]]
     bs = int(cfg["batch_size"])
     if bs < 4 or bs % 2:
         raise ValueError(f"{where}: batch_size must be even and >= 4, got {bs}")
@@ -126,6 +169,16 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{where}: eval_every must be >= 1, got {cfg['eval_every']}")
     if not 0 <= cfg["warmup_frac"] <= cfg["dmax_frac"] <= 1 or cfg["rmax_frac"] > 1:
         raise ValueError(f"{where}: expected 0 <= warmup_frac <= dmax_frac, rmax_frac <= 1")
+    n_train = check_count(cfg["train_subset"], 60_000, "train_subset", "images", where)
+    n_test = check_count(cfg["test_subset"], 10_000, "test_subset", "images", where)
+    if bs > min(n_train, n_test):
+        raise ValueError(
+            f"{where}: --batch-size {bs} is larger than the {n_train} training or {n_test} test "
+            "images (the training-mode accuracy needs one whole batch of test images)"
+        )
+    n_nets = len(run_specs(cfg))
+    fix = "lower --hidden"
+    check_model_bytes(n_nets, mlp_params(784, cfg["hidden"], 10), where, fix)
     return cfg
 
 
@@ -279,7 +332,23 @@ class RecordCallback(Callback):
             self.record(state)
 
 
-def train_one(spec: dict[str, Any], cfg: dict[str, Any], data: tuple[np.ndarray, ...]) -> Any:
+class _BarCallback(Callback):
+    """Advances a :class:`Progress` by one after every step."""
+
+    def __init__(self, bar: Progress | None) -> None:
+        self.bar = bar
+
+    def on_step_end(self, state: TrainState) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+
+def train_one(
+    spec: dict[str, Any],
+    cfg: dict[str, Any],
+    data: tuple[np.ndarray, ...],
+    bar: Progress | None = None,
+) -> Any:
     """Train one run; returns its TrainState."""
     from bnlab.data import BatchIterator
     from bnlab.losses import SoftmaxCrossEntropy
@@ -296,7 +365,8 @@ def train_one(spec: dict[str, Any], cfg: dict[str, Any], data: tuple[np.ndarray,
     order = train_mode_order(spec, yte, bs, seed)
     cb = RecordCallback(xte, yte, order, int(cfg["eval_every"]), bs * max(1, 1024 // bs))
     opt = SGD.from_model(model, lr=float(cfg["lr"]), momentum=0.9)
-    trainer = Trainer(model, SoftmaxCrossEntropy(), opt, batches, callbacks=[cb])
+    callbacks = [cb, _BarCallback(bar)]
+    trainer = Trainer(model, SoftmaxCrossEntropy(), opt, batches, callbacks=callbacks)
     return trainer.fit(int(cfg["steps"]))
 
 
@@ -332,38 +402,38 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
 
     cfg = resolve_config(config)
     data = mc.load_data(cfg)
-    out = start_run_dir(out_dir, cfg)
     specs = run_specs(cfg)
+    out = start_run_dir(out_dir, cfg)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    bar = None
-    if cfg["progress"]:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(specs, desc=cfg["experiment"], unit="run", dynamic_ncols=True)
+    total = int(cfg["steps"]) * len(specs)
+    bar = Progress(total, cfg["experiment"], enabled=bool(cfg["progress"]))
 
     def finish(st: str) -> None:
-        if bar is not None:
-            bar.close()
-        rep.write_metrics(out, cfg, results, st, time.perf_counter() - t0)
-        rep.render(out)
+        bar.close()
+        try:
+            rep.write_metrics(out, cfg, results, st, time.perf_counter() - t0)
+            rep.render(out)
+        finally:
+            release_run_dir(out)
 
     with run_status(finish):
+        rep.write_metrics(out, cfg, results, "running", 0.0)
         for spec in specs:
             t = time.perf_counter()
             entry = {**spec, "error": None, "history": {k: [] for k in HISTORY_KEYS}}
+            done_before = bar.n
             try:
                 with single_thread_blas():
-                    state = train_one(spec, cfg, data)
+                    state = train_one(spec, cfg, data, bar)
                 entry["history"] = {k: [row.get(k) for row in state.history] for k in HISTORY_KEYS}
             except FloatingPointError as e:
                 entry["error"] = str(e)
             entry["time_s"] = round(time.perf_counter() - t, 3)
             results.append(entry)
             rep.write_metrics(out, cfg, results, "running", time.perf_counter() - t0)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"{spec['name']}: {_final(entry)}")
+            bar.update(done_before + int(cfg["steps"]) - bar.n)  # a diverged run stops early
+            bar.set_postfix_str(f"test acc {spec['name']}: {_final(entry)}")
     return out
 
 

@@ -1,0 +1,116 @@
+"""A progress display for the experiments that needs no third-party package.
+
+On a terminal it is one line redrawn in place (at most 10 times a second)::
+
+    mnist-sigmoid: 1200/6000 [00:14<00:58, 83.1 step/s] lr0.1 plain 0.9012 bn 0.9431
+
+When stderr is not a terminal (CI, ``make demo > log``) it writes a plain line at most every
+``interval`` seconds (10 by default) and one at the end, instead of hundreds of
+carriage-return updates. Until the first step is done it says that the first steps compile
+the Numba kernels (first run only: they are cached), and the ETA is measured from the end of
+the first step, so compilation time does not inflate it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import IO, Any
+
+__all__ = ["COMPILING", "Progress"]
+
+COMPILING = "compiling Numba kernels (first run only)..."
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    h, m = divmod(s, 3600)
+    return f"{h}:{m // 60:02d}:{m % 60:02d}" if h else f"{m // 60:02d}:{m % 60:02d}"
+
+
+class Progress:
+    """Counts ``total`` units of work; ``update``, ``set_postfix``, ``close`` (tqdm's names)."""
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        unit: str = "step",
+        enabled: bool = True,
+        stream: IO[str] | None = None,
+        interval: float = 10.0,
+        first_note: str | None = COMPILING,
+    ) -> None:
+        self.total, self.desc, self.unit, self.enabled = int(total), desc, unit, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty()) if callable(isatty) else False
+        self.interval = 0.1 if self.tty else float(interval)
+        self.n = 0
+        self.postfix = ""
+        self.t_start = time.perf_counter()
+        self.t_first: float | None = None  # end of the first update: the ETA's origin
+        self.n_first = 0
+        self.t_shown = -math.inf
+        self.closed = False
+        if enabled and first_note:
+            self._emit(f"{desc}: 0/{self.total} {first_note}", final=not self.tty)
+
+    def _line(self) -> str:
+        now = time.perf_counter()
+        elapsed = now - self.t_start
+        rate, eta = math.nan, math.nan
+        if self.t_first is not None and self.n > self.n_first and now > self.t_first:
+            rate = (self.n - self.n_first) / (now - self.t_first)
+            eta = (self.total - self.n) / rate
+        speed = f"{rate:.3g} {self.unit}/s" if math.isfinite(rate) else f"? {self.unit}/s"
+        text = f"{self.desc}: {self.n}/{self.total} [{_clock(elapsed)}<{_clock(eta)}, {speed}]"
+        return f"{text} {self.postfix}".rstrip()
+
+    def _emit(self, text: str, *, final: bool) -> None:
+        try:
+            if self.tty:
+                self.stream.write("\r" + text + "\x1b[K" + ("\n" if final else ""))
+            else:
+                self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream must not stop the run
+            self.enabled = False
+
+    def _maybe_show(self) -> None:
+        now = time.perf_counter()
+        if now - self.t_shown >= self.interval:
+            self.t_shown = now
+            self._emit(self._line(), final=False)
+
+    def update(self, n: int = 1) -> None:
+        """``n`` more units done."""
+        self.n += int(n)
+        if self.t_first is None:
+            self.t_first, self.n_first = time.perf_counter(), self.n
+        if self.enabled:
+            self._maybe_show()
+
+    def set_postfix(self, values: dict[str, Any] | None = None, refresh: bool = False) -> None:
+        """Text after the counts, e.g. the latest accuracy; ``{"bn": "0.95"}`` -> "bn=0.95"."""
+        self.postfix = " ".join(f"{k}={v}" for k, v in (values or {}).items())
+        if refresh and self.enabled:
+            self._maybe_show()
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        """Text after the counts, as given."""
+        self.postfix = text
+        if refresh and self.enabled:
+            self._maybe_show()
+
+    def close(self) -> None:
+        """Show the final state once (a line of its own)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.enabled:
+            self._emit(self._line(), final=True)
