@@ -118,7 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = check_out_dir(Path(args.out) if args.out else Path("runs") / args.experiment)
     has_resume = hasattr(args, "resume")
     resume = bool(getattr(args, "resume", False))
-    if (out / "config.json").exists() and not (args.force or resume):
+    if (out / "config.json").exists() and not (args.force or resume) and _is_root():
         print(
             f"bnlab: error: {out} already holds a run (config.json); choose another --out or "
             "pass --force to overwrite it" + (" or --resume to continue it" if has_resume else ""),
@@ -143,7 +143,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 130
-    print(f"bnlab: done. Report: {Path(result) / 'report.html'} (and report.md)")
+    if _is_root():
+        print(f"bnlab: done. Report: {Path(result) / 'report.html'} (and report.md)")
     return 0
 
 
@@ -285,13 +286,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     restore_sigint = install_sigint_handler()
     try:
-        return _main(argv)
+        from bnlab.parallel import guard_job
+
+        # under mpiexec: a failure on one rank ends every rank (see bnlab.parallel.guard_job)
+        return guard_job(lambda: _main(argv))
     finally:
         restore_sigint()
 
 
+def _is_root() -> bool:
+    """True in one process and on rank 0 under mpiexec (the rank that checks --out)."""
+    from bnlab.parallel import is_root
+
+    return is_root()
+
+
 def _error(text: object, status: int) -> int:
-    print(f"bnlab: error: {text}", file=sys.stderr)
+    from bnlab.parallel import rank_prefix
+
+    print(f"bnlab: {rank_prefix()}error: {text}", file=sys.stderr)
     return status
 
 

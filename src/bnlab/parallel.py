@@ -48,7 +48,9 @@ __all__ = [
     "BN_SYNC_MODES",
     "ConfigMismatchError",
     "DataParallel",
+    "for_experiment",
     "guard_job",
+    "is_root",
     "prepare_model",
     "rank_prefix",
     "shard_bounds",
@@ -93,6 +95,25 @@ def prepare_model(model: Any, comm: Communicator, bn_sync: str = "global") -> An
             "lacks; use bn_sync='local' (--bn-sync local)"
         )
     return convert(model, comm)
+
+
+def for_experiment(model: Any, cfg: dict[str, Any]) -> tuple[Any, DataParallel | None]:
+    """What an experiment needs to train ``model`` on the process's world (:func:`world`).
+
+    A world of one: ``(model, None)``, the one-process run unchanged. P > 1 ranks: the model
+    prepared for ``cfg["bn_sync"]`` (default "global", see :func:`prepare_model`) and a
+    :class:`DataParallel` whose config check covers ``cfg``.
+    """
+    comm = world()
+    if comm.size == 1:
+        return model, None
+    model = prepare_model(model, comm, str(cfg.get("bn_sync", "global")))
+    return model, DataParallel(comm, config=cfg)
+
+
+def is_root() -> bool:
+    """True in rank 0 of the process's world (and in one process): the rank that writes."""
+    return world().is_root
 
 
 def _digest(obj: Any) -> str:

@@ -27,6 +27,7 @@ from bnlab.experiments.options import (
     mlp_params,
 )
 from bnlab.experiments.report import read_json, run_status, write_csv, write_json
+from bnlab.parallel import for_experiment, is_root
 from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Trainer
 
 SCHEMA = "bnlab.mnist.metrics/1"
@@ -50,6 +51,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "test_subset": None,
     "progress": True,
     "save_checkpoints": False,
+    "bn_sync": "global",
 }
 
 
@@ -122,6 +124,13 @@ def add_common_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -
         "--save-checkpoints",
         action="store_true",
         help="save each net's final model to checkpoints/NAME.npz",
+    )
+    p.add_argument(
+        "--bn-sync",
+        choices=("global", "local"),
+        default=d.get("bn_sync", "global"),
+        help="under mpiexec: global = synchronized BN over all ranks (the one-process run), "
+        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
     )
 
 
@@ -260,6 +269,7 @@ def make_runs(cfg: dict[str, Any], lrs: Sequence[float], data: tuple[np.ndarray,
         for seed in range(int(cfg["seed"]), int(cfg["seed"]) + int(cfg["seeds"])):
             for net in NETS:
                 model = build_net(net == "bn", cfg, seed, xtr.shape[1])
+                model, dp = for_experiment(model, cfg)  # data-parallel under mpiexec
                 callbacks = [
                     EvalCallback(xte, yte, every=every, batch_size=ebs),
                     ActivationMonitor(
@@ -274,7 +284,11 @@ def make_runs(cfg: dict[str, Any], lrs: Sequence[float], data: tuple[np.ndarray,
                     xtr, ytr, int(cfg["batch_size"]), shuffle=True, drop_last=True, seed=seed
                 )
                 opt = SGD.from_model(model, lr=float(lr))
-                trainer = Trainer(model, SoftmaxCrossEntropy(), opt, batches, callbacks=callbacks)
+                if not is_root():
+                    callbacks = []  # rank 0 alone evaluates and records
+                trainer = Trainer(
+                    model, SoftmaxCrossEntropy(), opt, batches, callbacks=callbacks, parallel=dp
+                )
                 runs.append(Run(net, float(lr), seed, trainer))
     return runs
 
@@ -375,7 +389,8 @@ def train_lockstep(
 
     def snapshot(st: str) -> dict[str, Any]:
         m = metrics_json(cfg, runs, st, done, time.perf_counter() - t0)
-        write_metrics(out_dir, m)
+        if is_root():
+            write_metrics(out_dir, m)
         return m
 
     threads = _numba_threads(1)
@@ -402,7 +417,7 @@ def train_lockstep(
                     break
             for r in runs:
                 _final_eval(r, done)
-    if cfg["save_checkpoints"]:
+    if cfg["save_checkpoints"] and is_root():
         save_checkpoints(runs, out_dir)
     return metrics
 

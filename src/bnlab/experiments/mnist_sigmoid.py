@@ -55,6 +55,7 @@ from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as rep
 from bnlab.experiments.options import Check, check_config
 from bnlab.experiments.report import release_run_dir, start_run_dir
+from bnlab.parallel import is_root
 
 DESCRIPTION = "Ioffe & Szegedy 2015, Figure 1: sigmoid MLP on MNIST with and without BN"
 
@@ -115,12 +116,12 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     cfg = resolve(config)
     data = mc.load_data(cfg)
     runs = mc.make_runs(cfg, cfg["sweep_lrs"] if cfg["sweep"] else cfg["lrs"], data)
-    out = start_run_dir(out_dir, cfg)
+    out = start_run_dir(out_dir, cfg) if is_root() else Path(out_dir)  # rank 0 writes
     try:
-        mc.train_lockstep(cfg, runs, out)
+        mc.train_lockstep(cfg if is_root() else {**cfg, "progress": False}, runs, out)
     finally:
         try:
-            render(out)
+            render(out) if is_root() else None
         finally:
             release_run_dir(out)
     return out
