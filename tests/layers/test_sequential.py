@@ -323,3 +323,72 @@ def test_kernel_threads_rejects_bad_values(bad: object) -> None:
 def test_kernel_threads_survives_config_round_trip() -> None:
     model = Sequential([ReLU()], kernel_threads=None)
     assert Sequential.from_config(model.get_config()).kernel_threads is None
+
+
+# -- a failed forward changes no state (issue 15) ------------------------------------------
+def _bn_net() -> Sequential:
+    from bnlab.layers import BatchNorm
+
+    return Sequential(
+        [
+            Dense(4, 6, seed=0),
+            BatchNorm(6),
+            Dropout(0.3, seed=2),
+            Sequential([Dense(6, 5, seed=1), BatchNorm(5)]),
+            ReLU(),
+        ]
+    )
+
+
+def _buffers(model: Sequential) -> dict[str, bytes]:
+    return {k: v.tobytes() for k, v in model.state_dict().items()}
+
+
+def test_a_later_bn_refusing_inf_leaves_earlier_bn_statistics_unchanged() -> None:
+    model = _bn_net()
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    model.forward(x)  # one good step: the statistics are not the initial ones
+    model.layers[3].layers[0].params["W"][...] = 3e38  # overflows to inf before the second BN
+    before = _buffers(model)
+    rng_before = model.layers[2].rng.bit_generator.state
+    with pytest.raises(FloatingPointError), np.errstate(over="ignore"):
+        model.forward(x)
+    assert _buffers(model) == before
+    assert model.layers[1].num_batches_tracked == 1
+    assert model.layers[2].rng.bit_generator.state == rng_before
+
+
+def test_an_interrupt_inside_forward_restores_every_buffer() -> None:
+    model = _bn_net()
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    before = _buffers(model)
+    inner_bn = model.layers[3].layers[1]
+
+    def interrupted(arr):
+        raise KeyboardInterrupt
+
+    inner_bn.forward = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        model.forward(x)
+    assert _buffers(model) == before
+    del inner_bn.forward
+    model.forward(x)  # and the model still trains
+    assert model.layers[1].num_batches_tracked == 1
+
+
+def test_bad_state_in_a_later_layer_leaves_the_earlier_layers_unchanged() -> None:
+    model = _bn_net()
+    state = model.state_dict()
+    good = _bn_net()
+    good.layers[0].params["W"][...] = 7.0
+    new = good.state_dict()
+    new["3.1.running_var"] = np.array([1, 1, -1, 1, 1], np.float32)
+    before = _buffers(model)
+    with pytest.raises(ValueError, match=r"layer 3 .*'3\.1\.running_var' holds negative"):
+        model.load_state_dict(new)
+    assert _buffers(model) == before
+    new["3.1.running_var"] = np.ones(5, np.complex64)
+    with pytest.raises(ValueError, match=r"'3\.1\.running_var' has dtype complex64"):
+        model.load_state_dict(new)
+    assert _buffers(model) == before
+    model.load_state_dict(state)
