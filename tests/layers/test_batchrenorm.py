@@ -188,7 +188,6 @@ BAD_INPUTS = [
     (np.ones((4, 5)), ValueError, "5 features"),
     (np.ones(3), ValueError, "at least 2 dimensions"),
     (np.ones((4, 3), dtype=np.int64), TypeError, "floating-point"),
-    (np.ones((0, 3)), ValueError, "empty"),
     (np.ones((1, 3)), ValueError, "more than 1 value per channel"),
     (np.array([[1.0, 2.0, np.nan], [0.0, 1.0, 2.0]]), FloatingPointError, "NaN"),
     (np.array([[1.0, 2.0, np.inf], [0.0, 1.0, 2.0]]), FloatingPointError, "Inf"),
@@ -205,6 +204,18 @@ def test_bad_input_raises_and_changes_nothing(rng, x, exc, msg):
     assert "brn" in str(info.value)
     after = snapshot(layer)
     assert before.keys() == after.keys()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_empty_training_batch_gives_empty_output_and_changes_nothing(rng):
+    layer = BatchRenorm(3, name="brn")
+    layer.forward(rng.normal(size=(4, 3)).astype(np.float32))
+    layer.backward(np.ones((4, 3), np.float32))
+    before = snapshot(layer)
+    assert layer.forward(np.ones((0, 3), np.float32)).shape == (0, 3)
+    assert layer.eval().forward(np.ones((0, 3), np.float32)).shape == (0, 3)
+    after = snapshot(layer)
     for k in before:
         np.testing.assert_array_equal(before[k], after[k])
 
@@ -237,12 +248,12 @@ def test_bad_constructor_arguments(kwargs, msg):
 
 def test_backward_errors(rng):
     layer = BatchRenorm(3, name="brn")
-    with pytest.raises(RuntimeError, match="brn.backward: called before forward"):
+    with pytest.raises(RuntimeError, match="'brn': backward called before forward"):
         layer.backward(np.ones((4, 3)))
     layer.forward(rng.normal(size=(4, 3)).astype(np.float32))
     layer.backward(np.ones((4, 3), np.float32))
     grads = {k: v.copy() for k, v in layer.grads.items()}
-    with pytest.raises(ValueError, match=r"dy has shape \(4, 2\), expected .*\(4, 3\)"):
+    with pytest.raises(ValueError, match=r"dy must have the shape .*\(4, 3\), got \(4, 2\)"):
         layer.backward(np.ones((4, 2)))
     with pytest.raises(FloatingPointError, match="dy contains 1 NaN"):
         layer.backward(np.array([[np.nan, 0, 0]] + [[5.0, 0, 0]] * 3))

@@ -1,21 +1,55 @@
-"""What the reference and the fused batch-norm kernels share: the cache and input checks."""
+"""What the reference and the fused batch-norm kernels share: the cache, views and input checks."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from bnlab._checks import as_float_array, check_feature_axis, compute_dtype
+from bnlab.kernels._numba import get_num_threads
 
 __all__ = [
     "BatchNormCache",
+    "channel_view",
+    "check_eps",
     "check_training_count",
+    "num_blocks",
     "prepare_channel_vector",
     "prepare_grad",
     "prepare_input",
 ]
+
+PARALLEL_MIN = 65536  # elements below which waking the thread pool costs more than it saves
+
+
+def channel_view(x: np.ndarray, axis: int) -> np.ndarray:
+    """``(R, C)`` view of a C-contiguous ``x`` when the feature axis is last, else ``(A, C, B)``."""
+    C = x.shape[axis]
+    if axis == x.ndim - 1:
+        return x.reshape(-1, C)
+    return x.reshape(math.prod(x.shape[:axis]), C, math.prod(x.shape[axis + 1 :]))
+
+
+def num_blocks(v: np.ndarray) -> int:
+    """Parallel blocks for a fused kernel on ``v``: the Numba threads, or 1 for small arrays."""
+    return get_num_threads() if v.size >= PARALLEL_MIN else 1
+
+
+def check_eps(eps: Any, *, where: str) -> float:
+    """``eps`` as a float; ValueError unless it is a finite number > 0."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: eps must be a positive float, got {eps!r}") from None
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(
+            f"{where}: eps must be a finite float > 0 (it keeps 1/sqrt(var + eps) finite), "
+            f"got {eps!r}; the usual values are 1e-5 (PyTorch) or 1e-3 (Keras)"
+        )
+    return value
 
 
 @dataclass
@@ -57,20 +91,40 @@ def prepare_input(x: Any, axis: int, *, where: str) -> tuple[np.ndarray, int, np
 
 
 def prepare_channel_vector(
-    v: Any, name: str, num_features: int, *, default: float, where: str
+    v: Any,
+    name: str,
+    num_features: int,
+    *,
+    default: float,
+    where: str,
+    nonnegative: bool = False,
 ) -> np.ndarray:
-    """Return a per-channel vector (``None`` means all ``default``) as float64, shape ``(C,)``."""
+    """Return a per-channel vector (``None`` means all ``default``) as float64, shape ``(C,)``.
+
+    TypeError for a non-real dtype; ValueError for a wrong shape, NaN/Inf entries, or (with
+    ``nonnegative``, for variances) negative ones.
+    """
     if v is None:
         return np.full(num_features, default)
     arr = np.asarray(v)
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{where}: {name} must be a numeric array, got dtype {arr.dtype}")
+        raise TypeError(f"{where}: {name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.shape != (num_features,):
         raise ValueError(
             f"{where}: {name} must have shape ({num_features},) to match the feature axis, "
             f"got shape {arr.shape}"
         )
-    return arr.astype(np.float64)
+    out = arr.astype(np.float64)
+    if not np.isfinite(out).all():
+        raise ValueError(
+            f"{where}: {name} must be finite, got {int(np.isnan(out).sum())} NaN and "
+            f"{int(np.isinf(out).sum())} Inf entries; check the parameters or statistics given"
+        )
+    if nonnegative and (out < 0).any():
+        raise ValueError(
+            f"{where}: {name} must be >= 0 (a variance), got a minimum of {out.min()!r}"
+        )
+    return out
 
 
 def prepare_grad(dy: Any, cache: BatchNormCache, *, where: str) -> np.ndarray:

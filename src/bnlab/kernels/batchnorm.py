@@ -13,6 +13,14 @@ A C-contiguous input is never copied: channels-last data (dense ``(N, D)``, NHWC
 H*W)``); see :mod:`bnlab.kernels.batchnorm_fused` for the two passes each way. The NumPy
 reference with the same signatures is :mod:`bnlab.kernels.batchnorm_ref`.
 
+The training pass is also offered in pieces, for layers that reduce statistics themselves
+(ghost batches, ranks of a synchronized batch): :func:`bnlab.kernels.moments` (per-channel
+count, mean and biased variance of a possibly empty shard), :func:`batch_norm_inference`
+(normalize with a given mean and variance), :func:`batch_norm_grad_sums` (``sum(dy)`` and
+``sum(dy * (x - mean))`` around a given mean) and :func:`batch_norm_grad_input` (``dx`` from
+given sums and the count ``m`` they cover). ``batch_norm_forward``/``batch_norm_backward`` are
+exactly these pieces with the local batch's own statistics.
+
 Example::
 
     >>> import numpy as np
@@ -30,20 +38,23 @@ Example::
 
 from __future__ import annotations
 
-from math import prod
 from typing import Any
 
 import numpy as np
 
+from bnlab._checks import as_float_array
 from bnlab.kernels import batchnorm_fused as fk
 from bnlab.kernels._bn_common import (
     BatchNormCache,
+    channel_view,
+    check_eps,
     check_training_count,
+    num_blocks,
     prepare_channel_vector,
     prepare_grad,
     prepare_input,
 )
-from bnlab.kernels._numba import get_num_threads
+from bnlab.kernels.moments import channel_stats
 
 __all__ = [
     "BatchNormCache",
@@ -51,29 +62,10 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_inference",
     "batch_norm_inference_backward",
+    "batch_norm_grad_sums",
+    "batch_norm_grad_input",
     "channel_stats",
 ]
-
-_PARALLEL_MIN = 65536  # elements below which waking the thread pool costs more than it saves
-
-
-def _view(x: np.ndarray, axis: int) -> np.ndarray:
-    """``(R, C)`` view when the feature axis is last, else ``(A, C, B)``; no copy."""
-    C = x.shape[axis]
-    if axis == x.ndim - 1:
-        return x.reshape(-1, C)
-    return x.reshape(prod(x.shape[:axis]), C, prod(x.shape[axis + 1 :]))
-
-
-def _nblocks(v: np.ndarray) -> int:
-    return get_num_threads() if v.size >= _PARALLEL_MIN else 1
-
-
-def channel_stats(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel float64 ``(mean, biased var)`` of a non-empty ``(R, C)``/``(A, C, B)`` view."""
-    kernel = fk.stats_last if v.ndim == 2 else fk.stats_mid
-    stats: tuple[np.ndarray, np.ndarray] = kernel(v, _nblocks(v))
-    return stats
 
 
 def _normalize(
@@ -81,8 +73,32 @@ def _normalize(
 ) -> np.ndarray:
     out = np.empty_like(v)
     kernel = fk.normalize_last if v.ndim == 2 else fk.normalize_mid
-    kernel(v, mean, var, g, b, float(eps), out, _nblocks(v))
+    kernel(v, mean, var, g, b, float(eps), out, num_blocks(v))
     return out
+
+
+def _grad_sums(u: np.ndarray, v: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    kernel = fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid
+    sums: tuple[np.ndarray, np.ndarray] = kernel(u, v, mean, num_blocks(v))
+    return sums
+
+
+def _grad_input(
+    u: np.ndarray,
+    v: np.ndarray,
+    cache: BatchNormCache,
+    sdy: np.ndarray,
+    sdyx: np.ndarray,
+) -> np.ndarray:
+    """``dx`` (compute dtype, view shape) from the sums; ``cache.count`` is the m they cover."""
+    dx = np.empty_like(v)
+    last = v.ndim == 2
+    kernel = fk.grad_input_last if last else fk.grad_input_mid
+    if last and v.dtype == np.float32 and cache.count >= fk.LOWP_MIN_COUNT:
+        kernel = fk.grad_input_last_lowp
+    m = int(cache.count)
+    kernel(u, v, cache.mean, cache.var, cache.gamma, sdy, sdyx, cache.eps, m, dx, num_blocks(v))
+    return dx
 
 
 def batch_norm_forward(
@@ -95,6 +111,7 @@ def batch_norm_forward(
     to ``x`` and the float64 ``mean``/``var`` (biased) for the backward pass and running stats.
     """
     where = "batch_norm_forward"
+    eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     xc = np.ascontiguousarray(xc)
     C = xc.shape[ax]
@@ -102,10 +119,10 @@ def batch_norm_forward(
     b = prepare_channel_vector(beta, "beta", C, default=0.0, where=where)
     m = xc.size // C if C else 0
     check_training_count(m, xc.shape, where=where)
-    v = _view(xc, ax)
+    v = channel_view(xc, ax)
     mean, var = channel_stats(v)
     y = _normalize(v, mean, var, g, b, eps)
-    cache = BatchNormCache(xc, mean, var, g, float(eps), ax, m, out_dtype)
+    cache = BatchNormCache(xc, mean, var, g, eps, ax, m, out_dtype)
     return y.reshape(xc.shape).astype(out_dtype, copy=False), cache
 
 
@@ -118,19 +135,80 @@ def batch_norm_backward(
     ``dx = gamma * rstd * (dy - dbeta/m - xhat * dgamma/m)`` (dtype of the forward input).
     """
     g = np.ascontiguousarray(prepare_grad(dy, cache, where="batch_norm_backward"))
-    v = _view(cache.x, cache.axis)
-    u = _view(g, cache.axis)
-    nb = _nblocks(v)
-    last = v.ndim == 2
-    sdy, sdyx = (fk.grad_sums_last if last else fk.grad_sums_mid)(u, v, cache.mean, nb)
-    dx = np.empty_like(v)
-    grad_input = fk.grad_input_last if last else fk.grad_input_mid
-    if last and v.dtype == np.float32 and cache.count >= fk.LOWP_MIN_COUNT:
-        grad_input = fk.grad_input_last_lowp
-    grad_input(u, v, cache.mean, cache.var, cache.gamma, sdy, sdyx, cache.eps, dx, nb)
+    v = channel_view(cache.x, cache.axis)
+    u = channel_view(g, cache.axis)
+    sdy, sdyx = _grad_sums(u, v, cache.mean)
+    dx = _grad_input(u, v, cache, sdy, sdyx)
     dt = cache.x.dtype
     dx = dx.reshape(cache.x.shape).astype(cache.out_dtype, copy=False)
     return dx, (cache.rstd * sdyx).astype(dt), sdy.astype(dt)
+
+
+def _prepare_pair(
+    dy: Any, x: Any, mean: Any, axis: int, where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.dtype[Any]]:
+    """``(dy, x)`` C-contiguous in x's compute dtype, the mean as float64, the axis, out dtype."""
+    xc, ax, out_dtype = prepare_input(x, axis, where=where)
+    mu = prepare_channel_vector(mean, "mean", xc.shape[ax], default=0.0, where=where)
+    gy = as_float_array(dy, "dy", where=where, min_ndim=0)
+    if gy.shape != xc.shape:
+        raise ValueError(f"{where}: dy must have the shape of x {xc.shape}, got {gy.shape}")
+    gy = gy if gy.dtype == xc.dtype else gy.astype(xc.dtype)
+    return np.ascontiguousarray(gy), np.ascontiguousarray(xc), mu, ax, out_dtype
+
+
+def batch_norm_grad_sums(
+    dy: Any, x: Any, mean: Any, *, axis: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` in float64, shape ``(C,)`` each.
+
+    The first pass of the training backward, around a given ``mean`` (the global one for a
+    synchronized batch, whose ranks then sum these). An empty ``x`` gives zeros.
+    """
+    gy, xc, mu, ax, _ = _prepare_pair(dy, x, mean, axis, "batch_norm_grad_sums")
+    if xc.size == 0:
+        return np.zeros(xc.shape[ax]), np.zeros(xc.shape[ax])
+    return _grad_sums(channel_view(gy, ax), channel_view(xc, ax), mu)
+
+
+def batch_norm_grad_input(
+    dy: Any,
+    x: Any,
+    mean: Any,
+    var: Any,
+    gamma: Any,
+    sum_dy: Any,
+    sum_dy_xmu: Any,
+    *,
+    count: int,
+    axis: int = -1,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Training-mode ``dx`` from the batch statistics and the backward sums over ``count`` values::
+
+    rstd = 1/sqrt(var + eps),  xhat = (x - mean) * rstd
+    dx = gamma * rstd * (dy - sum_dy/m - xhat * rstd * sum_dy_xmu/m),   m = count
+
+    ``mean``/``var`` (biased) and the sums may be global ones (a synchronized batch): ``count``
+    is then the global number of values per channel. Returns dx in the dtype of ``x``.
+    """
+    where = "batch_norm_grad_input"
+    eps = check_eps(eps, where=where)
+    gy, xc, mu, ax, out_dtype = _prepare_pair(dy, x, mean, axis, where)
+    C = xc.shape[ax]
+    vr = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
+    g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
+    sdy = prepare_channel_vector(sum_dy, "sum_dy", C, default=0.0, where=where)
+    sdyx = prepare_channel_vector(sum_dy_xmu, "sum_dy_xmu", C, default=0.0, where=where)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(
+            f"{where}: count must be a positive int (values per channel), got {count!r}"
+        )
+    if xc.size == 0:
+        return np.empty(xc.shape, dtype=out_dtype)
+    cache = BatchNormCache(xc, mu, vr, g, eps, ax, int(count), out_dtype)
+    dx = _grad_input(channel_view(gy, ax), channel_view(xc, ax), cache, sdy, sdyx)
+    return dx.reshape(xc.shape).astype(out_dtype, copy=False)
 
 
 def batch_norm_inference(
@@ -138,20 +216,22 @@ def batch_norm_inference(
 ) -> np.ndarray:
     """Inference-mode batch norm (Algorithm 2): ``y = gamma * (x - mean) / sqrt(var + eps) + beta``.
 
-    ``mean``/``var`` are the population (running) statistics; an empty batch gives an empty
-    output.
+    ``mean``/``var`` are the population (running) statistics, or any given statistics (the
+    normalizing pass of training uses the batch's); an empty batch gives an empty output.
+    ValueError for eps <= 0, NaN/Inf statistics or parameters, and a negative ``var``.
     """
     where = "batch_norm_inference"
+    eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
     mu = prepare_channel_vector(mean, "mean", C, default=0.0, where=where)
-    vr = prepare_channel_vector(var, "var", C, default=1.0, where=where)
+    vr = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
     g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
     b = prepare_channel_vector(beta, "beta", C, default=0.0, where=where)
     if xc.size == 0:
         return np.empty(xc.shape, dtype=out_dtype)
     xc = np.ascontiguousarray(xc)
-    y = _normalize(_view(xc, ax), mu, vr, g, b, eps)
+    y = _normalize(channel_view(xc, ax), mu, vr, g, b, eps)
     return y.reshape(xc.shape).astype(out_dtype, copy=False)
 
 
@@ -163,19 +243,20 @@ def batch_norm_inference_backward(
     dx = dy * gamma / sqrt(var + eps),   dgamma = sum(dy * xhat),   dbeta = sum(dy)
     """
     where = "batch_norm_inference_backward"
+    eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
     mu = prepare_channel_vector(mean, "mean", C, default=0.0, where=where)
-    vr = prepare_channel_vector(var, "var", C, default=1.0, where=where)
+    vr = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
     g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    cache = BatchNormCache(xc, mu, vr, g, float(eps), ax, xc.size // C if C else 0, out_dtype)
+    cache = BatchNormCache(xc, mu, vr, g, eps, ax, xc.size // C if C else 0, out_dtype)
     gy = prepare_grad(dy, cache, where=where)
     dt = xc.dtype
     if xc.size == 0:
         return np.empty(xc.shape, dtype=out_dtype), np.zeros(C, dt), np.zeros(C, dt)
     xc, gy = np.ascontiguousarray(xc), np.ascontiguousarray(gy)
-    v, u = _view(xc, ax), _view(gy, ax)
-    sdy, sdyx = (fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid)(u, v, mu, _nblocks(v))
+    v, u = channel_view(xc, ax), channel_view(gy, ax)
+    sdy, sdyx = _grad_sums(u, v, mu)
     zeros = np.zeros(C)
     dx = _normalize(u, zeros, vr, g, zeros, eps)
     dx = dx.reshape(xc.shape).astype(out_dtype, copy=False)

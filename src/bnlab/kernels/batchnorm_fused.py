@@ -24,6 +24,8 @@ Backward, with ``rstd = 1/sqrt(var + eps)`` and ``xhat = (x - mean) * rstd``::
     pass 1:  dbeta = sum(dy),  dgamma = rstd * sum(dy * (x - mean))   (float64)
     pass 2:  dx = gamma * rstd * (dy - dbeta/m - xhat * dgamma/m)
 
+(``m`` is passed in: a synchronized layer sums pass 1 over ranks and uses the global count.)
+
 The forward second pass is ``y = s*(x - hi) + d`` in the data's dtype: the float64 mean is
 split as ``mean = hi + lo`` with ``hi`` = mean rounded to that dtype, ``x - hi`` is exact for x
 near the mean and ``-s*lo`` is folded into ``d`` in float64, so a large offset (x = 1e4 + 1e-2 *
@@ -327,18 +329,21 @@ def normalize_mid(x, mean, var, gamma, beta, eps, out, nblocks):
 
 
 @njit(cache=True)
-def _grad_coeffs(x, var, gamma, sdy, sdyx, eps):
-    """``dx = k*dy + cb*(x - mean) + cd`` with ``k = gamma*rstd``, from the pass-1 sums."""
-    m = x.size // x.shape[1]
+def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
+    """``dx = k*dy + cb*(x - mean) + cd`` with ``k = gamma*rstd``, from the pass-1 sums.
+
+    ``m`` is the number of values per channel the statistics came from: the local batch's,
+    or the global batch's when the sums were reduced over data-parallel ranks.
+    """
     rstd = 1.0 / np.sqrt(var + eps)
     k = gamma * rstd
     return k, -k * rstd * rstd * sdyx / m, -k * sdy / m
 
 
 @njit(cache=True, parallel=True)
-def grad_input_last(dy, x, mean, var, gamma, sdy, sdyx, eps, out, nblocks):
+def grad_input_last(dy, x, mean, var, gamma, sdy, sdyx, eps, m, out, nblocks):
     """Training-mode ``dx`` for ``(R, C)`` arrays from the pass-1 sums ``sdy``, ``sdyx``."""
-    k, cb, cd = _grad_coeffs(x, var, gamma, sdy, sdyx, eps)
+    k, cb, cd = _grad_coeffs(var, gamma, sdy, sdyx, eps, m)
     R = x.shape[0]
     if nblocks <= 1:
         _grad_rows(dy, x, mean, k, cb, cd, out, 0, R)
@@ -349,9 +354,9 @@ def grad_input_last(dy, x, mean, var, gamma, sdy, sdyx, eps, out, nblocks):
 
 
 @njit(cache=True, parallel=True)
-def grad_input_mid(dy, x, mean, var, gamma, sdy, sdyx, eps, out, nblocks):
+def grad_input_mid(dy, x, mean, var, gamma, sdy, sdyx, eps, m, out, nblocks):
     """Training-mode ``dx`` for ``(A, C, B)`` arrays from the pass-1 sums ``sdy``, ``sdyx``."""
-    k, cb, cd = _grad_coeffs(x, var, gamma, sdy, sdyx, eps)
+    k, cb, cd = _grad_coeffs(var, gamma, sdy, sdyx, eps, m)
     n = x.shape[0] * x.shape[1]
     if nblocks <= 1:
         _grad_planes(dy, x, mean, k, cb, cd, out, 0, n)
@@ -362,9 +367,9 @@ def grad_input_mid(dy, x, mean, var, gamma, sdy, sdyx, eps, out, nblocks):
 
 
 @njit(cache=True, parallel=True)
-def grad_input_last_lowp(dy, x, mean, var, gamma, sdy, sdyx, eps, out, nblocks):
+def grad_input_last_lowp(dy, x, mean, var, gamma, sdy, sdyx, eps, m, out, nblocks):
     """:func:`grad_input_last` evaluated in ``x``'s dtype (for ``m >= LOWP_MIN_COUNT``)."""
-    k, cb, cd = _grad_coeffs(x, var, gamma, sdy, sdyx, eps)
+    k, cb, cd = _grad_coeffs(var, gamma, sdy, sdyx, eps, m)
     hi, d = _split_center(mean, cb, cd, x)
     k32 = _to_dtype(k, x)
     cb32 = _to_dtype(cb, x)

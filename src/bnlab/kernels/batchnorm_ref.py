@@ -35,6 +35,7 @@ import numpy as np
 
 from bnlab.kernels._bn_common import (
     BatchNormCache,
+    check_eps,
     check_training_count,
     prepare_channel_vector,
     prepare_grad,
@@ -69,6 +70,7 @@ def batch_norm_forward(
     computed in float32) and the cache for :func:`batch_norm_backward`.
     """
     where = "batch_norm_forward"
+    eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
     g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
@@ -114,10 +116,11 @@ def batch_norm_inference(
     y = gamma * (x - mean) / sqrt(var + eps) + beta
     """
     where = "batch_norm_inference"
+    eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C, nd = xc.shape[ax], xc.ndim
     mu = prepare_channel_vector(mean, "mean", C, default=0.0, where=where)
-    v = prepare_channel_vector(var, "var", C, default=1.0, where=where)
+    v = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
     g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
     b = prepare_channel_vector(beta, "beta", C, default=0.0, where=where)
     xhat = (xc.astype(np.float64) - _bcast(mu, nd, ax)) / np.sqrt(_bcast(v, nd, ax) + eps)
@@ -132,10 +135,11 @@ def batch_norm_inference_backward(
     dx = dy * gamma / sqrt(var + eps),  dgamma = sum(dy * xhat),  dbeta = sum(dy)
     """
     where = "batch_norm_inference_backward"
+    eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C, nd = xc.shape[ax], xc.ndim
     mu = prepare_channel_vector(mean, "mean", C, default=0.0, where=where)
-    v = prepare_channel_vector(var, "var", C, default=1.0, where=where)
+    v = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
     g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
     cache = BatchNormCache(xc, mu, v, g, float(eps), ax, xc.size // max(C, 1), out_dtype)
     g64 = prepare_grad(dy, cache, where=where).astype(np.float64)

@@ -1,0 +1,431 @@
+"""The normalization core shared by BatchNorm, BatchRenorm and their synchronized twins.
+
+A training forward pass, for G chunks (G = 1, or the ghost batches of ``virtual_batch_size``)::
+
+    local (count, mean, var)  = moments of each chunk of this process's rows   float64, (G, C)
+    global (count, mean, var) = _reduce_moments(local)     identity here; Sync*: over all ranks
+    scale, shift              = _chunk_affine(mean, var)   gamma, beta (BN); gamma r, ... (renorm)
+    y                         = scale * (x - mean) / sqrt(var + eps) + shift     per chunk
+    new buffers               = _running_update(count, mean, var)  checked finite, then stored
+
+and its backward::
+
+    local sums  = [sum dy, sum dy * (x - mean)] per chunk and channel   float64, (G, 2, C)
+    global sums = _reduce_grad_sums(local sums)                         identity here
+    dx          = batch_norm_grad_input(..., global sums, count = global count)
+    grads       = _param_grads(local sums)     this process's share: ranks add them up
+
+Everything is validated before anything changes: a bad input, NaN/Inf statistics, running
+statistics that would overflow their dtype, or NaN/Inf ``dy`` raise and leave parameters,
+gradients and buffers as they were. The kernels are the split entry points of
+:mod:`bnlab.kernels.batchnorm`; the layer owns only chunking, reduction hooks and state.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bnlab._checks import as_float_array, check_feature_axis, check_finite, compute_dtype
+from bnlab.kernels import (
+    batch_norm_grad_input,
+    batch_norm_grad_sums,
+    batch_norm_inference,
+    batch_norm_inference_backward,
+    moments,
+)
+from bnlab.layers.base import LAYER_REGISTRY, Layer
+
+__all__ = ["BatchNormBase", "NormCache"]
+
+KERAS_HINT = "momentum is the weight of the new batch; Keras' momentum k is 1 - k here"
+
+
+@dataclass
+class NormCache:
+    """What a forward pass keeps for ``backward``; one type for every normalization layer.
+
+    ``mode`` is ``"eval"`` (running statistics: ``x`` is the input) or ``"train"`` (batch
+    statistics). In train mode ``x`` is the input in the compute dtype, C-contiguous;
+    ``bounds[j]`` are this process's rows of chunk j; ``count (G,)``, ``mean``/``var``
+    ``(G, C)`` are the (global) chunk statistics and ``scale (G, C)`` the effective gamma.
+    ``extra`` holds layer-specific per-chunk arrays (renorm's ``r`` and ``d``).
+    """
+
+    mode: str
+    x: np.ndarray
+    axis: int
+    shape: tuple[int, ...]
+    out_dtype: np.dtype[Any]
+    bounds: list[tuple[int, int]]
+    count: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    scale: np.ndarray
+    extra: dict[str, np.ndarray]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+class BatchNormBase(Layer):
+    """Arguments, buffers, config, input checks, ghost batches and the two reduction hooks.
+
+    Subclasses set ``_kind`` and ``_config_keys`` and implement :meth:`_chunk_affine`,
+    :meth:`_running_update` and :meth:`_param_grads`. A synchronized subclass overrides
+    :meth:`_reduce_moments`, :meth:`_reduce_grad_sums` (and :meth:`_global_rows` for ghost
+    batches); nothing else.
+    """
+
+    _kind: ClassVar[str] = "BatchNormBase"
+    _config_keys: ClassVar[tuple[str, ...]] = ()
+    _allow_cumulative: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        axis: int,
+        momentum: float | None,
+        eps: float,
+        virtual_batch_size: int | None,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self._check_args(num_features, axis, momentum, eps, virtual_batch_size)
+        self.num_features = int(num_features)
+        self.axis = int(axis)
+        self.momentum = None if momentum is None else float(momentum)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.virtual_batch_size = None if virtual_batch_size is None else int(virtual_batch_size)
+        C = self.num_features
+        if self.affine:
+            self.params = {"gamma": np.ones(C, np.float32), "beta": np.zeros(C, np.float32)}
+            self.grads = {"gamma": np.zeros(C, np.float32), "beta": np.zeros(C, np.float32)}
+        if self.track_running_stats:
+            self.buffers = {
+                "running_mean": np.zeros(C, np.float32),
+                "running_var": np.ones(C, np.float32),
+                "num_batches_tracked": np.array(0, np.int64),
+            }
+        self._cache: NormCache | None = None
+        if self.momentum is not None and self.momentum > 0.5:
+            warnings.warn(
+                f"{self._where}: momentum={self.momentum} keeps {self.momentum:.0%} of each new "
+                f"batch in the running statistics; {KERAS_HINT} (Keras' 0.99 is 0.01)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # -- arguments ---------------------------------------------------------------------------
+    def _check_args(
+        self, num_features: Any, axis: Any, momentum: Any, eps: Any, virtual_batch_size: Any
+    ) -> None:
+        where = f"{self._kind}({self.name!r})"
+        if not _is_int(num_features):
+            raise TypeError(f"{where}: num_features must be an int, got {num_features!r}")
+        if num_features < 1:
+            raise ValueError(f"{where}: num_features must be >= 1, got {num_features}")
+        if not _is_int(axis):
+            raise TypeError(f"{where}: axis must be an int (the feature axis), got {axis!r}")
+        if momentum is None and not self._allow_cumulative:
+            raise TypeError(
+                f"{where}: momentum must be a float in [0, 1], got None (the cumulative average "
+                "is a BatchNorm option only)"
+            )
+        if momentum is not None and not _is_real(momentum):
+            raise TypeError(f"{where}: momentum must be a float in [0, 1], got {momentum!r}")
+        if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"{where}: momentum must be in [0, 1] or None, got {momentum}")
+        if not _is_real(eps):
+            raise TypeError(f"{where}: eps must be a float > 0, got {eps!r}")
+        if not (float(eps) > 0.0 and np.isfinite(float(eps))):
+            raise ValueError(f"{where}: eps must be > 0 and finite, got {eps}")
+        if virtual_batch_size is not None and (
+            not _is_int(virtual_batch_size) or virtual_batch_size < 1
+        ):
+            raise ValueError(
+                f"{where}: virtual_batch_size must be a positive int or None, got "
+                f"{virtual_batch_size!r}"
+            )
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def running_mean(self) -> np.ndarray | None:
+        return self.buffers.get("running_mean")
+
+    @property
+    def running_var(self) -> np.ndarray | None:
+        return self.buffers.get("running_var")
+
+    @property
+    def num_batches_tracked(self) -> int | None:
+        n = self.buffers.get("num_batches_tracked")
+        return None if n is None else int(n)
+
+    @property
+    def _where(self) -> str:
+        return f"{self._kind} layer '{self.name}'"
+
+    def reset_running_stats(self) -> None:
+        """running_mean = 0, running_var = 1, num_batches_tracked = 0 (as PyTorch)."""
+        if "running_mean" in self.buffers:
+            self.buffers["running_mean"][...] = 0
+            self.buffers["running_var"][...] = 1
+            self.buffers["num_batches_tracked"][...] = 0
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics, gamma = 1 and beta = 0 (as PyTorch)."""
+        self.reset_running_stats()
+        if self.affine:
+            self.params["gamma"][...] = 1
+            self.params["beta"][...] = 0
+
+    def get_config(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in self._config_keys}, "name": self.name}
+
+    # -- reduction hooks (identity in one process) -------------------------------------------
+    def _reduce_moments(
+        self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Global ``(count (G,), mean (G, C), biased var (G, C))`` from this process's."""
+        return count, mean, var
+
+    def _reduce_grad_sums(self, sums: np.ndarray) -> np.ndarray:
+        """Global ``[sum dy, sum dy * (x - mean)]`` ``(G, 2, C)`` from this process's."""
+        return sums
+
+    def _global_rows(self, n: int) -> tuple[int, int]:
+        """``(offset of this process's first row, global batch size)``: ``(0, n)`` here."""
+        return 0, n
+
+    # -- layer-specific maths ----------------------------------------------------------------
+    def _chunk_affine(
+        self, mean: np.ndarray, var: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Per-chunk ``(scale, shift, extra)`` that the normalization applies."""
+        raise NotImplementedError
+
+    def _running_update(
+        self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """New buffer values (not yet assigned) after a batch with these chunk statistics."""
+        raise NotImplementedError
+
+    def _chunk_param_grads(
+        self, j: int, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk j's ``(dgamma, dbeta)`` (compute dtype) from this process's backward sums."""
+        raise NotImplementedError
+
+    def _param_grads(self, sums: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray]:
+        """``(dgamma, dbeta)``: the chunks' shares added in float64 (one chunk: as it is)."""
+        parts = [self._chunk_param_grads(j, s[0], s[1], cache) for j, s in enumerate(sums)]
+        if len(parts) == 1:
+            return parts[0]
+        dgamma, dbeta = np.zeros(self.num_features), np.zeros(self.num_features)
+        for dg, db in parts:
+            dgamma += dg
+            dbeta += db
+        return dgamma, dbeta
+
+    def _check_chunking(self, total: int) -> None:
+        """Refuse a global batch size the ghost batches cannot split (renorm: k must divide)."""
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Normalize ``x``; see the class docstring for training and eval formulas."""
+        arr, ax = self._check_input(x)
+        if not self.training and "running_mean" in self.buffers:
+            y = batch_norm_inference(
+                arr, self.running_mean, self.running_var, self.params.get("gamma"),
+                self.params.get("beta"), axis=ax, eps=self.eps,
+            )  # fmt: skip
+            self._cache = NormCache("eval", arr, ax, arr.shape, arr.dtype, [], *_EMPTY, {})
+            return y
+        return self._forward_batch(arr, ax)
+
+    def _check_input(self, x: Any) -> tuple[np.ndarray, int]:
+        arr = as_float_array(x, "x", where=self._where, min_ndim=2)
+        ax = check_feature_axis(arr.ndim, self.axis, where=self._where)
+        if arr.shape[ax] != self.num_features:
+            raise ValueError(
+                f"{self._where}: x must have num_features={self.num_features} entries along "
+                f"axis {self.axis}, got shape {arr.shape} ({arr.shape[ax]} features)"
+            )
+        if self.virtual_batch_size is not None and ax == 0:
+            raise ValueError(
+                f"{self._where}: virtual_batch_size splits axis 0, so the feature axis must not "
+                f"be 0; got axis={self.axis} for an input of rank {arr.ndim}"
+            )
+        return arr, ax
+
+    def _chunk_bounds(self, n: int) -> list[tuple[int, int]]:
+        """This process's rows of each ghost batch: rows [j k, (j+1) k) of the global batch."""
+        k = self.virtual_batch_size if self.training else None
+        if k is None:
+            return [(0, n)]
+        offset, total = self._global_rows(n)
+        self._check_chunking(total)
+        if total <= k:
+            return [(0, n)]
+        bounds = []
+        for start in range(0, total, k):
+            lo, hi = max(start, offset), min(start + k, offset + n)
+            bounds.append((lo - offset, max(lo, hi) - offset))
+        return bounds
+
+    def _forward_batch(self, arr: np.ndarray, ax: int) -> np.ndarray:
+        xc = np.ascontiguousarray(arr, dtype=compute_dtype(arr.dtype))
+        bounds = self._chunk_bounds(xc.shape[0])
+        G, C = len(bounds), self.num_features
+        count = np.zeros(G, np.int64)
+        mean, var = np.zeros((G, C)), np.zeros((G, C))
+        for j, (a, b) in enumerate(bounds):
+            mean[j], var[j], count[j] = moments(xc[a:b], axis=ax)
+        count, mean, var = self._reduce_moments(count, mean, var)
+        update = self.training and self.track_running_stats and "running_mean" in self.buffers
+        if int(count.sum()) == 0:  # an empty batch: empty output, nothing updated (PyTorch)
+            self._cache = NormCache("train", xc, ax, xc.shape, arr.dtype, [], *_EMPTY, {})
+            return np.empty(arr.shape, arr.dtype)
+        self._check_stats(arr, xc.shape, bounds, count, mean, var)
+        scale, shift, extra = self._chunk_affine(mean, var)
+        with np.errstate(over="ignore"):  # an overflow to inf is caught just below
+            new = self._running_update(count, mean, var) if update else {}
+        self._check_buffers(new)
+        ys = [
+            batch_norm_inference(
+                xc[a:b], mean[j], var[j], scale[j], shift[j], axis=ax, eps=self.eps
+            )
+            for j, (a, b) in enumerate(bounds)
+        ]
+        for key, value in new.items():
+            self.buffers[key][...] = value
+        self._cache = NormCache(
+            "train", xc, ax, xc.shape, arr.dtype, bounds, count, mean, var, scale, extra
+        )
+        y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=0)
+        return y.astype(arr.dtype, copy=False)
+
+    def _check_stats(
+        self,
+        arr: np.ndarray,
+        shape: tuple[int, ...],
+        bounds: list[tuple[int, int]],
+        count: np.ndarray,
+        mean: np.ndarray,
+        var: np.ndarray,
+    ) -> None:
+        """At least 2 values per channel in every chunk; finite statistics (NaN/Inf in x)."""
+        for j in np.flatnonzero(count < 2):
+            a, b = bounds[j]
+            what = "training batch" if len(bounds) == 1 else f"virtual batch {j}"
+            raise ValueError(
+                f"{self._where}: Expected more than 1 value per channel when training, got a "
+                f"{what} with {int(count[j])} value(s) per channel (input shape {shape}, rows "
+                f"{a}:{b}); use a larger batch or virtual_batch_size, or eval mode"
+            )
+        if np.isfinite(mean).all() and np.isfinite(var).all():
+            return
+        check_finite(arr, "x (training batch)", where=self._where)
+        raise FloatingPointError(
+            f"{self._where}: the batch statistics are not finite (the variance of x overflows, "
+            "or another rank's shard holds NaN/Inf); nothing was updated"
+        )
+
+    def _check_buffers(self, new: dict[str, np.ndarray]) -> None:
+        for key, value in new.items():
+            if not np.isfinite(value).all():
+                raise FloatingPointError(
+                    f"{self._where}: this batch would make {key} non-finite (it overflows "
+                    f"{value.dtype}: |x| is too large for the running statistics' dtype); "
+                    "nothing was updated. Scale the input or use float64 (layer.astype)"
+                )
+
+    # -- backward ----------------------------------------------------------------------------
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
+        """``dx``; fills ``grads["gamma"]`` and ``grads["beta"]`` (see the class docstring)."""
+        if self._cache is None:
+            raise RuntimeError(f"{self._where}: backward called before forward")
+        cache = self._cache
+        g = as_float_array(dy, "dy", where=self._where, min_ndim=0)
+        if g.shape != cache.shape:
+            raise ValueError(
+                f"{self._where}: dy must have the shape of the last forward input {cache.shape}, "
+                f"got {g.shape}"
+            )
+        if cache.mode == "eval":
+            dx, dgamma, dbeta = batch_norm_inference_backward(
+                g, cache.x, self.running_mean, self.running_var, self.params.get("gamma"),
+                axis=cache.axis, eps=self.eps,
+            )  # fmt: skip
+            self._check_grad(g, dgamma, dbeta)
+        elif not cache.bounds:  # empty training batch
+            C = self.num_features
+            dx, dgamma, dbeta = np.zeros(g.shape, cache.out_dtype), np.zeros(C), np.zeros(C)
+        else:
+            dx, dgamma, dbeta = self._backward_train(g, cache)
+        if self.affine:
+            self.grads["gamma"][...] = dgamma
+            self.grads["beta"][...] = dbeta
+        return dx
+
+    def _check_grad(self, g: np.ndarray, *sums: np.ndarray) -> None:
+        """NaN/Inf in dy shows in its float64 sums (free to check); raise before any update."""
+        if all(np.isfinite(s).all() for s in sums):
+            return
+        check_finite(g, "dy", where=self._where)
+        raise FloatingPointError(
+            f"{self._where}: the sums of dy are not finite (dy overflows, or another rank's dy "
+            "holds NaN/Inf); nothing was updated"
+        )
+
+    def _backward_train(
+        self, g: np.ndarray, cache: NormCache
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x, ax = cache.x, cache.axis
+        gc = np.ascontiguousarray(g, dtype=x.dtype)
+        sums = np.empty((len(cache.bounds), 2, self.num_features))
+        for j, (a, b) in enumerate(cache.bounds):
+            sums[j, 0], sums[j, 1] = batch_norm_grad_sums(gc[a:b], x[a:b], cache.mean[j], axis=ax)
+        total = self._reduce_grad_sums(sums)
+        self._check_grad(g, total)
+        dxs = [
+            batch_norm_grad_input(
+                gc[a:b],
+                x[a:b],
+                cache.mean[j],
+                cache.var[j],
+                cache.scale[j],
+                total[j, 0],
+                total[j, 1],
+                count=int(cache.count[j]),
+                axis=ax,
+                eps=self.eps,
+            )  # fmt: skip
+            for j, (a, b) in enumerate(cache.bounds)
+        ]
+        dgamma, dbeta = self._param_grads(sums, cache)
+        dx = dxs[0] if len(dxs) == 1 else np.concatenate(dxs, axis=0)
+        return dx.astype(cache.out_dtype, copy=False), dgamma, dbeta
+
+    def _rstd(self, cache: NormCache, j: int) -> np.ndarray:
+        return 1.0 / np.sqrt(cache.var[j] + self.eps)
+
+
+_EMPTY = (np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
+
+LAYER_REGISTRY.pop("BatchNormBase", None)  # an abstract core, not a layer to build by name
