@@ -132,6 +132,7 @@ class Page:
             self.events.append(json.loads(self.ws.recv()))
 
     def open(self, url: str) -> None:
+        self.call("Emulation.clearDeviceMetricsOverride")
         self.events.clear()
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")

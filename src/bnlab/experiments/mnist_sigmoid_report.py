@@ -93,7 +93,7 @@ def advantage_sentence(metrics: dict[str, Any], lr: float) -> str:
     if not j["trained"]:
         return (
             f"**lr = {lr:g}: too early to judge.** After {done:,} steps neither net is trained "
-            f"(the better is at {pct(j['best'])}; trained nets are above {pct(TRAINED)}), so "
+            f"(the better is at {pct(j['best'])}; trained nets are above {100 * TRAINED:.0f}%), so "
             f"the differences are those of nets that have barely started. {numbers}"
         )
     return (
@@ -274,7 +274,7 @@ def final_table(r: Report, metrics: dict[str, Any], lrs: list[float]) -> None:
                     acc_cell(s),
                     pct(s["early_acc"]),
                     f"{s['steps_to_95']:,}" if s["steps_to_95"] else "not reached",
-                    s["p50_range"],
+                    f"{s['p50_range']:.2f}",
                     f"{s['spread_first']:.2f} -> {s['spread_last']:.2f}",
                     f"{s['diverged']}/{s['n_seeds']}",
                 ]
@@ -397,7 +397,7 @@ def render_sweep(run_dir: Path, cfg: dict[str, Any], metrics: dict[str, Any]) ->
     caveat = (
         ""
         if trained
-        else f" (the sweep is too short to choose from: no net is above {pct(TRAINED)} yet)"
+        else f" (the sweep is too short to choose from: no net is above {100 * TRAINED:.0f}% yet)"
     )
     r.paragraph(
         f"Best rate for the plain net: **{sug['best']}**; a rate where it learns slowly: "

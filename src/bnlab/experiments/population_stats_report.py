@@ -61,16 +61,17 @@ def _conclusion(hist: dict[str, Any], keys: list[str]) -> str:
         f"(momentum {best}: {pct(ends[best])}, {pp(diff)}). "
     )
     slow = min(keys, key=float)
-    first = hist["population"][0] - hist["moving"][slow][0]
+    lag = hist["population"][0] - hist["moving"][slow][0]
+    side = "below" if lag > 0 else "above"
     text += (
         f"At the first evaluation (step {hist['step'][0]:,}) the slowest average (momentum "
-        f"{slow}) is {pp(-first)} against Algorithm 2. One seed and one draw of the "
+        f"{slow}) is {100 * abs(lag):.2f} pp {side} Algorithm 2. One seed and one draw of the "
         "recalibration images: no spread to judge these differences against."
     )
     if max(pop, *ends.values()) < TRAINED:
         text += (
-            f" The run is too short to judge: every accuracy is below {pct(TRAINED)}, the nets "
-            "have barely started training."
+            f" The run is too short to judge: every accuracy is below {100 * TRAINED:.0f}%, "
+            "the nets have barely started training."
         )
     return text
 
@@ -156,7 +157,7 @@ def _plot_epochs(run_dir: Path, rows: list[dict[str, Any]]) -> str:
         ax.set_xlim(x[0] - 1, x[0] + 1)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("epoch (checkpoint)")
+    ax.set_xlabel("epoch" if all(r.get("epoch") is not None for r in rows) else "checkpoint")
     ax.set_ylabel("test accuracy (eval mode)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

@@ -57,12 +57,11 @@ from bnlab.experiments.options import (
     mlp_params,
 )
 from bnlab.experiments.progress import Progress
+from bnlab.experiments.renorm_small_batch_report import HISTORY_KEYS
 from bnlab.experiments.report import release_run_dir, run_status, start_run_dir
 from bnlab.train import Callback, TrainState
 
 DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
-SCHEMA = "bnlab.renorm.metrics/1"
-HISTORY_KEYS = ("step", "train_loss", "test_acc", "train_mode_acc")
 
 DEFAULTS: dict[str, Any] = {
     "steps": 5000,
@@ -402,7 +401,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
 
     cfg = resolve_config(config)
     data = mc.load_data(cfg)
-    specs = run_specs(cfg)
+    specs, sched = run_specs(cfg), renorm_schedule(cfg)
     out = start_run_dir(out_dir, cfg)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -412,13 +411,13 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     def finish(st: str) -> None:
         bar.close()
         try:
-            rep.write_metrics(out, cfg, results, st, time.perf_counter() - t0)
+            rep.write_metrics(out, cfg, sched, results, st, time.perf_counter() - t0)
             rep.render(out)
         finally:
             release_run_dir(out)
 
     with run_status(finish):
-        rep.write_metrics(out, cfg, results, "running", 0.0)
+        rep.write_metrics(out, cfg, sched, results, "running", 0.0)
         for spec in specs:
             t = time.perf_counter()
             entry = {**spec, "error": None, "history": {k: [] for k in HISTORY_KEYS}}
@@ -431,7 +430,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
                 entry["error"] = str(e)
             entry["time_s"] = round(time.perf_counter() - t, 3)
             results.append(entry)
-            rep.write_metrics(out, cfg, results, "running", time.perf_counter() - t0)
+            rep.write_metrics(out, cfg, sched, results, "running", time.perf_counter() - t0)
             bar.update(done_before + int(cfg["steps"]) - bar.n)  # a diverged run stops early
             bar.set_postfix_str(f"test acc {spec['name']}: {_final(entry)}")
     return out
