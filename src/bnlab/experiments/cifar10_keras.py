@@ -68,6 +68,7 @@ from bnlab.experiments.report import (
     write_csv,
     write_json,
 )
+from bnlab.parallel import for_experiment, is_root
 
 DESCRIPTION = "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)"
 SCHEMA = "bnlab.cifar10_keras.metrics/1"
@@ -107,6 +108,7 @@ DEFAULTS: dict[str, Any] = {
     "resume": False,
     "keep_checkpoints": False,
     "progress": True,
+    "bn_sync": "global",
 }
 _MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
 CHECKS: dict[str, Check] = {
@@ -138,6 +140,7 @@ _RESUME_KEYS = tuple(
         "resume",
         "progress",
         "keep_checkpoints",
+        "bn_sync",  # a run may resume at another world size
     )
 )
 
@@ -200,6 +203,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "(for `bnlab run population-stats-epochs`)",
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument(
+        "--bn-sync",
+        choices=("global", "local"),
+        default=d["bn_sync"],
+        help="under mpiexec: global = synchronized BN over all ranks (the one-process run), "
+        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
+    )
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
@@ -259,7 +269,8 @@ class _Net:
 
         self.kind = kind
         self.error: str | None = None
-        self.model = build_model(kind, cfg)
+        # under mpiexec: SyncBN for --bn-sync global, and a DataParallel (else None)
+        self.model, self.dp = for_experiment(build_model(kind, cfg), cfg)
         self.opt = build_optimizer(kind, self.model, cfg)
         self.loss_fn = SoftmaxCrossEntropy()
         self.history = _empty_history()
@@ -276,6 +287,8 @@ class _Net:
     def save(self) -> None:
         from bnlab.deploy.checkpoint import save_checkpoint
 
+        if not is_root():
+            return
         self.ckpt.parent.mkdir(exist_ok=True)
         extra = {"epoch": self.epochs_done}
         save_checkpoint(self.ckpt, self.model, self.opt, extra=extra)
@@ -305,22 +318,27 @@ def _run_epoch(net: _Net, data: kd.CifarData, cfg: dict[str, Any]) -> None:
     batches = epoch_batches(data.x_train, data.y_train, cfg, epoch)
     note = "(the first batches compile Numba kernels, first run only)" if epoch == 1 else None
     desc = f"{net.kind} epoch {epoch}"
-    bar = Progress(len(batches), desc, unit="batch", enabled=cfg["progress"], first_note=note)
+    show = bool(cfg["progress"]) and is_root()
+    bar = Progress(len(batches), desc, unit="batch", enabled=show, first_note=note)
     t0 = time.perf_counter()
     try:
-        row: dict[str, Any] = train_epoch(net.model, net.opt, net.loss_fn, batches, bar)
+        row: dict[str, Any] = train_epoch(net.model, net.opt, net.loss_fn, batches, bar, dp=net.dp)
     finally:
         bar.close()
     t1 = time.perf_counter()
-    ev = evaluate(
-        net.model, data.x_test, data.y_test, int(cfg["eval_batch_size"]), loss_fn=net.loss_fn
-    )
+    ev = {"loss": float("nan"), "accuracy": float("nan")}  # rank 0 alone evaluates
+    if is_root():
+        ev = evaluate(
+            net.model, data.x_test, data.y_test, int(cfg["eval_batch_size"]), loss_fn=net.loss_fn
+        )
     t2 = time.perf_counter()
     row.update(epoch=epoch, test_loss=ev["loss"], test_accuracy=ev["accuracy"])
     row.update(lr=net.opt.current_lr(), train_time_s=t1 - t0, eval_time_s=t2 - t1)
     row["epoch_time_s"] = t2 - t0
     for k in HISTORY_KEYS:
         net.history[k].append(row[k])
+    if not is_root():
+        return
     print(
         f"[cifar10-keras] {net.kind:8s} epoch {epoch:3d}: train loss {row['train_loss']:.4f} "
         f"acc {row['train_accuracy']:.4f} | test loss {row['test_loss']:.4f} "
@@ -333,7 +351,8 @@ def _prepare(cfg: dict[str, Any], out: Path, nets: list[_Net]) -> None:
     """Write config.json, or with ``resume`` check it against the old one and restore."""
     old_cfg_path, old_metrics = out / "config.json", out / "metrics.json"
     if cfg["resume"] and old_cfg_path.is_file():
-        lock_run_dir(out)
+        if is_root():  # rank 0 writes; the other ranks only read
+            lock_run_dir(out)
         old = read_json(old_cfg_path)
         if not isinstance(old, dict):
             raise ValueError(f"cifar10-keras --resume: {old_cfg_path} is not a bnlab config")
@@ -347,8 +366,9 @@ def _prepare(cfg: dict[str, Any], out: Path, nets: list[_Net]) -> None:
         for net in nets:
             if net.ckpt.is_file() and net.kind in hist:
                 net.restore(hist[net.kind]["history"])
-        write_json(old_cfg_path, cfg)
-    else:
+        if is_root():
+            write_json(old_cfg_path, cfg)
+    elif is_root():
         start_run_dir(out, cfg)
 
 
@@ -370,6 +390,8 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     t0 = time.perf_counter()
 
     def snapshot(st: str) -> None:
+        if not is_root():
+            return
         write_metrics(
             out,
             {
@@ -388,7 +410,8 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     def finish(st: str) -> None:
         try:
             snapshot(st)
-            render(out)
+            if is_root():
+                render(out)
         finally:
             release_run_dir(out)
 

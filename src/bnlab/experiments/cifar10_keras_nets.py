@@ -99,22 +99,35 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], epoch: int)
     )  # fmt: skip
 
 
-def train_epoch(model: Any, opt: Any, loss_fn: Any, batches: Any, bar: Any = None) -> dict:
-    """One pass over ``batches``: mean loss and accuracy weighted by batch size."""
+def train_epoch(
+    model: Any, opt: Any, loss_fn: Any, batches: Any, bar: Any = None, dp: Any = None
+) -> dict:
+    """One pass over ``batches``: mean loss and accuracy weighted by batch size.
+
+    With ``dp`` (a :class:`bnlab.parallel.DataParallel`) every batch is the global batch:
+    this rank trains on its shard, and loss and accuracy are over the global batches.
+    """
     model.train()
     total, loss_sum, correct = 0, 0.0, 0
     for xb, yb in batches:
-        logits = model.forward(xb)
-        loss, dlogits = loss_fn(logits, yb)
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"cifar10-keras: the training loss is {loss} at step {opt.iterations + 1}"
-            )
-        correct += int(np.count_nonzero(np.argmax(logits, axis=1) == yb))
-        model.backward(dlogits, need_input_grad=False)  # no dL/dimages: skip the col2im
-        opt.step()
+        if dp is not None:
+            kw = {"need_input_grad": False}
+            loss, logits, y_local = dp.step(model, loss_fn, opt, xb, yb, backward_kwargs=kw)
+            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y_local))
+        else:
+            logits = model.forward(xb)
+            loss, dlogits = loss_fn(logits, yb)
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"cifar10-keras: the training loss is {loss} at step {opt.iterations + 1}"
+                )
+            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == yb))
+            model.backward(dlogits, need_input_grad=False)  # no dL/dimages: skip the col2im
+            opt.step()
         total += len(yb)
         loss_sum += float(loss) * len(yb)
         if bar is not None:
             bar.update(1)
+    if dp is not None:
+        correct = int(dp.sum([correct])[0])
     return {"train_loss": loss_sum / total, "train_accuracy": correct / total}

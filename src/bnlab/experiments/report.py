@@ -372,7 +372,7 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, format="png", dpi=110)
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # keeps outside legends
     plt.close(fig)
     os.replace(tmp, path)
     return path
