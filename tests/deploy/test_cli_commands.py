@@ -77,3 +77,103 @@ def test_errors_exit_2(tmp_path, capsys):
     assert main(argv) == 2
     assert "--data" in capsys.readouterr().err
     assert not (tmp_path / "o.npz").exists()
+
+
+# -- hostile input (issue 15): one-line errors, nothing written, no temporary left -----------
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def test_export_of_a_json_file_says_not_a_checkpoint(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"experiment": "mnist-sigmoid"}')
+    argv = ["export", str(tmp_path / "config.json"), str(tmp_path / "x.onnx")]
+    assert main(argv) == 2
+    err = _one_line_error(capsys, "not a bnlab checkpoint (.npz)")
+    assert "allow_pickle" not in err and "truncated" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_export_of_a_crafted_checkpoint_is_one_line(tmp_path, capsys):
+    import json
+
+    path = save_checkpoint(tmp_path / "c.npz", _mlp())
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    meta["model_config"]["layers"][0]["config"]["in_features"] = "784"
+    np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+    assert main(["export", str(path), str(tmp_path / "x.onnx")]) == 2
+    _one_line_error(capsys, "in_features must be a positive int")
+
+
+def _recal(tmp_path, x, out):
+    save_checkpoint(tmp_path / "a.npz", Sequential([Dense(5, 3, seed=0), BatchNorm(3)]))
+    np.save(tmp_path / "x.npy", x)
+    return ["recalibrate", str(tmp_path / "a.npz"), "--data", str(tmp_path / "x.npy"),
+            "--out", str(out), "--batch-size", "10"]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_recalibrate_refuses_non_finite_data(tmp_path, rng, capsys, bad):
+    x = rng.normal(size=(30, 5)).astype(np.float32)
+    x[17, 2] = bad
+    assert main(_recal(tmp_path, x, tmp_path / "b.npz")) == 2
+    _one_line_error(capsys, "--data", "NaN or Inf", "row 17")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "x.npy"]
+
+
+def test_recalibrate_refuses_unreadable_data(tmp_path, rng, capsys):
+    argv = _recal(tmp_path, rng.normal(size=(30, 5)).astype(np.float32), tmp_path / "b.npz")
+    (tmp_path / "x.npy").write_bytes(b"\x93NUMPY garbage")
+    assert main(argv) == 2
+    _one_line_error(capsys, "--data", "cannot be read")
+
+
+def test_recalibrate_to_a_directory_is_one_line_and_writes_nothing(tmp_path, rng, capsys):
+    (tmp_path / "out").mkdir()
+    argv = _recal(tmp_path, rng.normal(size=(30, 5)).astype(np.float32), tmp_path / "out")
+    assert main(argv) == 2
+    _one_line_error(capsys, "is a directory")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "out", "x.npy"]
+
+
+@pytest.mark.parametrize("where", ["write", "replace"])
+def test_recalibrate_on_a_full_or_read_only_disk_leaves_no_temporary(
+    tmp_path, rng, capsys, monkeypatch, where
+):
+    import errno
+    import os
+
+    from bnlab.deploy import checkpoint as ckpt_mod
+
+    out = tmp_path / "b.npz"
+    out.write_bytes(b"previous")
+    argv = _recal(tmp_path, rng.normal(size=(30, 5)).astype(np.float32), out)
+    if where == "write":
+
+        def full(f, arrays):
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(ckpt_mod, "_write_npz", full)
+    else:
+
+        def read_only(src, dst):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        monkeypatch.setattr(os, "replace", read_only)
+    assert main(argv) == 1
+    _one_line_error(capsys, "No space left" if where == "write" else "Read-only")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "x.npy"]
+    assert out.read_bytes() == b"previous"
+
+
+def test_recalibrate_limit_below_batch_size(tmp_path, rng, capsys):
+    argv = _recal(tmp_path, rng.normal(size=(30, 5)).astype(np.float32), tmp_path / "b.npz")
+    assert main([*argv, "--limit", "-5"]) == 2
+    _one_line_error(capsys, "-5", "fewer than one batch")

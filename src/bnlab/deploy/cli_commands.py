@@ -43,19 +43,42 @@ def load_inputs(data: str, model: Any, limit: int | None = None) -> np.ndarray:
         )
     if not path.is_file():
         raise FileNotFoundError(f"--data: no file at {path}")
-    loaded = np.load(path, allow_pickle=False)
-    if isinstance(loaded, np.ndarray):
-        x = loaded
-    else:
+    x = _read_array(path)[:limit]
+    if x.dtype.kind != "f" or x.ndim < 2 or len(x) == 0:
+        raise ValueError(
+            f"--data: {path} holds dtype {x.dtype} shape {x.shape}; expected preprocessed "
+            "floats of shape (N, ...) with N >= 1"
+        )
+    bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"--data: {path} holds NaN or Inf in {int(bad.sum())} of {len(x)} examples (first: "
+            f"row {int(np.argmax(bad))}); population statistics need finite inputs: clean or "
+            "drop those rows"
+        )
+    return x
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """The array of a .npy, or the ``x`` (or only) array of a .npz; never unpickles."""
+    import zipfile
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
         with loaded as z:
             names = z.files
             if "x" not in names and len(names) != 1:
                 raise ValueError(f"--data: {path} must hold an array 'x' or one array, has {names}")
-            x = z["x" if "x" in names else names[0]]
-    x = x[:limit]
-    if x.dtype.kind != "f":
-        raise ValueError(f"--data: {path} holds dtype {x.dtype}; expected preprocessed floats")
-    return x
+            return z["x" if "x" in names else names[0]]
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        if str(e).startswith("--data"):
+            raise
+        raise ValueError(
+            f"--data: {path} cannot be read as a .npy/.npz array of numbers ({e}); save the "
+            "inputs with numpy.save or numpy.savez"
+        ) from None
 
 
 class _SavedOptimizer:
@@ -104,9 +127,12 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 def _input_shape(text: str | None, model: Any) -> tuple[int, ...]:
     if text:
         try:
-            return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+            shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
         except ValueError:
-            raise ValueError(f"--input-shape: expected e.g. 784 or 32,32,3, got {text!r}") from None
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ValueError(f"--input-shape: expected e.g. 784 or 32,32,3, got {text!r}")
+        return shape
     first = _first_leaf(model)
     if type(first).__name__ == "Dense":
         return (int(first.in_features),)
