@@ -168,8 +168,9 @@ def _schedule_text(cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
             f"plain BN for the first {cfg['warmup_frac']:g} of the steps, dmax 0 -> {cfg['dmax']} "
             f"by {cfg['dmax_frac']:g} of them, rmax 1 -> {cfg['rmax']} by {cfg['rmax_frac']:g}"
         )
+    steps = "step" if s["warmup_steps"] == 1 else "steps"
     return (
-        f"plain BN for {s['warmup_steps']:,} steps, dmax 0 -> {cfg['dmax']} by step "
+        f"plain BN for {s['warmup_steps']:,} {steps}, dmax 0 -> {cfg['dmax']} by step "
         f"{s['dmax_steps']:,}, rmax 1 -> {cfg['rmax']} by step {s['rmax_steps']:,}"
     )
 
