@@ -21,6 +21,7 @@ from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as sr
 from bnlab.experiments.options import Check, check_config
 from bnlab.experiments.report import Report, release_run_dir, start_run_dir
+from bnlab.parallel import is_root
 
 DESCRIPTION = "BN-x5 / BN-x30: the sigmoid MLP at 1x, 5x and 30x a base learning rate"
 
@@ -79,12 +80,12 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     data = mc.load_data(cfg)
     lrs = [float(cfg["base_lr"]) * float(m) for m in cfg["multipliers"]]
     runs = mc.make_runs(cfg, lrs, data)
-    out = start_run_dir(out_dir, cfg)
+    out = start_run_dir(out_dir, cfg) if is_root() else Path(out_dir)  # rank 0 writes
     try:
-        mc.train_lockstep(cfg, runs, out)
+        mc.train_lockstep(cfg if is_root() else {**cfg, "progress": False}, runs, out)
     finally:
         try:
-            render(out)
+            render(out) if is_root() else None
         finally:
             release_run_dir(out)
     return out
