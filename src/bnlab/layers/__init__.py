@@ -11,9 +11,11 @@ from bnlab.layers.dropout import Dropout
 from bnlab.layers.flatten import Flatten
 from bnlab.layers.pooling import GlobalAveragePool2D, MaxPool2D
 from bnlab.layers.sequential import Sequential
+from bnlab.layers.sync_batchnorm import SyncBatchNorm, SyncBatchRenorm, convert_sync_batchnorm
 
 __all__ = ["LAYER_REGISTRY", "Layer", "layer_from_config"]
 __all__ += ["BatchNorm", "BatchRenorm"]
+__all__ += ["SyncBatchNorm", "SyncBatchRenorm", "convert_sync_batchnorm"]
 __all__ += ["Dense", "Conv2D", "MaxPool2D", "GlobalAveragePool2D", "Flatten", "Dropout"]
 __all__ += ["ReLU", "Sigmoid", "Tanh", "Softmax", "Sequential"]
 __all__ += ["ChannelAffine"]
