@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.data._args import as_generator, check_flag, check_real, check_rng_state, require_keys
+
 __all__ = ["ImageAugmenter"]
 
 _FILL_MODES = ("nearest", "constant", "reflect", "wrap")
@@ -60,11 +62,17 @@ class ImageAugmenter:
                 f"ImageAugmenter: fill_mode must be one of {_FILL_MODES}, got {fill_mode!r}"
             )
         for name, v in (("width_shift", width_shift), ("height_shift", height_shift)):
-            if not v >= 0:
-                raise ValueError(f"ImageAugmenter: {name} must be >= 0, got {v}")
+            if check_real(v, name, "ImageAugmenter", min_value=0.0) >= 1 and v != int(v):
+                raise ValueError(
+                    f"ImageAugmenter: {name}={v} is neither a fraction of the image size (< 1) "
+                    "nor a whole number of pixels (an integer >= 1)"
+                )
+        check_real(cval, "cval", "ImageAugmenter")
+        flip = check_flag(horizontal_flip, "horizontal_flip", "ImageAugmenter")
+        rng = as_generator(seed, "ImageAugmenter")
         self.width_shift, self.height_shift = width_shift, height_shift
-        self.horizontal_flip, self.fill_mode, self.cval = bool(horizontal_flip), fill_mode, cval
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.horizontal_flip, self.fill_mode, self.cval = flip, fill_mode, cval
+        self.rng = rng
 
     def _draw_shift(self, frac: float, size: int, n: int) -> np.ndarray:
         if frac == 0:
@@ -80,6 +88,7 @@ class ImageAugmenter:
             raise ValueError(
                 f"ImageAugmenter: expected an NHWC batch of rank 4, got shape {arr.shape}"
             )
+        self._check_cval(arr.dtype)  # before any draw: an error leaves the generator as it was
         n, h, w, _ = arr.shape
         dy = self._draw_shift(self.height_shift, h, n)
         dx = self._draw_shift(self.width_shift, w, n)
@@ -97,10 +106,25 @@ class ImageAugmenter:
             out[mask] = self.cval
         return out
 
+    def _check_cval(self, dtype: np.dtype[Any]) -> None:
+        if self.fill_mode != "constant" or dtype.kind not in "iub":
+            return
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        hi = 1 if dtype.kind == "b" else info.max
+        if self.cval != int(self.cval) or not info.min <= self.cval <= hi:
+            raise ValueError(
+                f"ImageAugmenter: cval={self.cval!r} cannot be stored in a {dtype} batch "
+                f"without changing it; expected an integer in [{info.min}, {hi}] (or pass a "
+                "float batch)"
+            )
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (validated first: an error changes nothing)."""
+        require_keys(state, ("rng",), "ImageAugmenter.load_state_dict")
+        check_rng_state(self.rng, state["rng"], "ImageAugmenter.load_state_dict")
         self.rng.bit_generator.state = state["rng"]
 
     def get_config(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.data._args import as_generator, check_flag, check_rng_state, require_keys
+
 __all__ = ["BatchIterator"]
 
 
@@ -21,6 +23,8 @@ class BatchIterator:
 
     Every epoch uses a fresh permutation drawn from one ``numpy.random.Generator`` seeded by
     ``seed`` (an int, None or a Generator), so the same seed gives the same batches.
+    ``y`` may be None or any array with the same first axis (class indices, one-hot rows,
+    regression targets): it is sliced, not inspected (the loss checks labels).
     ``drop_last=True`` drops the final incomplete batch of each epoch (the samples left out
     differ from epoch to epoch when shuffling). ``transform`` (e.g. an
     :class:`~bnlab.data.augment.ImageAugmenter`) is applied to each ``xb``.
@@ -52,6 +56,7 @@ class BatchIterator:
                 f"BatchIterator: x and y must have the same number of samples (axis 0), got x "
                 f"{self.x.shape} and y {self.y.shape}"
             )
+        drop_last = check_flag(drop_last, "drop_last", "BatchIterator")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
             raise TypeError(f"BatchIterator: batch_size must be an int, got {batch_size!r}")
         if batch_size < 1 or (drop_last and batch_size > n):
@@ -59,9 +64,13 @@ class BatchIterator:
                 f"BatchIterator: batch_size must be in [1, {n}] with drop_last=True "
                 f"(or >= 1 otherwise) for {n} samples, got {batch_size}"
             )
+        if transform is not None and not callable(transform):
+            raise TypeError(f"BatchIterator: transform must be callable or None, got {transform!r}")
+        rng = as_generator(seed, "BatchIterator")
         self.n, self.batch_size = n, int(batch_size)
-        self.shuffle, self.drop_last, self.transform = bool(shuffle), bool(drop_last), transform
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.shuffle = check_flag(shuffle, "shuffle", "BatchIterator")
+        self.drop_last, self.transform = drop_last, transform
+        self.rng = rng
         self.epoch = 0  # epochs started so far
         self._order: np.ndarray | None = None
         self._pos = 0
@@ -120,20 +129,40 @@ class BatchIterator:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the data size and batch size must be the same."""
+        """Restore :meth:`state_dict`; the data size and batch size must be the same.
+
+        Everything is validated before anything (the transform's state included) changes.
+        """
         where = "BatchIterator.load_state_dict"
-        if int(state["n"]) != self.n or int(state["batch_size"]) != self.batch_size:
+        require_keys(state, ("rng", "epoch", "pos", "order", "n", "batch_size"), where)
+        try:
+            n, bs = int(state["n"]), int(state["batch_size"])
+            epoch, pos = int(state["epoch"]), int(state["pos"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: n, batch_size, epoch and pos must be integers") from None
+        if n != self.n or bs != self.batch_size:
             raise ValueError(
                 f"{where}: the state is for {state['n']} samples in batches of "
                 f"{state['batch_size']}, this iterator has {self.n} in batches of "
                 f"{self.batch_size}"
             )
-        order = np.asarray(state["order"], dtype=np.int64)
-        if order.size not in (0, self.n):
-            raise ValueError(f"{where}: 'order' has {order.size} entries, expected {self.n}")
+        order = np.asarray(state["order"])
+        if order.size not in (0, self.n) or (order.size and order.dtype.kind not in "iu"):
+            raise ValueError(
+                f"{where}: 'order' must be empty or a permutation of {self.n} integer indices, "
+                f"got {order.dtype} of size {order.size}"
+            )
+        if order.size and not np.array_equal(np.sort(order), np.arange(self.n)):
+            raise ValueError(f"{where}: 'order' is not a permutation of 0..{self.n - 1}")
+        if epoch < 0 or not 0 <= pos <= self.n or (order.size == 0 and pos != 0):
+            raise ValueError(
+                f"{where}: epoch {epoch} and position {pos} must satisfy epoch >= 0 and "
+                f"0 <= pos <= {self.n} (pos 0 before the first epoch)"
+            )
+        check_rng_state(self.rng, state["rng"], where)
         tf: Any = self.transform
         if "transform" in state and hasattr(tf, "load_state_dict"):
             tf.load_state_dict(state["transform"])
         self.rng.bit_generator.state = state["rng"]
-        self.epoch, self._pos = int(state["epoch"]), int(state["pos"])
-        self._order = None if order.size == 0 else order.copy()
+        self.epoch, self._pos = epoch, pos
+        self._order = None if order.size == 0 else order.astype(np.int64)

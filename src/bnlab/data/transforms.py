@@ -20,10 +20,26 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import check_finite, compute_dtype
+from bnlab.data._args import require_keys
 
 __all__ = ["Standardizer", "MinMaxScaler", "NotFittedError"]
 
 _CHUNK_ELEMENTS = 1 << 22
+
+
+def _check_axis_type(axis: Any, where: str) -> int | tuple[int, ...] | None:
+    """``axis`` if it is None, an int or a non-empty tuple of ints (bools refused)."""
+    items = axis if isinstance(axis, tuple) else (axis,)
+    ok = axis is None or (
+        len(items) > 0
+        and all(isinstance(a, int | np.integer) and not isinstance(a, bool) for a in items)
+    )
+    if not ok:
+        raise TypeError(
+            f"{where}: axis must be None, an int or a tuple of ints (the feature axes kept), "
+            f"got {axis!r}"
+        )
+    return axis
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -34,7 +50,7 @@ class _Scaler:
     """Shared machinery: ``y = (x - offset) / scale`` with per-feature ``offset``, ``scale``."""
 
     def __init__(self, axis: int | tuple[int, ...] | None = -1) -> None:
-        self.axis = axis
+        self.axis = _check_axis_type(axis, type(self).__name__)
         self._offset: np.ndarray | None = None
         self._scale: np.ndarray | None = None
         self._ndim: int | None = None
@@ -67,8 +83,11 @@ class _Scaler:
             raise TypeError(f"{where}: x must be a numeric array, got dtype {arr.dtype}")
         kept = self._kept(arr.ndim)
         if fitting:
-            if arr.shape[0] == 0:
-                raise ValueError(f"{where}.fit: x has no samples (shape {arr.shape})")
+            if arr.size == 0:
+                raise ValueError(
+                    f"{where}.fit: x has no values (shape {arr.shape}); expected at least one "
+                    "sample and one feature"
+                )
             if arr.dtype.kind == "f":
                 check_finite(arr, "x", where=f"{where}.fit")
             return arr
@@ -83,6 +102,8 @@ class _Scaler:
                 f"{where}: x of shape {arr.shape} does not match the fitted feature shape "
                 f"{expect} (axis={self.axis}); transform data shaped like the training data"
             )
+        if arr.dtype.kind == "f":
+            check_finite(arr, "x", where=where)
         return arr
 
     def _chunks(self, x: np.ndarray) -> Any:
@@ -95,6 +116,11 @@ class _Scaler:
         return tuple(a for a in range(x.ndim) if a not in kept)
 
     def _set(self, offset: np.ndarray, scale: np.ndarray, ndim: int) -> None:
+        if not (np.isfinite(offset).all() and np.isfinite(scale).all()):
+            raise FloatingPointError(
+                f"{type(self).__name__}.fit: the statistics of x overflow float64 (|x| near "
+                "1e308); nothing was fitted. Rescale the data first"
+            )
         scale = scale.copy()
         scale[scale == 0] = 1.0  # constant features are shifted, not divided by zero
         self._offset, self._scale, self._ndim = offset, scale, ndim
@@ -142,19 +168,33 @@ class _Scaler:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`, validated first (an error leaves the scaler as it was)."""
+        where = f"{type(self).__name__}.load_state_dict"
+        require_keys(state, ("axis", "ndim", "offset", "scale"), where)
         offset, scale = np.asarray(state["offset"]), np.asarray(state["scale"])
-        if offset.shape != scale.shape:
+        if offset.shape != scale.shape or offset.dtype.kind not in "fiu":
             raise ValueError(
-                f"{type(self).__name__}.load_state_dict: offset {offset.shape} and scale "
-                f"{scale.shape} must have the same shape"
+                f"{where}: offset {offset.dtype} {offset.shape} and scale {scale.shape} must be "
+                "numeric arrays of the same shape"
             )
         axis = state["axis"]
-        self.axis = tuple(axis) if isinstance(axis, list) else axis
+        axis = _check_axis_type(tuple(axis) if isinstance(axis, list) else axis, where)
         if state["ndim"] is None or offset.size == 0:
-            self._offset = self._scale = self._ndim = None
-        else:
-            self._offset, self._scale = offset.astype(np.float64), scale.astype(np.float64)
-            self._ndim = int(state["ndim"])
+            self.axis, self._offset, self._scale, self._ndim = axis, None, None, None
+            return
+        ndim = int(state["ndim"])
+        probe = type(self)(axis)
+        kept = probe._kept(ndim)  # raises for an axis that does not fit ndim
+        want = tuple(offset.shape[a] if a in kept else 1 for a in range(min(ndim, offset.ndim)))
+        if offset.ndim != ndim or offset.shape != want or 0 in offset.shape:
+            raise ValueError(
+                f"{where}: offset/scale of shape {offset.shape} do not fit ndim={ndim} and "
+                f"axis={axis} (expected 1 on every reduced axis, sample axis included)"
+            )
+        if not (np.isfinite(offset).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError(f"{where}: offset must be finite and scale finite and > 0")
+        self.axis, self._ndim = axis, ndim
+        self._offset, self._scale = offset.astype(np.float64), scale.astype(np.float64)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(axis={self.axis!r})"
@@ -178,7 +218,8 @@ class Standardizer(_Scaler):
         count = arr.size // int(np.prod([arr.shape[a] for a in self._kept(arr.ndim)]))
         total = sum(c.sum(axis=red, keepdims=True) for c in self._chunks(arr))
         mean = np.asarray(total) / count
-        sq = sum(np.square(c - mean).sum(axis=red, keepdims=True) for c in self._chunks(arr))
+        with np.errstate(over="ignore"):  # an overflow is reported by _set
+            sq = sum(np.square(c - mean).sum(axis=red, keepdims=True) for c in self._chunks(arr))
         var = np.asarray(sq) / count
         self._set(mean, np.sqrt(var), arr.ndim)
         self.var_ = var
@@ -210,7 +251,9 @@ class MinMaxScaler(_Scaler):
         red = self._reduce_axes(arr)
         lo = np.minimum.reduce([c.min(axis=red, keepdims=True) for c in self._chunks(arr)])
         hi = np.maximum.reduce([c.max(axis=red, keepdims=True) for c in self._chunks(arr)])
-        self._set(lo, hi - lo, arr.ndim)
+        with np.errstate(over="ignore"):  # an overflow is reported by _set
+            span = hi - lo
+        self._set(lo, span, arr.ndim)
         self.data_max_ = hi
         return self
 
