@@ -52,7 +52,18 @@ def _kernel(p: Path, cfg: dict[str, Any], field: str) -> tuple[int, int]:
     )
 
 
+def _base_kind(kind: str) -> str:
+    """The bnlab type ``kind`` derives from (SyncBatchNorm -> BatchNorm), else ``kind``."""
+    from bnlab.layers import LAYER_REGISTRY
+
+    cls = LAYER_REGISTRY.get(kind)
+    names = [c.__name__ for c in cls.__mro__] if cls is not None else [kind]
+    known = ("BatchRenorm", "BatchNorm", "Dense", "Conv2D", "ChannelAffine", *_NO_STATE)
+    return next((n for n in names if n in known), kind)
+
+
 def _layer_shapes(p: Path, kind: str, cfg: dict[str, Any], field: str) -> Shapes | None:
+    kind = _base_kind(kind)
     if kind == "Dense":
         i, o = _dim(p, cfg, "in_features", field), _dim(p, cfg, "out_features", field)
         return {"W": (i, o), **({"b": (o,)} if _flag(p, cfg, "use_bias", field) else {})}

@@ -104,6 +104,33 @@ def param_dtype(layer: Any) -> np.dtype[Any]:
     return np.dtype(np.float32)
 
 
+def model_dtype(model: Any, where: str) -> np.dtype[Any]:
+    """The one floating dtype of every parameter and floating buffer of ``model``.
+
+    float32 for a model without any. Raises TypeError naming two layers whose dtypes differ
+    (a half-cast model), or for a dtype other than float32/float64 (``model.astype`` fixes
+    both).
+    """
+    seen: dict[np.dtype[Any], str] = {}
+    for path, layer in iter_paths(model):
+        for v in [*layer.params.values(), *layer.buffers.values()]:
+            if v.dtype.kind == "f" and v.dtype not in seen:
+                seen[np.dtype(v.dtype)] = describe(path, layer)
+    if len(seen) > 1:
+        (d1, l1), (d2, l2) = list(seen.items())[:2]
+        raise TypeError(
+            f"{where}: the model mixes dtypes ({l1} is {d1}, {l2} is {d2}); cast it to one "
+            "with model.astype(np.float32) or model.astype(np.float64)"
+        )
+    dtype = next(iter(seen), np.dtype(np.float32))
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{where}: the model is {dtype}; only float32 and float64 are supported, cast it "
+            "with model.astype(np.float32)"
+        )
+    return dtype
+
+
 def check_eval_mode(model: Any, where: str) -> None:
     """Raise if the model or any of its layers is in training mode (naming the first)."""
     if model.training and children(model) is not None:
@@ -137,8 +164,12 @@ def leaf_shapes(model: Any, input_shape: tuple[int, ...], where: str) -> list[tu
     Element 0 is ``input_shape`` itself; element i+1 the output of leaf i.
     """
     shape = tuple(int(s) for s in input_shape)
-    dtype = param_dtype(next(iter_leaves(model)))
-    x = np.zeros((1, *shape), dtype=dtype if dtype.kind == "f" else np.float32)
+    if not shape or min(shape) < 1 or int(np.prod(shape, dtype=np.float64)) > 2**26:
+        raise ValueError(
+            f"{where}: input_shape must be one example's shape, positive sizes of at most "
+            f"{2**26:,} elements in all, e.g. (28, 28, 1) or (784,); got {shape}"
+        )
+    x = np.zeros((1, *shape), dtype=model_dtype(model, where))
     shapes = [shape]
     for path, layer in iter_paths(model):
         try:

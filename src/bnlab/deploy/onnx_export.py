@@ -31,7 +31,7 @@ from bnlab.deploy._walk import (
     iter_leaves,
     iter_paths,
     leaf_shapes,
-    param_dtype,
+    model_dtype,
 )
 
 __all__ = ["export_onnx", "OPSET"]
@@ -228,7 +228,8 @@ def export_onnx(model: Any, path: str | os.PathLike[str], input_shape: tuple[int
 
     Raises:
         ValueError: a layer in training mode, a BN without running statistics, an
-            ``input_shape`` the model cannot take; TypeError: a layer with no ONNX mapping.
+            ``input_shape`` the model cannot take; TypeError: a layer with no ONNX mapping,
+            a model mixing float32 and float64 or in another dtype.
     """
     _check_supported(model)
     check_eval_mode(model, _WHERE)
@@ -236,8 +237,8 @@ def export_onnx(model: Any, path: str | os.PathLike[str], input_shape: tuple[int
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    dtype = model_dtype(model, _WHERE)  # of the whole model: its first layer may have none
     shapes = leaf_shapes(model, tuple(input_shape), _WHERE)
-    dtype = param_dtype(next(iter_leaves(model)))
     g = _Graph(helper, numpy_helper, dtype)
     g.rank = len(shapes[0]) + 1
     for i, layer in enumerate(iter_leaves(model)):

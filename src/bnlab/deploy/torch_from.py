@@ -5,6 +5,15 @@ Read in :func:`to_torch`'s convention: the torch model takes NHWC input and swit
 MaxPool2d, BatchNorm2d, AdaptiveAvgPool2d) is taken to receive NCHW input; the bnlab model
 then takes the same data as NHWC. Flattening an NCHW map bigger than 1x1 cannot be reproduced
 without reordering the next Linear's weights, so it is refused with a clear error.
+
+``BatchNorm1d`` keeps torch's layout: it normalizes axis 1 of an (N, C) or (N, C, L) input
+(torch's contract), so it becomes ``BatchNorm(C, axis=1)`` and the bnlab model takes the same
+(N, C, L) data as torch; after a Linear, Flatten or global pooling the tensor is (N, C) and
+it becomes the usual ``BatchNorm(C)`` (axis -1, the same axis). A channels-last reading would
+normalize the wrong axis of an (N, C, L) input and, when C == L, run without error.
+
+The whole model has one dtype, that of the torch module's floating parameters and buffers
+(float32 or float64); a module mixing them, or in float16/bfloat16, is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +39,27 @@ def _np(t: Any) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
+def _dtype(module: Any) -> np.dtype[Any]:
+    """The one floating dtype of ``module``'s parameters and buffers (float32 if none)."""
+    import torch
+
+    tensors = [*module.parameters(), *module.buffers()]
+    found = sorted({str(t.dtype) for t in tensors if t.is_floating_point() or t.is_complex()})
+    if len(found) > 1:
+        raise TypeError(
+            f"from_torch: the module mixes dtypes {found}; convert it to one with .float() or "
+            ".double() first"
+        )
+    if not found or found[0] == str(torch.float32):
+        return np.dtype(np.float32)
+    if found[0] == str(torch.float64):
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"from_torch: the module is {found[0]}; bnlab models are float32 or float64, convert "
+        "it with .float() or .double() first"
+    )
+
+
 def _fail(i: int, m: Any, why: str) -> TypeError:
     return TypeError(f"from_torch: module {i} ({type(m).__name__}: {m!r}) cannot be read: {why}")
 
@@ -37,10 +67,12 @@ def _fail(i: int, m: Any, why: str) -> TypeError:
 class _Reader:
     """Turns torch modules into bnlab layers while tracking the torch layout."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: np.dtype[Any]) -> None:
         self.layers: list[Any] = []
+        self.dtype = dtype
         self.nchw = False
         self.after_gap = False
+        self.rank2 = False  # the tensor is known to be (N, features): after Linear/Flatten/GAP
 
     def permute(self, i: int, m: Any) -> None:
         if m.dims == (0, 3, 1, 2) and not self.nchw:
@@ -70,24 +102,26 @@ class _Reader:
             padding=padding,
             use_bias=m.bias is not None,
         )
-        layer.astype(_np(m.weight).dtype)
+        layer.astype(self.dtype)
         layer.params["W"][...] = np.transpose(_np(m.weight), (2, 3, 1, 0))
         if m.bias is not None:
             layer.params["b"][...] = _np(m.bias)
         return layer
 
-    def batch_norm(self, i: int, m: Any) -> Any:
+    def batch_norm(self, i: int, m: Any, kind: str) -> Any:
         from bnlab.layers import BatchNorm
 
+        if kind == "BatchNorm1d" and self.nchw:
+            raise _fail(i, m, "BatchNorm1d on a 4-D NCHW tensor (torch refuses it too)")
         layer = BatchNorm(
             m.num_features,
+            axis=1 if kind == "BatchNorm1d" and not self.rank2 else -1,  # see the docstring
             momentum=m.momentum,
             eps=m.eps,
             affine=m.affine,
             track_running_stats=m.track_running_stats,
         )
-        dtype = (m.weight if m.affine else m.running_mean).dtype
-        layer.astype(np.float64 if str(dtype) == "torch.float64" else np.float32)
+        layer.astype(self.dtype)
         if m.affine:
             layer.params["gamma"][...] = _np(m.weight)
             layer.params["beta"][...] = _np(m.bias)
@@ -105,12 +139,14 @@ class _Reader:
 
         if two(m.padding) != (0, 0) or two(m.dilation) != (1, 1) or m.ceil_mode:
             raise _fail(i, m, "only padding=0, dilation=1 and ceil_mode=False are supported")
+        if m.return_indices:
+            raise _fail(i, m, "return_indices=True returns a tuple; bnlab's pooling does not")
         return MaxPool2D(two(m.kernel_size), stride=two(m.stride or m.kernel_size))
 
     def read(self, i: int, m: Any) -> Any:
         """The bnlab layer for torch module ``m`` (None for layout-only modules)."""
         import bnlab.layers as L
-        from bnlab.deploy.torch_interop import torch_modules
+        from bnlab.deploy._torch_modules import torch_modules
 
         kind = type(m).__name__
         if isinstance(m, torch_modules().Permute):
@@ -125,7 +161,7 @@ class _Reader:
             if self.nchw:
                 raise _fail(i, m, "Linear on an NCHW tensor: add Permute(0, 2, 3, 1) before it")
             layer = L.Dense(m.in_features, m.out_features, use_bias=m.bias is not None)
-            layer.astype(_np(m.weight).dtype)
+            layer.astype(self.dtype)
             layer.params["W"][...] = _np(m.weight).T
             if m.bias is not None:
                 layer.params["b"][...] = _np(m.bias)
@@ -133,7 +169,7 @@ class _Reader:
         if kind == "Conv2d":
             return self.conv(i, m)
         if kind in ("BatchNorm1d", "BatchNorm2d"):
-            return self.batch_norm(i, m)
+            return self.batch_norm(i, m, kind)
         if kind == "MaxPool2d":
             return self.pool(i, m)
         if kind == "AdaptiveAvgPool2d":
@@ -142,6 +178,8 @@ class _Reader:
             self.nchw, self.after_gap = False, True
             return L.GlobalAveragePool2D()
         if kind == "Flatten":
+            if (m.start_dim, m.end_dim) != (1, -1):
+                raise _fail(i, m, "only Flatten(start_dim=1, end_dim=-1) maps to bnlab's Flatten")
             if self.after_gap:
                 return None  # bnlab's GlobalAveragePool2D already returns (N, C)
             if self.nchw:
@@ -151,7 +189,7 @@ class _Reader:
 
     def simple(self, i: int, m: Any, kind: str) -> Any:
         import bnlab.layers as L
-        from bnlab.deploy.torch_interop import torch_modules
+        from bnlab.deploy._torch_modules import torch_modules
         from bnlab.layers.affine import ChannelAffine
 
         if kind in ("ReLU", "Sigmoid", "Tanh"):
@@ -168,7 +206,7 @@ class _Reader:
         if isinstance(m, torch_modules().ChannelAffine):
             axis = (0, 2, 3, 1)[m.dim % 4] if self.nchw else m.dim
             layer = ChannelAffine(m.scale.shape[0], axis=axis)
-            layer.astype(_np(m.scale).dtype)
+            layer.astype(self.dtype)
             layer.params["scale"][...] = _np(m.scale)
             layer.params["shift"][...] = _np(m.shift)
             return layer
@@ -179,20 +217,36 @@ def from_torch(module: Any) -> Any:
     """A bnlab Sequential equivalent to the torch ``module`` (a Sequential or one module).
 
     Supported: Linear, Conv2d (groups=1, dilation=1, zero padding), BatchNorm1d/2d (with their
-    buffers, ``num_batches_tracked`` included), MaxPool2d (padding 0), AdaptiveAvgPool2d(1) +
-    Flatten, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout, Identity, and bnlab's Permute and
-    ChannelAffine modules. The bnlab model takes NHWC input, is in ``module``'s train/eval mode
-    and in its dtype. Raises TypeError naming the first module that cannot be read.
+    buffers, ``num_batches_tracked`` included, and any ``momentum`` (None: cumulative),
+    ``eps``, ``affine``, ``track_running_stats``), MaxPool2d (padding 0), AdaptiveAvgPool2d(1)
+    + Flatten, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout, Identity, and bnlab's Permute
+    and ChannelAffine modules. The bnlab model takes NHWC input where torch takes NCHW, and
+    the torch layout for BatchNorm1d (see the module docstring); each layer is in its torch
+    module's train/eval mode, and the model in the module's dtype (float32 or float64).
+
+    Raises:
+        TypeError: the first module that cannot be read, or a dtype that cannot be kept.
+        ValueError: a module whose settings or weights bnlab refuses (e.g. Dropout(p=1),
+            NaN weights, a negative running_var), named with its index.
     """
     from bnlab.layers import Sequential
 
-    reader = _Reader()
+    reader = _Reader(_dtype(module))
     for i, m in enumerate(_flat_modules(module)):
-        layer = reader.read(i, m)
+        try:
+            layer = reader.read(i, m)
+            if layer is not None:
+                layer.check_state_dict(layer.state_dict())  # NaN weights, negative variances
+        except ValueError as e:
+            raise ValueError(f"from_torch: module {i} ({type(m).__name__}): {e}") from None
         if layer is not None:
             if type(layer).__name__ != "GlobalAveragePool2D":
                 reader.after_gap = False
+            reader.rank2 = type(layer).__name__ in ("Dense", "Flatten", "GlobalAveragePool2D") or (
+                reader.rank2 and type(layer).__name__ not in ("Conv2D", "MaxPool2D")
+            )
+            layer.train(bool(m.training))
             reader.layers.append(layer)
     model = Sequential(reader.layers)
-    model.train(bool(module.training))
+    model.training = bool(module.training)
     return model

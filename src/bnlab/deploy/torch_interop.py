@@ -16,17 +16,18 @@ torch is imported only inside these functions.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from bnlab.deploy._torch_modules import torch_modules
 from bnlab.deploy._walk import (
     children,
     is_batch_norm,
     iter_leaves,
     leaf_shapes,
+    model_dtype,
     restore_modes,
     save_modes,
 )
@@ -35,48 +36,6 @@ from bnlab.deploy.torch_from import from_torch
 __all__ = ["to_torch", "from_torch", "load_keras_batch_norm", "torch_modules"]
 
 _SPATIAL = ("Conv2D", "MaxPool2D", "GlobalAveragePool2D")
-
-
-@functools.lru_cache(maxsize=1)
-def torch_modules() -> Any:
-    """The torch modules bnlab adds (``Permute``, ``ChannelAffine``), built on first use."""
-    import torch
-    from torch import nn
-
-    class Permute(nn.Module):
-        """``x.permute(*dims)``: the NHWC <-> NCHW switch."""
-
-        def __init__(self, *dims: int) -> None:
-            super().__init__()
-            self.dims = tuple(int(d) for d in dims)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.permute(*self.dims)
-
-        def extra_repr(self) -> str:
-            return ", ".join(map(str, self.dims))
-
-    class ChannelAffine(nn.Module):
-        """``y = x * scale + shift`` along ``dim`` (bnlab's ChannelAffine)."""
-
-        def __init__(self, num_features: int, dim: int = -1) -> None:
-            super().__init__()
-            self.dim = int(dim)
-            self.scale = nn.Parameter(torch.ones(num_features))
-            self.shift = nn.Parameter(torch.zeros(num_features))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            shape = [1] * x.dim()
-            shape[self.dim] = -1
-            return x * self.scale.reshape(shape) + self.shift.reshape(shape)
-
-    class Modules:
-        pass
-
-    ns = Modules()
-    ns.Permute = Permute  # type: ignore[attr-defined]
-    ns.ChannelAffine = ChannelAffine  # type: ignore[attr-defined]
-    return ns
 
 
 def _ranks(layers: list[Any], shapes: list[tuple[int, ...]] | None) -> list[int | None]:
@@ -243,7 +202,8 @@ def to_torch(model: Any, input_shape: Sequence[int] | None = None) -> Any:
             comes before any Dense/Conv2D/pooling layer, where its rank cannot be inferred.
 
     Raises:
-        TypeError: a layer with no torch equivalent (named in the message).
+        TypeError: a layer with no torch equivalent (named in the message); a model mixing
+            float32 and float64 (torch modules share one dtype here) or in another dtype.
     """
     import torch
 
@@ -257,7 +217,7 @@ def to_torch(model: Any, input_shape: Sequence[int] | None = None) -> Any:
         finally:
             restore_modes(modes)
     ranks = _ranks(layers, shapes)
-    dtype = torch.float64 if _dtype(layers) == np.float64 else torch.float32
+    dtype = torch.float64 if model_dtype(model, "to_torch") == np.float64 else torch.float32
     b = _Builder(torch, dtype)
     for layer, rank in zip(layers, ranks, strict=False):
         _leaf(b, layer, rank)
@@ -265,13 +225,6 @@ def to_torch(model: Any, input_shape: Sequence[int] | None = None) -> Any:
     out = torch.nn.Sequential(*b.mods)
     out.train(bool(model.training))
     return out
-
-
-def _dtype(layers: list[Any]) -> np.dtype[Any]:
-    for layer in layers:
-        for v in layer.params.values():
-            return np.dtype(v.dtype)
-    return np.dtype(np.float32)
 
 
 def load_keras_batch_norm(

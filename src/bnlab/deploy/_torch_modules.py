@@ -1,0 +1,51 @@
+"""The torch modules bnlab adds (``Permute``, ``ChannelAffine``), shared by torch_interop (bnlab ->
+torch) and torch_from (torch -> bnlab); torch is imported on first use."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+__all__ = ["torch_modules"]
+
+
+@functools.lru_cache(maxsize=1)
+def torch_modules() -> Any:
+    """The torch modules bnlab adds (``Permute``, ``ChannelAffine``), built on first use."""
+    import torch
+    from torch import nn
+
+    class Permute(nn.Module):
+        """``x.permute(*dims)``: the NHWC <-> NCHW switch."""
+
+        def __init__(self, *dims: int) -> None:
+            super().__init__()
+            self.dims = tuple(int(d) for d in dims)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.permute(*self.dims)
+
+        def extra_repr(self) -> str:
+            return ", ".join(map(str, self.dims))
+
+    class ChannelAffine(nn.Module):
+        """``y = x * scale + shift`` along ``dim`` (bnlab's ChannelAffine)."""
+
+        def __init__(self, num_features: int, dim: int = -1) -> None:
+            super().__init__()
+            self.dim = int(dim)
+            self.scale = nn.Parameter(torch.ones(num_features))
+            self.shift = nn.Parameter(torch.zeros(num_features))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shape = [1] * x.dim()
+            shape[self.dim] = -1
+            return x * self.scale.reshape(shape) + self.shift.reshape(shape)
+
+    class Modules:
+        pass
+
+    ns = Modules()
+    ns.Permute = Permute  # type: ignore[attr-defined]
+    ns.ChannelAffine = ChannelAffine  # type: ignore[attr-defined]
+    return ns
