@@ -105,7 +105,7 @@ def render(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     cfg = read_json(run_dir / "config.json")
     mpath = run_dir / "metrics.json"
-    metrics = read_json(mpath) if mpath.is_file() else {"status": "not started"}
+    metrics: dict[str, Any] = read_json(mpath) if mpath.is_file() else {"status": "not started"}
     keys = [str(k) for k in metrics.get("momenta", [str(m) for m in cfg["momenta"]])]
     hist = metrics.get("history") or {"step": [], "moving": {k: [] for k in keys}, "population": []}
     csv_rows = [
@@ -170,7 +170,9 @@ def render_epochs(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     cfg = read_json(run_dir / "config.json")
     mpath = run_dir / "metrics.json"
-    metrics = read_json(mpath) if mpath.is_file() else {"status": "not started", "rows": []}
+    metrics: dict[str, Any] = (
+        read_json(mpath) if mpath.is_file() else {"status": "not started", "rows": []}
+    )
     got = metrics["rows"]
     header = ["epoch", "checkpoint", "moving averages", "population (Alg. 2)", "gain"]
     rows = [
