@@ -3,6 +3,8 @@
 The temporary file is ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` (``tempfile.mkstemp``). A save
 killed with SIGKILL cannot remove its temporary; the next successful save of the same target
 removes those left by earlier saves (same pattern, last modified before this save started).
+Two processes saving the same target at once stay safe: the file is always one whole save;
+a save whose temporary stalled before the other started may fail at its rename.
 """
 
 from __future__ import annotations
