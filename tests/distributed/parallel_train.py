@@ -9,12 +9,14 @@ Nets (global batch 13, so 2 ranks get [7, 6] and 4 ranks [4, 3, 3, 3]): ``mlp64`
 MaxPool, Flatten, Dense; RMSprop). Rank 0 writes ``OUT_DIR/NET.npz`` (parameters and
 buffers after the last step) and, with ``--save-at``, ``OUT_DIR/NET.ckpt.npz`` (model,
 optimizer and iterator state after step K). Every rank prints one JSON line: its rank, the
-world size and the number of established TCP sockets it owns.
+world size, the number of established TCP sockets it owns and a digest of each net's
+final state (parameters, buffers, optimizer slots and step count).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -93,7 +95,18 @@ def tcp_sockets() -> int:
     return mine
 
 
-def train_net(net: str, args, comm) -> None:
+def state_digest(model, opt) -> str:
+    """A hash of parameters, buffers and optimizer slots: equal on every rank, or a bug."""
+    h = hashlib.sha256()
+    for key, a in {
+        **model.state_dict(),
+        **{f"{s}/{k}": v for s, d in opt.slots.items() for k, v in d.items()},
+    }.items():
+        h.update(key.encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16] + f"-{opt.iterations}"
+
+
+def train_net(net: str, args, comm) -> str:
     out = Path(args.out)
     bn = args.bn != "none"
     width = 17 if args.mismatch_rank == comm.rank else 16
@@ -119,6 +132,7 @@ def train_net(net: str, args, comm) -> None:
     trainer.fit(args.steps - trainer.state.step)
     if comm.is_root:
         np.savez(out / f"{net}.npz", **model.state_dict())
+    return state_digest(model, opt)
 
 
 def main() -> int:
@@ -135,9 +149,8 @@ def main() -> int:
     p.add_argument("--nets", default=",".join(NETS))
     args = p.parse_args()
     comm = world(args.world)  # a WorldSizeError if the launcher started separate jobs
-    for net in args.nets.split(","):
-        train_net(net, args, comm)
-    info = {"rank": comm.rank, "world": comm.size, "tcp": tcp_sockets()}
+    digests = {net: train_net(net, args, comm) for net in args.nets.split(",")}
+    info = {"rank": comm.rank, "world": comm.size, "tcp": tcp_sockets(), "state": digests}
     print(json.dumps(info), flush=True)
     return 0
 

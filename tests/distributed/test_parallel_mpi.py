@@ -47,9 +47,11 @@ def ok(proc, n):
     """The ranks' JSON lines, after asserting success and the world size."""
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     # ranks print concurrently: one line may hold several JSON objects
-    infos = [json.loads(m) for m in re.findall(r"\{[^{}]*\}", proc.stdout)]
+    infos = [json.loads(m) for m in re.findall(r"\{[^{}]*\{[^{}]*\}\}", proc.stdout)]
     assert sorted(i["rank"] for i in infos) == list(range(n))
     assert all(i["world"] == n for i in infos)
+    # parameters, buffers and optimizer state are the same bits on every rank
+    assert all(i["state"] == infos[0]["state"] for i in infos), infos
     return infos
 
 
