@@ -122,7 +122,7 @@ def _image_items(rng):
 
 
 def _expected_folder(items, split):
-    classes = ["airplane", "bird", "cat"]
+    classes = ["airplane", "automobile", "bird", "cat"]  # CIFAR-10's label order
     chosen = [(p, a) for p, a in items if p.split("/")[1] == split]
     chosen.sort(key=lambda it: (it[0].split("/")[2], int(it[0].split("/")[3][:-4])))
     return np.stack([a for _, a in chosen]), np.array(
@@ -182,6 +182,16 @@ def test_image_folder_missing_test_split(tmp_path):
     (root / "train" / "c").mkdir(parents=True)
     (root / "train" / "c" / "a.png").write_bytes(_png(np.zeros((4, 4, 3), np.uint8)))
     with pytest.raises(ValueError, match="missing \\['test'\\]"):
+        load_cifar10(root, cache_dir=tmp_path / "cache")
+
+
+def test_image_folder_with_foreign_class_names(tmp_path):
+    root = tmp_path / "d"
+    for split in ("train", "test"):
+        for cls in ("cat", "kangaroo"):
+            (root / split / cls).mkdir(parents=True)
+            (root / split / cls / "a.png").write_bytes(_png(np.zeros((4, 4, 3), np.uint8)))
+    with pytest.raises(ValueError, match=r"class folders \['kangaroo'\] that are not CIFAR-10"):
         load_cifar10(root, cache_dir=tmp_path / "cache")
 
 

@@ -7,6 +7,8 @@ Accepted formats, detected automatically:
    ``cifar-10-python.tar.gz`` archive (members are read without extracting to disk);
 2. an image folder ``<root>/{train,test}/<class>/*.jpg|png`` as a directory or a .tar(.gz)
    archive (see :func:`bnlab.data.imagefolder.load_image_folder`; decoded once and cached).
+   The class folders must be named after :data:`CIFAR10_CLASSES`; labels are the index of
+   the folder's name there, so a folder holding a subset of the classes keeps their meaning.
 
 The python batches are pickles. They are read with a restricted unpickler that only admits
 the NumPy array reconstruction functions, so a crafted file cannot run code.
@@ -178,6 +180,7 @@ def _tar_kind(path: Path, max_files: int = 200) -> str | None:
 
 
 def _from_image_folder(path: Path, cache_dir: Any, **kw: Any) -> tuple[Split, Split]:
+    """The train and test splits, labels mapped to :data:`CIFAR10_CLASSES` by folder name."""
     data = load_image_folder(path, cache_dir=cache_dir, **kw)
     missing = [s for s in ("train", "test") if s not in data.splits]
     if missing:
@@ -185,7 +188,16 @@ def _from_image_folder(path: Path, cache_dir: Any, **kw: Any) -> tuple[Split, Sp
             f"load_cifar10: the image folder {path} has splits {sorted(data.splits)}, "
             f"expected 'train' and 'test' (missing {missing})"
         )
-    return data.splits["train"], data.splits["test"]
+    unknown = [c for c in data.classes if c not in CIFAR10_CLASSES]
+    if unknown:
+        raise ValueError(
+            f"load_cifar10: the image folder {path} has class folders {unknown} that are not "
+            f"CIFAR-10 classes {list(CIFAR10_CLASSES)}; their labels would mean nothing. Rename "
+            "them, or load other datasets with load_image_folder"
+        )
+    to_cifar = np.array([CIFAR10_CLASSES.index(c) for c in data.classes], dtype=np.int64)
+    (xtr, ytr), (xte, yte) = data.splits["train"], data.splits["test"]
+    return (xtr, to_cifar[ytr]), (xte, to_cifar[yte])
 
 
 def load_cifar10(
