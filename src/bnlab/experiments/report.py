@@ -215,7 +215,7 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;"
     "line-height:1.45}table{border-collapse:collapse;margin:1em 0}"
     "th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left;vertical-align:top}"
-    "img{max-width:100%}"
+    "td[style*=right]{white-space:nowrap}img{max-width:100%}"
     "p.caption{font-size:.9em;color:#444;margin-top:0}code{background:#f3f3f3}"
 )
 
