@@ -232,7 +232,26 @@ class DataParallel:
                 )
         if optimizer is not None and hasattr(optimizer, "iterations"):
             optimizer.iterations = int(self.comm.allgather_object(optimizer.iterations)[0])
+        self.decorrelate_dropout(model)
         self._allocate(model)
+
+    def decorrelate_dropout(self, model: Any) -> None:
+        """Give every Dropout layer (a layer with ``rate`` and a Generator ``rng``) on this rank
+        a generator of its own: ``default_rng([u, rank])`` with ``u`` drawn from its current
+        generator. Otherwise ranks built from the same seed draw the same mask pattern for
+        their shards. Deterministic for a given seed and world size; a no-op in one process.
+        (The masks differ from the one-process run's, which draws one mask for the global
+        batch: data-parallel training with dropout matches one process in distribution only.)
+        """
+        if self.size == 1:
+            return
+        stack = [model]
+        while stack:
+            layer = stack.pop()
+            stack.extend(getattr(layer, "layers", None) or [])
+            rng = getattr(layer, "rng", None)
+            if hasattr(layer, "rate") and isinstance(rng, np.random.Generator):
+                layer.rng = np.random.default_rng([int(rng.integers(2**63)), self.rank])
 
     def _allocate(self, model: Any) -> None:
         """One flat buffer per gradient dtype; the first also carries the loss (last slot)."""

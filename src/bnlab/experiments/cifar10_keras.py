@@ -315,6 +315,8 @@ def _run_epoch(net: _Net, data: kd.CifarData, cfg: dict[str, Any]) -> None:
 
     epoch = net.epochs_done + 1
     reseed_dropout(net.model, cfg, epoch)
+    if net.dp is not None:  # each rank its own masks (bnlab.parallel)
+        net.dp.decorrelate_dropout(net.model)
     batches = epoch_batches(data.x_train, data.y_train, cfg, epoch)
     note = "(the first batches compile Numba kernels, first run only)" if epoch == 1 else None
     desc = f"{net.kind} epoch {epoch}"

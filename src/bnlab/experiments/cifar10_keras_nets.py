@@ -77,6 +77,7 @@ def reseed_dropout(model: Any, cfg: dict[str, Any], epoch: int) -> None:
 
 def epoch_batches(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], epoch: int) -> Any:
     """One epoch of shuffled, augmented float32 batches; the same for every net."""
+    from bnlab.comm import world
     from bnlab.data import BatchIterator, ImageAugmenter
 
     aug = ImageAugmenter(
@@ -92,7 +93,8 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any], epoch: int)
 
     bs = int(cfg["batch_size"])
     # a last batch of one image would give BatchNorm a zero variance: drop it
-    drop_last = len(x) % bs == 1 and len(x) > bs
+    # (and under mpiexec one that cannot give every rank an image: bnlab.parallel)
+    drop_last = 0 < len(x) % bs < max(2, world().size) and len(x) > bs
     return BatchIterator(
         x, y, bs, shuffle=True, drop_last=drop_last, seed=_epoch_seed(cfg, epoch, 0),
         transform=transform,
