@@ -83,7 +83,7 @@ def fig_accuracy(run_dir: Path, metrics: dict[str, Any], filename: str = "fig_ac
         ax.set_ylabel("test accuracy")
         ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
         _difference(axes[2 * (i // ncols) + 1][i % ncols], metrics, lr)
     for j in range(len(lrs), groups * ncols):
         axes[2 * (j // ncols)][j % ncols].axis("off")

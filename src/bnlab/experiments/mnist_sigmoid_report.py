@@ -301,9 +301,14 @@ def accuracy_caption(metrics: dict[str, Any]) -> str:
     """Caption of the accuracy figure: seeds (band or not) and the difference panels."""
     n = max((summarize(metrics, lr, "bn")["n_seeds"] for lr in mc.lrs_of(metrics)), default=1)
     over = f"mean over {n} seeds, band: min-max over the seeds" if n > 1 else "one seed"
+    what = (
+        "Test accuracy at each multiple of the base rate"
+        if metrics.get("experiment") == "mnist-lr"
+        else "Figure 1a: test accuracy"
+    )
     return (
-        f"Figure 1a: test accuracy on the full 0-1 axis ({over}); below each panel, BN minus "
-        "plain test accuracy in percentage points (above 0: BN ahead)"
+        f"{what} on the full 0-1 axis ({over}); below each panel, BN minus plain test "
+        "accuracy in percentage points (above 0: BN ahead)"
     )
 
 
