@@ -185,3 +185,26 @@ def test_nonfinite_global_loss_raises_on_every_rank_before_the_update():
 
     for msg, unchanged in run_ranks(2, fn):
         assert "global loss is nan" in msg and unchanged
+
+
+def test_dropout_masks_differ_between_ranks_and_repeat_with_the_seed():
+    from bnlab.layers import Dropout
+
+    def fn(comm):
+        model = Sequential([Dense(6, 8, seed=1), Dropout(0.5, seed=7)]).astype(np.float64)
+        DataParallel(comm).setup(model, None)
+        return model.layers[1].rng.random(4)
+
+    first, again = run_ranks(2, fn), run_ranks(2, fn)
+    assert not np.array_equal(first[0], first[1])
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_one_process_experiments_are_unchanged():
+    from bnlab.parallel import for_experiment, guard_job, prepare_model
+
+    model = _mlp(bn=True)
+    assert for_experiment(model, {"bn_sync": "global"}) == (model, None)
+    assert guard_job(lambda: 7) == 7  # no launcher: the command itself, status untouched
+    with pytest.raises(ValueError, match="bn_sync must be one of"):
+        prepare_model(model, SelfComm(), "sometimes")
