@@ -170,3 +170,19 @@ def test_shuffled_batches_errors(m, limit, match):
 
     with pytest.raises(ValueError, match=match):
         shuffled_batches(np.zeros((100, 2)), m, limit=limit)
+
+
+def test_dropout_generators_and_buffers_are_kept_on_success_and_on_inf(nets, rng, batches):
+    """Issue 15: the pass draws Dropout masks; the model's generators must not move, and a
+    batch with Inf changes nothing."""
+    model = nets.dense_net(dtype=np.float64, dropout=True)
+    drop = model.layers[3]
+    before_rng = drop.rng.bit_generator.state
+    recompute_population_stats(model, batches)
+    assert drop.rng.bit_generator.state == before_rng
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    bad = [batches[0], np.full_like(batches[1], np.inf)]
+    with pytest.raises(FloatingPointError), np.errstate(invalid="ignore"):
+        recompute_population_stats(model, bad)
+    _assert_unchanged(model, before)
+    assert drop.rng.bit_generator.state == before_rng

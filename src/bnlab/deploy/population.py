@@ -129,7 +129,8 @@ def recompute_population_stats(model: Any, batches: Iterable[Any]) -> Population
     ``num_batches_tracked`` is left as it was), every layer's train/eval mode is put back, and
     on an exception nothing is changed. BN layers with ``track_running_stats=False`` are skipped.
 
-    Dropout layers run in training mode too, as in the training network of Algorithm 2.
+    Dropout layers run in training mode too, as in the training network of Algorithm 2; their
+    generators are put back afterwards, so the pass leaves a resumed run's masks unchanged.
 
     Returns:
         A :class:`PopulationStatsSummary`.
@@ -146,6 +147,8 @@ def recompute_population_stats(model: Any, batches: Iterable[Any]) -> Population
         )
     modes = save_modes(model)
     saved = [{k: np.array(v, copy=True) for k, v in bn.buffers.items()} for bn in bns]
+    gens = model.generators() if hasattr(model, "generators") else {}
+    gen_states = {k: g.bit_generator.state for k, g in gens.items()}
     accs = [_Accumulator(bn, describe(key, bn)) for key, bn in zip(keys, bns, strict=True)]
     try:
         for bn, acc in zip(bns, accs, strict=True):
@@ -161,6 +164,8 @@ def recompute_population_stats(model: Any, batches: Iterable[Any]) -> Population
             bn.__dict__.pop("forward", None)
             for k, v in buffers.items():
                 _write(bn, k, v)
+        for k, state in gen_states.items():  # Dropout's masks: the pass draws, the model keeps
+            gens[k].bit_generator.state = state
         restore_modes(modes)
     if summary.num_batches == 0:
         raise ValueError("recompute_population_stats: batches is empty; nothing was changed")
