@@ -109,6 +109,8 @@ def batch_norm_forward(
     ``gamma``/``beta`` of shape ``(C,)`` (``None`` means 1 and 0). Returns ``y`` with the dtype
     of ``x`` (float16 is computed in float32) and a :class:`BatchNormCache` holding a reference
     to ``x`` and the float64 ``mean``/``var`` (biased) for the backward pass and running stats.
+    FloatingPointError if ``x`` holds NaN or Inf (seen in the statistics, at no cost);
+    ValueError for eps <= 0 or NaN/Inf gamma/beta.
     """
     where = "batch_norm_forward"
     eps = check_eps(eps, where=where)
@@ -121,6 +123,11 @@ def batch_norm_forward(
     check_training_count(m, xc.shape, where=where)
     v = channel_view(xc, ax)
     mean, var = channel_stats(v)
+    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+        raise FloatingPointError(
+            f"{where}: the batch statistics of x are not finite: x contains NaN or Inf, or its "
+            "variance overflows float64; check the input"
+        )
     y = _normalize(v, mean, var, g, b, eps)
     cache = BatchNormCache(xc, mean, var, g, eps, ax, m, out_dtype)
     return y.reshape(xc.shape).astype(out_dtype, copy=False), cache
@@ -133,11 +140,17 @@ def batch_norm_backward(
 
     ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` (compute dtype) and
     ``dx = gamma * rstd * (dy - dbeta/m - xhat * dgamma/m)`` (dtype of the forward input).
+    FloatingPointError if ``dy`` holds NaN or Inf (seen in its float64 sums, at no cost).
     """
     g = np.ascontiguousarray(prepare_grad(dy, cache, where="batch_norm_backward"))
     v = channel_view(cache.x, cache.axis)
     u = channel_view(g, cache.axis)
     sdy, sdyx = _grad_sums(u, v, cache.mean)
+    if not (np.isfinite(sdy).all() and np.isfinite(sdyx).all()):
+        raise FloatingPointError(
+            "batch_norm_backward: the sums of dy are not finite: dy contains NaN or Inf (or "
+            "overflows float64); check the upstream gradient"
+        )
     dx = _grad_input(u, v, cache, sdy, sdyx)
     dt = cache.x.dtype
     dx = dx.reshape(cache.x.shape).astype(cache.out_dtype, copy=False)

@@ -104,6 +104,9 @@ class BatchNormBase(Layer):
     ) -> None:
         super().__init__(name=name)
         self._check_args(num_features, axis, momentum, eps, virtual_batch_size)
+        for key, flag in (("affine", affine), ("track_running_stats", track_running_stats)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{self._where}: {key} must be True or False, got {flag!r}")
         self.num_features = int(num_features)
         self.axis = int(axis)
         self.momentum = None if momentum is None else float(momentum)
