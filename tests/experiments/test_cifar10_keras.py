@@ -65,7 +65,14 @@ def test_smoke_run_writes_every_file(tiny: Path, tmp_path: Path) -> None:
     for kind in ("baseline", "bn"):
         h = m["models"][kind]["history"]
         assert h["epoch"] == [1]
-        assert 0 <= h["test_accuracy"][0] <= 1 and 0 <= h["train_accuracy"][0] <= 1
+        # the recorded test accuracy is the saved net's, and train accuracy counts 64 images
+        from bnlab.deploy.checkpoint import load_checkpoint
+        from bnlab.train import evaluate
+
+        data = kd.load(tiny, kd.describe_source(tiny), None, None)
+        net = load_checkpoint(out / "checkpoints" / f"{kind}.npz").model
+        assert evaluate(net, data.x_test, data.y_test, 500)["accuracy"] == h["test_accuracy"][0]
+        assert abs(h["train_accuracy"][0] * 64 - round(h["train_accuracy"][0] * 64)) < 1e-9
         assert np.isfinite(h["train_loss"][0]) and np.isfinite(h["test_loss"][0])
         assert h["epoch_time_s"][0] > 0
     # Keras 2 decay: lr after 2 steps of batch 32 is lr / (1 + 1e-6 * 2)
@@ -304,3 +311,15 @@ def test_nets_match_pytorch(kind: str) -> None:
     for b, tb in zip(bns, tbns, strict=True):
         np.testing.assert_allclose(b.running_mean, tb.running_mean.numpy(), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(b.running_var, tb.running_var.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_cli_resume_needs_no_force(tiny: Path, tmp_path: Path) -> None:
+    from bnlab import cli
+
+    out = tmp_path / "r"
+    argv = ["run", "cifar10-keras", "--data", str(tiny), "--no-progress", "--out", str(out)]
+    assert cli.main([*argv, "--epochs", "1", "--models", "bn"]) == 0
+    assert cli.main([*argv, "--epochs", "2", "--models", "bn"]) == 2  # a run is there
+    assert cli.main([*argv, "--epochs", "2", "--models", "bn", "--resume"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["status"] == "complete" and m["models"]["bn"]["history"]["epoch"] == [1, 2]

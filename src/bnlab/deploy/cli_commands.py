@@ -1,12 +1,15 @@
 """``bnlab recalibrate`` and ``bnlab export``: the deployment subcommands (wired in bnlab.cli).
 
     bnlab recalibrate CHECKPOINT --data mnist --out NEW_CHECKPOINT [--batch-size 60]
+    bnlab recalibrate CHECKPOINT --data cifar-10-python.tar.gz --in-place
     bnlab export CHECKPOINT model.onnx [--fold] [--input-shape 32,32,3]
 
 ``--data`` is ``mnist`` or ``fashion-mnist`` (the training images, x / 255, flattened when
 the model starts with a Dense layer, NHWC otherwise; the preprocessing of bnlab's MNIST
-experiments) or a ``.npy``/``.npz`` file holding the model's training inputs exactly as they
-were fed to it (the array ``x`` of an ``.npz``, or its only array).
+experiments), a CIFAR-10 copy or an image folder as ``bnlab run cifar10-keras --data`` takes
+it (:func:`bnlab.data.load_cifar10`: the training images, x / 255, NHWC), or a
+``.npy``/``.npz`` file holding the model's training inputs exactly as they were fed to it (the
+array ``x`` of an ``.npz``, or its only array). Inputs must be finite.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ def load_inputs(data: str, model: Any, limit: int | None = None) -> np.ndarray:
             x = x.reshape(len(x), -1)
         return x
     path = Path(data)
+    if path.suffix not in (".npy", ".npz") and path.exists():
+        return _cifar_inputs(path, limit)
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(
-            f"--data: expected 'mnist', 'fashion-mnist' or a .npy/.npz file of inputs, got {data!r}"
+            f"--data: expected 'mnist', 'fashion-mnist', a CIFAR-10 path or image folder, or a "
+            f".npy/.npz file of inputs, got {data!r} (no such path)"
         )
     if not path.is_file():
         raise FileNotFoundError(f"--data: no file at {path}")
@@ -57,6 +63,14 @@ def load_inputs(data: str, model: Any, limit: int | None = None) -> np.ndarray:
             "drop those rows"
         )
     return x
+
+
+def _cifar_inputs(path: Path, limit: int | None) -> np.ndarray:
+    """The training images of a CIFAR-10 copy or image folder (load_cifar10), x / 255, NHWC."""
+    from bnlab.data import load_cifar10
+
+    (x, _), _ = load_cifar10(path)
+    return x[:limit].astype(np.float32) / np.float32(255)
 
 
 def _read_array(path: Path) -> np.ndarray:
@@ -102,6 +116,15 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 
     if args.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2 (m/(m-1) needs m >= 2), got {args.batch_size}")
+    if args.limit is not None and args.limit < args.batch_size:
+        raise ValueError(f"--limit {args.limit} is fewer than one batch of {args.batch_size}")
+    if (args.out is None) == (not args.in_place):
+        raise ValueError("give either --out NEW_CHECKPOINT or --in-place (not both)")
+    target = Path(args.checkpoint if args.in_place else args.out)
+    if target.is_dir():
+        raise IsADirectoryError(f"--out {target} is a directory; give a file name (.npz)")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"--out {target}: directory {target.parent} does not exist")
     ckpt = load_checkpoint(args.checkpoint)
     x = load_inputs(args.data, ckpt.model)
     if len(x) < args.batch_size:
@@ -116,10 +139,10 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         "layers": summary.layers,
     }
     opt = None if ckpt.optimizer_state is None else _SavedOptimizer(ckpt.optimizer_state)
-    save_checkpoint(args.out, ckpt.model, opt, extra=extra)
+    save_checkpoint(target, ckpt.model, opt, extra=extra)  # atomic: temp file, then rename
     print(
         f"bnlab: recalibrated {len(summary.layers)} BN layers over {summary.num_batches} "
-        f"batches of {args.batch_size} ({summary.num_examples} examples); wrote {args.out}"
+        f"batches of {args.batch_size} ({summary.num_examples} examples); wrote {target}"
     )
     return 0
 
@@ -146,6 +169,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a checkpoint's model as ONNX, optionally with BN folded away first."""
     from bnlab.deploy import export_onnx, fold_batch_norm, load_checkpoint
 
+    out = Path(args.output)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a directory; give the ONNX file's name, e.g. model.onnx")
     model = load_checkpoint(args.checkpoint).model
     model.eval()
     shape = _input_shape(args.input_shape, model)
@@ -167,11 +193,16 @@ def add_recalibrate(sub: Any) -> None:
         "sorted by class) and the last incomplete batch is dropped.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
-    p.add_argument("--data", required=True, help="mnist, fashion-mnist or a .npy/.npz of inputs")
-    p.add_argument("--out", required=True, metavar="CHECKPOINT", help="the checkpoint to write")
-    p.add_argument("--batch-size", type=int, default=60, help="m, examples per batch (60)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="mnist, fashion-mnist, a CIFAR-10 path or image folder, or a .npy/.npz of inputs",
+    )
+    p.add_argument("--out", default=None, metavar="CHECKPOINT", help="the checkpoint to write")
+    p.add_argument("--in-place", action="store_true", help="replace CHECKPOINT itself (atomically)")
+    p.add_argument("--batch-size", type=int, default=60, help="m, examples per batch")
     p.add_argument("--limit", type=int, default=None, help="use N examples drawn at random")
-    p.add_argument("--seed", type=int, default=0, help="draw and order of the batches (0)")
+    p.add_argument("--seed", type=int, default=0, help="draw and order of the batches")
     p.set_defaults(func=cmd_recalibrate)
 
 

@@ -83,6 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="BN momenta, one net each (the weight of the new batch)",
     )
     p.add_argument("--seed", type=int, default=d["seed"], help="weights, batches and the draw")
+    p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
+    p.add_argument(
+        "--init-std", type=float, default=d["init_std"], help="std of the N(0, std^2) weights"
+    )
+    p.add_argument("--bn-eps", type=float, default=d["bn_eps"], help="BN's epsilon")
     p.add_argument(
         "--eval-every", type=int, default=d["eval_every"], help="evaluate every N steps (steps/10)"
     )

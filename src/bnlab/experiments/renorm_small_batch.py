@@ -158,10 +158,10 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg["hidden"] = [int(w) for w in cfg["hidden"]]
     bs = int(cfg["batch_size"])
     if bs < 4 or bs % 2:
-        raise ValueError(f"{where}: batch_size must be even and >= 4, got {bs}")
+        raise ValueError(f"{where}: --batch-size must be even and >= 4 (2-class batches), got {bs}")
     for k in cfg["micro_sizes"]:
         if k < 2 or bs % k:
-            raise ValueError(f"{where}: micro size {k} must be >= 2 and divide batch_size {bs}")
+            raise ValueError(f"{where}: micro size {k} must be >= 2 and divide --batch-size {bs}")
     if cfg["eval_every"] is None:
         cfg["eval_every"] = max(1, int(cfg["steps"]) // 20)
     if int(cfg["eval_every"]) < 1:
