@@ -180,3 +180,30 @@ def test_export_input_shape_is_checked_before_allocating(tmp_path, shape) -> Non
     with pytest.raises(ValueError, match="input_shape must be one example's shape"):
         export_onnx(_f64_no_params_first(), tmp_path / "m.onnx", shape)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["0.W", "1.running_var"])
+def test_fold_and_export_refuse_non_finite_or_negative_state(tmp_path, where) -> None:
+    from bnlab.deploy import fold_batch_norm
+
+    model = Sequential([Dense(3, 4, seed=0), BatchNorm(4)]).eval()
+    key = where.split(".", 1)[1]
+    store = model.layers[int(where[0])].params if key == "W" else model.layers[1].buffers
+    store[key].reshape(-1)[0] = np.nan if key == "W" else -1.0
+    words = rf"'{where}'.*(non-finite|negative)"
+    with pytest.raises(ValueError, match=words):
+        export_onnx(model, tmp_path / "m.onnx", (3,))
+    with pytest.raises(ValueError, match=words):
+        fold_batch_norm(model)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keras_negative_moving_variance_is_refused() -> None:
+    from bnlab.deploy import load_keras_batch_norm
+
+    bn = BatchNorm(3)
+    before = {k: v.tobytes() for k, v in bn.state_dict().items()}
+    weights = [np.ones(3), np.zeros(3), np.zeros(3), np.array([1.0, -0.5, 1.0])]
+    with pytest.raises(ValueError, match="moving_variance.*negative"):
+        load_keras_batch_norm(bn, weights)
+    assert {k: v.tobytes() for k, v in bn.state_dict().items()} == before

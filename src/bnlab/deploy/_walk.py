@@ -146,6 +146,15 @@ def check_eval_mode(model: Any, where: str) -> None:
             )
 
 
+def check_state_values(model: Any, where: str) -> None:
+    """Raise ValueError if a parameter or buffer is non-finite or a ``running_var`` negative
+    (what :meth:`bnlab.layers.Layer.check_state_dict` refuses), naming it."""
+    try:
+        model.check_state_dict(model.state_dict())
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{where}: the model's state cannot be deployed: {e}") from None
+
+
 def check_running_stats(model: Any, where: str) -> None:
     """Raise if a BN layer has no running statistics to freeze (naming it)."""
     for path, layer in iter_paths(model):

@@ -22,6 +22,7 @@ from bnlab.deploy._walk import (
     bn_scale_shift,
     check_eval_mode,
     check_running_stats,
+    check_state_values,
     children,
     is_batch_norm,
     iter_all,
@@ -46,8 +47,9 @@ def fold_batch_norm(model: Any) -> Any:
     result is in eval mode.
 
     Raises:
-        ValueError: a layer is in training mode, or a BN has no running statistics
-            (``track_running_stats=False``); the message names the layer.
+        ValueError: a layer is in training mode, a BN has no running statistics
+            (``track_running_stats=False``), a weight is NaN/Inf or a running_var negative;
+            the message names the layer.
         TypeError: an element of the model is not a bnlab Layer.
     """
     for layer in iter_all(model):
@@ -58,6 +60,7 @@ def fold_batch_norm(model: Any) -> Any:
             )
     check_eval_mode(model, _WHERE)
     check_running_stats(model, _WHERE)
+    check_state_values(model, _WHERE)
     return _fold(model)
 
 

@@ -26,6 +26,7 @@ from bnlab.deploy._walk import (
     bn_scale_shift,
     check_eval_mode,
     check_running_stats,
+    check_state_values,
     describe,
     is_batch_norm,
     iter_leaves,
@@ -227,13 +228,15 @@ def export_onnx(model: Any, path: str | os.PathLike[str], input_shape: tuple[int
     ``onnx.checker`` before anything is written.
 
     Raises:
-        ValueError: a layer in training mode, a BN without running statistics, an
-            ``input_shape`` the model cannot take; TypeError: a layer with no ONNX mapping,
-            a model mixing float32 and float64 or in another dtype.
+        ValueError: a layer in training mode, a BN without running statistics, a NaN/Inf
+            weight or negative running_var, an ``input_shape`` the model cannot take;
+            TypeError: a layer with no ONNX mapping, a model mixing float32 and float64 or in
+            another dtype.
     """
     _check_supported(model)
     check_eval_mode(model, _WHERE)
     check_running_stats(model, _WHERE)
+    check_state_values(model, _WHERE)
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

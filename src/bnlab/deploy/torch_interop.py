@@ -263,6 +263,8 @@ def load_keras_batch_norm(
                 f"{where}: {key} must be a finite numeric array of shape ({n},), "
                 f"got shape {arr.shape} and dtype {arr.dtype}"
             )
+    if (arrays[-1] < 0).any():
+        raise ValueError(f"{where}: running_var (moving_variance) holds negative values")
     if keras_momentum is not None and not 0.0 <= float(keras_momentum) <= 1.0:
         raise ValueError(f"{where}: keras_momentum must be in [0, 1], got {keras_momentum!r}")
     for key, arr in zip(keys, arrays, strict=True):
