@@ -73,3 +73,13 @@ def test_truncated_header(tmp_path):
 def test_write_refuses_unsupported_dtype(tmp_path):
     with pytest.raises(TypeError, match="int64"):
         write_idx(tmp_path / "x", np.zeros(3, np.int64))
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3, bool), np.zeros(3, object), np.zeros(3, np.int64)])
+def test_write_refuses_before_touching_the_file(tmp_path, bad):
+    path = tmp_path / "keep-idx1-ubyte.gz"
+    write_idx(path, np.arange(3, dtype=np.uint8))
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="no IDX type code"):
+        write_idx(path, bad)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]

@@ -186,3 +186,10 @@ def test_flag_types(tmp_path, kw):
     with warnings.catch_warnings():
         with pytest.raises(TypeError, match=next(iter(kw))):
             load_image_folder(tmp_path, **kw)
+
+
+def test_a_file_that_is_not_a_tar(tmp_path, cache):
+    (tmp_path / "x.zip").write_bytes(b"PK\x03\x04" + bytes(600))
+    with pytest.raises(ValueError, match=r"x\.zip is neither a directory nor a tar archive"):
+        load_image_folder(tmp_path / "x.zip")
+    assert not cache.exists()

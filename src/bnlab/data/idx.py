@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from bnlab._atomic import atomic_write
 from bnlab.data.limits import byte_budget
 
 __all__ = ["read_idx", "write_idx", "IDXError"]
@@ -131,7 +132,10 @@ def read_idx(path: str | os.PathLike[str] | Any, *, max_bytes: int | None = None
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file (gzip-compressed if ``path`` ends with ``.gz``)."""
+    """Write ``array`` as an IDX file (gzip-compressed if ``path`` ends with ``.gz``).
+
+    The file is replaced atomically; an array IDX cannot hold raises before anything is written.
+    """
     arr = np.asarray(array)
     key = arr.dtype.str[1:]
     if key not in _CODES:
@@ -146,6 +150,6 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
     big = arr.astype(np.dtype(_DTYPES[_CODES[key]]), copy=False)
     data = bytes([0, 0, _CODES[key], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
     data += big.tobytes()
-    opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(data)
+    if os.fspath(path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    atomic_write(path, lambda f: f.write(data))  # a failed write leaves no partial file

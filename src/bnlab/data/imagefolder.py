@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bnlab._atomic import atomic_write
-from bnlab.data.archive import CorruptArchiveError, tar_stream
+from bnlab.data.archive import CorruptArchiveError, is_tar, tar_stream
 from bnlab.data.images import PER_IMAGE_OVERHEAD, decode_image
 from bnlab.data.limits import ByteBudget, byte_budget
 from bnlab.data.progress import Progress
@@ -311,6 +311,11 @@ def load_image_folder(
         listing = _list_dir(p)
         budget = byte_budget(max_bytes, listing.stored, where=_WHERE)
     else:
+        if not is_tar(p):
+            raise ValueError(
+                f"{_WHERE}: {p} is neither a directory nor a tar archive (.tar, .tar.gz, "
+                ".tar.bz2, .tar.xz); {_LAYOUT}"
+            )
         budget = byte_budget(max_bytes, p.stat().st_size, where=_WHERE)
         listing = _list_tar(p, budget)
     layout = _layout(listing, p, allow_empty)
