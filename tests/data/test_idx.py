@@ -83,3 +83,13 @@ def test_write_refuses_before_touching_the_file(tmp_path, bad):
     with pytest.raises(TypeError, match="no IDX type code"):
         write_idx(path, bad)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_gzip_crc_flip_is_caught(tmp_path):
+    path = tmp_path / "x.gz"
+    write_idx(path, np.arange(100, dtype=np.uint8))
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 1  # the CRC-32 of the uncompressed data
+    path.write_bytes(bytes(data))
+    with pytest.raises(IDXError, match=r"x\.gz.*corrupt.*CRC check failed"):
+        read_idx(path)
