@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -423,3 +424,28 @@ def test_recalibrate_in_place_from_a_cifar_folder(tmp_path: Path) -> None:
     np.testing.assert_array_equal(new.model.layers[1].running_var, model.layers[1].running_var)
     assert new.extra["recalibrated"]["examples"] == 30
     assert not list(tmp_path.glob(".m.npz.*.tmp"))  # the atomic write left no temporary
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from bnlab.experiments import report
+
+    real = report.atomic_write
+
+    def full_disk(path: Any, write: Any, *args: Any, **kw: Any) -> Any:
+        def write_then_fail(f: Any) -> None:
+            write(f)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return real(path, write_then_fail, *args, **kw)
+
+    monkeypatch.setattr(report, "atomic_write", full_disk)
+    out = tmp_path / "r"
+    assert run_cli("run", "mnist-sigmoid", *TINY, "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bnlab: error: ") and "No space left on device" in err
+    assert err.count("\n") == 1
+    assert [p.name for p in out.iterdir()] == [".bnlab-run.lock"]  # no config, no temporary

@@ -50,7 +50,11 @@ _EXTRAS = {
     "mpi4py": "mpi",
 }
 # what each command needs beyond NumPy and Numba, checked before it starts
-_REQUIRES = {"run": ("matplotlib",), "report": ("matplotlib",), "export": ("onnx",)}
+_REQUIRES = {
+    "run": ("matplotlib", "markdown_it"),
+    "report": ("matplotlib", "markdown_it"),
+    "export": ("onnx",),
+}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -320,7 +324,9 @@ def _main(argv: list[str]) -> int:
     try:
         return int(args.func(args))
     except ModuleNotFoundError as e:
-        return _error(f"a package is missing ({e}): {_extra_hint(e.name or '')}", 1)
+        if not e.name:  # a message of ours, that names the extra already
+            return _error(e, 1)
+        return _error(f"a package is missing ({e}): {_extra_hint(e.name)}", 1)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
         return _error(e, 2)
     except (OSError, RunDirBusyError) as e:

@@ -163,11 +163,15 @@ def start_run_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
     """
     out = Path(out_dir)
     lock_run_dir(out)
-    for name in _RESULT_FILES:
-        (out / name).unlink(missing_ok=True)
-    for fig in out.glob("fig_*.png"):
-        fig.unlink()
-    write_json(out / "config.json", cfg)
+    try:
+        for name in _RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
+        for fig in out.glob("fig_*.png"):
+            fig.unlink()
+        write_json(out / "config.json", cfg)
+    except BaseException:
+        release_run_dir(out)
+        raise
     return out
 
 
