@@ -113,11 +113,18 @@ def test_renorm_report_uses_points_derived_steps_and_the_compile_caveat(tmp_path
     assert "-1.00 pp" in md and "-8.00 pp" in md and "renorm minus BN +1.00 pp" in md
     assert "after 6 steps" in md and "a few thousand" not in md
     assert "plain BN for 1 step, dmax 0 -> 5.0 by step 3" in md
-    assert "compile their Numba kernels" in md and "too short to judge" in md
+    assert "compiling their Numba kernels" in md and "too short to judge" in md
     assert "One seed: no spread" in md
-    write_json(tmp_path / "metrics.json", _renorm_metrics(0.97))
+    m = _renorm_metrics(0.97)
+    for r, compiling in zip(m["runs"], [56.2, 0.1, 30.0], strict=True):
+        r["compile_s"] = compiling
+    write_json(tmp_path / "metrics.json", m)
     rr.render(tmp_path)
-    assert "too short" not in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "too short" not in md
+    assert "| bn-full | 32 | iid | 97.00% | 96.00% | -1.00 pp | 14 |" in md  # 70.4 - 56.2 s
+    assert "without the time Numba spent compiling" in md
+    assert "bn-full 56 s, renorm-micro4 30 s)" in md
 
 
 def test_population_stats_report_has_status_wall_time_and_a_conclusion(tmp_path: Path) -> None:

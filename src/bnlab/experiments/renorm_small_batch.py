@@ -30,8 +30,10 @@ Files: ``config.json``, ``metrics.json`` (schema below), ``metrics.csv``, ``fig_
 
     {"schema": "bnlab.renorm.metrics/1", "experiment": "renorm-small-batch",
      "status": "running" | "complete" | "interrupted" | "failed", "wall_time_s": float,
+     "schedule": {"warmup_steps": int, "dmax_steps": int, "rmax_steps": int},
      "runs": [{"name": "renorm-micro4", "norm": "bn" | "renorm", "group": int,
-               "batches": "iid" | "noniid", "time_s": float, "error": str | null,
+               "batches": "iid" | "noniid", "error": str | null, "time_s": float,
+               "compile_s": float,  # of time_s: Numba compiling kernels (0 from the cache)
                "history": {"step": [...], "train_loss": [...], "test_acc": [...],
                            "train_mode_acc": [...]}}]}
 """
@@ -59,6 +61,7 @@ from bnlab.experiments.options import (
 from bnlab.experiments.progress import Progress
 from bnlab.experiments.renorm_small_batch_report import HISTORY_KEYS
 from bnlab.experiments.report import release_run_dir, run_status, start_run_dir
+from bnlab.experiments.timing import numba_compile_time
 from bnlab.train import Callback, TrainState
 
 DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
@@ -423,8 +426,9 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
             entry = {**spec, "error": None, "history": {k: [] for k in HISTORY_KEYS}}
             done_before = bar.n
             try:
-                with single_thread_blas():
+                with single_thread_blas(), numba_compile_time() as compiling:
                     state = train_one(spec, cfg, data, bar)
+                entry["compile_s"] = round(compiling.seconds, 3)
                 entry["history"] = {k: [row.get(k) for row in state.history] for k in HISTORY_KEYS}
             except FloatingPointError as e:
                 entry["error"] = str(e)
