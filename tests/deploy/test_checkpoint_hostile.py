@@ -418,3 +418,74 @@ def test_stale_temporaries_of_killed_saves_are_removed(tmp_path) -> None:
     save_checkpoint(path, m, opt)
     assert not stale.exists()
     assert other.exists() and mine.exists() and fresh.exists()
+
+
+# -- seeded fuzz: any mutation of __meta__ or of an array is a CheckpointError or loads ------
+_FUZZ_VALUES = [None, True, 0, -1, 2**63, 10**30, 1.5, float("nan"), float("inf"), "", "x"]
+_FUZZ_VALUES += ["Dense", [], [1], {}, {"a": 1}, {"__ndarray__": "model/0.W"}, {"__ndarray__": 5}]
+_FUZZ_DTYPES = ["f2", "f8", "c8", "?", "i1", "u8", "M8[s]", "m8[s]", "U3", "S2"]
+
+
+def _json_paths(obj, prefix=()):
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else []
+    items = enumerate(obj) if isinstance(obj, list) else items
+    for k, v in items:
+        yield from _json_paths(v, (*prefix, k))
+
+
+def _mutate_meta(meta, rnd):
+    paths = list(_json_paths(meta))[1:]
+    for _ in range(rnd.choice([1, 2])):
+        parent = meta
+        path = rnd.choice(paths)
+        try:
+            for k in path[:-1]:
+                parent = parent[k]
+            if rnd.random() < 0.15 and isinstance(parent, dict):
+                parent.pop(path[-1], None)
+            else:
+                parent[path[-1]] = json.loads(json.dumps(rnd.choice(_FUZZ_VALUES)))
+        except (KeyError, IndexError, TypeError):
+            pass
+
+
+def _mutate_arrays(arrays, rnd):
+    key = rnd.choice(sorted(k for k in arrays if k != "__meta__"))
+    a, op = arrays[key], rnd.random()
+    if op < 0.15:
+        del arrays[key]
+    elif op < 0.5:
+        arrays[key] = np.ones(a.shape, rnd.choice(_FUZZ_DTYPES))
+    elif op < 0.7:
+        arrays[key] = np.zeros(tuple(s + 1 for s in a.shape) or (2,), a.dtype)
+    else:
+        b = a.astype(np.float64)
+        b.reshape(-1)[:1] = rnd.choice([np.nan, np.inf, -1.0, 1e300])
+        arrays[key] = b
+
+
+@pytest.mark.parametrize("part", ["meta", "arrays"])
+def test_fuzzed_checkpoints_raise_checkpoint_error_or_load(tmp_path, part) -> None:
+    import random
+
+    path, _, _ = _good(tmp_path)
+    meta0, arrays0 = _parts(path)
+    rnd = random.Random(0)
+    outcomes = set()
+    for _ in range(150):
+        meta, arrays = json.loads(json.dumps(meta0)), dict(arrays0)
+        _mutate_meta(meta, rnd) if part == "meta" else _mutate_arrays(arrays, rnd)
+        _write(path, meta, arrays)
+        target = _model()
+        before = _state_bytes(target)
+        for model in (None, target):
+            try:
+                ck = load_checkpoint(path, model=model)
+                if ck.optimizer_state is not None:
+                    ck.make_optimizer()
+                outcomes.add("loaded")
+            except CheckpointError:
+                outcomes.add("refused")
+                assert _state_bytes(target) == before
+    assert outcomes == {"loaded", "refused"}

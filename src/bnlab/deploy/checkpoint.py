@@ -47,6 +47,8 @@ import numpy as np
 
 from bnlab._atomic import atomic_write, check_target
 from bnlab.deploy import _ckpt_config as config_check
+from bnlab.deploy._ckpt_codec import decode as _decode
+from bnlab.deploy._ckpt_codec import encode as _encode
 from bnlab.deploy._ckpt_read import FORMAT, VERSION, CheckpointError, parse_meta, read_members
 
 __all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "MAX_PARAMS"]
@@ -54,7 +56,6 @@ __all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError"
 #: Default cap on the number of model parameters and buffer entries :func:`load_checkpoint`
 #: accepts from a file (400 MB of float32); pass ``max_params=`` to load a bigger model.
 MAX_PARAMS = 100_000_000
-_SAVABLE_KINDS = "biufcUS"  # dtypes that np.load reads back without pickle
 
 
 @dataclass
@@ -84,62 +85,6 @@ def _make_optimizer(state: dict[str, Any], model: Any) -> Any:
     opt = cls.from_model(model, **config)
     opt.load_state_dict(state)
     return opt
-
-
-# -- nested state <-> JSON + arrays ---------------------------------------------------------
-def _encode(obj: Any, key: str, arrays: dict[str, np.ndarray], depth: int = 0) -> Any:
-    """JSON-able copy of ``obj`` with every ndarray moved to ``arrays[key...]``.
-
-    Refuses (TypeError naming ``key``) what could not be loaded back without pickle.
-    """
-    if depth > 100:
-        raise TypeError(f"save_checkpoint: {key} nests more than 100 levels (a cycle?)")
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind not in _SAVABLE_KINDS or obj.dtype.fields is not None:
-            raise TypeError(
-                f"save_checkpoint: {key} is an array of dtype {obj.dtype}, which cannot be "
-                "loaded back without pickle; save numbers (bool/int/float/complex) or strings"
-            )
-        name = key
-        while name in arrays:
-            name += "_"
-        arrays[name] = obj
-        return {"__ndarray__": name}
-    if isinstance(obj, dict):
-        if "__ndarray__" in obj:
-            raise TypeError(f"save_checkpoint: {key} uses the reserved key '__ndarray__'")
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise TypeError(f"save_checkpoint: key {k!r} in {key} must be a str")
-            out[k] = _encode(v, f"{key}/{k}", arrays, depth + 1)
-        return out
-    if isinstance(obj, list | tuple):
-        return [_encode(v, f"{key}/{i}", arrays, depth + 1) for i, v in enumerate(obj)]
-    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
-        return obj.item()
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise TypeError(
-        f"save_checkpoint: {key} holds a {type(obj).__name__}; only dicts, lists, numbers, "
-        "strings, None and numpy arrays can be saved (call .state_dict() on objects)"
-    )
-
-
-def _decode(obj: Any, arrays: dict[str, np.ndarray], p: Path, where: str) -> Any:
-    """Inverse of :func:`_encode`; a reference to a missing array is a CheckpointError."""
-    if isinstance(obj, dict):
-        if "__ndarray__" in obj:
-            ref = obj["__ndarray__"]
-            if len(obj) != 1 or not isinstance(ref, str) or ref not in arrays:
-                raise CheckpointError(
-                    f"{p}: {where} refers to the array {ref!r:.80}, which the file lacks; {_FIX}"
-                )
-            return arrays[ref]
-        return {k: _decode(v, arrays, p, f"{where}/{k}") for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v, arrays, p, f"{where}/{i}") for i, v in enumerate(obj)]
-    return obj
 
 
 _FIX = "use an earlier checkpoint, or re-run the training that wrote it"
@@ -257,6 +202,8 @@ def _check_optimizer(p: Path, opt: Any, model: Any) -> None:
 
 def _check_rng(p: Path, saved: dict[str, Any], model: Any) -> dict[str, dict[str, Any]]:
     own = model.generators() if hasattr(model, "generators") else {}
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{p}: __meta__ field 'rng' must be a dict of generator states")
     for key, state in saved.items():
         where = f"{p}: the generator state rng/{key}"
         if key not in own:
