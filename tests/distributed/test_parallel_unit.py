@@ -208,3 +208,22 @@ def test_one_process_experiments_are_unchanged():
     assert guard_job(lambda: 7) == 7  # no launcher: the command itself, status untouched
     with pytest.raises(ValueError, match="bn_sync must be one of"):
         prepare_model(model, SelfComm(), "sometimes")
+
+
+def test_evaluate_shares_the_test_set_and_gives_rank0s_numbers():
+    """Ranks whose running statistics differ (local BN) evaluate with rank 0's."""
+    from bnlab.train import evaluate
+
+    x, y = _data(n=23)
+    ref_model = _mlp(bn=True)
+    ref_model.layers[1].running_mean[...] = 0.3
+    ref = evaluate(ref_model, x, y, 5, loss_fn=SoftmaxCrossEntropy())
+
+    def fn(comm):
+        model = _mlp(bn=True)
+        model.layers[1].running_mean[...] = 0.3 if comm.rank == 0 else -1.0
+        return DataParallel(comm).evaluate(model, x, y, 5, loss_fn=SoftmaxCrossEntropy())
+
+    for got in run_ranks(3, fn):
+        assert got["accuracy"] == ref["accuracy"]
+        assert abs(got["loss"] - ref["loss"]) <= 1e-12 * ref["loss"]

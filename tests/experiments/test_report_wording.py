@@ -84,6 +84,11 @@ def test_the_demo_report_says_how_it_relates_to_the_readme() -> None:
     text = sr.readme_paragraph({**CFG, "steps": 6000, "seeds": 1, "lrs": [0.1, 3.0]}, m)
     assert "--steps 50000 --seeds 3" in text and "6,000 steps instead of 50,000" in text
     assert "column at 5,000 steps" in text and "95.23%" in text and "91.30%" in text
+    steps = [0, 4980, 5040, 6000]  # the demo: evaluated every 60 steps, 5,000 is not among them
+    m = _metrics([_run("plain", 0.1, 0, steps, [0.1, 0.913, 0.914, 0.92]),
+                  _run("bn", 0.1, 0, steps, [0.1, 0.9523, 0.953, 0.96])], 6000)  # fmt: skip
+    text = sr.readme_paragraph({**CFG, "steps": 6000, "seeds": 1, "lrs": [0.1, 3.0]}, m)
+    assert "at step 4,980, the evaluation nearest 5,000: lr 0.1 with BN 95.23%" in text
     same = sr.readme_paragraph({**CFG, "steps": 50000, "seeds": 3, "lrs": [0.1, 3.0]}, m)
     assert same.startswith("This is the README's run")
 

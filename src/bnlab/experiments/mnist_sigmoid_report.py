@@ -184,17 +184,22 @@ def readme_paragraph(cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
             "prints the README's table from this directory."
         )
     text = f"**Beside the README:** its table comes from {cmd}; this run has {'; '.join(differs)}. "
-    at = []
+    at, where = [], README_EARLY_STEP
     for lr in mc.lrs_of(metrics):
         for net in ("bn", "plain"):
             steps, acc = mean_curve(mc.group(metrics, lr, net), "accuracy")
-            hit = np.nonzero(steps == README_EARLY_STEP)[0]
-            if hit.size:
-                at.append(f"lr {lr:g} {LABEL[net]} {pct(acc[hit[0]])}")
+            if not len(steps) or steps[-1] < README_EARLY_STEP:
+                continue
+            i = int(np.argmin(np.abs(steps - README_EARLY_STEP)))  # the evaluation nearest 5k
+            where = int(steps[i])
+            at.append(f"lr {lr:g} {LABEL[net]} {pct(acc[i])}")
     if at:
+        step = f"step {where:,}" + (
+            f", the evaluation nearest {README_EARLY_STEP:,}" if where != README_EARLY_STEP else ""
+        )
         return text + (
             f"Its numbers compare with the README's column at {README_EARLY_STEP:,} steps "
-            f"(here: {', '.join(at)}), not with the final 50,000-step ones."
+            f"(here at {step}: {', '.join(at)}), not with the final 50,000-step ones."
         )
     return text + (
         f"It ends before step {README_EARLY_STEP:,}, the README's earliest column: its numbers "

@@ -1,0 +1,401 @@
+"""Floor 3, beside the training loop: data-parallel training over a :mod:`bnlab.comm` world.
+
+Every rank holds the whole model and draws the same GLOBAL batch of B samples (the same seeded
+iterator as one process); rank r of P trains on the contiguous shard
+``[start_r, stop_r)`` of :func:`shard_bounds` (sizes differ by at most one). A step is::
+
+    logits = model.forward(x[start_r:stop_r])        # SyncBatchNorm: global batch statistics
+    loss_r, dlogits = loss_fn(logits, y[start_r:stop_r])   # mean over the b_r local samples
+    model.backward(dlogits * b_r / B)                 # so that sum_r grad_r = d(mean loss)/dw
+    allreduce([grads..., loss_r * b_r])               # ONE collective over a flat buffer
+    loss = sum_r loss_r * b_r / B + penalties          # the global mean loss, on every rank
+    optimizer.step()                                   # the same update on every rank
+
+so with synchronized BN (or no BN) P ranks follow the one-process run up to the order of
+floating-point sums. With local BN each rank normalizes its own shard (PyTorch DDP without
+SyncBatchNorm); the running statistics are then rank 0's, as DDP's ``broadcast_buffers``.
+
+:meth:`DataParallel.setup` (called by ``Trainer.begin``) checks that every rank has the same
+config, architecture and optimizer (a :class:`ConfigMismatchError` on every rank otherwise),
+then broadcasts rank 0's parameters, buffers and optimizer state, so that a checkpoint (written
+by rank 0 alone, independent of the world size) resumes at any world size.
+
+Example (under ``mpiexec -n 4``; in one process ``world()`` is a world of one)::
+
+    dp = DataParallel(world(), config=cfg)
+    trainer = Trainer(model, SoftmaxCrossEntropy(), opt, BatchIterator(x, y, 60, seed=0),
+                      parallel=dp, callbacks=callbacks if dp.is_root else [])
+    trainer.fit(1000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bnlab.comm import Communicator, world
+
+__all__ = [
+    "BN_SYNC_MODES",
+    "ConfigMismatchError",
+    "DataParallel",
+    "for_experiment",
+    "is_root",
+    "prepare_model",
+    "shard_bounds",
+]
+
+BN_SYNC_MODES = ("global", "local")
+
+
+class ConfigMismatchError(RuntimeError):
+    """The ranks of a job do not train the same thing (config, architecture or optimizer)."""
+
+
+def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of rank ``rank``'s contiguous shard of ``n`` samples over ``size`` ranks.
+
+    With ``n = q * size + r``, ranks ``0 .. r-1`` get ``q + 1`` samples and the others ``q``:
+    ``start = rank * q + min(rank, r)``. The shards tile ``[0, n)`` in rank order.
+
+    >>> [shard_bounds(10, k, 4) for k in range(4)]
+    [(0, 3), (3, 6), (6, 8), (8, 10)]
+    """
+    if size < 1 or not 0 <= rank < size or n < 0:
+        raise ValueError(f"shard_bounds: need n >= 0 and 0 <= rank < size, got {n}, {rank}, {size}")
+    q, r = divmod(int(n), int(size))
+    start = rank * q + min(rank, r)
+    return start, start + q + (1 if rank < r else 0)
+
+
+def prepare_model(model: Any, comm: Communicator, bn_sync: str = "global") -> Any:
+    """``model`` ready for data-parallel training on ``comm``: BatchNorm layers replaced by
+    SyncBatchNorm for ``bn_sync="global"`` when the world has more than one rank."""
+    if bn_sync not in BN_SYNC_MODES:
+        raise ValueError(f"bn_sync must be one of {BN_SYNC_MODES}, got {bn_sync!r}")
+    if comm.size == 1 or bn_sync == "local":
+        return model
+    import bnlab.layers
+
+    convert = getattr(bnlab.layers, "convert_sync_batchnorm", None)
+    if convert is None:
+        raise NotImplementedError(
+            "bn_sync='global' needs bnlab.layers.convert_sync_batchnorm, which this bnlab "
+            "lacks; use bn_sync='local' (--bn-sync local)"
+        )
+    return convert(model, comm)
+
+
+def for_experiment(model: Any, cfg: dict[str, Any]) -> tuple[Any, DataParallel | None]:
+    """What an experiment needs to train ``model`` on the process's world (:func:`world`).
+
+    A world of one: ``(model, None)``, the one-process run unchanged. P > 1 ranks: the model
+    prepared for ``cfg["bn_sync"]`` (default "global", see :func:`prepare_model`) and a
+    :class:`DataParallel` whose config check covers ``cfg``.
+    """
+    comm = world()
+    if comm.size == 1:
+        return model, None
+    model = prepare_model(model, comm, str(cfg.get("bn_sync", "global")))
+    return model, DataParallel(comm, config=cfg)
+
+
+def is_root() -> bool:
+    """True in rank 0 of the process's world (and in one process): the rank that writes."""
+    return world().is_root
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _state_arrays(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
+    """Every array a rank's training state consists of: parameters, buffers, optimizer slots."""
+    arrays = {f"param/{k}": v for k, v in model.params.items()}
+    arrays.update({f"buffer/{k}": v for k, v in getattr(model, "buffers", {}).items()})
+    for slot, d in getattr(optimizer, "slots", {}).items():
+        arrays.update({f"slot/{slot}/{k}": v for k, v in d.items()})
+    return arrays
+
+
+def _weights_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key, a in arrays.items():
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint(model: Any, optimizer: Any, config: Any) -> dict[str, str]:
+    arrays = _state_arrays(model, optimizer)
+    opt_cfg = None
+    if optimizer is not None:
+        opt_cfg = {"type": type(optimizer).__name__, "config": optimizer.get_config()}
+    return {
+        "config": _digest(config),
+        "model": _digest({"class": type(model).__name__, "config": model.get_config()}),
+        "arrays": _digest([(k, a.shape, str(a.dtype)) for k, a in arrays.items()]),
+        "optimizer": _digest(opt_cfg),
+    }
+
+
+_WHAT = {
+    "config": "the experiment config (command-line options)",
+    "model": "the model architecture (model.get_config())",
+    "arrays": "the names, shapes or dtypes of the parameters, buffers or optimizer slots",
+    "optimizer": "the optimizer type or hyperparameters",
+}
+
+
+def _check_same(prints: Sequence[dict[str, str]]) -> None:
+    """Raise ConfigMismatchError naming what differs from rank 0 and on which ranks."""
+    bad = {k: [r for r, p in enumerate(prints) if p[k] != prints[0][k]] for k in prints[0]}
+    bad = {k: ranks for k, ranks in bad.items() if ranks}
+    if bad:
+        lines = "; ".join(f"{_WHAT[k]} differs from rank 0's on ranks {v}" for k, v in bad.items())
+        raise ConfigMismatchError(
+            f"DataParallel: the {len(prints)} ranks do not train the same thing: {lines}. "
+            "Start every rank with the same command line and code (one `mpiexec -n N bnlab "
+            "run ...`), or fix the rank that builds a different model"
+        )
+
+
+@dataclass
+class _Bucket:
+    """A flat buffer of one dtype holding the gradients ``entries`` (key, offset, size)."""
+
+    buf: np.ndarray
+    entries: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+class DataParallel:
+    """Gradient allreduce, batch sharding and state broadcast for one model (see the module).
+
+    ``comm`` defaults to :func:`bnlab.comm.world`; ``config`` (any JSON-able value, e.g. the
+    experiment config) must be the same on every rank. One instance serves one model.
+    """
+
+    def __init__(self, comm: Communicator | None = None, *, config: Any = None) -> None:
+        self.comm = world() if comm is None else comm
+        self.config = config
+        self._buckets: list[_Bucket] = []
+        self._model_id: int | None = None
+        self.weights_differed = False  # True if rank 0's broadcast changed another rank
+
+    @property
+    def rank(self) -> int:
+        return self.comm.rank
+
+    @property
+    def size(self) -> int:
+        return self.comm.size
+
+    @property
+    def is_root(self) -> bool:
+        return self.comm.is_root
+
+    # -- start ----------------------------------------------------------------------------
+    def setup(self, model: Any, optimizer: Any = None) -> None:
+        """Check every rank trains the same thing, then copy rank 0's state to every rank.
+
+        Raises :class:`ConfigMismatchError` on every rank (before anything changes) when the
+        config, the architecture, the array shapes/dtypes or the optimizer differ. Then rank
+        0's parameters, buffers, optimizer slots and step count are broadcast and the weights
+        are verified to be identical. Collective: every rank must call it, in the same order.
+        """
+        _check_same(self.comm.allgather_object(_fingerprint(model, optimizer, self.config)))
+        arrays = _state_arrays(model, optimizer)
+        before = self.comm.allgather_object(_weights_digest(arrays))
+        if len(set(before)) > 1:
+            self.weights_differed = True
+            for key, a in arrays.items():
+                if not a.flags.c_contiguous:
+                    raise ValueError(f"DataParallel.setup: '{key}' is not C-contiguous")
+                self.comm.bcast(a, root=0)
+            after = self.comm.allgather_object(_weights_digest(arrays))
+            if len(set(after)) > 1:
+                raise ConfigMismatchError(
+                    "DataParallel.setup: the weights still differ between ranks after the "
+                    "broadcast from rank 0; the MPI installation is broken"
+                )
+        if optimizer is not None and hasattr(optimizer, "iterations"):
+            optimizer.iterations = int(self.comm.allgather_object(optimizer.iterations)[0])
+        self.decorrelate_dropout(model)
+        self._allocate(model)
+
+    def decorrelate_dropout(self, model: Any) -> None:
+        """Give every Dropout layer (a layer with ``rate`` and a Generator ``rng``) on this rank
+        a generator of its own: ``default_rng([u, rank])`` with ``u`` drawn from its current
+        generator. Otherwise ranks built from the same seed draw the same mask pattern for
+        their shards. Deterministic for a given seed and world size; a no-op in one process.
+        (The masks differ from the one-process run's, which draws one mask for the global
+        batch: data-parallel training with dropout matches one process in distribution only.)
+        """
+        if self.size == 1:
+            return
+        stack = [model]
+        while stack:
+            layer = stack.pop()
+            stack.extend(getattr(layer, "layers", None) or [])
+            rng = getattr(layer, "rng", None)
+            if hasattr(layer, "rate") and isinstance(rng, np.random.Generator):
+                layer.rng = np.random.default_rng([int(rng.integers(2**63)), self.rank])
+
+    def _allocate(self, model: Any) -> None:
+        """One flat buffer per gradient dtype; the first also carries the loss (last slot)."""
+        by_dtype: dict[np.dtype, list[tuple[str, int]]] = {}
+        for key, g in model.grads.items():
+            by_dtype.setdefault(g.dtype, []).append((key, g.size))
+        dtypes = sorted(by_dtype, key=lambda d: -d.itemsize) or [np.dtype(np.float64)]
+        self._buckets = []
+        for i, dt in enumerate(dtypes):
+            entries, offset = [], 0
+            for key, size in by_dtype.get(dt, []):
+                entries.append((key, offset, size))
+                offset += size
+            self._buckets.append(_Bucket(np.zeros(offset + (i == 0), dt), entries))
+        self._model_id = id(model)
+
+    @property
+    def message_bytes(self) -> int:
+        """Bytes the gradient allreduce sends per rank and step (the buffers' sizes)."""
+        return sum(b.buf.nbytes for b in self._buckets)
+
+    # -- a step ---------------------------------------------------------------------------
+    def shard(self, x: Any, y: Any = None) -> tuple[Any, Any]:
+        """This rank's contiguous shard of the global batch ``(x, y)`` (y may be None)."""
+        start, stop = shard_bounds(len(x), self.rank, self.size)
+        return x[start:stop], None if y is None else y[start:stop]
+
+    def allreduce_gradients(self, model: Any, loss_sum: float = 0.0) -> float:
+        """Sum ``model.grads`` over the ranks in place (one allreduce per dtype bucket).
+
+        ``loss_sum`` (this rank's loss times its sample count) rides along in the first
+        bucket; the sum over ranks is returned.
+        """
+        if self._model_id != id(model):
+            raise RuntimeError("DataParallel: call setup(model, optimizer) before training")
+        grads = model.grads
+        for b in self._buckets:
+            for key, off, size in b.entries:
+                b.buf[off : off + size] = grads[key].reshape(-1)
+        self._buckets[0].buf[-1] = loss_sum
+        for b in self._buckets:
+            self.comm.allreduce(b.buf)
+        for b in self._buckets:
+            for key, off, size in b.entries:
+                g = grads[key]
+                np.copyto(g, b.buf[off : off + size].reshape(g.shape))
+        return float(self._buckets[0].buf[-1])
+
+    def step(
+        self,
+        model: Any,
+        loss_fn: Callable[[np.ndarray, Any], tuple[float, np.ndarray]],
+        optimizer: Any,
+        x: np.ndarray,
+        y: Any,
+        *,
+        backward_kwargs: dict[str, Any] | None = None,
+        penalty_loss: Callable[[Any], float] | None = None,
+        add_penalty_grads: Callable[[Any], None] | None = None,
+    ) -> tuple[float, np.ndarray, Any]:
+        """One data-parallel step on the global batch ``(x, y)`` (see the module docstring).
+
+        Returns ``(loss, logits, y_local)``: the global mean loss (plus penalties, counted
+        once), this rank's logits and labels. A non-finite global loss raises
+        FloatingPointError on every rank, before the optimizer step.
+        """
+        n = len(x)
+        if n < self.size:
+            raise ValueError(
+                f"DataParallel: a global batch of {n} sample(s) cannot feed {self.size} ranks "
+                f"(every rank needs at least one); use a batch size >= {self.size}"
+            )
+        if self._model_id != id(model):
+            self.setup(model, optimizer)
+        xl, yl = self.shard(x, y)
+        model.train()
+        logits = model.forward(xl)
+        loss, dlogits = loss_fn(logits, yl)
+        if self.size > 1:
+            dlogits = dlogits * dlogits.dtype.type(len(xl) / n)
+        model.backward(dlogits, **(backward_kwargs or {}))
+        if self.size > 1:
+            loss = self.allreduce_gradients(model, float(loss) * len(xl)) / n
+        loss = float(loss) + (float(penalty_loss(model)) if penalty_loss else 0.0)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"DataParallel: the global loss is {loss} at step {optimizer.iterations + 1}; "
+                "the run diverged (learning rate too high?)"
+            )
+        if add_penalty_grads is not None:
+            add_penalty_grads(model)  # after the sum: every rank adds the same penalty once
+        optimizer.step()
+        return loss, logits, yl
+
+    def trainer_step(self, trainer: Any, x: np.ndarray, y: Any) -> float:
+        """``Trainer.train_step`` with this DataParallel (``Trainer(..., parallel=dp)``)."""
+        loss, _, _ = self.step(
+            trainer.model,
+            trainer.loss_fn,
+            trainer.optimizer,
+            x,
+            y,
+            backward_kwargs=trainer._backward_kwargs,
+            penalty_loss=trainer._penalty_loss,
+            add_penalty_grads=trainer._add_penalty_grads,
+        )
+        return loss
+
+    def sync_buffers(self, model: Any) -> None:
+        """Copy rank 0's buffers (BN running statistics) to every rank: with local BN each
+        rank's drift apart, and rank 0's are the model (DDP's ``broadcast_buffers``)."""
+        for key, a in getattr(model, "buffers", {}).items():
+            if not a.flags.c_contiguous:
+                raise ValueError(f"DataParallel.sync_buffers: '{key}' is not C-contiguous")
+            self.comm.bcast(a, root=0)
+
+    def evaluate(
+        self,
+        model: Any,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int = 1000,
+        *,
+        loss_fn: Callable[[np.ndarray, Any], tuple[float, np.ndarray]] | None = None,
+    ) -> dict[str, float]:
+        """:func:`bnlab.train.evaluate` of rank 0's model, the work shared by all ranks.
+
+        Rank r evaluates its contiguous shard of ``(x, y)`` (eval mode, rank 0's running
+        statistics, see :meth:`sync_buffers`); the correct counts and loss sums are summed:
+        ``accuracy = sum_r correct_r / n``, ``loss = sum_r loss_r n_r / n``.
+        """
+        from bnlab.train import evaluate
+
+        if self.size == 1:
+            return evaluate(model, x, y, batch_size, loss_fn=loss_fn)
+        self.sync_buffers(model)
+        start, stop = shard_bounds(len(x), self.rank, self.size)
+        m = stop - start
+        ev = {"accuracy": 0.0, "loss": 0.0}
+        if m > 0:
+            ev = evaluate(model, x[start:stop], y[start:stop], batch_size, loss_fn=loss_fn)
+        correct, loss_sum, n = self.sum([round(ev["accuracy"] * m), ev.get("loss", 0.0) * m, m])
+        out = {"accuracy": correct / n}
+        if loss_fn is not None:
+            out["loss"] = loss_sum / n
+        return out
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """The elementwise sum over the ranks of a few numbers (float64), e.g. counts."""
+        buf = np.asarray(values, dtype=np.float64).copy()
+        self.comm.allreduce(buf)
+        return [float(v) for v in buf]
