@@ -328,11 +328,11 @@ def _run_epoch(net: _Net, data: kd.CifarData, cfg: dict[str, Any]) -> None:
     finally:
         bar.close()
     t1 = time.perf_counter()
-    ev = {"loss": float("nan"), "accuracy": float("nan")}  # rank 0 alone evaluates
-    if is_root():
-        ev = evaluate(
-            net.model, data.x_test, data.y_test, int(cfg["eval_batch_size"]), loss_fn=net.loss_fn
-        )
+    # under mpiexec every rank evaluates its share of the test set (rank 0's statistics)
+    run_eval = evaluate if net.dp is None else net.dp.evaluate
+    ev = run_eval(
+        net.model, data.x_test, data.y_test, int(cfg["eval_batch_size"]), loss_fn=net.loss_fn
+    )
     t2 = time.perf_counter()
     row.update(epoch=epoch, test_loss=ev["loss"], test_accuracy=ev["accuracy"])
     row.update(lr=net.opt.current_lr(), train_time_s=t1 - t0, eval_time_s=t2 - t1)
