@@ -207,3 +207,23 @@ def test_keras_negative_moving_variance_is_refused() -> None:
     with pytest.raises(ValueError, match="moving_variance.*negative"):
         load_keras_batch_norm(bn, weights)
     assert {k: v.tobytes() for k, v in bn.state_dict().items()} == before
+
+
+def test_batchnorm1d_round_trips_through_to_torch_in_ncl_layout(rng) -> None:
+    tbn = nn.BatchNorm1d(4)
+    _randomize(tbn)
+    tbn.eval()
+    back = to_torch(from_torch(tbn))  # no input_shape needed: axis=1 is BatchNorm1d
+    assert [type(m).__name__ for m in back] == ["BatchNorm1d"]
+    x = rng.normal(size=(3, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(_torch_out(back, x), _torch_out(tbn, x), atol=1e-6)
+
+
+def test_batchnorm1d_in_ncl_layout_exports_to_onnx(tmp_path, rng) -> None:
+    tbn = nn.BatchNorm1d(4)
+    _randomize(tbn)
+    model = from_torch(tbn.eval())
+    export_onnx(model, tmp_path / "m.onnx", (4, 4))
+    x = rng.normal(size=(3, 4, 4)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"input": x})[0], _torch_out(tbn, x), atol=1e-5)

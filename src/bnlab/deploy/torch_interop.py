@@ -120,13 +120,18 @@ def _conv(b: _Builder, layer: Any, rank: int | None) -> None:
 
 def _batch_norm(b: _Builder, layer: Any, rank: int | None) -> None:
     if type(layer).__name__ != "BatchNorm":
-        raise _fail(layer, "torch has no batch renormalization layer")
-    if rank not in (2, 4):
-        raise _fail(layer, "its input rank is unknown; pass input_shape to to_torch")
-    if layer.axis not in (-1, rank - 1) or getattr(layer, "virtual_batch_size", None):
-        raise _fail(layer, "only channels-last BatchNorm (axis=-1) without virtual batches maps")
-    b.to_nchw(rank)
-    cls = b.nn.BatchNorm2d if rank == 4 else b.nn.BatchNorm1d
+        raise _fail(layer, "only BatchNorm maps (torch has no batch renormalization layer)")
+    if getattr(layer, "virtual_batch_size", None):
+        raise _fail(layer, "torch's BatchNorm has no virtual batches")
+    if layer.axis == 1 and not b.nchw and rank in (None, 2, 3):
+        cls = b.nn.BatchNorm1d  # torch's own layout, (N, C) or (N, C, L): see from_torch
+    else:
+        if rank not in (2, 4):
+            raise _fail(layer, "its input rank is unknown; pass input_shape to to_torch")
+        if layer.axis not in (-1, rank - 1):
+            raise _fail(layer, "only channels-last BatchNorm (axis=-1) or axis=1 maps")
+        b.to_nchw(rank)
+        cls = b.nn.BatchNorm2d if rank == 4 else b.nn.BatchNorm1d
     n = layer.num_features
     bn = b.add(
         cls(
