@@ -51,3 +51,17 @@ def test_bad_rate_and_config():
     layer = Dropout(0.3, seed=5, name="d")
     clone = layer_from_config("Dropout", layer.get_config())
     np.testing.assert_array_equal(clone.forward(np.ones((3, 4))), layer.forward(np.ones((3, 4))))
+
+
+def test_generators_declares_the_mask_stream_for_checkpoints():
+    """Issue 15: the checkpoint saves what generators() declares; restoring that state
+    replays the same masks."""
+    layer = Dropout(0.5, seed=3)
+    assert layer.generators() == {"rng": layer.rng}
+    x = np.ones((4, 6), np.float32)
+    layer.forward(x)
+    state = layer.generators()["rng"].bit_generator.state
+    expected = layer.forward(x).copy()
+    other = Dropout(0.5, seed=99)
+    other.generators()["rng"].bit_generator.state = state
+    np.testing.assert_array_equal(other.forward(x), expected)
