@@ -343,7 +343,8 @@ def load_checkpoint(
     p = Path(path)
     if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
         raise ValueError(f"load_checkpoint: max_params must be a positive int, got {max_params!r}")
-    arrays = read_members(p, max_params * 8 + 2**26)
+    # float64 weights with three optimizer slots: 32 bytes a parameter, plus metadata
+    arrays = read_members(p, max_params * 32 + 2**26)
     meta = parse_meta(p, arrays.pop("__meta__"))
     plan = _validate(p, meta, arrays, model, max_params)
     _apply(plan)
