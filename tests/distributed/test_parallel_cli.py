@@ -1,10 +1,12 @@
-"""`mpiexec -n 2 bnlab run mnist-sigmoid ...`: the data-parallel run against one process, and
-Ctrl-C (SIGINT to mpiexec, which Hydra forwards to every rank) leaving a valid partial run."""
+"""`mpiexec -n 2 bnlab run mnist-sigmoid|cifar10-keras ...`: the data-parallel runs against one
+process, and Ctrl-C (SIGINT to mpiexec, which Hydra forwards to every rank) leaving a valid
+partial run."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -78,3 +80,43 @@ def test_ctrl_c_leaves_a_valid_partial_run(mpiexec, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and 20 <= metrics["steps_done"] < 1000000
     assert (out / "report.md").is_file() and (out / "fig_accuracy.png").is_file()
+
+
+def _tiny_cifar(root: Path, n_train: int = 48, n_test: int = 20) -> Path:
+    """CIFAR-10's python layout with random images (as tests/experiments/test_cifar10_keras)."""
+    rng = np.random.default_rng(0)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    sizes = [len(a) for a in np.array_split(np.arange(n_train), 5)]
+    names = [f"data_batch_{i + 1}" for i in range(5)] + ["test_batch"]
+    for name, n in zip(names, [*sizes, n_test], strict=True):
+        batch = {
+            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, size=n).tolist(),
+        }
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return d
+
+
+def test_two_ranks_run_cifar10_keras_like_one_process(mpiexec, tmp_path):
+    """The BN net (no dropout), augmentation on, 3 steps of 16 (shards [8, 8])."""
+    data = _tiny_cifar(tmp_path / "data")
+    hist = {}
+    for n in (None, 2):
+        out = tmp_path / f"run{n}"
+        cmd = [str(BIN / "bnlab"), "run", "cifar10-keras", "--data", str(data), "--epochs", "1"]
+        cmd += ["--models", "bn", "--batch-size", "16", "--no-progress", "--out", str(out)]
+        cmd += ["--bn-sync", "global" if SYNC else "local"]
+        if n is not None:
+            cmd = [str(BIN / "mpiexec"), "-n", str(n), *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=ENV)
+        assert proc.returncode == 0, f"{cmd}: exit {proc.returncode}\n{proc.stderr}"
+        assert proc.stdout.count("epoch   1") == 1  # rank 0 alone prints
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["status"] == "complete"
+        hist[n] = metrics["models"]["bn"]["history"]
+        assert (out / "checkpoints" / "bn.npz").is_file()
+    if not SYNC:
+        pytest.skip("no SyncBatchNorm: local BN differs from one process by design")
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+        np.testing.assert_allclose(hist[2][key], hist[None][key], rtol=1e-4, err_msg=key)
