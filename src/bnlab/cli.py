@@ -119,6 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bnlab.experiments.report import check_out_dir, is_interrupt, run_started
 
     module = experiments.get(args.experiment)
+    _check_data_parallel(args.experiment)
     out = check_out_dir(Path(args.out) if args.out else Path("runs") / args.experiment)
     has_resume = hasattr(args, "resume")
     resume = bool(getattr(args, "resume", False))
@@ -296,6 +297,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return guard_job(lambda: _main(argv))
     finally:
         restore_sigint()
+
+
+def _check_data_parallel(name: str) -> None:
+    """Under mpiexec with several ranks, only the experiments of DATA_PARALLEL may run."""
+    from bnlab.comm import world
+    from bnlab.experiments import DATA_PARALLEL
+
+    if name not in DATA_PARALLEL and world().size > 1:
+        raise ValueError(
+            f"{name} does not train data-parallel; run it without mpiexec (under mpiexec: "
+            f"{', '.join(sorted(DATA_PARALLEL))})"
+        )
 
 
 def _is_root() -> bool:

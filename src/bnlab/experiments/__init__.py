@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["SINGLE_THREAD_BLAS", "available", "get"]
+__all__ = ["DATA_PARALLEL", "SINGLE_THREAD_BLAS", "available", "get"]
 
 # name -> module (imported lazily). Other experiments register here with one line each.
 _MODULES: dict[str, str] = {
@@ -34,6 +34,10 @@ _MODULES: dict[str, str] = {
 # OPENBLAS_NUM_THREADS=1 unless the user set it. BLAS threads buy nothing at these sizes, and on
 # a busy 2-core machine OpenBLAS's spinning threads made an MLP step 15x slower (measured).
 SINGLE_THREAD_BLAS: frozenset[str] = frozenset({"mnist-sigmoid", "mnist-lr", "renorm-small-batch"})
+
+# Experiments that train data-parallel under mpiexec (bnlab.parallel); `bnlab run` refuses the
+# others there, whose ranks would each run the whole experiment into the same directory.
+DATA_PARALLEL: frozenset[str] = frozenset({"mnist-sigmoid", "mnist-lr", "cifar10-keras"})
 
 
 def available() -> list[str]:
