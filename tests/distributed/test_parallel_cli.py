@@ -120,3 +120,13 @@ def test_two_ranks_run_cifar10_keras_like_one_process(mpiexec, tmp_path):
         pytest.skip("no SyncBatchNorm: local BN differs from one process by design")
     for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
         np.testing.assert_allclose(hist[2][key], hist[None][key], rtol=1e-4, err_msg=key)
+
+
+def test_experiment_without_data_parallel_is_refused_under_mpiexec(mpiexec, tmp_path):
+    cmd = [str(BIN / "mpiexec"), "-n", "2", str(BIN / "bnlab"), "run", "population-stats"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "ps")], capture_output=True, text=True, timeout=60, env=ENV
+    )
+    assert proc.returncode == 2
+    assert "population-stats does not train data-parallel" in proc.stderr
+    assert not (tmp_path / "ps" / "config.json").exists()
