@@ -99,6 +99,11 @@ class GlobalAveragePool2D(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         arr = float_input(x, self.describe(), 4)
+        if arr.shape[1] * arr.shape[2] == 0 and arr.shape[0] * arr.shape[3] > 0:
+            raise ValueError(
+                f"{self.describe()}: the mean over H x W needs at least one pixel, got input "
+                f"shape {arr.shape}"
+            )
         self._in_shape = arr.shape
         y = arr.mean(axis=(1, 2))
         return like_input(y, x)
