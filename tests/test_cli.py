@@ -449,3 +449,23 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary(
     assert err.startswith("bnlab: error: ") and "No space left on device" in err
     assert err.count("\n") == 1
     assert [p.name for p in out.iterdir()] == [".bnlab-run.lock"]  # no config, no temporary
+
+
+def test_a_run_that_appeared_meanwhile_is_not_overwritten_without_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bnlab.experiments import mnist_common as mc
+
+    out = tmp_path / "r"
+    load = mc.load_data
+
+    def other_run_starts_while_loading(cfg: dict[str, Any]) -> Any:
+        out.mkdir()
+        (out / "config.json").write_text('{"experiment": "mnist-sigmoid", "other": 1}')
+        return load(cfg)
+
+    monkeypatch.setattr(mc, "load_data", other_run_starts_while_loading)
+    assert run_cli("run", "mnist-sigmoid", *TINY, "--out", str(out)) == 2
+    assert "another run started in it meanwhile" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".bnlab-run.lock", "config.json"]
+    assert '"other": 1' in (out / "config.json").read_text()

@@ -116,7 +116,12 @@ def _add_experiments(sub: SubParsers) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bnlab import experiments
-    from bnlab.experiments.report import check_out_dir, is_interrupt, run_started
+    from bnlab.experiments.report import (
+        check_out_dir,
+        expect_new_run_dir,
+        is_interrupt,
+        run_started,
+    )
 
     module = experiments.get(args.experiment)
     _check_data_parallel(args.experiment)
@@ -130,27 +135,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not (args.force or resume):
+        expect_new_run_dir(out)
     config = {k: v for k, v in vars(args).items() if k not in _CLI_KEYS}
     try:
         result = module.run(config, out)
     except BaseException as e:
         if not is_interrupt(e):
             raise
-        if run_started(out):
-            print(
-                f"\nbnlab: interrupted; the partial run is in {out} (report: "
-                f"{out / 'report.html'}; `bnlab report {out}` re-renders it)",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"\nbnlab: interrupted before the run started; {out} was not changed",
-                file=sys.stderr,
-            )
-        return 130
+        return _interrupted(out, run_started(out))
+    finally:
+        expect_new_run_dir(out, False)
     if _is_root():
         print(f"bnlab: done. Report: {Path(result) / 'report.html'} (and report.md)")
     return 0
+
+
+def _interrupted(out: Path, started: bool) -> int:
+    """Say where the partial run is (or that nothing was written); the exit status 130."""
+    if started:
+        print(
+            f"\nbnlab: interrupted; the partial run is in {out} (report: "
+            f"{out / 'report.html'}; `bnlab report {out}` re-renders it)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"\nbnlab: interrupted before the run started; {out} was not changed",
+            file=sys.stderr,
+        )
+    return 130
 
 
 def _add_run(sub: SubParsers) -> None:
@@ -340,7 +354,13 @@ def _main(argv: list[str]) -> int:
         if not e.name:  # a message of ours, that names the extra already
             return _error(e, 1)
         return _error(f"a package is missing ({e}): {_extra_hint(e.name)}", 1)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+    ) as e:
         return _error(e, 2)
     except (OSError, RunDirBusyError) as e:
         return _error(e, 1)

@@ -32,6 +32,7 @@ __all__ = [
     "RunDirBusyError",
     "RunFilesError",
     "check_out_dir",
+    "expect_new_run_dir",
     "format_value",
     "install_sigint_handler",
     "is_interrupt",
@@ -92,6 +93,19 @@ LOCK_NAME = ".bnlab-run.lock"
 # the ones a run of this process has started in (config.json written)
 _HELD: dict[str, int] = {}
 _STARTED: set[str] = set()
+# run directories a caller found without a run (no config.json) and must not overwrite
+_MUST_BE_NEW: set[str] = set()
+
+
+def expect_new_run_dir(out_dir: str | Path, expect: bool = True) -> None:
+    """Make :func:`start_run_dir` refuse ``out_dir`` if it holds a run by then (another run
+    that started in it meanwhile): ``bnlab run`` without ``--force``. ``expect=False`` undoes
+    it."""
+    key = str(Path(out_dir).resolve())
+    if expect:
+        _MUST_BE_NEW.add(key)
+    else:
+        _MUST_BE_NEW.discard(key)
 
 
 class RunDirBusyError(RuntimeError):
@@ -164,6 +178,11 @@ def start_run_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
     out = Path(out_dir)
     lock_run_dir(out)
     try:
+        if str(out.resolve()) in _MUST_BE_NEW and (out / "config.json").exists():
+            raise FileExistsError(
+                f"{out} holds a run now (another run started in it meanwhile); choose another "
+                "--out or pass --force to overwrite it"
+            )
         for name in _RESULT_FILES:
             (out / name).unlink(missing_ok=True)
         for fig in out.glob("fig_*.png"):
