@@ -111,6 +111,10 @@ class Trainer:
     ``batches`` is any iterable of ``(x, y)`` pairs, e.g. a ``bnlab.data.BatchIterator``;
     when one pass ends a new pass starts (a shuffling iterator reshuffles). ``step()`` runs
     one step and the callbacks' ``on_step_end``; ``fit(steps)`` runs ``steps`` of them.
+
+    ``parallel`` (a :class:`bnlab.parallel.DataParallel`) trains data-parallel under mpiexec:
+    ``begin`` checks the ranks agree and broadcasts rank 0's state, each batch is the global
+    batch of which this rank trains its shard, and the gradients are summed over the ranks.
     """
 
     def __init__(
