@@ -148,3 +148,15 @@ def test_population_stats_report_has_status_wall_time_and_a_conclusion(tmp_path:
     assert "as good as the best moving average, not better" in md  # +0.01 pp
     assert "3.50 pp below Algorithm 2" in md and "+0.50 pp" in md
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_short_run_note_only_for_untrained_runs() -> None:
+    steps = [0, 4, 8]
+    short = _metrics([_run("plain", 3.0, 0, steps, [0.1, 0.1, 0.11]),
+                      _run("bn", 3.0, 0, steps, [0.1, 0.15, 0.2])], 8)  # fmt: skip
+    note = sr.short_run_note(short)
+    assert note is not None and "Too short to judge" in note and "(best 20.00%)" in note
+    trained = _metrics([_run("plain", 3.0, 0, steps, [0.1, 0.5, 0.11]),
+                        _run("bn", 3.0, 0, steps, [0.1, 0.9, 0.95])], 8)  # fmt: skip
+    assert sr.short_run_note(trained) is None
+    assert sr.short_run_note(_metrics([], 0)) is None

@@ -125,6 +125,8 @@ def render(run_dir: str | Path) -> Path:
     cfg, metrics = mc.load_run(run_dir)
     r = Report("mnist-lr: higher learning rates with and without BN")
     r.paragraph(sr.status_text(metrics))
+    if note := sr.short_run_note(metrics):
+        r.paragraph(note)
     r.paragraph(sr.setup_paragraph(cfg))
     r.paragraph(
         "The paper (section 4.2.2) trains Inception with BN at 5x and 30x its base learning "

@@ -53,6 +53,7 @@ __all__ = [
     "pp",
     "render_full",
     "render_sweep",
+    "short_run_note",
     "status_text",
     "suggest_rates",
     "summarize",
@@ -129,6 +130,21 @@ def status_text(metrics: dict[str, Any]) -> str:
     if st != "complete":
         text += "; the numbers below are those of a partial run"
     return text + "."
+
+
+def short_run_note(metrics: dict[str, Any]) -> str | None:
+    """A warning when no net of the run is trained yet (none above ``TRAINED``), else None."""
+    finals = [
+        summarize(metrics, lr, net)["final_mean"] for lr in mc.lrs_of(metrics) for net in mc.NETS
+    ]
+    best = max((v for v in finals if math.isfinite(v)), default=math.nan)
+    if not finals or (math.isfinite(best) and best >= TRAINED):
+        return None
+    return (
+        f"**Too short to judge:** after {int(metrics.get('steps_done') or 0):,} steps no net is "
+        f"above {100 * TRAINED:.0f}% test accuracy (best {pct(best)}); the outcomes below are "
+        "those of nets that have barely started training."
+    )
 
 
 def _every(n: int) -> str:
