@@ -12,8 +12,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments.mnist_sigmoid_figures import (
     COLOR,
@@ -34,6 +32,7 @@ from bnlab.experiments.mnist_sigmoid_numbers import (
     pp,
     summarize,
 )
+from bnlab.experiments.mnist_sigmoid_readme import README_RUN, readme_paragraph
 from bnlab.experiments.report import Report
 
 __all__ = [
@@ -64,9 +63,6 @@ PAPER_SOURCE = (
     "Ioffe & Szegedy (2015), *Batch Normalization: Accelerating Deep Network Training by "
     "Reducing Internal Covariate Shift*, section 4.1, Figure 1"
 )
-# The README's results table: `bnlab run mnist-sigmoid --steps 50000 --seeds 3 --lr 0.1 3`.
-README_RUN: dict[str, Any] = {"steps": 50_000, "seeds": 3, "lrs": [0.1, 3.0]}
-README_EARLY_STEP = 5_000  # the README table's "at 5k steps" column
 
 
 def _reach95(j: dict[str, Any], steps_done: Any) -> str:
@@ -170,56 +166,6 @@ def setup_paragraph(cfg: dict[str, Any]) -> str:
         f"images and the 15th/50th/85th percentiles of the input of the sigmoid of unit "
         f"{cfg['monitor_unit']} of the last hidden layer over the same images. Evaluation is in "
         "eval mode: **the BN net uses its population (running) statistics**, not batch ones."
-    )
-
-
-def _differences(cfg: dict[str, Any]) -> list[str]:
-    """What sets this run's config apart from the README's run."""
-    out = []
-    steps, seeds = int(cfg["steps"]), int(cfg["seeds"])
-    if steps != README_RUN["steps"]:
-        out.append(f"{steps:,} steps instead of {README_RUN['steps']:,}")
-    if seeds != README_RUN["seeds"]:
-        band = " (so no min-max band)" if seeds == 1 else ""
-        out.append(f"{seeds} seed{'s' if seeds > 1 else ''} instead of {README_RUN['seeds']}{band}")
-    lrs = sorted(float(v) for v in cfg.get("lrs", []))
-    if len(lrs) != len(README_RUN["lrs"]) or not np.allclose(lrs, README_RUN["lrs"]):
-        out.append(f"learning rates {', '.join(f'{v:g}' for v in lrs)} instead of 0.1 and 3")
-    if cfg.get("train_subset") or cfg.get("test_subset"):
-        out.append("a subset of MNIST")
-    return out
-
-
-def readme_paragraph(cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """How this run relates to the README's table (50,000 steps, 3 seeds, lr 0.1 and 3)."""
-    cmd = "`bnlab run mnist-sigmoid --steps 50000 --seeds 3 --lr 0.1 3`"
-    differs = _differences(cfg)
-    if not differs:
-        return (
-            f"This is the README's run ({cmd}): `python benchmarks/readme_tables.py RUN_DIR` "
-            "prints the README's table from this directory."
-        )
-    text = f"**Beside the README:** its table comes from {cmd}; this run has {'; '.join(differs)}. "
-    at, where = [], README_EARLY_STEP
-    for lr in mc.lrs_of(metrics):
-        for net in ("bn", "plain"):
-            steps, acc = mean_curve(mc.group(metrics, lr, net), "accuracy")
-            if not len(steps) or steps[-1] < README_EARLY_STEP:
-                continue
-            i = int(np.argmin(np.abs(steps - README_EARLY_STEP)))  # the evaluation nearest 5k
-            where = int(steps[i])
-            at.append(f"lr {lr:g} {LABEL[net]} {pct(acc[i])}")
-    if at:
-        step = f"step {where:,}" + (
-            f", the evaluation nearest {README_EARLY_STEP:,}" if where != README_EARLY_STEP else ""
-        )
-        return text + (
-            f"Its numbers compare with the README's column at {README_EARLY_STEP:,} steps "
-            f"(here at {step}: {', '.join(at)}), not with the final 50,000-step ones."
-        )
-    return text + (
-        f"It ends before step {README_EARLY_STEP:,}, the README's earliest column: its numbers "
-        "show the direction of the effect early in training, not the README's sizes."
     )
 
 
