@@ -1,8 +1,11 @@
-"""Checking an experiment's config before anything touches the run directory.
+"""An experiment's options, and checking its config before anything touches the run directory.
 
-Every experiment declares, beside its ``DEFAULTS``, a table ``CHECKS`` of
-``config key -> Check`` and calls :func:`check_config` (plus :func:`check_sizes` for what
-depends on the data or the model size) before :func:`bnlab.experiments.report.start_run_dir`.
+Every experiment has a table ``CHECKS`` of ``config key -> Check`` and calls
+:func:`check_config` (plus the checks of what depends on the data or the model size) before
+:func:`bnlab.experiments.report.start_run_dir`. Experiments whose options are a table of
+:class:`Opt` (``OPTIONS``) derive everything else from it, one source per option:
+``add_options`` gives the ``bnlab run`` flags (the default shown by ``--help``),
+:func:`defaults_of` the ``DEFAULTS`` written to ``config.json``, :func:`checks_of` ``CHECKS``.
 A bad value raises ValueError naming the command-line flag, the accepted range, the value
 given and, where there is one, the fix: so ``bnlab run ... --force`` with a bad option leaves
 the old run as it was, and a bad option never leaves a half-made run directory behind.
@@ -10,6 +13,9 @@ the old run as it was, and a bad option never leaves a half-made run directory b
 
 from __future__ import annotations
 
+import argparse
+import copy
+import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -19,6 +25,10 @@ from typing import Any
 __all__ = [
     "Check",
     "MAX_MODEL_BYTES_ENV",
+    "Opt",
+    "add_options",
+    "checks_of",
+    "defaults_of",
     "check_config",
     "check_count",
     "check_model_bytes",
@@ -36,7 +46,8 @@ class Check:
     """What one config value must be: an int or a finite float in ``[lo, hi]``.
 
     ``lo_open``/``hi_open`` make a bound strict (``lo < v``); ``optional`` allows None;
-    ``many`` means a non-empty list of such values; ``flag`` overrides the ``--key-name``
+    ``many`` means a non-empty list of such values (``allow_empty``: possibly empty);
+    ``flag`` overrides the ``--key-name``
     shown in messages; ``hint`` is appended to the message (what the value means, the fix).
     """
 
@@ -47,6 +58,7 @@ class Check:
     hi_open: bool = False
     optional: bool = False
     many: bool = False
+    allow_empty: bool = False
     flag: str | None = None
     hint: str = ""
 
@@ -99,7 +111,7 @@ def check_config(cfg: Mapping[str, Any], checks: Mapping[str, Check], where: str
                 continue
             raise ValueError(f"{where}: {name} must be {c.expected()}, got None{tail}")
         if c.many:
-            if isinstance(v, str) or not isinstance(v, Sequence) or not v:
+            if isinstance(v, str) or not isinstance(v, Sequence) or not (v or c.allow_empty):
                 raise ValueError(
                     f"{where}: {name} must be a non-empty list of {c.expected()}, got {v!r}{tail}"
                 )
@@ -150,3 +162,61 @@ def check_count(n: int | None, available: int, key: str, what: str, where: str) 
             f"pass at most {available} (or leave it out for all)"
         )
     return int(n)
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option of an experiment: its default, its help text and what it must be.
+
+    A bool default makes a flag: ``negate="--no-progress"`` stores False, otherwise
+    ``--key`` stores True. ``nargs`` ("+", "*") makes a list; ``flag`` overrides ``--key``.
+    """
+
+    default: Any
+    help: str
+    check: Check | None = None
+    nargs: str | None = None
+    choices: tuple[str, ...] | None = None
+    flag: str | None = None
+    negate: str | None = None
+    required: bool = False
+
+
+def add_options(p: argparse.ArgumentParser, opts: Mapping[str, Opt]) -> None:
+    """The argparse options of ``opts`` (``dest`` = the config key)."""
+    for key, o in opts.items():
+        name = o.flag or flag(key)
+        if isinstance(o.default, bool):
+            if o.negate:
+                p.add_argument(o.negate, dest=key, action="store_false", help=o.help)
+            else:
+                p.add_argument(name, dest=key, action="store_true", help=o.help)
+            continue
+        kind = o.check.kind if o.check is not None else str
+        kw: dict[str, Any] = {"dest": key, "type": kind, "default": o.default, "help": o.help}
+        if o.nargs:
+            kw["nargs"] = o.nargs
+        if o.choices:
+            kw["choices"] = o.choices
+        if o.required:
+            kw["required"] = True
+        p.add_argument(name, **kw)
+
+
+def defaults_of(opts: Mapping[str, Opt]) -> dict[str, Any]:
+    """``config key -> default`` (copies: a default list is never shared)."""
+    return {k: copy.deepcopy(o.default) for k, o in opts.items()}
+
+
+def checks_of(opts: Mapping[str, Opt]) -> dict[str, Check]:
+    """``config key -> Check`` of the options that have one, with their flag for messages."""
+    out = {}
+    for k, o in opts.items():
+        if o.check is not None:
+            c = o.check
+            if o.flag and not c.flag:
+                c = dataclasses.replace(c, flag=o.flag)
+            if o.nargs and not c.many:
+                c = dataclasses.replace(c, many=True, allow_empty=o.nargs == "*")
+            out[k] = c
+    return out

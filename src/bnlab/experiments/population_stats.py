@@ -29,10 +29,14 @@ import numpy as np
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments.options import (
     Check,
+    Opt,
+    add_options,
     check_config,
     check_count,
     check_model_bytes,
     check_unknown,
+    checks_of,
+    defaults_of,
     mlp_params,
 )
 from bnlab.experiments.progress import Progress
@@ -46,64 +50,35 @@ from bnlab.train import evaluate
 
 DESCRIPTION = "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics"
 
-DEFAULTS: dict[str, Any] = {
-    "steps": 3000,
-    "batch_size": 60,
-    "lr": 0.5,
-    "momenta": [0.01, 0.1, 0.5],
-    "seed": 0,
-    "hidden": [100, 100, 100],
-    "init_std": 0.1,
-    "bn_eps": 1e-5,
-    "eval_every": None,
-    "recal_examples": 12000,
-    "train_subset": None,
-    "test_subset": None,
-    "progress": True,
+_C = mc.COMMON_CHECKS
+# every option once: its flag, default (shown by --help), check and config.json entry
+OPTIONS: dict[str, Opt] = {
+    "steps": Opt(3000, "SGD steps", _C["steps"]),
+    "batch_size": Opt(60, "examples per step", _C["batch_size"]),
+    "lr": Opt(0.5, "SGD learning rate", Check(float, 0, lo_open=True)),
+    "momenta": Opt(
+        [0.01, 0.1, 0.5],
+        "BN momenta, one net each (the weight of the new batch)",
+        Check(float, 0, 1, hint=mc.MOMENTUM_HINT),
+        nargs="+",
+    ),
+    "seed": Opt(0, "weights, batches and the draw", _C["seed"]),
+    "hidden": Opt([100, 100, 100], "hidden widths", _C["hidden"], nargs="+"),
+    "init_std": Opt(0.1, "std of the N(0, std^2) weights", _C["init_std"]),
+    "bn_eps": Opt(1e-5, "BN's epsilon", _C["bn_eps"]),
+    "eval_every": Opt(None, "evaluate every N steps (steps/10)", _C["eval_every"]),
+    "recal_examples": Opt(12000, "training images drawn for Algorithm 2", Check(int, 2)),
+    "train_subset": Opt(None, "first N train images (all)", _C["train_subset"]),
+    "test_subset": Opt(None, "first N test images (all)", _C["test_subset"]),
+    "progress": Opt(True, "no progress bar", negate="--no-progress"),
 }
-CHECKS: dict[str, Check] = {
-    **{k: mc.COMMON_CHECKS[k] for k in ("steps", "batch_size", "seed", "hidden", "init_std")},
-    **{k: mc.COMMON_CHECKS[k] for k in ("bn_eps", "eval_every", "train_subset", "test_subset")},
-    "lr": Check(float, 0, lo_open=True),
-    "momenta": Check(float, 0, 1, many=True, hint=mc.MOMENTUM_HINT),
-    "recal_examples": Check(int, 2),
-}
+DEFAULTS: dict[str, Any] = defaults_of(OPTIONS)
+CHECKS: dict[str, Check] = checks_of(OPTIONS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="examples per step")
-    p.add_argument("--lr", type=float, default=d["lr"], help="SGD learning rate")
-    p.add_argument(
-        "--momenta",
-        type=float,
-        nargs="+",
-        default=d["momenta"],
-        help="BN momenta, one net each (the weight of the new batch)",
-    )
-    p.add_argument("--seed", type=int, default=d["seed"], help="weights, batches and the draw")
-    p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
-    p.add_argument(
-        "--init-std", type=float, default=d["init_std"], help="std of the N(0, std^2) weights"
-    )
-    p.add_argument("--bn-eps", type=float, default=d["bn_eps"], help="BN's epsilon")
-    p.add_argument(
-        "--eval-every", type=int, default=d["eval_every"], help="evaluate every N steps (steps/10)"
-    )
-    p.add_argument(
-        "--recal-examples",
-        type=int,
-        default=d["recal_examples"],
-        help="training images drawn for Algorithm 2",
-    )
-    p.add_argument(
-        "--train-subset", type=int, default=d["train_subset"], help="first N train images (all)"
-    )
-    p.add_argument(
-        "--test-subset", type=int, default=d["test_subset"], help="first N test images (all)"
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    """Options of ``bnlab run population-stats`` (from :data:`OPTIONS`)."""
+    add_options(p, OPTIONS)
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.options import Check, check_config, check_unknown
+from bnlab.experiments.options import (
+    Check,
+    Opt,
+    add_options,
+    check_config,
+    check_unknown,
+    checks_of,
+    defaults_of,
+)
 from bnlab.experiments.progress import Progress
 from bnlab.experiments.report import (
     release_run_dir,
@@ -36,39 +44,23 @@ from bnlab.train import evaluate
 
 DESCRIPTION = "Per checkpoint (e.g. per epoch): test accuracy, moving averages vs Algorithm 2"
 
-DEFAULTS: dict[str, Any] = {
-    "checkpoints": None,
-    "data": "mnist",
-    "batch_size": 32,
-    "recal_examples": 10000,
-    "eval_batch_size": 500,
-    "seed": 0,
-    "progress": True,
+# every option once: its flag, default (shown by --help), check and config.json entry
+OPTIONS: dict[str, Opt] = {
+    "checkpoints": Opt(None, "glob of checkpoint files, e.g. 'D/*.npz'", required=True),
+    "data": Opt("mnist", "'mnist' or a CIFAR-10 path"),
+    "batch_size": Opt(32, "Algorithm 2's m", Check(int, 2, hint="m/(m-1) needs m >= 2")),
+    "recal_examples": Opt(10000, "training images drawn for Algorithm 2", Check(int, 2)),
+    "eval_batch_size": Opt(500, "examples per forward", Check(int, 1)),
+    "seed": Opt(0, "draw of the recalibration batches", Check(int, 0)),
+    "progress": Opt(True, "no progress bar", negate="--no-progress"),
 }
-CHECKS: dict[str, Check] = {
-    "batch_size": Check(int, 2, hint="Algorithm 2's m/(m-1) needs m >= 2"),
-    "recal_examples": Check(int, 2),
-    "eval_batch_size": Check(int, 1),
-    "seed": Check(int, 0),
-}
+DEFAULTS: dict[str, Any] = defaults_of(OPTIONS)
+CHECKS: dict[str, Check] = checks_of(OPTIONS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    p.add_argument("--checkpoints", required=True, help="glob of checkpoint files, e.g. 'D/*.npz'")
-    p.add_argument("--data", default=d["data"], help="'mnist' or a CIFAR-10 path")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="Algorithm 2's m")
-    p.add_argument(
-        "--recal-examples",
-        type=int,
-        default=d["recal_examples"],
-        help="training images drawn for Algorithm 2",
-    )
-    p.add_argument(
-        "--eval-batch-size", type=int, default=d["eval_batch_size"], help="examples per forward"
-    )
-    p.add_argument("--seed", type=int, default=d["seed"], help="draw of the recalibration batches")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    """Options of ``bnlab run population-stats-epochs`` (from :data:`OPTIONS`)."""
+    add_options(p, OPTIONS)
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:

@@ -52,10 +52,14 @@ import numpy as np
 
 from bnlab.experiments.options import (
     Check,
+    Opt,
+    add_options,
     check_config,
     check_count,
     check_model_bytes,
     check_unknown,
+    checks_of,
+    defaults_of,
     mlp_params,
 )
 from bnlab.experiments.progress import Progress
@@ -66,85 +70,39 @@ from bnlab.train import Callback, TrainState
 
 DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
 
-DEFAULTS: dict[str, Any] = {
-    "steps": 5000,
-    "batch_size": 32,
-    "micro_sizes": [4, 2],
-    "noniid": True,
-    "lr": 0.02,
-    "activation": "relu",
-    "hidden": [100, 100, 100],
-    "momentum": 0.01,
-    "eps": 1e-3,
-    "rmax": 3.0,
-    "dmax": 5.0,
-    "warmup_frac": 0.1,
-    "dmax_frac": 0.5,
-    "rmax_frac": 0.8,
-    "eval_every": None,
-    "seed": 0,
-    "train_subset": None,
-    "test_subset": None,
-    "progress": True,
-}
 _MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
-CHECKS: dict[str, Check] = {
-    "steps": Check(int, 1),
-    "batch_size": Check(int, 4),
-    "micro_sizes": Check(int, 2, flag="--micro-sizes"),
-    "lr": Check(float, 0, lo_open=True),
-    "hidden": Check(int, 1, many=True),
-    "momentum": Check(float, 0, 1, hint=_MOMENTUM_HINT),
-    "eps": Check(float, 0, lo_open=True),
-    "rmax": Check(float, 1, hint="the largest r of batch renorm (1 = plain BN)"),
-    "dmax": Check(float, 0, hint="the largest |d| of batch renorm (0 = plain BN)"),
-    "warmup_frac": Check(float, 0, 1),
-    "dmax_frac": Check(float, 0, 1),
-    "rmax_frac": Check(float, 0, 1),
-    "eval_every": Check(int, 1, optional=True),
-    "seed": Check(int, 0),
-    "train_subset": Check(int, 1, optional=True),
-    "test_subset": Check(int, 1, optional=True),
+_FRAC = Check(float, 0, 1)
+# every option once: its flag, default (shown by --help), check and config.json entry
+OPTIONS: dict[str, Opt] = {
+    "steps": Opt(5000, "SGD steps per run", Check(int, 1)),
+    "batch_size": Opt(32, "minibatch size", Check(int, 4)),
+    "micro_sizes": Opt(
+        [4, 2], "microbatch sizes for the normalization statistics", Check(int, 2), nargs="*"
+    ),
+    "noniid": Opt(True, "skip 2-class runs", negate="--no-noniid"),
+    "lr": Opt(0.02, "SGD learning rate", Check(float, 0, lo_open=True)),
+    "activation": Opt("relu", "hidden units", choices=("relu", "sigmoid")),
+    "hidden": Opt([100, 100, 100], "hidden widths", Check(int, 1), nargs="+"),
+    "momentum": Opt(0.01, "BN/renorm momentum", Check(float, 0, 1, hint=_MOMENTUM_HINT)),
+    "eps": Opt(1e-3, "BN/renorm eps", Check(float, 0, lo_open=True)),
+    "rmax": Opt(3.0, "batch renorm's final r_max", Check(float, 1, hint="1 = plain BN")),
+    "dmax": Opt(5.0, "batch renorm's final d_max", Check(float, 0, hint="0 = plain BN")),
+    "warmup_frac": Opt(0.1, "fraction of the steps trained as plain BN (r=1, d=0)", _FRAC),
+    "dmax_frac": Opt(0.5, "fraction of the steps at which d_max reaches --dmax", _FRAC),
+    "rmax_frac": Opt(0.8, "fraction of the steps at which r_max reaches --rmax", _FRAC),
+    "eval_every": Opt(None, "evaluate every N steps (steps/20)", Check(int, 1, optional=True)),
+    "seed": Opt(0, "weights and batches", Check(int, 0)),
+    "train_subset": Opt(None, "first N train images (all)", Check(int, 1, optional=True)),
+    "test_subset": Opt(None, "first N test images (all)", Check(int, 1, optional=True)),
+    "progress": Opt(True, "no progress bar", negate="--no-progress"),
 }
+DEFAULTS: dict[str, Any] = defaults_of(OPTIONS)
+CHECKS: dict[str, Check] = checks_of(OPTIONS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bnlab run renorm-small-batch``."""
-    d = DEFAULTS
-    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="minibatch size")
-    p.add_argument(
-        "--micro-sizes", type=int, nargs="*", default=d["micro_sizes"],
-        help="microbatch sizes for the normalization statistics",
-    )  # fmt: skip
-    p.add_argument("--no-noniid", dest="noniid", action="store_false", help="skip 2-class runs")
-    p.add_argument("--lr", type=float, default=d["lr"], help="SGD learning rate")
-    p.add_argument(
-        "--activation", choices=["relu", "sigmoid"], default=d["activation"], help="hidden units"
-    )
-    p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
-    p.add_argument("--momentum", type=float, default=d["momentum"], help="BN/renorm momentum")
-    p.add_argument("--eps", type=float, default=d["eps"], help="BN/renorm eps")
-    p.add_argument("--rmax", type=float, default=d["rmax"], help="batch renorm's final r_max")
-    p.add_argument("--dmax", type=float, default=d["dmax"], help="batch renorm's final d_max")
-    fracs = {
-        "warmup_frac": "fraction of the steps trained as plain BN (r=1, d=0)",
-        "dmax_frac": "fraction of the steps at which d_max reaches --dmax",
-        "rmax_frac": "fraction of the steps at which r_max reaches --rmax",
-    }
-    for key, text in fracs.items():
-        p.add_argument("--" + key.replace("_", "-"), type=float, default=d[key], help=text)
-    p.add_argument(
-        "--eval-every", type=int, default=d["eval_every"], help="evaluate every N steps (steps/20)"
-    )
-    p.add_argument("--seed", type=int, default=d["seed"], help="weights and batches")
-    p.add_argument(
-        "--train-subset", type=int, default=d["train_subset"], help="first N train images (all)"
-    )
-    p.add_argument(
-        "--test-subset", type=int, default=d["test_subset"], help="first N test images (all)"
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    """Options of ``bnlab run renorm-small-batch`` (from :data:`OPTIONS`)."""
+    add_options(p, OPTIONS)
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -154,9 +112,7 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg = {**DEFAULTS, **config, "experiment": where}
     if cfg["activation"] not in ("relu", "sigmoid"):
         raise ValueError(f"{where}: --activation must be relu or sigmoid: {cfg['activation']!r}")
-    for k in cfg["micro_sizes"]:
-        check_config({"micro_sizes": k}, {"micro_sizes": CHECKS["micro_sizes"]}, where)
-    check_config(cfg, {k: c for k, c in CHECKS.items() if k != "micro_sizes"}, where)
+    check_config(cfg, CHECKS, where)
     cfg["micro_sizes"] = [int(k) for k in cfg["micro_sizes"]]
     cfg["hidden"] = [int(w) for w in cfg["hidden"]]
     bs = int(cfg["batch_size"])
