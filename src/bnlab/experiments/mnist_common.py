@@ -10,6 +10,7 @@ The schema is documented in :mod:`bnlab.experiments.mnist_sigmoid`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,120 +19,74 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.experiments.monitor import ActivationMonitor
 from bnlab.experiments.options import (
     Check,
+    Opt,
+    add_options,
+    check_choices,
     check_config,
     check_count,
     check_model_bytes,
     check_unknown,
+    checks_of,
+    defaults_of,
     mlp_params,
 )
 from bnlab.experiments.report import read_json, run_status, write_csv, write_json
 from bnlab.parallel import for_experiment, is_root
-from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Trainer
+from bnlab.train import EvalCallback, PeriodicCallback, Trainer
 
 SCHEMA = "bnlab.mnist.metrics/1"
 HISTORY_KEYS = ("step", "train_loss", "accuracy", "p15", "p50", "p85")
 NETS = ("plain", "bn")
 
 # Options shared by both experiments (config key -> default). Each experiment adds its own.
-COMMON_DEFAULTS: dict[str, Any] = {
-    "steps": 50_000,
-    "batch_size": 60,
-    "seeds": 1,
-    "seed": 0,
-    "hidden": [100, 100, 100],
-    "init_std": 0.1,
-    "eval_every": None,
-    "eval_batch_size": 2000,
-    "monitor_unit": 0,
-    "bn_momentum": 0.1,
-    "bn_eps": 1e-5,
-    "train_subset": None,
-    "test_subset": None,
-    "progress": True,
-    "save_checkpoints": False,
-    "bn_sync": "global",
-}
-
-
-# What each shared option must be (options.Check); the experiments add their own.
 MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
-COMMON_CHECKS: dict[str, Check] = {
-    "steps": Check(int, 1),
-    "batch_size": Check(int, 2, hint="BatchNorm needs at least 2 examples a batch"),
-    "seeds": Check(int, 1),
-    "seed": Check(int, 0),
-    "hidden": Check(int, 1, many=True),
-    "init_std": Check(float, 0, lo_open=True),
-    "eval_every": Check(int, 1, optional=True),
-    "eval_batch_size": Check(int, 1),
-    "monitor_unit": Check(int, 0),
-    "bn_momentum": Check(float, 0, 1, hint=MOMENTUM_HINT),
-    "bn_eps": Check(float, 0, lo_open=True),
-    "train_subset": Check(int, 1, optional=True),
-    "test_subset": Check(int, 1, optional=True),
+# the options both experiments share, each once: its flag, default (shown by --help), check
+# and config.json entry; each experiment adds its own (and may change a default)
+COMMON_OPTIONS: dict[str, Opt] = {
+    "steps": Opt(50_000, "SGD steps per run", Check(int, 1)),
+    "batch_size": Opt(
+        60, "examples per step", Check(int, 2, hint="BatchNorm needs at least 2 examples a batch")
+    ),
+    "seeds": Opt(1, "repeat with K seeds; mean and min-max band", Check(int, 1)),
+    "seed": Opt(0, "first seed", Check(int, 0)),
+    "hidden": Opt([100, 100, 100], "hidden widths", Check(int, 1), nargs="+"),
+    "init_std": Opt(0.1, "std of the N(0, std^2) weights", Check(float, 0, lo_open=True)),
+    "eval_every": Opt(
+        None, "evaluate every N steps (default: steps/100)", Check(int, 1, optional=True)
+    ),
+    "eval_batch_size": Opt(2000, "examples per forward", Check(int, 1)),
+    "monitor_unit": Opt(
+        0, "unit of the last hidden layer whose sigmoid input is tracked", Check(int, 0)
+    ),
+    "bn_momentum": Opt(0.1, "BN: " + MOMENTUM_HINT, Check(float, 0, 1, hint=MOMENTUM_HINT)),
+    "bn_eps": Opt(1e-5, "BN's epsilon", Check(float, 0, lo_open=True)),
+    "train_subset": Opt(
+        None, "use the first N train images (default: all)", Check(int, 1, optional=True)
+    ),
+    "test_subset": Opt(
+        None, "use the first N test images (default: all)", Check(int, 1, optional=True)
+    ),
+    "progress": Opt(True, "no progress bar", negate="--no-progress"),
+    "save_checkpoints": Opt(False, "save each net's final model to checkpoints/NAME.npz"),
+    "bn_sync": Opt(
+        "global",
+        "under mpiexec: global = synchronized BN over all ranks (the one-process run), "
+        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
+        choices=("global", "local"),
+    ),
 }
+COMMON_DEFAULTS: dict[str, Any] = defaults_of(COMMON_OPTIONS)
+COMMON_CHECKS: dict[str, Check] = checks_of(COMMON_OPTIONS)
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 
 
 def add_common_arguments(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
-    """The ``bnlab run`` options both MNIST experiments accept."""
-    d = defaults
-    p.add_argument("--steps", type=int, default=d["steps"], help="SGD steps per run")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="examples per step")
-    p.add_argument(
-        "--seeds", type=int, default=d["seeds"], help="repeat with K seeds; mean and min-max band"
-    )
-    p.add_argument("--seed", type=int, default=d["seed"], help="first seed")
-    p.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="hidden widths")
-    p.add_argument(
-        "--init-std", type=float, default=d["init_std"], help="std of the N(0, std^2) weights"
-    )
-    p.add_argument(
-        "--eval-every",
-        type=int,
-        default=d["eval_every"],
-        help="evaluate every N steps (default: steps/100)",
-    )
-    p.add_argument(
-        "--eval-batch-size", type=int, default=d["eval_batch_size"], help="examples per forward"
-    )
-    p.add_argument(
-        "--monitor-unit",
-        type=int,
-        default=d["monitor_unit"],
-        help="unit of the last hidden layer whose sigmoid input is tracked",
-    )
-    p.add_argument(
-        "--bn-momentum", type=float, default=d["bn_momentum"], help="BN: " + MOMENTUM_HINT
-    )
-    p.add_argument("--bn-eps", type=float, default=d["bn_eps"], help="BN's epsilon")
-    p.add_argument(
-        "--train-subset",
-        type=int,
-        default=d["train_subset"],
-        help="use the first N train images (default: all)",
-    )
-    p.add_argument(
-        "--test-subset",
-        type=int,
-        default=d["test_subset"],
-        help="use the first N test images (default: all)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument(
-        "--save-checkpoints",
-        action="store_true",
-        help="save each net's final model to checkpoints/NAME.npz",
-    )
-    p.add_argument(
-        "--bn-sync",
-        choices=("global", "local"),
-        default=d.get("bn_sync", "global"),
-        help="under mpiexec: global = synchronized BN over all ranks (the one-process run), "
-        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
-    )
+    """The ``bnlab run`` options both MNIST experiments accept, with ``defaults``."""
+    opts = {k: dataclasses.replace(o, default=defaults[k]) for k, o in COMMON_OPTIONS.items()}
+    add_options(p, opts)
 
 
 def resolve_config(
@@ -146,6 +101,7 @@ def resolve_config(
     check_unknown(config, list(defaults), experiment)
     cfg = {**defaults, **config, "experiment": experiment}
     check_config(cfg, COMMON_CHECKS, experiment)
+    check_choices(cfg, COMMON_OPTIONS, experiment)
     cfg["hidden"] = [int(w) for w in cfg["hidden"]]
     if cfg["eval_every"] is None:
         cfg["eval_every"] = max(1, int(cfg["steps"]) // 100)

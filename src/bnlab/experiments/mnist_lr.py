@@ -19,38 +19,35 @@ from typing import Any
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as sr
-from bnlab.experiments.options import Check, check_config
+from bnlab.experiments.options import Check, Opt, add_options, check_config, checks_of, defaults_of
 from bnlab.experiments.report import Report, release_run_dir, start_run_dir
 from bnlab.parallel import is_root
 
 DESCRIPTION = "BN-x5 / BN-x30: the sigmoid MLP at 1x, 5x and 30x a base learning rate"
 
-DEFAULTS: dict[str, Any] = {
-    **mc.COMMON_DEFAULTS,
-    "steps": 10_000,
-    "base_lr": 3.0,
-    "multipliers": [1.0, 5.0, 30.0],
-    "stall_threshold": 0.2,
+# this experiment's own options, each once (flag, default in --help, check, config.json)
+OPTIONS: dict[str, Opt] = {
+    "base_lr": Opt(3.0, "base learning rate", Check(float, 0, lo_open=True)),
+    "multipliers": Opt(
+        [1.0, 5.0, 30.0],
+        "learning rates are base_lr times these",
+        Check(float, 0, lo_open=True),
+        nargs="+",
+    ),
+    "stall_threshold": Opt(
+        0.2,
+        "final test accuracy below this counts as stalled",
+        Check(float, 0, 1, hint="a test accuracy (chance is 0.1)"),
+    ),
 }
+DEFAULTS: dict[str, Any] = {**mc.COMMON_DEFAULTS, "steps": 10_000, **defaults_of(OPTIONS)}
+CHECKS: dict[str, Check] = checks_of(OPTIONS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bnlab run mnist-lr``."""
+    """Options of ``bnlab run mnist-lr``: the shared ones, then :data:`OPTIONS`."""
     mc.add_common_arguments(p, DEFAULTS)
-    p.add_argument("--base-lr", type=float, default=DEFAULTS["base_lr"], help="base learning rate")
-    p.add_argument(
-        "--multipliers",
-        type=float,
-        nargs="+",
-        default=DEFAULTS["multipliers"],
-        help="learning rates are base_lr times these",
-    )
-    p.add_argument(
-        "--stall-threshold",
-        type=float,
-        default=DEFAULTS["stall_threshold"],
-        help="final test accuracy below this counts as stalled",
-    )
+    add_options(p, OPTIONS)
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
@@ -65,13 +62,6 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         )
     mc.check_size(cfg, len(lrs), "mnist-lr")
     return cfg
-
-
-CHECKS: dict[str, Check] = {
-    "base_lr": Check(float, 0, lo_open=True),
-    "multipliers": Check(float, 0, lo_open=True, many=True),
-    "stall_threshold": Check(float, 0, 1, hint="a test accuracy (chance is 0.1)"),
-}
 
 
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:

@@ -53,43 +53,28 @@ from typing import Any
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments import mnist_sigmoid_report as rep
-from bnlab.experiments.options import Check, check_config
+from bnlab.experiments.options import Check, Opt, add_options, check_config, checks_of, defaults_of
 from bnlab.experiments.report import release_run_dir, start_run_dir
 from bnlab.parallel import is_root
 
 DESCRIPTION = "Ioffe & Szegedy 2015, Figure 1: sigmoid MLP on MNIST with and without BN"
 
-DEFAULTS: dict[str, Any] = {
-    **mc.COMMON_DEFAULTS,
-    "lrs": [0.1, 3.0],
-    "sweep": False,
-    "sweep_lrs": [0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
-    "sweep_steps": 5000,
+_LR = Check(float, 0, lo_open=True)
+# this experiment's own options, each once (flag, default in --help, check, config.json)
+OPTIONS: dict[str, Opt] = {
+    "lrs": Opt([0.1, 3.0], "SGD learning rate(s), the same for both nets", _LR, "+", flag="--lr"),
+    "sweep": Opt(False, "run a short learning-rate sweep instead"),
+    "sweep_lrs": Opt([0.03, 0.1, 0.3, 1.0, 3.0, 10.0], "learning rates of --sweep", _LR, "+"),
+    "sweep_steps": Opt(5000, "steps of --sweep", Check(int, 1)),
 }
+DEFAULTS: dict[str, Any] = {**mc.COMMON_DEFAULTS, **defaults_of(OPTIONS)}
+CHECKS: dict[str, Check] = checks_of(OPTIONS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bnlab run mnist-sigmoid``."""
+    """Options of ``bnlab run mnist-sigmoid``: the shared ones, then :data:`OPTIONS`."""
     mc.add_common_arguments(p, DEFAULTS)
-    p.add_argument(
-        "--lr",
-        dest="lrs",
-        type=float,
-        nargs="+",
-        default=DEFAULTS["lrs"],
-        help="SGD learning rate(s), the same for both nets",
-    )
-    p.add_argument("--sweep", action="store_true", help="run a short learning-rate sweep instead")
-    p.add_argument(
-        "--sweep-lrs",
-        type=float,
-        nargs="+",
-        default=DEFAULTS["sweep_lrs"],
-        help="learning rates of --sweep",
-    )
-    p.add_argument(
-        "--sweep-steps", type=int, default=DEFAULTS["sweep_steps"], help="steps of --sweep"
-    )
+    add_options(p, OPTIONS)
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
@@ -102,13 +87,6 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     check_config(cfg, CHECKS, "mnist-sigmoid")
     mc.check_size(cfg, len(cfg["sweep_lrs"] if cfg["sweep"] else cfg["lrs"]), "mnist-sigmoid")
     return cfg
-
-
-CHECKS: dict[str, Check] = {
-    "lrs": Check(float, 0, lo_open=True, many=True, flag="--lr"),
-    "sweep_lrs": Check(float, 0, lo_open=True, many=True),
-    "sweep_steps": Check(int, 1),
-}
 
 
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_MODEL_BYTES_ENV",
     "Opt",
     "add_options",
+    "check_choices",
     "checks_of",
     "defaults_of",
     "check_config",
@@ -220,3 +221,14 @@ def checks_of(opts: Mapping[str, Opt]) -> dict[str, Check]:
                 c = dataclasses.replace(c, many=True, allow_empty=o.nargs == "*")
             out[k] = c
     return out
+
+
+def check_choices(cfg: Mapping[str, Any], opts: Mapping[str, Opt], where: str) -> None:
+    """Raise ValueError for a value outside its option's ``choices`` (argparse checks them on
+    the command line; this checks a config given in code)."""
+    for key, o in opts.items():
+        if o.choices and cfg.get(key) not in o.choices:
+            raise ValueError(
+                f"{where}: {o.flag or flag(key)} must be one of {', '.join(o.choices)}, "
+                f"got {cfg.get(key)!r}"
+            )
