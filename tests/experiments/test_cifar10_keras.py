@@ -323,3 +323,14 @@ def test_cli_resume_needs_no_force(tiny: Path, tmp_path: Path) -> None:
     assert cli.main([*argv, "--epochs", "2", "--models", "bn", "--resume"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "complete" and m["models"]["bn"]["history"]["epoch"] == [1, 2]
+
+
+@pytest.mark.parametrize("metrics", ["{}", "[]", '{"models": {"bn": {"history": {}}}}'])
+def test_resume_refuses_metrics_that_are_not_ours(tiny: Path, tmp_path: Path, metrics: str) -> None:
+    out = tmp_path / "r"
+    ck.run(_cfg(tiny, models=["bn"]), out)
+    (out / "metrics.json").write_text(metrics)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="not a cifar10-keras metrics file"):
+        ck.run(_cfg(tiny, models=["bn"], epochs=2, resume=True), out)
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

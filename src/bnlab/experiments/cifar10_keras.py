@@ -349,6 +349,26 @@ def _run_epoch(net: _Net, data: kd.CifarData, cfg: dict[str, Any]) -> None:
     )
 
 
+def _resumable_history(path: Path) -> dict[str, Any]:
+    """``metrics.json``'s per-net history, or a ValueError if it is not one of ours."""
+    if not path.is_file():
+        return {}
+    metrics = read_json(path)
+    models = metrics.get("models") if isinstance(metrics, dict) else None
+    ok = isinstance(models, dict) and all(
+        isinstance(m, dict)
+        and isinstance(m.get("history"), dict)
+        and all(isinstance(m["history"].get(k), list) for k in HISTORY_KEYS)
+        for m in models.values()
+    )
+    if not ok:
+        raise ValueError(
+            f"cifar10-keras --resume: {path} is not a cifar10-keras metrics file (no per-net "
+            "history); resume needs the run's own files: use --force to start afresh"
+        )
+    return models  # type: ignore[return-value]
+
+
 def _prepare(cfg: dict[str, Any], out: Path, nets: list[_Net]) -> None:
     """Write config.json, or with ``resume`` check it against the old one and restore."""
     old_cfg_path, old_metrics = out / "config.json", out / "metrics.json"
@@ -364,7 +384,7 @@ def _prepare(cfg: dict[str, Any], out: Path, nets: list[_Net]) -> None:
                 f"cifar10-keras --resume: {out} was run with different {diff}: "
                 f"{ {k: old.get(k) for k in diff} }; use a new --out or the same options"
             )
-        hist = read_json(old_metrics)["models"] if old_metrics.is_file() else {}
+        hist = _resumable_history(old_metrics)
         for net in nets:
             if net.ckpt.is_file() and net.kind in hist:
                 net.restore(hist[net.kind]["history"])
