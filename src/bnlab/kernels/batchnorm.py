@@ -43,17 +43,16 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import as_float_array
-from bnlab.kernels import batchnorm_fused as fk
 from bnlab.kernels._bn_common import (
     BatchNormCache,
     channel_view,
     check_eps,
     check_training_count,
-    num_blocks,
     prepare_channel_vector,
     prepare_grad,
     prepare_input,
 )
+from bnlab.kernels.batchnorm_chunks import grad_input_view, grad_sums_view, normalize_view
 from bnlab.kernels.moments import channel_stats
 
 __all__ = [
@@ -71,34 +70,15 @@ __all__ = [
 def _normalize(
     v: np.ndarray, mean: np.ndarray, var: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float
 ) -> np.ndarray:
-    out = np.empty_like(v)
-    kernel = fk.normalize_last if v.ndim == 2 else fk.normalize_mid
-    kernel(v, mean, var, g, b, float(eps), out, num_blocks(v))
-    return out
-
-
-def _grad_sums(u: np.ndarray, v: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    kernel = fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid
-    sums: tuple[np.ndarray, np.ndarray] = kernel(u, v, mean, num_blocks(v))
-    return sums
+    return normalize_view(v, mean, var, g, b, eps)
 
 
 def _grad_input(
-    u: np.ndarray,
-    v: np.ndarray,
-    cache: BatchNormCache,
-    sdy: np.ndarray,
-    sdyx: np.ndarray,
+    u: np.ndarray, v: np.ndarray, cache: BatchNormCache, sdy: np.ndarray, sdyx: np.ndarray
 ) -> np.ndarray:
     """``dx`` (compute dtype, view shape) from the sums; ``cache.count`` is the m they cover."""
-    dx = np.empty_like(v)
-    last = v.ndim == 2
-    kernel = fk.grad_input_last if last else fk.grad_input_mid
-    if last and v.dtype == np.float32 and cache.count >= fk.LOWP_MIN_COUNT:
-        kernel = fk.grad_input_last_lowp
-    m = int(cache.count)
-    kernel(u, v, cache.mean, cache.var, cache.gamma, sdy, sdyx, cache.eps, m, dx, num_blocks(v))
-    return dx
+    stats = (cache.mean, cache.var, cache.gamma)
+    return grad_input_view(u, v, stats, sdy, sdyx, cache.eps, int(cache.count))
 
 
 def batch_norm_forward(
@@ -145,7 +125,7 @@ def batch_norm_backward(
     g = np.ascontiguousarray(prepare_grad(dy, cache, where="batch_norm_backward"))
     v = channel_view(cache.x, cache.axis)
     u = channel_view(g, cache.axis)
-    sdy, sdyx = _grad_sums(u, v, cache.mean)
+    sdy, sdyx = grad_sums_view(u, v, cache.mean)
     if not (np.isfinite(sdy).all() and np.isfinite(sdyx).all()):
         raise FloatingPointError(
             "batch_norm_backward: the sums of dy are not finite: dy contains NaN or Inf (or "
@@ -181,7 +161,7 @@ def batch_norm_grad_sums(
     gy, xc, mu, ax, _ = _prepare_pair(dy, x, mean, axis, "batch_norm_grad_sums")
     if xc.size == 0:
         return np.zeros(xc.shape[ax]), np.zeros(xc.shape[ax])
-    return _grad_sums(channel_view(gy, ax), channel_view(xc, ax), mu)
+    return grad_sums_view(channel_view(gy, ax), channel_view(xc, ax), mu)
 
 
 def batch_norm_grad_input(
@@ -269,7 +249,7 @@ def batch_norm_inference_backward(
         return np.empty(xc.shape, dtype=out_dtype), np.zeros(C, dt), np.zeros(C, dt)
     xc, gy = np.ascontiguousarray(xc), np.ascontiguousarray(gy)
     v, u = channel_view(xc, ax), channel_view(gy, ax)
-    sdy, sdyx = _grad_sums(u, v, mu)
+    sdy, sdyx = grad_sums_view(u, v, mu)
     zeros = np.zeros(C)
     dx = _normalize(u, zeros, vr, g, zeros, eps)
     dx = dx.reshape(xc.shape).astype(out_dtype, copy=False)

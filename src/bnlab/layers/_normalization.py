@@ -17,8 +17,9 @@ and its backward::
 
 Everything is validated before anything changes: a bad input, NaN/Inf statistics, running
 statistics that would overflow their dtype, or NaN/Inf ``dy`` raise and leave parameters,
-gradients and buffers as they were. The kernels are the split entry points of
-:mod:`bnlab.kernels.batchnorm`; the layer owns only chunking, reduction hooks and state.
+gradients and buffers as they were. The kernels are the chunked passes of
+:mod:`bnlab.kernels.batchnorm_chunks` (built on the split entry points of
+:mod:`bnlab.kernels.batchnorm`); the layer owns only chunk bounds, reduction hooks and state.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bnlab._checks import as_float_array, check_feature_axis, check_finite, compute_dtype
-from bnlab.kernels import (
-    batch_norm_grad_input,
-    batch_norm_grad_sums,
-    batch_norm_inference,
-    batch_norm_inference_backward,
-    moments,
+from bnlab.kernels import batch_norm_inference, batch_norm_inference_backward
+from bnlab.kernels.batchnorm_chunks import (
+    ChunkPlan,
+    chunk_grad_input,
+    chunk_grad_sums,
+    chunk_moments,
+    chunk_normalize,
+    plan_chunks,
 )
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
@@ -51,8 +54,9 @@ class NormCache:
 
     ``mode`` is ``"eval"`` (running statistics: ``x`` is the input) or ``"train"`` (batch
     statistics). In train mode ``x`` is the input in the compute dtype, C-contiguous;
-    ``bounds[j]`` are this process's rows of chunk j; ``count (G,)``, ``mean``/``var``
-    ``(G, C)`` are the (global) chunk statistics and ``scale (G, C)`` the effective gamma.
+    ``plan.bounds[j]`` are this process's rows of chunk j (no plan: an empty batch);
+    ``count (G,)``, ``mean``/``var`` ``(G, C)`` are the (global) chunk statistics and
+    ``scale`` ((C,) or (G, C)) the effective gamma.
     ``extra`` holds layer-specific per-chunk arrays (renorm's ``r`` and ``d``).
     """
 
@@ -61,7 +65,7 @@ class NormCache:
     axis: int
     shape: tuple[int, ...]
     out_dtype: np.dtype[Any]
-    bounds: list[tuple[int, int]]
+    plan: ChunkPlan | None
     count: np.ndarray
     mean: np.ndarray
     var: np.ndarray
@@ -229,20 +233,21 @@ class BatchNormBase(Layer):
         raise NotImplementedError
 
     def _chunk_param_grads(
-        self, j: int, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
+        self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Chunk j's ``(dgamma, dbeta)`` (compute dtype) from this process's backward sums."""
+        """Every chunk's ``(dgamma, dbeta)``, (G, C) in the compute dtype, from this process's
+        backward sums ``(G, C)`` each."""
         raise NotImplementedError
 
     def _param_grads(self, sums: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray]:
         """``(dgamma, dbeta)``: the chunks' shares added in float64 (one chunk: as it is)."""
-        parts = [self._chunk_param_grads(j, s[0], s[1], cache) for j, s in enumerate(sums)]
-        if len(parts) == 1:
-            return parts[0]
+        dg, db = self._chunk_param_grads(sums[:, 0], sums[:, 1], cache)
+        if len(dg) == 1:
+            return dg[0], db[0]
         dgamma, dbeta = np.zeros(self.num_features), np.zeros(self.num_features)
-        for dg, db in parts:
-            dgamma += dg
-            dbeta += db
+        for j in range(len(dg)):  # in chunk order, as the chunks' layers would add them
+            dgamma += dg[j]
+            dbeta += db[j]
         return dgamma, dbeta
 
     def _check_chunking(self, total: int) -> None:
@@ -257,7 +262,7 @@ class BatchNormBase(Layer):
                 arr, self.running_mean, self.running_var, self.params.get("gamma"),
                 self.params.get("beta"), axis=ax, eps=self.eps,
             )  # fmt: skip
-            self._cache = NormCache("eval", arr, ax, arr.shape, arr.dtype, [], *_EMPTY, {})
+            self._cache = NormCache("eval", arr, ax, arr.shape, arr.dtype, None, *_EMPTY, {})
             return y
         return self._forward_batch(arr, ax)
 
@@ -294,33 +299,23 @@ class BatchNormBase(Layer):
     def _forward_batch(self, arr: np.ndarray, ax: int) -> np.ndarray:
         xc = np.ascontiguousarray(arr, dtype=compute_dtype(arr.dtype))
         bounds = self._chunk_bounds(xc.shape[0])
-        G, C = len(bounds), self.num_features
-        count = np.zeros(G, np.int64)
-        mean, var = np.zeros((G, C)), np.zeros((G, C))
-        for j, (a, b) in enumerate(bounds):
-            mean[j], var[j], count[j] = moments(xc[a:b], axis=ax)
-        count, mean, var = self._reduce_moments(count, mean, var)
+        plan = plan_chunks(xc, ax, bounds)
+        count, mean, var = self._reduce_moments(*chunk_moments(xc, ax, plan))
         update = self.training and self.track_running_stats and "running_mean" in self.buffers
         if int(count.sum()) == 0:  # an empty batch: empty output, nothing updated (PyTorch)
-            self._cache = NormCache("train", xc, ax, xc.shape, arr.dtype, [], *_EMPTY, {})
+            self._cache = NormCache("train", xc, ax, xc.shape, arr.dtype, None, *_EMPTY, {})
             return np.empty(arr.shape, arr.dtype)
         self._check_stats(arr, xc.shape, bounds, count, mean, var)
         scale, shift, extra = self._chunk_affine(mean, var)
         with np.errstate(over="ignore"):  # an overflow to inf is caught just below
             new = self._running_update(count, mean, var) if update else {}
         self._check_buffers(new)
-        ys = [
-            batch_norm_inference(
-                xc[a:b], mean[j], var[j], scale[j], shift[j], axis=ax, eps=self.eps
-            )
-            for j, (a, b) in enumerate(bounds)
-        ]
+        y = chunk_normalize(xc, ax, plan, (mean, var), scale, shift, self.eps)
         for key, value in new.items():
             self.buffers[key][...] = value
         self._cache = NormCache(
-            "train", xc, ax, xc.shape, arr.dtype, bounds, count, mean, var, scale, extra
+            "train", xc, ax, xc.shape, arr.dtype, plan, count, mean, var, scale, extra
         )
-        y = ys[0] if len(ys) == 1 else np.concatenate(ys, axis=0)
         return y.astype(arr.dtype, copy=False)
 
     def _check_stats(
@@ -333,7 +328,7 @@ class BatchNormBase(Layer):
         var: np.ndarray,
     ) -> None:
         """At least 2 values per channel in every chunk; finite statistics (NaN/Inf in x)."""
-        for j in np.flatnonzero(count < 2):
+        for j in np.flatnonzero(count < 2) if count.min() < 2 else ():
             a, b = bounds[j]
             what = "training batch" if len(bounds) == 1 else f"virtual batch {j}"
             raise ValueError(
@@ -341,7 +336,7 @@ class BatchNormBase(Layer):
                 f"{what} with {int(count[j])} value(s) per channel (input shape {shape}, rows "
                 f"{a}:{b}); use a larger batch or virtual_batch_size, or eval mode"
             )
-        if np.isfinite(mean).all() and np.isfinite(var).all():
+        if np.isfinite(mean.sum() + var.sum()):  # one check: any NaN/Inf makes the sum NaN/Inf
             return
         check_finite(arr, "x (training batch)", where=self._where)
         raise FloatingPointError(
@@ -351,7 +346,7 @@ class BatchNormBase(Layer):
 
     def _check_buffers(self, new: dict[str, np.ndarray]) -> None:
         for key, value in new.items():
-            if not np.isfinite(value).all():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise FloatingPointError(
                     f"{self._where}: this batch would make {key} non-finite (it overflows "
                     f"{value.dtype}: |x| is too large for the running statistics' dtype); "
@@ -376,7 +371,7 @@ class BatchNormBase(Layer):
                 axis=cache.axis, eps=self.eps,
             )  # fmt: skip
             self._check_grad(g, dgamma, dbeta)
-        elif not cache.bounds:  # empty training batch
+        elif cache.plan is None:  # empty training batch
             C = self.num_features
             dx, dgamma, dbeta = np.zeros(g.shape, cache.out_dtype), np.zeros(C), np.zeros(C)
         else:
@@ -399,34 +394,20 @@ class BatchNormBase(Layer):
     def _backward_train(
         self, g: np.ndarray, cache: NormCache
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x, ax = cache.x, cache.axis
+        x, ax, plan = cache.x, cache.axis, cache.plan
+        assert plan is not None
         gc = np.ascontiguousarray(g, dtype=x.dtype)
-        sums = np.empty((len(cache.bounds), 2, self.num_features))
-        for j, (a, b) in enumerate(cache.bounds):
-            sums[j, 0], sums[j, 1] = batch_norm_grad_sums(gc[a:b], x[a:b], cache.mean[j], axis=ax)
+        sums = chunk_grad_sums(gc, x, ax, plan, cache.mean)
         total = self._reduce_grad_sums(sums)
         self._check_grad(g, total)
-        dxs = [
-            batch_norm_grad_input(
-                gc[a:b],
-                x[a:b],
-                cache.mean[j],
-                cache.var[j],
-                cache.scale[j],
-                total[j, 0],
-                total[j, 1],
-                count=int(cache.count[j]),
-                axis=ax,
-                eps=self.eps,
-            )  # fmt: skip
-            for j, (a, b) in enumerate(cache.bounds)
-        ]
+        stats = (cache.count, cache.mean, cache.var, cache.scale)
+        dx = chunk_grad_input(gc, x, ax, plan, stats, total, self.eps)
         dgamma, dbeta = self._param_grads(sums, cache)
-        dx = dxs[0] if len(dxs) == 1 else np.concatenate(dxs, axis=0)
         return dx.astype(cache.out_dtype, copy=False), dgamma, dbeta
 
-    def _rstd(self, cache: NormCache, j: int) -> np.ndarray:
-        return 1.0 / np.sqrt(cache.var[j] + self.eps)
+    def _rstd(self, cache: NormCache) -> np.ndarray:
+        """``1 / sqrt(var + eps)`` per chunk and channel, float64 (G, C)."""
+        return 1.0 / np.sqrt(cache.var + self.eps)
 
 
 _EMPTY = (np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))

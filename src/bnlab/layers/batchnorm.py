@@ -94,19 +94,30 @@ class BatchNorm(BatchNormBase):
     def _chunk_affine(
         self, mean: np.ndarray, var: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        G, C = mean.shape
+        """gamma and beta (float64, the same for every chunk)."""
+        C = mean.shape[1]
         gamma, beta = self.params.get("gamma"), self.params.get("beta")
-        scale = np.broadcast_to(np.ones(C) if gamma is None else gamma, (G, C))
-        shift = np.broadcast_to(np.zeros(C) if beta is None else beta, (G, C))
+        scale = np.ones(C) if gamma is None else np.ascontiguousarray(gamma, np.float64)
+        shift = np.zeros(C) if beta is None else np.ascontiguousarray(beta, np.float64)
         return scale, shift, {}
 
     def _running_update(
         self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
     ) -> dict[str, np.ndarray]:
         """One update per chunk, in order, each rounded to the buffers' dtype as it is stored."""
-        rm = self.buffers["running_mean"].copy()
-        rv = self.buffers["running_var"].copy()
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         n = int(self.buffers["num_batches_tracked"])
+        if mean.shape[0] == 1:  # the common case, without the copies
+            w = 1.0 / (n + 1) if self.momentum is None else self.momentum
+            m = int(count[0])
+            return {
+                "running_mean": ((1.0 - w) * rm.astype(np.float64) + w * mean[0]).astype(rm.dtype),
+                "running_var": (
+                    (1.0 - w) * rv.astype(np.float64) + w * var[0] * (m / (m - 1))
+                ).astype(rv.dtype),
+                "num_batches_tracked": np.array(n + 1),
+            }
+        rm, rv = rm.copy(), rv.copy()
         for j in range(mean.shape[0]):
             n += 1
             w = 1.0 / n if self.momentum is None else self.momentum
@@ -116,7 +127,8 @@ class BatchNorm(BatchNormBase):
         return {"running_mean": rm, "running_var": rv, "num_batches_tracked": np.array(n)}
 
     def _chunk_param_grads(
-        self, j: int, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
+        self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
     ) -> tuple[np.ndarray, np.ndarray]:
+        """dgamma = rstd * sum(dy * (x - mean)) = sum(dy * xhat), dbeta = sum(dy)."""
         dt = cache.x.dtype
-        return (self._rstd(cache, j) * sum_dy_xmu).astype(dt), sum_dy.astype(dt)
+        return (self._rstd(cache) * sum_dy_xmu).astype(dt), sum_dy.astype(dt)

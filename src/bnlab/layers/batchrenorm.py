@@ -158,11 +158,11 @@ class BatchRenorm(BatchNormBase):
         }
 
     def _chunk_param_grads(
-        self, j: int, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
+        self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
     ) -> tuple[np.ndarray, np.ndarray]:
         """dgamma = r * sum(dy * x_n) + d * sum(dy), with x_n = (x - mu_B) / sigma_B."""
         dt = cache.x.dtype
-        dgamma_bn = (self._rstd(cache, j) * sum_dy_xmu).astype(dt)
+        dgamma_bn = (self._rstd(cache) * sum_dy_xmu).astype(dt)
         dbeta = sum_dy.astype(dt)
-        r, d = cache.extra["r"][j], cache.extra["d"][j]
+        r, d = cache.extra["r"], cache.extra["d"]
         return (r * dgamma_bn + d * dbeta).astype(dt), dbeta
