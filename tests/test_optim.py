@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bnlab.layers import Layer
 from bnlab.optim import (
     L1,
     L2,
@@ -156,16 +157,21 @@ def test_schedule_drives_the_learning_rate():
     assert p[0] == pytest.approx(-(1 + 1 + 0.1 + 0.1))
 
 
-class _Layer:
+class _Layer(Layer):
     def __init__(self, w, regs):
+        super().__init__()
         self.params = {"W": w}
         self.grads = {"W": np.zeros_like(w)}
         self.regularizers = regs
 
 
-class _Model:
+class _Model(Layer):
     def __init__(self, layers):
+        super().__init__()
         self.layers = layers
+
+    def sublayers(self):
+        return self.layers
 
 
 def test_penalties_counted_in_loss_and_grad():

@@ -6,15 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from bnlab.data import BatchIterator
-from bnlab.layers import BatchNorm, Dense, Sequential, Sigmoid
+from bnlab.layers import LAYER_REGISTRY, BatchNorm, Dense, Layer, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.optim import L2, SGD
 from bnlab.train import (
-    ActivationMonitor,
     Callback,
     CheckpointCallback,
     EvalCallback,
@@ -22,9 +19,16 @@ from bnlab.train import (
     Trainer,
     evaluate,
     fit,
-    layer_input,
-    percentiles,
 )
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """The classes some tests define register themselves in LAYER_REGISTRY: take them out."""
+    saved = dict(LAYER_REGISTRY)
+    yield
+    LAYER_REGISTRY.clear()
+    LAYER_REGISTRY.update(saved)
 
 
 def blobs(n: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -42,32 +46,6 @@ def mlp(bn: bool = False, seed: int = 0, reg: object = None) -> Sequential:
         layers.append(BatchNorm(8))
     layers += [Sigmoid(), Dense(8, 3, seed=seed + 1)]
     return Sequential(layers)
-
-
-# -- percentiles ---------------------------------------------------------------------------------
-
-
-@given(
-    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=200),
-    st.lists(st.floats(0, 100), min_size=1, max_size=5),
-)
-def test_percentiles_match_numpy(values: list[float], qs: list[float]) -> None:
-    got = percentiles(np.array(values), qs)
-    want = np.percentile(np.array(values, dtype=np.float64), qs)
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
-
-
-def test_percentiles_default_15_50_85(rng: np.random.Generator) -> None:
-    v = rng.normal(size=10_001)
-    np.testing.assert_array_equal(percentiles(v), np.percentile(v, [15, 50, 85]))
-    assert percentiles(np.array([3.0]), (0, 50, 100)).tolist() == [3.0, 3.0, 3.0]
-
-
-def test_percentiles_refuse_bad_input() -> None:
-    with pytest.raises(ValueError, match="empty"):
-        percentiles(np.array([]))
-    with pytest.raises(ValueError, match=r"\[0, 100\]"):
-        percentiles(np.arange(5.0), (15, 101))
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -198,39 +176,6 @@ def test_evaluate_refuses_mismatched_sets() -> None:
         evaluate(mlp(), x, y[:9])
 
 
-def test_layer_input_and_monitor_match_numpy() -> None:
-    """The monitor records numpy's percentiles of the BN output computed by hand (eval mode)."""
-    x, y = blobs()
-    model = mlp(bn=True)
-    mon = ActivationMonitor(x, layer_index=2, unit=5, every=10, batch_size=33)
-    state = fit(
-        model,
-        SoftmaxCrossEntropy(),
-        SGD.from_model(model, lr=0.5),
-        BatchIterator(x, y, 24, seed=0),
-        steps=10,
-        callbacks=[mon],
-    )
-    assert model.training  # the monitor restored training mode
-    bn = model.layers[1]
-    h = x.astype(np.float64) @ model.layers[0].params["W"]
-    want = (h - bn.running_mean) / np.sqrt(bn.running_var + bn.eps)
-    want = want * bn.params["gamma"] + bn.params["beta"]
-    np.testing.assert_allclose(layer_input(model, x, 2, batch_size=50), want, rtol=1e-4, atol=1e-5)
-    got = [state.history[-1][k] for k in ("p15", "p50", "p85")]
-    np.testing.assert_allclose(got, np.percentile(want[:, 5], [15, 50, 85]), rtol=1e-4, atol=1e-5)
-    assert [row["step"] for row in state.history] == [0, 10]
-
-
-def test_monitor_refuses_a_unit_out_of_range() -> None:
-    x, _ = blobs(n=10)
-    from bnlab.train import TrainState
-
-    mon = ActivationMonitor(x, layer_index=2, unit=8, every=1)
-    with pytest.raises(ValueError, match="unit 8 out of range"):
-        mon.record(TrainState(model=mlp(), optimizer=None))
-
-
 # -- progress and checkpoints --------------------------------------------------------------------
 
 
@@ -269,3 +214,68 @@ def test_checkpoint_callback_saves_the_final_model(tmp_path) -> None:  # type: i
     assert ck.extra["step"] == 25
     for k, v in model.params.items():
         np.testing.assert_array_equal(ck.model.params[k], v)
+
+
+# -- the layer protocol --------------------------------------------------------------------------
+
+
+def test_trainer_asks_the_model_for_no_input_gradient() -> None:
+    """Trainer calls backward(dy, need_input_grad=False); Sequential passes it to the first
+    layer with parameters, which then returns no dx (Dense skips dy W^T)."""
+    seen: list[bool] = []
+
+    class Recorder(Dense):
+        def backward(self, dy, *, need_input_grad=True):  # type: ignore[no-untyped-def]
+            seen.append(need_input_grad)
+            return super().backward(dy, need_input_grad=need_input_grad)
+
+    x, y = blobs(n=48)
+    model = Sequential([Recorder(5, 8, seed=0), Sigmoid(), Recorder(8, 3, seed=1)])
+    Trainer(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1), [(x, y)]).fit(2)
+    assert seen == [True, False, True, False]  # last layer first, then the first layer
+    assert model.backward(np.ones((48, 3), np.float32)).shape == (48, 5)
+    assert seen[-2:] == [True, True]
+
+
+def test_trainer_refuses_what_is_not_a_layer() -> None:
+    class Duck:
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return x
+
+        def backward(self, dy, *, need_input_grad=True):  # type: ignore[no-untyped-def]
+            return dy
+
+    with pytest.raises(TypeError, match=r"Trainer: model must be a bnlab.layers.Layer.*Duck"):
+        Trainer(Duck(), SoftmaxCrossEntropy(), SGD({}, {}, lr=0.1), [])  # type: ignore[arg-type]
+
+
+def test_trainer_refuses_an_old_style_backward_before_any_step() -> None:
+    with pytest.warns(DeprecationWarning, match=r"OldStyle.backward\(dy\) does not take"):
+
+        class OldStyle(Layer):
+            def forward(self, x):  # type: ignore[no-untyped-def]
+                return x
+
+            def backward(self, dy):  # type: ignore[no-untyped-def,override]
+                return dy
+
+    model = Sequential([Dense(5, 3, seed=0), OldStyle()])
+    before = {k: v.copy() for k, v in model.params.items()}
+    x, y = blobs(n=12)
+    with pytest.raises(TypeError, match=r"Trainer: .*OldStyle.backward does not take the keyword"):
+        Trainer(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1), [(x, y)])
+    assert all(np.array_equal(v, before[k]) for k, v in model.params.items())
+    # Sequential still runs it for one release (without the keyword)
+    model.forward(x)
+    assert model.backward(np.ones((12, 3), np.float32), need_input_grad=False) is None
+
+
+def test_moved_names_still_import_with_a_warning() -> None:
+    import bnlab.train
+    from bnlab.experiments import monitor
+
+    for name in ("ActivationMonitor", "layer_input", "percentiles"):
+        with pytest.warns(DeprecationWarning, match=f"bnlab.experiments.monitor.{name}"):
+            assert getattr(bnlab.train, name) is getattr(monitor, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        bnlab.train.nothing_here  # noqa: B018

@@ -11,9 +11,16 @@ One step of :class:`Trainer` is::
 
 A non-finite loss raises :class:`FloatingPointError` naming the step, so that a caller can
 record a diverged run and go on. Callbacks see a :class:`TrainState` after every step; the
-ones here evaluate on a fixed set (:class:`EvalCallback`), record percentiles of one unit's
-pre-activation (:class:`ActivationMonitor`), show a tqdm bar (:class:`ProgressBar`) and save
-checkpoints (:class:`CheckpointCallback`).
+ones here evaluate on a fixed set (:class:`EvalCallback`), show a tqdm bar
+(:class:`ProgressBar`) and save checkpoints (:class:`CheckpointCallback`).
+
+The model is a :class:`bnlab.layers.Layer` (e.g. a Sequential): :class:`Trainer` checks at
+construction that every layer declares ``backward(dy, *, need_input_grad=True)`` and calls it
+with ``need_input_grad=False`` (a training step needs no dL/dx of the input).
+
+``ActivationMonitor``, ``layer_input`` and ``percentiles`` (Figure 1 specifics) moved to
+:mod:`bnlab.experiments.monitor`; importing them from here still works for one release, with a
+DeprecationWarning.
 
 Example (``model``, ``x``, ``y``, ``x_test``, ``y_test`` as in the README's tour)::
 
@@ -26,17 +33,21 @@ Example (``model``, ``x``, ``y``, ``x_test``, ``y_test`` as in the README's tour
 
 from __future__ import annotations
 
-import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bnlab.layers.base import Layer, check_protocol
+
+if TYPE_CHECKING:
+    from bnlab.optim import Optimizer
+
 __all__ = [
-    "ActivationMonitor",
     "Callback",
     "CheckpointCallback",
     "EvalCallback",
@@ -46,9 +57,11 @@ __all__ = [
     "Trainer",
     "evaluate",
     "fit",
-    "layer_input",
-    "percentiles",
+    "forward_eval",
 ]
+
+# old name -> its new home (bnlab.experiments.monitor); see __getattr__ below
+_MOVED = {"ActivationMonitor", "layer_input", "percentiles"}
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
@@ -62,8 +75,8 @@ class TrainState:
     metric, ``loss_sum``/``loss_count`` the training losses since the last recorded row.
     """
 
-    model: Any
-    optimizer: Any
+    model: Layer
+    optimizer: Optimizer
     step: int = 0
     loss: float = math.nan
     history: list[dict[str, float]] = field(default_factory=list)
@@ -99,7 +112,7 @@ class Callback:
         """Called once when :meth:`Trainer.fit` ends (also after an exception)."""
 
 
-def _penalties() -> tuple[Callable[[Any], float], Callable[[Any], None]]:
+def _penalties() -> tuple[Callable[[Layer], float], Callable[[Layer], None]]:
     from bnlab import optim
 
     return optim.penalty_loss, optim.add_penalty_grads
@@ -115,19 +128,22 @@ class Trainer:
     ``parallel`` (a :class:`bnlab.parallel.DataParallel`) trains data-parallel under mpiexec:
     ``begin`` checks the ranks agree and broadcasts rank 0's state, each batch is the global
     batch of which this rank trains its shard, and the gradients are summed over the ranks.
+
+    ``model`` must be a :class:`bnlab.layers.Layer` whose layers all declare
+    ``backward(dy, *, need_input_grad=True)``; anything else is a TypeError here.
     """
 
     def __init__(
         self,
-        model: Any,
+        model: Layer,
         loss_fn: LossFn,
-        optimizer: Any,
+        optimizer: Optimizer,
         batches: Iterable[tuple[np.ndarray, Any]],
         *,
         callbacks: Sequence[Callback] = (),
         parallel: Any = None,
     ) -> None:
-        self.model = model
+        self.model = check_protocol(model, "Trainer")
         # a bnlab.parallel.DataParallel: shard each global batch, sum the gradients over ranks
         self.parallel = parallel
         self.loss_fn = loss_fn
@@ -137,12 +153,8 @@ class Trainer:
         self.state = TrainState(model=model, optimizer=optimizer)
         self._it: Iterator[tuple[np.ndarray, Any]] | None = None
         self._penalty_loss, self._add_penalty_grads = _penalties()
-        # a training step needs no dL/dx of the input; skip it where the model allows
-        try:
-            sig = inspect.signature(model.backward).parameters
-        except (TypeError, ValueError):
-            sig = {}  # type: ignore[assignment]
-        self._backward_kwargs = {"need_input_grad": False} if "need_input_grad" in sig else {}
+        # a training step needs no dL/dx of the input (declared by every Layer)
+        self._backward_kwargs = {"need_input_grad": False}
 
     def _next_batch(self) -> tuple[np.ndarray, Any]:
         for _ in range(2):
@@ -167,7 +179,7 @@ class Trainer:
                 f"Trainer: the loss is {loss} at step {self.state.step + 1}; the run diverged "
                 "(learning rate too high?)"
             )
-        self.model.backward(dlogits, **self._backward_kwargs)
+        self.model.backward(dlogits, need_input_grad=False)
         self._add_penalty_grads(self.model)
         self.optimizer.step()
         return loss
@@ -213,9 +225,9 @@ class Trainer:
 
 
 def fit(
-    model: Any,
+    model: Layer,
     loss_fn: LossFn,
-    optimizer: Any,
+    optimizer: Optimizer,
     batches: Iterable[tuple[np.ndarray, Any]],
     steps: int,
     *,
@@ -228,13 +240,19 @@ def fit(
 # -- evaluation ----------------------------------------------------------------------------------
 
 
-def _forward_eval(model: Any, x: np.ndarray, batch_size: int, stop: int | None) -> np.ndarray:
-    """Eval-mode forward of ``x`` in batches through ``model.layers[:stop]`` (all if None)."""
+def forward_eval(
+    model: Layer, x: np.ndarray, batch_size: int = 1000, *, stop: int | None = None
+) -> np.ndarray:
+    """Eval-mode forward of ``x`` in batches of ``batch_size``, as one array.
+
+    Through the whole model, or with ``stop`` through ``model.sublayers()[:stop]`` only (the
+    input of layer ``stop``). The model's train/eval mode is restored afterwards.
+    """
     if batch_size < 1:
         raise ValueError(f"evaluate: batch_size must be >= 1, got {batch_size}")
-    layers = model.layers[:stop] if stop is not None else None
+    layers = model.sublayers()[:stop] if stop is not None else None
     outs = []
-    was_training = bool(getattr(model, "training", True))
+    was_training = bool(model.training)
     model.eval()
     try:
         for i in range(0, len(x), batch_size):
@@ -251,7 +269,7 @@ def _forward_eval(model: Any, x: np.ndarray, batch_size: int, stop: int | None) 
 
 
 def evaluate(
-    model: Any,
+    model: Layer,
     x: np.ndarray,
     y: np.ndarray,
     batch_size: int = 1000,
@@ -268,7 +286,7 @@ def evaluate(
         raise ValueError(f"evaluate: x has {len(x)} examples but y has {len(y)}")
     if len(x) == 0:
         raise ValueError("evaluate: x is empty")
-    logits = _forward_eval(model, x, batch_size, None)
+    logits = forward_eval(model, x, batch_size)
     out = {"accuracy": float(np.mean(np.argmax(logits, axis=1) == np.asarray(y)))}
     if loss_fn is not None:
         total = 0.0
@@ -277,34 +295,6 @@ def evaluate(
             total += float(loss) * len(logits[i : i + batch_size])
         out["loss"] = total / len(x)
     return out
-
-
-def layer_input(model: Any, x: np.ndarray, index: int, batch_size: int = 1000) -> np.ndarray:
-    """The input of ``model.layers[index]`` for every row of ``x``, computed in eval mode."""
-    n = len(model.layers)
-    if not -n <= index < n:
-        raise ValueError(f"layer_input: index {index} out of range for a model of {n} layers")
-    return _forward_eval(model, x, batch_size, index % n)
-
-
-def percentiles(values: np.ndarray, qs: Sequence[float] = (15, 50, 85)) -> np.ndarray:
-    """The ``qs`` percentiles of ``values`` with linear interpolation (numpy's default).
-
-    For sorted values v_0 <= ... <= v_{n-1}, percentile q sits at position p = q/100 * (n - 1)
-    and equals v_floor(p) + (p - floor(p)) * (v_ceil(p) - v_floor(p)).
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0:
-        raise ValueError("percentiles: values is empty")
-    q = np.asarray(qs, dtype=np.float64)
-    if np.any((q < 0) | (q > 100)):
-        raise ValueError(f"percentiles: every q must lie in [0, 100], got {list(qs)}")
-    pos = q / 100.0 * (v.size - 1)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, v.size - 1)
-    part = np.partition(v, np.unique(np.concatenate([lo, hi])))
-    frac = pos - lo
-    return part[lo] + frac * (part[hi] - part[lo])
 
 
 # -- callbacks -----------------------------------------------------------------------------------
@@ -350,42 +340,6 @@ class EvalCallback(PeriodicCallback):
         """Evaluate now and record ``accuracy`` in the current history row."""
         acc = evaluate(state.model, self.x, self.y, self.batch_size)["accuracy"]
         state.record(**{f"{self.prefix}accuracy": acc})
-
-
-class ActivationMonitor(PeriodicCallback):
-    """Record percentiles of one unit's input to a chosen layer (e.g. a Sigmoid) over ``x``.
-
-    The input of ``model.layers[layer_index]`` is computed in eval mode (BatchNorm with its
-    population statistics) for every row of ``x``; column ``unit`` is summarized by its
-    ``qs`` percentiles, recorded as ``p15``, ``p50``, ``p85`` (for the default qs).
-    """
-
-    def __init__(
-        self,
-        x: np.ndarray,
-        *,
-        layer_index: int,
-        unit: int,
-        every: int,
-        qs: Sequence[float] = (15, 50, 85),
-        batch_size: int = 1000,
-        at_start: bool = True,
-    ) -> None:
-        super().__init__(every=every, at_start=at_start)
-        self.x, self.layer_index, self.unit = x, layer_index, unit
-        self.qs, self.batch_size = tuple(qs), batch_size
-
-    def record(self, state: TrainState) -> None:
-        """Compute the percentiles now and record them in the current history row."""
-        h = layer_input(state.model, self.x, self.layer_index, self.batch_size)
-        h = h.reshape(len(h), -1)
-        if not 0 <= self.unit < h.shape[1]:
-            raise ValueError(
-                f"ActivationMonitor: unit {self.unit} out of range, layer "
-                f"{self.layer_index} has {h.shape[1]} input units"
-            )
-        vals = percentiles(h[:, self.unit], self.qs)
-        state.record(**{f"p{q:g}": float(v) for q, v in zip(self.qs, vals, strict=True)})
 
 
 class ProgressBar(Callback):
@@ -447,3 +401,18 @@ class CheckpointCallback(Callback):
     def on_train_end(self, state: TrainState) -> None:
         if state.step > 0 and state.step % self.every != 0:
             self.save(state)
+
+
+def __getattr__(name: str) -> Any:
+    """The names that moved to :mod:`bnlab.experiments.monitor`, with a DeprecationWarning."""
+    if name in _MOVED:
+        warnings.warn(
+            f"bnlab.train.{name} moved to bnlab.experiments.monitor.{name}; import it from "
+            "there (the old name goes away in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from bnlab.experiments import monitor  # floor 4, imported only for the old names
+
+        return getattr(monitor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from bnlab.deploy import recompute_population_stats
-from bnlab.layers import BatchNorm, Dense, ReLU, Sequential
+from bnlab.layers import LAYER_REGISTRY, BatchNorm, BatchRenorm, Dense, Layer, ReLU, Sequential
+
+
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """The classes some tests define register themselves in LAYER_REGISTRY: take them out."""
+    saved = dict(LAYER_REGISTRY)
+    yield
+    LAYER_REGISTRY.clear()
+    LAYER_REGISTRY.update(saved)
 
 
 def _bn_numpy(z, gamma, beta, eps):
@@ -43,12 +52,14 @@ def test_dense_matches_numpy(nets, rng, batches):
     model = nets.dense_net(dtype=np.float64)
     nets.randomize_bn(model, rng)
     model.eval()
+    model.layers[1].buffers["num_batches_tracked"][...] = 3  # not len(batches): a real check
     expected = _numpy_population(model, batches)
     summary = recompute_population_stats(model, batches)
     for bn, (mean, var) in zip([model.layers[1], model.layers[4]], expected, strict=True):
         np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(bn.running_var, var, rtol=1e-12, atol=1e-12)
-        assert int(bn.num_batches_tracked) == 7  # the layers' own updates were undone
+    # the layers' own updates during the pass were undone (7 batches would have added 7)
+    assert [int(model.layers[i].num_batches_tracked) for i in (1, 4)] == [3, 7]
     assert summary.num_batches == 7 and summary.num_examples == 7 * 16
     assert summary.layers == ["1", "4"]
     assert summary.values_per_channel["1"] == 7 * 16
@@ -186,3 +197,53 @@ def test_dropout_generators_and_buffers_are_kept_on_success_and_on_inf(nets, rng
         recompute_population_stats(model, bad)
     _assert_unchanged(model, before)
     assert drop.rng.bit_generator.state == before_rng
+
+
+def test_ghost_batches_and_renorm_use_each_virtual_batch(rng):
+    """With virtual_batch_size k, Algorithm 2 averages over the k-row virtual batches (m = k)."""
+    xs = [rng.normal(2.0, 3.0, size=(12, 4)) for _ in range(3)]
+    for bn in (BatchNorm(4, virtual_batch_size=4), BatchRenorm(4, virtual_batch_size=4)):
+        bn.astype(np.float64)
+        summary = recompute_population_stats(Sequential([bn]), xs)
+        chunks = [x[i : i + 4] for x in xs for i in (0, 4, 8)]
+        mean = np.mean([c.mean(axis=0) for c in chunks], axis=0)
+        var = 4 / 3 * np.mean([c.var(axis=0) for c in chunks], axis=0)
+        np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-12)
+        np.testing.assert_allclose(bn.running_var, var, rtol=1e-12)
+        assert summary.values_per_channel["0"] == 9 * 4
+
+
+def test_a_user_layer_and_a_bn_subclass_take_part(rng):
+    """BN layers are found by type (any BatchNormBase subclass), not by class name; a layer
+    that merely calls itself BatchNorm is not one; nothing is patched on the instances."""
+
+    class Shift(Layer):
+        def forward(self, x):
+            return x + 1.0
+
+        def backward(self, dy, *, need_input_grad=True):
+            return dy
+
+    class MyNorm(BatchNorm):
+        pass
+
+    impostor = type("BatchNorm", (Shift,), {"eps": 1e-5})()
+    bn = MyNorm(4)
+    model = Sequential([Shift(), bn, impostor]).astype(np.float64)
+    xs = [rng.normal(size=(8, 4)) for _ in range(2)]
+    summary = recompute_population_stats(model, xs)
+    assert summary.layers == ["1"]
+    np.testing.assert_allclose(bn.running_mean, np.mean([x.mean(0) + 1 for x in xs], 0))
+    assert vars(bn).keys().isdisjoint({"forward", "backward"})
+
+
+def test_a_bn_the_forward_pass_skips_is_an_error(rng, batches):
+    class SkipSecond(Sequential):
+        def forward(self, x):
+            return self.layers[0].forward(x)
+
+    model = SkipSecond([BatchNorm(6), BatchNorm(6, name="unused")]).astype(np.float64)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="'unused'.*never reached"):
+        recompute_population_stats(model, batches)
+    _assert_unchanged(model, before)

@@ -13,8 +13,8 @@ from PIL import Image
 
 from bnlab.experiments import get, mnist_common, mnist_sigmoid
 from bnlab.experiments.mnist_sigmoid_report import first_step_reaching, suggest_rates, summarize
+from bnlab.experiments.monitor import layer_input
 from bnlab.layers import BatchNorm, Dense, Sigmoid
-from bnlab.train import layer_input
 
 TINY: dict[str, Any] = {
     "steps": 12,

@@ -38,7 +38,7 @@ def test_gradient_finite_differences(rng, gradcheck):
             layer.rng.bit_generator.state = state
             return layer.forward(x)
 
-        def backward(self, dy):  # noqa: ANN001, ANN202
+        def backward(self, dy, *, need_input_grad=True):  # noqa: ANN001, ANN202
             return layer.backward(dy)
 
     gradcheck(Frozen(0.4), x, rng)

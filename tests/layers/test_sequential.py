@@ -247,7 +247,7 @@ class _ThreadProbe(ReLU):
         self.seen.append(numba.get_num_threads())
         return super().forward(x)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
         import numba
 
         self.seen.append(numba.get_num_threads())

@@ -1,22 +1,36 @@
-"""Walking a model: leaf layers, BN detection, mode save/restore, shapes (private helpers)."""
+"""Walking a model: leaf layers, BN detection, mode save/restore, shapes (private helpers).
+
+A container is a layer whose :meth:`~bnlab.layers.Layer.sublayers` is not empty; a BN layer is
+an instance of the normalization core :class:`~bnlab.layers._normalization.BatchNormBase`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
+from bnlab.layers._normalization import BatchNormBase
 from bnlab.layers.base import Layer
 
 
-def children(layer: Any) -> list[Any] | None:
-    """The sub-layers of a container (anything with a ``layers`` list), else None."""
-    subs = getattr(layer, "layers", None)
-    return list(subs) if isinstance(subs, list | tuple) else None
+def check_model(model: object, where: str) -> Layer:
+    """``model`` itself if it is a bnlab :class:`~bnlab.layers.Layer`, else a TypeError."""
+    if not isinstance(model, Layer):
+        raise TypeError(
+            f"{where}: unsupported layer {model!r} of type {type(model).__name__}: expected "
+            "bnlab layers (bnlab.layers.Layer subclasses, e.g. a Sequential)"
+        )
+    return model
 
 
-def iter_leaves(model: Any) -> Iterator[Any]:
+def children(layer: Layer) -> list[Layer] | None:
+    """The sub-layers of a container (:meth:`Layer.sublayers`), else None."""
+    return layer.sublayers() or None
+
+
+def iter_leaves(model: Layer) -> Iterator[Layer]:
     """Every non-container layer, depth first, in forward order."""
     subs = children(model)
     if subs is None:
@@ -26,7 +40,7 @@ def iter_leaves(model: Any) -> Iterator[Any]:
         yield from iter_leaves(sub)
 
 
-def iter_paths(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def iter_paths(model: Layer, prefix: str = "") -> Iterator[tuple[str, Layer]]:
     """``(path, layer)`` for every leaf; path is the dotted index used in state_dict keys."""
     subs = children(model)
     if subs is None:
@@ -36,44 +50,28 @@ def iter_paths(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield from iter_paths(sub, f"{prefix}.{i}" if prefix else str(i))
 
 
-def describe(path: str, layer: Any) -> str:
+def describe(path: str, layer: Layer) -> str:
     """``layer 4 'BatchNorm' (BatchNorm)``: how error messages name a layer."""
     where = f"layer {path} " if path else "layer "
-    return f"{where}'{getattr(layer, 'name', '?')}' ({type(layer).__name__})"
+    return f"{where}'{layer.name}' ({type(layer).__name__})"
 
 
-def iter_all(model: Any) -> Iterator[Any]:
+def iter_all(model: Layer) -> Iterator[Layer]:
     """Every layer, containers included (the container before its children)."""
-    yield model
-    for sub in children(model) or []:
-        yield from iter_all(sub)
+    return model.modules()
 
 
-def _bn_types() -> tuple[type, ...]:
-    import bnlab.layers as layers
-
-    names = ("BatchNorm", "BatchRenorm")
-    return tuple(t for t in (getattr(layers, n, None) for n in names) if isinstance(t, type))
+def is_batch_norm(layer: Layer) -> TypeGuard[BatchNormBase]:
+    """True for every normalization layer: BatchNorm, BatchRenorm and their Sync twins."""
+    return isinstance(layer, BatchNormBase)
 
 
-def is_batch_norm(layer: Any) -> bool:
-    """True for bnlab BatchNorm/BatchRenorm (isinstance), or a layer that looks like one."""
-    types = _bn_types()
-    if types and isinstance(layer, types):
-        return True
-    return (
-        isinstance(layer, Layer)
-        and type(layer).__name__ in ("BatchNorm", "BatchRenorm")
-        and hasattr(layer, "eps")
-    )
-
-
-def tracks_running_stats(bn: Any) -> bool:
+def tracks_running_stats(bn: BatchNormBase) -> bool:
     """Whether a BN layer keeps running statistics (PyTorch's ``track_running_stats``)."""
-    return bool(getattr(bn, "track_running_stats", True)) and "running_mean" in bn.buffers
+    return bn.track_running_stats and "running_mean" in bn.buffers
 
 
-def bn_scale_shift(bn: Any) -> tuple[np.ndarray, np.ndarray]:
+def bn_scale_shift(bn: BatchNormBase) -> tuple[np.ndarray, np.ndarray]:
     """Inference-mode BN as ``y = x * scale + shift``, computed in float64.
 
     ``scale = gamma / sqrt(running_var + eps)``, ``shift = beta - running_mean * scale``
@@ -87,24 +85,24 @@ def bn_scale_shift(bn: Any) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - mean * scale
 
 
-def save_modes(model: Any) -> list[tuple[Any, bool]]:
+def save_modes(model: Layer) -> list[tuple[Layer, bool]]:
     """Each layer's ``training`` flag, to be put back by :func:`restore_modes`."""
     return [(layer, bool(layer.training)) for layer in iter_all(model)]
 
 
-def restore_modes(saved: list[tuple[Any, bool]]) -> None:
+def restore_modes(saved: list[tuple[Layer, bool]]) -> None:
     for layer, mode in saved:
         layer.training = mode
 
 
-def param_dtype(layer: Any) -> np.dtype[Any]:
+def param_dtype(layer: Layer) -> np.dtype[Any]:
     """The floating dtype of a layer's parameters (float32 if it has none)."""
     for v in layer.params.values():
         return np.dtype(v.dtype)
     return np.dtype(np.float32)
 
 
-def model_dtype(model: Any, where: str) -> np.dtype[Any]:
+def model_dtype(model: Layer, where: str) -> np.dtype[Any]:
     """The one floating dtype of every parameter and floating buffer of ``model``.
 
     float32 for a model without any. Raises TypeError naming two layers whose dtypes differ
@@ -131,7 +129,7 @@ def model_dtype(model: Any, where: str) -> np.dtype[Any]:
     return dtype
 
 
-def check_eval_mode(model: Any, where: str) -> None:
+def check_eval_mode(model: Layer, where: str) -> None:
     """Raise if the model or any of its layers is in training mode (naming the first)."""
     if model.training and children(model) is not None:
         raise ValueError(
@@ -146,7 +144,7 @@ def check_eval_mode(model: Any, where: str) -> None:
             )
 
 
-def check_state_values(model: Any, where: str) -> None:
+def check_state_values(model: Layer, where: str) -> None:
     """Raise ValueError if a parameter or buffer is non-finite or a ``running_var`` negative
     (what :meth:`bnlab.layers.Layer.check_state_dict` refuses), naming it."""
     try:
@@ -155,7 +153,7 @@ def check_state_values(model: Any, where: str) -> None:
         raise ValueError(f"{where}: the model's state cannot be deployed: {e}") from None
 
 
-def check_running_stats(model: Any, where: str) -> None:
+def check_running_stats(model: Layer, where: str) -> None:
     """Raise if a BN layer has no running statistics to freeze (naming it)."""
     for path, layer in iter_paths(model):
         if is_batch_norm(layer) and not tracks_running_stats(layer):
@@ -167,7 +165,7 @@ def check_running_stats(model: Any, where: str) -> None:
             )
 
 
-def leaf_shapes(model: Any, input_shape: tuple[int, ...], where: str) -> list[tuple[int, ...]]:
+def leaf_shapes(model: Layer, input_shape: tuple[int, ...], where: str) -> list[tuple[int, ...]]:
     """Per-example output shape of every leaf layer (dummy eval forward of one zero example).
 
     Element 0 is ``input_shape`` itself; element i+1 the output of leaf i.

@@ -41,7 +41,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -51,7 +51,18 @@ from bnlab.deploy._ckpt_codec import decode as _decode
 from bnlab.deploy._ckpt_codec import encode as _encode
 from bnlab.deploy._ckpt_read import FORMAT, VERSION, CheckpointError, parse_meta, read_members
 
+if TYPE_CHECKING:  # bnlab.layers imports the kernels (Numba): imported where used
+    from bnlab.layers.base import Layer
+    from bnlab.optim import Optimizer
+
 __all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "MAX_PARAMS"]
+
+
+class Stateful(Protocol):
+    """What :func:`save_checkpoint` needs of an optimizer: its ``state_dict()``."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
 
 #: Default cap on the number of model parameters and buffer entries :func:`load_checkpoint`
 #: accepts from a file (400 MB of float32); pass ``max_params=`` to load a bigger model.
@@ -62,20 +73,20 @@ MAX_PARAMS = 100_000_000
 class Checkpoint:
     """What :func:`load_checkpoint` returns."""
 
-    model: Any
+    model: Layer
     optimizer_state: dict[str, Any] | None
     extra: dict[str, Any] | None
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def make_optimizer(self, model: Any = None) -> Any:
+    def make_optimizer(self, model: Layer | None = None) -> Optimizer:
         """Rebuild the saved optimizer on ``model`` (default: the loaded one), state restored."""
         if self.optimizer_state is None:
             raise CheckpointError(f"{self.path} holds no optimizer state")
         return _make_optimizer(self.optimizer_state, self.model if model is None else model)
 
 
-def _make_optimizer(state: dict[str, Any], model: Any) -> Any:
+def _make_optimizer(state: dict[str, Any], model: Layer) -> Optimizer:
     from bnlab.optim import OPTIMIZERS, schedule_from_config
 
     cls = OPTIMIZERS[state["type"]]
@@ -95,24 +106,24 @@ _FIX = "use an earlier checkpoint, or re-run the training that wrote it"
 class _Plan:
     """A checked checkpoint, ready to be assigned by :func:`_apply`."""
 
-    model: Any
+    model: Layer
     state: dict[str, np.ndarray]
     optimizer_state: dict[str, Any] | None
     extra: dict[str, Any] | None
     rng: dict[str, dict[str, Any]]
 
 
-def _layer_label(model: Any, key: str) -> str:
+def _layer_label(model: Layer, key: str) -> str:
     """``layer 2 (Dense 'dense_2')`` for a Sequential state key ``"2.W"``."""
     head = key.split(".", 1)[0]
-    layers = getattr(model, "layers", None)
-    if layers is not None and head.isdigit() and int(head) < len(layers):
+    layers = model.sublayers()
+    if layers and head.isdigit() and int(head) < len(layers):
         layer = layers[int(head)]
-        return f"layer {head} ({type(layer).__name__} {getattr(layer, 'name', '')!r})"
-    return f"{type(model).__name__} {getattr(model, 'name', '')!r}"
+        return f"layer {head} ({type(layer).__name__} {layer.name!r})"
+    return f"{type(model).__name__} {model.name!r}"
 
 
-def _check_fits(p: Path, model: Any, state: dict[str, Any], meta: dict[str, Any]) -> None:
+def _check_fits(p: Path, model: Layer, state: dict[str, Any], meta: dict[str, Any]) -> None:
     """Raise a CheckpointError naming the first layer whose parameters do not match."""
     own = {k: tuple(np.shape(v)) for k, v in model.state_dict().items()}
     for key in list(own) + [k for k in state if k not in own]:
@@ -151,7 +162,7 @@ def _declared(p: Path, meta: dict[str, Any], state: dict[str, Any], max_params: 
             )
 
 
-def _match_dtypes(model: Any, state: dict[str, np.ndarray]) -> None:
+def _match_dtypes(model: Layer, state: dict[str, np.ndarray]) -> None:
     """Cast each freshly built leaf to the floating dtype of its arrays in the file."""
     from bnlab.deploy._walk import iter_paths
 
@@ -168,7 +179,7 @@ def _match_dtypes(model: Any, state: dict[str, np.ndarray]) -> None:
                 leaf.astype(dt)
 
 
-def _check_optimizer(p: Path, opt: Any, model: Any) -> None:
+def _check_optimizer(p: Path, opt: Any, model: Layer) -> None:
     from bnlab.optim import OPTIMIZERS
 
     where = f"{p}: the optimizer state"
@@ -200,8 +211,8 @@ def _check_optimizer(p: Path, opt: Any, model: Any) -> None:
         raise CheckpointError(f"{where} does not fit: {type(e).__name__}: {e}") from None
 
 
-def _check_rng(p: Path, saved: dict[str, Any], model: Any) -> dict[str, dict[str, Any]]:
-    own = model.generators() if hasattr(model, "generators") else {}
+def _check_rng(p: Path, saved: dict[str, Any], model: Layer) -> dict[str, dict[str, Any]]:
+    own = model.generators()
     if not isinstance(saved, dict):
         raise CheckpointError(f"{p}: __meta__ field 'rng' must be a dict of generator states")
     for key, state in saved.items():
@@ -226,7 +237,7 @@ def _validate(
     p: Path,
     meta: dict[str, Any],
     arrays: dict[str, np.ndarray],
-    model: Any,
+    model: Layer | None,
     max_params: int | None,
 ) -> _Plan:
     """Check every part of a checkpoint (building the model if ``model`` is None); assign
@@ -255,7 +266,7 @@ def _validate(
 
 def _apply(plan: _Plan) -> None:
     plan.model.load_state_dict(plan.state)
-    own = plan.model.generators() if hasattr(plan.model, "generators") else {}
+    own = plan.model.generators()
     for key, state in plan.rng.items():
         own[key].bit_generator.state = state
 
@@ -278,8 +289,8 @@ def _verify(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: Any,
-    optimizer: Any = None,
+    model: Layer,
+    optimizer: Stateful | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` (architecture + state), ``optimizer.state_dict()`` and ``extra``.
@@ -290,12 +301,15 @@ def save_checkpoint(
     anything is written; the previous file at ``path`` survives intact if anything fails
     (see the module docstring).
     """
+    from bnlab.deploy._walk import check_model
+
+    check_model(model, "save_checkpoint")
     p = check_target(path, "save_checkpoint")
     arrays: dict[str, np.ndarray] = {}
     state = model.state_dict()
     for k, v in state.items():
         arrays[f"model/{k}"] = np.asarray(v)
-    gens = model.generators() if hasattr(model, "generators") else {}
+    gens = model.generators()
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -327,7 +341,7 @@ def save_checkpoint(
 
 # -- reading --------------------------------------------------------------------------------
 def load_checkpoint(
-    path: str | os.PathLike[str], model: Any = None, *, max_params: int = MAX_PARAMS
+    path: str | os.PathLike[str], model: Layer | None = None, *, max_params: int = MAX_PARAMS
 ) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -341,6 +355,10 @@ def load_checkpoint(
     naming it, and nothing is changed.
     """
     p = Path(path)
+    if model is not None:
+        from bnlab.deploy._walk import check_model
+
+        check_model(model, "load_checkpoint")
     if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
         raise ValueError(f"load_checkpoint: max_params must be a positive int, got {max_params!r}")
     # float64 weights with three optimizer slots: 32 bytes a parameter, plus metadata

@@ -16,27 +16,32 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # the bnlab command starts fast: layers are imported when a command runs
+    from bnlab.layers.base import Layer
 
 __all__ = ["add_recalibrate", "add_export", "cmd_recalibrate", "cmd_export", "load_inputs"]
 
 
-def _first_leaf(model: Any) -> Any:
+def _first_leaf(model: Layer) -> Layer:
     from bnlab.deploy._walk import iter_leaves
 
     return next(iter_leaves(model))
 
 
-def load_inputs(data: str, model: Any, limit: int | None = None) -> np.ndarray:
+def load_inputs(data: str, model: Layer, limit: int | None = None) -> np.ndarray:
     """The training inputs named by ``--data`` (see the module docstring), float32."""
     if data in ("mnist", "fashion-mnist"):
         from bnlab.data import load_fashion_mnist, load_mnist
 
         (x, _), _ = (load_mnist if data == "mnist" else load_fashion_mnist)()
         x = x[:limit].astype(np.float32) / np.float32(255)
-        if type(_first_leaf(model)).__name__ == "Dense":
+        from bnlab.layers.dense import Dense
+
+        if isinstance(_first_leaf(model), Dense):
             x = x.reshape(len(x), -1)
         return x
     path = Path(data)
@@ -147,7 +152,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _input_shape(text: str | None, model: Any) -> tuple[int, ...]:
+def _input_shape(text: str | None, model: Layer) -> tuple[int, ...]:
     if text:
         try:
             shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
@@ -156,8 +161,10 @@ def _input_shape(text: str | None, model: Any) -> tuple[int, ...]:
         if not shape or min(shape) < 1:
             raise ValueError(f"--input-shape: expected e.g. 784 or 32,32,3, got {text!r}")
         return shape
+    from bnlab.layers.dense import Dense
+
     first = _first_leaf(model)
-    if type(first).__name__ == "Dense":
+    if isinstance(first, Dense):
         return (int(first.in_features),)
     raise ValueError(
         f"--input-shape is needed: the model starts with {type(first).__name__}, whose input "

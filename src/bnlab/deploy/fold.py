@@ -21,13 +21,14 @@ import numpy as np
 from bnlab.deploy._walk import (
     bn_scale_shift,
     check_eval_mode,
+    check_model,
     check_running_stats,
     check_state_values,
     children,
     is_batch_norm,
-    iter_all,
     param_dtype,
 )
+from bnlab.layers._normalization import BatchNormBase
 from bnlab.layers.affine import ChannelAffine
 from bnlab.layers.base import Layer, layer_from_config
 
@@ -36,7 +37,7 @@ __all__ = ["fold_batch_norm"]
 _WHERE = "fold_batch_norm"
 
 
-def fold_batch_norm(model: Any) -> Any:
+def fold_batch_norm(model: Layer) -> Layer:
     """Return a new model whose eval outputs equal ``model``'s with every BN folded away.
 
     Every Dense/Conv2D followed by a BatchNorm (or BatchRenorm) on its output channels, directly
@@ -52,23 +53,18 @@ def fold_batch_norm(model: Any) -> Any:
             the message names the layer.
         TypeError: an element of the model is not a bnlab Layer.
     """
-    for layer in iter_all(model):
-        if not isinstance(layer, Layer):
-            raise TypeError(
-                f"{_WHERE}: unsupported layer {layer!r} of type {type(layer).__name__}: "
-                "expected bnlab layers (bnlab.layers.Layer subclasses)"
-            )
+    check_model(model, _WHERE)  # a Sequential holds Layers only
     check_eval_mode(model, _WHERE)
     check_running_stats(model, _WHERE)
     check_state_values(model, _WHERE)
     return _fold(model)
 
 
-def _fold(model: Any) -> Any:
+def _fold(model: Layer) -> Layer:
     subs = children(model)
     if subs is None:
         return _to_affine(model) if is_batch_norm(model) else copy.deepcopy(model)
-    out: list[Any] = []
+    out: list[Layer] = []
     target: int | None = None  # index in ``out`` of a Dense/Conv2D a BN may still fold into
     for layer in subs:
         if children(layer) is None and is_batch_norm(layer):
@@ -86,13 +82,13 @@ def _fold(model: Any) -> Any:
     return _rebuild(model, out)
 
 
-def _kind(layer: Any) -> str:
+def _kind(layer: Layer) -> str:
     return type(layer).__name__
 
 
-def _rebuild(container: Any, layers: list[Any]) -> Any:
+def _rebuild(container: Layer, layers: list[Layer]) -> Layer:
     """A container of the same type and name holding ``layers``."""
-    cls = type(container)
+    cls: Any = type(container)  # a container's constructor takes its layers (Sequential's)
     try:
         new = cls(layers, name=container.name)
     except TypeError:
@@ -101,10 +97,10 @@ def _rebuild(container: Any, layers: list[Any]) -> Any:
     return new
 
 
-def _foldable(layer: Any, bn: Any) -> bool:
+def _foldable(layer: Layer, bn: BatchNormBase) -> bool:
     """True when ``bn`` normalizes ``layer``'s output channels (the last axis of its W)."""
     out_rank = {"Dense": 2, "Conv2D": 4}[_kind(layer)]
-    axis = int(getattr(bn, "axis", -1))
+    axis = bn.axis
     if axis not in (-1, out_rank - 1):
         return False
     channels = layer.params["W"].shape[-1]
@@ -118,7 +114,7 @@ def _foldable(layer: Any, bn: Any) -> bool:
     return True
 
 
-def _fold_pair(layer: Any, bn: Any) -> Any:
+def _fold_pair(layer: Layer, bn: BatchNormBase) -> Layer:
     """One Dense/Conv2D equal (at inference) to ``layer`` followed by ``bn``."""
     scale, shift = bn_scale_shift(bn)
     w = layer.params["W"].astype(np.float64)
@@ -135,11 +131,11 @@ def _fold_pair(layer: Any, bn: Any) -> Any:
     return new
 
 
-def _to_affine(bn: Any) -> ChannelAffine:
+def _to_affine(bn: BatchNormBase) -> ChannelAffine:
     """The inference-mode BN ``bn`` as a ChannelAffine layer of the same name and dtype."""
     scale, shift = bn_scale_shift(bn)
     dtype = param_dtype(bn) if bn.params else np.dtype(bn.buffers["running_mean"].dtype)
-    layer = ChannelAffine(scale.shape[0], axis=int(getattr(bn, "axis", -1)), name=bn.name)
+    layer = ChannelAffine(scale.shape[0], axis=bn.axis, name=bn.name)
     layer.astype(dtype)
     layer.params["scale"][...] = scale
     layer.params["shift"][...] = shift

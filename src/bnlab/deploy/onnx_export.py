@@ -25,6 +25,7 @@ from bnlab._atomic import atomic_write
 from bnlab.deploy._walk import (
     bn_scale_shift,
     check_eval_mode,
+    check_model,
     check_running_stats,
     check_state_values,
     describe,
@@ -34,6 +35,7 @@ from bnlab.deploy._walk import (
     leaf_shapes,
     model_dtype,
 )
+from bnlab.layers.base import Layer
 
 __all__ = ["export_onnx", "OPSET"]
 
@@ -204,7 +206,7 @@ _KNOWN: tuple[str, ...] = ("Dense", "Conv2D", "MaxPool2D", "GlobalAveragePool2D"
 _KNOWN += ("ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "ChannelAffine")
 
 
-def _check_supported(model: Any) -> None:
+def _check_supported(model: Layer) -> None:
     """Raise TypeError naming the first layer with no ONNX mapping."""
     for path, layer in iter_paths(model):
         if not (is_batch_norm(layer) or type(layer).__name__ in _KNOWN):
@@ -214,7 +216,7 @@ def _check_supported(model: Any) -> None:
             )
 
 
-def export_onnx(model: Any, path: str | os.PathLike[str], input_shape: tuple[int, ...]) -> Any:
+def export_onnx(model: Layer, path: str | os.PathLike[str], input_shape: tuple[int, ...]) -> Any:
     """Write ``model`` (eval mode) as an ONNX file (opset 17) and return the ``onnx.ModelProto``.
 
     Args:
@@ -231,8 +233,9 @@ def export_onnx(model: Any, path: str | os.PathLike[str], input_shape: tuple[int
         ValueError: a layer in training mode, a BN without running statistics, a NaN/Inf
             weight or negative running_var, an ``input_shape`` the model cannot take;
             TypeError: a layer with no ONNX mapping, a model mixing float32 and float64 or in
-            another dtype.
+            another dtype, or ``model`` not a bnlab Layer.
     """
+    check_model(model, _WHERE)
     _check_supported(model)
     check_eval_mode(model, _WHERE)
     check_running_stats(model, _WHERE)
@@ -252,7 +255,7 @@ def export_onnx(model: Any, path: str | os.PathLike[str], input_shape: tuple[int
     elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     inp = helper.make_tensor_value_info("input", elem, ["batch", *shapes[0]])
     out = helper.make_tensor_value_info("output", elem, ["batch", *shapes[-1]])
-    graph = helper.make_graph(g.nodes, getattr(model, "name", "bnlab"), [inp], [out], g.inits)
+    graph = helper.make_graph(g.nodes, model.name, [inp], [out], g.inits)
     proto = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bnlab"
     )

@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from bnlab._checks import check_feature_axis
 from bnlab.deploy._walk import (
     describe,
-    is_batch_norm,
     iter_paths,
     restore_modes,
     save_modes,
     tracks_running_stats,
 )
+from bnlab.layers._normalization import BatchNormBase, NormCache
+from bnlab.layers.base import Layer
 
 __all__ = ["recompute_population_stats", "PopulationStatsSummary", "shuffled_batches"]
 
@@ -54,54 +54,53 @@ class PopulationStatsSummary:
 
 
 class _Accumulator:
-    """Streaming sums for one BN layer: sum of batch means and of unbiased batch variances."""
+    """Streaming sums for one BN layer: sum of batch means and of unbiased batch variances.
 
-    def __init__(self, bn: Any, label: str) -> None:
+    The batch statistics are the layer's own: the ``(count, mean, biased var)`` per ghost batch
+    that its training forward pass computed with :func:`bnlab.kernels.moments` (float64, one
+    fused pass) and normalized with. Nothing is recomputed here. They are averaged, not merged
+    with :func:`bnlab.kernels.merge_moments`: Algorithm 2's Var[x] is the mean of the batch
+    variances, while merging gives the variance of the union, which adds the variance of the
+    batch means.
+    """
+
+    def __init__(self, bn: BatchNormBase, label: str) -> None:
         self.bn = bn
         self.label = label
         self.count = 0
         self.values = 0
         self.sum_mean: np.ndarray | None = None
         self.sum_var: np.ndarray | None = None
+        self._seen: object = _last_pass(bn)
 
-    def add(self, x: np.ndarray) -> None:
-        vbs = getattr(self.bn, "virtual_batch_size", None)
-        chunks = [x] if not vbs else [x[i : i + vbs] for i in range(0, x.shape[0], vbs)]
-        for chunk in chunks:
-            self._add_batch(chunk)
-
-    def _add_batch(self, x: np.ndarray) -> None:
-        where = f"recompute_population_stats: {self.label}"
-        ax = check_feature_axis(x.ndim, int(getattr(self.bn, "axis", -1)), where=where)
-        red = tuple(i for i in range(x.ndim) if i != ax)
-        m = x.size // max(x.shape[ax], 1)
-        if m < 2:
+    def collect(self) -> None:
+        """Add the statistics of the layer's latest forward pass (if it ran since the last)."""
+        cache = _last_pass(self.bn)
+        if cache is None or cache is self._seen:
+            return  # not reached by this forward pass
+        self._seen = cache
+        if len(cache.count) == 0 or cache.count.min() < 2:
+            m = int(cache.count.min()) if len(cache.count) else 0
             raise ValueError(
-                f"{where}: a batch gives m={m} value per channel (input shape {x.shape}); "
-                "the unbiased variance m/(m-1) needs m >= 2: use batches of 2 or more examples"
+                f"recompute_population_stats: {self.label}: a batch gives m={m} value(s) per "
+                f"channel (input shape {cache.shape}); the unbiased variance m/(m-1) needs "
+                "m >= 2: use batches of 2 or more examples"
             )
-        xd = np.asarray(x, dtype=np.float64)
-        mean = xd.mean(axis=red)
-        shape = tuple(x.shape[ax] if i == ax else 1 for i in range(x.ndim))
-        var = np.square(xd - mean.reshape(shape)).mean(axis=red)
-        if self.sum_mean is None or self.sum_var is None:
-            self.sum_mean, self.sum_var = np.zeros_like(mean), np.zeros_like(var)
-        self.sum_mean += mean
-        self.sum_var += var * (m / (m - 1))
-        self.count += 1
-        self.values += m
+        for m_b, mean, var in zip(cache.count.tolist(), cache.mean, cache.var, strict=True):
+            if self.sum_mean is None or self.sum_var is None:
+                self.sum_mean, self.sum_var = np.zeros_like(mean), np.zeros_like(var)
+            self.sum_mean += mean
+            self.sum_var += var * (m_b / (m_b - 1))
+            self.count += 1
+            self.values += m_b
 
 
-def _hook(layer: Any, acc: _Accumulator) -> None:
-    """Shadow ``layer.forward`` (instance attribute) with one that records its input first."""
-    original = type(layer).forward
+def _last_pass(bn: BatchNormBase) -> NormCache | None:
+    """What ``bn``'s latest forward pass kept (its batch statistics in training mode).
 
-    def forward(x: np.ndarray) -> np.ndarray:
-        y = original(layer, x)
-        acc.add(np.asarray(x))
-        return y
-
-    layer.forward = forward
+    Reads the layer's cache: a declared accessor on BatchNormBase is asked of its owner.
+    """
+    return bn._cache
 
 
 def _batch_input(batch: Any) -> np.ndarray:
@@ -113,7 +112,7 @@ def _batch_input(batch: Any) -> np.ndarray:
     return np.asarray(batch)
 
 
-def recompute_population_stats(model: Any, batches: Iterable[Any]) -> PopulationStatsSummary:
+def recompute_population_stats(model: Layer, batches: Iterable[Any]) -> PopulationStatsSummary:
     """Set every BN layer's running statistics to the population statistics (Algorithm 2).
 
     With the weights fixed, each batch of ``batches`` (arrays ``x`` or ``(x, y)`` pairs, e.g. a
@@ -135,7 +134,9 @@ def recompute_population_stats(model: Any, batches: Iterable[Any]) -> Population
     Returns:
         A :class:`PopulationStatsSummary`.
     """
-    found = [(path or bn.name, bn) for path, bn in iter_paths(model) if is_batch_norm(bn)]
+    found = [
+        (path or bn.name, bn) for path, bn in iter_paths(model) if isinstance(bn, BatchNormBase)
+    ]
     summary = PopulationStatsSummary()
     summary.skipped = [key for key, bn in found if not tracks_running_stats(bn)]
     keys = [key for key, bn in found if tracks_running_stats(bn)]
@@ -147,21 +148,20 @@ def recompute_population_stats(model: Any, batches: Iterable[Any]) -> Population
         )
     modes = save_modes(model)
     saved = [{k: np.array(v, copy=True) for k, v in bn.buffers.items()} for bn in bns]
-    gens = model.generators() if hasattr(model, "generators") else {}
+    gens = model.generators()
     gen_states = {k: g.bit_generator.state for k, g in gens.items()}
     accs = [_Accumulator(bn, describe(key, bn)) for key, bn in zip(keys, bns, strict=True)]
     try:
-        for bn, acc in zip(bns, accs, strict=True):
-            _hook(bn, acc)
         model.train()
         for batch in batches:
             x = _batch_input(batch)
             model.forward(x)
+            for acc in accs:
+                acc.collect()
             summary.num_batches += 1
             summary.num_examples += int(x.shape[0])
     finally:
         for bn, buffers in zip(bns, saved, strict=True):
-            bn.__dict__.pop("forward", None)
             for k, v in buffers.items():
                 _write(bn, k, v)
         for k, state in gen_states.items():  # Dropout's masks: the pass draws, the model keeps
@@ -211,7 +211,7 @@ def shuffled_batches(
     return (x[np.sort(order[i : i + m])] for i in range(0, len(order), m))
 
 
-def _write(layer: Any, key: str, value: np.ndarray) -> None:
+def _write(layer: Layer, key: str, value: np.ndarray) -> None:
     """Write a buffer in place (keeps the array other holders, e.g. Sequential, point at)."""
     buf = layer.buffers[key]
     if isinstance(buf, np.ndarray) and buf.shape == np.shape(value) and buf.flags.writeable:

@@ -23,6 +23,7 @@ import numpy as np
 
 from bnlab.deploy._torch_modules import torch_modules
 from bnlab.deploy._walk import (
+    check_model,
     children,
     is_batch_norm,
     iter_leaves,
@@ -32,13 +33,14 @@ from bnlab.deploy._walk import (
     save_modes,
 )
 from bnlab.deploy.torch_from import from_torch
+from bnlab.layers.base import Layer
 
 __all__ = ["to_torch", "from_torch", "load_keras_batch_norm", "torch_modules"]
 
 _SPATIAL = ("Conv2D", "MaxPool2D", "GlobalAveragePool2D")
 
 
-def _ranks(layers: list[Any], shapes: list[tuple[int, ...]] | None) -> list[int | None]:
+def _ranks(layers: list[Layer], shapes: list[tuple[int, ...]] | None) -> list[int | None]:
     """Input rank (batch axis included) of each leaf; None where it cannot be known.
 
     From the per-example ``shapes`` of a dummy forward when given, else from the layer types.
@@ -193,7 +195,7 @@ def _leaf(b: _Builder, layer: Any, rank: int | None) -> None:
         raise _fail(layer, "no torch equivalent is known")
 
 
-def to_torch(model: Any, input_shape: Sequence[int] | None = None) -> Any:
+def to_torch(model: Layer, input_shape: Sequence[int] | None = None) -> Any:
     """An equivalent ``torch.nn.Sequential`` holding copies of ``model``'s weights and buffers.
 
     The torch model takes bnlab's NHWC input and returns bnlab's output (see the module
@@ -210,6 +212,7 @@ def to_torch(model: Any, input_shape: Sequence[int] | None = None) -> Any:
         TypeError: a layer with no torch equivalent (named in the message); a model mixing
             float32 and float64 (torch modules share one dtype here) or in another dtype.
     """
+    check_model(model, "to_torch")
     import torch
 
     layers = list(iter_leaves(model))
@@ -233,7 +236,7 @@ def to_torch(model: Any, input_shape: Sequence[int] | None = None) -> Any:
 
 
 def load_keras_batch_norm(
-    layer: Any, weights: Sequence[Any], keras_momentum: float | None = None
+    layer: Layer, weights: Sequence[Any], keras_momentum: float | None = None
 ) -> None:
     """Load Keras ``BatchNormalization.get_weights()`` into a bnlab BatchNorm.
 

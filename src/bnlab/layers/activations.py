@@ -42,7 +42,7 @@ class _Activation(Layer):
         self._y = y
         return like_input(y, x)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
         if self._y is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
         dx = output_buffer(self._pool, self.reuse_output, "dx", self._y.shape, self._y.dtype)

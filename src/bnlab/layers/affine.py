@@ -81,7 +81,7 @@ class ChannelAffine(Layer):
         self._x = xc if self.training else None
         return y.astype(x.dtype, copy=False)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
         if self._x is None:
             raise RuntimeError(
                 f"{self.name}.backward: call forward in training mode first (train() mode is "

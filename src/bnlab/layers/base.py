@@ -1,19 +1,52 @@
-"""The layer protocol every bnlab layer follows.
+"""The layer protocol every bnlab layer follows; train and deploy accept any :class:`Layer`.
 
-A layer maps ``forward(x) -> y`` and ``backward(dy) -> dx``; ``backward`` also fills
-``grads`` (same keys as ``params``). Optimizers update ``params`` in place. Non-trainable
-state (running statistics) lives in ``buffers``. ``get_config()`` returns the constructor
-arguments, so that a model's architecture can be written as JSON and rebuilt by
+A layer maps ``forward(x) -> y`` and ``backward(dy, *, need_input_grad=True) -> dx``;
+``backward`` also fills ``grads`` (same keys as ``params``). Optimizers update ``params`` in
+place. Non-trainable state (running statistics) lives in ``buffers``. ``get_config()`` returns
+the constructor arguments, so that a model's architecture can be written as JSON and rebuilt by
 :func:`layer_from_config`.
+
+What the training loop and bnlab.deploy need of a layer is declared here, with defaults, so
+they call it instead of probing for it:
+
+- ``backward(dy, *, need_input_grad=True)``: ``need_input_grad=False`` says the caller will not
+  use dL/dx (the model's first layer in a training step); a layer may then skip computing it
+  and return None. A subclass that overrides ``backward`` without this keyword is an old-style
+  layer: defining it warns (DeprecationWarning), and :class:`bnlab.train.Trainer` refuses it.
+- ``output_shape(input_shape)``: the output shape for an input shape (batch axis included);
+  the default is the input shape (shape-preserving layers need not override it).
+- ``describe()``: a short label for messages and summaries; the default is the class name.
+- ``sublayers()``: the layers a container applies in order (``[]`` for a leaf);
+  :meth:`modules` walks them.
+
+A layer of your own (it registers itself by class name for :func:`layer_from_config`)::
+
+    class Double(Layer):
+        def forward(self, x):
+            return 2.0 * x
+
+        def backward(self, dy, *, need_input_grad=True):
+            return 2.0 * dy
+
+    Double().output_shape((3, 4)), Double().describe()    # ((3, 4), 'Double')
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Layer", "layer_from_config", "LAYER_REGISTRY", "check_state_array"]
+__all__ = [
+    "Layer",
+    "layer_from_config",
+    "LAYER_REGISTRY",
+    "check_protocol",
+    "check_state_array",
+]
 
 LAYER_REGISTRY: dict[str, type[Layer]] = {}
 
@@ -22,10 +55,24 @@ class Layer:
     """Base class: parameters, gradients, buffers, train/eval mode and (de)serialization."""
 
     registry_name: ClassVar[str | None] = None
+    #: False for a class whose ``backward`` does not take ``need_input_grad`` (set when the
+    #: class is defined, from its own ``backward``; inherited otherwise)
+    backward_takes_need_input_grad: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         LAYER_REGISTRY[cls.registry_name or cls.__name__] = cls
+        if "backward" in cls.__dict__:
+            cls.backward_takes_need_input_grad = _declares_need_input_grad(cls.__dict__["backward"])
+            if not cls.backward_takes_need_input_grad:
+                warnings.warn(
+                    f"{cls.__qualname__}.backward(dy) does not take the keyword need_input_grad; "
+                    "declare it as backward(self, dy, *, need_input_grad=True) (it may ignore "
+                    "it). Trainer refuses such a layer, and defining one will be an error in "
+                    "the next release",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
 
     def __init__(self, *, name: str | None = None) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -40,8 +87,32 @@ class Layer:
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
+        """dL/dx from ``dy`` = dL/dy; fills ``grads``. With ``need_input_grad=False`` the
+        caller will not use dL/dx: the layer may skip it and return None."""
         raise NotImplementedError
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape for ``input_shape`` (batch axis included); default: unchanged.
+
+        Raises :class:`bnlab.layers._common.InputShapeError` for a shape the layer refuses.
+        """
+        return tuple(input_shape)
+
+    def describe(self) -> str:
+        """A short label for messages and model summaries (default: the class name)."""
+        return type(self).__name__
+
+    # -- structure ---------------------------------------------------------------------------
+    def sublayers(self) -> list[Layer]:
+        """The layers this container applies in order; ``[]`` for a leaf layer."""
+        return []
+
+    def modules(self) -> Iterator[Layer]:
+        """This layer, then every layer below it, depth first in forward order."""
+        yield self
+        for sub in self.sublayers():
+            yield from sub.modules()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
@@ -164,6 +235,41 @@ def check_state_array(where: str, new: Any, ref: np.ndarray, key: str = "") -> N
             raise ValueError(
                 f"{where} holds {arr.min()}..{arr.max()}, expected integers in [{low}, {info.max}]"
             )
+
+
+def _declares_need_input_grad(backward: Any) -> bool:
+    """Whether a ``backward`` function accepts ``need_input_grad=`` (or any keyword)."""
+    try:
+        params = inspect.signature(backward).parameters.values()
+    except (TypeError, ValueError):  # not introspectable (a C function): trust it
+        return True
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "need_input_grad" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in params
+    )
+
+
+def check_protocol(model: Any, where: str) -> Layer:
+    """``model`` itself if it is a :class:`Layer` whose layers all take ``need_input_grad``.
+
+    Raises TypeError naming the problem (not a Layer; old-style ``backward(dy)``) and the fix.
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(
+            f"{where}: model must be a bnlab.layers.Layer (e.g. a Sequential), got "
+            f"{type(model).__name__}; subclass bnlab.layers.Layer to train your own"
+        )
+    old = sorted(
+        {type(m).__qualname__ for m in model.modules() if not m.backward_takes_need_input_grad}
+    )
+    if old:
+        raise TypeError(
+            f"{where}: {', '.join(old)}.backward does not take the keyword need_input_grad; "
+            "declare it as backward(self, dy, *, need_input_grad=True) (it may ignore it and "
+            "return dx)"
+        )
+    return model
 
 
 def layer_from_config(kind: str, config: dict[str, Any]) -> Layer:

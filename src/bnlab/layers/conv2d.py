@@ -37,8 +37,6 @@ class Conv2D(Layer):
     padding pixel at the bottom/right) or an int p (p zeros on every side, as torch).
     """
 
-    supports_skip_input_grad = True
-
     def __init__(
         self,
         in_channels: int,
@@ -138,9 +136,7 @@ class Conv2D(Layer):
         self._x = arr
         return like_input(y, x)
 
-    def backward(  # type: ignore[override]
-        self, dy: np.ndarray, *, need_input_grad: bool = True
-    ) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """Write dW = cols^T dy2d, db = sum dy into ``grads``; return dx = col2im(dy2d W2d^T)."""
         if self._x is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")

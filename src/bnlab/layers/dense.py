@@ -61,8 +61,6 @@ class Dense(Layer):
     (2, 3)
     """
 
-    supports_skip_input_grad = True
-
     def __init__(
         self,
         in_features: int,
@@ -114,9 +112,7 @@ class Dense(Layer):
         self._x = arr
         return y if arr is x else like_input(y, x)
 
-    def backward(  # type: ignore[override]
-        self, dy: np.ndarray, *, need_input_grad: bool = True
-    ) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """Write dW = x^T dy and db = sum_n dy into ``grads``; return dx = dy W^T.
 
         ``need_input_grad=False`` skips dx (the first layer of a network) and returns None.

@@ -59,7 +59,8 @@ class Dropout(Layer):
         np.multiply(arr, mask, out=y)
         return like_input(y, x)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
+        """dx = dy * m / (1 - rate) (dy itself in eval mode); ``need_input_grad`` is ignored."""
         if self._mask is None:
             return np.asarray(dy)
         dy = np.asarray(dy)

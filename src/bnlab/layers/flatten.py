@@ -32,7 +32,7 @@ class Flatten(Layer):
         self._in_shape = arr.shape
         return arr.reshape(self.output_shape(arr.shape))
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
         if self._in_shape is None:
             raise RuntimeError("Flatten.backward called before forward")
         dy = np.asarray(dy)

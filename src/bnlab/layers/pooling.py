@@ -65,7 +65,7 @@ class MaxPool2D(Layer):
         self._argmax, self._in_shape = argmax, arr.shape
         return like_input(y, x)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
         if self._argmax is None or self._in_shape is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
         dy = np.asarray(dy)
@@ -108,7 +108,7 @@ class GlobalAveragePool2D(Layer):
         y = arr.mean(axis=(1, 2))
         return like_input(y, x)
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
         if self._in_shape is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
         n, h, w, c = self._in_shape

@@ -15,11 +15,6 @@ from bnlab.layers.base import Layer, layer_from_config
 __all__ = ["Sequential"]
 
 
-def _describe(layer: Layer) -> str:
-    describe = getattr(layer, "describe", None)
-    return str(describe()) if callable(describe) else type(layer).__name__
-
-
 def _auto_threads(layers: list[Layer]) -> int | None:
     """1 for a model holding a Conv2D (at any depth), else None: see ``Sequential``."""
     from bnlab.layers.conv2d import Conv2D
@@ -38,8 +33,8 @@ _Saved = tuple[list[tuple[dict[str, np.ndarray], str, np.ndarray, np.ndarray]], 
 
 def _leaves(layers: list[Layer]) -> Iterator[Layer]:
     for layer in layers:
-        inner = getattr(layer, "layers", None)
-        if isinstance(inner, list):
+        inner = layer.sublayers()
+        if inner:
             yield from _leaves(inner)
         else:
             yield layer
@@ -202,6 +197,9 @@ class Sequential(Layer):
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
 
+    def sublayers(self) -> list[Layer]:
+        return list(self.layers)
+
     # -- shapes -------------------------------------------------------------------------------
     def describe(self) -> str:
         return f"Sequential({len(self.layers)} layers)"
@@ -213,17 +211,16 @@ class Sequential(Layer):
     def _shapes(self, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
         shapes = [shape]
         for i, layer in enumerate(self.layers):
-            infer = getattr(layer, "output_shape", None)
             try:
-                shape = tuple(infer(shape)) if callable(infer) else shape
+                shape = tuple(layer.output_shape(shape))
             except InputShapeError as err:
                 source = (
-                    f"{_describe(self.layers[i - 1])} at index {i - 1} produced"
+                    f"{self.layers[i - 1].describe()} at index {i - 1} produced"
                     if i > 0
                     else "the model input has shape"
                 )
                 raise ValueError(
-                    f"{_describe(layer)} at index {i} expected input {err.expected} but "
+                    f"{layer.describe()} at index {i} expected input {err.expected} but "
                     f"{source} {fmt_shape(shape)}"
                 ) from None
             shapes.append(shape)
@@ -252,13 +249,12 @@ class Sequential(Layer):
             raise
         return x if self._reuse_output else x.copy()
 
-    def backward(  # type: ignore[override]
-        self, dy: np.ndarray, *, need_input_grad: bool = True
-    ) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate ``dy`` = dL/dy; fill every layer's grads; return dL/dx.
 
-        ``need_input_grad=False`` stops at the first layer that has parameters (and skips its
-        input gradient where the layer allows): a training step needs no dL/dx.
+        ``need_input_grad=False`` stops at the first layer that has parameters and passes it
+        ``need_input_grad=False`` (Dense and Conv2D then skip dL/dx): a training step needs
+        no dL/dx.
         """
         with _kernel_threads(self._threads):
             return self._backward(dy, need_input_grad)
@@ -272,12 +268,18 @@ class Sequential(Layer):
         for i in range(len(self.layers) - 1, stop - 1, -1):
             layer = self.layers[i]
             if not need_input_grad and i == stop:
-                if getattr(layer, "supports_skip_input_grad", False):
-                    layer.backward(dy, need_input_grad=False)  # type: ignore[call-arg]
-                else:
+                if layer.backward_takes_need_input_grad:
+                    layer.backward(dy, need_input_grad=False)
+                else:  # an old-style backward(dy) (deprecated, see bnlab.layers.base)
                     layer.backward(dy)
                 return None
-            dy = layer.backward(dy)
+            dx = layer.backward(dy)
+            if dx is None:
+                raise TypeError(
+                    f"{self.name}: {layer.describe()} at index {i} returned None from "
+                    "backward(dy, need_input_grad=True); it must return dL/dx"
+                )
+            dy = dx
         if not need_input_grad:
             return None
         return dy if self._reuse_output else np.array(dy, copy=True)
@@ -334,7 +336,7 @@ class Sequential(Layer):
         """Raise (KeyError, ValueError) if :meth:`load_state_dict` would refuse ``state``: every
         layer's keys, shapes, dtypes and values are checked; nothing changes."""
         for i, (layer, sub) in enumerate(zip(self.layers, self._split_state(state), strict=True)):
-            where = f"{self.name}: layer {i} ({_describe(layer)} '{layer.name}')"
+            where = f"{self.name}: layer {i} ({layer.describe()} '{layer.name}')"
             try:
                 layer.check_state_dict(sub, f"{prefix}{i}.")
             except KeyError as e:
@@ -363,7 +365,7 @@ class Sequential(Layer):
         rows = [("#", "layer", "output shape", "params")]
         rows.append(("", "input", fmt_shape(shapes[0]), ""))
         for i, (layer, shape) in enumerate(zip(self.layers, shapes[1:], strict=True)):
-            rows.append((str(i), _describe(layer), fmt_shape(shape), f"{layer.num_params():,}"))
+            rows.append((str(i), layer.describe(), fmt_shape(shape), f"{layer.num_params():,}"))
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         lines = [
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import numpy as np
 
 from bnlab.optim.schedules import Schedule, schedule_from_config
+
+if TYPE_CHECKING:  # bnlab.layers imports the kernels (Numba): not needed at run time here
+    from bnlab.layers.base import Layer
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "OPTIMIZERS", "LR"]
 
@@ -46,7 +49,7 @@ class Optimizer:
         }
 
     @classmethod
-    def from_model(cls, model: Any, **kwargs: Any) -> Optimizer:
+    def from_model(cls, model: Layer, **kwargs: Any) -> Optimizer:
         """Build the optimizer on ``model.params`` / ``model.grads`` (re-read at every step)."""
         opt = cls(model.params, model.grads, **kwargs)
         opt._grads_source = lambda: model.grads

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # bnlab.layers imports the kernels (Numba): not needed at run time here
+    from bnlab.layers.base import Layer
 
 __all__ = ["Penalty", "L1", "L2", "penalty_from_config", "penalty_loss", "add_penalty_grads"]
 
@@ -76,34 +79,29 @@ def penalty_from_config(config: Mapping[str, Any] | None) -> Penalty | None:
     return _PENALTIES[kind](config["l"])
 
 
-def _layers(model: Any) -> Iterator[Any]:
-    """Every leaf layer of ``model`` (recursing through ``.layers``)."""
-    children = getattr(model, "layers", None)
-    if children is None:
-        yield model
-        return
-    for child in children:
-        yield from _layers(child)
+def _layers(model: Layer) -> Iterator[Layer]:
+    """Every leaf layer of ``model``, in forward order (containers hold views only)."""
+    return (layer for layer in model.modules() if not layer.sublayers())
 
 
-def penalty_loss(model: Any) -> float:
+def penalty_loss(model: Layer) -> float:
     """``sum over layers, over layer.regularizers {name: penalty}: penalty.loss(params[name])``."""
     return float(
         sum(
             pen.loss(layer.params[name])
             for layer in _layers(model)
-            for name, pen in getattr(layer, "regularizers", {}).items()
+            for name, pen in layer.regularizers.items()
             if pen is not None
         )
     )
 
 
-def add_penalty_grads(model: Any) -> None:
+def add_penalty_grads(model: Layer) -> None:
     """Add ``penalty.grad(w)`` to ``layer.grads[name]`` in place for every declared penalty.
 
     Call after ``model.backward`` (which overwrites the gradients) and before ``opt.step()``.
     """
     for layer in _layers(model):
-        for name, pen in getattr(layer, "regularizers", {}).items():
+        for name, pen in layer.regularizers.items():
             if pen is not None:
                 layer.grads[name] += pen.grad(layer.params[name])
