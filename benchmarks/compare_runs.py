@@ -12,8 +12,12 @@ Usage (from the repository root)::
     # temporary directory and put first on PYTHONPATH; the working tree is not touched)
     .venv/bin/python benchmarks/compare_runs.py run /tmp/before --rev HEAD~5
 
+    # the same with another source tree (e.g. a revision with one patch applied on top)
+    .venv/bin/python benchmarks/compare_runs.py run /tmp/patched --src /tmp/checkout/src
+
     # add the CIFAR-10 run (1 epoch on 1,024 training images) given the data
-    .venv/bin/python benchmarks/compare_runs.py run /tmp/after --cifar ../shared/data/cifar10-jpeg-q75.tar.gz
+    .venv/bin/python benchmarks/compare_runs.py run /tmp/after \
+        --cifar ../shared/data/cifar10-jpeg-q75.tar.gz
 
     # compare: exit status 0 when every metrics.json matches, 1 otherwise
     .venv/bin/python benchmarks/compare_runs.py compare /tmp/before /tmp/after
@@ -146,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("directory", type=Path)
     p_run.add_argument("--only", nargs="+", choices=sorted(RUNS), default=sorted(RUNS))
     p_run.add_argument("--cifar", help="CIFAR-10 data for cifar10-keras (else skipped)")
-    p_run.add_argument("--rev", help="run the code of this git revision instead of src/")
+    which = p_run.add_mutually_exclusive_group()
+    which.add_argument("--rev", help="run the code of this git revision instead of src/")
+    which.add_argument("--src", type=Path, help="run the bnlab package under this src/ dir")
     p_cmp = sub.add_parser("compare", help="compare DIR_A/*/metrics.json with DIR_B's")
     p_cmp.add_argument("a", type=Path)
     p_cmp.add_argument("b", type=Path)
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     cifar = str(Path(args.cifar).resolve()) if args.cifar else None
     directory = args.directory.resolve()
     if args.rev is None:
-        return 1 if run_all(directory, args.only, cifar=cifar, src=None) else 0
+        src = None if args.src is None else args.src.resolve()
+        return 1 if run_all(directory, args.only, cifar=cifar, src=src) else 0
     with tempfile.TemporaryDirectory(prefix="compare_runs-") as tmp:
         src = _export(args.rev, Path(tmp))
         return 1 if run_all(directory, args.only, cifar=cifar, src=src) else 0

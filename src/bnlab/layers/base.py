@@ -250,7 +250,7 @@ def _declares_need_input_grad(backward: Any) -> bool:
     )
 
 
-def check_protocol(model: Any, where: str) -> Layer:
+def check_protocol(model: object, where: str) -> Layer:
     """``model`` itself if it is a :class:`Layer` whose layers all take ``need_input_grad``.
 
     Raises TypeError naming the problem (not a Layer; old-style ``backward(dy)``) and the fix.
