@@ -170,3 +170,15 @@ def test_nan_training_batch_in_a_later_chunk_changes_nothing():
     with pytest.raises(FloatingPointError, match="'L'.*1 Inf"):
         layer.forward(x)
     assert state(layer) == before
+
+
+@pytest.mark.parametrize("kind", ["bn", "bn-ghost", "renorm", "sync-bn"])
+def test_need_input_grad_false_skips_dx_with_the_same_gradients(kind):
+    a, b = trained(kind), trained(kind)
+    x = np.random.default_rng(6).normal(size=(4, 3)).astype(np.float32)
+    dy = np.random.default_rng(7).normal(size=(4, 3)).astype(np.float32)
+    a.forward(x)
+    b.forward(x)
+    assert a.backward(dy, need_input_grad=False) is None
+    assert b.backward(dy).shape == (4, 3)
+    assert state(a) == state(b)

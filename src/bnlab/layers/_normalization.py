@@ -354,8 +354,12 @@ class BatchNormBase(Layer):
                 )
 
     # -- backward ----------------------------------------------------------------------------
-    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
-        """``dx``; fills ``grads["gamma"]`` and ``grads["beta"]`` (see the class docstring)."""
+    def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
+        """``dx``; fills ``grads["gamma"]`` and ``grads["beta"]`` (see the class docstring).
+
+        ``need_input_grad=False`` skips the dx pass of a training step and returns None (the
+        sums, and a synchronized layer's collective, still run on every rank).
+        """
         if self._cache is None:
             raise RuntimeError(f"{self._where}: backward called before forward")
         cache = self._cache
@@ -365,6 +369,7 @@ class BatchNormBase(Layer):
                 f"{self._where}: dy must have the shape of the last forward input {cache.shape}, "
                 f"got {g.shape}"
             )
+        dx: np.ndarray | None
         if cache.mode == "eval":
             dx, dgamma, dbeta = batch_norm_inference_backward(
                 g, cache.x, self.running_mean, self.running_var, self.params.get("gamma"),
@@ -375,7 +380,7 @@ class BatchNormBase(Layer):
             C = self.num_features
             dx, dgamma, dbeta = np.zeros(g.shape, cache.out_dtype), np.zeros(C), np.zeros(C)
         else:
-            dx, dgamma, dbeta = self._backward_train(g, cache)
+            dx, dgamma, dbeta = self._backward_train(g, cache, need_input_grad)
         if self.affine:
             self.grads["gamma"][...] = dgamma
             self.grads["beta"][...] = dbeta
@@ -392,17 +397,19 @@ class BatchNormBase(Layer):
         )
 
     def _backward_train(
-        self, g: np.ndarray, cache: NormCache
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, g: np.ndarray, cache: NormCache, need_input_grad: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         x, ax, plan = cache.x, cache.axis, cache.plan
         assert plan is not None
         gc = np.ascontiguousarray(g, dtype=x.dtype)
         sums = chunk_grad_sums(gc, x, ax, plan, cache.mean)
         total = self._reduce_grad_sums(sums)
         self._check_grad(g, total)
+        dgamma, dbeta = self._param_grads(sums, cache)
+        if not need_input_grad:
+            return None, dgamma, dbeta
         stats = (cache.count, cache.mean, cache.var, cache.scale)
         dx = chunk_grad_input(gc, x, ax, plan, stats, total, self.eps)
-        dgamma, dbeta = self._param_grads(sums, cache)
         return dx.astype(cache.out_dtype, copy=False), dgamma, dbeta
 
     def _rstd(self, cache: NormCache) -> np.ndarray:
