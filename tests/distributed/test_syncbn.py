@@ -268,3 +268,15 @@ def test_sync_renorm_ghost_needs_a_divisible_global_batch():
 
     results, _ = run_ranks(2, step)
     assert results == [True, True]
+
+
+def test_deepcopy_shares_the_communicator_and_copies_the_state():
+    import copy
+
+    comm = SelfComm()
+    layer = SyncBatchRenorm(3, comm=comm)
+    layer.forward(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32))
+    twin = copy.deepcopy(layer)
+    assert twin.comm is comm and type(twin) is SyncBatchRenorm
+    assert twin.buffers["running_mean"] is not layer.buffers["running_mean"]
+    np.testing.assert_array_equal(twin.running_mean, layer.running_mean)

@@ -25,8 +25,15 @@ the local batch sizes; it is used with ``virtual_batch_size`` only.
 
 Every rank sees the same global statistics, so every rank raises the same error together (a
 global count below 2, NaN/Inf anywhere in the global batch or its ``dy``): no rank is left
-waiting in a collective. Eval mode with running statistics communicates nothing. The packed
-buffers are allocated once per (G, C) shape and reused.
+waiting in a collective. An error found before the collective (a malformed input on one rank
+only) is local to that rank; ending the job then is the data-parallel runner's fault handling.
+Eval mode with running statistics communicates nothing. The packed buffers are allocated once
+per (G, C) shape and reused.
+
+Why classes of their own rather than a ``sync=`` option on BatchNorm: the communicator is a
+run-time dependency, not configuration (``get_config`` stays the same and a checkpoint loads
+in one process or many), the local layers keep no communication code, and PyTorch users know
+``SyncBatchNorm`` and ``convert_sync_batchnorm``.
 
 Example (a world of one: the same numbers as BatchNorm)::
 
@@ -43,6 +50,7 @@ Example (a world of one: the same numbers as BatchNorm)::
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, ClassVar
 
@@ -77,6 +85,14 @@ class _SyncReductions:
     @property
     def _where(self) -> str:
         return f"{self._kind} layer '{self.name}' (rank {self.comm.rank} of {self.comm.size})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A deep copy that shares the communicator (an MPI handle cannot be copied)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, value if key == "comm" else copy.deepcopy(value, memo))
+        return new
 
     def _reduce_moments(
         self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
