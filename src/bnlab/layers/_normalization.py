@@ -336,7 +336,7 @@ class BatchNormBase(Layer):
                 f"{what} with {int(count[j])} value(s) per channel (input shape {shape}, rows "
                 f"{a}:{b}); use a larger batch or virtual_batch_size, or eval mode"
             )
-        if np.isfinite(mean.sum() + var.sum()):  # one check: any NaN/Inf makes the sum NaN/Inf
+        if np.isfinite(mean).all() and np.isfinite(var).all():
             return
         check_finite(arr, "x (training batch)", where=self._where)
         raise FloatingPointError(
