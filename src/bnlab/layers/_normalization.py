@@ -24,7 +24,6 @@ gradients and buffers as they were. The kernels are the chunked passes of
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,6 +40,7 @@ from bnlab.kernels.batchnorm_chunks import (
     chunk_normalize,
     plan_chunks,
 )
+from bnlab.layers._norm_args import check_norm_args
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
 __all__ = ["BatchNormBase", "NormCache"]
@@ -73,14 +73,6 @@ class NormCache:
     extra: dict[str, np.ndarray]
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
 class BatchNormBase(Layer):
     """Arguments, buffers, config, input checks, ghost batches and the two reduction hooks.
 
@@ -107,10 +99,11 @@ class BatchNormBase(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        self._check_args(num_features, axis, momentum, eps, virtual_batch_size)
-        for key, flag in (("affine", affine), ("track_running_stats", track_running_stats)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{self._where}: {key} must be True or False, got {flag!r}")
+        check_norm_args(
+            f"{self._kind}({self.name!r})", self._allow_cumulative, num_features=num_features,
+            axis=axis, momentum=momentum, eps=eps, virtual_batch_size=virtual_batch_size,
+            affine=affine, track_running_stats=track_running_stats,
+        )  # fmt: skip
         self.num_features = int(num_features)
         self.axis = int(axis)
         self.momentum = None if momentum is None else float(momentum)
@@ -138,37 +131,6 @@ class BatchNormBase(Layer):
             )
 
     # -- arguments ---------------------------------------------------------------------------
-    def _check_args(
-        self, num_features: Any, axis: Any, momentum: Any, eps: Any, virtual_batch_size: Any
-    ) -> None:
-        where = f"{self._kind}({self.name!r})"
-        if not _is_int(num_features):
-            raise TypeError(f"{where}: num_features must be an int, got {num_features!r}")
-        if num_features < 1:
-            raise ValueError(f"{where}: num_features must be >= 1, got {num_features}")
-        if not _is_int(axis):
-            raise TypeError(f"{where}: axis must be an int (the feature axis), got {axis!r}")
-        if momentum is None and not self._allow_cumulative:
-            raise TypeError(
-                f"{where}: momentum must be a float in [0, 1], got None (the cumulative average "
-                "is a BatchNorm option only)"
-            )
-        if momentum is not None and not _is_real(momentum):
-            raise TypeError(f"{where}: momentum must be a float in [0, 1], got {momentum!r}")
-        if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"{where}: momentum must be in [0, 1] or None, got {momentum}")
-        if not _is_real(eps):
-            raise TypeError(f"{where}: eps must be a float > 0, got {eps!r}")
-        if not (float(eps) > 0.0 and np.isfinite(float(eps))):
-            raise ValueError(f"{where}: eps must be > 0 and finite, got {eps}")
-        if virtual_batch_size is not None and (
-            not _is_int(virtual_batch_size) or virtual_batch_size < 1
-        ):
-            raise ValueError(
-                f"{where}: virtual_batch_size must be a positive int or None, got "
-                f"{virtual_batch_size!r}"
-            )
-
     # -- state -------------------------------------------------------------------------------
     @property
     def running_mean(self) -> np.ndarray | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnlab.kernels import batch_renorm_affine
+from bnlab.layers._norm_args import check_renorm_args
 from bnlab.layers._normalization import BatchNormBase, NormCache
 
 __all__ = ["BatchRenorm"]
@@ -85,16 +86,8 @@ class BatchRenorm(BatchNormBase):
             num_features, axis=axis, momentum=momentum, eps=eps,
             virtual_batch_size=virtual_batch_size, name=name,
         )  # fmt: skip
-        where = f"{self._kind}({self.name!r})"
-        for key, value, low in (("rmax", rmax, 1.0), ("dmax", dmax, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise TypeError(f"{where}: {key} must be a float >= {low}, got {value!r}")
-            if not (np.isfinite(value) and value >= low):
-                raise ValueError(f"{where}: {key} must be a finite float >= {low}, got {value!r}")
         steps = {"warmup_steps": warmup_steps, "rmax_steps": rmax_steps, "dmax_steps": dmax_steps}
-        for key, value in steps.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+        check_renorm_args(f"{self._kind}({self.name!r})", rmax, dmax, steps)
         self.rmax, self.dmax = float(rmax), float(dmax)
         self.warmup_steps, self.rmax_steps, self.dmax_steps = (int(v) for v in steps.values())
 
