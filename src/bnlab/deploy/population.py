@@ -117,8 +117,9 @@ def recompute_population_stats(model: Layer, batches: Iterable[Any]) -> Populati
 
     With the weights fixed, each batch of ``batches`` (arrays ``x`` or ``(x, y)`` pairs, e.g. a
     :class:`bnlab.data.BatchIterator` over the training set) goes through ``model`` in training
-    mode; for every BN layer (found inside Sequential containers too) the per-channel mean and
-    biased variance of its input are accumulated in float64, no batch being kept. Then::
+    mode; for every BN layer (any :class:`~bnlab.layers._normalization.BatchNormBase`, found
+    inside Sequential containers too) the per-channel mean and biased variance of its input,
+    as the layer itself computed them (float64), are accumulated, no batch being kept. Then::
 
         running_mean = (1/B) * sum_b mu_b
         running_var  = (1/B) * sum_b m_b/(m_b - 1) * sigma_b^2   (= m/(m-1) * mean sigma_b^2)
