@@ -146,3 +146,26 @@ def test_custom_layers_pass_through(nets, rng):
         "ChannelAffine",
         "Dropout",
     ]
+
+
+def test_only_the_exact_classes_fold(nets, rng):
+    """A Dense subclass may compute something else: it is not folded into (the BN becomes a
+    ChannelAffine), and a layer merely named Dense is not taken for one."""
+
+    class NoisyDense(Dense):
+        registry_name = "_test_NoisyDense"
+
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
+    look_alike = type("Dense", (Layer,), {"registry_name": "_test_Dense", "forward": np.tanh})
+    model = Sequential([NoisyDense(6, 4, seed=0), BatchNorm(4), look_alike(), BatchNorm(4)])
+    nets.randomize_bn(model, rng)
+    model.eval()
+    folded = _check_equal_outputs(nets, model, nets.DENSE_INPUT, np.float32, rng)
+    assert [type(layer).__name__ for layer in folded.layers] == [
+        "NoisyDense",
+        "ChannelAffine",
+        "Dense",
+        "ChannelAffine",
+    ]

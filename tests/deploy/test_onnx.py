@@ -95,6 +95,10 @@ def test_errors_name_the_layer_and_write_nothing(nets, tmp_path, rng):
     odd = Sequential([Dense(6, 2), Swish(name="swish1")]).eval()
     with pytest.raises(TypeError, match="swish1.*no ONNX mapping"):
         export_onnx(odd, path, nets.DENSE_INPUT)
+    look_alike = type("ReLU", (Swish,), {"registry_name": "_test_ReLU"})  # named, not one
+    odd = Sequential([Dense(6, 2), look_alike(name="fake_relu")]).eval()
+    with pytest.raises(TypeError, match="fake_relu.*no ONNX mapping"):
+        export_onnx(odd, path, nets.DENSE_INPUT)
     with pytest.raises(ValueError, match="input_shape"):
         export_onnx(nets.dense_net().eval(), path, (7,))
     assert list(tmp_path.iterdir()) == []

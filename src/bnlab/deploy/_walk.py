@@ -6,6 +6,7 @@ an instance of the normalization core :class:`~bnlab.layers._normalization.Batch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any, TypeGuard
 
@@ -59,6 +60,32 @@ def describe(path: str, layer: Layer) -> str:
 def iter_all(model: Layer) -> Iterator[Layer]:
     """Every layer, containers included (the container before its children)."""
     return model.modules()
+
+
+def builtin_kind(layer: Layer) -> str | None:
+    """The class name of a built-in bnlab layer of exactly that class, else None.
+
+    Exporters and folding map layers by what they compute: a subclass may compute something
+    else (and a class of the same name elsewhere certainly does), so only the exact classes
+    map; BN layers are found by :func:`is_batch_norm` instead.
+    """
+    return _builtin_kinds().get(type(layer))
+
+
+@functools.cache
+def _builtin_kinds() -> dict[type, str]:
+    from bnlab import layers as L
+
+    classes: tuple[type[Layer], ...] = (
+        L.Dense,
+        L.Conv2D,
+        L.MaxPool2D,
+        L.GlobalAveragePool2D,
+        L.Flatten,
+        L.Dropout,
+    )
+    classes += (L.ReLU, L.Sigmoid, L.Tanh, L.Softmax, L.ChannelAffine, L.BatchNorm)
+    return {cls: cls.__name__ for cls in classes}
 
 
 def is_batch_norm(layer: Layer) -> TypeGuard[BatchNormBase]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from bnlab.deploy._walk import (
     bn_scale_shift,
+    builtin_kind,
     check_eval_mode,
     check_model,
     check_running_stats,
@@ -30,7 +31,7 @@ from bnlab.deploy._walk import (
 )
 from bnlab.layers._normalization import BatchNormBase
 from bnlab.layers.affine import ChannelAffine
-from bnlab.layers.base import Layer, layer_from_config
+from bnlab.layers.base import Layer
 
 __all__ = ["fold_batch_norm"]
 
@@ -83,7 +84,7 @@ def _fold(model: Layer) -> Layer:
 
 
 def _kind(layer: Layer) -> str:
-    return type(layer).__name__
+    return builtin_kind(layer) or ""
 
 
 def _rebuild(container: Layer, layers: list[Layer]) -> Layer:
@@ -122,7 +123,7 @@ def _fold_pair(layer: Layer, bn: BatchNormBase) -> Layer:
     dtype = param_dtype(layer)
     config = layer.get_config()
     config["use_bias"] = True
-    new = layer_from_config(_kind(layer), config)
+    new = type(layer)(**config)  # exactly a Dense or Conv2D (see _kind)
     new.astype(dtype)
     new.params["W"][...] = w * scale
     new.params["b"][...] = b * scale + shift

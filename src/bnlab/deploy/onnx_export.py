@@ -24,6 +24,7 @@ import numpy as np
 from bnlab._atomic import atomic_write
 from bnlab.deploy._walk import (
     bn_scale_shift,
+    builtin_kind,
     check_eval_mode,
     check_model,
     check_running_stats,
@@ -176,7 +177,7 @@ def _batch_norm(g: _Graph, layer: Any) -> None:
 
 def _layer(g: _Graph, layer: Any, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
     """Append the nodes of one leaf layer."""
-    kind = type(layer).__name__
+    kind = builtin_kind(layer)
     if is_batch_norm(layer):
         _batch_norm(g, layer)
     elif kind == "Dense":
@@ -209,7 +210,7 @@ _KNOWN += ("ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "ChannelAffine")
 def _check_supported(model: Layer) -> None:
     """Raise TypeError naming the first layer with no ONNX mapping."""
     for path, layer in iter_paths(model):
-        if not (is_batch_norm(layer) or type(layer).__name__ in _KNOWN):
+        if not (is_batch_norm(layer) or builtin_kind(layer) in _KNOWN):
             raise TypeError(
                 f"{_WHERE}: {describe(path, layer)} has no ONNX mapping; supported: "
                 f"{', '.join(_KNOWN)}, BatchNorm, BatchRenorm and Sequential containers"

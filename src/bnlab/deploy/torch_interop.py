@@ -23,6 +23,7 @@ import numpy as np
 
 from bnlab.deploy._torch_modules import torch_modules
 from bnlab.deploy._walk import (
+    builtin_kind,
     check_model,
     children,
     is_batch_norm,
@@ -49,7 +50,7 @@ def _ranks(layers: list[Layer], shapes: list[tuple[int, ...]] | None) -> list[in
         return [len(s) + 1 for s in shapes[:-1]]
     first: int | None = None
     for layer in layers:
-        kind = type(layer).__name__
+        kind = builtin_kind(layer)
         if kind in _SPATIAL:
             first = 4
         elif kind == "Dense":
@@ -62,7 +63,7 @@ def _ranks(layers: list[Layer], shapes: list[tuple[int, ...]] | None) -> list[in
     rank = first
     for layer in layers:
         ranks.append(rank)
-        kind = type(layer).__name__
+        kind = builtin_kind(layer)
         if kind in ("Flatten", "GlobalAveragePool2D"):
             rank = 2
         elif kind in _SPATIAL:
@@ -121,7 +122,7 @@ def _conv(b: _Builder, layer: Any, rank: int | None) -> None:
 
 
 def _batch_norm(b: _Builder, layer: Any, rank: int | None) -> None:
-    if type(layer).__name__ != "BatchNorm":
+    if builtin_kind(layer) != "BatchNorm":
         raise _fail(layer, "only BatchNorm maps (torch has no batch renormalization layer)")
     if getattr(layer, "virtual_batch_size", None):
         raise _fail(layer, "torch's BatchNorm has no virtual batches")
@@ -155,7 +156,7 @@ def _batch_norm(b: _Builder, layer: Any, rank: int | None) -> None:
 
 def _leaf(b: _Builder, layer: Any, rank: int | None) -> None:
     """Append the torch module(s) of one bnlab leaf layer."""
-    nn, kind = b.nn, type(layer).__name__
+    nn, kind = b.nn, builtin_kind(layer)
     if is_batch_norm(layer):
         _batch_norm(b, layer, rank)
     elif kind == "Dense":
