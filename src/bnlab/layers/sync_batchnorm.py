@@ -27,8 +27,9 @@ Every rank sees the same global statistics, so every rank raises the same error 
 global count below 2, NaN/Inf anywhere in the global batch or its ``dy``): no rank is left
 waiting in a collective. An error found before the collective (a malformed input on one rank
 only) is local to that rank; ending the job then is the data-parallel runner's fault handling.
-Eval mode with running statistics communicates nothing. The packed buffers are allocated once
-per (G, C) shape and reused.
+Eval mode with running statistics communicates nothing (without them, as with
+``track_running_stats=False``, eval normalizes with the global batch's statistics too, so every
+rank must run it). The packed buffers are allocated once per (G, C) shape and reused.
 
 Why classes of their own rather than a ``sync=`` option on BatchNorm: the communicator is a
 run-time dependency, not configuration (``get_config`` stays the same and a checkpoint loads
