@@ -10,6 +10,16 @@ separately.
 
     python benchmarks/bench_batchnorm.py
     BENCH_THREADS=1 python benchmarks/bench_batchnorm.py   # both sides single-threaded
+    python benchmarks/bench_batchnorm.py --fresh           # issue 14: the allocator's part
+
+``--fresh`` (issue 14): every case (one shape, one side) runs alone in a fresh process, so no
+earlier, larger allocation has raised glibc's dynamic mmap/trim thresholds: a kernel that
+returns fresh large arrays then pays page faults on every call, as in a user's first script.
+Each case is timed twice, with the default malloc and with a warm heap
+(``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` set so that freed memory is never
+returned to the OS); sides: the bnlab kernels, the bnlab ``BatchNorm`` layer (used on its own)
+and torch. Cells are medians of the steady state; "first 5" is the median of the first five
+timed calls after one untimed call (Numba cache load).
 """
 
 from __future__ import annotations
@@ -81,6 +91,63 @@ def torch_step(shape: list[int]) -> Callable[[], None]:
     return step
 
 
+def layer_step(shape: list[int]) -> Callable[[], None]:
+    """bnlab's BatchNorm layer on its own (training mode): forward + backward."""
+    from bnlab.layers import BatchNorm
+
+    x, dy = _data(tuple(shape))
+    layer = BatchNorm(shape[-1])
+
+    def step() -> None:
+        layer.forward(x)
+        layer.backward(dy)
+
+    return step
+
+
+WARM_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
+FRESH_SIDES = {"kernel": "ours_step", "layer": "layer_step", "torch": "torch_step"}
+
+
+def fresh_rows(rounds: int = 2) -> list[list[str]]:
+    """Each (shape, side, malloc) alone in a fresh process, alternating; see the module doc."""
+    res: dict[tuple[str, str, str], list[float]] = {}
+    first: dict[tuple[str, str, str], list[float]] = {}
+    for _ in range(rounds):
+        for shape in SHAPES:
+            key = "x".join(map(str, shape))
+            for heap, env in (("default", None), ("warm", WARM_HEAP)):
+                for side, fn in FRESH_SIDES.items():
+                    kw: dict = {"shape": list(shape)}
+                    if side == "kernel":
+                        kw["impl"] = "fused"
+                    job = Job("c", f"bench_batchnorm:{fn}", kw, reps=40, warmup=1, max_seconds=1.5)
+                    times = run_jobs([job], env=env)["c"]["times"]
+                    res.setdefault((key, side, heap), []).extend(times[5:])
+                    first.setdefault((key, side, heap), []).extend(times[:5])
+    rows = []
+    for shape in SHAPES:
+        key = "x".join(map(str, shape))
+        cells = [(side, heap) for side in FRESH_SIDES for heap in ("default", "warm")]
+        t = {c: median(res[(key, *c)]) for c in cells}
+        f = {c: median(first[(key, *c)]) for c in cells}
+        rows.append([
+            str(shape), fmt_time(t["kernel", "default"]), fmt_time(t["kernel", "warm"]),
+            fmt_time(f["kernel", "default"]), fmt_time(t["layer", "default"]),
+            fmt_time(t["layer", "warm"]), fmt_time(t["torch", "default"]),
+            fmt_time(t["torch", "warm"]),
+            f"**{ratio(t['kernel', 'default'], t['torch', 'default'])}**",
+            f"**{ratio(t['layer', 'default'], t['torch', 'default'])}**",
+            ratio(t["kernel", "warm"], t["torch", "warm"]),
+        ])  # fmt: skip
+    return rows
+
+
+FRESH_HEADER = ["shape", "kernel fresh", "kernel warm heap", "kernel first 5", "layer fresh",
+                "layer warm heap", "torch fresh", "torch warm heap", "kernel/torch fresh",
+                "layer/torch fresh", "kernel/torch warm"]  # fmt: skip
+
+
 def first_call_rows() -> list[list[str]]:
     shape = [32, 16, 16, 64]
     job = [Job("fused", "bench_batchnorm:ours_step", {"shape": shape, "impl": "fused"}, reps=3)]
@@ -94,6 +161,10 @@ def first_call_rows() -> list[list[str]]:
 
 
 def main() -> None:
+    if "--fresh" in sys.argv:
+        print("## Batch norm fwd + bwd, each case alone in a fresh process (float32)\n")
+        print(markdown_table(FRESH_HEADER, fresh_rows()))
+        return
     ours: list[Job] = []
     theirs: list[Job] = []
     for shape in SHAPES:

@@ -8,7 +8,14 @@ drops the dropout, as the post. A step is forward, softmax cross-entropy, backwa
 RMSprop update (lr 1e-4, or 1e-3 with BN; decay 1e-6). Timing as benchmarks/bench_mlp.py
 (benchmarks/harness.py: separate processes, alternating ours/torch).
 
-    python benchmarks/bench_cnn.py [--threads 1] [--reps 20 --rounds 3]
+    python benchmarks/bench_cnn.py [--threads 1] [--reps 20 --rounds 3] [--before SRC]
+
+Issue 14: bnlab's step is timed on three paths, which should run at the same speed (the thread
+policy belongs to ``bnlab.runtime``, not to a container): ``Sequential.forward/backward``,
+``Trainer.step`` and a hand-written loop ``for L in layers: h = L.forward(h)`` (and back), as a
+user of a layer library may write it. ``--before SRC`` adds the same bnlab rows run with
+another ``src/`` directory first on ``PYTHONPATH`` (e.g. a ``git archive`` of the previous
+revision), alternating with the others, so that before and after are compared in one run.
 
 ``BENCH_KERNEL_THREADS=none`` (or a number) overrides ``Sequential(kernel_threads="auto")``,
 to measure what the cap on Numba's threads inside the step is worth.
@@ -16,12 +23,14 @@ to measure what the cap on Numba's threads inside the step is worth.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_mlp import cli  # noqa: E402 (shared alternating-process timing)
+from bench_mlp import THREAD_VARS  # noqa: E402
+from harness import Job, fmt_time, markdown_table, median, ratio, run_jobs  # noqa: E402
 
 BATCH = 32
 
@@ -50,11 +59,16 @@ def ours_model(bn: bool):  # noqa: ANN201
     return Sequential(layers, kernel_threads=threads)
 
 
-def ours_step(bn: bool) -> Callable[[], None]:
+PATHS = {"seq": "Sequential", "trainer": "Trainer", "loop": "hand-written loop"}
+
+
+def ours_step(bn: bool, path: str = "seq") -> Callable[[], None]:
+    """One bnlab step through ``path``: "seq", "trainer" or "loop" (see the module doc)."""
     import numpy as np
 
     from bnlab.losses import SoftmaxCrossEntropy
     from bnlab.optim import RMSprop
+    from bnlab.train import Trainer
 
     model = ours_model(bn)
     opt = RMSprop(model.params, model.grads, lr=1e-3 if bn else 1e-4, decay=1e-6)
@@ -62,13 +76,30 @@ def ours_step(bn: bool) -> Callable[[], None]:
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, BATCH)
+    if path == "trainer":
+        return Trainer(model, loss_fn, opt, [(x, y)]).step  # type: ignore[return-value]
+    layers = list(model.layers)
+    if path == "loop":  # layers on their own, as a user builds them: fresh output arrays
+        for layer in layers:
+            if hasattr(layer, "reuse_output"):
+                layer.reuse_output = False
 
     def step() -> None:
         _, dlogits = loss_fn(model.forward(x), y)
         model.backward(dlogits, need_input_grad=False)
         opt.step()
 
-    return step
+    def loop_step() -> None:
+        h = x
+        for layer in layers:
+            h = layer.forward(h)
+        _, d = loss_fn(h, y)
+        for layer in reversed(layers[1:]):
+            d = layer.backward(d)
+        layers[0].backward(d, need_input_grad=False)
+        opt.step()
+
+    return loop_step if path == "loop" else step
 
 
 def torch_step(bn: bool) -> Callable[[], None]:
@@ -105,5 +136,55 @@ def torch_step(bn: bool) -> Callable[[], None]:
     return step
 
 
+def compare(reps: int, rounds: int, before: str | None) -> str:
+    """Every bnlab path (and ``before``'s, if given) and torch, alternating; a Markdown table."""
+    variants = {"no BN": False, "with BN": True}
+    ours = [
+        Job(f"{v} {p}", "bench_cnn:ours_step", {"bn": bn, "path": p}, reps, 3, 20.0)
+        for v, bn in variants.items()
+        for p in PATHS
+    ]
+    torch = [
+        Job(v, "bench_cnn:torch_step", {"bn": bn}, reps, 3, 20.0) for v, bn in variants.items()
+    ]
+    groups: dict[str, tuple[list[Job], dict[str, str] | None]] = {"ours": (ours, None)}
+    if before:
+        src = os.path.abspath(before) + os.pathsep + os.environ.get("PYTHONPATH", "")
+        groups["before"] = (ours, {"PYTHONPATH": src})
+    groups["torch"] = (torch, None)
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for group, (jobs, env) in groups.items():
+            for name, res in run_jobs(jobs, env=env).items():
+                times.setdefault((group, name), []).extend(res["times"])
+    rows = []
+    for v in variants:
+        theirs = times["torch", v]
+        for group in [g for g in groups if g != "torch"]:
+            for p, label in PATHS.items():
+                t = times[group, f"{v} {p}"]
+                rows.append([
+                    v, label + (" (before)" if group == "before" else ""), fmt_time(median(t)),
+                    fmt_time(min(t)), fmt_time(median(theirs)), ratio(median(t), median(theirs)),
+                    ratio(min(t), min(theirs)),
+                ])  # fmt: skip
+    header = ["variant", "bnlab path", "bnlab median", "bnlab best", "torch median", "ratio",
+              "ratio (best)"]  # fmt: skip
+    note = (
+        f"{len(times['torch', 'no BN'])} timed torch steps per variant over {rounds} alternating "
+        f"rounds (groups: {', '.join(groups)}), each in a fresh process; target <= 0.8x."
+    )
+    return f"{markdown_table(header, rows)}\n\n{note}"
+
+
 if __name__ == "__main__":
-    cli("bench_cnn", f"Training step: Keras cifar10_cnn, batch {BATCH}", 1.5, 20)
+    ap = argparse.ArgumentParser(description=f"Training step: Keras cifar10_cnn, batch {BATCH}")
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="threads per side (default: all)")
+    ap.add_argument("--before", default=None, help="another bnlab src/ to time alongside")
+    args = ap.parse_args()
+    if args.threads:
+        os.environ.update({var: str(args.threads) for var in THREAD_VARS})
+    print(f"## Training step: Keras cifar10_cnn, batch {BATCH}\n")
+    print(compare(args.reps, args.rounds, args.before))

@@ -1,78 +1,65 @@
 """Numba configuration for every bnlab kernel: import ``njit``, ``prange`` from here.
 
-The threading layer is chosen once, before the first parallel kernel runs: ``omp`` (the
-``workqueue`` layer cost about 1 ms per call on the development machine), falling back to
-``tbb`` and then to ``workqueue`` when no OpenMP runtime can be loaded. Set the environment
-variable ``NUMBA_THREADING_LAYER`` to override.
-
-:func:`kernel_threads` runs the parallel kernels on fewer threads inside a block. A network
-step needs it: between its matrix products OpenBLAS's worker threads keep spinning (about
-0.1 s after each call) and hold the cores, so a second thread pool started in between waits
-for them (see ``Sequential`` and ``benchmarks/bench_cnn.py``).
+Importing this module chooses Numba's threading layer (``bnlab.runtime``: ``omp``, else
+``tbb``, else ``workqueue``; ``NUMBA_THREADING_LAYER`` overrides) before the first parallel
+kernel runs. The thread policy itself (how many threads a kernel uses, ``kernel_threads``)
+lives in :mod:`bnlab.runtime`; its names are re-exported here for the kernels.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import types
+from collections.abc import Callable
+from typing import Any
 
-import numba
-from numba import get_num_threads, njit, prange, set_num_threads
+from bnlab import runtime
+from bnlab.runtime import (
+    check_thread_count,
+    get_num_threads,
+    kernel_thread_count,
+    kernel_threads,
+    run_on_threads,
+)
+
+THREADING_LAYER: str = runtime.configure_threading_layer()
+
+from numba import njit, prange  # noqa: E402 (after the threading layer is chosen)
 
 __all__ = [
     "njit",
+    "njit_pair",
+    "call_on_policy",
     "prange",
     "get_num_threads",
     "kernel_threads",
+    "kernel_thread_count",
+    "run_on_threads",
     "check_thread_count",
     "THREADING_LAYER",
 ]
 
-
-def _pick_threading_layer() -> str:
-    """Return the first threading layer whose runtime library can be loaded."""
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        return str(getattr(numba.config, "THREADING_LAYER", "default"))
-    for layer, module in (("omp", "numba.np.ufunc.omppool"), ("tbb", "numba.np.ufunc.tbbpool")):
-        try:
-            importlib.import_module(module)
-        except (ImportError, OSError):
-            continue
-        return layer
-    return "workqueue"
+KernelPair = tuple[Callable[..., Any], Callable[..., Any]]
 
 
-THREADING_LAYER: str = _pick_threading_layer()
-setattr(numba.config, "THREADING_LAYER", THREADING_LAYER)  # noqa: B010 (untyped module)
+def njit_pair(body: Callable[..., Any]) -> KernelPair:
+    """A single-threaded and a parallel compilation of one ``prange`` loop body.
 
-
-def check_thread_count(n: object, who: str) -> None:
-    """Raise ValueError unless ``n`` is a positive int or None."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"{who} must be a positive int or None, got {n!r}")
-
-
-@contextmanager
-def kernel_threads(n: int | None) -> Iterator[None]:
-    """Run bnlab's parallel kernels on at most ``n`` threads inside the block.
-
-    ``None`` leaves Numba's setting as it is. The previous count is restored on exit, also
-    when the block raises. Numba's count is per calling thread, so other threads are unaffected.
-
-    >>> with kernel_threads(1):
-    ...     get_num_threads()
-    1
+    Numba's on-disk cache keys a function by its qualified name and bytecode, not by its
+    compile flags, so the serial twin is a copy of ``body`` under the name
+    ``<name>_serial`` (otherwise both would load whichever was compiled first).
     """
-    check_thread_count(n, "kernel_threads: n")
-    if n is None:
-        yield
-        return
-    old = get_num_threads()
-    most = int(getattr(numba.config, "NUMBA_NUM_THREADS"))  # noqa: B009 (untyped module)
-    set_num_threads(min(n, most))
-    try:
-        yield
-    finally:
-        set_num_threads(old)
+    name = f"{body.__name__}_serial"
+    code = body.__code__.replace(co_name=name, co_qualname=f"{body.__qualname__}_serial")
+    twin = types.FunctionType(code, body.__globals__, name, body.__defaults__, body.__closure__)
+    twin.__qualname__ = f"{body.__qualname__}_serial"
+    twin.__module__ = body.__module__
+    return njit(cache=True)(twin), njit(cache=True, parallel=True)(body)
+
+
+def call_on_policy(pair: KernelPair, rank: int, size: int, min_size: int, *args: Any) -> Any:
+    """Run ``pair`` (from :func:`njit_pair`) on the threads the runtime policy gives data of
+    this rank (``bnlab.runtime.kernel_thread_count``); serially below ``min_size`` elements."""
+    n = kernel_thread_count(rank) if size >= min_size else 1
+    if n <= 1:
+        return pair[0](*args)
+    return run_on_threads(n, pair[1], *args)

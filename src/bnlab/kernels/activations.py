@@ -10,18 +10,16 @@ training loop reuses its buffers. Forward/backward formulas:
   dx = y * (dy - sum(dy * y)).
 
 Forward passes use NumPy's SIMD ufuncs (exp, tanh, maximum); the backward passes are fused
-Numba loops, on all threads for large arrays and on one for small ones (a 60 x 100 MLP
-activation), where a parallel launch would cost more than the work.
+Numba loops, on one thread for small arrays (a 60 x 100 MLP activation), where a parallel
+launch would cost more than the work, and for large ones on the threads ``bnlab.runtime``
+gives their rank (all of Numba's for dense data, one by default for images).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import numpy as np
 
-from bnlab.kernels._numba import njit, prange
+from bnlab.kernels._numba import call_on_policy, njit_pair, prange
 
 __all__ = [
     "sigmoid",
@@ -52,14 +50,9 @@ def _tanh_bwd_body(dy, y, dx):
         dx[i] = dy[i] * (1.0 - y[i] * y[i])
 
 
-def _pair(body: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """A single-threaded and a parallel compilation of the same loop body."""
-    return njit(cache=True)(body), njit(cache=True, parallel=True)(body)
-
-
-_SIGMOID_BWD = _pair(_sigmoid_bwd_body)
-_RELU_BWD = _pair(_relu_bwd_body)
-_TANH_BWD = _pair(_tanh_bwd_body)
+_SIGMOID_BWD = njit_pair(_sigmoid_bwd_body)
+_RELU_BWD = njit_pair(_relu_bwd_body)
+_TANH_BWD = njit_pair(_tanh_bwd_body)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -81,7 +74,8 @@ def _binary(pair, dy: np.ndarray, y: np.ndarray, out: np.ndarray | None):
     if dy.shape != y.shape:
         raise ValueError(f"backward: dy has shape {dy.shape}, expected {y.shape}")
     out = _out_like(y, out)
-    pair[y.size >= _PARALLEL_MIN](_flat(dy.astype(y.dtype, copy=False)), _flat(y), out.reshape(-1))
+    args = (_flat(dy.astype(y.dtype, copy=False)), _flat(y), out.reshape(-1))
+    call_on_policy(pair, y.ndim, y.size, _PARALLEL_MIN, *args)
     return out
 
 

@@ -9,7 +9,8 @@ Wo = (W + left + right - kw) // sw + 1 columns, and
 so that a convolution with a kernel ``W`` of shape (kh, kw, C, Cout) is the single matrix
 product ``cols @ W.reshape(kh*kw*C, Cout)``, whose rows are already the NHWC output. ``col2im``
 is the adjoint: it adds every row entry back to the pixel it came from (overlapping windows
-sum). Both write into caller-provided buffers so that a training loop allocates nothing.
+sum). Both write into caller-provided buffers so that a training loop allocates nothing, and
+run on the threads ``bnlab.runtime`` gives image data (one by default: see there why).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from bnlab.kernels._numba import njit, prange
+from bnlab.kernels._numba import call_on_policy, njit_pair, prange
 
 __all__ = [
     "conv_output_size",
@@ -26,6 +27,7 @@ __all__ = [
     "im2col_strided",
     "strided_patches",
     "col2im",
+    "add_bias",
 ]
 
 Pads = tuple[int, int, int, int]
@@ -75,7 +77,10 @@ def im2col_strided(
     return patches.reshape(n * ho * wo, -1)
 
 
-@njit(cache=True, parallel=True)
+# Below this many output elements a kernel runs on one thread (a launch costs more).
+PARALLEL_MIN = 1 << 16
+
+
 def _im2col_nb(x, kh, kw, sh, sw, pt, pl, ho, wo, out):
     n, h, w, c = x.shape
     for b in prange(n):
@@ -128,11 +133,14 @@ def im2col(
             f"im2col: out must be a C-contiguous {x.dtype} array of shape {shape}, "
             f"got {out.dtype} {out.shape}"
         )
-    _im2col_nb(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, ho, wo, out)
+    args = (np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, ho, wo, out)
+    call_on_policy(_IM2COL, x.ndim, out.size, PARALLEL_MIN, *args)
     return out
 
 
-@njit(cache=True, parallel=True)
+_IM2COL = njit_pair(_im2col_nb)
+
+
 def _col2im_nb(cols, kh, kw, sh, sw, pt, pl, ho, wo, dx):
     n, h, w, c = dx.shape
     for b in prange(n):
@@ -152,6 +160,9 @@ def _col2im_nb(cols, kh, kw, sh, sw, pt, pl, ho, wo, dx):
                         for ch in range(c):
                             dx[b, y, xx, ch] += cols[row, base + ch]
     return dx
+
+
+_COL2IM = njit_pair(_col2im_nb)
 
 
 def col2im(
@@ -184,5 +195,31 @@ def col2im(
             f"col2im: out must be a {cols.dtype} array of shape {input_shape}, "
             f"got {out.dtype} {out.shape}"
         )
-    _col2im_nb(np.ascontiguousarray(cols), kh, kw, sh, sw, pt, pl, ho, wo, out)
+    args = (np.ascontiguousarray(cols), kh, kw, sh, sw, pt, pl, ho, wo, out)
+    call_on_policy(_COL2IM, out.ndim, cols.size, PARALLEL_MIN, *args)
     return out
+
+
+def _add_bias_nb(y, b):
+    rows, c = y.shape
+    for r in prange(rows):
+        for ch in range(c):
+            y[r, ch] += b[ch]
+
+
+_ADD_BIAS = njit_pair(_add_bias_nb)
+
+
+def add_bias(y2d: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """y2d[r, c] += b[c] in place (the same float additions as ``y2d += b``, in one pass).
+
+    NumPy's broadcast add runs its inner loop over the C channels only (32 or 64 in a conv
+    net), so its per-row overhead, not memory, bounds it; this loop is several times faster.
+    """
+    if y2d.ndim != 2 or not y2d.flags.c_contiguous or b.shape != (y2d.shape[1],):
+        raise ValueError(
+            f"add_bias: y2d must be a C-contiguous (R, C) array and b of shape (C,), got "
+            f"{y2d.shape} and {b.shape}"
+        )
+    call_on_policy(_ADD_BIAS, 4, y2d.size, PARALLEL_MIN, y2d, b.astype(y2d.dtype, copy=False))
+    return y2d

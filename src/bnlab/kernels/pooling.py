@@ -7,14 +7,14 @@ For x of shape (N, H, W, C), a window (ph, pw) and strides (sh, sw) without padd
 
 The forward pass records where each maximum came from (the first in row-major window order
 on ties, as PyTorch), so the backward pass routes dy[n, i, j, c] to that pixel only;
-overlapping windows add up.
+overlapping windows add up. Both run on the threads ``bnlab.runtime`` gives image data.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bnlab.kernels._numba import njit, prange
+from bnlab.kernels._numba import call_on_policy, njit_pair, prange
 
 __all__ = ["max_pool_forward", "max_pool_backward", "pool_output_shape"]
 
@@ -29,7 +29,9 @@ def pool_output_shape(
     return n, (h - pool[0]) // stride[0] + 1, (w - pool[1]) // stride[1] + 1, c
 
 
-@njit(cache=True, parallel=True)
+PARALLEL_MIN = 1 << 16  # elements below which one thread is faster
+
+
 def _max_pool_fwd(x, ph, pw, sh, sw, y, arg):
     n, h, w, c = x.shape
     _, ho, wo, _ = y.shape
@@ -55,7 +57,9 @@ def _max_pool_fwd(x, ph, pw, sh, sw, y, arg):
     return y
 
 
-@njit(cache=True, parallel=True)
+_FWD = njit_pair(_max_pool_fwd)
+
+
 def _max_pool_bwd(dy, arg, dx):
     n, h, w, c = dx.shape
     _, ho, wo, _ = dy.shape
@@ -67,6 +71,9 @@ def _max_pool_bwd(dy, arg, dx):
                     k = arg[b, i, j, ch]
                     dx[b, k // w, k % w, ch] += dy[b, i, j, ch]
     return dx
+
+
+_BWD = njit_pair(_max_pool_bwd)
 
 
 def max_pool_forward(
@@ -85,7 +92,8 @@ def max_pool_forward(
         out = np.empty(shape, dtype=x.dtype)
     if argmax is None:
         argmax = np.empty(shape, dtype=np.int32)
-    _max_pool_fwd(np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], out, argmax)
+    args = (np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], out, argmax)
+    call_on_policy(_FWD, 4, x.size, PARALLEL_MIN, *args)
     return out, argmax
 
 
@@ -102,5 +110,5 @@ def max_pool_backward(
         )
     if out is None:
         out = np.empty(input_shape, dtype=dy.dtype)
-    _max_pool_bwd(np.ascontiguousarray(dy), argmax, out)
+    call_on_policy(_BWD, 4, out.size, PARALLEL_MIN, np.ascontiguousarray(dy), argmax, out)
     return out

@@ -1,0 +1,294 @@
+"""Where the Keras cifar10_cnn training step (batch 32) spends its time, per layer and per pass.
+
+Issue 14, "profile first". The nets are benchmarks/bench_cnn.py's (with and without BN, RMSprop,
+dropout in the no-BN net). One process per variant; every leaf layer's ``forward`` and
+``backward`` is wrapped with a timer, and inside each Conv2D the im2col, matrix products and
+col2im calls are timed too (the rest of a Conv2D's time is its bias, checks and reshapes).
+``faults`` counts minor page faults (``getrusage``): freshly allocated large arrays that are
+touched for the first time, the cost of allocating instead of reusing buffers.
+
+The step's achieved GFLOP/s counts every matrix product of the step (2 m k n each) over the
+uninstrumented step's median time; beside it NumPy's sgemm at 1024^3 and at this net's own
+product shapes (same transposes), measured in the same process, and the "GEMM floor": the
+step's products at those measured rates.
+
+    python benchmarks/profile_cnn.py [--steps 20] [--path seq|loop] [--bn both|yes|no]
+
+``--path seq`` runs the layers through ``Sequential.forward/backward`` (the model's own thread
+policy); ``--path loop`` calls ``layer.forward``/``layer.backward`` in a plain loop, as a user
+of a layer library may write it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+class _Clock:
+    """Accumulates (seconds, page faults) per label for the current step."""
+
+    def __init__(self) -> None:
+        self.step: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.steps: list[dict[str, list[float]]] = []
+        self.stack: list[str] = []
+        self.gemms: list[tuple[tuple[int, int], tuple[int, int], bool, bool]] = []
+        self.record_gemms = False
+
+    def timed(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            full = f"{self.stack[-1]} {label}" if self.stack and label[0] == "." else label
+            self.stack.append(full)
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t0
+                df = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+                self.stack.pop()
+                cell = self.step[full]
+                cell[0] += dt
+                cell[1] += df
+
+        return wrapper
+
+    def end_step(self) -> None:
+        self.steps.append(dict(self.step))
+        self.step = defaultdict(lambda: [0.0, 0.0])
+
+
+class _TimedNumpy:
+    """Stands in for ``numpy`` inside bnlab.layers.conv2d: ``matmul`` is timed and recorded."""
+
+    def __init__(self, clock: _Clock) -> None:
+        import numpy as np
+
+        self._np = np
+        self._clock = clock
+        self.matmul = clock.timed(".gemm", self._matmul)
+
+    def _matmul(self, a: Any, b: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._clock.record_gemms and a.ndim == 2 and b.ndim == 2:
+            ta, tb = not a.flags.c_contiguous, not b.flags.c_contiguous
+            self._clock.gemms.append((a.shape, b.shape, ta, tb))
+        return self._np.matmul(a, b, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._np, name)
+
+
+def _layers_of(model: Any) -> list[Any]:
+    return list(model.layers)
+
+
+def _instrument(model: Any, clock: _Clock) -> None:
+    import bnlab.layers.conv2d as conv_mod
+    import bnlab.layers.dense as dense_mod
+
+    conv_mod.im2col = clock.timed(".im2col", conv_mod.im2col)
+    conv_mod.col2im = clock.timed(".col2im", conv_mod.col2im)
+    conv_mod.np = _TimedNumpy(clock)  # type: ignore[assignment]
+    dense_mod.np = _TimedNumpy(clock)  # type: ignore[assignment]
+    for i, layer in enumerate(_layers_of(model)):
+        name = f"{i:02d} {layer.describe() if hasattr(layer, 'describe') else type(layer).__name__}"
+        layer.forward = clock.timed(f"{name} fwd", layer.forward)
+        layer.backward = clock.timed(f"{name} bwd", layer.backward)
+
+
+def _step_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], None], Any]:
+    import numpy as np
+    from bench_cnn import BATCH, ours_model
+
+    from bnlab.losses import SoftmaxCrossEntropy
+    from bnlab.optim import RMSprop
+
+    model = ours_model(bn)
+    opt = RMSprop(model.params, model.grads, lr=1e-3 if bn else 1e-4, decay=1e-6)
+    loss_fn = SoftmaxCrossEntropy()
+    rng = np.random.default_rng(0)
+    x = rng.random((BATCH, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, BATCH)
+    if clock is not None:
+        _instrument(model, clock)
+        loss_fn = clock.timed("loss", loss_fn)  # type: ignore[assignment]
+        opt.step = clock.timed("optimizer", opt.step)  # type: ignore[method-assign]
+    layers = _layers_of(model)
+    if path == "loop":
+        for layer in layers:  # a user's own loop: fresh outputs, as layers used on their own
+            if hasattr(layer, "reuse_output"):
+                layer.reuse_output = False
+
+    def step() -> None:
+        if path == "seq":
+            _, dlogits = loss_fn(model.forward(x), y)
+            model.backward(dlogits, need_input_grad=False)
+        else:
+            h = x
+            for layer in layers:
+                h = layer.forward(h)
+            _, d = loss_fn(h, y)
+            for layer in reversed(layers[1:]):
+                d = layer.backward(d)
+            layers[0].backward(d, need_input_grad=False)
+        opt.step()
+
+    return step, model
+
+
+def _sgemm_rate(ashape: tuple[int, int], bshape: tuple[int, int], ta: bool, tb: bool) -> float:
+    """Best-of GFLOP/s of np.matmul for these operand shapes and transposes (float32)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.random(ashape[::-1] if ta else ashape, dtype=np.float32)
+    b = rng.random(bshape[::-1] if tb else bshape, dtype=np.float32)
+    a, b = (a.T if ta else a), (b.T if tb else b)
+    out = np.empty((ashape[0], bshape[1]), np.float32)
+    flops = 2.0 * ashape[0] * ashape[1] * bshape[1]
+    reps = max(3, min(200, int(2e9 / flops)))
+    np.matmul(a, b, out=out)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t)
+    return flops / best / 1e9
+
+
+def worker(bn: bool, path: str, steps: int) -> dict[str, Any]:
+    plain, _ = _step_fn(bn, path, None)
+    for _ in range(3):
+        plain()
+    plain_times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        plain()
+        plain_times.append(time.perf_counter() - t)
+    clock = _Clock()
+    step, _ = _step_fn(bn, path, clock)
+    clock.record_gemms = True
+    step()
+    clock.record_gemms = False
+    clock.steps.clear()
+    clock.step.clear()
+    step()
+    clock.step.clear()
+    totals = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        totals.append(time.perf_counter() - t)
+        clock.end_step()
+    labels = list(clock.steps[0])
+    med = statistics.median
+    rows = {
+        k: [med(s[k][0] for s in clock.steps), med(s[k][1] for s in clock.steps)] for k in labels
+    }
+    gemms = clock.gemms
+    rates = {}
+    for g in sorted(set(gemms)):
+        rates[json.dumps(g)] = _sgemm_rate(*g)
+    big = _sgemm_rate((1024, 1024), (1024, 1024), False, False)
+    return {
+        "plain_median": statistics.median(plain_times),
+        "plain_best": min(plain_times),
+        "instr_median": statistics.median(totals),
+        "rows": rows,
+        "gemms": [json.dumps(g) for g in gemms],
+        "rates": rates,
+        "sgemm_1024": big,
+    }
+
+
+def _flops(g: str) -> float:
+    (m, k), (_, n), _, _ = json.loads(g)
+    return 2.0 * m * k * n
+
+
+def report(bn: bool, path: str, res: dict[str, Any]) -> str:
+    rows, total = res["rows"], res["instr_median"]
+    lines = [
+        f"### cifar10_cnn step, batch 32, {'with' if bn else 'without'} BN, path={path}",
+        "",
+        f"uninstrumented step: median {res['plain_median'] * 1e3:.1f} ms, best "
+        f"{res['plain_best'] * 1e3:.1f} ms; instrumented: median {total * 1e3:.1f} ms",
+        "",
+        "| region | median ms | % of step | page faults |",
+        "|---|---|---|---|",
+    ]
+    by_kind: dict[str, float] = defaultdict(float)
+    for label, (t, faults) in rows.items():
+        parts = label.split()
+        inner = sum(v[0] for k, v in rows.items() if k.startswith(label + " ."))
+        if parts[-1].startswith("."):  # "03 Conv2D(...) bwd .gemm" -> "Conv2D bwd gemm"
+            kind = f"{parts[1].split('(')[0]} {parts[-2]} {parts[-1][1:]}"
+        elif parts[0].isdigit():  # a layer's own time, outside the timed calls inside it
+            kind = f"{parts[1].split('(')[0]} {parts[-1]}" + (" (rest)" if inner else "")
+        else:
+            kind = label
+        by_kind[kind] += t - inner
+        lines.append(f"| {label} | {t * 1e3:.2f} | {100 * t / total:.1f} | {faults:.0f} |")
+    lines += ["", "By kind ('rest': a layer's time outside its timed im2col/GEMM/col2im):", ""]
+    lines += ["| kind | ms | % of step |", "|---|---|---|"]
+    for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {kind} | {t * 1e3:.2f} | {100 * t / total:.1f} |")
+    flops = sum(_flops(g) for g in res["gemms"])
+    floor = sum(_flops(g) / (res["rates"][g] * 1e9) for g in res["gemms"])
+    gemm_t = sum(t for k, (t, _) in rows.items() if k.endswith(".gemm"))
+    lines += [
+        "",
+        f"GEMM work: {flops / 1e9:.2f} GFLOP in {len(res['gemms'])} products; step achieves "
+        f"{flops / res['plain_median'] / 1e9:.1f} GFLOP/s (median step), "
+        f"{flops / res['plain_best'] / 1e9:.1f} (best step); the products alone run at "
+        f"{flops / gemm_t / 1e9:.1f} GFLOP/s inside the step.",
+        f"NumPy sgemm in this process: {res['sgemm_1024']:.1f} GFLOP/s at 1024^3; at the "
+        f"net's shapes the products would take {floor * 1e3:.1f} ms (the GEMM floor), i.e. "
+        f"{flops / floor / 1e9:.1f} GFLOP/s; step / floor = {res['plain_median'] / floor:.2f}.",
+        "",
+        "| GEMM (a @ b, T = transposed view) | calls | GFLOP | sgemm GFLOP/s |",
+        "|---|---|---|---|",
+    ]
+    for g, rate in sorted(res["rates"].items(), key=lambda kv: -_flops(kv[0])):
+        a, b, ta, tb = json.loads(g)
+        shape = f"{tuple(a)}{'T' if ta else ''} @ {tuple(b)}{'T' if tb else ''}"
+        lines.append(f"| {shape} | {res['gemms'].count(g)} | {_flops(g) / 1e9:.3f} | {rate:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--path", choices=("seq", "loop"), default="seq")
+    ap.add_argument("--bn", choices=("both", "yes", "no"), default="both")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker is not None:
+        print(json.dumps(worker(args.worker == "yes", args.path, args.steps)))
+        return
+    for bn in ("no", "yes") if args.bn == "both" else (args.bn,):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", bn, "--path", args.path,
+             "--steps", str(args.steps)],
+            capture_output=True, text=True, check=False, timeout=900,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(report(bn == "yes", args.path, res) + "\n")
+
+
+if __name__ == "__main__":
+    main()

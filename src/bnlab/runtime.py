@@ -1,0 +1,259 @@
+"""The runtime's thread policy: how many threads bnlab's Numba kernels and NumPy's BLAS use.
+
+Ground floor: imports nothing of bnlab. Every kernel asks :func:`kernel_thread_count` before a
+parallel loop, so a model runs at the same speed whether its layers are called through
+``Sequential``, through ``Trainer`` or in a hand-written loop. The policy, for a kernel on an
+array of rank ``rank``:
+
+1. inside :func:`kernel_threads(n) <kernel_threads>` (an explicit override): ``n``;
+2. ``rank >= 3`` (images, channels-last: the kernels of a conv net): :func:`image_threads`,
+   1 by default. A conv net alternates large BLAS products with large elementwise kernels
+   (im2col/col2im, pooling, ReLU, BN); after each product OpenBLAS's worker threads keep
+   spinning for about 0.1 s and hold the cores, so a second pool of Numba threads started in
+   between waits for them: the Keras cifar10_cnn step took 135 ms with Numba on 2 threads
+   against 83 ms on 1, on the 2-core development machine;
+3. otherwise Numba's thread count (dense data: an MLP's products are too small for BLAS to
+   start its threads).
+
+``BNLAB_IMAGE_THREADS`` (an int) sets the default of rule 2; :func:`set_image_threads` changes
+it at run time. The element-wise kernels' results do not depend on the thread count; the
+batch-norm statistics are summed in one block per thread, so their rounding does.
+
+BLAS: :func:`blas_threads` runs NumPy's BLAS on ``n`` threads inside a block (threadpoolctl
+when installed, else the ``openblas_set_num_threads`` symbol of NumPy's bundled OpenBLAS via
+ctypes; a no-op where neither is found); :func:`default_blas_threads_env` sets
+``OPENBLAS_NUM_THREADS`` for a process that has not imported NumPy yet. :func:`numba_threads`
+sets Numba's own count for the calling thread and returns the previous one.
+
+The Numba threading layer is chosen here (:func:`configure_threading_layer`, called when
+``bnlab.kernels`` is imported), once, before any thread pool starts: ``omp`` (the ``workqueue``
+layer cost about 1 ms per call), else ``tbb``, else ``workqueue``; the environment variable
+``NUMBA_THREADING_LAYER`` overrides. This module imports neither NumPy nor Numba itself, so
+:func:`default_blas_threads_env` can still run before NumPy is loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = [
+    "THREADING_LAYER",
+    "blas_threads",
+    "check_thread_count",
+    "configure_threading_layer",
+    "get_num_threads",
+    "default_blas_threads_env",
+    "image_threads",
+    "kernel_thread_count",
+    "kernel_threads",
+    "numba_threads",
+    "run_on_threads",
+    "set_image_threads",
+    "set_num_threads",
+]
+
+T = TypeVar("T")
+
+
+def _pick_threading_layer(numba: Any) -> str:
+    """Return the first threading layer whose runtime library can be loaded."""
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        return str(getattr(numba.config, "THREADING_LAYER", "default"))
+    for layer, module in (("omp", "numba.np.ufunc.omppool"), ("tbb", "numba.np.ufunc.tbbpool")):
+        try:
+            importlib.import_module(module)
+        except (ImportError, OSError):
+            continue
+        return layer
+    return "workqueue"
+
+
+THREADING_LAYER: str = ""  # set by configure_threading_layer()
+_NB: dict[str, Any] = {}  # numba's get/set_num_threads and NUMBA_NUM_THREADS, once configured
+
+
+def configure_threading_layer() -> str:
+    """Choose Numba's threading layer (once; see the module docstring) and return it."""
+    global THREADING_LAYER
+    if not _NB:
+        import numba
+
+        THREADING_LAYER = _pick_threading_layer(numba)
+        setattr(numba.config, "THREADING_LAYER", THREADING_LAYER)  # noqa: B010 (untyped)
+        _NB["get"], _NB["set"] = numba.get_num_threads, numba.set_num_threads
+        _NB["max"] = int(getattr(numba.config, "NUMBA_NUM_THREADS"))  # noqa: B009
+    return THREADING_LAYER
+
+
+def get_num_threads() -> int:
+    """Numba's thread count for the calling thread (configures the threading layer first)."""
+    if not _NB:
+        configure_threading_layer()
+    return int(_NB["get"]())
+
+
+def set_num_threads(n: int) -> None:
+    """Set Numba's count for the calling thread, capped at NUMBA_NUM_THREADS."""
+    if not _NB:
+        configure_threading_layer()
+    _NB["set"](max(1, min(int(n), _NB["max"])))
+
+
+def check_thread_count(n: object, who: str) -> None:
+    """Raise ValueError unless ``n`` is a positive int or None."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"{who} must be a positive int or None, got {n!r}")
+
+
+def _env_image_threads() -> int:
+    raw = os.environ.get("BNLAB_IMAGE_THREADS", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"BNLAB_IMAGE_THREADS must be a positive int, got {raw!r}; unset it for the default 1"
+        ) from None
+    check_thread_count(n, "BNLAB_IMAGE_THREADS")
+    return n
+
+
+_IMAGE_THREADS = [_env_image_threads()]
+_local = threading.local()  # .override: the n of the innermost kernel_threads(n) block
+
+
+def image_threads() -> int:
+    """Threads for kernels on rank >= 3 (image) data outside an explicit override."""
+    return _IMAGE_THREADS[0]
+
+
+def set_image_threads(n: int) -> int:
+    """Set :func:`image_threads` for the whole process; returns the previous value."""
+    check_thread_count(n, "set_image_threads: n")
+    old, _IMAGE_THREADS[0] = _IMAGE_THREADS[0], int(n)
+    return old
+
+
+def kernel_thread_count(rank: int) -> int:
+    """How many threads a parallel kernel on data of rank ``rank`` uses (see the module doc).
+
+    >>> with kernel_threads(1):
+    ...     kernel_thread_count(2)
+    1
+    """
+    n = int(get_num_threads())
+    if getattr(_local, "override", None) is not None or rank < 3:
+        return n
+    return min(n, image_threads())
+
+
+def run_on_threads(n: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with Numba's thread count set to ``n`` (restored after; ~3 us per change)."""
+    old = int(get_num_threads())
+    if n == old:
+        return fn(*args)
+    set_num_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        set_num_threads(old)
+
+
+@contextmanager
+def kernel_threads(n: int | None) -> Iterator[None]:
+    """Run bnlab's parallel kernels on at most ``n`` threads inside the block (an override).
+
+    ``None`` leaves the policy as it is. The previous setting is restored on exit, also when
+    the block raises. Numba's count is per calling thread, so other threads are unaffected.
+
+    >>> with kernel_threads(1):
+    ...     get_num_threads()
+    1
+    """
+    check_thread_count(n, "kernel_threads: n")
+    if n is None:
+        yield
+        return
+    old, old_override = get_num_threads(), getattr(_local, "override", None)
+    set_num_threads(n)
+    _local.override = n
+    try:
+        yield
+    finally:
+        _local.override = old_override
+        set_num_threads(old)
+
+
+def numba_threads(n: int) -> int:
+    """Set Numba's thread count for the calling thread (capped at NUMBA_NUM_THREADS); returns
+    the previous count."""
+    check_thread_count(n, "numba_threads: n")
+    old = int(get_num_threads())
+    set_num_threads(n)
+    return old
+
+
+# -- BLAS ---------------------------------------------------------------------------------------
+def _openblas() -> tuple[Any, Callable[[], int], Callable[[int], None]] | None:
+    """NumPy's bundled scipy-openblas via ctypes: (lib, get, set), or None if not found."""
+    try:
+        import numpy as np
+
+        libdir = Path(np.__file__).parent.parent / "numpy.libs"
+        for path in sorted(libdir.glob("libscipy_openblas*.so*")):
+            lib = ctypes.CDLL(str(path))
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"scipy_openblas_get_num_threads{suffix}", None)
+                put = getattr(lib, f"scipy_openblas_set_num_threads{suffix}", None)
+                if get is not None and put is not None:
+                    return lib, lambda g=get: int(g()), lambda k, p=put: p(ctypes.c_int(k))
+    except OSError:
+        return None
+    return None
+
+
+@contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """Run NumPy's BLAS on ``n`` threads inside the block, restored after.
+
+    For small matrix products (a 100-unit MLP on 32 examples) threads cost more than they save:
+    with other processes busy, OpenBLAS's threads made each step ~8x slower on the 2-core
+    development machine. Uses threadpoolctl if installed, else ctypes on NumPy's bundled
+    OpenBLAS; does nothing where neither is available.
+    """
+    check_thread_count(n, "blas_threads: n")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        found = _openblas()
+        if found is None:
+            yield
+            return
+        _, get, put = found
+        old = get()
+        put(int(n))
+        try:
+            yield
+        finally:
+            put(old)
+        return
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield
+
+
+def default_blas_threads_env(n: int) -> bool:
+    """Default ``OPENBLAS_NUM_THREADS`` to ``n`` for this process; True if it can still take
+    effect (NumPy not imported yet), False otherwise (then use :func:`blas_threads`)."""
+    import sys
+
+    check_thread_count(n, "default_blas_threads_env: n")
+    if "numpy" in sys.modules:
+        return False
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(int(n)))
+    return True
