@@ -280,3 +280,26 @@ def test_deepcopy_shares_the_communicator_and_copies_the_state():
     assert twin.comm is comm and type(twin) is SyncBatchRenorm
     assert twin.buffers["running_mean"] is not layer.buffers["running_mean"]
     np.testing.assert_array_equal(twin.running_mean, layer.running_mean)
+
+
+@pytest.mark.parametrize("cls", [SyncBatchNorm, SyncBatchRenorm])
+def test_float32_shards_match_one_process_to_float32_precision(cls):
+    plain_cls = BatchNorm if cls is SyncBatchNorm else BatchRenorm
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(12, 3, 3, 5)) * 4 + 50).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    split = [0, 5, 12]
+
+    def step(comm: Communicator) -> Any:
+        layer = cls(5, comm=comm)
+        part = slice(split[comm.rank], split[comm.rank + 1])
+        y = layer.forward(x[part])
+        return y, layer.backward(dy[part]), layer.grads["gamma"].copy(), layer.running_var
+
+    results, _ = run_ranks(2, step)
+    ref = plain_cls(5)
+    y, dx = ref.forward(x), ref.backward(dy)
+    np.testing.assert_allclose(np.concatenate([r[0] for r in results]), y, atol=2e-5)
+    np.testing.assert_allclose(np.concatenate([r[1] for r in results]), dx, atol=2e-5)
+    np.testing.assert_allclose(results[0][2] + results[1][2], ref.grads["gamma"], rtol=1e-5)
+    np.testing.assert_allclose(results[0][3], ref.running_var, rtol=1e-6)
