@@ -58,6 +58,9 @@ class Layer:
     #: False for a class whose ``backward`` does not take ``need_input_grad`` (set when the
     #: class is defined, from its own ``backward``; inherited otherwise)
     backward_takes_need_input_grad: ClassVar[bool] = True
+    #: set by an enclosing Sequential: the arrays ``forward``/``backward`` return may be the
+    #: layer's own buffers, overwritten by its next call (a layer is free to ignore it)
+    reuse_output: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -127,8 +127,7 @@ class Sequential(Layer):
         self._checked: tuple[int, ...] | None = None
         self._reuse_output = False
         for layer in built:
-            if hasattr(layer, "reuse_output"):
-                layer.reuse_output = True
+            layer.reuse_output = True
 
     # -- flat views ---------------------------------------------------------------------------
     def _flat(self, attr: str) -> dict[str, Any]:
