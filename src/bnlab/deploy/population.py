@@ -147,11 +147,38 @@ def recompute_population_stats(model: Layer, batches: Iterable[Any]) -> Populati
             "recompute_population_stats: the model has no BatchNorm layer with running "
             f"statistics (skipped: {summary.skipped}); nothing to recompute"
         )
+    accs = [_Accumulator(bn, describe(key, bn)) for key, bn in zip(keys, bns, strict=True)]
+    _training_pass(model, bns, batches, accs, summary)
+    if summary.num_batches == 0:
+        raise ValueError("recompute_population_stats: batches is empty; nothing was changed")
+    for acc in accs:
+        if acc.count == 0 or acc.sum_mean is None or acc.sum_var is None:
+            raise RuntimeError(
+                f"recompute_population_stats: {acc.label} was never reached by the forward "
+                "pass; is it part of the model's forward?"
+            )
+    for key, bn, acc in zip(keys, bns, accs, strict=True):
+        assert acc.sum_mean is not None and acc.sum_var is not None
+        _write(bn, "running_mean", acc.sum_mean / acc.count)
+        _write(bn, "running_var", acc.sum_var / acc.count)
+        summary.layers.append(key)
+        summary.values_per_channel[key] = acc.values
+    return summary
+
+
+def _training_pass(
+    model: Layer,
+    bns: list[BatchNormBase],
+    batches: Iterable[Any],
+    accs: list[_Accumulator],
+    summary: PopulationStatsSummary,
+) -> None:
+    """Forward every batch in training mode, collecting each BN's statistics; then (also on
+    an exception) put back the BN buffers, the generators' states and every layer's mode."""
     modes = save_modes(model)
     saved = [{k: np.array(v, copy=True) for k, v in bn.buffers.items()} for bn in bns]
     gens = model.generators()
     gen_states = {k: g.bit_generator.state for k, g in gens.items()}
-    accs = [_Accumulator(bn, describe(key, bn)) for key, bn in zip(keys, bns, strict=True)]
     try:
         model.train()
         for batch in batches:
@@ -168,21 +195,6 @@ def recompute_population_stats(model: Layer, batches: Iterable[Any]) -> Populati
         for k, state in gen_states.items():  # Dropout's masks: the pass draws, the model keeps
             gens[k].bit_generator.state = state
         restore_modes(modes)
-    if summary.num_batches == 0:
-        raise ValueError("recompute_population_stats: batches is empty; nothing was changed")
-    for acc in accs:
-        if acc.count == 0 or acc.sum_mean is None or acc.sum_var is None:
-            raise RuntimeError(
-                f"recompute_population_stats: {acc.label} was never reached by the forward "
-                "pass; is it part of the model's forward?"
-            )
-    for key, bn, acc in zip(keys, bns, accs, strict=True):
-        assert acc.sum_mean is not None and acc.sum_var is not None
-        _write(bn, "running_mean", acc.sum_mean / acc.count)
-        _write(bn, "running_var", acc.sum_var / acc.count)
-        summary.layers.append(key)
-        summary.values_per_channel[key] = acc.values
-    return summary
 
 
 def shuffled_batches(
