@@ -8,11 +8,12 @@ limit. Every member is then read to its end, which checks its CRC-32.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,10 +81,11 @@ def _read_member(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: li
             )
         arr = np.empty(count, dtype=dtype)
         raw = arr.view(np.uint8).reshape(-1) if nbytes else np.zeros(0, np.uint8)
-        view = memoryview(raw)  # type: ignore[arg-type]
+        view = raw.data  # a memoryview on arr's bytes
+        reader = cast(io.BufferedIOBase, f)  # a zipfile.ZipExtFile: it has readinto
         got = 0
         while got < nbytes:
-            n = f.readinto(view[got:])  # type: ignore[attr-defined]
+            n = reader.readinto(view[got:])
             if not n:
                 raise CheckpointError(f"{p}: member {name!r} is truncated; {_FIX}")
             got += n

@@ -4,6 +4,7 @@ torch) and torch_from (torch -> bnlab); torch is imported on first use."""
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any
 
 __all__ = ["torch_modules"]
@@ -42,10 +43,4 @@ def torch_modules() -> Any:
             shape[self.dim] = -1
             return x * self.scale.reshape(shape) + self.shift.reshape(shape)
 
-    class Modules:
-        pass
-
-    ns = Modules()
-    ns.Permute = Permute  # type: ignore[attr-defined]
-    ns.ChannelAffine = ChannelAffine  # type: ignore[attr-defined]
-    return ns
+    return types.SimpleNamespace(Permute=Permute, ChannelAffine=ChannelAffine)
