@@ -105,12 +105,27 @@ def layer_step(shape: list[int]) -> Callable[[], None]:
     return step
 
 
+def warm_step(shape: list[int]) -> Callable[[], None]:
+    """The bnlab kernels after ``bnlab.runtime.warm_heap()`` (mallopt: freed memory is kept)."""
+    from bnlab import runtime
+
+    assert runtime.warm_heap(), "glibc mallopt not available"
+    return ours_step(shape, "fused")
+
+
 WARM_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
-FRESH_SIDES = {"kernel": "ours_step", "layer": "layer_step", "torch": "torch_step"}
+FRESH_SIDES = {
+    "kernel": "ours_step",
+    "kernel + warm_heap()": "warm_step",
+    "layer": "layer_step",
+    "torch": "torch_step",
+}
 
 
 def fresh_rows(rounds: int = 2) -> list[list[str]]:
     """Each (shape, side, malloc) alone in a fresh process, alternating; see the module doc."""
+    threads = os.environ.get("BENCH_THREADS")
+    base = {"OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads} if threads else {}
     res: dict[tuple[str, str, str], list[float]] = {}
     first: dict[tuple[str, str, str], list[float]] = {}
     for _ in range(rounds):
@@ -118,22 +133,25 @@ def fresh_rows(rounds: int = 2) -> list[list[str]]:
             key = "x".join(map(str, shape))
             for heap, env in (("default", None), ("warm", WARM_HEAP)):
                 for side, fn in FRESH_SIDES.items():
+                    if heap == "warm" and side.endswith("warm_heap()"):
+                        continue  # the same heap setting twice
                     kw: dict = {"shape": list(shape)}
                     if side == "kernel":
                         kw["impl"] = "fused"
                     job = Job("c", f"bench_batchnorm:{fn}", kw, reps=40, warmup=1, max_seconds=1.5)
-                    times = run_jobs([job], env=env)["c"]["times"]
+                    times = run_jobs([job], env={**base, **(env or {})})["c"]["times"]
                     res.setdefault((key, side, heap), []).extend(times[5:])
                     first.setdefault((key, side, heap), []).extend(times[:5])
     rows = []
     for shape in SHAPES:
         key = "x".join(map(str, shape))
-        cells = [(side, heap) for side in FRESH_SIDES for heap in ("default", "warm")]
+        cells = [(s2, h) for (k, s2, h) in res if k == key]
         t = {c: median(res[(key, *c)]) for c in cells}
         f = {c: median(first[(key, *c)]) for c in cells}
         rows.append([
             str(shape), fmt_time(t["kernel", "default"]), fmt_time(t["kernel", "warm"]),
-            fmt_time(f["kernel", "default"]), fmt_time(t["layer", "default"]),
+            fmt_time(f["kernel", "default"]), fmt_time(t["kernel + warm_heap()", "default"]),
+            fmt_time(t["layer", "default"]),
             fmt_time(t["layer", "warm"]), fmt_time(t["torch", "default"]),
             fmt_time(t["torch", "warm"]),
             f"**{ratio(t['kernel', 'default'], t['torch', 'default'])}**",
@@ -143,7 +161,8 @@ def fresh_rows(rounds: int = 2) -> list[list[str]]:
     return rows
 
 
-FRESH_HEADER = ["shape", "kernel fresh", "kernel warm heap", "kernel first 5", "layer fresh",
+FRESH_HEADER = ["shape", "kernel fresh", "kernel warm heap", "kernel first 5",
+                "kernel + runtime.warm_heap()", "layer fresh",
                 "layer warm heap", "torch fresh", "torch warm heap", "kernel/torch fresh",
                 "layer/torch fresh", "kernel/torch warm"]  # fmt: skip
 

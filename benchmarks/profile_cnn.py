@@ -16,7 +16,9 @@ step's products at those measured rates.
 
 ``--path seq`` runs the layers through ``Sequential.forward/backward`` (the model's own thread
 policy); ``--path loop`` calls ``layer.forward``/``layer.backward`` in a plain loop, as a user
-of a layer library may write it.
+of a layer library may write it. ``--path eval`` / ``--path folded`` profile inference
+instead: the forward pass of the net in eval mode (or after ``fold_batch_norm``) on a batch of
+256 images, as benchmarks/bench_inference.py.
 """
 
 from __future__ import annotations
@@ -108,6 +110,25 @@ def _instrument(model: Any, clock: _Clock) -> None:
         layer.backward = clock.timed(f"{name} bwd", layer.backward)
 
 
+def _eval_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], None], Any]:
+    """Inference: the BN net in eval mode ("eval") or folded ("folded"), batch EVAL_BATCH."""
+    import numpy as np
+    from bench_cnn import ours_model
+
+    from bnlab.deploy import fold_batch_norm
+
+    model = ours_model(bn).eval()
+    if path == "folded":
+        model = fold_batch_norm(model)
+    x = np.random.default_rng(0).random((EVAL_BATCH, 32, 32, 3), dtype=np.float32)
+    if clock is not None:
+        _instrument(model, clock)
+    return (lambda: None if model.forward(x) is None else None), model
+
+
+EVAL_BATCH = 256
+
+
 def _step_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], None], Any]:
     import numpy as np
     from bench_cnn import BATCH, ours_model
@@ -115,6 +136,8 @@ def _step_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], No
     from bnlab.losses import SoftmaxCrossEntropy
     from bnlab.optim import RMSprop
 
+    if path in ("eval", "folded"):
+        return _eval_fn(bn, path, clock)
     model = ours_model(bn)
     opt = RMSprop(model.params, model.grads, lr=1e-3 if bn else 1e-4, decay=1e-6)
     loss_fn = SoftmaxCrossEntropy()
@@ -221,7 +244,9 @@ def _flops(g: str) -> float:
 def report(bn: bool, path: str, res: dict[str, Any]) -> str:
     rows, total = res["rows"], res["instr_median"]
     lines = [
-        f"### cifar10_cnn step, batch 32, {'with' if bn else 'without'} BN, path={path}",
+        f"### cifar10_cnn {'forward' if path in ('eval', 'folded') else 'step'}, "
+        f"batch {EVAL_BATCH if path in ('eval', 'folded') else 32}, "
+        f"{'with' if bn else 'without'} BN, path={path}",
         "",
         f"uninstrumented step: median {res['plain_median'] * 1e3:.1f} ms, best "
         f"{res['plain_best'] * 1e3:.1f} ms; instrumented: median {total * 1e3:.1f} ms",
@@ -271,7 +296,7 @@ def report(bn: bool, path: str, res: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--path", choices=("seq", "loop"), default="seq")
+    ap.add_argument("--path", choices=("seq", "loop", "eval", "folded"), default="seq")
     ap.add_argument("--bn", choices=("both", "yes", "no"), default="both")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
