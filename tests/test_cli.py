@@ -469,3 +469,16 @@ def test_a_run_that_appeared_meanwhile_is_not_overwritten_without_force(
     assert "another run started in it meanwhile" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [".bnlab-run.lock", "config.json"]
     assert '"other": 1' in (out / "config.json").read_text()
+
+
+def test_a_diverging_run_is_one_line_and_leaves_a_failed_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r"
+    argv = ["run", "population-stats", "--steps", "3", "--train-subset", "200", "--test-subset"]
+    argv += ["50", "--hidden", "8", "--recal-examples", "120", "--no-progress"]
+    assert run_cli(*argv, "--init-std", "1e20", "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bnlab: error: ") and "non-finite" in err and err.count("\n") == 1
+    assert json.loads((out / "metrics.json").read_text())["status"] == "failed"
+    assert run_cli("report", str(out)) == 0

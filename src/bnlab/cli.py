@@ -362,7 +362,7 @@ def _main(argv: list[str]) -> int:
         IsADirectoryError,
     ) as e:
         return _error(e, 2)
-    except (OSError, RunDirBusyError) as e:
+    except (OSError, RunDirBusyError, FloatingPointError) as e:  # FloatingPointError: diverged
         return _error(e, 1)
     except BaseException as e:
         if is_interrupt(e):
