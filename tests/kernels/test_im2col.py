@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bnlab.kernels import col2im, im2col
-from bnlab.kernels.im2col import im2col_strided
+from bnlab.kernels.im2col import add_bias, im2col_strided
 
 geometry = st.tuples(
     st.integers(1, 3),  # N
@@ -57,3 +57,24 @@ def test_reuses_buffers_and_checks_them(rng):
     assert dx[0, 0, 0, 0] == out[0, 0]  # overwritten, not accumulated onto the old contents
     with pytest.raises(ValueError, match="cols must have shape"):
         col2im(out[:-1], x.shape, (3, 3))
+
+
+@pytest.mark.parametrize("rows", [7, 40_000])  # serial and (above PARALLEL_MIN) policy threads
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_bias_is_bit_identical_to_numpy_broadcast_add(rows: int, dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal((rows, 32)).astype(dtype)
+    b = rng.standard_normal(32).astype(dtype)
+    expected = y + b
+    out = add_bias(y, b)
+    assert out is y
+    assert np.array_equal(y, expected)
+
+
+def test_add_bias_rejects_mismatched_shapes_and_changes_nothing() -> None:
+    y = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"b of shape \(C,\)"):
+        add_bias(y, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        add_bias(np.ones((3, 4), np.float32).T, np.ones(3, np.float32))
+    assert np.array_equal(y, np.ones((4, 3), np.float32))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import as_float_array, check_feature_axis, compute_dtype
-from bnlab.kernels._numba import get_num_threads
+from bnlab.kernels._numba import kernel_thread_count
 
 __all__ = [
     "BatchNormCache",
@@ -34,8 +34,18 @@ def channel_view(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def num_blocks(v: np.ndarray) -> int:
-    """Parallel blocks for a fused kernel on ``v``: the Numba threads, or 1 for small arrays."""
-    return get_num_threads() if v.size >= PARALLEL_MIN else 1
+    """Parallel blocks for a fused kernel on ``v``: 1 for small arrays, else the threads the
+    runtime policy gives the data (``bnlab.runtime.kernel_thread_count``: one for images).
+
+    ``v`` is a channel view (an NHWC batch is seen as (N*H*W, C)); the data's rank is taken
+    from the array that owns its memory. The statistics are summed per block, so the block
+    count fixes their rounding: images get one block on every path (Sequential, Trainer, a
+    hand-written loop), as they did inside Sequential's former thread cap.
+    """
+    if v.size < PARALLEL_MIN:
+        return 1
+    owner = v if v.base is None else v.base
+    return kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))))
 
 
 def check_eps(eps: Any, *, where: str) -> float:
