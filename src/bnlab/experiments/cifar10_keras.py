@@ -57,7 +57,17 @@ from bnlab.experiments.cifar10_keras_nets import (
     reseed_dropout,
     train_epoch,
 )
-from bnlab.experiments.options import Check, check_config, check_count, check_unknown
+from bnlab.experiments.options import (
+    Check,
+    Opt,
+    add_options,
+    check_choices,
+    check_config,
+    check_count,
+    check_unknown,
+    checks_of,
+    defaults_of,
+)
 from bnlab.experiments.progress import Progress
 from bnlab.experiments.report import (
     lock_run_dir,
@@ -86,47 +96,64 @@ HISTORY_KEYS = (
 )
 ENV_DATA = kd.ENV_DATA
 
-DEFAULTS: dict[str, Any] = {
-    "data": None,
-    "epochs": 50,
-    "models": list(MODELS),
-    "seed": 7,  # the post's numpy seed
-    "batch_size": 32,
-    "eval_batch_size": 500,
-    "train_subset": None,
-    "test_subset": None,
-    "lr_baseline": 1e-4,
-    "lr_bn": 1e-3,
-    "rho": 0.9,
-    "rms_eps": 1e-7,
-    "decay": 1e-6,
-    "shift": 0.1,
-    "flip": True,
-    "bn_momentum": 0.01,  # Keras momentum 0.99
-    "bn_eps": 1e-3,
-    "bn_conv_bias": False,
-    "resume": False,
-    "keep_checkpoints": False,
-    "progress": True,
-    "bn_sync": "global",
-}
+
+def _models_arg(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in MODELS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"--models takes a comma-separated subset of {','.join(MODELS)}, got {text!r}"
+        )
+    return names
+
+
 _MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
-CHECKS: dict[str, Check] = {
-    "epochs": Check(int, 1),
-    "seed": Check(int, 0),
-    "batch_size": Check(int, 2, hint="BatchNorm needs at least 2 examples a batch"),
-    "eval_batch_size": Check(int, 1),
-    "train_subset": Check(int, 2, optional=True),
-    "test_subset": Check(int, 1, optional=True),
-    "lr_baseline": Check(float, 0, lo_open=True),
-    "lr_bn": Check(float, 0, lo_open=True),
-    "rho": Check(float, 0, 1, hi_open=True),
-    "rms_eps": Check(float, 0, lo_open=True),
-    "decay": Check(float, 0),
-    "shift": Check(float, 0, 1, hi_open=True, hint="a fraction of the width and height"),
-    "bn_momentum": Check(float, 0, 1, hint=_MOMENTUM_HINT),
-    "bn_eps": Check(float, 0, lo_open=True),
+_LR = Check(float, 0, lo_open=True)
+# every option once: its flag, default (shown by --help), check and config.json entry
+OPTIONS: dict[str, Opt] = {
+    "data": Opt(None, f"CIFAR-10: {kd.FORMATS_HELP} (default: ${ENV_DATA})"),
+    "epochs": Opt(50, "epochs per net", Check(int, 1)),
+    "models": Opt(list(MODELS), "comma-separated nets to train", parse=_models_arg),
+    "seed": Opt(7, "one seed for both (the post's numpy seed)", Check(int, 0)),
+    "batch_size": Opt(
+        32, "examples per step", Check(int, 2, hint="BatchNorm needs at least 2 examples a batch")
+    ),
+    "eval_batch_size": Opt(500, "examples per forward", Check(int, 1)),
+    "train_subset": Opt(
+        None, "N training images (a fixed random choice)", Check(int, 2, optional=True)
+    ),
+    "test_subset": Opt(None, "N test images (a fixed random choice)", Check(int, 1, optional=True)),
+    "lr_baseline": Opt(1e-4, "RMSprop lr, plain", _LR),
+    "lr_bn": Opt(1e-3, "RMSprop lr, BN net", _LR),
+    "rho": Opt(0.9, "RMSprop rho", Check(float, 0, 1, hi_open=True), cli=False),
+    "rms_eps": Opt(1e-7, "RMSprop eps", Check(float, 0, lo_open=True), cli=False),
+    "decay": Opt(1e-6, "Keras lr decay per step", Check(float, 0)),
+    "shift": Opt(
+        0.1,
+        "random shifts, a fraction of the width and height",
+        Check(float, 0, 1, hi_open=True, hint="a fraction of the width and height"),
+        cli=False,
+    ),
+    "flip": Opt(True, "random horizontal flips", cli=False),
+    "bn_momentum": Opt(0.01, _MOMENTUM_HINT, Check(float, 0, 1, hint=_MOMENTUM_HINT)),
+    "bn_eps": Opt(1e-3, "BN's epsilon (Keras')", Check(float, 0, lo_open=True)),
+    "bn_conv_bias": Opt(False, "keep the conv bias before BN", cli=False),
+    "resume": Opt(False, "continue the run in --out from its checkpoints"),
+    "keep_checkpoints": Opt(
+        False,
+        "also keep checkpoints/<net>_epoch_NNN.npz after every epoch "
+        "(for `bnlab run population-stats-epochs`)",
+    ),
+    "progress": Opt(True, "no progress bar", negate="--no-progress"),
+    "bn_sync": Opt(
+        "global",
+        "under mpiexec: global = synchronized BN over all ranks (the one-process run), "
+        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
+        choices=("global", "local"),
+    ),
 }
+DEFAULTS: dict[str, Any] = defaults_of(OPTIONS)
+CHECKS: dict[str, Check] = checks_of(OPTIONS)
 # keys that must match for --resume to continue a run directory
 _RESUME_KEYS = tuple(
     k
@@ -145,71 +172,9 @@ _RESUME_KEYS = tuple(
 )
 
 
-def _models_arg(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in MODELS]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(
-            f"--models takes a comma-separated subset of {','.join(MODELS)}, got {text!r}"
-        )
-    return names
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bnlab run cifar10-keras``."""
-    d = DEFAULTS
-    p.add_argument(
-        "--data",
-        default=None,
-        help=f"CIFAR-10: {kd.FORMATS_HELP} (default: ${ENV_DATA})",
-    )
-    p.add_argument("--epochs", type=int, default=d["epochs"], help="epochs per net")
-    p.add_argument(
-        "--models",
-        type=_models_arg,
-        default=d["models"],
-        help="comma-separated nets to train",
-    )
-    p.add_argument("--seed", type=int, default=d["seed"], help="one seed for both")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="examples per step")
-    p.add_argument(
-        "--eval-batch-size", type=int, default=d["eval_batch_size"], help="examples per forward"
-    )
-    p.add_argument(
-        "--train-subset", type=int, default=None, help="N training images (a fixed random choice)"
-    )
-    p.add_argument(
-        "--test-subset", type=int, default=None, help="N test images (a fixed random choice)"
-    )
-    p.add_argument("--lr-baseline", type=float, default=d["lr_baseline"], help="RMSprop lr, plain")
-    p.add_argument("--lr-bn", type=float, default=d["lr_bn"], help="RMSprop lr, BN net")
-    p.add_argument("--decay", type=float, default=d["decay"], help="Keras lr decay per step")
-    p.add_argument(
-        "--bn-momentum",
-        type=float,
-        default=d["bn_momentum"],
-        help="weight of the new batch (PyTorch convention; Keras 0.99 = 0.01 here)",
-    )
-    p.add_argument("--bn-eps", type=float, default=d["bn_eps"], help="BN's epsilon (Keras')")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its checkpoints",
-    )
-    p.add_argument(
-        "--keep-checkpoints",
-        action="store_true",
-        help="also keep checkpoints/<net>_epoch_NNN.npz after every epoch "
-        "(for `bnlab run population-stats-epochs`)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument(
-        "--bn-sync",
-        choices=("global", "local"),
-        default=d["bn_sync"],
-        help="under mpiexec: global = synchronized BN over all ranks (the one-process run), "
-        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
-    )
+    """Options of ``bnlab run cifar10-keras`` (from :data:`OPTIONS`)."""
+    add_options(p, OPTIONS)
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
@@ -224,6 +189,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"cifar10-keras: models must be a non-empty subset of {MODELS}: {models}")
     cfg["models"] = [m for m in MODELS if m in models]
     check_config(cfg, CHECKS, "cifar10-keras")
+    check_choices(cfg, OPTIONS, "cifar10-keras")
     sub = cfg["train_subset"]
     if sub is not None and int(cfg["batch_size"]) > int(sub):
         raise ValueError(

@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,7 +170,9 @@ class Opt:
     """One option of an experiment: its default, its help text and what it must be.
 
     A bool default makes a flag: ``negate="--no-progress"`` stores False, otherwise
-    ``--key`` stores True. ``nargs`` ("+", "*") makes a list; ``flag`` overrides ``--key``.
+    ``--key`` stores True. ``nargs`` ("+", "*") makes a list; ``flag`` overrides ``--key``;
+    ``parse`` converts the command-line text (default: the check's kind, else str);
+    ``cli=False`` keeps an option out of the command line (a config key only).
     """
 
     default: Any
@@ -181,19 +183,23 @@ class Opt:
     flag: str | None = None
     negate: str | None = None
     required: bool = False
+    parse: Callable[[str], Any] | None = None
+    cli: bool = True
 
 
 def add_options(p: argparse.ArgumentParser, opts: Mapping[str, Opt]) -> None:
     """The argparse options of ``opts`` (``dest`` = the config key)."""
     for key, o in opts.items():
         name = o.flag or flag(key)
+        if not o.cli:
+            continue
         if isinstance(o.default, bool):
             if o.negate:
                 p.add_argument(o.negate, dest=key, action="store_false", help=o.help)
             else:
                 p.add_argument(name, dest=key, action="store_true", help=o.help)
             continue
-        kind = o.check.kind if o.check is not None else str
+        kind = o.parse or (o.check.kind if o.check is not None else str)
         kw: dict[str, Any] = {"dest": key, "type": kind, "default": o.default, "help": o.help}
         if o.nargs:
             kw["nargs"] = o.nargs
