@@ -193,3 +193,39 @@ def test_library_configs_are_checked_too() -> None:
         rsb.resolve_config({"activation": "tanh"})
     with pytest.raises(ValueError, match="--hidden must be a non-empty list"):
         rsb.resolve_config({"hidden": []})
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mnist-sigmoid",
+        "mnist-lr",
+        "renorm-small-batch",
+        "population-stats",
+        "population-stats-epochs",
+        "cifar10-keras",
+    ],
+)
+def test_one_options_table_per_experiment(name: str) -> None:
+    """DEFAULTS and CHECKS come from the OPTIONS table(s); every number has a check that its
+    own default passes, and every option is on the command line or marked config-only."""
+    import argparse
+
+    from bnlab import experiments
+    from bnlab.experiments import mnist_common as mc
+
+    module = experiments.get(name)
+    opts = dict(module.OPTIONS)
+    if name.startswith("mnist"):
+        opts = {**mc.COMMON_OPTIONS, **opts}
+    assert set(module.DEFAULTS) == set(opts)
+    for key, o in opts.items():
+        numeric = isinstance(o.default, int | float) and not isinstance(o.default, bool)
+        if numeric or (o.check is None and o.nargs):
+            assert key in module.CHECKS or key in mc.COMMON_CHECKS, key
+    options.check_config(module.DEFAULTS, module.CHECKS, name)
+    p = argparse.ArgumentParser()
+    module.add_arguments(p)
+    dests = {a.dest for a in p._actions}
+    assert {k for k, o in opts.items() if o.cli} <= dests
+    assert not {k for k, o in opts.items() if not o.cli} & dests
