@@ -431,7 +431,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary(
 ) -> None:
     import errno
 
-    from bnlab.experiments import report
+    from bnlab.experiments import rundir as report
 
     real = report.atomic_write
 

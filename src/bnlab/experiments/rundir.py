@@ -1,0 +1,297 @@
+"""The run directory of an experiment: its files, its lock, and how a run ends.
+
+- :func:`write_json`, :func:`write_csv`: atomic (``bnlab._atomic.atomic_write``: temp file,
+  fsync, rename), so a crash or Ctrl-C leaves the old file or the new one, never a mix;
+  :func:`read_json` names the file that is missing or not JSON.
+- :func:`start_run_dir` takes the directory's lock (:func:`lock_run_dir`: ``fcntl.flock`` on
+  ``.bnlab-run.lock``), clears a previous run's results and writes ``config.json``; call it
+  after the whole config is validated.
+- :func:`run_status` reports "complete", "interrupted" or "failed" to the experiment's
+  ``on_exit``; a Ctrl-C is always "interrupted" (:func:`is_interrupt`).
+
+:mod:`bnlab.experiments.report` re-exports all of these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab._atomic import atomic_write
+
+__all__ = [
+    "LOCK_NAME",
+    "RunDirBusyError",
+    "RunFilesError",
+    "check_out_dir",
+    "expect_new_run_dir",
+    "install_sigint_handler",
+    "is_interrupt",
+    "lock_run_dir",
+    "read_json",
+    "release_run_dir",
+    "run_started",
+    "run_status",
+    "start_run_dir",
+    "write_csv",
+    "write_json",
+]
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with NaN/Inf floats as None and NumPy scalars/arrays as Python values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as strict JSON (NaN/Inf become null) atomically (``bnlab._atomic``:
+    temp file, fsync, rename; on any error the old file stays and no temp file is left)."""
+    data = (json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n").encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
+
+
+# What a run writes besides config.json and checkpoints; a new run in the same directory
+# (`bnlab run --force`) removes them first, so no file describes a run that no longer exists.
+_RESULT_FILES = (
+    "metrics.json",
+    "metrics.csv",
+    "report.md",
+    "report.html",
+    "accuracy.csv",
+    "accuracy.png",
+)
+
+
+LOCK_NAME = ".bnlab-run.lock"
+# run directories this process holds the lock of (resolved path -> lock file descriptor), and
+# the ones a run of this process has started in (config.json written)
+_HELD: dict[str, int] = {}
+_STARTED: set[str] = set()
+# run directories a caller found without a run (no config.json) and must not overwrite
+_MUST_BE_NEW: set[str] = set()
+
+
+def expect_new_run_dir(out_dir: str | Path, expect: bool = True) -> None:
+    """Make :func:`start_run_dir` refuse ``out_dir`` if it holds a run by then (another run
+    that started in it meanwhile): ``bnlab run`` without ``--force``. ``expect=False`` undoes
+    it."""
+    key = str(Path(out_dir).resolve())
+    if expect:
+        _MUST_BE_NEW.add(key)
+    else:
+        _MUST_BE_NEW.discard(key)
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process is running an experiment in the same run directory."""
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """Raise NotADirectoryError if ``out_dir`` or one of its parents is an existing file."""
+    out = Path(out_dir)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            what = "is a file" if p == out else f"is under {p}, which is a file"
+            raise NotADirectoryError(
+                f"--out {out} {what}; a run directory must be a directory: choose another --out"
+            )
+    return out
+
+
+def lock_run_dir(out_dir: str | Path) -> None:
+    """Create ``out_dir`` and hold an exclusive lock on it until :func:`release_run_dir`
+    (or the end of the process): ``fcntl.flock`` on ``out_dir/.bnlab-run.lock``, which holds
+    the pid of the holder. A second run in the same directory gets a :class:`RunDirBusyError`
+    naming that pid before it changes anything. Re-entrant within one process."""
+    out = check_out_dir(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    key = str(out.resolve())
+    if key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise RunDirBusyError(
+            f"{out} is in use by another bnlab run (pid {holder}); wait for it to end or stop "
+            "it, or choose another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    _HELD[key] = fd
+    _STARTED.add(key)
+
+
+def release_run_dir(out_dir: str | Path) -> None:
+    """Release the lock :func:`lock_run_dir` took (a no-op if this process holds none)."""
+    fd = _HELD.pop(str(Path(out_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def run_started(out_dir: str | Path) -> bool:
+    """True if a run of this process took ``out_dir`` over (:func:`lock_run_dir`): from then
+    on the directory holds this run's config, and after Ctrl-C its partial results."""
+    return str(Path(out_dir).resolve()) in _STARTED
+
+
+def start_run_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
+    """Lock ``out_dir`` (:func:`lock_run_dir`), remove a previous run's results and figures,
+    write ``config.json``.
+
+    Call it after the whole config is validated, the data loaded and the models built, so
+    that bad input leaves an existing run untouched. Checkpoints are left alone (a resumed
+    run needs them). The caller releases the lock (:func:`release_run_dir`) when it is done.
+    """
+    out = Path(out_dir)
+    lock_run_dir(out)
+    try:
+        if str(out.resolve()) in _MUST_BE_NEW and (out / "config.json").exists():
+            raise FileExistsError(
+                f"{out} holds a run now (another run started in it meanwhile); choose another "
+                "--out or pass --force to overwrite it"
+            )
+        for name in _RESULT_FILES:
+            (out / name).unlink(missing_ok=True)
+        for fig in out.glob("fig_*.png"):
+            fig.unlink()
+        write_json(out / "config.json", cfg)
+    except BaseException:
+        release_run_dir(out)
+        raise
+    return out
+
+
+class RunFilesError(ValueError):
+    """A run directory's file does not hold what bnlab writes there (not JSON, wrong shape)."""
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; a missing file raises FileNotFoundError naming it, a file that is
+    not JSON a :class:`RunFilesError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is this a bnlab run directory?")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunFilesError(f"{path} is not valid JSON ({e}); was it truncated or edited?") from e
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV file with ``header`` and ``rows`` (None is written as an empty cell),
+    atomically like :func:`write_json`."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if v is None else v for v in row])
+    data = buf.getvalue().encode("utf-8")
+    atomic_write(path, lambda f: f.write(data))
+
+
+# set by the SIGINT handler of install_sigint_handler(): Ctrl-C was pressed in this process
+_SIGINT_SEEN = threading.Event()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _SIGINT_SEEN.set()
+    raise KeyboardInterrupt
+
+
+def install_sigint_handler() -> Callable[[], None]:
+    """Make Ctrl-C raise KeyboardInterrupt as usual and also set a flag that
+    :func:`is_interrupt` checks; returns a function restoring the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    _SIGINT_SEEN.clear()
+    old = signal.signal(signal.SIGINT, _on_sigint)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, old)
+
+    return restore
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """True for a KeyboardInterrupt, for an exception caused by one (a Ctrl-C that lands
+    inside a Numba kernel surfaces as ``SystemError: CPUDispatcher(...) returned a result with
+    an exception set`` whose ``__context__`` is the KeyboardInterrupt), and for any exception
+    raised after the handler of :func:`install_sigint_handler` saw a Ctrl-C."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return _SIGINT_SEEN.is_set()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Ignore Ctrl-C inside the block (writing the partial run's files must not be cut)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, lambda signum, frame: _SIGINT_SEEN.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def run_status(on_exit: Callable[[str], None]) -> Iterator[None]:
+    """Run an experiment's body and report how it ended to ``on_exit``, whatever happens.
+
+    The status is "complete", "interrupted" (Ctrl-C, see :func:`is_interrupt`) or "failed";
+    ``on_exit`` writes the metrics and report of the (possibly partial) run, which
+    ``bnlab report`` can render again, with Ctrl-C deferred until it returns. Exceptions
+    propagate after ``on_exit`` ran; an interrupt always as KeyboardInterrupt.
+    """
+    status = "failed"
+    try:
+        yield
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException as e:
+        if not is_interrupt(e):
+            raise
+        status = "interrupted"
+        raise KeyboardInterrupt(f"interrupted ({type(e).__name__}: {e})") from e
+    finally:
+        with _sigint_deferred():
+            on_exit(status)
