@@ -309,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # under mpiexec: a failure on one rank ends every rank (see bnlab.parallel.guard_job)
         return guard_job(lambda: _main(argv))
+    except KeyboardInterrupt:  # Ctrl-C before a command started (building the parser)
+        print("\nbnlab: interrupted", file=sys.stderr)
+        return 130
     finally:
         restore_sigint()
 
