@@ -96,11 +96,8 @@ class _Accumulator:
 
 
 def _last_pass(bn: BatchNormBase) -> NormCache | None:
-    """What ``bn``'s latest forward pass kept (its batch statistics in training mode).
-
-    Reads the layer's cache: a declared accessor on BatchNormBase is asked of its owner.
-    """
-    return bn._cache
+    """What ``bn``'s latest forward pass kept (its batch statistics in training mode)."""
+    return bn.last_pass
 
 
 def _batch_input(batch: Any) -> np.ndarray:

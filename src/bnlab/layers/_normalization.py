@@ -130,8 +130,14 @@ class BatchNormBase(Layer):
                 stacklevel=3,
             )
 
-    # -- arguments ---------------------------------------------------------------------------
     # -- state -------------------------------------------------------------------------------
+    @property
+    def last_pass(self) -> NormCache | None:
+        """What the latest forward pass kept (None before the first): in training mode its
+        per-chunk ``count``, ``mean`` and biased ``var`` (global ones under sync); Algorithm 2
+        (:func:`bnlab.deploy.recompute_population_stats`) reads them instead of recomputing."""
+        return self._cache
+
     @property
     def running_mean(self) -> np.ndarray | None:
         return self.buffers.get("running_mean")
