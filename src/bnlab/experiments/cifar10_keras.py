@@ -365,7 +365,10 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     cfg = resolve(config)
     path = kd.resolve_data_path(cfg["data"])
     source = kd.describe_source(path)
-    data = kd.load(path, source, cfg["train_subset"], cfg["test_subset"])
+    data = kd.load(
+        path, source, cfg["train_subset"], cfg["test_subset"],
+        progress=None if cfg["progress"] and is_root() else False,
+    )  # fmt: skip
     check_data(cfg, len(data.y_train), len(data.y_test))
     out = Path(out_dir)
     cfg["data"], cfg["data_source"] = str(path), source

@@ -73,16 +73,23 @@ class CifarData:
 
 
 def load(
-    path: Path, source: dict[str, Any], train_subset: int | None, test_subset: int | None
+    path: Path,
+    source: dict[str, Any],
+    train_subset: int | None,
+    test_subset: int | None,
+    *,
+    progress: bool | None = None,
 ) -> CifarData:
     """Load with :func:`bnlab.data.load_cifar10`, optionally keeping N images of a split.
+
+    ``progress=False`` hides the decoding progress of an image folder (``--no-progress``).
 
     A subset is a fixed random choice (``default_rng(0)``, kept in the original order), not
     the first N: an image folder is sorted by class, so its first N images are one class.
     """
     from bnlab.data import load_cifar10
 
-    (xtr, ytr), (xte, yte) = load_cifar10(path)
+    (xtr, ytr), (xte, yte) = load_cifar10(path, progress=progress)
     if xtr.shape[1:] != (32, 32, 3) or xte.shape[1:] != (32, 32, 3):
         raise ValueError(
             f"cifar10-keras: {path} holds images of shape {xtr.shape[1:]} / {xte.shape[1:]}, "
