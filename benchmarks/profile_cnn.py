@@ -221,10 +221,10 @@ def worker(bn: bool, path: str, steps: int) -> dict[str, Any]:
         k: [med(s[k][0] for s in clock.steps), med(s[k][1] for s in clock.steps)] for k in labels
     }
     gemms = clock.gemms
-    rates = {}
-    for g in sorted(set(gemms)):
-        rates[json.dumps(g)] = _sgemm_rate(*g)
-    big = _sgemm_rate((1024, 1024), (1024, 1024), False, False)
+    rates = {}  # best of two rounds: a shared machine's noise only ever slows a product down
+    for g in sorted(set(gemms)) * 2:
+        rates[json.dumps(g)] = max(rates.get(json.dumps(g), 0.0), _sgemm_rate(*g))
+    big = max(_sgemm_rate((1024, 1024), (1024, 1024), False, False) for _ in range(2))
     return {
         "plain_median": statistics.median(plain_times),
         "plain_best": min(plain_times),
