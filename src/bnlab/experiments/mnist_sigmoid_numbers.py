@@ -22,8 +22,6 @@ __all__ = [
     "final",
     "first_step_reaching",
     "judge",
-    "pct",
-    "pp",
     "summarize",
     "versus_seeds",
 ]
@@ -35,18 +33,6 @@ TRAINED = 0.9
 
 def _nan(v: Any) -> float:
     return math.nan if v is None else float(v)
-
-
-def pct(v: Any) -> str:
-    """An accuracy in percent with two decimals ("97.93%"); None/NaN as an em dash."""
-    return "—" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.2f}%"
-
-
-def pp(fraction: Any) -> str:
-    """A difference of accuracies (a fraction) in signed percentage points ("+0.45 pp")."""
-    if fraction is None or not math.isfinite(float(fraction)):
-        return "—"
-    return f"{100 * float(fraction):+.2f} pp"
 
 
 def final(run: dict[str, Any]) -> float | None:

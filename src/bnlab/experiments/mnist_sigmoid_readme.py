@@ -13,7 +13,7 @@ import numpy as np
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments.mnist_sigmoid_figures import LABEL, mean_curve
-from bnlab.experiments.mnist_sigmoid_numbers import pct
+from bnlab.experiments.report import pct
 
 __all__ = ["README_EARLY_STEP", "README_RUN", "readme_paragraph"]
 

@@ -28,12 +28,10 @@ from bnlab.experiments.mnist_sigmoid_numbers import (
     final,
     first_step_reaching,
     judge,
-    pct,
-    pp,
     summarize,
 )
 from bnlab.experiments.mnist_sigmoid_readme import README_RUN, readme_paragraph
-from bnlab.experiments.report import Report
+from bnlab.experiments.report import Report, pct, pp
 
 __all__ = [
     "COLOR",

@@ -7,28 +7,23 @@ one seed and one draw of recalibration images give no spread, and the reports sa
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, read_json, save_figure, write_csv
+from bnlab.experiments.report import (
+    Report,
+    new_figure,
+    pct,
+    pp,
+    read_json,
+    save_figure,
+    write_csv,
+)
 
 __all__ = ["pct", "pp", "render", "render_epochs"]
 
 TRAINED = 0.9  # below this test accuracy an MNIST MLP has barely started training
-
-
-def pct(v: Any) -> str:
-    """An accuracy in percent ("92.91%"); None/NaN as an em dash."""
-    return "—" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.2f}%"
-
-
-def pp(fraction: Any) -> str:
-    """A difference of accuracies in signed percentage points ("+0.58 pp")."""
-    if fraction is None or not math.isfinite(float(fraction)):
-        return "—"
-    return f"{100 * float(fraction):+.2f} pp"
 
 
 def _status(metrics: dict[str, Any], done: str) -> str:

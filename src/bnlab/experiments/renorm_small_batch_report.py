@@ -8,13 +8,14 @@ differences in percentage points (pp).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from bnlab.experiments.report import (
     Report,
     new_figure,
+    pct,
+    pp,
     read_json,
     save_figure,
     write_csv,
@@ -64,18 +65,6 @@ def write_metrics(
 
 def _last(values: list[Any]) -> float | None:
     return values[-1] if values else None
-
-
-def pct(v: Any) -> str:
-    """An accuracy in percent ("97.45%"); None/NaN as an em dash."""
-    return "—" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.2f}%"
-
-
-def pp(fraction: Any) -> str:
-    """A difference of accuracies in signed percentage points ("-10.30 pp")."""
-    if fraction is None or not math.isfinite(float(fraction)):
-        return "—"
-    return f"{100 * float(fraction):+.2f} pp"
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[list[Any]]:

@@ -57,6 +57,8 @@ __all__ = [
     "render_generic",
     "run_started",
     "run_status",
+    "pct",
+    "pp",
     "save_figure",
     "start_run_dir",
     "write_csv",
@@ -71,6 +73,18 @@ def format_value(v: Any, digits: int = 4) -> str:
     if isinstance(v, float | np.floating):
         return f"{float(v):.{digits}f}"
     return str(v)
+
+
+def pct(v: Any, *, missing: str = "—") -> str:
+    """An accuracy (a fraction) in percent with two decimals ("97.93%"); None/NaN: ``missing``."""
+    return missing if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.2f}%"
+
+
+def pp(fraction: Any, *, missing: str = "—") -> str:
+    """A difference of accuracies (a fraction) in signed percentage points ("+0.45 pp")."""
+    if fraction is None or not math.isfinite(float(fraction)):
+        return missing
+    return f"{100 * float(fraction):+.2f} pp"
 
 
 # -- the document --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from bnlab.experiments import mnist_common as mc
 from bnlab.experiments.mnist_sigmoid_numbers import summarize
-from bnlab.experiments.report import read_json
+from bnlab.experiments.report import pct, pp, read_json
 
 __all__ = [
     "cifar10_table",
@@ -28,14 +28,12 @@ __all__ = [
 
 
 def _pct(v: Any, bold: bool = False) -> str:
-    if v is None or not math.isfinite(float(v)):
-        return ""
-    text = f"{100 * float(v):.2f}%"
-    return f"**{text}**" if bold else text
+    text = pct(v, missing="")
+    return f"**{text}**" if bold and text else text
 
 
 def _pp(v: Any) -> str:
-    return "" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):+.2f} pp"
+    return pp(v, missing="")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
