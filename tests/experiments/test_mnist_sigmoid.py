@@ -204,7 +204,7 @@ def test_config_errors_name_the_key() -> None:
 
 
 def test_advantage_size_classifies_gains_and_refuses_to_call_a_loss_an_advantage() -> None:
-    from bnlab.experiments.mnist_sigmoid_report import _size
+    from bnlab.experiments.mnist_sigmoid_numbers import size_word as _size
 
     assert _size(4.0, 3, 1) == "large"
     assert _size(1.5, 3, 1) == "moderate"

@@ -22,6 +22,7 @@ __all__ = [
     "final",
     "first_step_reaching",
     "judge",
+    "size_word",
     "summarize",
     "versus_seeds",
 ]
@@ -99,7 +100,7 @@ def summarize(metrics: dict[str, Any], lr: float, net: str) -> dict[str, Any]:
 # -- judging a difference ------------------------------------------------------------------------
 
 
-def _size(points: float, large: float, moderate: float) -> str:
+def size_word(points: float, large: float, moderate: float) -> str:
     """ "large", "moderate", "small" or "none/negative" for a gain in percentage points."""
     if not math.isfinite(points) or points <= 0:
         return "none (BN is not ahead)"
@@ -134,7 +135,7 @@ def judge(metrics: dict[str, Any], lr: float) -> dict[str, Any]:
         size = (
             "within the seed spread"
             if seen.startswith("within")
-            else _size(100 * gain, large, moderate)
+            else size_word(100 * gain, large, moderate)
         )
         out[when] = {"gain": gain, "seeds": seen, "size": size}
     best = max(p["final_mean"], b["final_mean"]) if b["n_seeds"] and p["n_seeds"] else math.nan

@@ -24,7 +24,6 @@ from bnlab.experiments.mnist_sigmoid_figures import (
 )
 from bnlab.experiments.mnist_sigmoid_numbers import (
     TRAINED,
-    _size,
     final,
     first_step_reaching,
     judge,
@@ -55,7 +54,6 @@ __all__ = [
     "suggest_rates",
     "summarize",
 ]
-_ = _size  # re-exported for callers of the former private name
 
 PAPER_SOURCE = (
     "Ioffe & Szegedy (2015), *Batch Normalization: Accelerating Deep Network Training by "
