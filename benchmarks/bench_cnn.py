@@ -17,8 +17,11 @@ user of a layer library may write it. ``--before SRC`` adds the same bnlab rows 
 another ``src/`` directory first on ``PYTHONPATH`` (e.g. a ``git archive`` of the previous
 revision), alternating with the others, so that before and after are compared in one run.
 
-``BENCH_KERNEL_THREADS=none`` (or a number) overrides ``Sequential(kernel_threads="auto")``,
-to measure what the cap on Numba's threads inside the step is worth.
+``BENCH_KERNEL_THREADS=N`` runs every kernel of the step on N threads
+(``Sequential(kernel_threads=N)``, an explicit override of the runtime's thread policy), to
+measure what the policy is worth. The default passes ``"auto"``: the policy in today's tree
+(where "auto" is a deprecated alias of None), Sequential's former conv-net cap in a
+``--before`` tree older than :mod:`bnlab.runtime`.
 """
 
 from __future__ import annotations

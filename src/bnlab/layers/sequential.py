@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from bnlab.kernels import kernel_threads as _kernel_threads
-from bnlab.kernels._numba import check_thread_count
 from bnlab.layers._common import InputShapeError, fmt_shape
 from bnlab.layers.base import Layer, layer_from_config
+from bnlab.runtime import check_thread_count
+from bnlab.runtime import kernel_threads as _kernel_threads
 
 __all__ = ["Sequential"]
-
-
-def _auto_threads(layers: list[Layer]) -> int | None:
-    """1 for a model holding a Conv2D (at any depth), else None: see ``Sequential``."""
-    from bnlab.layers.conv2d import Conv2D
-
-    def has_conv(layer: Layer) -> bool:
-        inner = getattr(layer, "layers", None)
-        if isinstance(inner, list):
-            return any(has_conv(sub) for sub in inner)
-        return isinstance(layer, Conv2D)
-
-    return 1 if any(has_conv(layer) for layer in layers) else None
 
 
 _Saved = tuple[list[tuple[dict[str, np.ndarray], str, np.ndarray, np.ndarray]], list[Any]]
@@ -83,14 +71,12 @@ class Sequential(Layer):
     per-channel vectors: about 7 us for three BN layers of 100 channels, within the noise of
     a 700 us training step of a 784-100-100-100-10 BN MLP at batch 60 on 2 cores.
 
-    ``kernel_threads`` caps the threads of bnlab's Numba kernels during :meth:`forward` and
-    :meth:`backward`; ``None`` leaves Numba's own setting. The default ``"auto"`` is 1 when the
-    model holds a :class:`~bnlab.layers.Conv2D` and ``None`` otherwise. A conv net alternates
-    large BLAS products with large elementwise kernels; BLAS's worker threads keep spinning
-    between its calls and hold the cores, so a second pool of Numba threads waits for them
-    (the Keras CIFAR-10 step on 2 cores: see the README's Speed section and
-    ``benchmarks/bench_cnn.py``). In a small MLP the kernels are short and mostly
-    single-threaded already.
+    Threads: the kernels follow the runtime's policy (:mod:`bnlab.runtime`: image kernels of a
+    conv net on one thread while BLAS runs its products on all cores), the same whether the
+    layers are called through a Sequential, through ``Trainer`` or in a hand-written loop.
+    ``kernel_threads=n`` runs every kernel of :meth:`forward`/:meth:`backward` on ``n``
+    threads instead (an explicit override); ``None`` (the default) applies the policy.
+    ``"auto"``, the former default, is deprecated and means ``None``.
 
     >>> import numpy as np
     >>> from bnlab.layers import Dense, Sigmoid
@@ -104,10 +90,18 @@ class Sequential(Layer):
         layers: Iterable[Layer | dict[str, Any]],
         *,
         name: str | None = None,
-        kernel_threads: int | str | None = "auto",
+        kernel_threads: int | str | None = None,
     ) -> None:
-        if kernel_threads != "auto":
-            check_thread_count(kernel_threads, "Sequential: kernel_threads (or 'auto')")
+        if kernel_threads == "auto":
+            warnings.warn(
+                "Sequential(kernel_threads='auto') is deprecated: the thread policy is the "
+                "runtime's now (bnlab.runtime); pass None (the default) or an int",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            kernel_threads = None
+        check_thread_count(kernel_threads, "Sequential: kernel_threads")
+        assert not isinstance(kernel_threads, str)  # check_thread_count refused other strings
         built: list[Layer] = []
         for i, layer in enumerate(layers):
             if isinstance(layer, dict):  # {"type": ..., "config": ...} from get_config()
@@ -122,7 +116,7 @@ class Sequential(Layer):
             raise ValueError("Sequential: expected at least one layer, got none")
         self.layers: list[Layer] = built
         self.name = name or "Sequential"
-        self.kernel_threads = kernel_threads
+        self.kernel_threads: int | None = kernel_threads
         self.training = True
         self._checked: tuple[int, ...] | None = None
         self._reuse_output = False
@@ -228,10 +222,8 @@ class Sequential(Layer):
     # -- computation --------------------------------------------------------------------------
     @property
     def _threads(self) -> int | None:
-        """The thread cap in effect: ``kernel_threads`` with ``"auto"`` resolved."""
-        if self.kernel_threads == "auto":
-            return _auto_threads(self.layers)
-        return self.kernel_threads  # type: ignore[return-value]
+        """The explicit thread override, or None for the runtime's policy."""
+        return self.kernel_threads
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -389,10 +381,12 @@ class Sequential(Layer):
             raise ValueError(
                 f"Sequential.from_config: expected a dict with 'layers', got keys {sorted(config)}"
             )
+        kt = config.get("kernel_threads")
         return cls(
             config["layers"],
             name=config.get("name"),
-            kernel_threads=config.get("kernel_threads", "auto"),
+            # "auto" in a config saved by an earlier release is the policy (None) now
+            kernel_threads=None if kt == "auto" else kt,
         )
 
     def __repr__(self) -> str:
