@@ -25,7 +25,6 @@ import argparse
 import difflib
 import importlib.util
 import json
-import os
 import sys
 from argparse import SUPPRESS
 from collections.abc import Callable, Sequence
@@ -291,10 +290,10 @@ def _limit_blas_threads(argv: Sequence[str]) -> None:
     """Default OPENBLAS_NUM_THREADS to 1 for the small-matrix experiments (see
     ``bnlab.experiments.SINGLE_THREAD_BLAS``); only effective before NumPy is imported."""
     from bnlab.experiments import SINGLE_THREAD_BLAS
+    from bnlab.runtime import default_blas_threads_env
 
     if len(argv) >= 2 and argv[0] == "run" and argv[1] in SINGLE_THREAD_BLAS:
-        if "numpy" not in sys.modules:
-            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        default_blas_threads_env(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

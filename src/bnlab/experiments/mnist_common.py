@@ -35,6 +35,7 @@ from bnlab.experiments.options import (
 )
 from bnlab.experiments.report import read_json, run_status, write_csv, write_json
 from bnlab.parallel import for_experiment, is_root
+from bnlab.runtime import numba_threads
 from bnlab.train import EvalCallback, PeriodicCallback, Trainer
 
 SCHEMA = "bnlab.mnist.metrics/1"
@@ -301,21 +302,6 @@ def _postfix(runs: Sequence[Run], max_lrs: int = 3) -> str:
     return f"test acc (seed {seed}): " + " | ".join(shown) + more
 
 
-def _numba_threads(n: int) -> int:
-    """Set Numba's thread count for parallel kernels; returns the previous count.
-
-    The tensors here are (60, 100): a parallel kernel's fork/join costs more than it saves,
-    and on a busy 2-core machine the spinning OpenMP threads made one BatchNorm call take
-    ~8 ms instead of ~0.05 ms (a BN-net step 90 ms instead of 5 ms, measured).
-    """
-    import numba
-
-    config: Any = numba.config  # untyped module
-    old = int(numba.get_num_threads())
-    numba.set_num_threads(max(1, min(int(n), int(config.NUMBA_NUM_THREADS))))
-    return old
-
-
 def _step_all(runs: Sequence[Run], step: int) -> None:
     """One step of every live run; a FloatingPointError marks that run diverged at ``step``."""
     for r in runs:
@@ -349,11 +335,13 @@ def train_lockstep(
             write_metrics(out_dir, m)
         return m
 
-    threads = _numba_threads(1)
+    # (60, 100) tensors: a parallel kernel's fork/join costs more than it saves, and on a busy
+    # 2-core machine spinning OpenMP threads made one BN call ~8 ms instead of ~0.05 ms
+    threads = numba_threads(1)
     metrics: dict[str, Any] = {}
 
     def finish(st: str) -> None:
-        _numba_threads(threads)
+        numba_threads(threads)
         bar.close()
         metrics.update(snapshot(st))
 

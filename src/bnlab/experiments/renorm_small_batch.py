@@ -41,10 +41,8 @@ Files: ``config.json``, ``metrics.json`` (schema below), ``metrics.csv``, ``fig_
 from __future__ import annotations
 
 import argparse
-import ctypes
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +64,7 @@ from bnlab.experiments.progress import Progress
 from bnlab.experiments.renorm_small_batch_report import HISTORY_KEYS
 from bnlab.experiments.report import release_run_dir, run_status, start_run_dir
 from bnlab.experiments.timing import numba_compile_time
+from bnlab.runtime import blas_threads
 from bnlab.train import Callback, TrainState
 
 DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
@@ -328,31 +327,6 @@ def train_one(
     return trainer.fit(int(cfg["steps"]))
 
 
-@contextmanager
-def single_thread_blas() -> Iterator[None]:
-    """Run OpenBLAS (NumPy's bundled scipy-openblas) on one thread inside the block.
-
-    The matrix products of a 100-unit MLP on 32 examples are far too small for threads: on
-    the 2-core development machine, with other processes busy, OpenBLAS's threads made each
-    step ~8x slower. Does nothing where the library or its symbols are not found.
-    """
-    lib, old = None, None
-    try:
-        libdir = Path(np.__file__).parent.parent / "numpy.libs"
-        found = sorted(libdir.glob("libscipy_openblas*.so*"))
-        if found:
-            lib = ctypes.CDLL(str(found[0]))
-            old = int(lib.scipy_openblas_get_num_threads64_())
-            lib.scipy_openblas_set_num_threads64_(ctypes.c_int(1))
-    except (OSError, AttributeError):
-        lib = None
-    try:
-        yield
-    finally:
-        if lib is not None and old is not None:
-            lib.scipy_openblas_set_num_threads64_(ctypes.c_int(old))
-
-
 def run(config: dict[str, Any], out_dir: str | Path) -> Path:
     """Train every run of :func:`run_specs` in turn; write metrics, figures and the report."""
     from bnlab.experiments import mnist_common as mc
@@ -382,7 +356,7 @@ def run(config: dict[str, Any], out_dir: str | Path) -> Path:
             entry = {**spec, "error": None, "history": {k: [] for k in HISTORY_KEYS}}
             done_before = bar.n
             try:
-                with single_thread_blas(), numba_compile_time() as compiling:
+                with blas_threads(1), numba_compile_time() as compiling:
                     state = train_one(spec, cfg, data, bar)
                 entry["compile_s"] = round(compiling.seconds, 3)
                 entry["history"] = {k: [row.get(k) for row in state.history] for k in HISTORY_KEYS}
