@@ -58,6 +58,7 @@ from bnlab.experiments.cifar10_keras_nets import (
     train_epoch,
 )
 from bnlab.experiments.options import (
+    BN_SYNC,
     Check,
     Opt,
     add_options,
@@ -145,12 +146,7 @@ OPTIONS: dict[str, Opt] = {
         "(for `bnlab run population-stats-epochs`)",
     ),
     "progress": Opt(True, "no progress bar", negate="--no-progress"),
-    "bn_sync": Opt(
-        "global",
-        "under mpiexec: global = synchronized BN over all ranks (the one-process run), "
-        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
-        choices=("global", "local"),
-    ),
+    "bn_sync": BN_SYNC,
 }
 DEFAULTS: dict[str, Any] = defaults_of(OPTIONS)
 CHECKS: dict[str, Check] = checks_of(OPTIONS)

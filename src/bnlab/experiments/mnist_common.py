@@ -21,6 +21,7 @@ import numpy as np
 
 from bnlab.experiments.monitor import ActivationMonitor
 from bnlab.experiments.options import (
+    BN_SYNC,
     Check,
     Opt,
     add_options,
@@ -72,12 +73,7 @@ COMMON_OPTIONS: dict[str, Opt] = {
     ),
     "progress": Opt(True, "no progress bar", negate="--no-progress"),
     "save_checkpoints": Opt(False, "save each net's final model to checkpoints/NAME.npz"),
-    "bn_sync": Opt(
-        "global",
-        "under mpiexec: global = synchronized BN over all ranks (the one-process run), "
-        "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
-        choices=("global", "local"),
-    ),
+    "bn_sync": BN_SYNC,
 }
 COMMON_DEFAULTS: dict[str, Any] = defaults_of(COMMON_OPTIONS)
 COMMON_CHECKS: dict[str, Check] = checks_of(COMMON_OPTIONS)

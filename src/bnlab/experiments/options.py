@@ -22,7 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bnlab.parallel import BN_SYNC_MODES
+
 __all__ = [
+    "BN_SYNC",
     "Check",
     "MAX_MODEL_BYTES_ENV",
     "Opt",
@@ -185,6 +188,15 @@ class Opt:
     required: bool = False
     parse: Callable[[str], Any] | None = None
     cli: bool = True
+
+
+# the data-parallel experiments' --bn-sync, declared once
+BN_SYNC = Opt(
+    "global",
+    "under mpiexec: global = synchronized BN over all ranks (the one-process run), "
+    "local = each rank normalizes its own shard (PyTorch DDP without SyncBatchNorm)",
+    choices=BN_SYNC_MODES,
+)
 
 
 def add_options(p: argparse.ArgumentParser, opts: Mapping[str, Opt]) -> None:
