@@ -84,8 +84,12 @@ def _builtin_kinds() -> dict[type, str]:
         L.Flatten,
         L.Dropout,
     )
-    classes += (L.ReLU, L.Sigmoid, L.Tanh, L.Softmax, L.ChannelAffine, L.BatchNorm)
-    return {cls: cls.__name__ for cls in classes}
+    classes += (L.ReLU, L.Sigmoid, L.Tanh, L.Softmax, L.ChannelAffine, L.BatchNorm, L.BatchRenorm)
+    kinds: dict[type, str] = {cls: cls.__name__ for cls in classes}
+    # the synchronized twins compute their local twin's function at inference (and in a world
+    # of one in training): a model trained under mpiexec exports and folds like any other
+    kinds.update({L.SyncBatchNorm: "BatchNorm", L.SyncBatchRenorm: "BatchRenorm"})
+    return kinds
 
 
 def is_batch_norm(layer: Layer) -> TypeGuard[BatchNormBase]:
