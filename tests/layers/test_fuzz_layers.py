@@ -272,3 +272,31 @@ def test_fuzz_arrays_cover_the_hostile_cases():
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+OTHER_KERNELS = {
+    "relu": lambda x: K.relu(x),
+    "sigmoid": lambda x: K.sigmoid(x),
+    "tanh": lambda x: K.tanh(x),
+    "softmax": lambda x: K.softmax(x),
+    "relu_backward": lambda x: K.relu_backward(x, x),
+    "sigmoid_backward": lambda x: K.sigmoid_backward(x, x),
+    "tanh_backward": lambda x: K.tanh_backward(x, x),
+    "softmax_backward": lambda x: K.softmax_backward(x, x),
+    "im2col": lambda x: K.im2col(x, (2, 2)),
+    "max_pool_forward": lambda x: K.max_pool_forward(x, (2, 2), (2, 2))[0],
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(OTHER_KERNELS)), x=arrays())
+def test_fuzz_other_kernels(name, x):
+    """Activations, im2col and pooling: a documented error, or a finite result for finite
+    input; the input is never modified."""
+    saved = x.tobytes() if x.dtype != object else None
+    out, err = call(OTHER_KERNELS[name], x)
+    event(f"{name}: {'ok' if err is None else type(err).__name__}")
+    if saved is not None:
+        assert x.tobytes() == saved, f"{name} modified its input"
+    if err is None and moderate(x):
+        assert np.isfinite(np.asarray(out)).all(), f"{name}: non-finite result for finite input"

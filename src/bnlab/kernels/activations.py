@@ -70,9 +70,22 @@ def _out_like(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def _check_float(name: str, a: np.ndarray) -> None:
+    if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+        what = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+        raise TypeError(f"backward: {name} must be a floating-point array, got {what}")
+
+
 def _binary(pair, dy: np.ndarray, y: np.ndarray, out: np.ndarray | None):
+    _check_float("dy", dy)
+    _check_float("y", y)
     if dy.shape != y.shape:
         raise ValueError(f"backward: dy has shape {dy.shape}, expected {y.shape}")
+    if y.dtype == np.float16:  # computed in float32 (Numba has no float16), returned as float16
+        dx = _binary(pair, dy.astype(np.float32), y.astype(np.float32), None)
+        out = _out_like(y, out)
+        out[...] = dx
+        return out
     out = _out_like(y, out)
     args = (_flat(dy.astype(y.dtype, copy=False)), _flat(y), out.reshape(-1))
     call_on_policy(pair, y.ndim, y.size, _PARALLEL_MIN, *args)
