@@ -16,8 +16,8 @@ from bnlab.layers._common import (
     output_buffer,
     pair,
 )
+from bnlab.layers._weights import init_kernel_and_bias, regularizer_config
 from bnlab.layers.base import Layer
-from bnlab.layers.dense import init_kernel_and_bias, regularizer_config
 
 __all__ = ["Conv2D"]
 
