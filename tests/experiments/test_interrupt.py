@@ -201,3 +201,24 @@ def test_cli_turns_a_kernel_interrupt_into_exit_130(
     assert cli.main([*argv, "--out", str(out)]) == 130
     assert "partial run is in" in capsys.readouterr().err
     assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_a_swallowed_ctrl_c_still_ends_the_run_as_interrupted() -> None:
+    """A KeyboardInterrupt raised in a weakref callback is only printed by Python ("Exception
+    ignored in ..."); the flag set by the handler must still end the run as interrupted."""
+    from bnlab.experiments import rundir
+    from bnlab.experiments.progress import Progress
+
+    restore = rundir.install_sigint_handler()
+    statuses: list[str] = []
+    try:
+        rundir._SIGINT_SEEN.set()  # what the handler does before its raise is swallowed
+        bar = Progress(10, "test", enabled=False)
+        with pytest.raises(KeyboardInterrupt):
+            bar.update(1)  # the experiments' per-step call stops the run
+        with pytest.raises(KeyboardInterrupt), run_status(statuses.append):
+            pass  # a body that ran to its end after the swallowed interrupt
+    finally:
+        restore()
+        rundir._SIGINT_SEEN.clear()
+    assert statuses == ["interrupted"]

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import IO, Any
 
+from bnlab.experiments.rundir import raise_if_interrupted
+
 __all__ = ["COMPILING", "Progress"]
 
 COMPILING = "compiling Numba kernels (first run only)..."
@@ -88,7 +90,8 @@ class Progress:
             self._emit(self._line(), final=False)
 
     def update(self, n: int = 1) -> None:
-        """``n`` more units done."""
+        """``n`` more units done (raises KeyboardInterrupt if a Ctrl-C was swallowed)."""
+        raise_if_interrupted()
         self.n += int(n)
         if self.t_first is None:
             self.t_first, self.n_first = time.perf_counter(), self.n

@@ -39,6 +39,7 @@ __all__ = [
     "install_sigint_handler",
     "is_interrupt",
     "lock_run_dir",
+    "raise_if_interrupted",
     "read_json",
     "release_run_dir",
     "run_started",
@@ -229,6 +230,17 @@ def _on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed but its KeyboardInterrupt was lost.
+
+    Python swallows an exception raised in a weakref callback or ``__del__`` ("Exception
+    ignored in ..."), and a Ctrl-C delivered there would let the run go on to the end; the
+    experiments' per-step progress calls this so that the interrupt still ends the run.
+    """
+    if _SIGINT_SEEN.is_set():
+        raise KeyboardInterrupt("Ctrl-C (its first KeyboardInterrupt was swallowed by Python)")
+
+
 def install_sigint_handler() -> Callable[[], None]:
     """Make Ctrl-C raise KeyboardInterrupt as usual and also set a flag that
     :func:`is_interrupt` checks; returns a function restoring the previous handler."""
@@ -283,6 +295,7 @@ def run_status(on_exit: Callable[[str], None]) -> Iterator[None]:
     status = "failed"
     try:
         yield
+        raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python swallowed
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
