@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from bnlab._atomic import atomic_write
+
 # the run-directory half (files, lock, status) lives in rundir.py; re-exported here
 from bnlab.experiments.rundir import (
     LOCK_NAME,
@@ -191,8 +193,9 @@ class Report:
         out_dir = Path(out_dir)
         md, page = out_dir / "report.md", out_dir / "report.html"
         text = self.to_markdown()
-        md.write_text(text, encoding="utf-8")
-        page.write_text(markdown_to_html(text, self.title), encoding="utf-8")
+        page_bytes = markdown_to_html(text, self.title).encode("utf-8")
+        atomic_write(md, lambda f: f.write(text.encode("utf-8")))
+        atomic_write(page, lambda f: f.write(page_bytes))
         return md, page
 
 

@@ -6,6 +6,8 @@
 - :func:`start_run_dir` takes the directory's lock (:func:`lock_run_dir`: ``fcntl.flock`` on
   ``.bnlab-run.lock``), clears a previous run's results and writes ``config.json``; call it
   after the whole config is validated.
+- :class:`RunDir` is all of this as one object: ``RunDir.start(out, config)`` then
+  ``write_metrics``/``write_csv``/``figure``/``write_report`` and ``status(on_exit)``.
 - :func:`run_status` reports "complete", "interrupted" or "failed" to the experiment's
   ``on_exit``; a Ctrl-C is always "interrupted" (:func:`is_interrupt`).
 
@@ -32,6 +34,7 @@ from bnlab._atomic import atomic_write
 
 __all__ = [
     "LOCK_NAME",
+    "RunDir",
     "RunDirBusyError",
     "RunFilesError",
     "check_out_dir",
@@ -308,3 +311,63 @@ def run_status(on_exit: Callable[[str], None]) -> Iterator[None]:
     finally:
         with _sigint_deferred():
             on_exit(status)
+
+
+class RunDir:
+    """An experiment's run directory, taken over by this process.
+
+    ``RunDir.start(out, config)`` validates nothing (the config is checked before) and calls
+    :func:`start_run_dir`; every file is then written atomically under ``path``. Use it as a
+    context manager (or call :meth:`release`) to give the lock back::
+
+        with RunDir.start(out, cfg.to_dict()) as rd, rd.status(write_results):
+            ...train...; rd.write_metrics(metrics)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def start(cls, path: str | Path, config: Any) -> RunDir:
+        """Lock ``path``, clear a previous run's results, write ``config.json``."""
+        return cls(start_run_dir(path, config))
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the directory's lock back (the files stay)."""
+        release_run_dir(self.path)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``name`` (relative to the run directory) atomically; returns its path."""
+        write_json(self.path / name, obj)
+        return self.path / name
+
+    def write_metrics(self, obj: Any) -> Path:
+        """Write ``metrics.json``."""
+        return self.write_json("metrics.json", obj)
+
+    def write_csv(self, name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+        """Write the CSV file ``name`` atomically; returns its path."""
+        write_csv(self.path / name, header, rows)
+        return self.path / name
+
+    def read_json(self, name: str) -> Any:
+        """Read ``name`` (see :func:`read_json` for the errors)."""
+        return read_json(self.path / name)
+
+    def figure(self, name: str) -> Path:
+        """Where figure ``name`` goes: ``fig_<name>.png`` (cleared by :meth:`start`)."""
+        return self.path / f"fig_{name}.png"
+
+    def write_report(self, report: Any) -> tuple[Path, Path]:
+        """Write a :class:`bnlab.experiments.report.Report` as report.md and report.html."""
+        return report.write(self.path)
+
+    def status(self, on_exit: Callable[[str], None]) -> contextlib.AbstractContextManager[None]:
+        """:func:`run_status`: ``on_exit(status)`` runs however the body ends."""
+        return run_status(on_exit)
