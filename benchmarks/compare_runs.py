@@ -57,6 +57,7 @@ RUNS: dict[str, list[str]] = {
         "--test-subset",
         "2000",
     ],
+    "mnist-lr": ["mnist-lr", "--steps", "300", "--multipliers", "1", "5"],
     "population-stats": [
         "population-stats",
         "--steps",
