@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -258,7 +259,7 @@ def _help_lines(monkeypatch: pytest.MonkeyPatch, *argv: str) -> dict[str, str]:
     sub = parser
     for name in argv:
         sub = next(
-            a.choices[name] for a in sub._actions if isinstance(a, cli.argparse._SubParsersAction)
+            a.choices[name] for a in sub._actions if isinstance(a, argparse._SubParsersAction)
         )
     lines: dict[str, str] = {}
     flag = None
@@ -301,16 +302,16 @@ def test_every_experiment_option_has_help_and_its_default(monkeypatch: pytest.Mo
 
     for name in experiments.available():
         parser = cli.build_parser()
-        run = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction))
+        run = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         ep = run.choices["run"]
-        exp = next(a for a in ep._actions if isinstance(a, cli.argparse._SubParsersAction))
+        exp = next(a for a in ep._actions if isinstance(a, argparse._SubParsersAction))
         lines = _help_lines(monkeypatch, "run", name)
         for action in exp.choices[name]._actions:
             if not action.option_strings or action.option_strings[0] == "-h":
                 continue
             flag = action.option_strings[0]
             assert action.help, (name, flag)
-            flags = (cli.argparse._StoreTrueAction, cli.argparse._StoreFalseAction)
+            flags = (argparse._StoreTrueAction, argparse._StoreFalseAction)
             if action.default is not None and not isinstance(action, flags):
                 assert "default:" in lines[flag], (name, lines[flag])
 

@@ -1,0 +1,195 @@
+"""``bnlab experiments``, ``bnlab run EXPERIMENT`` and ``bnlab report DIR``.
+
+An experiment module (found through :func:`bnlab.experiments.get`) provides ``DESCRIPTION``,
+``add_arguments(parser)`` (its options) and ``run(config, out_dir)``, and optionally
+``render(run_dir)`` (its report; :func:`bnlab.experiments.report.render_generic` otherwise).
+``run`` gets the parsed options as a dict (the command line's own ``--out``/``--force`` left
+out) and returns the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bnlab.cli.parser import HelpFormatter, SubParsers
+
+__all__ = ["add_experiments", "add_run", "add_report", "check_data_parallel", "is_root"]
+
+# argparse keys that belong to the command line, not to an experiment's config
+_CLI_KEYS = {"command", "experiment", "out", "force", "func"}
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    """Print each experiment's name and one-line description."""
+    from bnlab import experiments
+
+    names = experiments.available()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {experiments.get(name).DESCRIPTION}")
+    return 0
+
+
+def add_experiments(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "experiments",
+        help="list the experiments",
+        description="List the experiments `bnlab run` knows, with a one-line description each.",
+    )
+    p.set_defaults(func=cmd_experiments)
+
+
+def check_data_parallel(name: str) -> None:
+    """Under mpiexec with several ranks, only the experiments of DATA_PARALLEL may run."""
+    from bnlab.comm import world
+    from bnlab.experiments import DATA_PARALLEL
+
+    if name not in DATA_PARALLEL and world().size > 1:
+        raise ValueError(
+            f"{name} does not train data-parallel; run it without mpiexec (under mpiexec: "
+            f"{', '.join(sorted(DATA_PARALLEL))})"
+        )
+
+
+def is_root() -> bool:
+    """True in one process and on rank 0 under mpiexec (the rank that checks --out)."""
+    from bnlab.parallel import is_root as root
+
+    return root()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one experiment into ``--out``; 2 if a run is there already (no --force/--resume),
+    130 on Ctrl-C (the partial run stays renderable)."""
+    from bnlab import experiments
+    from bnlab.experiments.report import (
+        check_out_dir,
+        expect_new_run_dir,
+        is_interrupt,
+        run_started,
+    )
+
+    module = experiments.get(args.experiment)
+    check_data_parallel(args.experiment)
+    out = check_out_dir(Path(args.out) if args.out else Path("runs") / args.experiment)
+    has_resume = hasattr(args, "resume")
+    resume = bool(getattr(args, "resume", False))
+    if (out / "config.json").exists() and not (args.force or resume) and is_root():
+        print(
+            f"bnlab: error: {out} already holds a run (config.json); choose another --out or "
+            "pass --force to overwrite it" + (" or --resume to continue it" if has_resume else ""),
+            file=sys.stderr,
+        )
+        return 2
+    if not (args.force or resume):
+        expect_new_run_dir(out)
+    config = {k: v for k, v in vars(args).items() if k not in _CLI_KEYS}
+    try:
+        result = module.run(config, out)
+    except BaseException as e:
+        if not is_interrupt(e):
+            raise
+        return _interrupted(out, run_started(out))
+    finally:
+        expect_new_run_dir(out, False)
+    if is_root():
+        print(f"bnlab: done. Report: {Path(result) / 'report.html'} (and report.md)")
+    return 0
+
+
+def _interrupted(out: Path, started: bool) -> int:
+    """Say where the partial run is (or that nothing was written); the exit status 130."""
+    if started:
+        print(
+            f"\nbnlab: interrupted; the partial run is in {out} (report: "
+            f"{out / 'report.html'}; `bnlab report {out}` re-renders it)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"\nbnlab: interrupted before the run started; {out} was not changed",
+            file=sys.stderr,
+        )
+    return 130
+
+
+def add_run(sub: SubParsers) -> None:
+    from bnlab import experiments
+
+    p = sub.add_parser(
+        "run",
+        help="run an experiment",
+        description="Run an experiment; `bnlab run EXPERIMENT --help` lists its options.",
+    )
+    exp_sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    for name in experiments.available():
+        module = experiments.get(name)
+        # argparse %-formats help strings: a literal % (as in "77%") must be doubled
+        helptext = module.DESCRIPTION.replace("%", "%%")
+        ep = exp_sub.add_parser(
+            name, help=helptext, description=module.DESCRIPTION, formatter_class=HelpFormatter
+        )
+        module.add_arguments(ep)
+        ep.add_argument("--out", default=None, help=f"run directory (default: runs/{name})")
+        ep.add_argument("--force", action="store_true", help="overwrite a run already in --out")
+        ep.set_defaults(func=cmd_run)
+
+
+def _read_run_files(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run directory (a JSON object), after checking metrics.json if any."""
+    from bnlab.experiments.report import RunFilesError, read_json
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"{run_dir} is a file; pass a run directory (`bnlab run --out`)")
+    config = read_json(run_dir / "config.json")
+    if not isinstance(config, dict):
+        raise RunFilesError(
+            f"{run_dir / 'config.json'} holds a JSON {type(config).__name__}, not the object "
+            "of a bnlab run's config; is this a bnlab run directory?"
+        )
+    mpath = run_dir / "metrics.json"
+    if mpath.is_file():
+        metrics = read_json(mpath)
+        if not isinstance(metrics, dict) or "status" not in metrics:
+            shown = json.dumps(metrics)[:60]
+            raise RunFilesError(
+                f"{mpath} is not a bnlab metrics file (expected a JSON object with 'status' and "
+                f"the experiment's results, got {shown}); re-run the experiment or restore it"
+            )
+    return config
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Re-render a run directory's figures and report from its config and metrics files."""
+    from bnlab import experiments
+    from bnlab.experiments.report import RunFilesError, render_generic
+
+    run_dir = Path(args.dir)
+    config = _read_run_files(run_dir)
+    name = config.get("experiment")
+    module = experiments.get(name) if name in experiments.available() else None
+    render = getattr(module, "render", None)
+    try:
+        page = render(run_dir) if render is not None else render_generic(run_dir)
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise RunFilesError(
+            f"cannot render {run_dir}: config.json or metrics.json lacks what {name} writes "
+            f"({type(e).__name__}: {e}); were they edited, or written by another version?"
+        ) from e
+    print(f"bnlab: report written: {page} (and report.md)")
+    return 0
+
+
+def add_report(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "report",
+        help="re-render the report of a run",
+        description="Re-draw the figures and rewrite report.md/report.html of a finished or "
+        "interrupted run directory from its config.json and metrics.json.",
+    )
+    p.add_argument("dir", metavar="DIR", help="the run directory (`bnlab run ... --out DIR`)")
+    p.set_defaults(func=cmd_report)
