@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bnlab.experiments import get, mnist_lr
+from bnlab.experiments import get
+from bnlab.experiments.mnist import lr as mnist_lr
 
 TINY: dict[str, Any] = {
     "steps": 10,

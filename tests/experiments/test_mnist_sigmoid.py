@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bnlab.experiments import get, mnist_common, mnist_sigmoid
-from bnlab.experiments.mnist_sigmoid_report import first_step_reaching, suggest_rates, summarize
+from bnlab.experiments import get
+from bnlab.experiments.mnist import nets, training
+from bnlab.experiments.mnist import sigmoid as mnist_sigmoid
+from bnlab.experiments.mnist.numbers import first_step_reaching, size_word, summarize
+from bnlab.experiments.mnist.report import suggest_rates
 from bnlab.experiments.monitor import layer_input
+from bnlab.experiments.rundir import RunDir
 from bnlab.layers import BatchNorm, Dense, Sigmoid
 
 TINY: dict[str, Any] = {
@@ -34,7 +38,7 @@ def check_png(path: Path) -> None:
 
 
 def check_schema(m: dict[str, Any], n_runs: int, steps: list[int]) -> None:
-    """The metrics.json schema documented in bnlab.experiments.mnist_sigmoid."""
+    """The metrics.json schema documented in bnlab.experiments.mnist.metrics."""
     assert m["schema"] == "bnlab.mnist.metrics/1"
     assert m["status"] in {"running", "complete", "interrupted", "failed"}
     assert isinstance(m["steps_done"], int) and isinstance(m["steps_total"], int)
@@ -99,8 +103,8 @@ def test_same_seed_gives_identical_metrics(tiny_run: Path, tmp_path: Path) -> No
 
 def test_nets_share_weights_and_have_the_paper_structure() -> None:
     cfg = mnist_sigmoid.resolve({})
-    plain = mnist_common.build_net(False, cfg, seed=3)
-    bn = mnist_common.build_net(True, cfg, seed=3)
+    plain = nets.build_net(False, cfg, seed=3)
+    bn = nets.build_net(True, cfg, seed=3)
     kinds = [type(layer) for layer in bn.layers]
     assert kinds == [Dense, BatchNorm, Sigmoid] * 3 + [Dense]
     assert [type(layer) for layer in plain.layers] == [Dense, Sigmoid] * 3 + [Dense]
@@ -111,20 +115,20 @@ def test_nets_share_weights_and_have_the_paper_structure() -> None:
     assert [d.params["W"].shape for d in dense_p] == [(784, 100), (100, 100), (100, 100), (100, 10)]
     assert all("b" not in d.params for d in dense_b[:3]) and "b" in dense_b[3].params
     assert abs(float(np.std(dense_p[0].params["W"])) - 0.1) < 0.002
-    assert mnist_common.last_sigmoid_index(bn) == 8
-    assert mnist_common.last_sigmoid_index(plain) == 5
+    assert nets.last_sigmoid_index(bn) == 8
+    assert nets.last_sigmoid_index(plain) == 5
 
 
 def test_recorded_percentiles_are_numpys_of_the_final_model(tmp_path: Path) -> None:
     cfg = mnist_sigmoid.resolve({**TINY, "monitor_unit": 7})
-    data = mnist_common.load_data(cfg)
-    runs = mnist_common.make_runs(cfg, [0.5], data)
-    mnist_common.train_lockstep(cfg, runs, tmp_path)
+    data = nets.load_data(cfg)
+    runs = training.make_runs(cfg, [0.5], data)
+    training.train_lockstep(cfg, runs, RunDir(tmp_path))
     xte = data[2]
     assert xte.dtype == np.float32 and 0 <= xte.min() and xte.max() <= 1  # scaled to [0, 1]
     for r in runs:
         model = r.trainer.model
-        h = layer_input(model, xte, mnist_common.last_sigmoid_index(model))[:, 7]
+        h = layer_input(model, xte, nets.last_sigmoid_index(model))[:, 7]
         last = r.trainer.state.history[-1]
         np.testing.assert_allclose(
             [last["p15"], last["p50"], last["p85"]], np.percentile(h, [15, 50, 85]), rtol=1e-6
@@ -135,7 +139,7 @@ def test_a_diverging_run_is_recorded_and_the_others_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = mnist_sigmoid.resolve(TINY)
-    runs = mnist_common.make_runs(cfg, [0.5], mnist_common.load_data(cfg))
+    runs = training.make_runs(cfg, [0.5], nets.load_data(cfg))
     plain = runs[0].trainer
     step = type(plain).train_step
 
@@ -145,7 +149,7 @@ def test_a_diverging_run_is_recorded_and_the_others_go_on(
         return step(plain, x, y)
 
     monkeypatch.setattr(plain, "train_step", boom)
-    m = mnist_common.train_lockstep(cfg, runs, tmp_path)
+    m = training.train_lockstep(cfg, runs, RunDir(tmp_path))
     assert m["runs"][0]["diverged_at"] == 7 and "nan" in m["runs"][0]["error"]
     assert m["runs"][0]["history"]["step"] == [0, 5]
     assert m["runs"][1]["diverged_at"] is None
@@ -200,12 +204,11 @@ def test_config_errors_name_the_key() -> None:
         mnist_sigmoid.resolve({"lrs": [0.1, -1.0]})
     with pytest.raises(ValueError, match="--init-std must be a finite number > 0, got 0"):
         mnist_sigmoid.resolve({"init_std": 0})
-    assert mnist_sigmoid.resolve({"steps": 50_000})["eval_every"] == 500
+    assert mnist_sigmoid.resolve({"steps": 50_000}).eval_every == 500
 
 
 def test_advantage_size_classifies_gains_and_refuses_to_call_a_loss_an_advantage() -> None:
-    from bnlab.experiments.mnist_sigmoid_numbers import size_word as _size
-
+    _size = size_word
     assert _size(4.0, 3, 1) == "large"
     assert _size(1.5, 3, 1) == "moderate"
     assert _size(0.2, 3, 1) == "small"

@@ -22,8 +22,8 @@ __all__ = ["DATA_PARALLEL", "SINGLE_THREAD_BLAS", "available", "get"]
 
 # name -> module (imported lazily). Other experiments register here with one line each.
 _MODULES: dict[str, str] = {
-    "mnist-sigmoid": "bnlab.experiments.mnist_sigmoid",
-    "mnist-lr": "bnlab.experiments.mnist_lr",
+    "mnist-sigmoid": "bnlab.experiments.mnist.sigmoid",
+    "mnist-lr": "bnlab.experiments.mnist.lr",
     "cifar10-keras": "bnlab.experiments.cifar10_keras",
     "population-stats": "bnlab.experiments.population_stats",
     "population-stats-epochs": "bnlab.experiments.population_stats_epochs",

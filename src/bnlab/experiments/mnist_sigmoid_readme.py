@@ -1,72 +1,20 @@
-"""How an ``mnist-sigmoid`` run relates to the README's results table.
-
-The README's table comes from ``bnlab run mnist-sigmoid --steps 50000 --seeds 3 --lr 0.1 3``
-(``README_RUN``); a shorter or one-seed run, such as ``make demo``'s, says what differs and
-which of the README's columns its numbers compare with.
-"""
+"""Deprecated: moved to :mod:`bnlab.experiments.mnist.readme` (importing this module warns;
+its names stay for one release, ``readme_paragraph`` also taking a config dict)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from bnlab.experiments import mnist_common as mc
-from bnlab.experiments.mnist_sigmoid_figures import LABEL, mean_curve
-from bnlab.experiments.report import pct
+from bnlab.experiments.mnist import readme as _readme
+from bnlab.experiments.mnist.compat import config_of, warn_moved
+from bnlab.experiments.mnist.config import MnistSigmoidConfig
+from bnlab.experiments.mnist.readme import README_EARLY_STEP, README_RUN
 
 __all__ = ["README_EARLY_STEP", "README_RUN", "readme_paragraph"]
 
-# The README's results table: `bnlab run mnist-sigmoid --steps 50000 --seeds 3 --lr 0.1 3`.
-README_RUN: dict[str, Any] = {"steps": 50_000, "seeds": 3, "lrs": [0.1, 3.0]}
-README_EARLY_STEP = 5_000  # the README table's "at 5k steps" column
+warn_moved("mnist_sigmoid_readme", "mnist.readme")
 
 
-def _differences(cfg: dict[str, Any]) -> list[str]:
-    """What sets this run's config apart from the README's run."""
-    out = []
-    steps, seeds = int(cfg["steps"]), int(cfg["seeds"])
-    if steps != README_RUN["steps"]:
-        out.append(f"{steps:,} steps instead of {README_RUN['steps']:,}")
-    if seeds != README_RUN["seeds"]:
-        band = " (so no min-max band)" if seeds == 1 else ""
-        out.append(f"{seeds} seed{'s' if seeds > 1 else ''} instead of {README_RUN['seeds']}{band}")
-    lrs = sorted(float(v) for v in cfg.get("lrs", []))
-    if len(lrs) != len(README_RUN["lrs"]) or not np.allclose(lrs, README_RUN["lrs"]):
-        out.append(f"learning rates {', '.join(f'{v:g}' for v in lrs)} instead of 0.1 and 3")
-    if cfg.get("train_subset") or cfg.get("test_subset"):
-        out.append("a subset of MNIST")
-    return out
-
-
-def readme_paragraph(cfg: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """How this run relates to the README's table (50,000 steps, 3 seeds, lr 0.1 and 3)."""
-    cmd = "`bnlab run mnist-sigmoid --steps 50000 --seeds 3 --lr 0.1 3`"
-    differs = _differences(cfg)
-    if not differs:
-        return (
-            f"This is the README's run ({cmd}): `python benchmarks/readme_tables.py RUN_DIR` "
-            "prints the README's table from this directory."
-        )
-    text = f"**Beside the README:** its table comes from {cmd}; this run has {'; '.join(differs)}. "
-    at, where = [], README_EARLY_STEP
-    for lr in mc.lrs_of(metrics):
-        for net in ("bn", "plain"):
-            steps, acc = mean_curve(mc.group(metrics, lr, net), "accuracy")
-            if not len(steps) or steps[-1] < README_EARLY_STEP:
-                continue
-            i = int(np.argmin(np.abs(steps - README_EARLY_STEP)))  # the evaluation nearest 5k
-            where = int(steps[i])
-            at.append(f"lr {lr:g} {LABEL[net]} {pct(acc[i])}")
-    if at:
-        step = f"step {where:,}" + (
-            f", the evaluation nearest {README_EARLY_STEP:,}" if where != README_EARLY_STEP else ""
-        )
-        return text + (
-            f"Its numbers compare with the README's column at {README_EARLY_STEP:,} steps "
-            f"(here at {step}: {', '.join(at)}), not with the final 50,000-step ones."
-        )
-    return text + (
-        f"It ends before step {README_EARLY_STEP:,}, the README's earliest column: its numbers "
-        "show the direction of the effect early in training, not the README's sizes."
-    )
+def readme_paragraph(cfg: Any, metrics: dict[str, Any]) -> str:
+    """:func:`bnlab.experiments.mnist.readme.readme_paragraph` of a config dict or object."""
+    return _readme.readme_paragraph(config_of(cfg, MnistSigmoidConfig), metrics)

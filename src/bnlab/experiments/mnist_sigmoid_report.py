@@ -1,375 +1,95 @@
-"""The report of ``mnist-sigmoid`` (also used by ``mnist-lr``), from a run directory's files.
-
-Everything here reads the ``metrics.json`` dict documented in
-:mod:`bnlab.experiments.mnist_sigmoid`, so a finished or interrupted run can be re-rendered.
-Accuracies are shown in percent, differences in percentage points (pp); how a difference is
-judged (seed spread, too-short runs) is in :mod:`bnlab.experiments.mnist_sigmoid_numbers`.
-"""
+"""Deprecated: the report of ``mnist-sigmoid`` moved to :mod:`bnlab.experiments.mnist.report`;
+the paragraphs it shared with ``mnist-lr`` to :mod:`bnlab.experiments.mnist.text`, the numbers
+to :mod:`bnlab.experiments.mnist.numbers`, the figures to :mod:`bnlab.experiments.mnist.figures`.
+Importing this module warns; its names stay for one release, with their old arguments (config
+dicts, run directory paths)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments import mnist_common as mc
-from bnlab.experiments.mnist_sigmoid_figures import (
-    COLOR,
-    LABEL,
+from bnlab.experiments.mnist import readme as _readme
+from bnlab.experiments.mnist import report as _report
+from bnlab.experiments.mnist import text as _text
+from bnlab.experiments.mnist.compat import as_config, config_of, warn_moved
+from bnlab.experiments.mnist.config import MnistSigmoidConfig
+from bnlab.experiments.mnist.figures import COLOR, LABEL
+from bnlab.experiments.mnist.numbers import (
     curves,
-    fig_accuracy,
-    fig_percentiles,
-    fig_sweep,
-    mean_curve,
-)
-from bnlab.experiments.mnist_sigmoid_numbers import (
-    TRAINED,
     final,
     first_step_reaching,
     judge,
+    mean_curve,
     summarize,
 )
-from bnlab.experiments.mnist_sigmoid_readme import README_RUN, readme_paragraph
-from bnlab.experiments.report import Report, pct, pp
+from bnlab.experiments.mnist.readme import README_RUN
+from bnlab.experiments.mnist.report import (
+    PAPER_SOURCE,
+    advantage_sentence,
+    comparison_rows,
+    final_table,
+    suggest_rates,
+)
+from bnlab.experiments.mnist.text import acc_cell, accuracy_caption, short_run_note, status_text
+from bnlab.experiments.report import pct, pp
+from bnlab.experiments.rundir import RunDir
 
 __all__ = [
     "COLOR",
     "LABEL",
+    "PAPER_SOURCE",
     "README_RUN",
     "acc_cell",
     "accuracy_caption",
     "advantage_sentence",
+    "comparison_rows",
     "curves",
     "fig_accuracy",
     "final",
+    "final_table",
     "first_step_reaching",
     "judge",
     "mean_curve",
     "pct",
     "pp",
+    "readme_paragraph",
     "render_full",
     "render_sweep",
+    "setup_paragraph",
     "short_run_note",
     "status_text",
     "suggest_rates",
     "summarize",
 ]
 
-PAPER_SOURCE = (
-    "Ioffe & Szegedy (2015), *Batch Normalization: Accelerating Deep Network Training by "
-    "Reducing Internal Covariate Shift*, section 4.1, Figure 1"
-)
+warn_moved("mnist_sigmoid_report", "mnist.report")
 
 
-def _reach95(j: dict[str, Any], steps_done: Any) -> str:
-    b, p = j["bn"]["steps_to_95"], j["plain"]["steps_to_95"]
-    if b is None and p is None:
-        return f"Neither net reached 95% test accuracy within {steps_done:,} steps."
+def fig_accuracy(run_dir: Path, metrics: dict[str, Any], filename: str = "fig_accuracy.png") -> str:
+    """Figure 1a into ``run_dir/filename``, which must be ``fig_NAME.png``."""
+    from bnlab.experiments.mnist import figures
 
-    def at(v: int | None) -> str:
-        return f"step {v:,}" if v is not None else f"not within {steps_done:,} steps"
-
-    return f"95% test accuracy first reached: with BN at {at(b)}, without at {at(p)}."
+    if not (filename.startswith("fig_") and filename.endswith(".png")):
+        raise ValueError(f"fig_accuracy: filename must be fig_NAME.png, got {filename!r}")
+    return figures.fig_accuracy(RunDir(run_dir), metrics, name=filename[4:-4])
 
 
-def advantage_sentence(metrics: dict[str, Any], lr: float) -> str:
-    """BN's advantage at ``lr`` in a few sentences, early (at ~10% of the steps) and at the end,
-    each judged against the seed spread; a run whose nets are not trained is not judged."""
-    j = judge(metrics, lr)
-    p, b, e, f = j["plain"], j["bn"], j["early"], j["final"]
-    done = int(metrics.get("steps_done") or 0)
-    numbers = (
-        f"At step {b['early_step']:,}: {pct(b['early_acc'])} with BN vs {pct(p['early_acc'])} "
-        f"without ({pp(e['gain'])}; {e['seeds']}); at the end (step {done:,}): "
-        f"{pct(b['final_mean'])} vs {pct(p['final_mean'])} ({pp(f['gain'])}; {f['seeds']}). "
-    )
-    if not j["trained"]:
-        return (
-            f"**lr = {lr:g}: too early to judge.** After {done:,} steps neither net is trained "
-            f"(the better is at {pct(j['best'])}; trained nets are above {100 * TRAINED:.0f}%), so "
-            f"the differences are those of nets that have barely started. {numbers}"
-        )
-    return (
-        f"**lr = {lr:g}: BN's advantage is {e['size']} early and {f['size']} at the end.** "
-        f"{numbers}{_reach95(j, done)}"
-    )
+def setup_paragraph(cfg: Any) -> str:
+    """:func:`bnlab.experiments.mnist.text.setup_paragraph` of a config dict or object."""
+    return _text.setup_paragraph(as_config(cfg))
 
 
-# -- report --------------------------------------------------------------------------------------
+def readme_paragraph(cfg: Any, metrics: dict[str, Any]) -> str:
+    """:func:`bnlab.experiments.mnist.readme.readme_paragraph` of a config dict or object."""
+    return _readme.readme_paragraph(config_of(cfg, MnistSigmoidConfig), metrics)
 
 
-def acc_cell(s: dict[str, Any]) -> str:
-    """Final accuracy of a group: the mean, and the min-max over seeds when there are several."""
-    if s["n_seeds"] > 1:
-        return f"{pct(s['final_mean'])} ({pct(s['final_min'])}–{pct(s['final_max'])})"
-    return pct(s["final_mean"])
+def render_full(run_dir: Path, cfg: Any, metrics: dict[str, Any]) -> None:
+    """:func:`bnlab.experiments.mnist.report.render_full` into ``run_dir``."""
+    _report.render_full(RunDir(run_dir), config_of(cfg, MnistSigmoidConfig), metrics)
 
 
-def status_text(metrics: dict[str, Any]) -> str:
-    """Status, steps done and wall time of a run (the wall time's compilation caveat said)."""
-    st = metrics.get("status", "unknown")
-    done, total = metrics.get("steps_done", 0), metrics.get("steps_total", "?")
-    text = (
-        f"Status: **{st}** after {done:,} of {total:,} steps"
-        if total != "?"
-        else f"Status: **{st}**"
-    )
-    if metrics.get("wall_time_s") is not None:
-        text += (
-            f", wall time {metrics['wall_time_s']:.0f} s (training and evaluation of all nets; "
-            "the first run after an install also compiles the Numba kernels, about a minute)"
-        )
-    if st != "complete":
-        text += "; the numbers below are those of a partial run"
-    return text + "."
-
-
-def short_run_note(metrics: dict[str, Any]) -> str | None:
-    """A warning when no net of the run is trained yet (none above ``TRAINED``), else None."""
-    finals = [
-        summarize(metrics, lr, net)["final_mean"] for lr in mc.lrs_of(metrics) for net in mc.NETS
-    ]
-    best = max((v for v in finals if math.isfinite(v)), default=math.nan)
-    if not finals or (math.isfinite(best) and best >= TRAINED):
-        return None
-    return (
-        f"**Too short to judge:** after {int(metrics.get('steps_done') or 0):,} steps no net is "
-        f"above {100 * TRAINED:.0f}% test accuracy (best {pct(best)}); the outcomes below are "
-        "those of nets that have barely started training."
-    )
-
-
-def _every(n: int) -> str:
-    return "After every step" if int(n) == 1 else f"Every {int(n):,} steps"
-
-
-def setup_paragraph(cfg: dict[str, Any]) -> str:
-    hidden = "-".join(str(h) for h in cfg["hidden"])
-    seeds = int(cfg["seeds"])
-    return (
-        f"Network 784-{hidden}-10 with sigmoid hidden units, weights from N(0, "
-        f"{cfg['init_std']}^2), biases 0; SGD without momentum, batch {cfg['batch_size']}, "
-        f"{cfg['steps']:,} steps, "
-        + (
-            f"{seeds} seeds ({cfg['seed']} to {cfg['seed'] + seeds - 1})"
-            if seeds > 1
-            else f"one seed ({cfg['seed']})"
-        )
-        + ". Inputs: MNIST pixels scaled to [0, 1]. The BN net is Dense(no bias) -> BatchNorm -> "
-        f"Sigmoid in every hidden layer (momentum {cfg['bn_momentum']}, eps {cfg['bn_eps']}); "
-        f"both nets start from the same weight matrices and see the same batches. "
-        f"{_every(cfg['eval_every'])}: accuracy on the {cfg['test_subset'] or 10000:,} test "
-        f"images and the 15th/50th/85th percentiles of the input of the sigmoid of unit "
-        f"{cfg['monitor_unit']} of the last hidden layer over the same images. Evaluation is in "
-        "eval mode: **the BN net uses its population (running) statistics**, not batch ones."
-    )
-
-
-def comparison_rows(metrics: dict[str, Any], lrs: list[float]) -> list[list[str]]:
-    """The paper's claims beside what this run found, one column per learning rate."""
-    acc_row, drift_row, stable_row = [], [], []
-    for lr in lrs:
-        j = judge(metrics, lr)
-        p, b, f = j["plain"], j["bn"], j["final"]
-        target = p["final_mean"]
-        bn_reach = (
-            first_step_reaching(b["steps"], b["acc"], target) if math.isfinite(target) else None
-        )
-        p_reach = (
-            first_step_reaching(p["steps"], p["acc"], target) if math.isfinite(target) else None
-        )
-        ratio = p_reach / bn_reach if bn_reach and p_reach else 1.0
-        if not j["trained"]:
-            verdict = "too early to judge (nets not trained yet)"
-        elif f["gain"] > 0 and f["seeds"].startswith("within"):
-            verdict = "agrees only weakly (gain within the seed spread)"
-        elif f["gain"] > 0 and bn_reach is not None and (f["gain"] >= 0.005 or ratio >= 1.5):
-            verdict = "agrees"
-        elif f["gain"] > 0 and bn_reach is not None:
-            verdict = "agrees only weakly (small gain)"
-        else:
-            verdict = "does not agree"
-        speed = ""
-        if j["trained"] and bn_reach and p_reach:
-            speed = f"; BN reaches the plain net's final {pct(target)} at step {bn_reach:,} " + (
-                f"(plain: {p_reach:,}, {p_reach / bn_reach:.1f}x sooner)"
-            )
-        acc_row.append(
-            f"{verdict}: final {pct(b['final_mean'])} vs {pct(p['final_mean'])} "
-            f"({pp(f['gain'])}; {f['seeds']}); at step {b['early_step']:,}: "
-            f"{pct(b['early_acc'])} vs {pct(p['early_acc'])}{speed}"
-        )
-        drift_row.append(
-            f"median range {p['p50_range']:.2f}; 15-85 spread {p['spread_first']:.2f} -> "
-            f"{p['spread_last']:.2f}"
-        )
-        if not j["trained"]:
-            word = "too early to judge"
-        elif b["p50_range"] < 0.7 * p["p50_range"]:
-            word = "agrees"
-        elif b["p50_range"] < p["p50_range"]:
-            word = "agrees only weakly"
-        else:
-            word = "does not agree"
-        stable_row.append(
-            f"{word}: median range {b['p50_range']:.2f}; "
-            f"15-85 spread {b['spread_first']:.2f} -> {b['spread_last']:.2f}"
-        )
-    return [
-        ["(a) the BN net reaches a higher test accuracy sooner", *acc_row],
-        ["(b) without BN the sigmoid's input distribution drifts over training", *drift_row],
-        ["(c) with BN it stays much more stable", *stable_row],
-    ]
-
-
-def final_table(r: Report, metrics: dict[str, Any], lrs: list[float]) -> None:
-    """The "Final numbers" section: one row per (lr, net)."""
-    r.heading("Final numbers")
-    rows, early, seeds = [], None, 0
-    for lr in lrs:
-        for net in mc.NETS:
-            s = summarize(metrics, lr, net)
-            early, seeds = early or s["early_step"], max(seeds, s["n_seeds"])
-            rows.append(
-                [
-                    f"{lr:g}",
-                    LABEL[net],
-                    acc_cell(s),
-                    pct(s["early_acc"]),
-                    f"{s['steps_to_95']:,}" if s["steps_to_95"] else "not reached",
-                    f"{s['p50_range']:.2f}",
-                    f"{s['spread_first']:.2f} -> {s['spread_last']:.2f}",
-                    f"{s['diverged']}/{s['n_seeds']}",
-                ]
-            )
-    head = (
-        f"final test acc (min–max over {seeds} seeds)" if seeds > 1 else "final test acc (one seed)"
-    )
-    r.table(
-        [
-            "lr",
-            "net",
-            head,
-            f"acc at step {early:,} (10% of the steps)" if early else "acc at 10% of the steps",
-            "step reaching 95%",
-            "median drift (range)",
-            "15-85 spread first -> last",
-            "diverged",
-        ],
-        rows,
-    )
-
-
-def accuracy_caption(metrics: dict[str, Any]) -> str:
-    """Caption of the accuracy figure: seeds (band or not) and the difference panels."""
-    n = max((summarize(metrics, lr, "bn")["n_seeds"] for lr in mc.lrs_of(metrics)), default=1)
-    over = f"mean over {n} seeds, band: min-max over the seeds" if n > 1 else "one seed"
-    what = (
-        "Test accuracy at each multiple of the base rate"
-        if metrics.get("experiment") == "mnist-lr"
-        else "Figure 1a: test accuracy"
-    )
-    return (
-        f"{what} on the full 0-1 axis ({over}); below each panel, BN minus plain test "
-        "accuracy in percentage points (above 0: BN ahead)"
-    )
-
-
-def render_full(run_dir: Path, cfg: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Figures and report of a full (non-sweep) run."""
-    lrs = mc.lrs_of(metrics)
-    r = Report("mnist-sigmoid: batch normalization on a sigmoid MLP (Ioffe & Szegedy 2015, Fig. 1)")
-    r.paragraph(status_text(metrics))
-    r.paragraph(readme_paragraph(cfg, metrics))
-    r.heading("Setup")
-    r.paragraph(setup_paragraph(cfg))
-    r.paragraph(
-        "The paper gives no learning rate, and BN's gain depends on it, so the runs are shown "
-        f"at each of these rates: {', '.join(f'{v:g}' for v in lrs) or 'none yet'} "
-        "(chosen from a short sweep, `bnlab run mnist-sigmoid --sweep`)."
-    )
-    if not lrs:
-        r.paragraph("No training step finished; nothing to show yet.")
-        r.write(run_dir)
-        return
-    fa, fp = fig_accuracy(run_dir, metrics), fig_percentiles(run_dir, metrics)
-    r.heading("How large is BN's advantage?")
-    r.bullets([advantage_sentence(metrics, lr) for lr in lrs])
-    r.heading("Paper vs this run")
-    r.paragraph(f"Claims of {PAPER_SOURCE}, beside what we measured (BN vs plain).")
-    r.table(["claim (paper)", *[f"ours, lr = {lr:g}" for lr in lrs]], comparison_rows(metrics, lrs))
-    r.paragraph(
-        "Where a cell says 'does not agree', our figure does not show what the paper's shows; "
-        "we report it as measured rather than tuning the setup until it does. (The seed slides "
-        "swap the 15th and 85th percentile lines of Figure 1; here the top line is the 85th.)"
-    )
-    r.figure(fa, accuracy_caption(metrics))
-    r.figure(
-        fp,
-        "Figures 1b, 1c: 15th, 50th and 85th percentiles of the input of one sigmoid of the last "
-        "hidden layer over the test set (first seed; BN net in eval mode, from the first "
-        "evaluation after step 0, when its running statistics are still the initial 0 and 1), "
-        "same y axis",
-    )
-    final_table(r, metrics, lrs)
-    r.paragraph(
-        "Raw numbers: `metrics.json` (schema in `bnlab.experiments.mnist_sigmoid`), "
-        "`metrics.csv`; configuration: `config.json`."
-    )
-    r.write(run_dir)
-
-
-def suggest_rates(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """From a sweep: the rate best for the plain net, and a slower one where it learns slowly:
-    the largest swept rate below the best whose plain accuracy is >= 3 points below the best."""
-    finals = {}
-    for lr in mc.lrs_of(metrics):
-        finals[lr] = summarize(metrics, lr, "plain")["final_mean"]
-    valid = {k: v for k, v in finals.items() if math.isfinite(v)}
-    if not valid:
-        return {"best": None, "slow": None}
-    best = max(valid, key=lambda k: valid[k])
-    slower = [k for k in valid if k < best and valid[k] <= valid[best] - 0.03]
-    return {"best": best, "slow": max(slower) if slower else None}
-
-
-def render_sweep(run_dir: Path, cfg: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Figures and report of a learning-rate sweep."""
-    lrs = mc.lrs_of(metrics)
-    r = Report("mnist-sigmoid: learning-rate sweep")
-    r.paragraph(status_text(metrics))
-    r.paragraph(setup_paragraph(cfg))
-    if not lrs:
-        r.write(run_dir)
-        return
-    rows, fin = [], {net: [] for net in mc.NETS}  # type: ignore[var-annotated]
-    for lr in lrs:
-        p, b = summarize(metrics, lr, "plain"), summarize(metrics, lr, "bn")
-        fin["plain"].append(p["final_mean"])
-        fin["bn"].append(b["final_mean"])
-        rows.append(
-            [
-                f"{lr:g}",
-                acc_cell(p),
-                acc_cell(b),
-                pp(b["final_mean"] - p["final_mean"]),
-                f"{p['diverged']}/{b['diverged']}",
-            ]
-        )
-    r.table(["lr", "without BN", "with BN", "BN gain", "diverged plain/BN"], rows)
-    r.figure(fig_sweep(run_dir, metrics, fin), "Final test accuracy against learning rate")
-    r.figure(fig_accuracy(run_dir, metrics), "Test accuracy during the sweep runs")
-    sug = suggest_rates(metrics)
-    chosen = [v for v in (sug["slow"], sug["best"]) if v is not None]
-    trained = any(max(fin["plain"][i], fin["bn"][i]) >= TRAINED for i in range(len(lrs)))
-    caveat = (
-        ""
-        if trained
-        else f" (the sweep is too short to choose from: no net is above {100 * TRAINED:.0f}% yet)"
-    )
-    r.paragraph(
-        f"Best rate for the plain net: **{sug['best']}**; a rate where it learns slowly: "
-        f"**{sug['slow']}**{caveat}. Full run at these rates: `bnlab run mnist-sigmoid --lr "
-        f"{' '.join(f'{v:g}' for v in chosen)} --seeds 3 --out runs/mnist-sigmoid`."
-    )
-    r.write(run_dir)
+def render_sweep(run_dir: Path, cfg: Any, metrics: dict[str, Any]) -> None:
+    """:func:`bnlab.experiments.mnist.report.render_sweep` into ``run_dir``."""
+    _report.render_sweep(RunDir(run_dir), config_of(cfg, MnistSigmoidConfig), metrics)
