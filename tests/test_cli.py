@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -238,84 +237,6 @@ def test_report_of_bad_run_files_is_one_line(
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_misspelt_flag_shows_the_subcommand_usage_and_a_suggestion(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        run_cli("run", "mnist-sigmoid", "--stpes", "3")
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("usage: bnlab run mnist-sigmoid")
-    assert "unrecognized arguments: --stpes 3 (did you mean --steps?)" in err
-    with pytest.raises(SystemExit):
-        run_cli("run", "population-stats", "--momentum", "0.1")
-    assert "(did you mean --momenta?)" in capsys.readouterr().err
-
-
-def _help_lines(monkeypatch: pytest.MonkeyPatch, *argv: str) -> dict[str, str]:
-    """Option -> its help line, at a width where nothing wraps."""
-    monkeypatch.setenv("COLUMNS", "400")
-    parser = cli.build_parser()
-    sub = parser
-    for name in argv:
-        sub = next(
-            a.choices[name] for a in sub._actions if isinstance(a, argparse._SubParsersAction)
-        )
-    lines: dict[str, str] = {}
-    flag = None
-    for line in sub.format_help().splitlines():
-        parts = line.split()
-        if parts and parts[0].startswith("-") and line.startswith("  -"):
-            flag = parts[0].rstrip(",")
-            lines[flag] = line
-        elif flag is not None and line.startswith("    "):
-            lines[flag] += " " + line.strip()  # the help text on the next line
-        else:
-            flag = None
-    return lines
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (
-            ("run", "mnist-sigmoid"),
-            {"--seeds": "1", "--eval-batch-size": "2000", "--lr": "0.1 3.0"},
-        ),
-        (("run", "population-stats"), {"--momenta": "0.01 0.1 0.5", "--recal-examples": "12000"}),
-        (("run", "renorm-small-batch"), {"--rmax": "3.0", "--dmax": "5.0", "--micro-sizes": "4 2"}),
-        (("run", "cifar10-keras"), {"--eval-batch-size": "500", "--models": "baseline,bn"}),
-        (("run", "population-stats-epochs"), {"--recal-examples": "10000"}),
-        (("recalibrate",), {"--batch-size": "60", "--seed": "0"}),
-    ],
-)
-def test_help_shows_every_default(
-    argv: tuple[str, ...], expected: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lines = _help_lines(monkeypatch, *argv)
-    for flag, default in expected.items():
-        assert f"(default: {default})" in lines[flag], lines[flag]
-
-
-def test_every_experiment_option_has_help_and_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bnlab import experiments
-
-    for name in experiments.available():
-        parser = cli.build_parser()
-        run = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        ep = run.choices["run"]
-        exp = next(a for a in ep._actions if isinstance(a, argparse._SubParsersAction))
-        lines = _help_lines(monkeypatch, "run", name)
-        for action in exp.choices[name]._actions:
-            if not action.option_strings or action.option_strings[0] == "-h":
-                continue
-            flag = action.option_strings[0]
-            assert action.help, (name, flag)
-            flags = (argparse._StoreTrueAction, argparse._StoreFalseAction)
-            if action.default is not None and not isinstance(action, flags):
-                assert "default:" in lines[flag], (name, lines[flag])
-
-
 def test_a_run_works_without_tqdm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -336,95 +257,6 @@ def test_missing_matplotlib_names_the_extra_before_anything_is_written(
     err = capsys.readouterr().err
     assert "needs matplotlib" in err and "pip install 'bnlab[experiments]'" in err
     assert err.count("\n") == 1 and not out.exists()
-
-
-def test_export_without_onnx_names_the_extra(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from bnlab.deploy import save_checkpoint
-    from bnlab.layers import BatchNorm, Dense, Sequential
-
-    save_checkpoint(tmp_path / "m.npz", Sequential([Dense(4, 3, seed=0), BatchNorm(3)]))
-    monkeypatch.setitem(sys.modules, "onnx", None)
-    assert run_cli("export", str(tmp_path / "m.npz"), str(tmp_path / "m.onnx")) == 1
-    assert "pip install 'bnlab[onnx]'" in capsys.readouterr().err
-    assert not (tmp_path / "m.onnx").exists()
-
-
-def test_output_paths_that_are_directories(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from bnlab.deploy import save_checkpoint
-    from bnlab.layers import BatchNorm, Dense, Sequential
-
-    ck = tmp_path / "m.npz"
-    save_checkpoint(ck, Sequential([Dense(4, 3, seed=0), BatchNorm(3)]))
-    before = ck.read_bytes()
-    (tmp_path / "d").mkdir()
-    assert run_cli("export", str(ck), str(tmp_path / "d")) == 2
-    assert "is a directory" in capsys.readouterr().err
-    np_file = tmp_path / "x.npy"
-    import numpy as np
-
-    np.save(np_file, np.ones((8, 4), np.float32))
-    argv = ["recalibrate", str(ck), "--data", str(np_file), "--batch-size", "4"]
-    assert run_cli(*argv, "--out", str(tmp_path / "d")) == 2
-    assert "is a directory" in capsys.readouterr().err
-    assert run_cli(*argv) == 2  # neither --out nor --in-place
-    assert "--in-place" in capsys.readouterr().err
-    assert ck.read_bytes() == before and list((tmp_path / "d").iterdir()) == []
-
-
-def test_recalibrate_refuses_nan_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import numpy as np
-
-    from bnlab.deploy import save_checkpoint
-    from bnlab.layers import BatchNorm, Dense, Sequential
-
-    ck = tmp_path / "m.npz"
-    save_checkpoint(ck, Sequential([Dense(4, 3, seed=0), BatchNorm(3)]))
-    before = ck.read_bytes()
-    x = np.ones((8, 4), np.float32)
-    x[3, 1] = np.nan
-    np.save(tmp_path / "x.npy", x)
-    assert run_cli("recalibrate", str(ck), "--data", str(tmp_path / "x.npy"), "--in-place") == 2
-    assert "NaN or Inf in 1 of 8 examples" in capsys.readouterr().err
-    assert ck.read_bytes() == before
-
-
-def test_recalibrate_in_place_from_a_cifar_folder(tmp_path: Path) -> None:
-    import pickle
-
-    import numpy as np
-
-    from bnlab.deploy import (
-        load_checkpoint,
-        recompute_population_stats,
-        save_checkpoint,
-        shuffled_batches,
-    )
-    from bnlab.layers import BatchNorm, Conv2D, Sequential
-
-    rng = np.random.default_rng(0)
-    d = tmp_path / "cifar-10-batches-py"
-    d.mkdir()
-    data = {}
-    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-        data[name] = rng.integers(0, 256, size=(6, 3072), dtype=np.uint8)
-        batch = {b"data": data[name], b"labels": rng.integers(0, 10, size=6).tolist()}
-        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
-    model = Sequential([Conv2D(3, 2, 3, seed=0), BatchNorm(2)])
-    ck = tmp_path / "m.npz"
-    save_checkpoint(ck, model)
-    assert run_cli("recalibrate", str(ck), "--data", str(d), "--batch-size", "5", "--in-place") == 0
-    from bnlab.data import load_cifar10
-
-    (x, _), _ = load_cifar10(d)
-    recompute_population_stats(model, shuffled_batches(x.astype(np.float32) / 255, 5, seed=0))
-    new = load_checkpoint(ck)
-    np.testing.assert_array_equal(new.model.layers[1].running_var, model.layers[1].running_var)
-    assert new.extra["recalibrated"]["examples"] == 30
-    assert not list(tmp_path.glob(".m.npz.*.tmp"))  # the atomic write left no temporary
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary(
@@ -455,17 +287,17 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary(
 def test_a_run_that_appeared_meanwhile_is_not_overwritten_without_force(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bnlab.experiments import mnist_common as mc
+    import bnlab.data
 
     out = tmp_path / "r"
-    load = mc.load_data
+    load = bnlab.data.load_mnist  # the experiment imports it when it loads its data
 
-    def other_run_starts_while_loading(cfg: dict[str, Any]) -> Any:
-        out.mkdir()
+    def other_run_starts_while_loading(*args: Any, **kw: Any) -> Any:
+        out.mkdir(exist_ok=True)
         (out / "config.json").write_text('{"experiment": "mnist-sigmoid", "other": 1}')
-        return load(cfg)
+        return load(*args, **kw)
 
-    monkeypatch.setattr(mc, "load_data", other_run_starts_while_loading)
+    monkeypatch.setattr(bnlab.data, "load_mnist", other_run_starts_while_loading)
     assert run_cli("run", "mnist-sigmoid", *TINY, "--out", str(out)) == 2
     assert "another run started in it meanwhile" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [".bnlab-run.lock", "config.json"]

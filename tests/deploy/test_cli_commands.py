@@ -1,5 +1,8 @@
 """`bnlab recalibrate` and `bnlab export`, run in-process through bnlab.cli.main."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -177,3 +180,119 @@ def test_recalibrate_limit_below_batch_size(tmp_path, rng, capsys):
     argv = _recal(tmp_path, rng.normal(size=(30, 5)).astype(np.float32), tmp_path / "b.npz")
     assert main([*argv, "--limit", "-5"]) == 2
     _one_line_error(capsys, "-5", "fewer than one batch")
+
+
+# -- issue 12: the argparse code left the deploy floor; the old module is a shim ------------
+def test_old_module_warns_and_gives_the_old_names(monkeypatch):
+    import importlib
+    import sys
+
+    import bnlab.cli.deploy as new_cli
+    import bnlab.deploy.inputs as new_inputs
+
+    monkeypatch.delitem(sys.modules, "bnlab.deploy.cli_commands", raising=False)
+    with pytest.warns(DeprecationWarning) as record:
+        old = importlib.import_module("bnlab.deploy.cli_commands")
+    (message,) = [str(w.message) for w in record if w.category is DeprecationWarning]
+    assert "bnlab.deploy.cli_commands moved" in message
+    assert "load_inputs to bnlab.deploy.inputs" in message and "to bnlab.cli.deploy" in message
+    assert old.load_inputs is new_inputs.load_inputs
+    for name in ("add_recalibrate", "add_export", "cmd_recalibrate", "cmd_export"):
+        assert getattr(old, name) is getattr(new_cli, name), name
+    assert sorted(old.__all__) == sorted([*new_cli.__all__, "load_inputs"])
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        old.nope  # noqa: B018
+
+
+# -- moved from tests/test_cli.py: missing extra, directory outputs, NaN data, CIFAR folder ---
+def _cli(*argv: str) -> int:
+    return main(list(argv))
+
+
+def test_export_without_onnx_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bnlab.deploy import save_checkpoint
+    from bnlab.layers import BatchNorm, Dense, Sequential
+
+    save_checkpoint(tmp_path / "m.npz", Sequential([Dense(4, 3, seed=0), BatchNorm(3)]))
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert _cli("export", str(tmp_path / "m.npz"), str(tmp_path / "m.onnx")) == 1
+    assert "pip install 'bnlab[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_output_paths_that_are_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bnlab.deploy import save_checkpoint
+    from bnlab.layers import BatchNorm, Dense, Sequential
+
+    ck = tmp_path / "m.npz"
+    save_checkpoint(ck, Sequential([Dense(4, 3, seed=0), BatchNorm(3)]))
+    before = ck.read_bytes()
+    (tmp_path / "d").mkdir()
+    assert _cli("export", str(ck), str(tmp_path / "d")) == 2
+    assert "is a directory" in capsys.readouterr().err
+    np_file = tmp_path / "x.npy"
+    import numpy as np
+
+    np.save(np_file, np.ones((8, 4), np.float32))
+    argv = ["recalibrate", str(ck), "--data", str(np_file), "--batch-size", "4"]
+    assert _cli(*argv, "--out", str(tmp_path / "d")) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert _cli(*argv) == 2  # neither --out nor --in-place
+    assert "--in-place" in capsys.readouterr().err
+    assert ck.read_bytes() == before and list((tmp_path / "d").iterdir()) == []
+
+
+def test_recalibrate_refuses_nan_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from bnlab.deploy import save_checkpoint
+    from bnlab.layers import BatchNorm, Dense, Sequential
+
+    ck = tmp_path / "m.npz"
+    save_checkpoint(ck, Sequential([Dense(4, 3, seed=0), BatchNorm(3)]))
+    before = ck.read_bytes()
+    x = np.ones((8, 4), np.float32)
+    x[3, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    assert _cli("recalibrate", str(ck), "--data", str(tmp_path / "x.npy"), "--in-place") == 2
+    assert "NaN or Inf in 1 of 8 examples" in capsys.readouterr().err
+    assert ck.read_bytes() == before
+
+
+def test_recalibrate_in_place_from_a_cifar_folder(tmp_path: Path) -> None:
+    import pickle
+
+    import numpy as np
+
+    from bnlab.deploy import (
+        load_checkpoint,
+        recompute_population_stats,
+        save_checkpoint,
+        shuffled_batches,
+    )
+    from bnlab.layers import BatchNorm, Conv2D, Sequential
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    data = {}
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        data[name] = rng.integers(0, 256, size=(6, 3072), dtype=np.uint8)
+        batch = {b"data": data[name], b"labels": rng.integers(0, 10, size=6).tolist()}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    model = Sequential([Conv2D(3, 2, 3, seed=0), BatchNorm(2)])
+    ck = tmp_path / "m.npz"
+    save_checkpoint(ck, model)
+    assert _cli("recalibrate", str(ck), "--data", str(d), "--batch-size", "5", "--in-place") == 0
+    from bnlab.data import load_cifar10
+
+    (x, _), _ = load_cifar10(d)
+    recompute_population_stats(model, shuffled_batches(x.astype(np.float32) / 255, 5, seed=0))
+    new = load_checkpoint(ck)
+    np.testing.assert_array_equal(new.model.layers[1].running_var, model.layers[1].running_var)
+    assert new.extra["recalibrated"]["examples"] == 30
+    assert not list(tmp_path.glob(".m.npz.*.tmp"))  # the atomic write left no temporary
