@@ -52,14 +52,18 @@ def test_dense_matches_numpy(nets, rng, batches):
     model = nets.dense_net(dtype=np.float64)
     nets.randomize_bn(model, rng)
     model.eval()
-    model.layers[1].buffers["num_batches_tracked"][...] = 3  # not len(batches): a real check
+    # counts that are not len(batches) (randomize_bn presets 7, as many as there are batches):
+    # a pass that left its own 7 updates in place would give [7, 7] or [10, 18]
+    model.layers[1].buffers["num_batches_tracked"][...] = 3
+    model.layers[4].buffers["num_batches_tracked"][...] = 11
     expected = _numpy_population(model, batches)
     summary = recompute_population_stats(model, batches)
     for bn, (mean, var) in zip([model.layers[1], model.layers[4]], expected, strict=True):
         np.testing.assert_allclose(bn.running_mean, mean, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(bn.running_var, var, rtol=1e-12, atol=1e-12)
     # the layers' own updates during the pass were undone (7 batches would have added 7)
-    assert [int(model.layers[i].num_batches_tracked) for i in (1, 4)] == [3, 7]
+    assert len(batches) == 7
+    assert [int(model.layers[i].num_batches_tracked) for i in (1, 4)] == [3, 11]
     assert summary.num_batches == 7 and summary.num_examples == 7 * 16
     assert summary.layers == ["1", "4"]
     assert summary.values_per_channel["1"] == 7 * 16

@@ -1,14 +1,20 @@
-"""Experiment renorm-small-batch: a smoke run with tiny steps, and its pieces."""
+"""Experiment renorm-small-batch: a smoke run with tiny steps, its pieces, and the accuracies
+it records against an independent NumPy recomputation."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from bnlab import experiments
-from bnlab.experiments import renorm_small_batch as rsb
+from bnlab.data.noniid import NonIIDBatches
+from bnlab.experiments.renorm import experiment as rsb
+from bnlab.experiments.renorm.config import RenormConfig, renorm_schedule, run_specs
+from bnlab.layers import BatchNorm, Dense, ReLU
 
 TINY = {
     "steps": 6,
@@ -57,21 +63,34 @@ def test_registered_with_the_experiment_interface():
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     args = vars(parser.parse_args(["--steps", "10", "--micro-sizes", "2", "--no-noniid"]))
-    cfg = rsb.resolve_config(args)
-    assert [s["name"] for s in rsb.run_specs(cfg)] == ["bn-full", "bn-micro2", "renorm-micro2"]
+    cfg = RenormConfig.from_dict(args)
+    assert [s["name"] for s in run_specs(cfg)] == ["bn-full", "bn-micro2", "renorm-micro2"]
+    assert cfg.eval_every == 1 and RenormConfig.from_dict({"steps": 100}).eval_every == 5
 
 
-def test_config_errors():
-    with pytest.raises(ValueError, match="unknown config keys"):
-        rsb.resolve_config({"stepz": 3})
-    with pytest.raises(ValueError, match="micro size 5"):
-        rsb.resolve_config({"micro_sizes": [5]})
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        ({"stepz": 3}, "unknown config keys"),
+        ({"micro_sizes": [5]}, "micro size 5 must be >= 2 and divide --batch-size 32"),
+        ({"batch_size": 6, "micro_sizes": [4]}, "micro size 4"),
+        ({"batch_size": 7}, "--batch-size must be even"),
+        ({"warmup_frac": 0.6}, "--warmup-frac <= --dmax-frac"),
+        ({"activation": "tanh"}, "--activation must be one of relu, sigmoid, got 'tanh'"),
+        ({"test_subset": 20}, "--batch-size 32 is larger than the 60000 training or 20 test"),
+    ],
+)
+def test_config_errors(bad, words, tmp_path):
+    with pytest.raises(ValueError, match="renorm-small-batch") as e:
+        rsb.run(bad, tmp_path / "run")
+    assert words in str(e.value)
+    assert not (tmp_path / "run").exists()
 
 
 def test_schedule_is_the_papers_scaled_to_the_run():
-    sched = rsb.renorm_schedule(rsb.resolve_config({"steps": 50_000}))
+    sched = renorm_schedule(RenormConfig.from_dict({"steps": 50_000}))
     assert sched == {"warmup_steps": 5000, "dmax_steps": 25000, "rmax_steps": 40000}
-    cfg = rsb.resolve_config({"steps": 1000})
+    cfg = RenormConfig.from_dict({"steps": 1000})
     net = rsb.build_net({"norm": "renorm", "group": 4}, cfg)
     layer = net.layers[1]
     assert layer.virtual_batch_size == 4
@@ -85,7 +104,7 @@ def test_schedule_is_the_papers_scaled_to_the_run():
 def test_noniid_batches_hold_two_classes_and_are_seeded():
     y = np.repeat(np.arange(10), 20)
     x = np.arange(200, dtype=np.float32)[:, None]
-    a, b = iter(rsb.NonIIDBatches(x, y, 32, seed=3)), iter(rsb.NonIIDBatches(x, y, 32, seed=3))
+    a, b = iter(NonIIDBatches(x, y, 32, seed=3)), iter(NonIIDBatches(x, y, 32, seed=3))
     for _ in range(5):
         (xa, ya), (xb, _) = next(a), next(b)
         np.testing.assert_array_equal(xa, xb)
@@ -95,7 +114,7 @@ def test_noniid_batches_hold_two_classes_and_are_seeded():
 
 
 def test_train_mode_accuracy_leaves_the_state_untouched(rng):
-    cfg = rsb.resolve_config({"hidden": [8]})
+    cfg = RenormConfig.from_dict({"hidden": [8]})
     net = rsb.build_net({"norm": "renorm", "group": 4}, cfg)
     x = rng.normal(size=(64, 784)).astype(np.float32)
     y = rng.integers(0, 10, size=64)
@@ -115,3 +134,77 @@ def test_train_mode_accuracy_leaves_the_state_untouched(rng):
     logits = net.forward(x[:8])
     net.load_state_dict({**net.state_dict(), **before})
     np.testing.assert_allclose(net.forward(x[:4]), logits[:4], rtol=1e-5, atol=1e-6)
+
+
+def _numpy_logits(net, x, group=None):
+    """Forward of the Dense -> BN -> ReLU MLP in float64 from its arrays: eval mode (running
+    statistics), or with ``group`` training mode (each ``group`` rows normalized by their own
+    mean and biased variance, as ghost batches)."""
+    h = np.asarray(x, np.float64)
+    for layer in net.layers:
+        p = {n: np.asarray(v, np.float64) for n, v in layer.params.items()}
+        if isinstance(layer, Dense):
+            h = h @ p["W"] + p.get("b", 0.0)
+        elif isinstance(layer, BatchNorm):
+            if group is None:
+                mu, var = layer.running_mean, np.asarray(layer.running_var, np.float64)
+            else:
+                g = h.reshape(-1, group, h.shape[1])
+                mu = np.repeat(g.mean(axis=1), group, axis=0)
+                var = np.repeat(g.var(axis=1), group, axis=0)
+            h = p["gamma"] * (h - mu) / np.sqrt(var + layer.eps) + p["beta"]
+        elif isinstance(layer, ReLU):
+            h = np.maximum(h, 0)
+        else:
+            raise AssertionError(f"unexpected layer {layer!r}")
+    return h
+
+
+@pytest.mark.parametrize("spec_name", ["bn-full", "bn-micro4"])
+def test_recorded_accuracies_match_a_numpy_recomputation(spec_name):
+    from bnlab.data import load_mnist
+
+    cfg = RenormConfig.from_dict({**TINY, "steps": 8, "eval_every": 4})
+    spec = next(s for s in run_specs(cfg) if s["name"] == spec_name)
+    (xtr, ytr), (xte, yte) = load_mnist()
+    xtr = xtr[:600].reshape(600, -1).astype(np.float32) / np.float32(255)
+    xte = xte[:256].reshape(256, -1).astype(np.float32) / np.float32(255)
+    data = (xtr, ytr[:600].astype(np.int64), xte, yte[:256].astype(np.int64))
+    state = rsb.train_one(spec, cfg, data)
+    last = state.history[-1]
+    assert [row["step"] for row in state.history] == [0, 4, 8]
+    assert last["test_acc"] == np.mean(_numpy_logits(state.model, xte).argmax(1) == data[3])
+    order = rsb.train_mode_order(spec, data[3], 32, seed=0)
+    assert len(order) == 256 and len(set(order.tolist())) == 256  # i.i.d.: each image once
+    pred = _numpy_logits(state.model, xte[order], group=spec["group"]).argmax(1)
+    assert last["train_mode_acc"] == np.mean(pred == data[3][order])
+    # with groups of 4 the training-mode accuracy is not the inference one (the gap measured)
+    if spec_name == "bn-micro4":
+        assert last["train_mode_acc"] != last["test_acc"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "names"),
+    [
+        ("renorm_small_batch", "renorm", ["run", "render", "add_arguments", "train_mode_order"]),
+        ("renorm_small_batch_report", "renorm.report", ["render", "SCHEMA", "HISTORY_KEYS"]),
+    ],
+)
+def test_old_module_paths_warn_and_re_export(old, new, names):
+    name = f"bnlab.experiments.{old}"
+    sys.modules.pop(name, None)
+    with pytest.warns(DeprecationWarning, match=f"{name} moved to bnlab.experiments.{new}"):
+        shim = importlib.import_module(name)
+    target = rsb if new == "renorm" else importlib.import_module(f"bnlab.experiments.{new}")
+    for n in names:
+        assert getattr(shim, n) is getattr(target, n), n
+    if old == "renorm_small_batch":
+        assert shim.NonIIDBatches is NonIIDBatches
+        cfg = shim.resolve_config({"steps": 40, "micro_sizes": [2]})  # the old dict API
+        assert cfg["eval_every"] == 2 and cfg["experiment"] == "renorm-small-batch"
+        assert [s["name"] for s in shim.run_specs(cfg)][:3] == [
+            "bn-full",
+            "bn-micro2",
+            "renorm-micro2",
+        ]
+        assert shim.renorm_schedule(cfg)["rmax_steps"] == 32

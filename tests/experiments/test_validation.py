@@ -189,7 +189,7 @@ def test_cifar_config_only_keys_are_checked(key: str, value: float, words: str) 
 def test_library_configs_are_checked_too() -> None:
     with pytest.raises(ValueError, match="unknown config keys \\['momentaa'\\]"):
         ps.resolve({"momentaa": [0.1]})
-    with pytest.raises(ValueError, match="--activation must be relu or sigmoid"):
+    with pytest.raises(ValueError, match="--activation must be one of relu, sigmoid"):
         rsb.resolve_config({"activation": "tanh"})
     with pytest.raises(ValueError, match="--hidden must be a non-empty list"):
         rsb.resolve_config({"hidden": []})

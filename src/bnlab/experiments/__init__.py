@@ -25,9 +25,9 @@ _MODULES: dict[str, str] = {
     "mnist-sigmoid": "bnlab.experiments.mnist.sigmoid",
     "mnist-lr": "bnlab.experiments.mnist.lr",
     "cifar10-keras": "bnlab.experiments.cifar10_keras",
-    "population-stats": "bnlab.experiments.population_stats",
-    "population-stats-epochs": "bnlab.experiments.population_stats_epochs",
-    "renorm-small-batch": "bnlab.experiments.renorm_small_batch",
+    "population-stats": "bnlab.experiments.population.stats",
+    "population-stats-epochs": "bnlab.experiments.population.epochs",
+    "renorm-small-batch": "bnlab.experiments.renorm.experiment",
 }
 
 # Experiments whose matrices are small (an MLP at batch 60): `bnlab run` starts them with
