@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnlab.data import cifar_source as cs
+from bnlab.data import describe_source
 from bnlab.experiments import cifar10_keras as ck
-from bnlab.experiments import cifar10_keras_data as kd
+from bnlab.train import Trainer
 
 
 def _write_batches(root: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
@@ -69,7 +71,7 @@ def test_smoke_run_writes_every_file(tiny: Path, tmp_path: Path) -> None:
         from bnlab.deploy.checkpoint import load_checkpoint
         from bnlab.train import evaluate
 
-        data = kd.load(tiny, kd.describe_source(tiny), None, None)
+        data = cs.load_cifar10_data(tiny, describe_source(tiny), None, None)
         net = load_checkpoint(out / "checkpoints" / f"{kind}.npz").model
         assert evaluate(net, data.x_test, data.y_test, 500)["accuracy"] == h["test_accuracy"][0]
         assert abs(h["train_accuracy"][0] * 64 - round(h["train_accuracy"][0] * 64)) < 1e-9
@@ -98,18 +100,84 @@ def test_resume_continues_like_an_uninterrupted_run(tiny: Path, tmp_path: Path) 
         assert part[key] == full[key], key
 
 
+@pytest.mark.parametrize("kind", ["baseline", "bn"])
+def test_epoch_metrics_are_those_of_the_epoch_computed_by_hand(
+    kind: str, tiny: Path, tmp_path: Path
+) -> None:
+    """metrics.json against an independent epoch: the nets, optimizer, batches and dropout
+    seeds of the experiment, trained by a plain loop (loss * batch size, argmax == label)."""
+    from bnlab.losses import SoftmaxCrossEntropy
+    from bnlab.train import evaluate
+
+    config = _cfg(tiny, models=[kind], test_subset=8)
+    out = ck.run(config, tmp_path / "run")
+    h = json.loads((out / "metrics.json").read_text())["models"][kind]["history"]
+    cfg = ck.Cifar10KerasConfig.from_dict(config)
+    data = cs.load_cifar10_data(tiny, describe_source(tiny), None, 8)
+    model, loss_fn = ck.build_model(kind, cfg), SoftmaxCrossEntropy()
+    opt = ck.build_optimizer(kind, model, cfg)
+    ck.reseed_dropout(model, cfg, 1)
+    loss_sum, correct, total = 0.0, 0, 0
+    for xb, yb in ck.epoch_batches(data.x_train, data.y_train, cfg, 1):
+        model.train()
+        logits = model.forward(xb)
+        loss, dlogits = loss_fn(logits, yb)
+        model.backward(dlogits)
+        opt.step()
+        loss_sum, total = loss_sum + float(loss) * len(yb), total + len(yb)
+        correct += int(np.sum(np.argmax(logits, axis=1) == yb))
+    assert total == 64
+    assert h["train_loss"] == [loss_sum / total]
+    assert h["train_accuracy"] == [correct / total]
+    ev = evaluate(model, data.x_test, data.y_test, 500, loss_fn=loss_fn)
+    assert h["test_accuracy"] == [ev["accuracy"]] and h["test_loss"] == [ev["loss"]]
+
+
+def test_resume_after_an_interrupted_epoch_is_bit_identical(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bnlab.deploy.checkpoint import load_checkpoint
+
+    kw = {"models": ["bn"], "epochs": 2, "test_subset": 8}  # 2 steps of 32 per epoch
+    ck.run(_cfg(tiny, **kw), tmp_path / "full")
+    real, calls = Trainer.train_batch, []
+
+    def interrupt_fourth(self: Trainer, x: np.ndarray, y: object) -> object:
+        calls.append(1)
+        if len(calls) == 4:  # epoch 2, its second step
+            raise KeyboardInterrupt
+        return real(self, x, y)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "train_batch", interrupt_fourth)
+        with pytest.raises(KeyboardInterrupt):
+            ck.run(_cfg(tiny, **kw), tmp_path / "part")
+    m = json.loads((tmp_path / "part" / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and m["models"]["bn"]["epochs_done"] == 1
+    ck.run(_cfg(tiny, resume=True, **kw), tmp_path / "part")
+    full, part = (
+        json.loads((tmp_path / d / "metrics.json").read_text())["models"]["bn"]["history"]
+        for d in ("full", "part")
+    )
+    for key in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr"):
+        assert part[key] == full[key], key
+    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "bn.npz") for d in ("full", "part"))
+    for k, v in a.model.state_dict().items():
+        np.testing.assert_array_equal(b.model.state_dict()[k], v, err_msg=k)
+
+
 def test_ctrl_c_leaves_a_valid_partial_run(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, calls = ck.train_epoch, []
+    real, calls = Trainer.fit_epoch, []
 
-    def interrupt_second(*args: object, **kw: object) -> dict[str, float]:
+    def interrupt_second(self: Trainer, *args: object, **kw: object) -> dict[str, float]:
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(*args, **kw)  # type: ignore[arg-type]
+        return real(self, *args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ck, "train_epoch", interrupt_second)
+    monkeypatch.setattr(Trainer, "fit_epoch", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         ck.run(_cfg(tiny, epochs=3, test_subset=8), tmp_path / "r")
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
@@ -131,7 +199,7 @@ def test_resume_refuses_a_different_config(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_no_data_says_where_to_get_cifar10(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(kd.ENV_DATA, raising=False)
+    monkeypatch.delenv(cs.ENV_DATA, raising=False)
     with pytest.raises(FileNotFoundError, match=r"cs\.toronto\.edu/~kriz/cifar\.html") as e:
         ck.run({"epochs": 1}, tmp_path / "r")
     assert "cifar-10-python.tar.gz" in str(e.value) and "image folder" in str(e.value)
@@ -139,9 +207,9 @@ def test_no_data_says_where_to_get_cifar10(monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 def test_env_var_is_the_default_path(monkeypatch: pytest.MonkeyPatch, tiny: Path) -> None:
-    monkeypatch.setenv(kd.ENV_DATA, str(tiny))
-    assert kd.resolve_data_path(None) == tiny
-    assert kd.resolve_data_path(str(tiny.parent)) == tiny.parent  # --data wins
+    monkeypatch.setenv(cs.ENV_DATA, str(tiny))
+    assert cs.resolve_data_path(None) == tiny
+    assert cs.resolve_data_path(str(tiny.parent)) == tiny.parent  # --data wins
 
 
 def test_wrong_path_names_it(tmp_path: Path) -> None:
@@ -167,7 +235,7 @@ def test_bad_format_lists_accepted_formats(kind: str, tmp_path: Path) -> None:
             info = tarfile.TarInfo("x/readme.txt")
             info.size = 2
             tf.addfile(info, io.BytesIO(b"hi"))
-    assert kd.describe_source(bad)["format"] == "unknown"
+    assert describe_source(bad)["format"] == "unknown"
     with pytest.raises(ValueError, match="cifar-10-batches-py"):
         ck.run(_cfg(bad), tmp_path / "r")
     assert not (tmp_path / "r").exists()
@@ -193,7 +261,7 @@ def _jpeg_folder_tar(root: Path, quality: int) -> Path:
 
 @pytest.mark.parametrize("quality", [30, 75, 95])
 def test_jpeg_image_folder_is_tagged_with_its_quality(quality: int, tmp_path: Path) -> None:
-    src = kd.describe_source(_jpeg_folder_tar(tmp_path, quality))
+    src = describe_source(_jpeg_folder_tar(tmp_path, quality))
     assert src["format"] == "image-folder" and src["encoding"] == "JPEG"
     assert src["jpeg_quality"] == quality
     assert src["tag"] == f"JPEG q{quality} CIFAR-10"
@@ -203,8 +271,8 @@ def test_python_batches_tar_is_recognized(tiny: Path, tmp_path: Path) -> None:
     path = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
         tf.add(tiny, arcname="cifar-10-batches-py")
-    assert kd.describe_source(path)["format"] == "python-batches"
-    data = kd.load(path, {}, 10, None)
+    assert describe_source(path)["format"] == "python-batches"
+    data = cs.load_cifar10_data(path, {}, 10, None)
     assert data.x_train.shape == (10, 32, 32, 3) and data.x_train.dtype == np.uint8
     assert data.x_test.dtype == np.float32 and 0 <= data.x_test.min() <= data.x_test.max() <= 1
 

@@ -1,22 +1,21 @@
-"""CIFAR-10 for ``cifar10-keras``: where it is, what kind of copy it is, and loading it.
+"""Deprecated: moved to :mod:`bnlab.data.cifar_source` (where the data is, loading it) and
+:mod:`bnlab.data.sources` (what kind of copy it is), issue 12.
 
-The path comes from ``--data`` or the environment variable ``BNLAB_CIFAR10``. The copy is
-described (:func:`describe_source`) so that every reported number can say what it was measured
-on: the official python batches hold the original pixels; an image folder of JPEG files holds
-re-encoded pixels, and the JPEG quality is estimated from the first image's quantization table
-(the IJG scaling of the standard luminance table, as written by libjpeg, Pillow and OpenCV).
+Importing this module warns (DeprecationWarning) and re-exports the public names; it goes
+away in the next release. ``load`` is :func:`bnlab.data.cifar_source.load_cifar10_data`.
 """
 
-from __future__ import annotations
+import warnings
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from bnlab.data.sources import describe_source, jpeg_quality  # issue 12: on the data floor
+from bnlab.data.cifar_source import (
+    ENV_DATA,
+    FORMATS_HELP,
+    CifarData,
+    DataNotFoundError,
+    load_cifar10_data,
+    resolve_data_path,
+)
+from bnlab.data.sources import describe_source, jpeg_quality
 
 __all__ = [
     "ENV_DATA",
@@ -29,85 +28,11 @@ __all__ = [
     "resolve_data_path",
 ]
 
-ENV_DATA = "BNLAB_CIFAR10"
-FORMATS_HELP = (
-    "the official python version (cifar-10-python.tar.gz, or the cifar-10-batches-py "
-    "directory with data_batch_1..5 and test_batch, or a directory holding it), or an image "
-    "folder <root>/{train,test}/<class>/*.png|jpg as a directory or .tar.gz"
+load = load_cifar10_data
+
+warnings.warn(
+    "bnlab.experiments.cifar10_keras_data moved to bnlab.data.cifar_source; import it from "
+    "there (describe_source and jpeg_quality from bnlab.data.sources)",
+    DeprecationWarning,
+    stacklevel=2,
 )
-_WHERE = (
-    "Download cifar-10-python.tar.gz (the 'CIFAR-10 python version', 163 MB) from "
-    "https://www.cs.toronto.edu/~kriz/cifar.html and pass it with --data PATH (no need to "
-    f"unpack it) or set {ENV_DATA}=PATH. Accepted: {FORMATS_HELP}."
-)
-
-
-class DataNotFoundError(FileNotFoundError):
-    """No CIFAR-10 path was given, or the given one does not exist."""
-
-
-def resolve_data_path(data: str | os.PathLike[str] | None) -> Path:
-    """``data`` or ``$BNLAB_CIFAR10``; a :class:`DataNotFoundError` says where to get CIFAR-10."""
-    if data is None or str(data) == "":
-        env = os.environ.get(ENV_DATA, "")
-        if not env:
-            raise DataNotFoundError(f"cifar10-keras: no CIFAR-10 data given. {_WHERE}")
-        data, origin = env, f"${ENV_DATA}"
-    else:
-        origin = "--data"
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise DataNotFoundError(f"cifar10-keras: {origin} path {path} does not exist. {_WHERE}")
-    return path
-
-
-@dataclass
-class CifarData:
-    """Training images as uint8 NHWC (scaled per batch), test images as float32 in [0, 1]."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: dict[str, Any]
-
-
-def load(
-    path: Path,
-    source: dict[str, Any],
-    train_subset: int | None,
-    test_subset: int | None,
-    *,
-    progress: bool | None = None,
-) -> CifarData:
-    """Load with :func:`bnlab.data.load_cifar10`, optionally keeping N images of a split.
-
-    ``progress=False`` hides the decoding progress of an image folder (``--no-progress``).
-
-    A subset is a fixed random choice (``default_rng(0)``, kept in the original order), not
-    the first N: an image folder is sorted by class, so its first N images are one class.
-    """
-    from bnlab.data import load_cifar10
-
-    (xtr, ytr), (xte, yte) = load_cifar10(path, progress=progress)
-    if xtr.shape[1:] != (32, 32, 3) or xte.shape[1:] != (32, 32, 3):
-        raise ValueError(
-            f"cifar10-keras: {path} holds images of shape {xtr.shape[1:]} / {xte.shape[1:]}, "
-            "expected 32x32 RGB (32, 32, 3)"
-        )
-    xtr, ytr = _subset(xtr, ytr, train_subset)
-    xte, yte = _subset(xte, yte, test_subset)
-    x_test = xte.astype(np.float32) * np.float32(1 / 255)
-    return CifarData(xtr, ytr.astype(np.int64), x_test, yte.astype(np.int64), source)
-
-
-def _subset(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    if n is not None and int(n) > len(x):
-        raise ValueError(
-            f"cifar10-keras: a subset of {n} images asks for more than the {len(x)} there are; "
-            f"pass at most {len(x)} (or leave --train-subset/--test-subset out for all)"
-        )
-    if n is None or int(n) == len(x):
-        return x, y
-    keep = np.sort(np.random.default_rng(0).permutation(len(x))[: int(n)])
-    return x[keep], y[keep]

@@ -3,6 +3,8 @@
 * :mod:`bnlab.parallel.data_parallel`: :class:`DataParallel` (state check and broadcast,
   sharded global batches, one gradient allreduce, the shared evaluation), :func:`shard_bounds`,
   :func:`prepare_model` (SyncBatchNorm for ``bn_sync="global"``), :func:`for_experiment`;
+* :mod:`bnlab.parallel.consistency`: the check that every rank trains the same thing
+  (:class:`ConfigMismatchError`);
 * :mod:`bnlab.parallel.faults`: :func:`guard_job`, so that one rank's failure ends the job.
 
 ``Trainer(..., parallel=DataParallel(comm))`` trains data-parallel; see the README's

@@ -16,7 +16,8 @@ floating-point sums. With local BN each rank normalizes its own shard (PyTorch D
 SyncBatchNorm); the running statistics are then rank 0's, as DDP's ``broadcast_buffers``.
 
 :meth:`DataParallel.setup` (called by ``Trainer.begin``) checks that every rank has the same
-config, architecture and optimizer (a :class:`ConfigMismatchError` on every rank otherwise),
+config, architecture and optimizer (:mod:`bnlab.parallel.consistency`; a
+:class:`ConfigMismatchError` on every rank otherwise),
 then broadcasts rank 0's parameters, buffers and optimizer state, so that a checkpoint (written
 by rank 0 alone, independent of the world size) resumes at any world size.
 
@@ -30,8 +31,6 @@ Example (under ``mpiexec -n 4``; in one process ``world()`` is a world of one)::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,13 @@ from typing import Any
 import numpy as np
 
 from bnlab.comm import Communicator, world
+from bnlab.parallel.consistency import (
+    ConfigMismatchError,
+    check_same,
+    fingerprint,
+    state_arrays,
+    weights_digest,
+)
 
 __all__ = [
     "BN_SYNC_MODES",
@@ -52,10 +58,6 @@ __all__ = [
 ]
 
 BN_SYNC_MODES = ("global", "local")
-
-
-class ConfigMismatchError(RuntimeError):
-    """The ranks of a job do not train the same thing (config, architecture or optimizer)."""
 
 
 def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
@@ -111,62 +113,6 @@ def is_root() -> bool:
     return world().is_root
 
 
-def _digest(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _state_arrays(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
-    """Every array a rank's training state consists of: parameters, buffers, optimizer slots."""
-    arrays = {f"param/{k}": v for k, v in model.params.items()}
-    arrays.update({f"buffer/{k}": v for k, v in getattr(model, "buffers", {}).items()})
-    for slot, d in getattr(optimizer, "slots", {}).items():
-        arrays.update({f"slot/{slot}/{k}": v for k, v in d.items()})
-    return arrays
-
-
-def _weights_digest(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for key, a in arrays.items():
-        h.update(key.encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _fingerprint(model: Any, optimizer: Any, config: Any) -> dict[str, str]:
-    arrays = _state_arrays(model, optimizer)
-    opt_cfg = None
-    if optimizer is not None:
-        opt_cfg = {"type": type(optimizer).__name__, "config": optimizer.get_config()}
-    return {
-        "config": _digest(config),
-        "model": _digest({"class": type(model).__name__, "config": model.get_config()}),
-        "arrays": _digest([(k, a.shape, str(a.dtype)) for k, a in arrays.items()]),
-        "optimizer": _digest(opt_cfg),
-    }
-
-
-_WHAT = {
-    "config": "the experiment config (command-line options)",
-    "model": "the model architecture (model.get_config())",
-    "arrays": "the names, shapes or dtypes of the parameters, buffers or optimizer slots",
-    "optimizer": "the optimizer type or hyperparameters",
-}
-
-
-def _check_same(prints: Sequence[dict[str, str]]) -> None:
-    """Raise ConfigMismatchError naming what differs from rank 0 and on which ranks."""
-    bad = {k: [r for r, p in enumerate(prints) if p[k] != prints[0][k]] for k in prints[0]}
-    bad = {k: ranks for k, ranks in bad.items() if ranks}
-    if bad:
-        lines = "; ".join(f"{_WHAT[k]} differs from rank 0's on ranks {v}" for k, v in bad.items())
-        raise ConfigMismatchError(
-            f"DataParallel: the {len(prints)} ranks do not train the same thing: {lines}. "
-            "Start every rank with the same command line and code (one `mpiexec -n N bnlab "
-            "run ...`), or fix the rank that builds a different model"
-        )
-
-
 @dataclass
 class _Bucket:
     """A flat buffer of one dtype holding the gradients ``entries`` (key, offset, size)."""
@@ -210,16 +156,16 @@ class DataParallel:
         0's parameters, buffers, optimizer slots and step count are broadcast and the weights
         are verified to be identical. Collective: every rank must call it, in the same order.
         """
-        _check_same(self.comm.allgather_object(_fingerprint(model, optimizer, self.config)))
-        arrays = _state_arrays(model, optimizer)
-        before = self.comm.allgather_object(_weights_digest(arrays))
+        check_same(self.comm.allgather_object(fingerprint(model, optimizer, self.config)))
+        arrays = state_arrays(model, optimizer)
+        before = self.comm.allgather_object(weights_digest(arrays))
         if len(set(before)) > 1:
             self.weights_differed = True
             for key, a in arrays.items():
                 if not a.flags.c_contiguous:
                     raise ValueError(f"DataParallel.setup: '{key}' is not C-contiguous")
                 self.comm.bcast(a, root=0)
-            after = self.comm.allgather_object(_weights_digest(arrays))
+            after = self.comm.allgather_object(weights_digest(arrays))
             if len(set(after)) > 1:
                 raise ConfigMismatchError(
                     "DataParallel.setup: the weights still differ between ranks after the "
@@ -341,19 +287,21 @@ class DataParallel:
         optimizer.step()
         return loss, logits, yl
 
-    def trainer_step(self, trainer: Any, x: np.ndarray, y: Any) -> float:
-        """``Trainer.train_step`` with this DataParallel (``Trainer(..., parallel=dp)``)."""
-        loss, _, _ = self.step(
+    def trainer_step(self, trainer: Any, x: np.ndarray, y: Any) -> tuple[float, np.ndarray, Any]:
+        """:meth:`step` with ``trainer``'s model, loss, optimizer, penalties and backward
+        options (``Trainer(..., parallel=dp)``); returns ``(loss, logits, y_local)``, from
+        which the trainer counts this rank's correct predictions (summed over the ranks at
+        the end of an epoch, so the accuracy is over the global batches)."""
+        return self.step(
             trainer.model,
             trainer.loss_fn,
             trainer.optimizer,
             x,
             y,
-            backward_kwargs=trainer._backward_kwargs,
-            penalty_loss=trainer._penalty_loss,
-            add_penalty_grads=trainer._add_penalty_grads,
+            backward_kwargs=trainer.backward_kwargs,
+            penalty_loss=trainer.penalty_loss,
+            add_penalty_grads=trainer.add_penalty_grads,
         )
-        return loss
 
     def sync_buffers(self, model: Any) -> None:
         """Copy rank 0's buffers (BN running statistics) to every rank: with local BN each

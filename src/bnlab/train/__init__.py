@@ -29,6 +29,15 @@ Example (``model``, ``x``, ``y``, ``x_test``, ``y_test`` as in the README's tour
                       callbacks=[EvalCallback(x_test, y_test, every=500)])
     state = trainer.fit(5000)
     state.history[-1]["accuracy"]
+
+Epoch mode (Keras' ``fit(epochs=...)``): ``trainer.fit_epoch()`` runs one pass over the
+batches and returns ``{"epoch", "train_loss", "train_accuracy", "steps", "samples"}`` (the loss
+weighted by batch size, the accuracy of the steps' logits); ``fit_epochs(n, batches)`` runs
+``n`` of them between ``on_train_begin`` and ``on_train_end``, calling ``on_epoch_begin`` and
+``on_epoch_end`` around each (``state.epoch``, ``state.epoch_logs``)::
+
+    logs = trainer.fit_epochs(3)
+    logs[-1]["train_accuracy"]
 """
 
 from __future__ import annotations
@@ -38,7 +47,16 @@ from typing import Any
 
 from bnlab.train.callbacks import CheckpointCallback, EvalCallback, PeriodicCallback, ProgressBar
 from bnlab.train.evaluation import evaluate, forward_eval
-from bnlab.train.loop import Callback, LossFn, Trainer, TrainState, fit
+from bnlab.train.loop import (
+    Callback,
+    LossFn,
+    StepOutput,
+    Trainer,
+    TrainState,
+    count_correct,
+    epoch_metrics,
+    fit,
+)
 
 __all__ = [
     "Callback",
@@ -47,8 +65,11 @@ __all__ = [
     "LossFn",
     "PeriodicCallback",
     "ProgressBar",
+    "StepOutput",
     "TrainState",
     "Trainer",
+    "count_correct",
+    "epoch_metrics",
     "evaluate",
     "fit",
     "forward_eval",

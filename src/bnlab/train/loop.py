@@ -1,5 +1,13 @@
 """The training loop: :class:`TrainState`, :class:`Callback`, :class:`Trainer` and :func:`fit`
-(see :mod:`bnlab.train` for what one step does)."""
+(see :mod:`bnlab.train` for what one step does).
+
+Two ways to drive a :class:`Trainer`, as in Keras (``steps_per_epoch`` vs ``epochs``):
+
+- step mode, ``fit(steps)``: ``steps`` steps over an endlessly re-iterated batch source;
+- epoch mode, ``fit_epoch(batches)`` / ``fit_epochs(epochs, batches)``: one pass per epoch,
+  with ``on_epoch_begin``/``on_epoch_end`` callbacks and the epoch's training metrics
+  (:func:`epoch_metrics`), like the numbers Keras prints after every epoch.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,16 @@ from bnlab.layers.base import Layer, check_protocol
 if TYPE_CHECKING:
     from bnlab.optim import Optimizer
 
-__all__ = ["Callback", "LossFn", "TrainState", "Trainer", "fit"]
+__all__ = [
+    "Callback",
+    "LossFn",
+    "StepOutput",
+    "TrainState",
+    "Trainer",
+    "count_correct",
+    "epoch_metrics",
+    "fit",
+]
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 
@@ -27,6 +44,11 @@ class TrainState:
     ``history`` is a list of rows ``{"step": k, metric: value, ...}``; callbacks that record on
     the same step share one row (see :meth:`record`). ``logs`` holds the latest value of every
     metric, ``loss_sum``/``loss_count`` the training losses since the last recorded row.
+
+    In epoch mode, ``epoch`` is the epoch running (1-based; during ``on_epoch_end`` the one
+    just finished) and ``epoch_logs`` its metrics: ``{"epoch"}`` from ``on_epoch_begin``,
+    the training metrics of :func:`epoch_metrics` at ``on_epoch_end``, where callbacks may add
+    their own (an evaluation, say); :meth:`Trainer.fit_epoch` returns them.
     """
 
     model: Layer
@@ -38,6 +60,8 @@ class TrainState:
     loss_sum: float = 0.0
     loss_count: int = 0
     stop: bool = False
+    epoch: int = 0
+    epoch_logs: dict[str, float] = field(default_factory=dict)
 
     def record(self, **metrics: float) -> None:
         """Add ``metrics`` to the history row of the current step (created on first use).
@@ -54,16 +78,81 @@ class TrainState:
 
 
 class Callback:
-    """Hooks called by :class:`Trainer`; override the ones you need."""
+    """Hooks called by :class:`Trainer`; override the ones you need.
+
+    The order (as Keras')::
+
+        on_train_begin
+          on_epoch_begin                    # epoch mode only; state.epoch is the new epoch
+            on_step_end  (once per step)
+          on_epoch_end                      # state.epoch_logs holds the epoch's metrics
+        on_train_end                        # also after an exception
+    """
 
     def on_train_begin(self, state: TrainState) -> None:
-        """Called once before the first step of :meth:`Trainer.fit`."""
+        """Called once before the first step (:meth:`Trainer.begin`)."""
+
+    def on_epoch_begin(self, state: TrainState) -> None:
+        """Called before the first step of an epoch (epoch mode)."""
 
     def on_step_end(self, state: TrainState) -> None:
         """Called after every optimizer step."""
 
+    def on_epoch_end(self, state: TrainState) -> None:
+        """Called after the last step of an epoch, with ``state.epoch_logs`` filled in."""
+
     def on_train_end(self, state: TrainState) -> None:
-        """Called once when :meth:`Trainer.fit` ends (also after an exception)."""
+        """Called once when training ends (:meth:`Trainer.end`; also after an exception)."""
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """What one training step gives: the loss (data term plus penalties; under data parallel
+    the global batch's), and the logits with the labels they were computed for (this rank's
+    shard under data parallel)."""
+
+    loss: float
+    logits: np.ndarray
+    y: Any
+
+
+def count_correct(logits: np.ndarray, y: Any) -> int | None:
+    """``#{i : argmax_j logits[i, j] == y_i}`` for class indices ``y`` (for one-hot or
+    probability rows: their argmax); None when ``y`` holds no classes (regression targets,
+    None), and then the epoch logs have no ``train_accuracy``."""
+    if y is None or np.ndim(logits) != 2:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 1 and y.dtype.kind in "iu":
+        return int(np.count_nonzero(np.argmax(logits, axis=1) == y))
+    if y.shape == np.shape(logits) and y.shape[1] >= 2 and _distributions(y):
+        return int(np.count_nonzero(np.argmax(logits, axis=1) == np.argmax(y, axis=1)))
+    return None
+
+
+def _distributions(y: np.ndarray) -> bool:
+    """Rows of non-negative numbers summing to 1 (one-hot or soft labels), not targets."""
+    return bool(np.all(y >= 0) and np.allclose(y.sum(axis=1), 1.0))
+
+
+def epoch_metrics(losses: Sequence[float], sizes: Sequence[int], correct: int | None) -> dict:
+    """The training metrics of an epoch of batches with mean losses ``losses`` and ``sizes``
+    examples (global batches under data parallel), ``correct`` of them classified right::
+
+        train_loss     = sum_b loss_b n_b / sum_b n_b      (the mean over the examples)
+        train_accuracy = correct / sum_b n_b              (only if correct is not None)
+
+    plus ``steps`` and ``samples``. The sum runs in batch order (the same bits every time).
+    """
+    total, loss_sum = 0, 0.0
+    for loss, n in zip(losses, sizes, strict=True):
+        total += int(n)
+        loss_sum += float(loss) * int(n)
+    out: dict[str, float] = {"train_loss": loss_sum / total}
+    if correct is not None:
+        out["train_accuracy"] = correct / total
+    out.update(steps=len(losses), samples=total)
+    return out
 
 
 def _penalties() -> tuple[Callable[[Layer], float], Callable[[Layer], None]]:
@@ -73,18 +162,27 @@ def _penalties() -> tuple[Callable[[Layer], float], Callable[[Layer], None]]:
 
 
 class Trainer:
-    """A step-based training loop over an endlessly re-iterated batch source.
+    """A training loop in steps (:meth:`fit`) or in epochs (:meth:`fit_epoch`, :meth:`fit_epochs`).
 
-    ``batches`` is any iterable of ``(x, y)`` pairs, e.g. a ``bnlab.data.BatchIterator``;
-    when one pass ends a new pass starts (a shuffling iterator reshuffles). ``step()`` runs
-    one step and the callbacks' ``on_step_end``; ``fit(steps)`` runs ``steps`` of them.
+    ``batches`` is any iterable of ``(x, y)`` pairs, e.g. a ``bnlab.data.BatchIterator``.
+    Step mode re-iterates it endlessly (when one pass ends a new pass starts; a shuffling
+    iterator reshuffles): ``step()`` runs one step and the callbacks' ``on_step_end``,
+    ``fit(steps)`` runs ``steps`` of them. Epoch mode runs one pass per epoch over ``batches``
+    or over the iterable given for that epoch (e.g. one re-seeded per epoch).
 
     ``parallel`` (a :class:`bnlab.parallel.DataParallel`) trains data-parallel under mpiexec:
     ``begin`` checks the ranks agree and broadcasts rank 0's state, each batch is the global
-    batch of which this rank trains its shard, and the gradients are summed over the ranks.
+    batch of which this rank trains its shard, and the gradients are summed over the ranks;
+    the epoch metrics are those of the global batches on every rank.
 
     ``model`` must be a :class:`bnlab.layers.Layer` whose layers all declare
     ``backward(dy, *, need_input_grad=True)``; anything else is a TypeError here.
+
+    Example (epoch mode, as Keras' ``model.fit(x, y, epochs=3)``)::
+
+        trainer = Trainer(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1),
+                          BatchIterator(x, y, 32, seed=0))
+        logs = trainer.fit_epochs(3)      # [{"epoch": 1, "train_loss": ..., ...}, ...]
     """
 
     def __init__(
@@ -92,7 +190,7 @@ class Trainer:
         model: Layer,
         loss_fn: LossFn,
         optimizer: Optimizer,
-        batches: Iterable[tuple[np.ndarray, Any]],
+        batches: Iterable[tuple[np.ndarray, Any]] | None = None,
         *,
         callbacks: Sequence[Callback] = (),
         parallel: Any = None,
@@ -106,11 +204,15 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.state = TrainState(model=model, optimizer=optimizer)
         self._it: Iterator[tuple[np.ndarray, Any]] | None = None
-        self._penalty_loss, self._add_penalty_grads = _penalties()
+        self._begun = False
+        # the L1/L2 penalties (bnlab.optim), shared with the data-parallel step
+        self.penalty_loss, self.add_penalty_grads = _penalties()
         # a training step needs no dL/dx of the input (declared by every Layer)
-        self._backward_kwargs = {"need_input_grad": False}
+        self.backward_kwargs = {"need_input_grad": False}
 
     def _next_batch(self) -> tuple[np.ndarray, Any]:
+        if self.batches is None:
+            raise ValueError("Trainer.fit: no batches; pass batches to Trainer(...)")
         for _ in range(2):
             if self._it is None:
                 self._it = iter(self.batches)
@@ -120,28 +222,29 @@ class Trainer:
                 self._it = None
         raise ValueError("Trainer: batches yielded no batch in a whole pass; is it empty?")
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """One optimizer step on ``(x, y)``; returns the loss (data term plus penalties)."""
+    def train_batch(self, x: np.ndarray, y: Any) -> StepOutput:
+        """One optimizer step on ``(x, y)`` (no callbacks, no state update)."""
         if self.parallel is not None:
-            return float(self.parallel.trainer_step(self, x, y))
+            return StepOutput(*self.parallel.trainer_step(self, x, y))
         self.model.train()
         logits = self.model.forward(x)
         loss, dlogits = self.loss_fn(logits, y)
-        loss = float(loss) + float(self._penalty_loss(self.model))
+        loss = float(loss) + float(self.penalty_loss(self.model))
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"Trainer: the loss is {loss} at step {self.state.step + 1}; the run diverged "
                 "(learning rate too high?)"
             )
-        self.model.backward(dlogits, need_input_grad=False)
-        self._add_penalty_grads(self.model)
+        self.model.backward(dlogits, **self.backward_kwargs)
+        self.add_penalty_grads(self.model)
         self.optimizer.step()
-        return loss
+        return StepOutput(loss, logits, y)
 
-    def step(self) -> float:
-        """Fetch a batch, train on it, update the state and call ``on_step_end``."""
-        x, y = self._next_batch()
-        loss = self.train_step(x, y)
+    def train_step(self, x: np.ndarray, y: Any) -> float:
+        """One optimizer step on ``(x, y)``; returns the loss (data term plus penalties)."""
+        return self.train_batch(x, y).loss
+
+    def _after_step(self, loss: float) -> None:
         st = self.state
         st.step += 1
         st.loss = loss
@@ -149,17 +252,26 @@ class Trainer:
         st.loss_count += 1
         for cb in self.callbacks:
             cb.on_step_end(st)
+
+    def step(self) -> float:
+        """Fetch a batch, train on it (:meth:`train_step`), update the state and call
+        ``on_step_end``."""
+        x, y = self._next_batch()
+        loss = self.train_step(x, y)
+        self._after_step(loss)
         return loss
 
     def begin(self) -> None:
         """Call every callback's ``on_train_begin`` (``fit`` does this for you)."""
         if self.parallel is not None:  # check the ranks agree; broadcast rank 0's state
             self.parallel.setup(self.model, self.optimizer)
+        self._begun = True
         for cb in self.callbacks:
             cb.on_train_begin(self.state)
 
     def end(self) -> None:
         """Call every callback's ``on_train_end`` (``fit`` does this for you)."""
+        self._begun = False
         for cb in self.callbacks:
             cb.on_train_end(self.state)
 
@@ -176,6 +288,78 @@ class Trainer:
         finally:
             self.end()
         return self.state
+
+    def fit_epoch(self, batches: Iterable[tuple[np.ndarray, Any]] | None = None) -> dict:
+        """One epoch: a pass over ``batches`` (default: the Trainer's), its metrics returned.
+
+        Calls :meth:`begin` first if training has not begun (then :meth:`end` is yours to
+        call, or use :meth:`fit_epochs`), ``on_epoch_begin``, a step per batch (with
+        ``on_step_end``), then ``on_epoch_end`` with ``state.epoch_logs``: ``epoch`` and
+        :func:`epoch_metrics` (``train_loss``, ``train_accuracy`` from the steps' logits when
+        the labels are classes, ``steps``, ``samples``), plus what callbacks add. A callback
+        setting ``state.stop`` ends the epoch after that step (under data parallel, set it on
+        every rank). A pass of a ``BatchIterator`` in mid-epoch (restored from a checkpoint)
+        runs to the end of that epoch.
+        """
+        source = self.batches if batches is None else batches
+        if source is None:
+            raise ValueError("Trainer.fit_epoch: no batches; pass them here or to Trainer(...)")
+        if not self._begun:
+            self.begin()
+        st = self.state
+        st.epoch += 1
+        st.epoch_logs = {"epoch": st.epoch}
+        for cb in self.callbacks:
+            cb.on_epoch_begin(st)
+        losses: list[float] = []
+        sizes: list[int] = []
+        correct: int | None = 0
+        for x, y in source:
+            out = self.train_batch(x, y)
+            self._after_step(out.loss)
+            losses.append(out.loss)
+            sizes.append(len(x))
+            hits = count_correct(out.logits, out.y)
+            correct = None if hits is None or correct is None else correct + hits
+            if st.stop:
+                break
+        if not losses:
+            raise ValueError(f"Trainer.fit_epoch: epoch {st.epoch} got no batch; is it empty?")
+        if self.parallel is not None and correct is not None:  # over the global batches
+            correct = int(self.parallel.sum([correct])[0])
+        st.epoch_logs = {"epoch": st.epoch, **epoch_metrics(losses, sizes, correct)}
+        for cb in self.callbacks:
+            cb.on_epoch_end(st)
+        return dict(st.epoch_logs)
+
+    def fit_epochs(
+        self,
+        epochs: int,
+        batches: Iterable[tuple[np.ndarray, Any]]
+        | Callable[[int], Iterable[tuple[np.ndarray, Any]]]
+        | None = None,
+    ) -> list[dict]:
+        """Run ``epochs`` more epochs between :meth:`begin` and :meth:`end` (fewer if a
+        callback sets ``state.stop``); returns each epoch's logs (see :meth:`fit_epoch`).
+
+        ``batches`` is the iterable of every epoch (default: the Trainer's), or a function
+        ``epoch -> iterable`` (1-based epoch number) for a pass built per epoch.
+        """
+        if int(epochs) != epochs or epochs < 0:
+            raise ValueError(
+                f"Trainer.fit_epochs: epochs must be a non-negative integer, got {epochs!r}"
+            )
+        logs: list[dict] = []
+        self.begin()
+        try:
+            for _ in range(int(epochs)):
+                source = batches(self.state.epoch + 1) if callable(batches) else batches
+                logs.append(self.fit_epoch(source))
+                if self.state.stop:
+                    break
+        finally:
+            self.end()
+        return logs
 
 
 def fit(

@@ -1,0 +1,123 @@
+"""Experiment ``cifar10-keras``: Keras' cifar10_cnn example, without and with batch norm.
+
+The claim reproduced (seed text 003, a Keras blog post): the Keras cifar10_cnn example reaches
+77% test accuracy after 50 epochs (Keras itself reports 79%), and 87% with batch normalization
+after every Conv2D and the Dense 512, before the ReLU, dropout removed and the RMSprop
+learning rate raised from 1e-4 to 1e-3; BN is ahead from the first epochs.
+
+Baseline (exactly the example)::
+
+    Conv(32, 3x3, same) ReLU  Conv(32, 3x3, valid) ReLU  MaxPool(2)  Dropout(0.25)
+    Conv(64, 3x3, same) ReLU  Conv(64, 3x3, valid) ReLU  MaxPool(2)  Dropout(0.25)
+    Flatten  Dense(512) ReLU  Dropout(0.5)  Dense(10)  softmax
+
+Glorot-uniform kernels and zero biases (Keras' defaults); softmax cross-entropy on the logits;
+RMSprop(lr=1e-4, rho=0.9, eps=1e-7, decay=1e-6), Keras 2's decay ``lr_t = lr / (1 + decay*t)``
+per step; batches of 32; pixels scaled to [0, 1]; random shifts of up to 10% of the width
+and height and horizontal flips. The BN net replaces each ``Conv -> ReLU`` and ``Dense(512) ->
+ReLU`` by ``Conv(no bias) -> BatchNorm -> ReLU`` (beta replaces the bias), has no dropout and
+uses lr 1e-3. BN uses Keras' defaults by default: eps 1e-3 and Keras momentum 0.99, which is
+momentum 0.01 in bnlab's (PyTorch's) convention. Both nets start from the same seed: the same
+kernels, the same batch order and the same augmentation draws.
+
+Every epoch records, per net: the mean training loss and accuracy over the epoch's batches
+(training mode, augmented images, as Keras prints them), the test loss and accuracy on the
+whole test set (eval mode, BN with its running statistics), and the wall times. The nets are
+trained in alternation, one epoch each, so an interrupted run holds both curves to about the
+same epoch. ``metrics.json``/``metrics.csv`` are rewritten after every epoch, and a checkpoint
+per net (``checkpoints/<net>.npz``: model, optimizer, epoch) is saved, so ``--resume``
+continues an interrupted run (data order, augmentation and dropout masks are re-seeded from
+``(seed, epoch)``, so a resumed run follows the same path as an uninterrupted one).
+
+``metrics.json`` (``"schema": "bnlab.cifar10_keras.metrics/1"``)::
+
+    {"schema", "experiment": "cifar10-keras", "status": "running" | "complete" |
+     "interrupted" | "failed", "epochs_total": int, "data": {source description},
+     "models": {"baseline" | "bn": {"epochs_done": int, "error": str | null,
+                                    "history": {key: [one value per epoch]}}}}
+
+with the history keys of :data:`HISTORY_KEYS`.
+
+The package: :mod:`~bnlab.experiments.cifar10_keras.config` (:class:`Cifar10KerasConfig`, every
+option once), :mod:`~bnlab.experiments.cifar10_keras.nets` (the nets, the optimizer, the
+epoch's batches), :mod:`~bnlab.experiments.cifar10_keras.train` (the run, through
+:meth:`bnlab.train.Trainer.fit_epoch`) and :mod:`~bnlab.experiments.cifar10_keras.report`
+(figures and report from the run directory's files). Where the data is and loading it:
+:mod:`bnlab.data.cifar_source`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bnlab.data.cifar_source import (
+    ENV_DATA,
+    FORMATS_HELP,
+    CifarData,
+    DataNotFoundError,
+    load_cifar10_data,
+    resolve_data_path,
+)
+from bnlab.data.sources import describe_source, jpeg_quality
+from bnlab.experiments.cifar10_keras.config import MODELS, Cifar10KerasConfig
+from bnlab.experiments.cifar10_keras.nets import (
+    build_model,
+    build_optimizer,
+    epoch_batches,
+    epoch_seed,
+    reseed_dropout,
+)
+from bnlab.experiments.cifar10_keras.train import (
+    HISTORY_KEYS,
+    SCHEMA,
+    resolve,
+    run,
+    write_metrics,
+)
+
+__all__ = [
+    "DEFAULTS",
+    "DESCRIPTION",
+    "ENV_DATA",
+    "FORMATS_HELP",
+    "HISTORY_KEYS",
+    "MODELS",
+    "SCHEMA",
+    "Cifar10KerasConfig",
+    "CifarData",
+    "DataNotFoundError",
+    "add_arguments",
+    "build_model",
+    "build_optimizer",
+    "describe_source",
+    "epoch_batches",
+    "epoch_seed",
+    "jpeg_quality",
+    "load",
+    "load_cifar10_data",
+    "render",
+    "reseed_dropout",
+    "resolve",
+    "resolve_data_path",
+    "run",
+    "write_metrics",
+]
+
+DESCRIPTION = "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)"
+# the defaults as config.json holds them (what build_model & co. read when given a dict)
+DEFAULTS: dict[str, Any] = Cifar10KerasConfig.defaults()
+load = load_cifar10_data  # the name of bnlab.experiments.cifar10_keras_data
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``bnlab run cifar10-keras`` (from :class:`Cifar10KerasConfig`)."""
+    Cifar10KerasConfig.add_arguments(p)
+
+
+def render(run_dir: str | Path) -> Path:
+    """Re-draw the figures and rewrite report.md/report.html from the run's files."""
+    from bnlab.experiments.cifar10_keras import report
+
+    return report.render(Path(run_dir))
