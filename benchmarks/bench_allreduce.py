@@ -31,10 +31,11 @@ import numpy as np
 def step_messages() -> list[tuple[str, str, int, Any]]:
     """``(label, op, count, dtype)`` of every message kind one step sends."""
     from bnlab.experiments import cifar10_keras as ck
-    from bnlab.experiments import mnist_common as mc
     from bnlab.experiments.cifar10_keras_nets import build_model
+    from bnlab.experiments.mnist.config import MnistConfig
+    from bnlab.experiments.mnist.nets import build_net
 
-    mnist = mc.build_net(True, mc.COMMON_DEFAULTS, 0)
+    mnist = build_net(True, MnistConfig.from_dict(), 0)
     cifar = build_model("bn", ck.DEFAULTS)
     out = []
     for name, model in (("MNIST BN MLP", mnist), ("CIFAR-10 BN net", cifar)):

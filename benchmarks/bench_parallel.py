@@ -70,10 +70,11 @@ class TimedComm(Communicator):
 def build(net: str) -> tuple[Any, Any, tuple[int, ...]]:
     """(model, optimizer, image shape) of the experiment's BN net."""
     if net == "mnist":
-        from bnlab.experiments import mnist_common as mc
+        from bnlab.experiments.mnist.config import MnistConfig
+        from bnlab.experiments.mnist.nets import build_net
         from bnlab.optim import SGD
 
-        model = mc.build_net(True, mc.COMMON_DEFAULTS, 0)
+        model = build_net(True, MnistConfig.from_dict(), 0)
         return model, SGD.from_model(model, lr=0.5), (784,)
     from bnlab.experiments import cifar10_keras as ck
     from bnlab.experiments.cifar10_keras_nets import build_model, build_optimizer

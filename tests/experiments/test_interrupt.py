@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from bnlab import cli
-from bnlab.experiments import mnist_common as mc
+from bnlab.experiments.mnist import nets as mc
+from bnlab.experiments.mnist.config import MnistConfig
 from bnlab.experiments.report import run_status
 
 MNIST = ["--train-subset", "600", "--test-subset", "200", "--hidden", "16", "16"]
@@ -112,8 +113,7 @@ def test_population_stats(tmp_path: Path) -> None:
 def test_population_stats_epochs(tmp_path: Path) -> None:
     from bnlab.deploy.checkpoint import save_checkpoint
 
-    cfg = mc.resolve_config({"hidden": [8]}, mc.COMMON_DEFAULTS, "x")
-    net = mc.build_net(True, cfg, seed=0)
+    net = mc.build_net(True, MnistConfig.from_dict({"hidden": [8]}), seed=0)
     ckdir = tmp_path / "ck"
     ckdir.mkdir()
     for i in range(400):

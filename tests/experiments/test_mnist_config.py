@@ -132,3 +132,55 @@ def test_old_paths_keep_their_dict_signatures(tmp_path: Path) -> None:
     assert net.layers[1].momentum == 0.5
     assert mc.resolve_config({"hidden": [8]}, mc.COMMON_DEFAULTS, "x")["experiment"] == "x"
     assert "784-8-10" in sr.setup_paragraph(cfg)
+
+
+def _old_run_dir(path: Path, name: str) -> Path:
+    """A run directory as the code before the package wrote it (config.json of
+    `compare_runs.py`'s short runs at revision 532441e, a small metrics.json)."""
+    common = {
+        "steps": 300, "batch_size": 60, "seeds": 1, "seed": 0, "hidden": [100, 100, 100],
+        "init_std": 0.1, "eval_every": 3, "eval_batch_size": 2000, "monitor_unit": 0,
+        "bn_momentum": 0.1, "bn_eps": 1e-05, "train_subset": None, "test_subset": None,
+        "progress": False, "save_checkpoints": False, "bn_sync": "global",
+    }  # fmt: skip
+    own = (
+        {"base_lr": 3.0, "multipliers": [1.0, 5.0], "stall_threshold": 0.2}
+        if name == "mnist-lr"
+        else {"lrs": [0.1, 3.0], "sweep": False, "sweep_lrs": [0.03, 0.1], "sweep_steps": 5000}
+    )
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({**common, **own, "experiment": name}))
+    hist = {"step": [0, 150, 300], "train_loss": [None, 0.9, 0.5], "accuracy": [0.1, 0.8, 0.93]}
+    hist |= {"p15": [-1.0, -2.0, -2.5], "p50": [0.0, 0.1, 0.2], "p85": [1.0, 2.0, 2.5]}
+    lrs = [3.0, 15.0] if name == "mnist-lr" else [0.1, 3.0]
+    runs = [
+        {"name": f"{net}-lr{lr:g}-seed0", "net": net, "lr": lr, "seed": 0, "diverged_at": None}
+        | {"error": None, "time_s": 1.0, "history": hist}
+        for lr in lrs
+        for net in ("plain", "bn")
+    ]
+    metrics = {"schema": "bnlab.mnist.metrics/1", "experiment": name, "status": "complete"}
+    metrics |= {"steps_done": 300, "steps_total": 300, "wall_time_s": 2.0, "runs": runs}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "words", "figure"),
+    [
+        ("mnist-sigmoid", "Paper vs this run", "fig_percentiles.png"),
+        ("mnist-lr", "| 5x | 15 | with BN |", "fig_lr.png"),
+    ],
+)
+def test_bnlab_report_renders_a_run_directory_of_the_old_code(
+    tmp_path: Path, name: str, words: str, figure: str
+) -> None:
+    from bnlab import cli
+
+    out = _old_run_dir(tmp_path / "old", name)
+    config_before = (out / "config.json").read_bytes()
+    assert cli.main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert words in md and "after 300 of 300 steps" in md and f"({figure})" in md
+    assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "config.json").read_bytes() == config_before

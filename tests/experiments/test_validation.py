@@ -212,17 +212,17 @@ def test_one_options_table_per_experiment(name: str) -> None:
     import argparse
 
     from bnlab import experiments
-    from bnlab.experiments import mnist_common as mc
+    from bnlab.experiments.mnist.config import COMMON_CHECKS, MnistConfig
 
     module = experiments.get(name)
     opts = dict(module.OPTIONS)
     if name.startswith("mnist"):
-        opts = {**mc.COMMON_OPTIONS, **opts}
+        opts = {**MnistConfig.options(), **opts}
     assert set(module.DEFAULTS) == set(opts)
     for key, o in opts.items():
         numeric = isinstance(o.default, int | float) and not isinstance(o.default, bool)
         if numeric or (o.check is None and o.nargs):
-            assert key in module.CHECKS or key in mc.COMMON_CHECKS, key
+            assert key in module.CHECKS or key in COMMON_CHECKS, key
     options.check_config(module.DEFAULTS, module.CHECKS, name)
     p = argparse.ArgumentParser()
     module.add_arguments(p)

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments import mnist_common as mc
-from bnlab.experiments.mnist_sigmoid_numbers import summarize
+from bnlab.experiments.mnist.metrics import lrs_of
+from bnlab.experiments.mnist.nets import NETS
+from bnlab.experiments.mnist.numbers import summarize
 from bnlab.experiments.report import pct, pp, read_json
 
 __all__ = [
@@ -50,10 +51,10 @@ def mnist_sigmoid_table(metrics: dict[str, Any]) -> str:
     """lr | net | final test accuracy (min-max over seeds) | accuracy at 10% of the steps |
     first evaluated step at 95% (mean curve over seeds)."""
     rows, early, seeds = [], None, 1
-    for lr in mc.lrs_of(metrics):
-        s = {net: summarize(metrics, lr, net) for net in mc.NETS}
+    for lr in lrs_of(metrics):
+        s = {net: summarize(metrics, lr, net) for net in NETS}
         best = max(
-            mc.NETS,
+            NETS,
             key=lambda n: -math.inf if math.isnan(s[n]["final_mean"]) else s[n]["final_mean"],
         )
         for net, label in (("plain", "without BN"), ("bn", "with BN")):
