@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bnlab.experiments import available, get
-from bnlab.experiments import mnist_common as mc
+from bnlab.experiments.mnist.nets import load_data
 from bnlab.experiments.population import stats as ps
 from bnlab.experiments.population.config import StatsConfig
 from bnlab.layers import BatchNorm, Dense, Sigmoid
@@ -93,7 +93,7 @@ def test_nets_differ_only_in_their_moving_statistics_and_accuracies_are_recomput
         {"steps": 12, "eval_every": 6, "train_subset": 300, "test_subset": 100,
          "recal_examples": 120, "hidden": [8, 8], "momenta": [0.01, 0.5]}
     )  # fmt: skip
-    data = mc.load_data(cfg.to_dict())
+    data = load_data(cfg)
     nets = ps.build_nets(cfg)
     evals, snapshots = [], []
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from bnlab.experiments import mnist_common as mc
 from bnlab.experiments.config import ExperimentConfig, option
+from bnlab.experiments.mnist.config import COMMON_CHECKS, MNIST_TEST, MNIST_TRAIN, MOMENTUM_HINT
 from bnlab.experiments.options import Check, check_count, check_model_bytes, mlp_params
 
 __all__ = ["EpochsConfig", "StatsConfig"]
 
-_C = mc.COMMON_CHECKS
+_C = COMMON_CHECKS  # the MNIST experiments' checks of the options shared with them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class StatsConfig(ExperimentConfig):
     momenta: list[float] = option(
         [0.01, 0.1, 0.5],
         "BN momenta, one net each (the weight of the new batch)",
-        Check(float, 0, 1, hint=mc.MOMENTUM_HINT),
+        Check(float, 0, 1, hint=MOMENTUM_HINT),
         nargs="+",
     )
     seed: int = option(0, "weights, batches and the draw", _C["seed"])
@@ -49,8 +49,8 @@ class StatsConfig(ExperimentConfig):
     def validate(self) -> None:
         """Subsets within MNIST, a batch within the images and Algorithm 2's draw, memory."""
         where = self.NAME
-        n_train = check_count(self.train_subset, mc.MNIST_TRAIN, "train_subset", "images", where)
-        check_count(self.test_subset, mc.MNIST_TEST, "test_subset", "images", where)
+        n_train = check_count(self.train_subset, MNIST_TRAIN, "train_subset", "images", where)
+        check_count(self.test_subset, MNIST_TEST, "test_subset", "images", where)
         bs = int(self.batch_size)
         if bs > n_train or int(self.recal_examples) < bs:
             raise ValueError(

@@ -20,6 +20,7 @@ Options: :class:`bnlab.experiments.population.config.StatsConfig`. Run directory
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments import mnist_common as mc
+from bnlab.experiments.mnist.nets import build_net, load_data
 from bnlab.experiments.options import checks_of
 from bnlab.experiments.population import report
 from bnlab.experiments.population.config import StatsConfig
@@ -74,10 +75,23 @@ def accuracies(nets: Sequence[Layer], cfg: StatsConfig, data: Data) -> list[floa
     return accs
 
 
+@dataclasses.dataclass(frozen=True)
+class _NetConfig:
+    """What :func:`bnlab.experiments.mnist.nets.build_net` reads, at one BN momentum."""
+
+    hidden: list[int]
+    init_std: float
+    bn_momentum: float
+    bn_eps: float
+
+
 def build_nets(cfg: StatsConfig) -> list[Layer]:
-    """One BN net per momentum, all from the same seed (identical weights)."""
-    base = cfg.to_dict()
-    return [mc.build_net(True, {**base, "bn_momentum": m}, cfg.seed) for m in cfg.momenta]
+    """One BN net per momentum (the mnist-sigmoid BN net), all from the same seed: identical
+    weights."""
+    return [
+        build_net(True, _NetConfig(cfg.hidden, cfg.init_std, m, cfg.bn_eps), cfg.seed)
+        for m in cfg.momenta
+    ]
 
 
 class _EveryNet(Callback):
@@ -143,7 +157,7 @@ def run(config: dict[str, Any] | StatsConfig, out_dir: str | Path) -> Path:
     and the nets built, before the run directory is touched.
     """
     cfg = config if isinstance(config, StatsConfig) else StatsConfig.from_dict(config)
-    data = mc.load_data(cfg.to_dict())
+    data = load_data(cfg)
     nets = build_nets(cfg)
     keys = [str(m) for m in cfg.momenta]
     hist: dict[str, Any] = {"step": [], "moving": {k: [] for k in keys}, "population": []}

@@ -227,10 +227,10 @@ def run(config: dict[str, Any] | RenormConfig, out_dir: str | Path) -> Path:
     ``config`` (a dict: missing keys take the defaults) is checked whole before the run
     directory is touched; a bad value is a ValueError and changes nothing on disk.
     """
-    from bnlab.experiments import mnist_common as mc
+    from bnlab.experiments.mnist.nets import load_data
 
     cfg = config if isinstance(config, RenormConfig) else RenormConfig.from_dict(config)
-    data = mc.load_data(cfg.to_dict())
+    data = load_data(cfg)
     specs, sched = run_specs(cfg), renorm_schedule(cfg)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
