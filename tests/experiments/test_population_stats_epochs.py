@@ -63,3 +63,49 @@ def test_no_matching_checkpoint_is_a_clear_error(tmp_path, capsys) -> None:
     assert rc != 0
     assert "no checkpoint matches" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def _old_run(root):
+    out = root / "old"
+    out.mkdir()
+    for name in ("config.json", "metrics.json", "report.md"):
+        (out / name).write_bytes(f"old {name}".encode())
+    return out
+
+
+def _snapshot(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_a_bad_checkpoint_stops_the_run_before_its_directory_is_touched(tmp_path, capsys):
+    """Every checkpoint is read, and its model checked against the data, first: a damaged
+    file or a model for other images is a one-line error, and --force leaves the old run."""
+    good = Sequential([Dense(784, 4, use_bias=False, seed=0), BatchNorm(4), Dense(4, 10, seed=1)])
+    save_checkpoint(tmp_path / "a_epoch_001.npz", good, extra={"epoch": 1})
+    (tmp_path / "a_epoch_002.npz").write_bytes(b"not a checkpoint")
+    other = Sequential([Dense(3072, 4, use_bias=False, seed=0), BatchNorm(4), Dense(4, 10)])
+    save_checkpoint(tmp_path / "b_epoch_001.npz", other, extra={"epoch": 1})
+    old = _old_run(tmp_path)
+    before = _snapshot(old)
+    for pattern, words in [("a_*.npz", "a_epoch_002.npz"), ("b_*.npz", "--data mnist")]:
+        argv = ["run", "population-stats-epochs", "--checkpoints", str(tmp_path / pattern)]
+        assert main([*argv, "--no-progress", "--out", str(old), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bnlab: error: ") and words in err and err.count("\n") == 1, err
+        assert _snapshot(old) == before
+
+
+def test_old_module_path_warns_and_re_exports():
+    import importlib
+    import sys
+
+    from bnlab.experiments.population import epochs
+
+    sys.modules.pop("bnlab.experiments.population_stats_epochs", None)
+    with pytest.warns(DeprecationWarning, match="moved to bnlab.experiments.population.epochs"):
+        shim = importlib.import_module("bnlab.experiments.population_stats_epochs")
+    for name in ("run", "render", "add_arguments", "DESCRIPTION"):
+        assert getattr(shim, name) is getattr(epochs, name), name
+    assert shim.resolve({"checkpoints": "x/*.npz"})["batch_size"] == 32
+    with pytest.raises(ValueError, match="--recal-examples 8 is fewer than one batch"):
+        shim.resolve({"checkpoints": "x/*.npz", "recal_examples": 8})
