@@ -29,9 +29,26 @@ class NonIIDBatches:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+            raise TypeError(f"NonIIDBatches: batch_size must be an int, got {batch_size!r}")
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(
+                f"NonIIDBatches: batch_size must be even and >= 2 (half from each of 2 classes), "
+                f"got {batch_size}"
+            )
+        if len(x) != len(y) or np.ndim(y) != 1:
+            raise ValueError(
+                f"NonIIDBatches: y must be one class index per row of x, got x of {len(x)} rows "
+                f"and y of shape {np.shape(y)}"
+            )
         self.x, self.y, self.half = x, y, batch_size // 2
         self.by_class = [np.flatnonzero(y == c) for c in range(int(y.max()) + 1)]
         self.by_class = [idx for idx in self.by_class if len(idx)]
+        if len(self.by_class) < 2:
+            raise ValueError(
+                f"NonIIDBatches: y holds {len(self.by_class)} class(es); 2-class batches need "
+                "examples of at least 2 classes"
+            )
         self.rng = np.random.default_rng(seed)
 
     def indices(self) -> np.ndarray:
