@@ -76,14 +76,17 @@ from bnlab.experiments.cifar10_keras.train import (
     run,
     write_metrics,
 )
+from bnlab.experiments.options import Check, Opt, checks_of
 
 __all__ = [
+    "CHECKS",
     "DEFAULTS",
     "DESCRIPTION",
     "ENV_DATA",
     "FORMATS_HELP",
     "HISTORY_KEYS",
     "MODELS",
+    "OPTIONS",
     "SCHEMA",
     "Cifar10KerasConfig",
     "CifarData",
@@ -106,8 +109,12 @@ __all__ = [
 ]
 
 DESCRIPTION = "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)"
-# the defaults as config.json holds them (what build_model & co. read when given a dict)
+# derived from Cifar10KerasConfig (the one source), as the tables of the old module were:
+# each option, the defaults as config.json holds them (what build_model & co. read from a
+# dict), and the checks
+OPTIONS: dict[str, Opt] = Cifar10KerasConfig.options()
 DEFAULTS: dict[str, Any] = Cifar10KerasConfig.defaults()
+CHECKS: dict[str, Check] = checks_of(OPTIONS)
 load = load_cifar10_data  # the name of bnlab.experiments.cifar10_keras_data
 
 
