@@ -16,6 +16,8 @@ from bnlab.layers.base import Layer
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
 
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))  # computed as they come
+
 
 class _Activation(Layer):
     """y = f(x) elementwise (softmax: along the last axis); dx = f'(y) applied to dy."""
@@ -36,17 +38,21 @@ class _Activation(Layer):
         return tuple(input_shape)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        arr = float_input(x, self.describe(), max(np.ndim(x), 1))
+        if type(x) is np.ndarray and x.dtype in _FAST and x.ndim:
+            arr = x  # the hot path of a training step: nothing to convert
+        else:
+            arr = float_input(x, self.describe(), max(np.ndim(x), 1))
         y = output_buffer(self._pool, self.reuse_output, "y", arr.shape, arr.dtype)
         type(self)._fwd(arr, out=y)
         self._y = y
-        return like_input(y, x)
+        return y if arr is x else like_input(y, x)
 
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray:
-        if self._y is None:
+        y = self._y
+        if y is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
-        dx = output_buffer(self._pool, self.reuse_output, "dx", self._y.shape, self._y.dtype)
-        return type(self)._bwd(np.asarray(dy), self._y, out=dx)
+        dx = output_buffer(self._pool, self.reuse_output, "dx", y.shape, y.dtype)
+        return type(self)._bwd(dy if type(dy) is np.ndarray else np.asarray(dy), y, out=dx)
 
 
 class ReLU(_Activation):

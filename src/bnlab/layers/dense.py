@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 
 from bnlab.initializers import InitSpec, initializer_config
+from bnlab.kernels.dense import column_sums
+from bnlab.kernels.im2col import add_bias
 from bnlab.layers._common import (
     BufferPool,
     InputShapeError,
@@ -69,17 +71,20 @@ class Dense(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x W + b."""
         W = self.params["W"]
-        arr = float_input(x, self.describe(), 2)
+        if type(x) is np.ndarray and x.ndim == 2 and x.dtype == W.dtype:
+            arr = x  # the hot path of a training step: nothing to check or convert
+        else:
+            arr = float_input(x, self.describe(), 2)
+            if arr.dtype != W.dtype:
+                arr = arr.astype(W.dtype)
         if arr.shape[1] != self.in_features:
             self.output_shape(arr.shape)  # raises the error naming this layer
-        if arr.dtype != W.dtype:
-            arr = arr.astype(W.dtype)
         y = output_buffer(
             self._pool, self.reuse_output, "y", (arr.shape[0], self.out_features), W.dtype
         )
         np.matmul(arr, W, out=y)
         if self.use_bias:
-            y += self.params["b"]
+            add_bias(y, self.params["b"])  # the additions of y += b, in one compiled loop
         self._x = arr
         return y if arr is x else like_input(y, x)
 
@@ -91,16 +96,18 @@ class Dense(Layer):
         if self._x is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
         x, W = self._x, self.params["W"]
-        dy = np.asarray(dy)
+        if type(dy) is not np.ndarray:
+            dy = np.asarray(dy)
         if dy.shape != (x.shape[0], self.out_features):
             raise ValueError(
                 f"{self.describe()}.backward: dy must have shape "
                 f"{(x.shape[0], self.out_features)}, got {dy.shape}"
             )
-        dy = dy.astype(W.dtype, copy=False)
+        if dy.dtype != W.dtype:
+            dy = dy.astype(W.dtype)
         np.matmul(x.T, dy, out=self.grads["W"])
         if self.use_bias:
-            np.sum(dy, axis=0, out=self.grads["b"])
+            column_sums(dy, self.grads["b"])  # the bits of np.sum(dy, axis=0), faster
         if not need_input_grad:
             return None
         dx = output_buffer(self._pool, self.reuse_output, "dx", x.shape, W.dtype)

@@ -38,9 +38,13 @@ def _snapshot(layers: list[Layer]) -> _Saved:
         store = leaf.buffers
         for k, v in store.items():
             buffers.append((store, k, v, v.copy()))
-        for g in leaf.generators().values():
-            gens.append((g, g.bit_generator.state))
+        if type(leaf).generators is not _NO_GENERATORS:  # the base class's: {}
+            for g in leaf.generators().values():
+                gens.append((g, g.bit_generator.state))
     return buffers, gens
+
+
+_NO_GENERATORS = Layer.generators
 
 
 def _restore(saved: _Saved) -> None:
@@ -226,15 +230,21 @@ class Sequential(Layer):
         return self.kernel_threads
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
+        if type(x) is not np.ndarray:
+            x = np.asarray(x)
         if x.shape[1:] != self._checked:
             self._shapes(x.shape)
             self._checked = x.shape[1:]
         saved = _snapshot(self.layers)
         try:
-            with _kernel_threads(self._threads):
+            threads = self._threads
+            if threads is None:  # the runtime's policy: no override to apply
                 for layer in self.layers:
                     x = layer.forward(x)
+            else:
+                with _kernel_threads(threads):
+                    for layer in self.layers:
+                        x = layer.forward(x)
         except BaseException:
             _restore(saved)  # an earlier BN must not keep this failed batch in its statistics
             raise
@@ -247,7 +257,10 @@ class Sequential(Layer):
         ``need_input_grad=False`` (Dense and Conv2D then skip dL/dx): a training step needs
         no dL/dx.
         """
-        with _kernel_threads(self._threads):
+        threads = self._threads
+        if threads is None:  # the runtime's policy: no override to apply
+            return self._backward(dy, need_input_grad)
+        with _kernel_threads(threads):
             return self._backward(dy, need_input_grad)
 
     def _backward(self, dy: np.ndarray, need_input_grad: bool) -> np.ndarray | None:

@@ -18,6 +18,18 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "OPTIMIZERS", "LR"]
 LR: TypeAlias = "float | Callable[[int], float]"
 
 
+_KERNELS: list[Any] = []
+
+
+def _fused() -> Any:
+    """:mod:`bnlab.kernels.sgd`, imported on the first update (it compiles Numba kernels)."""
+    if not _KERNELS:
+        from bnlab.kernels import sgd
+
+        _KERNELS.append(sgd)
+    return _KERNELS[0]
+
+
 # -- optimizers -----------------------------------------------------------------------------
 class Optimizer:
     """Base class: holds ``params``/``grads``, the step count and per-parameter slot arrays."""
@@ -173,8 +185,33 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True requires momentum > 0")
         super().__init__(params, grads, lr)
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self._views: dict[str, tuple[np.ndarray, np.ndarray, bool, tuple[np.ndarray, ...]]] = {}
+
+    def _flat_views(self, key: str, p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, ...]:
+        """1-D views of ``p``, ``g`` (and the momentum buffer) for the one-pass kernels of
+        :mod:`bnlab.kernels.sgd`, or ``()`` where they do not apply; kept while the arrays
+        stay the same objects (checking them costs more than the update of a bias)."""
+        plain = self.momentum == 0
+        cached = self._views.get(key)
+        if cached is None or cached[0] is not p or cached[1] is not g or cached[2] != plain:
+            arrays = (p, g) if plain else (p, g, self.slots["momentum_buffer"][key])
+            views = tuple(a.reshape(-1) for a in arrays) if _fused().fusable(*arrays) else ()
+            cached = self._views[key] = (p, g, plain, views)
+        if not p.flags.writeable:  # made read-only since: NumPy's path raises its error
+            return ()
+        return cached[3]
 
     def _update(self, key: str, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        views = self._flat_views(key, p, g)
+        if views:  # the same bits as the NumPy lines below, in one pass (bnlab.kernels.sgd)
+            if self.momentum == 0:
+                _fused().sgd_update(*views, lr)
+            else:
+                first = self.iterations == 0
+                _fused().sgd_momentum_update(
+                    *views, lr, self.momentum, first=first, nesterov=self.nesterov
+                )
+            return
         tmp = self._scratch(key, p)
         if self.momentum == 0:
             np.multiply(g, lr, out=tmp)

@@ -79,9 +79,23 @@ def penalty_from_config(config: Mapping[str, Any] | None) -> Penalty | None:
     return _PENALTIES[kind](config["l"])
 
 
-def _layers(model: Layer) -> Iterator[Layer]:
+def _layers(model: Layer) -> Iterator[Layer] | list[Layer]:
     """Every leaf layer of ``model``, in forward order (containers hold views only)."""
-    return (layer for layer in model.modules() if not layer.sublayers())
+    from bnlab.layers.base import Layer  # loaded already: model is one
+
+    if type(model).modules is not Layer.modules:  # a container with its own walk
+        return (layer for layer in model.modules() if not layer.sublayers())
+    # the walk of Layer.modules without a generator per layer (twice per training step)
+    leaves: list[Layer] = []
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        subs = layer.sublayers()
+        if subs:
+            stack.extend(reversed(subs))
+        else:
+            leaves.append(layer)
+    return leaves
 
 
 def penalty_loss(model: Layer) -> float:
