@@ -9,6 +9,12 @@ benchmarks/bench_cnn.py (BN after every Conv2D and the Dense 512, no dropout), f
 initialized: throughput does not depend on the weights' values.
 
     python benchmarks/bench_inference.py [--batch 256] [--reps 20 --rounds 3] [--threads N]
+                                         [--before SRC] [--sides eval,folded,torch,onnx]
+
+``--before SRC`` adds the two bnlab sides run with another ``src/`` directory first on
+``PYTHONPATH`` (e.g. ``git archive 532441e src | tar -x -C /tmp/before``, then
+``--before /tmp/before/src``), alternating with the others in the same run, so that before
+and after are compared under the same machine load; ``--sides`` picks the sides to run.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cnn import ours_model  # noqa: E402
-from harness import Job, alternate, fmt_time, markdown_table, median  # noqa: E402
+from harness import Job, fmt_time, markdown_table, median, run_jobs  # noqa: E402
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
@@ -92,6 +98,25 @@ SIDES = {
     "torch eval": "torch_eval",
     "onnxruntime (bnlab's graph)": "onnxruntime_folded",
 }
+SHORT = dict(zip(("eval", "folded", "torch", "onnx"), SIDES, strict=True))
+
+
+def measure(
+    sides: list[str], batch: int, reps: int, rounds: int, before: str | None
+) -> dict[str, list[float]]:
+    """Seconds per batch of each side (and each bnlab side of ``before``), alternating."""
+    groups: dict[str, tuple[str, dict[str, str] | None]] = {}
+    for side in sides:
+        groups[side] = (SIDES[side], None)
+        if before and side.startswith("bnlab"):
+            path = os.path.abspath(before) + os.pathsep + os.environ.get("PYTHONPATH", "")
+            groups[f"{side} (before)"] = (SIDES[side], {"PYTHONPATH": path})
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for label, (fn, env) in groups.items():
+            job = Job("infer", f"bench_inference:{fn}", {"batch": batch}, reps=reps)
+            times.setdefault(label, []).extend(run_jobs([job], env=env)["infer"]["times"])
+    return times
 
 
 def main() -> None:
@@ -100,26 +125,30 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="threads per side (default: all)")
+    ap.add_argument("--before", default=None, help="another bnlab src/ to time alongside")
+    ap.add_argument("--sides", default=",".join(SHORT), help="comma list of " + ",".join(SHORT))
     args = ap.parse_args()
     if args.threads:
         os.environ.update({var: str(args.threads) for var in THREAD_VARS})
-    groups = {
-        side: [Job("infer", f"bench_inference:{fn}", {"batch": args.batch}, reps=args.reps)]
-        for side, fn in SIDES.items()
-    }
-    times = alternate(groups, rounds=args.rounds)
-    t_torch = median(times["torch eval", "infer"])
+    try:
+        sides = [SHORT[s] for s in args.sides.split(",")]
+    except KeyError as err:
+        ap.error(f"--sides: unknown side {err}; choose from {','.join(SHORT)}")
+    times = measure(sides, args.batch, args.reps, args.rounds, args.before)
+    ref = "torch eval" if "torch eval" in times else None
     rows = []
-    for side in SIDES:
-        t = median(times[side, "infer"])
+    for label, ts in times.items():
+        t = median(ts)
         rows.append([
-            side, fmt_time(t), f"{args.batch / t:,.0f}", f"{t_torch / t:.2f}x",
+            label, fmt_time(t), fmt_time(min(ts)), f"{args.batch / t:,.0f}",
+            f"{median(times[ref]) / t:.2f}x" if ref else "-",
         ])  # fmt: skip
-    header = ["side", f"median per batch of {args.batch}", "images/s", "speed vs torch eval"]
+    header = ["side", f"median per batch of {args.batch}", "best", "images/s",
+              "speed vs torch eval"]  # fmt: skip
     print(
         f"## Inference: Keras cifar10_cnn with BN, batch {args.batch}, float32\n\n"
         f"{markdown_table(header, rows)}\n\n"
-        f"{len(times['torch eval', 'infer'])} timed batches per side over {args.rounds} "
+        f"{len(next(iter(times.values())))} timed batches per side over {args.rounds} "
         f"alternating rounds, {args.threads or os.cpu_count()} thread(s) per side; target: "
         "bnlab folded >= torch eval (speed >= 1.00x)."
     )

@@ -81,24 +81,66 @@ def im2col_strided(
 PARALLEL_MIN = 1 << 16
 
 
-def _im2col_nb(x, kh, kw, sh, sw, pt, pl, ho, wo, out):
+def _im2col_runs_nb(x3, c, kh, kw, sh, sw, pt, pl, ho, wo, out):
+    # For few channels (C = 3): x3 is x viewed as (N, H, W*C), and the kw pixels a kernel row
+    # covers are one contiguous run of kw*C floats in x3 and in the row of ``out``, copied in
+    # one loop; only the parts of the run that fall into the padding are written as zeros.
+    # Offsets are unsigned (np.uint64) so that Numba drops its negative-index wraparound,
+    # which otherwise keeps LLVM from vectorizing the copies.
+    n, h, _ = x3.shape
+    w = x3.shape[2] // c
+    run = kw * c
+    for b in prange(n):
+        for i in range(ho):
+            for j in range(wo):
+                orow = out[(b * ho + i) * wo + j]
+                x0 = j * sw - pl
+                lo = min(max(0, -x0), kw) * c  # [lo, hi): the part of the run inside the image
+                hi = max(min(kw, w - x0) * c, lo)
+                for p in range(kh):
+                    y = i * sh + p - pt
+                    base = np.uint64(p * run)
+                    if y < 0 or y >= h:
+                        for t in range(np.uint64(run)):
+                            orow[base + t] = 0.0
+                        continue
+                    xrow = x3[b, y]
+                    for t in range(np.uint64(lo)):
+                        orow[base + t] = 0.0
+                    dst, src = base + np.uint64(lo), np.uint64(x0 * c + lo)
+                    for t in range(np.uint64(hi - lo)):
+                        orow[dst + t] = xrow[src + t]
+                    dst = base + np.uint64(hi)
+                    for t in range(np.uint64(run - hi)):
+                        orow[dst + t] = 0.0
+    return out
+
+
+def _im2col_pixels_nb(x, kh, kw, sh, sw, pt, pl, ho, wo, out):
+    # For many channels: one vectorized copy of C floats per kernel tap (measured ~10% faster
+    # than the runs above at C = 32, 64, where both are bound by memory bandwidth).
     n, h, w, c = x.shape
     for b in prange(n):
         for i in range(ho):
             for j in range(wo):
-                row = (b * ho + i) * wo + j
+                orow = out[(b * ho + i) * wo + j]
                 for p in range(kh):
                     y = i * sh + p - pt
                     for q in range(kw):
                         xx = j * sw + q - pl
-                        base = (p * kw + q) * c
+                        base = np.uint64((p * kw + q) * c)
                         if 0 <= y < h and 0 <= xx < w:
-                            for ch in range(c):
-                                out[row, base + ch] = x[b, y, xx, ch]
+                            pixel = x[b, y, xx]
+                            for ch in range(np.uint64(c)):
+                                orow[base + ch] = pixel[ch]
                         else:
-                            for ch in range(c):
-                                out[row, base + ch] = 0.0
+                            for ch in range(np.uint64(c)):
+                                orow[base + ch] = 0.0
     return out
+
+
+# Below this many channels, im2col copies runs of kw pixels; from it on, one pixel at a time.
+PIXEL_COPY_MIN_CHANNELS = 16
 
 
 def im2col(
@@ -133,33 +175,44 @@ def im2col(
             f"im2col: out must be a C-contiguous {x.dtype} array of shape {shape}, "
             f"got {out.dtype} {out.shape}"
         )
-    args = (np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, ho, wo, out)
-    call_on_policy(_IM2COL, x.ndim, out.size, PARALLEL_MIN, *args)
+    x = np.ascontiguousarray(x)
+    geometry = (kh, kw, sh, sw, pt, pl, ho, wo, out)
+    if c >= PIXEL_COPY_MIN_CHANNELS:
+        call_on_policy(_IM2COL_PIXELS, x.ndim, out.size, PARALLEL_MIN, x, *geometry)
+    else:
+        x3 = x.reshape(n, h, w * c)
+        call_on_policy(_IM2COL_RUNS, x.ndim, out.size, PARALLEL_MIN, x3, c, *geometry)
     return out
 
 
-_IM2COL = njit_pair(_im2col_nb)
+_IM2COL_RUNS = njit_pair(_im2col_runs_nb)
+_IM2COL_PIXELS = njit_pair(_im2col_pixels_nb)
 
 
-def _col2im_nb(cols, kh, kw, sh, sw, pt, pl, ho, wo, dx):
-    n, h, w, c = dx.shape
+def _col2im_nb(cols, c, kh, kw, sh, sw, pt, pl, ho, wo, dx3):
+    # dx3 is dx viewed as (N, H, W*C), offsets unsigned as in _im2col_nb. Every dx entry
+    # receives its terms in the order of the rows (i, j) that read it, starting from 0, as in
+    # the plain scatter-add loop over (i, j, p, q, c): the same sums, the same rounding.
+    n, h, _ = dx3.shape
+    w = dx3.shape[2] // c
+    run = kw * c
     for b in prange(n):
-        dx[b] = 0.0
+        dx3[b] = 0.0
         for i in range(ho):
             for j in range(wo):
-                row = (b * ho + i) * wo + j
+                crow = cols[(b * ho + i) * wo + j]
+                x0 = j * sw - pl
+                lo = min(max(0, -x0), kw) * c
+                hi = max(min(kw, w - x0) * c, lo)
                 for p in range(kh):
                     y = i * sh + p - pt
                     if y < 0 or y >= h:
                         continue
-                    for q in range(kw):
-                        xx = j * sw + q - pl
-                        if xx < 0 or xx >= w:
-                            continue
-                        base = (p * kw + q) * c
-                        for ch in range(c):
-                            dx[b, y, xx, ch] += cols[row, base + ch]
-    return dx
+                    drow = dx3[b, y]
+                    src, dst = np.uint64(p * run + lo), np.uint64(x0 * c + lo)
+                    for t in range(np.uint64(hi - lo)):
+                        drow[dst + t] += crow[src + t]
+    return dx3
 
 
 _COL2IM = njit_pair(_col2im_nb)
@@ -195,8 +248,11 @@ def col2im(
             f"col2im: out must be a {cols.dtype} array of shape {input_shape}, "
             f"got {out.dtype} {out.shape}"
         )
-    args = (np.ascontiguousarray(cols), kh, kw, sh, sw, pt, pl, ho, wo, out)
-    call_on_policy(_COL2IM, out.ndim, cols.size, PARALLEL_MIN, *args)
+    dx = out if out.flags.c_contiguous else np.empty(input_shape, dtype=cols.dtype)
+    args = (np.ascontiguousarray(cols), c, kh, kw, sh, sw, pt, pl, ho, wo)
+    call_on_policy(_COL2IM, out.ndim, cols.size, PARALLEL_MIN, *args, dx.reshape(n, h, w * c))
+    if dx is not out:
+        out[...] = dx
     return out
 
 

@@ -60,17 +60,17 @@ def _max_pool_fwd(x, ph, pw, sh, sw, y, arg):
 _FWD = njit_pair(_max_pool_fwd)
 
 
-def _max_pool_bwd(dy, arg, dx):
-    n, h, w, c = dx.shape
+def _max_pool_bwd(dy, arg, dx3):
+    # dx3 is dx viewed as (N, H*W, C): the flat index argmax = y*W + x addresses it directly.
+    n, _, c = dx3.shape
     _, ho, wo, _ = dy.shape
     for b in prange(n):
-        dx[b] = 0.0
+        dx3[b] = 0.0
         for i in range(ho):
             for j in range(wo):
                 for ch in range(c):
-                    k = arg[b, i, j, ch]
-                    dx[b, k // w, k % w, ch] += dy[b, i, j, ch]
-    return dx
+                    dx3[b, arg[b, i, j, ch], ch] += dy[b, i, j, ch]
+    return dx3
 
 
 _BWD = njit_pair(_max_pool_bwd)
@@ -110,5 +110,10 @@ def max_pool_backward(
         )
     if out is None:
         out = np.empty(input_shape, dtype=dy.dtype)
-    call_on_policy(_BWD, 4, out.size, PARALLEL_MIN, np.ascontiguousarray(dy), argmax, out)
+    n, h, w, c = input_shape
+    dx = out if out.flags.c_contiguous else np.empty(input_shape, dtype=out.dtype)
+    args = (np.ascontiguousarray(dy), np.ascontiguousarray(argmax), dx.reshape(n, h * w, c))
+    call_on_policy(_BWD, 4, out.size, PARALLEL_MIN, *args)
+    if dx is not out:
+        out[...] = dx
     return out

@@ -107,11 +107,14 @@ class Conv2D(Layer):
         per_image = ho * wo * self.kernel_size[0] * self.kernel_size[1] * self.in_channels
         return max(1, MAX_COLS_BYTES // (per_image * np.dtype(dtype).itemsize))
 
-    def _unfold(self, x: np.ndarray, purpose: str) -> np.ndarray:
+    def _unfold(self, x: np.ndarray, purpose: str, capacity: int = 0) -> np.ndarray:
+        """im2col of ``x`` into the first rows of a reused buffer for ``capacity`` images (at
+        least ``len(x)``): the last, smaller chunk of a large batch reuses the chunks' buffer."""
         n, h, w, c = x.shape
         _, ho, wo, _ = self.output_shape(x.shape)
         k = self.kernel_size[0] * self.kernel_size[1] * c
-        cols = self._pool.get(purpose, (n * ho * wo, k), x.dtype)
+        buf = self._pool.get(purpose, (max(n, capacity) * ho * wo, k), x.dtype)
+        cols = buf[: n * ho * wo]
         return im2col(x, self.kernel_size, self.stride, self.pads(h, w), out=cols)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -127,7 +130,7 @@ class Conv2D(Layer):
         self._cols = None
         rows = out_shape[1] * out_shape[2]
         for s in range(0, arr.shape[0], step):
-            cols = self._unfold(arr[s : s + step], "cols")
+            cols = self._unfold(arr[s : s + step], "cols", min(step, arr.shape[0]))
             np.matmul(cols, W2d, out=y2d[s * rows : (s + step) * rows])
             if step >= arr.shape[0]:
                 self._cols = cols
@@ -162,16 +165,17 @@ class Conv2D(Layer):
             else None
         )
         step = self._chunk(x.shape, W.dtype)
-        rows = out_shape[1] * out_shape[2]
+        rows, cap = out_shape[1] * out_shape[2], min(step, x.shape[0])
         for s in range(0, x.shape[0], step):
             xs, dys = x[s : s + step], dy2d[s * rows : (s + step) * rows]
-            cols = self._cols if self._cols is not None else self._unfold(xs, "cols")
+            cols = self._cols if self._cols is not None else self._unfold(xs, "cols", cap)
             if s == 0:
                 np.matmul(cols.T, dys, out=gW)
             else:
                 gW += cols.T @ dys
             if dx is not None:
-                dcols = self._pool.get("dcols", cols.shape, W.dtype)
+                dcols = self._pool.get("dcols", (cap * rows, cols.shape[1]), W.dtype)
+                dcols = dcols[: cols.shape[0]]  # the last chunk reuses the chunks' buffer
                 np.matmul(dys, W2d.T, out=dcols)
                 col2im(
                     dcols,
