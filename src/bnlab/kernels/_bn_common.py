@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import as_float_array, check_feature_axis, compute_dtype
+from bnlab.kernels._bn_vectors import all_finite
 from bnlab.kernels._numba import kernel_thread_count
 
 __all__ = [
@@ -125,7 +126,7 @@ def prepare_channel_vector(
             f"got shape {arr.shape}"
         )
     out = arr.astype(np.float64)
-    if not np.isfinite(out).all():
+    if not all_finite(out):  # np.isfinite(out).all() in one Numba call (~0.3 us, not ~2)
         raise ValueError(
             f"{where}: {name} must be finite, got {int(np.isnan(out).sum())} NaN and "
             f"{int(np.isinf(out).sum())} Inf entries; check the parameters or statistics given"

@@ -21,6 +21,14 @@ count, mean and biased variance of a possibly empty shard), :func:`batch_norm_in
 given sums and the count ``m`` they cover). ``batch_norm_forward``/``batch_norm_backward`` are
 exactly these pieces with the local batch's own statistics.
 
+Output buffers: ``batch_norm_forward``, ``batch_norm_backward`` and ``batch_norm_inference``
+take ``out=`` (an array of the result's shape and dtype, C-contiguous, writeable, sharing no
+memory with the inputs) and write ``y`` or ``dx`` into it instead of allocating: a training
+loop that passes the same two arrays every step allocates nothing large (a fresh large array
+costs page faults on every call with glibc's default malloc). Only ``out`` is written; the
+cache holds ``x`` (not ``y``), so a cache stays valid when its ``out`` is reused for the next
+forward pass, and the bits are those of the allocating call.
+
 Example::
 
     >>> import numpy as np
@@ -43,15 +51,18 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import as_float_array
+from bnlab.kernels import batchnorm_fused as fk
 from bnlab.kernels._bn_common import (
     BatchNormCache,
     channel_view,
     check_eps,
     check_training_count,
+    num_blocks,
     prepare_channel_vector,
     prepare_grad,
     prepare_input,
 )
+from bnlab.kernels._bn_vectors import all_finite, param_grads
 from bnlab.kernels.batchnorm_chunks import grad_input_view, grad_sums_view, normalize_view
 from bnlab.kernels.moments import channel_stats
 
@@ -64,31 +75,101 @@ __all__ = [
     "batch_norm_grad_sums",
     "batch_norm_grad_input",
     "channel_stats",
+    "check_out",
 ]
 
 
-def _normalize(
-    v: np.ndarray, mean: np.ndarray, var: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float
+def check_out(
+    out: Any, shape: tuple[int, ...], dtype: np.dtype[Any], *inputs: Any, where: str
 ) -> np.ndarray:
-    return normalize_view(v, mean, var, g, b, eps)
+    """``out`` if it can take a result of ``shape``/``dtype``, else a TypeError/ValueError.
+
+    It must be a writeable C-contiguous ndarray of exactly that shape and dtype, sharing no
+    memory with ``inputs`` (a kernel writing over its own input would change what it reads).
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{where}: out must be a numpy array or None, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"{where}: out must have the result's shape {shape} and dtype {dtype}, got shape "
+            f"{out.shape} and dtype {out.dtype}; allocate it with np.empty_like(x)"
+        )
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(
+            f"{where}: out must be C-contiguous and writeable (the kernels write it as one "
+            "block); pass np.empty_like(x) or a contiguous copy"
+        )
+    for i, arr in enumerate(inputs):
+        if any(arr is seen for seen in inputs[:i]):
+            continue
+        if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
+            raise ValueError(
+                f"{where}: out shares memory with an input; pass a separate array (the "
+                "kernels read their inputs while writing out)"
+            )
+    return out
+
+
+def _normalize(
+    v: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    g: np.ndarray,
+    b: np.ndarray,
+    eps: float,
+    shape: tuple[int, ...],
+    ax: int,
+    out: np.ndarray | None = None,
+    nb: int | None = None,
+) -> np.ndarray:
+    """``y`` of ``shape``, into ``out`` (result dtype) when given; computed in ``v``'s dtype."""
+    if out is not None and out.dtype == v.dtype:
+        normalize_view(v, mean, var, g, b, eps, channel_view(out, ax), nb)
+        return out
+    y = normalize_view(v, mean, var, g, b, eps, None, nb).reshape(shape)
+    if out is not None:  # float16: computed in float32, rounded as astype rounds
+        np.copyto(out, y, casting="same_kind")
+        return out
+    return y
 
 
 def _grad_input(
-    u: np.ndarray, v: np.ndarray, cache: BatchNormCache, sdy: np.ndarray, sdyx: np.ndarray
+    u: np.ndarray,
+    v: np.ndarray,
+    cache: BatchNormCache,
+    sdy: np.ndarray,
+    sdyx: np.ndarray,
+    out: np.ndarray | None = None,
+    nb: int | None = None,
 ) -> np.ndarray:
-    """``dx`` (compute dtype, view shape) from the sums; ``cache.count`` is the m they cover."""
+    """``dx`` (out dtype, input shape) from the sums; ``cache.count`` is the m they cover."""
     stats = (cache.mean, cache.var, cache.gamma)
-    return grad_input_view(u, v, stats, sdy, sdyx, cache.eps, int(cache.count))
+    shape, ax, m = cache.x.shape, cache.axis, int(cache.count)
+    if out is not None and out.dtype == v.dtype:
+        grad_input_view(u, v, stats, sdy, sdyx, cache.eps, m, channel_view(out, ax), nb)
+        return out
+    dx = grad_input_view(u, v, stats, sdy, sdyx, cache.eps, m, None, nb).reshape(shape)
+    if out is not None:
+        np.copyto(out, dx, casting="same_kind")
+        return out
+    return dx.astype(cache.out_dtype, copy=False)
 
 
 def batch_norm_forward(
-    x: Any, gamma: Any, beta: Any, *, axis: int = -1, eps: float = 1e-5
+    x: Any,
+    gamma: Any,
+    beta: Any,
+    *,
+    axis: int = -1,
+    eps: float = 1e-5,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, BatchNormCache]:
     """Training-mode batch norm: normalize with the batch's mean and biased variance.
 
     ``gamma``/``beta`` of shape ``(C,)`` (``None`` means 1 and 0). Returns ``y`` with the dtype
     of ``x`` (float16 is computed in float32) and a :class:`BatchNormCache` holding a reference
     to ``x`` and the float64 ``mean``/``var`` (biased) for the backward pass and running stats.
+    ``out``: an array for ``y`` (see the module docstring); it is returned as ``y``.
     FloatingPointError if ``x`` holds NaN or Inf (seen in the statistics, at no cost);
     ValueError for eps <= 0 or NaN/Inf gamma/beta.
     """
@@ -101,40 +182,47 @@ def batch_norm_forward(
     b = prepare_channel_vector(beta, "beta", C, default=0.0, where=where)
     m = xc.size // C if C else 0
     check_training_count(m, xc.shape, where=where)
+    if out is not None:
+        check_out(out, xc.shape, out_dtype, x, xc, where=where)
     v = channel_view(xc, ax)
-    mean, var = channel_stats(v)
-    if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+    nb = num_blocks(v)
+    mean, var = (fk.stats_last if v.ndim == 2 else fk.stats_mid)(v, nb)  # channel_stats(v)
+    if not (all_finite(mean) and all_finite(var)):
         raise FloatingPointError(
             f"{where}: the batch statistics of x are not finite: x contains NaN or Inf, or its "
             "variance overflows float64; check the input"
         )
-    y = _normalize(v, mean, var, g, b, eps)
+    y = _normalize(v, mean, var, g, b, eps, xc.shape, ax, out, nb)
     cache = BatchNormCache(xc, mean, var, g, eps, ax, m, out_dtype)
-    return y.reshape(xc.shape).astype(out_dtype, copy=False), cache
+    return y.astype(out_dtype, copy=False), cache
 
 
 def batch_norm_backward(
-    dy: Any, cache: BatchNormCache
+    dy: Any, cache: BatchNormCache, *, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients ``(dx, dgamma, dbeta)`` of :func:`batch_norm_forward`.
 
     ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` (compute dtype) and
     ``dx = gamma * rstd * (dy - dbeta/m - xhat * dgamma/m)`` (dtype of the forward input).
+    ``out``: an array for ``dx`` (see the module docstring); it is returned as ``dx``.
     FloatingPointError if ``dy`` holds NaN or Inf (seen in its float64 sums, at no cost).
     """
-    g = np.ascontiguousarray(prepare_grad(dy, cache, where="batch_norm_backward"))
+    where = "batch_norm_backward"
+    g = np.ascontiguousarray(prepare_grad(dy, cache, where=where))
+    if out is not None:
+        check_out(out, cache.x.shape, cache.out_dtype, dy, g, cache.x, where=where)
     v = channel_view(cache.x, cache.axis)
     u = channel_view(g, cache.axis)
-    sdy, sdyx = grad_sums_view(u, v, cache.mean)
-    if not (np.isfinite(sdy).all() and np.isfinite(sdyx).all()):
+    nb = num_blocks(v)
+    sdy, sdyx = grad_sums_view(u, v, cache.mean, nb)
+    if not (all_finite(sdy) and all_finite(sdyx)):
         raise FloatingPointError(
             "batch_norm_backward: the sums of dy are not finite: dy contains NaN or Inf (or "
             "overflows float64); check the upstream gradient"
         )
-    dx = _grad_input(u, v, cache, sdy, sdyx)
-    dt = cache.x.dtype
-    dx = dx.reshape(cache.x.shape).astype(cache.out_dtype, copy=False)
-    return dx, (cache.rstd * sdyx).astype(dt), sdy.astype(dt)
+    dx = _grad_input(u, v, cache, sdy, sdyx, out, nb)
+    dgamma, dbeta = param_grads(cache.var, cache.eps, sdy, sdyx, cache.x)  # rstd * sdyx, sdy
+    return dx, dgamma, dbeta
 
 
 def _prepare_pair(
@@ -200,17 +288,25 @@ def batch_norm_grad_input(
     if xc.size == 0:
         return np.empty(xc.shape, dtype=out_dtype)
     cache = BatchNormCache(xc, mu, vr, g, eps, ax, int(count), out_dtype)
-    dx = _grad_input(channel_view(gy, ax), channel_view(xc, ax), cache, sdy, sdyx)
-    return dx.reshape(xc.shape).astype(out_dtype, copy=False)
+    return _grad_input(channel_view(gy, ax), channel_view(xc, ax), cache, sdy, sdyx)
 
 
 def batch_norm_inference(
-    x: Any, mean: Any, var: Any, gamma: Any, beta: Any, *, axis: int = -1, eps: float = 1e-5
+    x: Any,
+    mean: Any,
+    var: Any,
+    gamma: Any,
+    beta: Any,
+    *,
+    axis: int = -1,
+    eps: float = 1e-5,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inference-mode batch norm (Algorithm 2): ``y = gamma * (x - mean) / sqrt(var + eps) + beta``.
 
     ``mean``/``var`` are the population (running) statistics, or any given statistics (the
     normalizing pass of training uses the batch's); an empty batch gives an empty output.
+    ``out``: an array for ``y`` (see the module docstring); it is returned as ``y``.
     ValueError for eps <= 0, NaN/Inf statistics or parameters, and a negative ``var``.
     """
     where = "batch_norm_inference"
@@ -221,11 +317,13 @@ def batch_norm_inference(
     vr = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
     g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
     b = prepare_channel_vector(beta, "beta", C, default=0.0, where=where)
+    if out is not None:
+        check_out(out, xc.shape, out_dtype, x, xc, where=where)
     if xc.size == 0:
-        return np.empty(xc.shape, dtype=out_dtype)
+        return np.empty(xc.shape, dtype=out_dtype) if out is None else out
     xc = np.ascontiguousarray(xc)
-    y = _normalize(channel_view(xc, ax), mu, vr, g, b, eps)
-    return y.reshape(xc.shape).astype(out_dtype, copy=False)
+    y = _normalize(channel_view(xc, ax), mu, vr, g, b, eps, xc.shape, ax, out)
+    return y.astype(out_dtype, copy=False)
 
 
 def batch_norm_inference_backward(
@@ -251,6 +349,5 @@ def batch_norm_inference_backward(
     v, u = channel_view(xc, ax), channel_view(gy, ax)
     sdy, sdyx = grad_sums_view(u, v, mu)
     zeros = np.zeros(C)
-    dx = _normalize(u, zeros, vr, g, zeros, eps)
-    dx = dx.reshape(xc.shape).astype(out_dtype, copy=False)
+    dx = _normalize(u, zeros, vr, g, zeros, eps, xc.shape, ax).astype(out_dtype, copy=False)
     return dx, (cache.rstd * sdyx).astype(dt), sdy.astype(dt)

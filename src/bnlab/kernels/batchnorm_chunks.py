@@ -50,18 +50,25 @@ def normalize_view(
     b: np.ndarray,
     eps: float,
     out: np.ndarray | None = None,
+    nblocks: int | None = None,
 ) -> np.ndarray:
-    """``out = g * (v - mean) / sqrt(var + eps) + b`` per channel; float64 (C,) vectors."""
+    """``out = g * (v - mean) / sqrt(var + eps) + b`` per channel; float64 (C,) vectors.
+
+    ``nblocks``: :func:`~bnlab.kernels._bn_common.num_blocks` of ``v`` if already known.
+    """
     out = np.empty_like(v) if out is None else out
     kernel = fk.normalize_last if v.ndim == 2 else fk.normalize_mid
-    kernel(v, mean, var, g, b, float(eps), out, num_blocks(v))
+    kernel(v, mean, var, g, b, float(eps), out, num_blocks(v) if nblocks is None else nblocks)
     return out
 
 
-def grad_sums_view(u: np.ndarray, v: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def grad_sums_view(
+    u: np.ndarray, v: np.ndarray, mean: np.ndarray, nblocks: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(sum u, sum u * (v - mean))`` per channel in float64."""
     kernel = fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid
-    sums: tuple[np.ndarray, np.ndarray] = kernel(u, v, mean, num_blocks(v))
+    nb = num_blocks(v) if nblocks is None else nblocks
+    sums: tuple[np.ndarray, np.ndarray] = kernel(u, v, mean, nb)
     return sums
 
 
@@ -74,6 +81,7 @@ def grad_input_view(
     eps: float,
     m: int,
     out: np.ndarray | None = None,
+    nblocks: int | None = None,
 ) -> np.ndarray:
     """Training ``dx`` from the sums over ``m`` values per channel; ``stats = (mean, var, g)``."""
     mean, var, g = stats
@@ -82,7 +90,8 @@ def grad_input_view(
     kernel = fk.grad_input_last if last else fk.grad_input_mid
     if last and v.dtype == np.float32 and m >= fk.LOWP_MIN_COUNT:
         kernel = fk.grad_input_last_lowp
-    kernel(u, v, mean, var, g, sdy, sdyx, float(eps), int(m), out, num_blocks(v))
+    nb = num_blocks(v) if nblocks is None else nblocks
+    kernel(u, v, mean, var, g, sdy, sdyx, float(eps), int(m), out, nb)
     return out
 
 
@@ -148,15 +157,19 @@ def _grad_input_chunks(dy, x, bounds, mean, var, scale, sums, count, eps, lowp, 
 class ChunkPlan:
     """Row chunks ``bounds[j] = (a, b)`` of an input, and how the passes run over them:
     ``grouped`` holds the chunks as (G, 2) row ranges of the ``(R, C)`` view when one serial
-    Numba call does them all, else None (one call per chunk)."""
+    Numba call does them all, else None (one call per chunk). ``whole``: one non-empty chunk
+    that is the whole input (the usual batch), run by the one-chunk kernels directly."""
 
     bounds: list[tuple[int, int]]
     grouped: np.ndarray | None
+    whole: bool = False
 
 
 def plan_chunks(x: np.ndarray, axis: int, bounds: list[tuple[int, int]]) -> ChunkPlan:
     """Group the chunks when the feature axis is last and no chunk is big enough to run in
     parallel on its own (whose bits a serial pass would change)."""
+    if len(bounds) == 1 and bounds[0] == (0, x.shape[0]) and x.size:
+        return ChunkPlan(bounds, None, whole=True)
     if len(bounds) < 2 or axis != x.ndim - 1 or x.shape[0] == 0:
         return ChunkPlan(bounds, None)
     per_row = x.size // x.shape[0]
@@ -176,6 +189,9 @@ def chunk_moments(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(count (G,), mean (G, C), biased var (G, C))`` of the row chunks of ``x``."""
     G, C = len(plan.bounds), x.shape[axis]
+    if plan.whole:
+        mean1, var1 = channel_stats(channel_view(x, axis))
+        return np.array([x.size // C], np.int64), mean1.reshape(1, C), var1.reshape(1, C)
     count, mean, var = np.zeros(G, np.int64), np.zeros((G, C)), np.zeros((G, C))
     grouped, bounds = plan.grouped, plan.bounds
     if grouped is not None:
@@ -197,12 +213,18 @@ def chunk_normalize(
     scale: np.ndarray,
     shift: np.ndarray,
     eps: float,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``y`` (compute dtype): every chunk normalized with its row of ``stats = (mean, var)``;
-    ``scale``/``shift`` float64, (C,) or (G, C)."""
+    """``y`` (compute dtype; into ``out``, x's shape and dtype, when given): every chunk
+    normalized with its row of ``stats = (mean, var)``; ``scale``/``shift`` float64, (C,) or
+    (G, C)."""
     mean, var = stats
-    out = np.empty_like(x)
+    out = np.empty_like(x) if out is None else out
     grouped, bounds = plan.grouped, plan.bounds
+    if plan.whole:
+        v, o = channel_view(x, axis), channel_view(out, axis)
+        normalize_view(v, mean[0], var[0], _row(scale, 0), _row(shift, 0), eps, o)
+        return out
     if grouped is not None:
         s, t = np.broadcast_to(scale, mean.shape), np.broadcast_to(shift, mean.shape)
         v, o = channel_view(x, axis), channel_view(out, axis)
@@ -223,6 +245,11 @@ def chunk_grad_sums(
     """``(G, 2, C)`` float64: ``[sum dy, sum dy * (x - mean_j)]`` per chunk and channel."""
     sums = np.zeros((len(plan.bounds), 2, x.shape[axis]))
     grouped, bounds = plan.grouped, plan.bounds
+    if plan.whole:
+        sums[0, 0], sums[0, 1] = grad_sums_view(
+            channel_view(dy, axis), channel_view(x, axis), mean[0]
+        )
+        return sums
     if grouped is not None:
         _grad_sums_chunks(channel_view(dy, axis), channel_view(x, axis), grouped, mean, sums)
         return sums
@@ -241,11 +268,18 @@ def chunk_grad_input(
     stats: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     sums: np.ndarray,
     eps: float,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``dx`` (compute dtype) per chunk; ``stats = (count, mean, var, scale)``, maybe global."""
+    """``dx`` (compute dtype; into ``out``, x's shape and dtype, when given) per chunk;
+    ``stats = (count, mean, var, scale)``, maybe global."""
     count, mean, var, scale = stats
-    out = np.empty_like(x)
+    out = np.empty_like(x) if out is None else out
     grouped, bounds = plan.grouped, plan.bounds
+    if plan.whole:
+        u, v, o = channel_view(dy, axis), channel_view(x, axis), channel_view(out, axis)
+        chunk = (mean[0], var[0], _row(scale, 0))
+        grad_input_view(u, v, chunk, sums[0, 0], sums[0, 1], eps, int(count[0]), o)
+        return out
     if grouped is not None:
         u, v, o = channel_view(dy, axis), channel_view(x, axis), channel_view(out, axis)
         s = np.ascontiguousarray(np.broadcast_to(scale, mean.shape))

@@ -17,7 +17,10 @@ and its backward::
 
 Everything is validated before anything changes: a bad input, NaN/Inf statistics, running
 statistics that would overflow their dtype, or NaN/Inf ``dy`` raise and leave parameters,
-gradients and buffers as they were. The kernels are the chunked passes of
+gradients and buffers as they were. NaN/Inf in ``x`` or ``dy`` is seen in the float64 sums the
+passes compute anyway (no extra pass over the data); only then is the array scanned, for the
+message. Outputs ``y`` and ``dx`` are reused buffers where that is invisible to the caller
+(:mod:`bnlab.layers._norm_buffers`). The kernels are the chunked passes of
 :mod:`bnlab.kernels.batchnorm_chunks` (built on the split entry points of
 :mod:`bnlab.kernels.batchnorm`); the layer owns only chunk bounds, reduction hooks and state.
 """
@@ -32,6 +35,7 @@ import numpy as np
 
 from bnlab._checks import as_float_array, check_feature_axis, check_finite, compute_dtype
 from bnlab.kernels import batch_norm_inference, batch_norm_inference_backward
+from bnlab.kernels._bn_vectors import all_finite
 from bnlab.kernels.batchnorm_chunks import (
     ChunkPlan,
     chunk_grad_input,
@@ -41,6 +45,7 @@ from bnlab.kernels.batchnorm_chunks import (
     plan_chunks,
 )
 from bnlab.layers._norm_args import check_norm_args
+from bnlab.layers._norm_buffers import OutputBuffers
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
 __all__ = ["BatchNormBase", "NormCache"]
@@ -122,6 +127,7 @@ class BatchNormBase(Layer):
                 "num_batches_tracked": np.array(0, np.int64),
             }
         self._cache: NormCache | None = None
+        self._outputs = OutputBuffers()  # y and dx, reused where the caller cannot tell
         if self.momentum is not None and self.momentum > 0.5:
             warnings.warn(
                 f"{self._where}: momentum={self.momentum} keeps {self.momentum:.0%} of each new "
@@ -197,7 +203,8 @@ class BatchNormBase(Layer):
     def _running_update(
         self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """New buffer values (not yet assigned) after a batch with these chunk statistics."""
+        """New buffer values (not yet assigned) after a batch with these chunk statistics; an
+        overflow may give inf (the core refuses it), without a warning (``np.errstate``)."""
         raise NotImplementedError
 
     def _chunk_param_grads(
@@ -229,6 +236,7 @@ class BatchNormBase(Layer):
             y = batch_norm_inference(
                 arr, self.running_mean, self.running_var, self.params.get("gamma"),
                 self.params.get("beta"), axis=ax, eps=self.eps,
+                out=self._outputs.get(self.reuse_output, "y", arr.shape, arr.dtype),
             )  # fmt: skip
             self._cache = NormCache("eval", arr, ax, arr.shape, arr.dtype, None, *_EMPTY, {})
             return y
@@ -270,15 +278,15 @@ class BatchNormBase(Layer):
         plan = plan_chunks(xc, ax, bounds)
         count, mean, var = self._reduce_moments(*chunk_moments(xc, ax, plan))
         update = self.training and self.track_running_stats and "running_mean" in self.buffers
-        if int(count.sum()) == 0:  # an empty batch: empty output, nothing updated (PyTorch)
+        if sum(count.tolist()) == 0:  # an empty batch: empty output, nothing updated (PyTorch)
             self._cache = NormCache("train", xc, ax, xc.shape, arr.dtype, None, *_EMPTY, {})
             return np.empty(arr.shape, arr.dtype)
         self._check_stats(arr, xc.shape, bounds, count, mean, var)
         scale, shift, extra = self._chunk_affine(mean, var)
-        with np.errstate(over="ignore"):  # an overflow to inf is caught just below
-            new = self._running_update(count, mean, var) if update else {}
-        self._check_buffers(new)
-        y = chunk_normalize(xc, ax, plan, (mean, var), scale, shift, self.eps)
+        new = self._running_update(count, mean, var) if update else {}
+        self._check_buffers(new)  # an overflow to inf is caught here
+        out = self._outputs.get(self.reuse_output, "y", xc.shape, xc.dtype)
+        y = chunk_normalize(xc, ax, plan, (mean, var), scale, shift, self.eps, out)
         for key, value in new.items():
             self.buffers[key][...] = value
         self._cache = NormCache(
@@ -296,7 +304,7 @@ class BatchNormBase(Layer):
         var: np.ndarray,
     ) -> None:
         """At least 2 values per channel in every chunk; finite statistics (NaN/Inf in x)."""
-        for j in np.flatnonzero(count < 2) if count.min() < 2 else ():
+        for j in np.flatnonzero(count < 2) if min(count.tolist()) < 2 else ():
             a, b = bounds[j]
             what = "training batch" if len(bounds) == 1 else f"virtual batch {j}"
             raise ValueError(
@@ -304,7 +312,7 @@ class BatchNormBase(Layer):
                 f"{what} with {int(count[j])} value(s) per channel (input shape {shape}, rows "
                 f"{a}:{b}); use a larger batch or virtual_batch_size, or eval mode"
             )
-        if np.isfinite(mean).all() and np.isfinite(var).all():
+        if all_finite(mean) and all_finite(var):
             return
         check_finite(arr, "x (training batch)", where=self._where)
         raise FloatingPointError(
@@ -314,7 +322,7 @@ class BatchNormBase(Layer):
 
     def _check_buffers(self, new: dict[str, np.ndarray]) -> None:
         for key, value in new.items():
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
+            if value.dtype.kind == "f" and not all_finite(value):
                 raise FloatingPointError(
                     f"{self._where}: this batch would make {key} non-finite (it overflows "
                     f"{value.dtype}: |x| is too large for the running statistics' dtype); "
@@ -356,7 +364,7 @@ class BatchNormBase(Layer):
 
     def _check_grad(self, g: np.ndarray, *sums: np.ndarray) -> None:
         """NaN/Inf in dy shows in its float64 sums (free to check); raise before any update."""
-        if all(np.isfinite(s).all() for s in sums):
+        if all(all_finite(s) for s in sums):
             return
         check_finite(g, "dy", where=self._where)
         raise FloatingPointError(
@@ -377,7 +385,8 @@ class BatchNormBase(Layer):
         if not need_input_grad:
             return None, dgamma, dbeta
         stats = (cache.count, cache.mean, cache.var, cache.scale)
-        dx = chunk_grad_input(gc, x, ax, plan, stats, total, self.eps)
+        out = self._outputs.get(self.reuse_output, "dx", x.shape, x.dtype)
+        dx = chunk_grad_input(gc, x, ax, plan, stats, total, self.eps, out)
         return dx.astype(cache.out_dtype, copy=False), dgamma, dbeta
 
     def _rstd(self, cache: NormCache) -> np.ndarray:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from bnlab.kernels._bn_vectors import moving_average
 from bnlab.layers._normalization import BatchNormBase, NormCache
 
 __all__ = ["BatchNorm"]
+
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class BatchNorm(BatchNormBase):
@@ -104,26 +107,16 @@ class BatchNorm(BatchNormBase):
     def _running_update(
         self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """One update per chunk, in order, each rounded to the buffers' dtype as it is stored."""
+        """One update per chunk, in order, each rounded to the buffers' dtype as it is stored:
+        ``running = (1 - w) running + w batch`` (``w`` = momentum, or 1/n for None)."""
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         n = int(self.buffers["num_batches_tracked"])
-        if mean.shape[0] == 1:  # the common case, without the copies
-            w = 1.0 / (n + 1) if self.momentum is None else self.momentum
-            m = int(count[0])
-            return {
-                "running_mean": ((1.0 - w) * rm.astype(np.float64) + w * mean[0]).astype(rm.dtype),
-                "running_var": (
-                    (1.0 - w) * rv.astype(np.float64) + w * var[0] * (m / (m - 1))
-                ).astype(rv.dtype),
-                "num_batches_tracked": np.array(n + 1),
-            }
-        rm, rv = rm.copy(), rv.copy()
         for j in range(mean.shape[0]):
             n += 1
             w = 1.0 / n if self.momentum is None else self.momentum
             m = int(count[j])
-            rm[...] = (1.0 - w) * rm.astype(np.float64) + w * mean[j]
-            rv[...] = (1.0 - w) * rv.astype(np.float64) + w * var[j] * (m / (m - 1))
+            rm = _moving_average(rm, mean[j], w, 1.0)
+            rv = _moving_average(rv, var[j], w, m / (m - 1))
         return {"running_mean": rm, "running_var": rv, "num_batches_tracked": np.array(n)}
 
     def _chunk_param_grads(
@@ -132,3 +125,13 @@ class BatchNorm(BatchNormBase):
         """dgamma = rstd * sum(dy * (x - mean)) = sum(dy * xhat), dbeta = sum(dy)."""
         dt = cache.x.dtype
         return (self._rstd(cache) * sum_dy_xmu).astype(dt), sum_dy.astype(dt)
+
+
+def _moving_average(running: np.ndarray, batch: np.ndarray, w: float, factor: float) -> np.ndarray:
+    """A new ``(1 - w) * running + (w * batch) * factor`` in float64, rounded to running's
+    dtype: one Numba call for float32/float64 buffers, the same expression in NumPy else."""
+    if running.dtype in _FAST:
+        out: np.ndarray = moving_average(running, batch, w, factor)
+        return out
+    with np.errstate(over="ignore"):  # an overflow to inf is refused by the core
+        return ((1.0 - w) * running.astype(np.float64) + w * batch * factor).astype(running.dtype)

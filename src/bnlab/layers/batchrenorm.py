@@ -138,17 +138,18 @@ class BatchRenorm(BatchNormBase):
         self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
     ) -> dict[str, np.ndarray]:
         """mu and sigma move towards the chunk averages of mu_B and sigma_B, once a step."""
-        mu = self.buffers["running_mean"].astype(np.float64)
-        sigma = self.moving_std
-        std = np.sqrt(var + self.eps)
-        new_mu = mu + self.momentum * (mean.mean(axis=0) - mu)
-        new_sigma = sigma + self.momentum * (std.mean(axis=0) - sigma)
-        dt = self.buffers["running_var"].dtype
-        return {
-            "running_mean": new_mu.astype(self.buffers["running_mean"].dtype),
-            "running_var": np.maximum(new_sigma**2 - self.eps, 0.0).astype(dt),
-            "num_batches_tracked": np.array(int(self.buffers["num_batches_tracked"]) + 1),
-        }
+        with np.errstate(over="ignore"):  # an overflow to inf is refused by the core
+            mu = self.buffers["running_mean"].astype(np.float64)
+            sigma = self.moving_std
+            std = np.sqrt(var + self.eps)
+            new_mu = mu + self.momentum * (mean.mean(axis=0) - mu)
+            new_sigma = sigma + self.momentum * (std.mean(axis=0) - sigma)
+            dt = self.buffers["running_var"].dtype
+            return {
+                "running_mean": new_mu.astype(self.buffers["running_mean"].dtype),
+                "running_var": np.maximum(new_sigma**2 - self.eps, 0.0).astype(dt),
+                "num_batches_tracked": np.array(int(self.buffers["num_batches_tracked"]) + 1),
+            }
 
     def _chunk_param_grads(
         self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
