@@ -145,3 +145,28 @@ def test_max_pool_backward_equals_add_at_reference(pool, stride, dtype):
     dx = np.full((3, 9 * 8, 17), np.nan, dtype)
     P._BWD[1](dy, arg, dx)  # the parallel twin
     np.testing.assert_array_equal(dx.reshape(x.shape), want)
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (1, 1), (1, 2), (3, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unrolled_2x2_max_pool_equals_the_general_loop(stride, dtype):
+    """Values, argmax (first maximum on ties, NaN wins and the last NaN stays) on both twins."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 9, 8, 19)).astype(dtype)
+    x[0, :4, :4, 0] = 1.0  # ties
+    x[1, 2, 2, :3] = np.nan
+    x[1, 3, 3, 1:4] = np.nan
+    x[2, 0, :, 2] = -np.inf
+    y, arg = max_pool_forward(x, (2, 2), stride)
+    n, h, w, c = x.shape
+    shape = (n, (h - 2) // stride[0] + 1, (w - 2) // stride[1] + 1, c)
+    for twin in (0, 1):
+        y2, a2 = np.empty(shape, dtype), np.empty(shape, np.int32)
+        P._FWD[twin](x, 2, 2, *stride, y2, a2)  # the general loop
+        np.testing.assert_array_equal(y, y2)  # NaN in the same places
+        np.testing.assert_array_equal(arg, a2)
+        y3, a3 = np.empty(shape, dtype), np.empty(shape, np.int32)
+        P._FWD_2X2[twin](x, *stride, y3, a3)
+        np.testing.assert_array_equal(y3, y2)
+        np.testing.assert_array_equal(a3, a2)
+    assert np.isnan(y).any() and len(np.unique(arg)) > 10

@@ -60,6 +60,38 @@ def _max_pool_fwd(x, ph, pw, sh, sw, y, arg):
 _FWD = njit_pair(_max_pool_fwd)
 
 
+def _max_pool_fwd_2x2(x, sh, sw, y, arg):
+    # The 2x2 window of every conv net here, unrolled: the four taps are compared in the
+    # general loop's order (row-major; a larger value or a NaN takes over) on locals, so the
+    # channel loop is branch-free and vectorizes (2x faster at batch 32).
+    n, h, w, c = x.shape
+    _, ho, wo, _ = y.shape
+    for b in prange(n):
+        for i in range(ho):
+            top, bottom = x[b, i * sh], x[b, i * sh + 1]
+            for j in range(wo):
+                x0 = j * sw
+                k = i * sh * w + x0
+                t0, t1, t2, t3 = top[x0], top[x0 + 1], bottom[x0], bottom[x0 + 1]
+                yo, ao = y[b, i, j], arg[b, i, j]
+                for ch in range(c):
+                    m, a = t0[ch], k
+                    v = t1[ch]
+                    take = v > m or v != v
+                    m, a = (v, k + 1) if take else (m, a)
+                    v = t2[ch]
+                    take = v > m or v != v
+                    m, a = (v, k + w) if take else (m, a)
+                    v = t3[ch]
+                    take = v > m or v != v
+                    m, a = (v, k + w + 1) if take else (m, a)
+                    yo[ch], ao[ch] = m, a
+    return y
+
+
+_FWD_2X2 = njit_pair(_max_pool_fwd_2x2)
+
+
 def _max_pool_bwd(dy, arg, dx3):
     # dx3 is dx viewed as (N, H*W, C): the flat index argmax = y*W + x addresses it directly.
     n, _, c = dx3.shape
@@ -92,8 +124,12 @@ def max_pool_forward(
         out = np.empty(shape, dtype=x.dtype)
     if argmax is None:
         argmax = np.empty(shape, dtype=np.int32)
-    args = (np.ascontiguousarray(x), pool[0], pool[1], stride[0], stride[1], out, argmax)
-    call_on_policy(_FWD, 4, x.size, PARALLEL_MIN, *args)
+    x = np.ascontiguousarray(x)
+    if tuple(pool) == (2, 2):
+        call_on_policy(_FWD_2X2, 4, x.size, PARALLEL_MIN, x, stride[0], stride[1], out, argmax)
+    else:
+        args = (x, pool[0], pool[1], stride[0], stride[1], out, argmax)
+        call_on_policy(_FWD, 4, x.size, PARALLEL_MIN, *args)
     return out, argmax
 
 
