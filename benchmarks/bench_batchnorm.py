@@ -19,7 +19,16 @@ Each case is timed twice, with the default malloc and with a warm heap
 (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` set so that freed memory is never
 returned to the OS); sides: the bnlab kernels, the bnlab ``BatchNorm`` layer (used on its own)
 and torch. Cells are medians of the steady state; "first 5" is the median of the first five
-timed calls after one untimed call (Numba cache load).
+timed calls after one untimed call (Numba cache load). "kernel out=" passes the same two
+output arrays every step (``batch_norm_forward(..., out=y)``, ``batch_norm_backward(...,
+out=dx)``), as a training loop over the kernels would; the layer reuses its outputs itself.
+
+``--fresh --before SRC`` (issue 14) times the bnlab sides of another source tree (e.g. a
+``git archive`` of an older revision's ``src/``, run with ``PYTHONPATH=SRC``) alternating with
+this one, default malloc only, and reports the after/before ratios: the comparison that
+stays meaningful on a busy machine. Cells there are medians and (min) best samples.
+
+    python benchmarks/bench_batchnorm.py --fresh --before /tmp/old/src
 """
 
 from __future__ import annotations
@@ -61,6 +70,23 @@ def ours_step(shape: list[int], impl: str) -> Callable[[], None]:
     def step() -> None:
         _, cache = mod.batch_norm_forward(x, gamma, beta)
         mod.batch_norm_backward(dy, cache)
+
+    return step
+
+
+def out_step(shape: list[int]) -> Callable[[], None]:
+    """The bnlab kernels writing y and dx into the same two arrays every step (``out=``)."""
+    import numpy as np
+
+    from bnlab.kernels import batchnorm as fused
+
+    x, dy = _data(tuple(shape))
+    gamma, beta = np.ones(shape[-1], np.float32), np.zeros(shape[-1], np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+
+    def step() -> None:
+        _, cache = fused.batch_norm_forward(x, gamma, beta, out=y)
+        fused.batch_norm_backward(dy, cache, out=dx)
 
     return step
 
@@ -116,6 +142,7 @@ def warm_step(shape: list[int]) -> Callable[[], None]:
 WARM_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
 FRESH_SIDES = {
     "kernel": "ours_step",
+    "kernel out=": "out_step",
     "kernel + warm_heap()": "warm_step",
     "layer": "layer_step",
     "torch": "torch_step",
@@ -149,7 +176,9 @@ def fresh_rows(rounds: int = 2) -> list[list[str]]:
         t = {c: median(res[(key, *c)]) for c in cells}
         f = {c: median(first[(key, *c)]) for c in cells}
         rows.append([
-            str(shape), fmt_time(t["kernel", "default"]), fmt_time(t["kernel", "warm"]),
+            str(shape), fmt_time(t["kernel out=", "default"]),
+            f"**{ratio(t['kernel out=', 'default'], t['torch', 'default'])}**",
+            fmt_time(t["kernel", "default"]), fmt_time(t["kernel", "warm"]),
             fmt_time(f["kernel", "default"]), fmt_time(t["kernel + warm_heap()", "default"]),
             fmt_time(t["layer", "default"]),
             fmt_time(t["layer", "warm"]), fmt_time(t["torch", "default"]),
@@ -161,10 +190,61 @@ def fresh_rows(rounds: int = 2) -> list[list[str]]:
     return rows
 
 
-FRESH_HEADER = ["shape", "kernel fresh", "kernel warm heap", "kernel first 5",
-                "kernel + runtime.warm_heap()", "layer fresh",
-                "layer warm heap", "torch fresh", "torch warm heap", "kernel/torch fresh",
-                "layer/torch fresh", "kernel/torch warm"]  # fmt: skip
+FRESH_HEADER = ["shape", "kernel out= fresh", "kernel out=/torch fresh", "kernel fresh",
+                "kernel warm heap", "kernel first 5", "kernel + runtime.warm_heap()",
+                "layer fresh", "layer warm heap", "torch fresh", "torch warm heap",
+                "kernel/torch fresh", "layer/torch fresh", "kernel/torch warm"]  # fmt: skip
+
+
+BEFORE_SIDES = {"kernel": "ours_step", "layer": "layer_step"}
+
+
+def before_rows(before: str, rounds: int = 2) -> list[list[str]]:
+    """This tree's bnlab sides against ``before``'s (PYTHONPATH), each case alone in a fresh
+    process with the default malloc, alternating (after, before, torch) shape by shape."""
+    threads = os.environ.get("BENCH_THREADS")
+    base = {"OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads} if threads else {}
+    old = {"PYTHONPATH": os.path.abspath(before) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    trees = {"after": {**FRESH_SIDES, "torch": "torch_step"}, "before": BEFORE_SIDES}
+    res: dict[tuple[str, str, str], list[float]] = {}
+    for _ in range(rounds):
+        for shape in SHAPES:
+            key = "x".join(map(str, shape))
+            for tree, sides in trees.items():
+                for side, fn in sides.items():
+                    if side.endswith("warm_heap()"):
+                        continue
+                    kw: dict = {"shape": list(shape)}
+                    if fn == "ours_step":
+                        kw["impl"] = "fused"
+                    job = Job("c", f"bench_batchnorm:{fn}", kw, reps=40, warmup=1, max_seconds=1.5)
+                    env = {**base, **(old if tree == "before" else {})}
+                    times = run_jobs([job], env=env)["c"]["times"]
+                    res.setdefault((key, side, tree), []).extend(times[5:] or times)
+    rows = []
+    for shape in SHAPES:
+        key = "x".join(map(str, shape))
+        t = {(s, tr): median(v) for (k, s, tr), v in res.items() if k == key}
+        b = {(s, tr): min(v) for (k, s, tr), v in res.items() if k == key}
+
+        def cell(s: str, tr: str, t: dict = t, b: dict = b) -> str:
+            return f"{fmt_time(t[s, tr])} ({fmt_time(b[s, tr])})"
+
+        rows.append([
+            str(shape), cell("kernel", "before"), cell("kernel", "after"),
+            cell("kernel out=", "after"), cell("layer", "before"), cell("layer", "after"),
+            cell("torch", "after"),
+            f"**{ratio(t['kernel out=', 'after'], t['kernel', 'before'])}**",
+            f"**{ratio(t['layer', 'after'], t['layer', 'before'])}**",
+            ratio(t["kernel out=", "after"], t["torch", "after"]),
+            ratio(t["layer", "after"], t["torch", "after"]),
+        ])  # fmt: skip
+    return rows
+
+
+BEFORE_HEADER = ["shape", "kernel before", "kernel after", "kernel out= after", "layer before",
+                 "layer after", "torch", "kernel out= after/before", "layer after/before",
+                 "kernel out=/torch", "layer/torch"]  # fmt: skip
 
 
 def first_call_rows() -> list[list[str]]:
@@ -180,6 +260,13 @@ def first_call_rows() -> list[list[str]]:
 
 
 def main() -> None:
+    if "--fresh" in sys.argv and "--before" in sys.argv:
+        before = sys.argv[sys.argv.index("--before") + 1]
+        print(f"## Batch norm fwd + bwd, fresh processes, this tree against {before}\n")
+        print("Medians (best) of alternating rounds (BENCH_ROUNDS, default 2), default malloc.\n")
+        rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+        print(markdown_table(BEFORE_HEADER, before_rows(before, rounds)))
+        return
     if "--fresh" in sys.argv:
         print("## Batch norm fwd + bwd, each case alone in a fresh process (float32)\n")
         print(markdown_table(FRESH_HEADER, fresh_rows()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnlab.kernels._bn_vectors import moving_average
+from bnlab.kernels._bn_vectors import moving_average, param_grads
 from bnlab.layers._normalization import BatchNormBase, NormCache
 
 __all__ = ["BatchNorm"]
@@ -45,6 +45,12 @@ class BatchNorm(BatchNormBase):
     statistics, exactly as if the chunks went through the layer one after another: the running
     statistics are updated once per chunk, in order, and ``num_batches_tracked`` counts chunks.
     Eval mode uses the running statistics on the whole batch.
+
+    Outputs: used on its own, the layer returns arrays that are new to the caller (PyTorch's
+    semantics); to save the page faults of fresh large arrays it hands an earlier ``y``/``dx``
+    out again only once nothing else refers to it (:mod:`bnlab.layers._norm_buffers`). Inside
+    a :class:`~bnlab.layers.Sequential` (``reuse_output``) they are the layer's own buffers,
+    overwritten by its next call, as for every layer there. The bits are the same either way.
 
     A training batch containing NaN or Inf, one whose statistics would overflow the running
     statistics' dtype, and a ``dy`` containing NaN or Inf raise ``FloatingPointError`` and
@@ -124,6 +130,9 @@ class BatchNorm(BatchNormBase):
     ) -> tuple[np.ndarray, np.ndarray]:
         """dgamma = rstd * sum(dy * (x - mean)) = sum(dy * xhat), dbeta = sum(dy)."""
         dt = cache.x.dtype
+        if len(sum_dy) == 1 and dt in _FAST:  # one chunk: one Numba call, the same bits
+            dg, db = param_grads(cache.var[0], self.eps, sum_dy[0], sum_dy_xmu[0], cache.x)
+            return dg[None], db[None]
         return (self._rstd(cache) * sum_dy_xmu).astype(dt), sum_dy.astype(dt)
 
 
