@@ -8,12 +8,12 @@ import pytest
 from PIL import Image
 
 from bnlab.data import describe_source
-from bnlab.experiments import cifar10_keras_data as kd
+from bnlab.experiments import cifar10_keras as ck
 
 
 def test_experiments_use_the_data_floor_function():
-    assert kd.describe_source is describe_source
-    assert kd.jpeg_quality.__module__ == "bnlab.data.sources"
+    assert ck.describe_source is describe_source
+    assert ck.jpeg_quality.__module__ == "bnlab.data.sources"
 
 
 @pytest.mark.parametrize("quality", [40, 90])

@@ -7,10 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments import mnist_sigmoid_report as sr
-from bnlab.experiments import population_stats_report as pr
-from bnlab.experiments import renorm_small_batch_report as rr
+from bnlab.experiments.mnist import report as sr
+from bnlab.experiments.mnist.config import MnistSigmoidConfig
+from bnlab.experiments.mnist.readme import readme_paragraph
+from bnlab.experiments.mnist.text import short_run_note
+from bnlab.experiments.population import report as pr
+from bnlab.experiments.renorm import report as rr
 from bnlab.experiments.report import write_json
+from bnlab.experiments.rundir import RunDir
 
 CFG: dict[str, Any] = {
     "experiment": "mnist-sigmoid",
@@ -25,6 +29,10 @@ CFG: dict[str, Any] = {
     "monitor_unit": 0,
     "sweep": False,
 }
+
+
+def _cfg(d: dict[str, Any]) -> MnistSigmoidConfig:
+    return MnistSigmoidConfig.from_dict(d)
 
 
 def _run(net: str, lr: float, seed: int, steps: list[int], accs: list[float]) -> dict[str, Any]:
@@ -49,7 +57,7 @@ def test_a_short_one_seed_run_is_not_judged_and_promises_no_band(tmp_path: Path)
     text = sr.advantage_sentence(m, 0.5)
     assert "too early to judge" in text and "one seed: no spread" in text
     assert "large" not in text and "+8.00 pp" in text and "20.00%" in text
-    sr.render_full(tmp_path, cfg, m)
+    sr.render_full(RunDir(tmp_path), MnistSigmoidConfig.from_dict(cfg), m)
     md = (tmp_path / "report.md").read_text()
     assert "band: min-max" not in md and "min–max" not in md and "over seeds" not in md
     assert "(so no min-max band)" in md
@@ -81,15 +89,15 @@ def test_the_demo_report_says_how_it_relates_to_the_readme() -> None:
     steps = [0, 5000, 6000]
     m = _metrics([_run("plain", 0.1, 0, steps, [0.1, 0.913, 0.92]),
                   _run("bn", 0.1, 0, steps, [0.1, 0.9523, 0.96])], 6000)  # fmt: skip
-    text = sr.readme_paragraph({**CFG, "steps": 6000, "seeds": 1, "lrs": [0.1, 3.0]}, m)
+    text = readme_paragraph(_cfg({**CFG, "steps": 6000, "seeds": 1, "lrs": [0.1, 3.0]}), m)
     assert "--steps 50000 --seeds 3" in text and "6,000 steps instead of 50,000" in text
     assert "column at 5,000 steps" in text and "95.23%" in text and "91.30%" in text
     steps = [0, 4980, 5040, 6000]  # the demo: evaluated every 60 steps, 5,000 is not among them
     m = _metrics([_run("plain", 0.1, 0, steps, [0.1, 0.913, 0.914, 0.92]),
                   _run("bn", 0.1, 0, steps, [0.1, 0.9523, 0.953, 0.96])], 6000)  # fmt: skip
-    text = sr.readme_paragraph({**CFG, "steps": 6000, "seeds": 1, "lrs": [0.1, 3.0]}, m)
+    text = readme_paragraph(_cfg({**CFG, "steps": 6000, "seeds": 1, "lrs": [0.1, 3.0]}), m)
     assert "at step 4,980, the evaluation nearest 5,000: lr 0.1 with BN 95.23%" in text
-    same = sr.readme_paragraph({**CFG, "steps": 50000, "seeds": 3, "lrs": [0.1, 3.0]}, m)
+    same = readme_paragraph(_cfg({**CFG, "steps": 50000, "seeds": 3, "lrs": [0.1, 3.0]}), m)
     assert same.startswith("This is the README's run")
 
 
@@ -154,9 +162,9 @@ def test_short_run_note_only_for_untrained_runs() -> None:
     steps = [0, 4, 8]
     short = _metrics([_run("plain", 3.0, 0, steps, [0.1, 0.1, 0.11]),
                       _run("bn", 3.0, 0, steps, [0.1, 0.15, 0.2])], 8)  # fmt: skip
-    note = sr.short_run_note(short)
+    note = short_run_note(short)
     assert note is not None and "Too short to judge" in note and "(best 20.00%)" in note
     trained = _metrics([_run("plain", 3.0, 0, steps, [0.1, 0.5, 0.11]),
                         _run("bn", 3.0, 0, steps, [0.1, 0.9, 0.95])], 8)  # fmt: skip
-    assert sr.short_run_note(trained) is None
-    assert sr.short_run_note(_metrics([], 0)) is None
+    assert short_run_note(trained) is None
+    assert short_run_note(_metrics([], 0)) is None

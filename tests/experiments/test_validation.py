@@ -15,8 +15,8 @@ import pytest
 from bnlab import cli
 from bnlab.experiments import cifar10_keras as ck
 from bnlab.experiments import options
-from bnlab.experiments import population_stats as ps
-from bnlab.experiments import renorm_small_batch as rsb
+from bnlab.experiments.population.config import StatsConfig
+from bnlab.experiments.renorm.config import RenormConfig
 
 MNIST = ["--steps", "4", "--train-subset", "600", "--test-subset", "100", "--no-progress"]
 MNIST += ["--hidden", "8", "8"]
@@ -188,11 +188,11 @@ def test_cifar_config_only_keys_are_checked(key: str, value: float, words: str) 
 
 def test_library_configs_are_checked_too() -> None:
     with pytest.raises(ValueError, match="unknown config keys \\['momentaa'\\]"):
-        ps.resolve({"momentaa": [0.1]})
+        StatsConfig.from_dict({"momentaa": [0.1]})
     with pytest.raises(ValueError, match="--activation must be one of relu, sigmoid"):
-        rsb.resolve_config({"activation": "tanh"})
+        RenormConfig.from_dict({"activation": "tanh"})
     with pytest.raises(ValueError, match="--hidden must be a non-empty list"):
-        rsb.resolve_config({"hidden": []})
+        RenormConfig.from_dict({"hidden": []})
 
 
 @pytest.mark.parametrize(
