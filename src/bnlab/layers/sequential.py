@@ -9,51 +9,12 @@ from typing import Any
 import numpy as np
 
 from bnlab.layers._common import InputShapeError, fmt_shape
+from bnlab.layers._rollback import restore, snapshot
 from bnlab.layers.base import Layer, layer_from_config
 from bnlab.runtime import check_thread_count
 from bnlab.runtime import kernel_threads as _kernel_threads
 
 __all__ = ["Sequential"]
-
-
-_Saved = tuple[list[tuple[dict[str, np.ndarray], str, np.ndarray, np.ndarray]], list[Any]]
-
-
-def _leaves(layers: list[Layer]) -> Iterator[Layer]:
-    for layer in layers:
-        inner = layer.sublayers()
-        if inner:
-            yield from _leaves(inner)
-        else:
-            yield layer
-
-
-def _snapshot(layers: list[Layer]) -> _Saved:
-    """Copies of every buffer (running statistics: small) and generator state below
-    ``layers``, to be put back by :func:`_restore` if a forward pass fails."""
-    buffers, gens = [], []
-    for leaf in _leaves(layers):
-        if not leaf.training:  # eval mode updates no statistics and draws no masks
-            continue
-        store = leaf.buffers
-        for k, v in store.items():
-            buffers.append((store, k, v, v.copy()))
-        if type(leaf).generators is not _NO_GENERATORS:  # the base class's: {}
-            for g in leaf.generators().values():
-                gens.append((g, g.bit_generator.state))
-    return buffers, gens
-
-
-_NO_GENERATORS = Layer.generators
-
-
-def _restore(saved: _Saved) -> None:
-    buffers, gens = saved
-    for store, k, ref, copy in buffers:
-        ref[...] = copy
-        store[k] = ref
-    for g, state in gens:
-        g.bit_generator.state = state
 
 
 class Sequential(Layer):
@@ -235,7 +196,7 @@ class Sequential(Layer):
         if x.shape[1:] != self._checked:
             self._shapes(x.shape)
             self._checked = x.shape[1:]
-        saved = _snapshot(self.layers)
+        saved = snapshot(self.layers)
         try:
             threads = self._threads
             if threads is None:  # the runtime's policy: no override to apply
@@ -246,7 +207,7 @@ class Sequential(Layer):
                     for layer in self.layers:
                         x = layer.forward(x)
         except BaseException:
-            _restore(saved)  # an earlier BN must not keep this failed batch in its statistics
+            restore(saved)  # an earlier BN must not keep this failed batch in its statistics
             raise
         return x if self._reuse_output else x.copy()
 

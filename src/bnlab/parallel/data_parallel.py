@@ -83,15 +83,9 @@ def prepare_model(model: Any, comm: Communicator, bn_sync: str = "global") -> An
         raise ValueError(f"bn_sync must be one of {BN_SYNC_MODES}, got {bn_sync!r}")
     if comm.size == 1 or bn_sync == "local":
         return model
-    import bnlab.layers
+    from bnlab.layers import convert_sync_batchnorm
 
-    convert = getattr(bnlab.layers, "convert_sync_batchnorm", None)
-    if convert is None:
-        raise NotImplementedError(
-            "bn_sync='global' needs bnlab.layers.convert_sync_batchnorm, which this bnlab "
-            "lacks; use bn_sync='local' (--bn-sync local)"
-        )
-    return convert(model, comm)
+    return convert_sync_batchnorm(model, comm)
 
 
 def for_experiment(model: Any, cfg: dict[str, Any]) -> tuple[Any, DataParallel | None]:
@@ -177,22 +171,21 @@ class DataParallel:
         self._allocate(model)
 
     def decorrelate_dropout(self, model: Any) -> None:
-        """Give every Dropout layer (a layer with ``rate`` and a Generator ``rng``) on this rank
-        a generator of its own: ``default_rng([u, rank])`` with ``u`` drawn from its current
-        generator. Otherwise ranks built from the same seed draw the same mask pattern for
-        their shards. Deterministic for a given seed and world size; a no-op in one process.
-        (The masks differ from the one-process run's, which draws one mask for the global
-        batch: data-parallel training with dropout matches one process in distribution only.)
+        """Give every :class:`~bnlab.layers.Dropout` layer on this rank a generator of its
+        own: ``default_rng([u, rank])`` with ``u`` drawn from its current generator. Otherwise
+        ranks built from the same seed draw the same mask pattern for their shards.
+        Deterministic for a given seed and world size; a no-op in one process. (The masks
+        differ from the one-process run's, which draws one mask for the global batch:
+        data-parallel training with dropout matches one process in distribution only.)
         """
         if self.size == 1:
             return
-        stack = [model]
-        while stack:
-            layer = stack.pop()
-            stack.extend(getattr(layer, "layers", None) or [])
-            rng = getattr(layer, "rng", None)
-            if hasattr(layer, "rate") and isinstance(rng, np.random.Generator):
-                layer.rng = np.random.default_rng([int(rng.integers(2**63)), self.rank])
+        from bnlab.layers import Dropout
+
+        for layer in model.modules():
+            if isinstance(layer, Dropout):
+                u = int(layer.rng.integers(2**63))
+                layer.rng = np.random.default_rng([u, self.rank])
 
     def _allocate(self, model: Any) -> None:
         """One flat buffer per gradient dtype; the first also carries the loss (last slot)."""

@@ -82,8 +82,10 @@ def epoch_seed(cfg: Config, epoch: int, stream: int) -> int:
 
 def reseed_dropout(model: Any, cfg: Config, epoch: int) -> None:
     """Give every Dropout layer a generator seeded by ``(seed, epoch, layer index)``."""
+    from bnlab.layers import Dropout
+
     for i, layer in enumerate(model.layers):
-        if hasattr(layer, "rate") and hasattr(layer, "rng"):
+        if isinstance(layer, Dropout):
             layer.rng = np.random.default_rng(epoch_seed(cfg, epoch, 100 + i))
 
 

@@ -139,7 +139,7 @@ class Net:
             raise ValueError(f"{NAME}: {self.ckpt} is at epoch {n}, metrics.json is not")
         self.history = {k: list(history[k][:n]) for k in HISTORY_KEYS}
         st = self.trainer.state
-        st.epoch, st.step = n, int(getattr(self.trainer.optimizer, "iterations", 0))
+        st.epoch, st.step = n, int(self.trainer.optimizer.iterations)
 
     def run_epoch(self, data: CifarData, cfg: Cifar10KerasConfig) -> dict[str, Any]:
         """Train one epoch, evaluate, append to the history; returns the epoch's row."""
