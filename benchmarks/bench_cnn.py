@@ -30,10 +30,20 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_mlp import THREAD_VARS  # noqa: E402
-from harness import Job, fmt_time, markdown_table, median, ratio, run_jobs  # noqa: E402
+from harness import (  # noqa: E402
+    Job,
+    alternate,
+    before_env,
+    fmt_time,
+    markdown_table,
+    median,
+    ratio,
+    training_step,
+)
 
 BATCH = 32
 
@@ -71,7 +81,6 @@ def ours_step(bn: bool, path: str = "seq") -> Callable[[], None]:
 
     from bnlab.losses import SoftmaxCrossEntropy
     from bnlab.optim import RMSprop
-    from bnlab.train import Trainer
 
     model = ours_model(bn)
     opt = RMSprop(model.params, model.grads, lr=1e-3 if bn else 1e-4, decay=1e-6)
@@ -79,30 +88,7 @@ def ours_step(bn: bool, path: str = "seq") -> Callable[[], None]:
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, BATCH)
-    if path == "trainer":
-        return Trainer(model, loss_fn, opt, [(x, y)]).step  # type: ignore[return-value]
-    layers = list(model.layers)
-    if path == "loop":  # layers on their own, as a user builds them: fresh output arrays
-        for layer in layers:
-            if hasattr(layer, "reuse_output"):
-                layer.reuse_output = False
-
-    def step() -> None:
-        _, dlogits = loss_fn(model.forward(x), y)
-        model.backward(dlogits, need_input_grad=False)
-        opt.step()
-
-    def loop_step() -> None:
-        h = x
-        for layer in layers:
-            h = layer.forward(h)
-        _, d = loss_fn(h, y)
-        for layer in reversed(layers[1:]):
-            d = layer.backward(d)
-        layers[0].backward(d, need_input_grad=False)
-        opt.step()
-
-    return loop_step if path == "loop" else step
+    return training_step(model, loss_fn, opt, x, y, path)  # type: ignore[no-any-return]
 
 
 def torch_step(bn: bool) -> Callable[[], None]:
@@ -150,16 +136,11 @@ def compare(reps: int, rounds: int, before: str | None) -> str:
     torch = [
         Job(v, "bench_cnn:torch_step", {"bn": bn}, reps, 3, 20.0) for v, bn in variants.items()
     ]
-    groups: dict[str, tuple[list[Job], dict[str, str] | None]] = {"ours": (ours, None)}
+    groups: dict[str, Any] = {"ours": ours}
     if before:
-        src = os.path.abspath(before) + os.pathsep + os.environ.get("PYTHONPATH", "")
-        groups["before"] = (ours, {"PYTHONPATH": src})
-    groups["torch"] = (torch, None)
-    times: dict[tuple[str, str], list[float]] = {}
-    for _ in range(rounds):
-        for group, (jobs, env) in groups.items():
-            for name, res in run_jobs(jobs, env=env).items():
-                times.setdefault((group, name), []).extend(res["times"])
+        groups["before"] = (ours, before_env(before))
+    groups["torch"] = torch
+    times = alternate(groups, rounds)
     rows = []
     for v in variants:
         theirs = times["torch", v]

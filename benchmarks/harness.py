@@ -78,15 +78,57 @@ def run_jobs(jobs: list[Job], env: dict[str, str] | None = None, timeout: float 
 
 
 def alternate(
-    groups: dict[str, list[Job]], rounds: int = 3, env: dict[str, str] | None = None
+    groups: dict[str, list[Job] | tuple[list[Job], dict[str, str] | None]],
+    rounds: int = 3,
+    env: dict[str, str] | None = None,
 ) -> dict[tuple[str, str], list[float]]:
-    """Each round runs every group's jobs in a fresh process, groups in turn; pool the samples."""
+    """Each round runs every group's jobs in a fresh process, groups in turn; pool the samples.
+
+    A group is a list of jobs (run with ``env``) or ``(jobs, env of its own)``, e.g. the same
+    jobs with :func:`before_env` to time an older source tree alongside."""
     out: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
-        for group, jobs in groups.items():
-            for name, res in run_jobs(jobs, env=env).items():
+        for group, spec in groups.items():
+            jobs, group_env = spec if isinstance(spec, tuple) else (spec, env)
+            for name, res in run_jobs(jobs, env=group_env).items():
                 out.setdefault((group, name), []).extend(res["times"])
     return out
+
+
+def before_env(src: str) -> dict[str, str]:
+    """The environment that runs another bnlab ``src/`` (``--before SRC``) instead of ours."""
+    return {"PYTHONPATH": os.path.abspath(src) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def training_step(model: Any, loss_fn: Any, opt: Any, x: Any, y: Any, path: str) -> Any:
+    """One training step of ``model`` as a user writes it: ``path`` "seq" (``Sequential``'s
+    forward/backward), "trainer" (``Trainer.step``) or "loop" (a hand-written loop over the
+    layers, each used on its own: fresh output arrays)."""
+    if path == "trainer":
+        from bnlab.train import Trainer
+
+        return Trainer(model, loss_fn, opt, [(x, y)]).step
+    layers = list(model.layers)
+    if path == "loop":
+        for layer in layers:
+            layer.reuse_output = False
+
+    def seq_step() -> None:
+        _, dlogits = loss_fn(model.forward(x), y)
+        model.backward(dlogits, need_input_grad=False)
+        opt.step()
+
+    def loop_step() -> None:
+        h = x
+        for layer in layers:
+            h = layer.forward(h)
+        _, d = loss_fn(h, y)
+        for layer in reversed(layers[1:]):
+            d = layer.backward(d)
+        layers[0].backward(d, need_input_grad=False)
+        opt.step()
+
+    return loop_step if path == "loop" else seq_step
 
 
 def median(xs: list[float]) -> float:

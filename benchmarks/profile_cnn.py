@@ -38,6 +38,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from harness import training_step  # noqa: E402
+
 
 class _Clock:
     """Accumulates (seconds, page faults) per label for the current step."""
@@ -148,27 +150,7 @@ def _step_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], No
         _instrument(model, clock)
         loss_fn = clock.timed("loss", loss_fn)  # type: ignore[assignment]
         opt.step = clock.timed("optimizer", opt.step)  # type: ignore[method-assign]
-    layers = _layers_of(model)
-    if path == "loop":
-        for layer in layers:  # a user's own loop: fresh outputs, as layers used on their own
-            if hasattr(layer, "reuse_output"):
-                layer.reuse_output = False
-
-    def step() -> None:
-        if path == "seq":
-            _, dlogits = loss_fn(model.forward(x), y)
-            model.backward(dlogits, need_input_grad=False)
-        else:
-            h = x
-            for layer in layers:
-                h = layer.forward(h)
-            _, d = loss_fn(h, y)
-            for layer in reversed(layers[1:]):
-                d = layer.backward(d)
-            layers[0].backward(d, need_input_grad=False)
-        opt.step()
-
-    return step, model
+    return training_step(model, loss_fn, opt, x, y, path), model
 
 
 def _sgemm_rate(ashape: tuple[int, int], bshape: tuple[int, int], ta: bool, tb: bool) -> float:

@@ -34,6 +34,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from harness import training_step  # noqa: E402
+
 
 class _Clock:
     """Accumulates seconds (and the number of wrapped calls inside) per label for one step."""
@@ -150,31 +152,7 @@ def _step_fn(bn: bool, path: str, clock: _Clock | None) -> Callable[[], Any]:
     y = rng.integers(0, 10, BATCH)
     if clock is not None:
         loss_fn = _instrument(model, clock, loss_fn, opt, path)
-    layers = list(model.layers)
-    if path == "trainer":
-        from bnlab.train import Trainer
-
-        trainer = Trainer(model, loss_fn, opt, [(x, y)])
-        return trainer.step
-    if path == "loop":
-        for layer in layers:  # a user's own loop: fresh outputs, as layers used on their own
-            layer.reuse_output = False
-
-    def step() -> None:
-        if path == "seq":
-            _, dlogits = loss_fn(model.forward(x), y)
-            model.backward(dlogits, need_input_grad=False)
-        else:
-            h = x
-            for layer in layers:
-                h = layer.forward(h)
-            _, d = loss_fn(h, y)
-            for layer in reversed(layers[1:]):
-                d = layer.backward(d)
-            layers[0].backward(d, need_input_grad=False)
-        opt.step()
-
-    return step
+    return training_step(model, loss_fn, opt, x, y, path)  # type: ignore[no-any-return]
 
 
 def _floor_fn() -> Callable[[], None]:
