@@ -86,3 +86,13 @@ def test_replace_is_checked_and_frozen() -> None:
         cfg.replace(steps=-1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.steps = 3  # type: ignore[misc]
+
+
+def test_of_takes_a_config_or_a_dict() -> None:
+    cfg = Toy.from_dict({"steps": 5})
+    assert Toy.of(cfg) is cfg
+    assert Toy.of({"steps": 6}).steps == 6 and Toy.of(None).steps == 100
+    with pytest.raises(ValueError, match="--steps"):
+        Toy.of({"steps": 0})
+    with pytest.raises(TypeError, match="expected a Toy or a config dict, got int"):
+        Toy.of(3)  # type: ignore[arg-type]

@@ -118,6 +118,18 @@ class ExperimentConfig:
         return cfg
 
     @classmethod
+    def of(cls: type[C], config: C | Mapping[str, Any] | None) -> C:
+        """``config`` itself if it is already a ``cls``, else :meth:`from_dict` of it (what an
+        experiment's ``run(config, out_dir)`` accepts: its config object or a plain dict)."""
+        if config is None or isinstance(config, Mapping):
+            return cls.from_dict(config)
+        if isinstance(config, cls):
+            return config
+        raise TypeError(
+            f"{cls.NAME}: expected a {cls.__name__} or a config dict, got {type(config).__name__}"
+        )
+
+    @classmethod
     def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
         """Hook: convert raw values before they are checked (e.g. a comma list to a list)."""
         return values

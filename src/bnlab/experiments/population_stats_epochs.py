@@ -52,6 +52,4 @@ def evaluate_checkpoint(
     path: str, data: tuple[Any, ...], cfg: dict[str, Any] | EpochsConfig
 ) -> dict[str, Any]:
     """:func:`bnlab.experiments.population.epochs.evaluate_checkpoint` with a config dict."""
-    if not isinstance(cfg, EpochsConfig):
-        cfg = EpochsConfig.from_dict(cfg)
-    return _epochs.evaluate_checkpoint(path, data, cfg)
+    return _epochs.evaluate_checkpoint(path, data, EpochsConfig.of(cfg))

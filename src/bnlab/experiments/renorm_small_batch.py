@@ -58,7 +58,7 @@ warnings.warn(
 
 
 def _cfg(cfg: dict[str, Any] | RenormConfig) -> RenormConfig:
-    return cfg if isinstance(cfg, RenormConfig) else RenormConfig.from_dict(cfg)
+    return RenormConfig.of(cfg)
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:

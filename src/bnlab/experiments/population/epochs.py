@@ -122,7 +122,7 @@ def evaluate_checkpoint(path: str, data: Data, cfg: EpochsConfig) -> dict[str, A
 def run(config: dict[str, Any] | EpochsConfig, out_dir: str | Path) -> Path:
     """Evaluate every checkpoint in turn; metrics after each, the report at the end (also
     after Ctrl-C: the rows so far)."""
-    cfg = config if isinstance(config, EpochsConfig) else EpochsConfig.from_dict(config)
+    cfg = EpochsConfig.of(config)
     paths = find_checkpoints(cfg)
     data = load_data(str(cfg.data))
     check_checkpoints(paths, data, str(cfg.data))

@@ -156,7 +156,7 @@ def run(config: dict[str, Any] | StatsConfig, out_dir: str | Path) -> Path:
     ``config`` (a dict: missing keys take the defaults) is checked whole, and the data loaded
     and the nets built, before the run directory is touched.
     """
-    cfg = config if isinstance(config, StatsConfig) else StatsConfig.from_dict(config)
+    cfg = StatsConfig.of(config)
     data = load_data(cfg)
     nets = build_nets(cfg)
     keys = [str(m) for m in cfg.momenta]

@@ -229,7 +229,7 @@ def run(config: dict[str, Any] | RenormConfig, out_dir: str | Path) -> Path:
     """
     from bnlab.experiments.mnist.nets import load_data
 
-    cfg = config if isinstance(config, RenormConfig) else RenormConfig.from_dict(config)
+    cfg = RenormConfig.of(config)
     data = load_data(cfg)
     specs, sched = run_specs(cfg), renorm_schedule(cfg)
     results: list[dict[str, Any]] = []
