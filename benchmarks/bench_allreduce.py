@@ -4,7 +4,7 @@
     # the same over libfabric's TCP provider on the loopback instead of shared memory:
     MPIR_CVAR_NOLOCAL=1 MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp mpiexec -n 2 ...
 
-Messages, per rank and step (bnlab.parallel and bnlab.layers.sync_batchnorm):
+Messages, per rank and step (bnlab.train.DataParallel and bnlab.layers.sync_batchnorm):
 
 * the gradient allreduce: one flat buffer of every gradient plus the loss, in the model's
   dtype (float32), for the MNIST BN MLP (784-100-100-100-10) and the CIFAR-10 BN net of
@@ -31,7 +31,7 @@ import numpy as np
 def step_messages() -> list[tuple[str, str, int, Any]]:
     """``(label, op, count, dtype)`` of every message kind one step sends."""
     from bnlab.experiments import cifar10_keras as ck
-    from bnlab.experiments.cifar10_keras_nets import build_model
+    from bnlab.experiments.cifar10_keras.nets import build_model
     from bnlab.experiments.mnist.config import MnistConfig
     from bnlab.experiments.mnist.nets import build_net
 

@@ -12,10 +12,10 @@ runs the configurations of ``CONFIGS`` one after the other, each in fresh proces
 The nets are the BN nets of ``cifar10-keras`` (batch 32, RMSprop) and ``mnist-sigmoid``
 (batch 60, SGD); a step is forward, softmax cross-entropy, backward and the update, on
 random inputs. Also timed: cifar10-keras's batch assembly per image (gather, scale,
-augment), which every rank does for the whole global batch. Per
-step the wall time (rank 0) and, with 2 ranks, the time spent inside the collectives on each
-rank: the gradient allreduce (bnlab.parallel) and the SyncBN allgathers/allreduces, measured
-by wrapping the communicator. That time includes waiting for the slower rank.
+augment), which every rank does for the whole global batch. Per step the wall time (rank 0)
+and, with 2 ranks, the time spent inside the collectives on each rank: the gradient allreduce
+(bnlab.train.DataParallel) and the SyncBN allgathers/allreduces, measured by wrapping the
+communicator. That time includes waiting for the slower rank.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def build(net: str) -> tuple[Any, Any, tuple[int, ...]]:
         model = build_net(True, MnistConfig.from_dict(), 0)
         return model, SGD.from_model(model, lr=0.5), (784,)
     from bnlab.experiments import cifar10_keras as ck
-    from bnlab.experiments.cifar10_keras_nets import build_model, build_optimizer
+    from bnlab.experiments.cifar10_keras.nets import build_model, build_optimizer
 
     model = build_model("bn", ck.DEFAULTS)
     return model, build_optimizer("bn", model, ck.DEFAULTS), (32, 32, 3)
@@ -86,7 +86,7 @@ def build(net: str) -> tuple[Any, Any, tuple[int, ...]]:
 def assembly_seconds_per_image(n: int = 256) -> float:
     """What cifar10-keras spends per image to assemble a batch: gather, scale, augment."""
     from bnlab.experiments import cifar10_keras as ck
-    from bnlab.experiments.cifar10_keras_nets import epoch_batches
+    from bnlab.experiments.cifar10_keras.nets import epoch_batches
 
     x = np.random.default_rng(0).integers(0, 256, (4 * n, 32, 32, 3), dtype=np.uint8)
     it = epoch_batches(x, np.zeros(4 * n, np.int64), {**ck.DEFAULTS, "batch_size": n}, 1)
@@ -100,7 +100,7 @@ def assembly_seconds_per_image(n: int = 256) -> float:
 def worker(net: str, batch: int, steps: int, warmup: int) -> dict[str, Any]:
     from bnlab.comm import world
     from bnlab.losses import SoftmaxCrossEntropy
-    from bnlab.parallel import DataParallel, prepare_model
+    from bnlab.train import DataParallel, prepare_model, train_step
 
     comm = world()
     grad_comm, bn_comm = TimedComm(comm), TimedComm(comm)
@@ -110,7 +110,7 @@ def worker(net: str, batch: int, steps: int, warmup: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     x = rng.random((batch, *shape), dtype=np.float32)
     y = rng.integers(0, 10, batch)
-    loss_fn, kw = SoftmaxCrossEntropy(), {"need_input_grad": False}
+    loss_fn = SoftmaxCrossEntropy()
     dp.setup(model, opt)
     walls = []
     for i in range(warmup + steps):
@@ -118,7 +118,7 @@ def worker(net: str, batch: int, steps: int, warmup: int) -> dict[str, Any]:
             grad_comm.seconds = bn_comm.seconds = 0.0
         comm.barrier()
         t0 = time.perf_counter()
-        dp.step(model, loss_fn, opt, x, y, backward_kwargs=kw)
+        train_step(model, loss_fn, opt, x, y, dp)
         walls.append(time.perf_counter() - t0)
     walls = walls[warmup:]
     mine = {"grad_s": grad_comm.seconds / steps, "bn_s": bn_comm.seconds / steps}

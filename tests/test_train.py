@@ -268,14 +268,3 @@ def test_trainer_refuses_an_old_style_backward_before_any_step() -> None:
     # Sequential still runs it for one release (without the keyword)
     model.forward(x)
     assert model.backward(np.ones((12, 3), np.float32), need_input_grad=False) is None
-
-
-def test_moved_names_still_import_with_a_warning() -> None:
-    import bnlab.train
-    from bnlab.experiments import monitor
-
-    for name in ("ActivationMonitor", "layer_input", "percentiles"):
-        with pytest.warns(DeprecationWarning, match=f"bnlab.experiments.monitor.{name}"):
-            assert getattr(bnlab.train, name) is getattr(monitor, name)
-    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
-        bnlab.train.nothing_here  # noqa: B018

@@ -1,5 +1,5 @@
 """A world of P ranks inside one process (one thread per rank), for testing the maths of
-bnlab.parallel without MPI. Collectives meet at a barrier; sums are taken in rank order."""
+bnlab.train.DataParallel without MPI. Collectives meet at a barrier; sums in rank order."""
 
 from __future__ import annotations
 

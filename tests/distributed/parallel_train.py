@@ -30,8 +30,7 @@ from bnlab.deploy.checkpoint import load_checkpoint, save_checkpoint
 from bnlab.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.optim import SGD, RMSprop
-from bnlab.parallel import DataParallel, guard_job, prepare_model
-from bnlab.train import Callback, Trainer
+from bnlab.train import Callback, DataParallel, Trainer, guard_job, prepare_model
 
 BATCH = 13
 NETS = ("mlp64", "conv64", "mlp32")

@@ -1,4 +1,5 @@
-"""bnlab.parallel in one process: sharding, the gradient sum, loss scaling, the state check.
+"""Data parallelism (bnlab.train.DataParallel) in one process: sharding, the gradient sum,
+loss scaling, the state check.
 
 P ranks are simulated by threads (parallel_threadcomm.ThreadComm); a net without BatchNorm
 trained on P shards must follow the one-process run on the whole batch.
@@ -18,8 +19,7 @@ from bnlab.data import BatchIterator
 from bnlab.layers import BatchNorm, Dense, Sequential, Tanh
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.optim import L2, SGD, RMSprop
-from bnlab.parallel import ConfigMismatchError, DataParallel, shard_bounds
-from bnlab.train import Trainer
+from bnlab.train import ConfigMismatchError, DataParallel, Trainer, shard_bounds, train_step
 
 
 def _load_helper():
@@ -159,8 +159,9 @@ def test_batch_smaller_than_world_is_an_error_on_every_rank():
         x, y = _data(n=2)
         model = _mlp()
         dp = DataParallel(comm)
+        dp.setup(model, None)
         try:
-            dp.step(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1), x, y)
+            train_step(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1), x, y, dp)
         except ValueError as e:
             return str(e)
 
@@ -179,12 +180,12 @@ def test_nonfinite_global_loss_raises_on_every_rank_before_the_update():
         dp = DataParallel(comm)
         dp.setup(model, None)
         try:
-            dp.step(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1), x, y)
+            train_step(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1), x, y, dp)
         except FloatingPointError as e:
             return str(e), np.array_equal(before, model.params["0.W"])
 
     for msg, unchanged in run_ranks(2, fn):
-        assert "global loss is nan" in msg and unchanged
+        assert "loss is nan at step 1" in msg and unchanged
 
 
 def test_dropout_masks_differ_between_ranks_and_repeat_with_the_seed():
@@ -201,7 +202,7 @@ def test_dropout_masks_differ_between_ranks_and_repeat_with_the_seed():
 
 
 def test_one_process_experiments_are_unchanged():
-    from bnlab.parallel import for_experiment, guard_job, prepare_model
+    from bnlab.train import for_experiment, guard_job, prepare_model
 
     model = _mlp(bn=True)
     assert for_experiment(model, {"bn_sync": "global"}) == (model, None)

@@ -16,9 +16,9 @@ from bnlab.experiments.mnist import nets, training
 from bnlab.experiments.mnist import sigmoid as mnist_sigmoid
 from bnlab.experiments.mnist.numbers import first_step_reaching, size_word, summarize
 from bnlab.experiments.mnist.report import suggest_rates
-from bnlab.experiments.monitor import layer_input
 from bnlab.experiments.rundir import RunDir
 from bnlab.layers import BatchNorm, Dense, Sigmoid
+from bnlab.train import layer_input
 
 TINY: dict[str, Any] = {
     "steps": 12,

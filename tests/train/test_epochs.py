@@ -16,8 +16,14 @@ from bnlab.data import BatchIterator
 from bnlab.layers import BatchNorm, Dense, Sequential, Tanh
 from bnlab.losses import MSE, SoftmaxCrossEntropy
 from bnlab.optim import SGD, RMSprop
-from bnlab.parallel import DataParallel
-from bnlab.train import Callback, CheckpointCallback, Trainer, TrainState, count_correct
+from bnlab.train import (
+    Callback,
+    CheckpointCallback,
+    DataParallel,
+    Trainer,
+    TrainState,
+    count_correct,
+)
 
 N, BATCH = 50, 16  # batches of 16, 16, 16 and 2: the last one weighs less
 

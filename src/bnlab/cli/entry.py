@@ -92,9 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     restore_sigint = install_sigint_handler()
     try:
-        from bnlab.parallel import guard_job
+        from bnlab.train import guard_job
 
-        # under mpiexec: a failure on one rank ends every rank (see bnlab.parallel.guard_job)
+        # under mpiexec: a failure on one rank ends every rank (see bnlab.train.guard_job)
         return guard_job(lambda: _main(argv))
     except KeyboardInterrupt:  # Ctrl-C before a command started (building the parser)
         print("\nbnlab: interrupted", file=sys.stderr)
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(text: object, status: int) -> int:
-    from bnlab.parallel import rank_prefix
+    from bnlab.train import rank_prefix
 
     print(f"bnlab: {rank_prefix()}error: {text}", file=sys.stderr)
     return status

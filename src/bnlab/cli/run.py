@@ -57,7 +57,7 @@ def check_data_parallel(name: str) -> None:
 
 def is_root() -> bool:
     """True in one process and on rank 0 under mpiexec (the rank that checks --out)."""
-    from bnlab.parallel import is_root as root
+    from bnlab.train import is_root as root
 
     return root()
 

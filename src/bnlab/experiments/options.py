@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bnlab.parallel import BN_SYNC_MODES
+from bnlab.train import BN_SYNC_MODES
 
 __all__ = [
     "BN_SYNC",

@@ -9,6 +9,7 @@ import numpy as np
 
 from bnlab.initializers import InitSpec, get_initializer
 from bnlab.layers.base import Layer
+from bnlab.regularizers import Penalty, penalty_from_config
 
 __all__ = ["build_regularizer", "init_kernel_and_bias", "regularizer_config"]
 
@@ -19,13 +20,9 @@ def regularizer_config(reg: Any) -> Any:
     return get_config() if callable(get_config) else None
 
 
-def build_regularizer(reg: Any) -> Any:
+def build_regularizer(reg: Penalty | dict[str, Any] | None) -> Penalty | None:
     """A penalty object from itself or its config dict (``{"type": "L2", "l": 1e-4}``)."""
-    if isinstance(reg, dict):
-        from bnlab.optim import penalty_from_config  # same floor; imported late to avoid a cycle
-
-        return penalty_from_config(reg)
-    return reg
+    return penalty_from_config(reg) if isinstance(reg, dict) else reg
 
 
 def init_kernel_and_bias(

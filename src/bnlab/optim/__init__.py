@@ -16,15 +16,9 @@ arrays IN PLACE on :meth:`Optimizer.step`::
 """
 
 from bnlab.optim.optimizers import LR, OPTIMIZERS, SGD, Adam, Optimizer, RMSprop
-from bnlab.optim.penalties import (
-    L1,
-    L2,
-    Penalty,
-    add_penalty_grads,
-    penalty_from_config,
-    penalty_loss,
-)
+from bnlab.optim.penalties import add_penalty_grads, penalty_loss
 from bnlab.optim.schedules import ExponentialDecay, Schedule, StepDecay, schedule_from_config
+from bnlab.regularizers import L1, L2, Penalty, penalty_from_config
 
 __all__ = [
     "Optimizer",

@@ -1,26 +1,24 @@
-"""Floor 3: the training loop and its callbacks. It owns no math.
+"""Floor 3: the training step and loop, callbacks, evaluation, and data parallelism. No math.
 
-One step of :class:`Trainer` is::
+One step (:func:`train_step`, the only one) on a batch ``(x, y)``::
 
     logits = model.forward(x)                       # training mode
     loss, dlogits = loss_fn(logits, y)              # mean over the batch
+    model.backward(dlogits)                         # writes model.grads (no dL/dx of x)
     loss += optim.penalty_loss(model)               # L1/L2 penalties, if any layer has one
-    model.backward(dlogits)                         # writes model.grads
     optim.add_penalty_grads(model)                  # adds the penalties' gradients
     optimizer.step()                                # updates model.params in place
 
-A non-finite loss raises :class:`FloatingPointError` naming the step, so that a caller can
-record a diverged run and go on. Callbacks see a :class:`TrainState` after every step; the
-ones here evaluate on a fixed set (:class:`EvalCallback`), show a tqdm bar
-(:class:`ProgressBar`) and save checkpoints (:class:`CheckpointCallback`).
+A non-finite loss raises :class:`FloatingPointError` naming the step, before the update, so
+that a caller can record a diverged run and go on. Data parallelism is the strategy the step
+runs under (:class:`Strategy`): :class:`DataParallel` trains this rank's shard of the global
+batch and sums the gradients and the loss over the ranks; :class:`OneProcess` (the default)
+is the identity.
 
-The model is a :class:`bnlab.layers.Layer` (e.g. a Sequential): :class:`Trainer` checks at
-construction that every layer declares ``backward(dy, *, need_input_grad=True)`` and calls it
-with ``need_input_grad=False`` (a training step needs no dL/dx of the input).
-
-``ActivationMonitor``, ``layer_input`` and ``percentiles`` (Figure 1 specifics) moved to
-:mod:`bnlab.experiments.monitor`; importing them from here still works for one release, with a
-DeprecationWarning.
+:class:`Trainer` runs steps and calls callbacks, which see a :class:`TrainState` after every
+step; the ones here evaluate on a fixed set (:class:`EvalCallback`), show a tqdm bar
+(:class:`ProgressBar`), save checkpoints (:class:`CheckpointCallback`) and record
+percentiles of one unit's input (:class:`ActivationMonitor`, Figure 1 of the paper).
 
 Example (``model``, ``x``, ``y``, ``x_test``, ``y_test`` as in the README's tour)::
 
@@ -38,57 +36,55 @@ weighted by batch size, the accuracy of the steps' logits); ``fit_epochs(n, batc
 
     logs = trainer.fit_epochs(3)
     logs[-1]["train_accuracy"]
+
+Under ``mpiexec``: ``Trainer(..., parallel=DataParallel(world(), config=cfg))``, and
+:func:`guard_job` around the program so that one rank's failure ends every rank.
 """
 
-from __future__ import annotations
-
-import warnings
-from typing import Any
-
 from bnlab.train.callbacks import CheckpointCallback, EvalCallback, PeriodicCallback, ProgressBar
-from bnlab.train.evaluation import evaluate, forward_eval
-from bnlab.train.loop import (
-    Callback,
-    LossFn,
-    StepOutput,
-    Trainer,
-    TrainState,
-    count_correct,
-    epoch_metrics,
-    fit,
+from bnlab.train.consistency import ConfigMismatchError
+from bnlab.train.data_parallel import (
+    BN_SYNC_MODES,
+    DataParallel,
+    for_experiment,
+    is_root,
+    prepare_model,
+    shard_bounds,
 )
+from bnlab.train.evaluation import evaluate, forward_eval
+from bnlab.train.faults import guard_job, rank_prefix
+from bnlab.train.loop import Callback, Trainer, TrainState, count_correct, epoch_metrics, fit
+from bnlab.train.monitor import ActivationMonitor, layer_input, percentiles
+from bnlab.train.step import LossFn, OneProcess, StepOutput, Strategy, train_step
 
 __all__ = [
+    "BN_SYNC_MODES",
+    "ActivationMonitor",
     "Callback",
     "CheckpointCallback",
+    "ConfigMismatchError",
+    "DataParallel",
     "EvalCallback",
     "LossFn",
+    "OneProcess",
     "PeriodicCallback",
     "ProgressBar",
     "StepOutput",
+    "Strategy",
     "TrainState",
     "Trainer",
     "count_correct",
     "epoch_metrics",
     "evaluate",
     "fit",
+    "for_experiment",
     "forward_eval",
+    "guard_job",
+    "is_root",
+    "layer_input",
+    "percentiles",
+    "prepare_model",
+    "rank_prefix",
+    "shard_bounds",
+    "train_step",
 ]
-
-# old name -> its new home (bnlab.experiments.monitor); see __getattr__ below
-_MOVED = {"ActivationMonitor", "layer_input", "percentiles"}
-
-
-def __getattr__(name: str) -> Any:
-    """The names that moved to :mod:`bnlab.experiments.monitor`, with a DeprecationWarning."""
-    if name in _MOVED:
-        warnings.warn(
-            f"bnlab.train.{name} moved to bnlab.experiments.monitor.{name}; import it from "
-            "there (the old name goes away in the next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from bnlab.experiments import monitor  # floor 4, imported only for the old names
-
-        return getattr(monitor, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

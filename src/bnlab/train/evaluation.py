@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from bnlab.layers.base import Layer
-
-if TYPE_CHECKING:
-    pass
-
-from bnlab.train.loop import LossFn
+from bnlab.train.step import LossFn
 
 __all__ = ["evaluate", "forward_eval"]
 

@@ -14,27 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from bnlab.layers.base import Layer, check_protocol
+from bnlab.optim import Optimizer
+from bnlab.train.step import LossFn, OneProcess, StepOutput, Strategy, train_step
 
-if TYPE_CHECKING:
-    from bnlab.optim import Optimizer
-
-__all__ = [
-    "Callback",
-    "LossFn",
-    "StepOutput",
-    "TrainState",
-    "Trainer",
-    "count_correct",
-    "epoch_metrics",
-    "fit",
-]
-
-LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+__all__ = ["Callback", "TrainState", "Trainer", "count_correct", "epoch_metrics", "fit"]
 
 
 @dataclass
@@ -105,17 +93,6 @@ class Callback:
         """Called once when training ends (:meth:`Trainer.end`; also after an exception)."""
 
 
-@dataclass(frozen=True)
-class StepOutput:
-    """What one training step gives: the loss (data term plus penalties; under data parallel
-    the global batch's), and the logits with the labels they were computed for (this rank's
-    shard under data parallel)."""
-
-    loss: float
-    logits: np.ndarray
-    y: Any
-
-
 def count_correct(logits: np.ndarray, y: Any) -> int | None:
     """``#{i : argmax_j logits[i, j] == y_i}`` for class indices ``y`` (for one-hot or
     probability rows: their argmax); None when ``y`` holds no classes (regression targets,
@@ -155,12 +132,6 @@ def epoch_metrics(losses: Sequence[float], sizes: Sequence[int], correct: int | 
     return out
 
 
-def _penalties() -> tuple[Callable[[Layer], float], Callable[[Layer], None]]:
-    from bnlab import optim
-
-    return optim.penalty_loss, optim.add_penalty_grads
-
-
 class Trainer:
     """A training loop in steps (:meth:`fit`) or in epochs (:meth:`fit_epoch`, :meth:`fit_epochs`).
 
@@ -170,10 +141,11 @@ class Trainer:
     ``fit(steps)`` runs ``steps`` of them. Epoch mode runs one pass per epoch over ``batches``
     or over the iterable given for that epoch (e.g. one re-seeded per epoch).
 
-    ``parallel`` (a :class:`bnlab.parallel.DataParallel`) trains data-parallel under mpiexec:
-    ``begin`` checks the ranks agree and broadcasts rank 0's state, each batch is the global
-    batch of which this rank trains its shard, and the gradients are summed over the ranks;
-    the epoch metrics are those of the global batches on every rank.
+    Every step is :func:`bnlab.train.train_step` under the strategy ``parallel`` (default
+    one process). With a :class:`bnlab.train.DataParallel` under mpiexec, ``begin`` checks the
+    ranks agree and broadcasts rank 0's state, each batch is the global batch of which this
+    rank trains its shard, the gradients are summed over the ranks, and the epoch metrics are
+    those of the global batches on every rank.
 
     ``model`` must be a :class:`bnlab.layers.Layer` whose layers all declare
     ``backward(dy, *, need_input_grad=True)``; anything else is a TypeError here.
@@ -193,22 +165,18 @@ class Trainer:
         batches: Iterable[tuple[np.ndarray, Any]] | None = None,
         *,
         callbacks: Sequence[Callback] = (),
-        parallel: Any = None,
+        parallel: Strategy | None = None,
     ) -> None:
         self.model = check_protocol(model, "Trainer")
-        # a bnlab.parallel.DataParallel: shard each global batch, sum the gradients over ranks
-        self.parallel = parallel
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.batches = batches
         self.callbacks = list(callbacks)
+        self.parallel: Strategy = OneProcess() if parallel is None else parallel
         self.state = TrainState(model=model, optimizer=optimizer)
         self._it: Iterator[tuple[np.ndarray, Any]] | None = None
         self._begun = False
-        # the L1/L2 penalties (bnlab.optim), shared with the data-parallel step
-        self.penalty_loss, self.add_penalty_grads = _penalties()
-        # a training step needs no dL/dx of the input (declared by every Layer)
-        self.backward_kwargs = {"need_input_grad": False}
+        self._set_up = False  # parallel.setup has run (begin does it; a lone step too)
 
     def _next_batch(self) -> tuple[np.ndarray, Any]:
         if self.batches is None:
@@ -223,22 +191,11 @@ class Trainer:
         raise ValueError("Trainer: batches yielded no batch in a whole pass; is it empty?")
 
     def train_batch(self, x: np.ndarray, y: Any) -> StepOutput:
-        """One optimizer step on ``(x, y)`` (no callbacks, no state update)."""
-        if self.parallel is not None:
-            return StepOutput(*self.parallel.trainer_step(self, x, y))
-        self.model.train()
-        logits = self.model.forward(x)
-        loss, dlogits = self.loss_fn(logits, y)
-        loss = float(loss) + float(self.penalty_loss(self.model))
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"Trainer: the loss is {loss} at step {self.state.step + 1}; the run diverged "
-                "(learning rate too high?)"
-            )
-        self.model.backward(dlogits, **self.backward_kwargs)
-        self.add_penalty_grads(self.model)
-        self.optimizer.step()
-        return StepOutput(loss, logits, y)
+        """One optimizer step on ``(x, y)`` (:func:`bnlab.train.train_step`; no callbacks, no
+        state update)."""
+        if not self._set_up:
+            self._setup()
+        return train_step(self.model, self.loss_fn, self.optimizer, x, y, self.parallel)
 
     def train_step(self, x: np.ndarray, y: Any) -> float:
         """One optimizer step on ``(x, y)``; returns the loss (data term plus penalties)."""
@@ -262,12 +219,16 @@ class Trainer:
         return loss
 
     def begin(self) -> None:
-        """Call every callback's ``on_train_begin`` (``fit`` does this for you)."""
-        if self.parallel is not None:  # check the ranks agree; broadcast rank 0's state
-            self.parallel.setup(self.model, self.optimizer)
+        """Set up the strategy (under data parallel: check the ranks agree, broadcast rank
+        0's state) and call every callback's ``on_train_begin`` (``fit`` does this for you)."""
+        self._setup()
         self._begun = True
         for cb in self.callbacks:
             cb.on_train_begin(self.state)
+
+    def _setup(self) -> None:
+        self.parallel.setup(self.model, self.optimizer)
+        self._set_up = True
 
     def end(self) -> None:
         """Call every callback's ``on_train_end`` (``fit`` does this for you)."""
@@ -325,7 +286,7 @@ class Trainer:
                 break
         if not losses:
             raise ValueError(f"Trainer.fit_epoch: epoch {st.epoch} got no batch; is it empty?")
-        if self.parallel is not None and correct is not None:  # over the global batches
+        if correct is not None:  # over the global batches
             correct = int(self.parallel.sum([correct])[0])
         st.epoch_logs = {"epoch": st.epoch, **epoch_metrics(losses, sizes, correct)}
         for cb in self.callbacks:

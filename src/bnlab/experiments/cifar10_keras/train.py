@@ -36,8 +36,7 @@ from bnlab.experiments.report import (
     write_csv,
     write_json,
 )
-from bnlab.parallel import for_experiment, is_root
-from bnlab.train import Callback, Trainer, TrainState, evaluate
+from bnlab.train import Callback, Trainer, TrainState, evaluate, for_experiment, is_root
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "Net", "resolve", "run", "write_metrics"]
 

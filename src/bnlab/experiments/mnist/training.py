@@ -21,11 +21,16 @@ from bnlab.experiments.mnist import nets
 from bnlab.experiments.mnist.config import MnistConfig
 from bnlab.experiments.mnist.metrics import HISTORY_KEYS, SCHEMA, write_metrics
 from bnlab.experiments.mnist.nets import NETS, build_net, last_sigmoid_index
-from bnlab.experiments.monitor import ActivationMonitor
 from bnlab.experiments.rundir import RunDir
-from bnlab.parallel import for_experiment, is_root
 from bnlab.runtime import numba_threads
-from bnlab.train import EvalCallback, PeriodicCallback, Trainer
+from bnlab.train import (
+    ActivationMonitor,
+    EvalCallback,
+    PeriodicCallback,
+    Trainer,
+    for_experiment,
+    is_root,
+)
 
 __all__ = [
     "Run",

@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from bnlab.comm import world
+from bnlab.comm import launcher_world_size, world
 
 __all__ = ["guard_job", "rank_prefix"]
 
@@ -36,8 +36,6 @@ def guard_job(fn: Callable[[], int]) -> int:
     about a second and makes mpiexec exit with that status.
     """
     global _PREFIX
-    from bnlab.comm import launcher_world_size
-
     if launcher_world_size() in (None, 1):
         return fn()
     comm = world()

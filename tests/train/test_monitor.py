@@ -1,4 +1,4 @@
-"""The Figure 1 instrument (bnlab.experiments.monitor): percentiles of one unit's input."""
+"""The Figure 1 instrument (bnlab.train.monitor): percentiles of one unit's input."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bnlab.data import BatchIterator
-from bnlab.experiments.monitor import ActivationMonitor, layer_input, percentiles
 from bnlab.layers import BatchNorm, Dense, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.optim import SGD
-from bnlab.train import TrainState, fit
+from bnlab.train import ActivationMonitor, TrainState, fit, layer_input, percentiles
 
 
 def blobs(n: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -3,9 +3,7 @@
 :class:`ActivationMonitor` is a training callback that, every ``every`` steps, computes the
 input of ``model.layers[layer_index]`` for a fixed set of examples (eval mode: BatchNorm with
 its running statistics) and records the 15th, 50th and 85th percentiles of one unit's
-values. It moved here from ``bnlab.train`` (which keeps the old names, with a
-DeprecationWarning, for one release): it is the Figure 1 experiment's instrument, not part of
-the training loop.
+values: the instrument of the Figure 1 experiment, a training callback like the others here.
 
 Example (``model`` a Sequential whose layer 2 is a Sigmoid, ``x_test`` as in the README)::
 
@@ -21,7 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from bnlab.layers.base import Layer
-from bnlab.train import PeriodicCallback, TrainState, forward_eval
+from bnlab.train.callbacks import PeriodicCallback
+from bnlab.train.evaluation import forward_eval
+from bnlab.train.loop import TrainState
 
 __all__ = ["ActivationMonitor", "layer_input", "percentiles"]
 

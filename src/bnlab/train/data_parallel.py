@@ -1,25 +1,19 @@
-"""Floor 3, beside the training loop: data-parallel training over a :mod:`bnlab.comm` world.
+"""Data parallelism, the MPI strategy of :func:`bnlab.train.train_step`: :class:`DataParallel`.
 
-Every rank holds the whole model and draws the same GLOBAL batch of B samples (the same seeded
-iterator as one process); rank r of P trains on the contiguous shard
-``[start_r, stop_r)`` of :func:`shard_bounds` (sizes differ by at most one). A step is::
-
-    logits = model.forward(x[start_r:stop_r])        # SyncBatchNorm: global batch statistics
-    loss_r, dlogits = loss_fn(logits, y[start_r:stop_r])   # mean over the b_r local samples
-    model.backward(dlogits * b_r / B)                 # so that sum_r grad_r = d(mean loss)/dw
-    allreduce([grads..., loss_r * b_r])               # ONE collective over a flat buffer
-    loss = sum_r loss_r * b_r / B + penalties          # the global mean loss, on every rank
-    optimizer.step()                                   # the same update on every rank
-
-so with synchronized BN (or no BN) P ranks follow the one-process run up to the order of
-floating-point sums. With local BN each rank normalizes its own shard (PyTorch DDP without
-SyncBatchNorm); the running statistics are then rank 0's, as DDP's ``broadcast_buffers``.
+Every rank holds the whole model and draws the same GLOBAL batch of n samples (the same seeded
+iterator as one process); rank r of P trains on its contiguous shard of :func:`shard_bounds`
+(sizes differ by at most one), and :meth:`DataParallel.reduce` sums the gradients and the
+losses times the shard sizes over the ranks in ONE allreduce of a flat buffer per dtype. With
+synchronized BN (:func:`prepare_model`, or no BN) P ranks follow the one-process run up to the
+order of floating-point sums. With local BN each rank normalizes its own shard (PyTorch DDP
+without SyncBatchNorm); the running statistics are then rank 0's, as DDP's
+``broadcast_buffers`` (:meth:`DataParallel.sync_buffers`).
 
 :meth:`DataParallel.setup` (called by ``Trainer.begin``) checks that every rank has the same
-config, architecture and optimizer (:mod:`bnlab.parallel.consistency`; a
-:class:`ConfigMismatchError` on every rank otherwise),
-then broadcasts rank 0's parameters, buffers and optimizer state, so that a checkpoint (written
-by rank 0 alone, independent of the world size) resumes at any world size.
+config, architecture and optimizer (:mod:`bnlab.train.consistency`; a
+:class:`ConfigMismatchError` on every rank otherwise), then broadcasts rank 0's parameters,
+buffers and optimizer state, so that a checkpoint (written by rank 0 alone, independent of the
+world size) resumes at any world size.
 
 Example (under ``mpiexec -n 4``; in one process ``world()`` is a world of one)::
 
@@ -31,21 +25,24 @@ Example (under ``mpiexec -n 4``; in one process ``world()`` is a world of one)::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bnlab.comm import Communicator, world
-from bnlab.parallel.consistency import (
+from bnlab.layers import Dropout, Layer, convert_sync_batchnorm
+from bnlab.optim import Optimizer
+from bnlab.train.consistency import (
     ConfigMismatchError,
     check_same,
     fingerprint,
     state_arrays,
     weights_digest,
 )
+from bnlab.train.evaluation import evaluate
+from bnlab.train.step import LossFn
 
 __all__ = [
     "BN_SYNC_MODES",
@@ -76,19 +73,17 @@ def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
     return start, start + q + (1 if rank < r else 0)
 
 
-def prepare_model(model: Any, comm: Communicator, bn_sync: str = "global") -> Any:
+def prepare_model(model: Layer, comm: Communicator, bn_sync: str = "global") -> Layer:
     """``model`` ready for data-parallel training on ``comm``: BatchNorm layers replaced by
     SyncBatchNorm for ``bn_sync="global"`` when the world has more than one rank."""
     if bn_sync not in BN_SYNC_MODES:
         raise ValueError(f"bn_sync must be one of {BN_SYNC_MODES}, got {bn_sync!r}")
     if comm.size == 1 or bn_sync == "local":
         return model
-    from bnlab.layers import convert_sync_batchnorm
-
     return convert_sync_batchnorm(model, comm)
 
 
-def for_experiment(model: Any, cfg: dict[str, Any]) -> tuple[Any, DataParallel | None]:
+def for_experiment(model: Layer, cfg: dict[str, Any]) -> tuple[Layer, DataParallel | None]:
     """What an experiment needs to train ``model`` on the process's world (:func:`world`).
 
     A world of one: ``(model, None)``, the one-process run unchanged. P > 1 ranks: the model
@@ -116,7 +111,8 @@ class _Bucket:
 
 
 class DataParallel:
-    """Gradient allreduce, batch sharding and state broadcast for one model (see the module).
+    """The data-parallel :class:`~bnlab.train.Strategy`: state check and broadcast, batch
+    sharding, gradient allreduce, shared evaluation, for one model (see the module).
 
     ``comm`` defaults to :func:`bnlab.comm.world`; ``config`` (any JSON-able value, e.g. the
     experiment config) must be the same on every rank. One instance serves one model.
@@ -142,7 +138,7 @@ class DataParallel:
         return self.comm.is_root
 
     # -- start ----------------------------------------------------------------------------
-    def setup(self, model: Any, optimizer: Any = None) -> None:
+    def setup(self, model: Layer, optimizer: Optimizer | None = None) -> None:
         """Check every rank trains the same thing, then copy rank 0's state to every rank.
 
         Raises :class:`ConfigMismatchError` on every rank (before anything changes) when the
@@ -165,12 +161,12 @@ class DataParallel:
                     "DataParallel.setup: the weights still differ between ranks after the "
                     "broadcast from rank 0; the MPI installation is broken"
                 )
-        if optimizer is not None and hasattr(optimizer, "iterations"):
+        if optimizer is not None:
             optimizer.iterations = int(self.comm.allgather_object(optimizer.iterations)[0])
         self.decorrelate_dropout(model)
         self._allocate(model)
 
-    def decorrelate_dropout(self, model: Any) -> None:
+    def decorrelate_dropout(self, model: Layer) -> None:
         """Give every :class:`~bnlab.layers.Dropout` layer on this rank a generator of its
         own: ``default_rng([u, rank])`` with ``u`` drawn from its current generator. Otherwise
         ranks built from the same seed draw the same mask pattern for their shards.
@@ -180,14 +176,12 @@ class DataParallel:
         """
         if self.size == 1:
             return
-        from bnlab.layers import Dropout
-
         for layer in model.modules():
             if isinstance(layer, Dropout):
                 u = int(layer.rng.integers(2**63))
                 layer.rng = np.random.default_rng([u, self.rank])
 
-    def _allocate(self, model: Any) -> None:
+    def _allocate(self, model: Layer) -> None:
         """One flat buffer per gradient dtype; the first also carries the loss (last slot)."""
         by_dtype: dict[np.dtype, list[tuple[str, int]]] = {}
         for key, g in model.grads.items():
@@ -207,13 +201,27 @@ class DataParallel:
         """Bytes the gradient allreduce sends per rank and step (the buffers' sizes)."""
         return sum(b.buf.nbytes for b in self._buckets)
 
-    # -- a step ---------------------------------------------------------------------------
+    # -- a step (bnlab.train.train_step) -----------------------------------------------------
     def shard(self, x: Any, y: Any = None) -> tuple[Any, Any]:
         """This rank's contiguous shard of the global batch ``(x, y)`` (y may be None)."""
-        start, stop = shard_bounds(len(x), self.rank, self.size)
+        n = len(x)
+        if n < self.size:
+            raise ValueError(
+                f"DataParallel: a global batch of {n} sample(s) cannot feed {self.size} ranks "
+                f"(every rank needs at least one); use a batch size >= {self.size}"
+            )
+        if self._model_id is None:
+            raise RuntimeError("DataParallel: call setup(model, optimizer) before training")
+        start, stop = shard_bounds(n, self.rank, self.size)
         return x[start:stop], None if y is None else y[start:stop]
 
-    def allreduce_gradients(self, model: Any, loss_sum: float = 0.0) -> float:
+    def reduce(self, model: Layer, loss: float, m: int, n: int) -> float:
+        """Sum ``model.grads`` over the ranks in place; return ``sum_r loss_r m_r / n``."""
+        if self.size == 1:
+            return loss
+        return self.allreduce_gradients(model, loss * m) / n
+
+    def allreduce_gradients(self, model: Layer, loss_sum: float = 0.0) -> float:
         """Sum ``model.grads`` over the ranks in place (one allreduce per dtype bucket).
 
         ``loss_sum`` (this rank's loss times its sample count) rides along in the first
@@ -234,84 +242,22 @@ class DataParallel:
                 np.copyto(g, b.buf[off : off + size].reshape(g.shape))
         return float(self._buckets[0].buf[-1])
 
-    def step(
-        self,
-        model: Any,
-        loss_fn: Callable[[np.ndarray, Any], tuple[float, np.ndarray]],
-        optimizer: Any,
-        x: np.ndarray,
-        y: Any,
-        *,
-        backward_kwargs: dict[str, Any] | None = None,
-        penalty_loss: Callable[[Any], float] | None = None,
-        add_penalty_grads: Callable[[Any], None] | None = None,
-    ) -> tuple[float, np.ndarray, Any]:
-        """One data-parallel step on the global batch ``(x, y)`` (see the module docstring).
-
-        Returns ``(loss, logits, y_local)``: the global mean loss (plus penalties, counted
-        once), this rank's logits and labels. A non-finite global loss raises
-        FloatingPointError on every rank, before the optimizer step.
-        """
-        n = len(x)
-        if n < self.size:
-            raise ValueError(
-                f"DataParallel: a global batch of {n} sample(s) cannot feed {self.size} ranks "
-                f"(every rank needs at least one); use a batch size >= {self.size}"
-            )
-        if self._model_id != id(model):
-            self.setup(model, optimizer)
-        xl, yl = self.shard(x, y)
-        model.train()
-        logits = model.forward(xl)
-        loss, dlogits = loss_fn(logits, yl)
-        if self.size > 1:
-            dlogits = dlogits * dlogits.dtype.type(len(xl) / n)
-        model.backward(dlogits, **(backward_kwargs or {}))
-        if self.size > 1:
-            loss = self.allreduce_gradients(model, float(loss) * len(xl)) / n
-        loss = float(loss) + (float(penalty_loss(model)) if penalty_loss else 0.0)
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"DataParallel: the global loss is {loss} at step {optimizer.iterations + 1}; "
-                "the run diverged (learning rate too high?)"
-            )
-        if add_penalty_grads is not None:
-            add_penalty_grads(model)  # after the sum: every rank adds the same penalty once
-        optimizer.step()
-        return loss, logits, yl
-
-    def trainer_step(self, trainer: Any, x: np.ndarray, y: Any) -> tuple[float, np.ndarray, Any]:
-        """:meth:`step` with ``trainer``'s model, loss, optimizer, penalties and backward
-        options (``Trainer(..., parallel=dp)``); returns ``(loss, logits, y_local)``, from
-        which the trainer counts this rank's correct predictions (summed over the ranks at
-        the end of an epoch, so the accuracy is over the global batches)."""
-        return self.step(
-            trainer.model,
-            trainer.loss_fn,
-            trainer.optimizer,
-            x,
-            y,
-            backward_kwargs=trainer.backward_kwargs,
-            penalty_loss=trainer.penalty_loss,
-            add_penalty_grads=trainer.add_penalty_grads,
-        )
-
-    def sync_buffers(self, model: Any) -> None:
+    def sync_buffers(self, model: Layer) -> None:
         """Copy rank 0's buffers (BN running statistics) to every rank: with local BN each
         rank's drift apart, and rank 0's are the model (DDP's ``broadcast_buffers``)."""
-        for key, a in getattr(model, "buffers", {}).items():
+        for key, a in model.buffers.items():
             if not a.flags.c_contiguous:
                 raise ValueError(f"DataParallel.sync_buffers: '{key}' is not C-contiguous")
             self.comm.bcast(a, root=0)
 
     def evaluate(
         self,
-        model: Any,
+        model: Layer,
         x: np.ndarray,
         y: np.ndarray,
         batch_size: int = 1000,
         *,
-        loss_fn: Callable[[np.ndarray, Any], tuple[float, np.ndarray]] | None = None,
+        loss_fn: LossFn | None = None,
     ) -> dict[str, float]:
         """:func:`bnlab.train.evaluate` of rank 0's model, the work shared by all ranks.
 
@@ -319,8 +265,6 @@ class DataParallel:
         statistics, see :meth:`sync_buffers`); the correct counts and loss sums are summed:
         ``accuracy = sum_r correct_r / n``, ``loss = sum_r loss_r n_r / n``.
         """
-        from bnlab.train import evaluate
-
         if self.size == 1:
             return evaluate(model, x, y, batch_size, loss_fn=loss_fn)
         self.sync_buffers(model)

@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.layers.base import Layer
+from bnlab.optim import Optimizer
+
 __all__ = ["ConfigMismatchError", "check_same", "fingerprint", "state_arrays", "weights_digest"]
 
 
@@ -27,11 +30,11 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def state_arrays(model: Any, optimizer: Any) -> dict[str, np.ndarray]:
+def state_arrays(model: Layer, optimizer: Optimizer | None) -> dict[str, np.ndarray]:
     """Every array a rank's training state consists of: parameters, buffers, optimizer slots."""
     arrays = {f"param/{k}": v for k, v in model.params.items()}
-    arrays.update({f"buffer/{k}": v for k, v in getattr(model, "buffers", {}).items()})
-    for slot, d in getattr(optimizer, "slots", {}).items():
+    arrays.update({f"buffer/{k}": v for k, v in model.buffers.items()})
+    for slot, d in ({} if optimizer is None else optimizer.slots).items():
         arrays.update({f"slot/{slot}/{k}": v for k, v in d.items()})
     return arrays
 
@@ -45,7 +48,7 @@ def weights_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(model: Any, optimizer: Any, config: Any) -> dict[str, str]:
+def fingerprint(model: Layer, optimizer: Optimizer | None, config: Any) -> dict[str, str]:
     """Digests of what must be the same on every rank (not the values: see the broadcast)."""
     arrays = state_arrays(model, optimizer)
     opt_cfg = None
