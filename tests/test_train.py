@@ -197,23 +197,39 @@ def test_progress_bar_shows_the_accuracy(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_checkpoint_callback_saves_the_final_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from bnlab.deploy.checkpoint import load_checkpoint
+    from bnlab.deploy.checkpoint import load_checkpoint, save_checkpoint
 
     x, y = blobs(n=60)
     model = mlp()
     path = tmp_path / "ckpt.npz"
+    saved: list[int] = []
+
+    def write(*args):  # type: ignore[no-untyped-def]
+        saved.append(args[3]["step"])
+        return save_checkpoint(*args)
+
     fit(
         model,
         SoftmaxCrossEntropy(),
         SGD.from_model(model, lr=0.5),
         BatchIterator(x, y, 20),
         steps=25,
-        callbacks=[CheckpointCallback(path, every=10)],
+        callbacks=[CheckpointCallback(path, every=10, write=write)],
     )
+    assert saved == [10, 20, 25]
     ck = load_checkpoint(path)
     assert ck.extra["step"] == 25
     for k, v in model.params.items():
         np.testing.assert_array_equal(ck.model.params[k], v)
+
+
+def test_checkpoint_callback_refuses_bad_arguments(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TypeError, match="write must be a function"):
+        CheckpointCallback(tmp_path / "c.npz", every=1, write="save")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        CheckpointCallback(tmp_path / "c.npz", every=0, write=print)
+    with pytest.raises(TypeError, match="iterator must have a state_dict"):
+        CheckpointCallback(tmp_path / "c.npz", every=1, write=print, iterator=[1, 2])
 
 
 # -- the layer protocol --------------------------------------------------------------------------

@@ -120,3 +120,36 @@ def test_wrong_world_size_is_refused(mpiexec, tmp_path):
     proc = launch(2, tmp_path, "--nets", "mlp64", world=3, timeout=60)
     assert proc.returncode != 0
     assert "WorldSizeError" in proc.stderr and "expected 3" in proc.stderr
+
+
+EXACT = Path(__file__).with_name("parallel_exact.py")
+
+
+def _exact_run(n, *args):
+    cmd = [str(Path(sys.executable).parent / "mpiexec"), "-n", str(n), sys.executable, str(EXACT)]
+    env = {**os.environ, **ENV1}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_two_ranks_give_one_process_bits_when_the_arithmetic_is_exact(mpiexec):
+    """The real communicator: parallel_exact.py's run at 2 ranks, bit for bit one process's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("parallel_exact", EXACT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ref = mod.dyadic_run(None)
+    proc = _exact_run(2)
+    assert proc.returncode == 0, proc.stderr
+    infos = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert sorted(i.pop("rank") for i in infos) == [0, 1]
+    assert all(i == ref for i in infos)
+
+
+def test_a_rank_that_disagrees_ends_the_job_with_a_readable_message(mpiexec):
+    proc = _exact_run(2, "--disagree-rank", "1")
+    assert proc.returncode != 0 and "{" not in proc.stdout  # no rank trained
+    assert "[rank " in proc.stderr and "ConfigMismatchError" in proc.stderr
+    assert "the optimizer type or hyperparameters differs from rank 0's on ranks [1]" in proc.stderr
+    assert "Start every rank with the same command line" in proc.stderr

@@ -22,17 +22,18 @@ from bnlab.optim import L2, SGD, RMSprop
 from bnlab.train import ConfigMismatchError, DataParallel, Trainer, shard_bounds, train_step
 
 
-def _load_helper():
-    path = Path(__file__).with_name("parallel_threadcomm.py")
-    spec = importlib.util.spec_from_file_location("parallel_threadcomm", path)
+def _load_helper(name):
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("parallel_threadcomm", mod)
+    sys.modules.setdefault(name, mod)
     spec.loader.exec_module(mod)
     return mod
 
 
-run_ranks = _load_helper().run_ranks
+run_ranks = _load_helper("parallel_threadcomm").run_ranks
+dyadic_run = _load_helper("parallel_exact").dyadic_run
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 7])
@@ -93,6 +94,39 @@ def test_ranks_on_shards_follow_one_process(size, opt_cls):
         assert opt.iterations == ref_opt.iterations
         for k in ref:
             np.testing.assert_allclose(params[k], ref[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_shards_give_the_bits_of_one_process_when_the_arithmetic_is_exact(size):
+    """Sharding, the m/n scaling, the gradient sum and the loss reduction are the one-process
+    maths exactly: with exact arithmetic (parallel_exact.py), P ranks and one process agree
+    to the last bit, and the run does train (four different losses)."""
+    ref = dyadic_run(None)
+    assert len(set(ref["losses"])) == 4
+    for got in run_ranks(size, dyadic_run):
+        assert got == ref
+
+
+def test_a_step_before_setup_is_refused_before_anything_changes():
+    def fn(comm):
+        x, y = _data(n=6)
+        model = _mlp(bn=True)
+        before = {k: v.copy() for k, v in model.state_dict().items()}
+        try:
+            train_step(
+                model,
+                SoftmaxCrossEntropy(),
+                SGD.from_model(model, lr=0.1),
+                x,
+                y,
+                DataParallel(comm),
+            )
+        except RuntimeError as e:
+            after = model.state_dict()
+            return str(e), all(np.array_equal(v, after[k]) for k, v in before.items())
+
+    for msg, unchanged in run_ranks(2, fn):
+        assert "call setup(model, optimizer) before training" in msg and unchanged
 
 
 def test_gradients_are_summed_and_loss_rides_along():

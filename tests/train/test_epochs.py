@@ -196,13 +196,15 @@ def test_bad_arguments_are_refused() -> None:
 
 
 def test_resume_in_mid_epoch_is_bit_identical(tmp_path: Path) -> None:
-    from bnlab.deploy.checkpoint import load_checkpoint
+    from bnlab.deploy.checkpoint import load_checkpoint, save_checkpoint
 
     full = _trainer()
     full.fit_epochs(2)
     # run 1: stop after step 6 (epoch 2, step 2 of 4), checkpoint with the iterator's position
     part = _trainer()
-    ckpt = CheckpointCallback(tmp_path / "c.npz", every=1000, iterator=part.batches)
+    ckpt = CheckpointCallback(
+        tmp_path / "c.npz", every=1000, write=save_checkpoint, iterator=part.batches
+    )
     part.callbacks = [ckpt, Recorder(stop_at=6)]
     part.fit_epochs(2)
     # run 2, a new process as far as the objects go: restore, finish epoch 2

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bnlab.layers.base import Layer
+from bnlab.optim import Optimizer
 from bnlab.train.evaluation import evaluate
 from bnlab.train.loop import Callback, TrainState
 
 __all__ = ["CheckpointCallback", "EvalCallback", "PeriodicCallback", "ProgressBar"]
+
+#: ``write(path, model, optimizer, extra)``, e.g. :func:`bnlab.deploy.save_checkpoint`
+CheckpointWriter = Callable[[Path, Layer, Optimizer, dict[str, Any]], object]
 
 
 class PeriodicCallback(Callback):
@@ -81,7 +87,11 @@ class ProgressBar(Callback):
 
 
 class CheckpointCallback(Callback):
-    """Save model and optimizer to ``path`` every ``every`` steps and at the end (atomic).
+    """Save model and optimizer to ``path`` every ``every`` steps and at the end, through
+    ``write(path, model, optimizer, extra)``: :func:`bnlab.deploy.save_checkpoint` (atomic;
+    the training loop knows no file format)::
+
+        CheckpointCallback("run/ckpt.npz", every=500, write=save_checkpoint, iterator=batches)
 
     ``extra`` holds ``"step"``, ``"history"`` and, given ``iterator`` (the Trainer's
     ``BatchIterator``), ``"iterator"``: its ``state_dict()``, the position in the epoch. To
@@ -89,23 +99,28 @@ class CheckpointCallback(Callback):
     are restored with the model).
     """
 
-    def __init__(self, path: str | Path, *, every: int, iterator: Any = None) -> None:
+    def __init__(
+        self, path: str | Path, *, every: int, write: CheckpointWriter, iterator: Any = None
+    ) -> None:
         if every < 1:
             raise ValueError(f"CheckpointCallback: every must be >= 1, got {every}")
+        if not callable(write):
+            raise TypeError(
+                "CheckpointCallback: write must be a function (bnlab.deploy.save_checkpoint), "
+                f"got {type(write).__name__}"
+            )
         if iterator is not None and not callable(getattr(iterator, "state_dict", None)):
             raise TypeError(
                 "CheckpointCallback: iterator must have a state_dict() (a BatchIterator), got "
                 f"{type(iterator).__name__}"
             )
-        self.path, self.every, self.iterator = Path(path), every, iterator
+        self.path, self.every, self.write, self.iterator = Path(path), every, write, iterator
 
     def save(self, state: TrainState) -> None:
-        from bnlab.deploy.checkpoint import save_checkpoint
-
         extra: dict[str, Any] = {"step": state.step, "history": state.history}
         if self.iterator is not None:
             extra["iterator"] = self.iterator.state_dict()
-        save_checkpoint(self.path, state.model, state.optimizer, extra=extra)
+        self.write(self.path, state.model, state.optimizer, extra)
 
     def on_step_end(self, state: TrainState) -> None:
         if state.step % self.every == 0:
