@@ -203,7 +203,11 @@ class DataParallel:
 
     # -- a step (bnlab.train.train_step) -----------------------------------------------------
     def shard(self, x: Any, y: Any = None) -> tuple[Any, Any]:
-        """This rank's contiguous shard of the global batch ``(x, y)`` (y may be None)."""
+        """This rank's contiguous shard of the global batch ``(x, y)`` (y may be None).
+
+        The first thing a step asks: a batch smaller than the world, or a step before
+        :meth:`setup`, is refused here, before the model or the optimizer changes.
+        """
         n = len(x)
         if n < self.size:
             raise ValueError(
