@@ -219,7 +219,7 @@ def test_nonfinite_global_loss_raises_on_every_rank_before_the_update():
             return str(e), np.array_equal(before, model.params["0.W"])
 
     for msg, unchanged in run_ranks(2, fn):
-        assert "loss is nan at step 1" in msg and unchanged
+        assert "global loss is nan at step 1" in msg and unchanged
 
 
 def test_dropout_masks_differ_between_ranks_and_repeat_with_the_seed():

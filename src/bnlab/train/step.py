@@ -9,6 +9,7 @@ process the shard ``(x_r, y_r)`` of ``m`` samples (in one process: all of them, 
     loss = reduce(model.grads, loss_r)               # sum over processes; sum_r loss_r m_r / n
     loss += penalty_loss(model)                      # L1/L2 penalties, counted once
     if not isfinite(loss): raise FloatingPointError  # on every process, before any update
+                                                     # (one process: before backward already)
     add_penalty_grads(model)                         # after the sum: added once
     optimizer.step()                                 # the same update on every process
 
@@ -101,15 +102,22 @@ def train_step(
     model.train()
     logits = model.forward(xs)
     loss, dlogits = loss_fn(logits, ys)
-    if m < n:  # this shard's share of the global mean
+    penalty = penalty_loss(model)
+    if m == n:  # the whole batch is here: refuse a non-finite loss before backward sees it
+        _refuse_nonfinite(float(loss) + penalty, "loss", optimizer)
+    else:  # this shard's share of the global mean
         dlogits = dlogits * dlogits.dtype.type(m / n)
     model.backward(dlogits, need_input_grad=False)
-    total = parallel.reduce(model, float(loss), m, n) + penalty_loss(model)
-    if not math.isfinite(total):
-        raise FloatingPointError(
-            f"train_step: the loss is {total} at step {optimizer.iterations + 1}; the run "
-            "diverged (learning rate too high?)"
-        )
+    total = parallel.reduce(model, float(loss), m, n) + penalty
+    _refuse_nonfinite(total, "global loss", optimizer)
     add_penalty_grads(model)
     optimizer.step()
     return StepOutput(total, logits, ys)
+
+
+def _refuse_nonfinite(loss: float, what: str, optimizer: Optimizer) -> None:
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"Trainer: the {what} is {loss} at step {optimizer.iterations + 1}; the run "
+            "diverged (learning rate too high?)"
+        )
