@@ -94,6 +94,16 @@ def train_step(
     ``parallel`` is the strategy (default :class:`OneProcess`); a strategy other than one
     process must have been set up (``parallel.setup(model, optimizer)``; ``Trainer`` does).
     A non-finite loss raises FloatingPointError naming the step, before the parameters change.
+
+    >>> from bnlab.layers import Dense
+    >>> from bnlab.losses import MSE
+    >>> from bnlab.optim import SGD
+    >>> model = Dense(2, 1, use_bias=False, seed=0).astype(np.float64)
+    >>> model.params["W"][...] = [[1.0], [2.0]]
+    >>> out = train_step(model, MSE(), SGD.from_model(model, lr=0.25), np.ones((4, 2)),
+    ...                  np.zeros((4, 1)))
+    >>> out.loss, model.params["W"].ravel().tolist()  # 3^2, W - 0.25 * 2 * 3
+    (9.0, [-0.5, 0.5])
     """
     parallel = OneProcess() if parallel is None else parallel
     n = len(x)
