@@ -377,7 +377,7 @@ def _run(tmp_path, steps, resume_from=None):
         ck = load_checkpoint(resume_from, model=model)
         opt = ck.make_optimizer()
         it.load_state_dict(ck.extra["iterator"])
-    cb = CheckpointCallback(tmp_path / "run.npz", every=4, iterator=it)
+    cb = CheckpointCallback(tmp_path / "run.npz", every=4, write=save_checkpoint, iterator=it)
     Trainer(model, SoftmaxCrossEntropy(), opt, it, callbacks=[cb]).fit(steps)
     return model
 
