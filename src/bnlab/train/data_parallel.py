@@ -220,31 +220,27 @@ class DataParallel:
         return x[start:stop], None if y is None else y[start:stop]
 
     def reduce(self, model: Layer, loss: float, m: int, n: int) -> float:
-        """Sum ``model.grads`` over the ranks in place; return ``sum_r loss_r m_r / n``."""
+        """Sum ``model.grads`` over the ranks in place; return ``sum_r loss_r m_r / n``.
+
+        One allreduce per gradient dtype, of a flat buffer; this rank's ``loss * m`` rides in
+        the last slot of the first.
+        """
         if self.size == 1:
             return loss
-        return self.allreduce_gradients(model, loss * m) / n
-
-    def allreduce_gradients(self, model: Layer, loss_sum: float = 0.0) -> float:
-        """Sum ``model.grads`` over the ranks in place (one allreduce per dtype bucket).
-
-        ``loss_sum`` (this rank's loss times its sample count) rides along in the first
-        bucket; the sum over ranks is returned.
-        """
         if self._model_id != id(model):
             raise RuntimeError("DataParallel: call setup(model, optimizer) before training")
         grads = model.grads
         for b in self._buckets:
             for key, off, size in b.entries:
                 b.buf[off : off + size] = grads[key].reshape(-1)
-        self._buckets[0].buf[-1] = loss_sum
+        self._buckets[0].buf[-1] = loss * m
         for b in self._buckets:
             self.comm.allreduce(b.buf)
         for b in self._buckets:
             for key, off, size in b.entries:
                 g = grads[key]
                 np.copyto(g, b.buf[off : off + size].reshape(g.shape))
-        return float(self._buckets[0].buf[-1])
+        return float(self._buckets[0].buf[-1]) / n
 
     def sync_buffers(self, model: Layer) -> None:
         """Copy rank 0's buffers (BN running statistics) to every rank: with local BN each
