@@ -6,7 +6,7 @@ A linear model (Dense 4 -> 2, float64, L2 penalty 1/16) on small integers, with 
 k/8, learning rate 1/16 and a global batch of 8: every product and sum of four steps is a
 dyadic rational with fewer than 53 significant bits (checked against fractions), so the
 order of the sums cannot matter and sharding over 2 or 4 ranks must reproduce one process
-to the last bit. Prints one JSON line per rank: the losses and the parameters' bytes in hex.
+to the last bit. Rank 0 prints one JSON line: every rank's losses and parameters' bytes (hex).
 ``--disagree-rank R``: rank R builds its optimizer with another rate (the job must end on
 every rank with a ConfigMismatchError naming the optimizer and rank R).
 """
@@ -53,7 +53,9 @@ def main() -> int:
     args = p.parse_args()
     comm = world()
     lr = 1 / 8 if comm.rank == args.disagree_rank else 1 / 16
-    print(json.dumps({"rank": comm.rank, **dyadic_run(comm, lr)}), flush=True)
+    runs = comm.allgather_object(dyadic_run(comm, lr))
+    if comm.is_root:  # one line (ranks printing at once may interleave theirs)
+        print(json.dumps(runs), flush=True)
     return 0
 
 
