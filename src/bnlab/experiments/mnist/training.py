@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.mnist import nets
 from bnlab.experiments.mnist.config import MnistConfig
 from bnlab.experiments.mnist.metrics import HISTORY_KEYS, SCHEMA, write_metrics
-from bnlab.experiments.mnist.nets import NETS, build_net, last_sigmoid_index
-from bnlab.experiments.monitor import ActivationMonitor
+from bnlab.experiments.mnist.nets import NETS, build_net, last_sigmoid_index, load_data
+from bnlab.experiments.progress import Progress
 from bnlab.experiments.rundir import RunDir
 from bnlab.parallel import for_experiment, is_root
 from bnlab.runtime import numba_threads
-from bnlab.train import EvalCallback, PeriodicCallback, Trainer
+from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Trainer
 
 __all__ = [
     "Run",
@@ -81,7 +80,9 @@ def _trainer(
 
     xtr, ytr, xte, yte = data
     every, ebs = cfg.eval_every, cfg.eval_batch_size
-    model = build_net(net == "bn", cfg, seed, xtr.shape[1])
+    model = build_net(
+        net == "bn", seed, cfg.hidden, cfg.init_std, cfg.bn_momentum, cfg.bn_eps, xtr.shape[1]
+    )
     model, dp = for_experiment(model, cfg.to_dict())  # data-parallel under mpiexec
     callbacks = [
         EvalCallback(xte, yte, every=every, batch_size=ebs),
@@ -204,8 +205,6 @@ def train_lockstep(cfg: MnistConfig, runs: Sequence[Run], rd: RunDir) -> dict[st
     """Advance every run one step at a time; a run whose loss turns NaN/Inf is recorded as
     diverged at that step and dropped. Writes metrics (rank 0) after every evaluation and at
     the end; on KeyboardInterrupt writes them with status "interrupted" and re-raises."""
-    from bnlab.experiments.progress import Progress
-
     ls = _Lockstep(cfg, runs, rd, Progress(cfg.steps, cfg.NAME, enabled=cfg.progress))
     # (60, 100) tensors: a parallel kernel's fork/join costs more than it saves, and on a busy
     # 2-core machine spinning OpenMP threads made one BN call ~8 ms instead of ~0.05 ms
@@ -242,11 +241,11 @@ def save_checkpoints(runs: Sequence[Run], rd: RunDir) -> None:
         )
 
 
-def run_experiment(cfg: MnistConfig, out_dir: str | Path, render: Callable[[Path], Path]) -> Path:
+def run_experiment(cfg: MnistConfig, out_dir: str | Path, render: Callable[[Path], None]) -> Path:
     """Load the data, build every run, take the run directory over (rank 0), train in
     lockstep, then ``render(run_dir)`` (rank 0) however training ended; returns the run
     directory. ``cfg`` is checked already, so a bad config leaves ``out_dir`` untouched."""
-    data = nets.load_data(cfg)
+    data = load_data(cfg.train_subset, cfg.test_subset)
     runs = make_runs(cfg, cfg.learning_rates(), data)
     rd = RunDir.start(out_dir, cfg.to_dict()) if is_root() else RunDir(out_dir)  # rank 0 writes
     try:

@@ -20,48 +20,17 @@ shared y axis), ``fig_sweep.png`` (sweep only), ``report.md``, ``report.html``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.mnist.config import MnistSigmoidConfig
-from bnlab.experiments.mnist.metrics import load_run
-from bnlab.experiments.mnist.report import render_full, render_sweep
 from bnlab.experiments.mnist.training import run_experiment
-from bnlab.experiments.options import checks_of
-from bnlab.experiments.rundir import RunDir
+from bnlab.experiments.mnist_sigmoid.config import MnistSigmoidConfig
+from bnlab.experiments.mnist_sigmoid.report import render
 
-__all__ = ["CONFIG", "DESCRIPTION", "add_arguments", "render", "resolve", "run"]
-
-DESCRIPTION = "Ioffe & Szegedy 2015, Figure 1: sigmoid MLP on MNIST with and without BN"
-CONFIG = MnistSigmoidConfig
-# views of the config's fields (the one source), for callers of the old option tables
-OPTIONS = CONFIG.options()
-DEFAULTS = CONFIG.defaults()
-CHECKS = checks_of(OPTIONS)
+__all__ = ["run"]
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bnlab run mnist-sigmoid`` (the fields of :class:`MnistSigmoidConfig`)."""
-    CONFIG.add_arguments(p)
-
-
-def resolve(config: Mapping[str, Any] | None = None) -> MnistSigmoidConfig:
-    """The checked config: defaults, then ``config``; the nets must fit in memory."""
-    cfg = CONFIG.from_dict(config)
-    cfg.check_size()
-    return cfg
-
-
-def run(config: Mapping[str, Any] | None, out_dir: str | Path) -> Path:
+def run(config: MnistSigmoidConfig | Mapping[str, Any] | None, out_dir: str | Path) -> Path:
     """Train both nets at every learning rate and seed, then write metrics and the report."""
-    return run_experiment(resolve(config), out_dir, render)
-
-
-def render(run_dir: str | Path) -> Path:
-    """Re-draw the figures and rewrite report.md/report.html from the run's files."""
-    rd = RunDir(run_dir)
-    cfg, metrics = load_run(rd.path, CONFIG)
-    (render_sweep if cfg.sweep else render_full)(rd, cfg, metrics)
-    return rd.path / "report.html"
+    return run_experiment(MnistSigmoidConfig.of(config), out_dir, render)

@@ -8,8 +8,9 @@ at random (``bnlab.deploy.shuffled_batches``) in batches of ``batch_size``, the 
 Moving averages lag the weights most where the weights still change fast (early epochs, large
 learning rates, small momentum).
 
-Options: :class:`bnlab.experiments.population.config.EpochsConfig`. Data: ``--data mnist``
-(the embedded MNIST) or a CIFAR-10 path accepted by :func:`bnlab.data.load_cifar10`; pixels
+Options: :class:`bnlab.experiments.population_stats_epochs.config.EpochsConfig`. Data:
+``--data mnist`` (the embedded MNIST) or a CIFAR-10 path accepted by
+:func:`bnlab.data.load_cifar10`; pixels
 scaled to [0, 1], as both experiments train. Before the run directory is touched, the config
 is checked, the checkpoints found, the data loaded and every checkpoint read and its model
 checked against the data's shape. Run directory: ``config.json``; ``metrics.json``
@@ -25,33 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.options import checks_of
-from bnlab.experiments.population import report
-from bnlab.experiments.population.config import EpochsConfig
+from bnlab.experiments.population_stats_epochs.config import EpochsConfig
+from bnlab.experiments.population_stats_epochs.report import render
 from bnlab.experiments.progress import Progress
 from bnlab.experiments.rundir import RunDir
 from bnlab.layers import Layer
 from bnlab.train import evaluate
 
-__all__ = [
-    "CONFIG",
-    "DESCRIPTION",
-    "add_arguments",
-    "check_checkpoints",
-    "evaluate_checkpoint",
-    "find_checkpoints",
-    "load_data",
-    "render",
-    "run",
-]
-
-DESCRIPTION = "Per checkpoint (e.g. per epoch): test accuracy, moving averages vs Algorithm 2"
-CONFIG = EpochsConfig
-add_arguments = EpochsConfig.add_arguments
-# views of EpochsConfig's fields (the one source), for callers of the old option tables
-OPTIONS = EpochsConfig.options()
-DEFAULTS = EpochsConfig.defaults()
-CHECKS = checks_of(OPTIONS)
+__all__ = ["check_checkpoints", "evaluate_checkpoint", "find_checkpoints", "load_data", "run"]
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -137,7 +119,7 @@ def run(config: dict[str, Any] | EpochsConfig, out_dir: str | Path) -> Path:
         def finish(status: str) -> None:
             bar.close()
             write(status)
-            report.render_epochs(rd.path)
+            render(rd.path)
 
         with rd.status(finish):
             write("running")
@@ -146,8 +128,3 @@ def run(config: dict[str, Any] | EpochsConfig, out_dir: str | Path) -> Path:
                 write("running")
                 bar.update(1)
     return rd.path
-
-
-def render(run_dir: str | Path) -> Path:
-    """Re-render figures and report from the run's files (see :mod:`.report`)."""
-    return report.render_epochs(run_dir)

@@ -1,5 +1,6 @@
-"""The run of ``cifar10-keras``: both nets trained epoch by epoch in alternation through
-:meth:`bnlab.train.Trainer.fit_epoch`, with metrics, checkpoints and ``--resume``.
+"""The run of ``cifar10-keras`` (see the package docstring): both nets trained epoch by epoch
+in alternation through :meth:`bnlab.train.Trainer.fit_epoch`, with metrics, checkpoints and
+``--resume``.
 
 Per net and epoch: re-seed the dropout masks from ``(seed, epoch)``, build the epoch's batches
 (:func:`~bnlab.experiments.cifar10_keras.nets.epoch_batches`), ``fit_epoch`` (mean training
@@ -26,20 +27,21 @@ from bnlab.experiments.cifar10_keras.nets import (
     epoch_batches,
     reseed_dropout,
 )
-from bnlab.experiments.progress import Progress
-from bnlab.experiments.report import (
+from bnlab.experiments.cifar10_keras.report import render
+from bnlab.experiments.progress import BarCallback, Progress
+from bnlab.experiments.rundir import (
+    RunDir,
     lock_run_dir,
     read_json,
     release_run_dir,
     run_status,
     start_run_dir,
-    write_csv,
     write_json,
 )
 from bnlab.parallel import for_experiment, is_root
-from bnlab.train import Callback, Trainer, TrainState, evaluate
+from bnlab.train import Trainer, evaluate
 
-__all__ = ["HISTORY_KEYS", "SCHEMA", "Net", "resolve", "run", "write_metrics"]
+__all__ = ["HISTORY_KEYS", "SCHEMA", "Net", "run", "write_metrics"]
 
 SCHEMA = "bnlab.cifar10_keras.metrics/1"
 HISTORY_KEYS = (
@@ -55,31 +57,12 @@ HISTORY_KEYS = (
 )
 
 
-def resolve(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The checked config as ``config.json`` holds it (defaults for missing keys); the
-    dict form of :meth:`Cifar10KerasConfig.from_dict`."""
-    return Cifar10KerasConfig.from_dict(config).to_dict()
-
-
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     """``metrics.json`` and ``metrics.csv`` (one row per net and epoch), atomically."""
-    write_json(out / "metrics.json", metrics)
-    rows = []
-    for name, m in metrics["models"].items():
-        h = m["history"]
-        rows += [[name, *(h[k][i] for k in HISTORY_KEYS)] for i in range(len(h["epoch"]))]
-    write_csv(out / "metrics.csv", ["model", *HISTORY_KEYS], rows)
-
-
-class _BarSteps(Callback):
-    """Advances the epoch's progress bar (set by the run before each epoch) every step."""
-
-    def __init__(self) -> None:
-        self.bar: Progress | None = None
-
-    def on_step_end(self, state: TrainState) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
+    rd = RunDir(out)
+    rd.write_metrics(metrics)
+    models = [((name,), m["history"]) for name, m in metrics["models"].items()]
+    rd.write_history_csv(["model"], models, HISTORY_KEYS)
 
 
 class Net:
@@ -93,7 +76,7 @@ class Net:
         # under mpiexec: SyncBN for --bn-sync global, and a DataParallel (else None)
         model, self.dp = for_experiment(build_model(kind, cfg), record)
         opt = build_optimizer(kind, model, cfg)
-        self.bar = _BarSteps()
+        self.bar = BarCallback()
         self.trainer = Trainer(
             model, SoftmaxCrossEntropy(), opt, callbacks=[self.bar], parallel=self.dp
         )
@@ -257,11 +240,9 @@ def _train(cfg: Cifar10KerasConfig, data: CifarData, nets: list[Net], snapshot: 
                     snapshot("running")
 
 
-def run(config: Mapping[str, Any], out_dir: str | Path) -> Path:
+def run(config: Cifar10KerasConfig | Mapping[str, Any] | None, out_dir: str | Path) -> Path:
     """Train the nets epoch by epoch in alternation; write metrics, checkpoints and report."""
-    from bnlab.experiments.cifar10_keras.report import render
-
-    cfg, record, data = _load(Cifar10KerasConfig.from_dict(config))
+    cfg, record, data = _load(Cifar10KerasConfig.of(config))
     out = Path(out_dir)
     nets = [Net(kind, cfg, record, out) for kind in cfg.models]
     try:

@@ -9,7 +9,7 @@ is measured in eval mode with each net's moving averages, and with the populatio
 of Algorithm 2 (``bnlab.deploy.recompute_population_stats`` over ``recal_examples`` training
 images drawn at random, in batches of ``batch_size``).
 
-Options: :class:`bnlab.experiments.population.config.StatsConfig`. Run directory:
+Options: :class:`bnlab.experiments.population_stats.config.StatsConfig`. Run directory:
 ``config.json``; ``metrics.json`` (``{"experiment", "status", "momenta", "steps_done",
 "wall_time_s", "history": {"step": [...], "moving": {"0.01": [acc, ...], ...},
 "population": [...]}}``, rewritten after every evaluation, status "running" until it is
@@ -20,7 +20,6 @@ Options: :class:`bnlab.experiments.population.config.StatsConfig`. Run directory
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,33 +28,14 @@ from typing import Any
 import numpy as np
 
 from bnlab.experiments.mnist.nets import build_net, load_data
-from bnlab.experiments.options import checks_of
-from bnlab.experiments.population import report
-from bnlab.experiments.population.config import StatsConfig
+from bnlab.experiments.population_stats.config import StatsConfig
+from bnlab.experiments.population_stats.report import render
 from bnlab.experiments.progress import Progress
 from bnlab.experiments.rundir import RunDir
 from bnlab.layers import Layer
 from bnlab.train import Callback, Trainer, TrainState, evaluate
 
-__all__ = [
-    "CONFIG",
-    "DESCRIPTION",
-    "accuracies",
-    "add_arguments",
-    "build_nets",
-    "make_trainers",
-    "render",
-    "run",
-    "train",
-]
-
-DESCRIPTION = "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics"
-CONFIG = StatsConfig
-add_arguments = StatsConfig.add_arguments
-# views of StatsConfig's fields (the one source), for callers of the old option tables
-OPTIONS = StatsConfig.options()
-DEFAULTS = StatsConfig.defaults()
-CHECKS = checks_of(OPTIONS)
+__all__ = ["accuracies", "build_nets", "make_trainers", "run", "train"]
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 OnEval = Callable[[int, list[float]], None]
@@ -75,23 +55,10 @@ def accuracies(nets: Sequence[Layer], cfg: StatsConfig, data: Data) -> list[floa
     return accs
 
 
-@dataclasses.dataclass(frozen=True)
-class _NetConfig:
-    """What :func:`bnlab.experiments.mnist.nets.build_net` reads, at one BN momentum."""
-
-    hidden: list[int]
-    init_std: float
-    bn_momentum: float
-    bn_eps: float
-
-
 def build_nets(cfg: StatsConfig) -> list[Layer]:
     """One BN net per momentum (the mnist-sigmoid BN net), all from the same seed: identical
     weights."""
-    return [
-        build_net(True, _NetConfig(cfg.hidden, cfg.init_std, m, cfg.bn_eps), cfg.seed)
-        for m in cfg.momenta
-    ]
+    return [build_net(True, cfg.seed, cfg.hidden, cfg.init_std, m, cfg.bn_eps) for m in cfg.momenta]
 
 
 class _EveryNet(Callback):
@@ -157,7 +124,7 @@ def run(config: dict[str, Any] | StatsConfig, out_dir: str | Path) -> Path:
     and the nets built, before the run directory is touched.
     """
     cfg = StatsConfig.of(config)
-    data = load_data(cfg)
+    data = load_data(cfg.train_subset, cfg.test_subset)
     nets = build_nets(cfg)
     keys = [str(m) for m in cfg.momenta]
     hist: dict[str, Any] = {"step": [], "moving": {k: [] for k in keys}, "population": []}
@@ -184,14 +151,9 @@ def run(config: dict[str, Any] | StatsConfig, out_dir: str | Path) -> Path:
         def finish(status: str) -> None:
             bar.close()
             write(status)
-            report.render(rd.path)
+            render(rd.path)
 
         with rd.status(finish):
             write("running")
             train(nets, cfg, data, on_eval, bar)
     return rd.path
-
-
-def render(run_dir: str | Path) -> Path:
-    """Re-render figures and report from the run's files (see :mod:`.report`)."""
-    return report.render(run_dir)

@@ -1,18 +1,27 @@
-"""The options of ``population-stats`` (:class:`StatsConfig`) and ``population-stats-epochs``
-(:class:`EpochsConfig`): each option once, its flag, default, check and ``config.json`` entry."""
+"""The options of ``population-stats`` (:class:`StatsConfig`): each option once, its flag,
+default, check and ``config.json`` entry (the checks of the options it shares with the MNIST
+experiments are theirs)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import ClassVar
 
-from bnlab.experiments.config import ExperimentConfig, option
-from bnlab.experiments.mnist.config import COMMON_CHECKS, MNIST_TEST, MNIST_TRAIN, MOMENTUM_HINT
-from bnlab.experiments.options import Check, check_count, check_model_bytes, mlp_params
+from bnlab.experiments.config import (
+    MOMENTUM_HINT,
+    Check,
+    ExperimentConfig,
+    check_count,
+    check_model_bytes,
+    mlp_params,
+    option,
+)
+from bnlab.experiments.mnist.config import MNIST_TEST, MNIST_TRAIN, MnistConfig
 
-__all__ = ["EpochsConfig", "StatsConfig"]
+__all__ = ["CONFIG", "StatsConfig"]
 
-_C = COMMON_CHECKS  # the MNIST experiments' checks of the options shared with them
+# the MNIST experiments' checks of the options shared with them
+_C = {k: o.check for k, o in MnistConfig.options().items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,36 +70,4 @@ class StatsConfig(ExperimentConfig):
         check_model_bytes(len(self.momenta) + 1, mlp_params(784, self.hidden, 10), where, fix)
 
 
-@dataclasses.dataclass(frozen=True)
-class EpochsConfig(ExperimentConfig):
-    """``bnlab run population-stats-epochs``."""
-
-    NAME: ClassVar[str] = "population-stats-epochs"
-
-    checkpoints: str | None = option(
-        None, "glob of checkpoint files, e.g. 'D/*.npz'", required=True
-    )
-    data: str = option("mnist", "'mnist' or a CIFAR-10 path")
-    batch_size: int = option(32, "Algorithm 2's m", Check(int, 2, hint="m/(m-1) needs m >= 2"))
-    recal_examples: int = option(10000, "training images drawn for Algorithm 2", Check(int, 2))
-    eval_batch_size: int = option(500, "examples per forward", Check(int, 1))
-    seed: int = option(0, "draw of the recalibration batches", Check(int, 0))
-    progress: bool = option(True, "no progress bar", negate="--no-progress")
-
-    def validate(self) -> None:
-        """Algorithm 2 draws at least one batch; ``checkpoints`` is a glob."""
-        where = self.NAME
-        if int(self.recal_examples) < int(self.batch_size):
-            raise ValueError(
-                f"{where}: --recal-examples {self.recal_examples} is fewer than one batch of "
-                f"--batch-size {self.batch_size}"
-            )
-        if not isinstance(self.checkpoints, str) or not self.checkpoints:
-            raise ValueError(
-                f"{where}: --checkpoints must be a glob of .npz files, got {self.checkpoints!r}; "
-                "pass e.g. 'runs/cifar10/checkpoints/bn_epoch_*.npz'"
-            )
-        if not isinstance(self.data, str) or not self.data:
-            raise ValueError(
-                f"{where}: --data must be 'mnist' or a CIFAR-10 path, got {self.data!r}"
-            )
+CONFIG = StatsConfig

@@ -1,5 +1,5 @@
 """Metrics files, figures and report of ``renorm-small-batch`` (file format: the docstring of
-:mod:`bnlab.experiments.renorm.experiment`).
+:mod:`bnlab.experiments.renorm_small_batch.run`).
 
 This module owns the run's file format (``SCHEMA``, ``HISTORY_KEYS``, :func:`write_metrics`)
 and reads everything back from the run directory; it imports nothing of the experiment (the
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, pp, save_figure
+from bnlab.experiments.report import TRAINED, Report, new_figure, pct, pp, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "render", "summary_rows", "write_metrics"]
@@ -23,7 +23,6 @@ HISTORY_KEYS = ("step", "train_loss", "test_acc", "train_mode_acc")
 
 # Ioffe 2017, Inception-v3 on ImageNet, microbatches of 4 within minibatches of 32.
 PAPER = [("batch norm, microbatches of 4", 0.742), ("batch renorm, microbatches of 4", 0.765)]
-TRAINED = 0.9  # below this test accuracy an MNIST MLP has barely started training
 _TAG_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
 
 
@@ -47,14 +46,8 @@ def write_metrics(
         "runs": runs,
     }
     rd.write_metrics(metrics)
-    rows = []
-    for r in runs:
-        h = r["history"]
-        for i in range(len(h["step"])):
-            rows.append(
-                [r["name"], r["norm"], r["group"], r["batches"]] + [h[k][i] for k in HISTORY_KEYS]
-            )
-    rd.write_csv("metrics.csv", ["run", "norm", "group", "batches", *HISTORY_KEYS], rows)
+    ids = [((r["name"], r["norm"], r["group"], r["batches"]), r["history"]) for r in runs]
+    rd.write_history_csv(["run", "norm", "group", "batches"], ids, HISTORY_KEYS)
 
 
 def _last(values: list[Any]) -> float | None:
@@ -203,12 +196,11 @@ def _time_note(metrics: dict[str, Any]) -> str:
     )
 
 
-def render(run_dir: str | Path) -> Path:
+def render(run_dir: str | Path) -> None:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
     rd = RunDir(run_dir)
     cfg = rd.read_json("config.json")
-    has_metrics = (rd.path / "metrics.json").is_file()
-    metrics = rd.read_json("metrics.json") if has_metrics else {"status": "not started", "runs": []}
+    metrics = rd.read_metrics(runs=[])
     rows = summary_rows(metrics)
     rep = Report("Batch renormalization on small and non-i.i.d. minibatches (MNIST)")
     rep.paragraph(
@@ -247,7 +239,7 @@ def render(run_dir: str | Path) -> Path:
             "renorm dashed, the full-minibatch BN reference black",
         )
         rep.figure("fig_final.png", "Final test accuracy per run, inference and training mode")
-    return rd.write_report(rep)[1]
+    rd.write_report(rep)
 
 
 def findings(rows: list[list[Any]], steps: int) -> str:

@@ -1,6 +1,6 @@
 """Experiment ``renorm-small-batch``: Ioffe 2017 (arXiv 1702.03275), sections 4.3 and 4.4.
 
-Options: :class:`bnlab.experiments.renorm.config.RenormConfig`.
+Options: :class:`bnlab.experiments.renorm_small_batch.config.RenormConfig`.
 
 Batch normalization over very small or non-i.i.d. minibatches, with and without batch
 renormalization, on MNIST. The network is 784-100-100-100-10 with every hidden layer
@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 
 from bnlab.data.noniid import NonIIDBatches
-from bnlab.experiments.options import checks_of
-from bnlab.experiments.progress import Progress
-from bnlab.experiments.renorm import report
-from bnlab.experiments.renorm.config import RenormConfig, renorm_schedule, run_specs
+from bnlab.experiments.mnist.nets import load_data
+from bnlab.experiments.progress import BarCallback, Progress
+from bnlab.experiments.renorm_small_batch.config import RenormConfig, renorm_schedule, run_specs
+from bnlab.experiments.renorm_small_batch.report import HISTORY_KEYS, render, write_metrics
 from bnlab.experiments.rundir import RunDir
 from bnlab.experiments.timing import numba_compile_time
 from bnlab.layers import Layer
@@ -60,25 +60,14 @@ from bnlab.runtime import blas_threads
 from bnlab.train import Callback, TrainState
 
 __all__ = [
-    "CONFIG",
-    "DESCRIPTION",
     "RecordCallback",
-    "add_arguments",
     "build_net",
-    "render",
+    "norm_layers",
     "run",
     "train_mode_accuracy",
     "train_mode_order",
     "train_one",
 ]
-
-DESCRIPTION = "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST"
-CONFIG = RenormConfig
-add_arguments = RenormConfig.add_arguments
-# views of RenormConfig's fields (the one source), for callers of the old option tables
-OPTIONS = RenormConfig.options()
-DEFAULTS = RenormConfig.defaults()
-CHECKS = checks_of(OPTIONS)
 
 
 def build_net(spec: dict[str, Any], cfg: RenormConfig) -> Layer:
@@ -183,17 +172,6 @@ class RecordCallback(Callback):
             self.record(state)
 
 
-class _BarCallback(Callback):
-    """Advances a :class:`Progress` by one after every step."""
-
-    def __init__(self, bar: Progress | None) -> None:
-        self.bar = bar
-
-    def on_step_end(self, state: TrainState) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-
 def train_one(
     spec: dict[str, Any],
     cfg: RenormConfig,
@@ -216,7 +194,7 @@ def train_one(
     order = train_mode_order(spec, yte, bs, seed)
     cb = RecordCallback(xte, yte, order, int(cfg.eval_every or 1), bs * max(1, 1024 // bs))
     opt = SGD.from_model(model, lr=float(cfg.lr), momentum=0.9)
-    callbacks = [cb, _BarCallback(bar)]
+    callbacks = [cb, BarCallback(bar)]
     trainer = Trainer(model, SoftmaxCrossEntropy(), opt, batches, callbacks=callbacks)
     return trainer.fit(int(cfg.steps))
 
@@ -227,10 +205,8 @@ def run(config: dict[str, Any] | RenormConfig, out_dir: str | Path) -> Path:
     ``config`` (a dict: missing keys take the defaults) is checked whole before the run
     directory is touched; a bad value is a ValueError and changes nothing on disk.
     """
-    from bnlab.experiments.mnist.nets import load_data
-
     cfg = RenormConfig.of(config)
-    data = load_data(cfg)
+    data = load_data(cfg.train_subset, cfg.test_subset)
     specs, sched = run_specs(cfg), renorm_schedule(cfg)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -241,15 +217,15 @@ def run(config: dict[str, Any] | RenormConfig, out_dir: str | Path) -> Path:
 
         def finish(status: str) -> None:
             bar.close()
-            report.write_metrics(rd, settings, sched, results, status, time.perf_counter() - t0)
-            report.render(rd.path)
+            write_metrics(rd, settings, sched, results, status, time.perf_counter() - t0)
+            render(rd.path)
 
         with rd.status(finish):
-            report.write_metrics(rd, settings, sched, results, "running", 0.0)
+            write_metrics(rd, settings, sched, results, "running", 0.0)
             for spec in specs:
                 results.append(_train_entry(spec, cfg, data, bar))
                 wall = time.perf_counter() - t0
-                report.write_metrics(rd, settings, sched, results, "running", wall)
+                write_metrics(rd, settings, sched, results, "running", wall)
                 bar.set_postfix_str(f"test acc {spec['name']}: {_final(results[-1])}")
     return rd.path
 
@@ -259,7 +235,7 @@ def _train_entry(
 ) -> dict[str, Any]:
     """Train run ``spec``; its metrics.json entry (a diverged run: its error, no history)."""
     t = time.perf_counter()
-    keys = report.HISTORY_KEYS
+    keys = HISTORY_KEYS
     entry: dict[str, Any] = {**spec, "error": None, "history": {k: [] for k in keys}}
     done_before = bar.n
     try:
@@ -277,8 +253,3 @@ def _train_entry(
 def _final(entry: dict[str, Any]) -> str:
     acc = entry["history"]["test_acc"]
     return "diverged" if entry["error"] else (f"{acc[-1]:.4f}" if acc else "-")
-
-
-def render(run_dir: str | Path) -> Path:
-    """Re-render figures and report from ``config.json`` and ``metrics.json``."""
-    return report.render(run_dir)

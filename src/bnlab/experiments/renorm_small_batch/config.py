@@ -6,13 +6,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from bnlab.experiments.config import ExperimentConfig, option
-from bnlab.experiments.options import Check, check_count, check_model_bytes, mlp_params
+from bnlab.experiments.config import (
+    MOMENTUM_HINT,
+    Check,
+    ExperimentConfig,
+    check_count,
+    check_model_bytes,
+    mlp_params,
+    option,
+)
+from bnlab.experiments.mnist.config import MNIST_TEST, MNIST_TRAIN
 
-__all__ = ["MNIST_TEST", "MNIST_TRAIN", "RenormConfig", "renorm_schedule", "run_specs"]
+__all__ = ["CONFIG", "RenormConfig", "renorm_schedule", "run_specs"]
 
-MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
-_MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
 _FRAC = Check(float, 0, 1)
 
 
@@ -34,7 +40,7 @@ class RenormConfig(ExperimentConfig):
     lr: float = option(0.02, "SGD learning rate", Check(float, 0, lo_open=True))
     activation: str = option("relu", "hidden units", choices=("relu", "sigmoid"))
     hidden: list[int] = option([100, 100, 100], "hidden widths", Check(int, 1), nargs="+")
-    momentum: float = option(0.01, "BN/renorm momentum", Check(float, 0, 1, hint=_MOMENTUM_HINT))
+    momentum: float = option(0.01, "BN/renorm momentum", Check(float, 0, 1, hint=MOMENTUM_HINT))
     eps: float = option(1e-3, "BN/renorm eps", Check(float, 0, lo_open=True))
     rmax: float = option(3.0, "batch renorm's final r_max", Check(float, 1, hint="1 = plain BN"))
     dmax: float = option(5.0, "batch renorm's final d_max", Check(float, 0, hint="0 = plain BN"))
@@ -54,12 +60,9 @@ class RenormConfig(ExperimentConfig):
     progress: bool = option(True, "no progress bar", negate="--no-progress")
 
     def __post_init__(self) -> None:
-        # runs after each value passed its check: integer lists as ints, eval_every resolved
-        set_ = object.__setattr__
-        set_(self, "micro_sizes", [int(k) for k in self.micro_sizes])
-        set_(self, "hidden", [int(w) for w in self.hidden])
+        # runs after each value passed its check: eval_every resolved
         if self.eval_every is None:
-            set_(self, "eval_every", max(1, int(self.steps) // 20))
+            object.__setattr__(self, "eval_every", max(1, int(self.steps) // 20))
 
     def validate(self) -> None:
         """The batch size against the microbatches, the data and the schedule; the memory."""
@@ -112,3 +115,6 @@ def renorm_schedule(cfg: RenormConfig) -> dict[str, int]:
         "dmax_steps": int(round(cfg.dmax_frac * steps)),
         "rmax_steps": int(round(cfg.rmax_frac * steps)),
     }
+
+
+CONFIG = RenormConfig

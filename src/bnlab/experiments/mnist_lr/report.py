@@ -1,76 +1,30 @@
-"""Experiment ``mnist-lr``: does BN allow higher learning rates on the sigmoid MLP?
-
-The network, data and evaluation of ``mnist-sigmoid`` (see :mod:`bnlab.experiments.mnist.sigmoid`
-for the setup, :mod:`bnlab.experiments.mnist.metrics` for ``metrics.json``), trained without and
-with BN at 1x, 5x and 30x a base learning rate: the multiples of the paper's BN-x5 and BN-x30
-(Ioffe & Szegedy 2015, section 4.2.2). A run **diverges** when its loss becomes NaN or Inf
-(recorded with its step) and **stalls** when its final test accuracy is below
-``stall_threshold`` (chance is 0.10).
-
-Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_lr.png`` (test accuracy,
-one panel per multiple), ``report.md``, ``report.html``.
-"""
+"""The report of ``mnist-lr`` from a run's files: which runs diverge or stall at each
+multiple of the base learning rate (``metrics.json``: :mod:`bnlab.experiments.mnist.metrics`)."""
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.mnist.config import MnistLrConfig
-from bnlab.experiments.mnist.figures import LABEL, fig_accuracy
-from bnlab.experiments.mnist.metrics import group, load_run, lrs_of
+from bnlab.experiments.mnist.metrics import final, group, lrs_of, summarize
 from bnlab.experiments.mnist.nets import NETS
-from bnlab.experiments.mnist.numbers import final, summarize
-from bnlab.experiments.mnist.text import (
+from bnlab.experiments.mnist.report import (
+    LABEL,
     acc_cell,
     accuracy_caption,
+    fig_accuracy,
     setup_paragraph,
     short_run_note,
     status_text,
 )
-from bnlab.experiments.mnist.training import run_experiment
-from bnlab.experiments.options import checks_of
+from bnlab.experiments.mnist_lr.config import MnistLrConfig
 from bnlab.experiments.report import Report, pct
 from bnlab.experiments.rundir import RunDir
 
-__all__ = [
-    "CONFIG",
-    "DESCRIPTION",
-    "add_arguments",
-    "outcome",
-    "outcome_rows",
-    "render",
-    "resolve",
-    "run",
-]
+__all__ = ["outcome", "outcome_rows", "render"]
 
-DESCRIPTION = "BN-x5 / BN-x30: the sigmoid MLP at 1x, 5x and 30x a base learning rate"
-CONFIG = MnistLrConfig
-# views of the config's fields (the one source), for callers of the old option tables
-OPTIONS = CONFIG.options()
-DEFAULTS = CONFIG.defaults()
-CHECKS = checks_of(OPTIONS)
 _COLUMNS = ["multiple", "lr", "net", "final test acc", "best test acc", "step reaching 95%"]
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bnlab run mnist-lr`` (the fields of :class:`MnistLrConfig`)."""
-    CONFIG.add_arguments(p)
-
-
-def resolve(config: Mapping[str, Any] | None = None) -> MnistLrConfig:
-    """The checked config: defaults, then ``config``; the nets must fit in memory."""
-    cfg = CONFIG.from_dict(config)
-    cfg.check_size()
-    return cfg
-
-
-def run(config: Mapping[str, Any] | None, out_dir: str | Path) -> Path:
-    """Train both nets at every multiple of the base rate; write metrics, figure and report."""
-    return run_experiment(resolve(config), out_dir, render)
 
 
 def outcome(run: dict[str, Any], stall_threshold: float) -> str:
@@ -120,10 +74,11 @@ def _outcomes(r: Report, rd: RunDir, cfg: MnistLrConfig, metrics: dict[str, Any]
     r.figure(fig, accuracy_caption(metrics))
 
 
-def render(run_dir: str | Path) -> Path:
+def render(run_dir: str | Path) -> None:
     """Re-draw the figure and rewrite the report from the run's files."""
     rd = RunDir(run_dir)
-    cfg, metrics = load_run(rd.path, CONFIG)
+    cfg = MnistLrConfig.from_dict(rd.read_json("config.json"))
+    metrics = rd.read_metrics(runs=[])
     r = Report("mnist-lr: higher learning rates with and without BN")
     r.paragraph(status_text(metrics))
     if note := short_run_note(metrics):
@@ -139,4 +94,3 @@ def render(run_dir: str | Path) -> Path:
     if lrs_of(metrics):
         _outcomes(r, rd, cfg, metrics)
     rd.write_report(r)
-    return rd.path / "report.html"
