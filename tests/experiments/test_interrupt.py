@@ -23,8 +23,7 @@ import pytest
 
 from bnlab import cli
 from bnlab.experiments.mnist import nets as mc
-from bnlab.experiments.mnist.config import MnistConfig
-from bnlab.experiments.report import run_status
+from bnlab.experiments.rundir import run_status
 
 MNIST = ["--train-subset", "600", "--test-subset", "200", "--hidden", "16", "16"]
 
@@ -113,7 +112,7 @@ def test_population_stats(tmp_path: Path) -> None:
 def test_population_stats_epochs(tmp_path: Path) -> None:
     from bnlab.deploy.checkpoint import save_checkpoint
 
-    net = mc.build_net(True, MnistConfig.from_dict({"hidden": [8]}), seed=0)
+    net = mc.build_net(True, 0, hidden=[8], init_std=0.1)
     ckdir = tmp_path / "ck"
     ckdir.mkdir()
     for i in range(400):
