@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnlab.cli.run import add_options
 from bnlab.data import cifar_source as cs
 from bnlab.data import describe_source
-from bnlab.cli.run import add_options
 from bnlab.experiments.cifar10_keras import nets as ck
 from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
 from bnlab.experiments.cifar10_keras.run import run

@@ -19,8 +19,8 @@ from bnlab.experiments.mnist_sigmoid.claims import size_word
 from bnlab.experiments.mnist_sigmoid.config import MnistSigmoidConfig
 from bnlab.experiments.mnist_sigmoid.report import suggest_rates
 from bnlab.experiments.rundir import RunDir
-from bnlab.train import layer_input
 from bnlab.layers import BatchNorm, Dense, Sigmoid
+from bnlab.train import layer_input
 
 TINY: dict[str, Any] = {
     "steps": 12,

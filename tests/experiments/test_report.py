@@ -90,8 +90,14 @@ def test_run_dir_reads_metrics_or_says_not_started_and_writes_history_csv(tmp_pa
     rd.write_metrics({"status": "complete", "best": 0.9})
     assert rd.read_metrics(runs=[]) == {"status": "complete", "best": 0.9}
     hist = {"step": [0, 5], "acc": [0.1, None]}
-    rd.write_history_csv(["run"], [(("a",), hist), (("b",), {"step": [], "acc": []})], ["step", "acc"])
-    assert (tmp_path / "metrics.csv").read_text().splitlines() == ["run,step,acc", "a,0,0.1", "a,5,"]
+    rd.write_history_csv(
+        ["run"], [(("a",), hist), (("b",), {"step": [], "acc": []})], ["step", "acc"]
+    )
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == [
+        "run,step,acc",
+        "a,0,0.1",
+        "a,5,",
+    ]
 
 
 def test_html_comes_from_a_markdown_library(tmp_path: Path) -> None:

@@ -29,7 +29,6 @@ from bnlab.train import ActivationMonitor, EvalCallback, PeriodicCallback, Train
 __all__ = [
     "Run",
     "make_runs",
-    "metrics_json",
     "progress_text",
     "run_experiment",
     "save_checkpoints",
@@ -112,21 +111,6 @@ def make_runs(cfg: MnistConfig, lrs: Sequence[float], data: tuple[np.ndarray, ..
     ]
 
 
-def metrics_json(
-    cfg: MnistConfig, runs: Sequence[Run], status: str, step: int, wall: float
-) -> dict[str, Any]:
-    """The ``metrics.json`` dict of ``runs`` after ``step`` steps."""
-    return {
-        "schema": SCHEMA,
-        "experiment": cfg.NAME,
-        "status": status,
-        "steps_done": step,
-        "steps_total": cfg.steps,
-        "wall_time_s": round(wall, 3),
-        "runs": [r.to_json() for r in runs],
-    }
-
-
 def _final_eval(run: Run, step: int) -> None:
     """Evaluate a run at ``step`` unless its last record is there already (or it diverged)."""
     hist = run.trainer.state.history
@@ -179,8 +163,11 @@ class _Lockstep:
     done: int = 0
 
     def snapshot(self, status: str) -> dict[str, Any]:
-        """The metrics after ``done`` steps, written by rank 0."""
-        m = metrics_json(self.cfg, self.runs, status, self.done, time.perf_counter() - self.t0)
+        """The ``metrics.json`` dict after ``done`` steps, written by rank 0."""
+        m = {"schema": SCHEMA, "experiment": self.cfg.NAME, "status": status}
+        m |= {"steps_done": self.done, "steps_total": self.cfg.steps}
+        m |= {"wall_time_s": round(time.perf_counter() - self.t0, 3)}
+        m["runs"] = [r.to_json() for r in self.runs]
         if is_root():
             write_metrics(self.rd, m)
         return m
