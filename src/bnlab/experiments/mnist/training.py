@@ -164,7 +164,7 @@ class _Lockstep:
 
     def snapshot(self, status: str) -> dict[str, Any]:
         """The ``metrics.json`` dict after ``done`` steps, written by rank 0."""
-        m = {"schema": SCHEMA, "experiment": self.cfg.NAME, "status": status}
+        m: dict[str, Any] = {"schema": SCHEMA, "experiment": self.cfg.NAME, "status": status}
         m |= {"steps_done": self.done, "steps_total": self.cfg.steps}
         m |= {"wall_time_s": round(time.perf_counter() - self.t0, 3)}
         m["runs"] = [r.to_json() for r in self.runs]
