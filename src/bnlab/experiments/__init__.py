@@ -14,8 +14,9 @@ plus whatever private helpers it needs. The framework beside them: :mod:`.config
 :mod:`.rundir`, :mod:`.report`, :mod:`.tables`, :mod:`.progress`, :mod:`.timing`; the code the
 MNIST experiments share is :mod:`bnlab.experiments.mnist`.
 
-To add an experiment, add one line to ``_REGISTRY`` below; its modules are imported only when
-used, so ``import bnlab.experiments`` stays light (no NumPy).
+To add an experiment, write its package and add one line to ``_REGISTRY`` below, e.g.
+``Experiment("covariate-shift", "one-line description")`` for ``covariate_shift/``; its
+modules are imported only when used, so ``import bnlab.experiments`` stays light (no NumPy).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Experiment:
 
     @property
     def package(self) -> str:
-        """``bnlab.experiments.<name with _ for ->``."""
+        """The experiment's package: ``bnlab.experiments.`` + the name with ``_`` for ``-``."""
         return f"{__name__}.{self.name.replace('-', '_')}"
 
     def module(self, part: str) -> ModuleType:
