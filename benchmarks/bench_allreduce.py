@@ -30,13 +30,12 @@ import numpy as np
 
 def step_messages() -> list[tuple[str, str, int, Any]]:
     """``(label, op, count, dtype)`` of every message kind one step sends."""
-    from bnlab.experiments import cifar10_keras as ck
+    from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
     from bnlab.experiments.cifar10_keras.nets import build_model
-    from bnlab.experiments.mnist.config import MnistConfig
     from bnlab.experiments.mnist.nets import build_net
 
-    mnist = build_net(True, MnistConfig.from_dict(), 0)
-    cifar = build_model("bn", ck.DEFAULTS)
+    mnist = build_net(True, 0, hidden=[100, 100, 100], init_std=0.1)
+    cifar = build_model("bn", Cifar10KerasConfig.from_dict())
     out = []
     for name, model in (("MNIST BN MLP", mnist), ("CIFAR-10 BN net", cifar)):
         n = sum(g.size for g in model.grads.values()) + 1

@@ -37,9 +37,10 @@ def mlp() -> Any:
 
 
 def cifar() -> Any:
-    from bnlab.experiments.cifar10_keras_nets import build_model
+    from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
+    from bnlab.experiments.cifar10_keras.nets import build_model
 
-    return build_model("bn", {"seed": 0, "bn_conv_bias": True, "bn_momentum": 0.01, "bn_eps": 1e-3})
+    return build_model("bn", Cifar10KerasConfig.from_dict({"seed": 0, "bn_conv_bias": True}))
 
 
 def prepared(kind: str, batch: int) -> tuple[Any, Any, np.ndarray]:

@@ -70,26 +70,27 @@ class TimedComm(Communicator):
 def build(net: str) -> tuple[Any, Any, tuple[int, ...]]:
     """(model, optimizer, image shape) of the experiment's BN net."""
     if net == "mnist":
-        from bnlab.experiments.mnist.config import MnistConfig
         from bnlab.experiments.mnist.nets import build_net
         from bnlab.optim import SGD
 
-        model = build_net(True, MnistConfig.from_dict(), 0)
+        model = build_net(True, 0, hidden=[100, 100, 100], init_std=0.1)
         return model, SGD.from_model(model, lr=0.5), (784,)
-    from bnlab.experiments import cifar10_keras as ck
+    from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
     from bnlab.experiments.cifar10_keras.nets import build_model, build_optimizer
 
-    model = build_model("bn", ck.DEFAULTS)
-    return model, build_optimizer("bn", model, ck.DEFAULTS), (32, 32, 3)
+    cfg = Cifar10KerasConfig.from_dict()
+    model = build_model("bn", cfg)
+    return model, build_optimizer("bn", model, cfg), (32, 32, 3)
 
 
 def assembly_seconds_per_image(n: int = 256) -> float:
     """What cifar10-keras spends per image to assemble a batch: gather, scale, augment."""
-    from bnlab.experiments import cifar10_keras as ck
+    from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
     from bnlab.experiments.cifar10_keras.nets import epoch_batches
 
     x = np.random.default_rng(0).integers(0, 256, (4 * n, 32, 32, 3), dtype=np.uint8)
-    it = epoch_batches(x, np.zeros(4 * n, np.int64), {**ck.DEFAULTS, "batch_size": n}, 1)
+    cfg = Cifar10KerasConfig.from_dict({"batch_size": n})
+    it = epoch_batches(x, np.zeros(4 * n, np.int64), cfg, 1)
     it.next_batch()
     t0 = time.perf_counter()
     for _ in range(3):

@@ -22,7 +22,9 @@ Usage (from the repository root)::
     # compare: exit status 0 when every metrics.json matches, 1 otherwise
     .venv/bin/python benchmarks/compare_runs.py compare /tmp/before /tmp/after
 
-``run --only NAME ...`` runs a subset (names: see :data:`RUNS`). ``compare`` parses both files
+``run --only NAME ...`` runs a subset (names: see :data:`RUNS`, which must be registered
+experiments of :mod:`bnlab.experiments`); ``compare --only NAME ...`` compares only those runs
+(e.g. a subset run against a full one). ``compare`` parses both files
 and drops the wall-time fields (keys ending in ``_s``: ``wall_time_s``, ``time_s``,
 ``compile_s``; they differ from run to run by nature), then compares the rest as canonical JSON
 text. Python writes floats with ``repr``, which round-trips exactly, so equal text means equal
@@ -118,9 +120,10 @@ def _drop_times(obj: Any) -> Any:
     return obj
 
 
-def compare(a: Path, b: Path) -> bool:
-    """Print one line per run found in either directory; True when all metrics match."""
-    names = sorted({p.parent.name for d in (a, b) for p in d.glob("*/metrics.json")})
+def compare(a: Path, b: Path, only: list[str] | None = None) -> bool:
+    """Print one line per run found in either directory (or per name of ``only``); True when
+    all metrics match."""
+    names = only or sorted({p.parent.name for d in (a, b) for p in d.glob("*/metrics.json")})
     if not names:
         print(f"compare_runs: no */metrics.json under {a} or {b}")
         return False
@@ -157,9 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp = sub.add_parser("compare", help="compare DIR_A/*/metrics.json with DIR_B's")
     p_cmp.add_argument("a", type=Path)
     p_cmp.add_argument("b", type=Path)
+    p_cmp.add_argument("--only", nargs="+", help="compare only these runs")
     args = parser.parse_args(argv)
     if args.command == "compare":
-        return 0 if compare(args.a, args.b) else 1
+        return 0 if compare(args.a, args.b, args.only) else 1
     cifar = str(Path(args.cifar).resolve()) if args.cifar else None
     directory = args.directory.resolve()
     if args.rev is None:

@@ -176,7 +176,7 @@ def test_a_second_run_on_a_locked_directory_fails_at_once_naming_the_pid(
     assert run_cli("run", "mnist-sigmoid", *TINY, "--lr", "0.5", "--out", str(out)) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from bnlab.experiments.report import "
+        [sys.executable, "-c", "import sys, time; from bnlab.experiments.rundir import "
          "lock_run_dir; lock_run_dir(sys.argv[1]); print('locked', flush=True); time.sleep(120)",
          str(out)],
         stdout=subprocess.PIPE, text=True,
@@ -218,6 +218,7 @@ def test_out_that_is_a_file_or_under_one(
         ('{"experiment": "mnist-sigmoid"}', "{}", "is not a bnlab metrics file"),
         ('{"experiment": "mnist-sigmoid"}', "[1, 2]", "is not a bnlab metrics file"),
         ('{"experiment": "mnist-sigmoid"}', '{"status": "complete"}', "cannot render"),
+        ('{"experiment": "mnist-sigmoidd"}', None, "names experiment 'mnist-sigmoidd', which"),
     ],
 )
 def test_report_of_bad_run_files_is_one_line(

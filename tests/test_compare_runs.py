@@ -49,3 +49,19 @@ def test_a_run_missing_on_one_side_fails(compare_runs, tmp_path, capsys) -> None
     assert not compare_runs.compare(a, b)
     assert "y: MISSING" in capsys.readouterr().out
     assert compare_runs.main(["compare", str(a / "x"), str(tmp_path / "none")]) == 1
+
+
+def test_only_compares_the_named_runs_and_names_are_registered(
+    compare_runs, tmp_path, capsys
+) -> None:
+    from bnlab import experiments
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write(a, "x", METRICS)
+    _write(a, "y", METRICS)
+    _write(b, "x", METRICS)
+    assert compare_runs.main(["compare", str(a), str(b), "--only", "x"]) == 0
+    assert "y:" not in capsys.readouterr().out
+    assert compare_runs.main(["compare", str(a), str(b), "--only", "x", "y"]) == 1
+    assert set(compare_runs.RUNS) <= set(experiments.available())
+    assert compare_runs.CIFAR_RUN[0] in experiments.available()

@@ -182,28 +182,6 @@ def test_recalibrate_limit_below_batch_size(tmp_path, rng, capsys):
     _one_line_error(capsys, "-5", "fewer than one batch")
 
 
-# -- issue 12: the argparse code left the deploy floor; the old module is a shim ------------
-def test_old_module_warns_and_gives_the_old_names(monkeypatch):
-    import importlib
-    import sys
-
-    import bnlab.cli.deploy as new_cli
-    import bnlab.deploy.inputs as new_inputs
-
-    monkeypatch.delitem(sys.modules, "bnlab.deploy.cli_commands", raising=False)
-    with pytest.warns(DeprecationWarning) as record:
-        old = importlib.import_module("bnlab.deploy.cli_commands")
-    (message,) = [str(w.message) for w in record if w.category is DeprecationWarning]
-    assert "bnlab.deploy.cli_commands moved" in message
-    assert "load_inputs to bnlab.deploy.inputs" in message and "to bnlab.cli.deploy" in message
-    assert old.load_inputs is new_inputs.load_inputs
-    for name in ("add_recalibrate", "add_export", "cmd_recalibrate", "cmd_export"):
-        assert getattr(old, name) is getattr(new_cli, name), name
-    assert sorted(old.__all__) == sorted([*new_cli.__all__, "load_inputs"])
-    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
-        old.nope  # noqa: B018
-
-
 # -- moved from tests/test_cli.py: missing extra, directory outputs, NaN data, CIFAR folder ---
 def _cli(*argv: str) -> int:
     return main(list(argv))

@@ -133,13 +133,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_the_deploy_floor_has_no_command_line_code() -> None:
-    """Floor 3 imports neither argparse nor the floor-5 command (the deprecated
-    cli_commands shim reaches bnlab.cli lazily, for old callers only)."""
+    """Floor 3 imports neither argparse nor the floor-5 command, not even inside a function."""
     checked = 0
     for path in sorted((SRC / "deploy").glob("*.py")):
-        if path.name == "cli_commands.py":
-            continue
         bad = {m for m in _imports(path) if m == "argparse" or m.startswith("bnlab.cli")}
         assert not bad, (path.name, bad)
         checked += 1
-    assert checked >= 10 and "argparse" not in _imports(SRC / "deploy" / "cli_commands.py")
+    assert checked >= 10

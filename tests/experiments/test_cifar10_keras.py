@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnlab.cli.run import add_options
 from bnlab.data import cifar_source as cs
 from bnlab.data import describe_source
-from bnlab.experiments import cifar10_keras as ck
+from bnlab.experiments.cifar10_keras import nets as ck
+from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
+from bnlab.experiments.cifar10_keras.run import run
 from bnlab.train import Trainer
 
 
@@ -47,7 +50,7 @@ def _cfg(data: Path, **kw: object) -> dict[str, object]:
 
 
 def test_smoke_run_writes_every_file(tiny: Path, tmp_path: Path) -> None:
-    out = ck.run({**_cfg(tiny), "keep_checkpoints": True}, tmp_path / "run")
+    out = run({**_cfg(tiny), "keep_checkpoints": True}, tmp_path / "run")
     for name in (
         "config.json",
         "metrics.json",
@@ -89,9 +92,9 @@ def test_smoke_run_writes_every_file(tiny: Path, tmp_path: Path) -> None:
 
 def test_resume_continues_like_an_uninterrupted_run(tiny: Path, tmp_path: Path) -> None:
     kw = {"models": ["bn"], "train_subset": 32, "test_subset": 8}  # one step per epoch
-    ck.run(_cfg(tiny, epochs=2, **kw), tmp_path / "full")
-    ck.run(_cfg(tiny, epochs=1, **kw), tmp_path / "part")
-    ck.run(_cfg(tiny, epochs=2, resume=True, **kw), tmp_path / "part")
+    run(_cfg(tiny, epochs=2, **kw), tmp_path / "full")
+    run(_cfg(tiny, epochs=1, **kw), tmp_path / "part")
+    run(_cfg(tiny, epochs=2, resume=True, **kw), tmp_path / "part")
     full, part = (
         json.loads((tmp_path / d / "metrics.json").read_text())["models"]["bn"]["history"]
         for d in ("full", "part")
@@ -111,9 +114,9 @@ def test_epoch_metrics_are_those_of_the_epoch_computed_by_hand(
     from bnlab.train import evaluate
 
     config = _cfg(tiny, models=[kind], test_subset=8)
-    out = ck.run(config, tmp_path / "run")
+    out = run(config, tmp_path / "run")
     h = json.loads((out / "metrics.json").read_text())["models"][kind]["history"]
-    cfg = ck.Cifar10KerasConfig.from_dict(config)
+    cfg = Cifar10KerasConfig.from_dict(config)
     data = cs.load_cifar10_data(tiny, describe_source(tiny), None, 8)
     model, loss_fn = ck.build_model(kind, cfg), SoftmaxCrossEntropy()
     opt = ck.build_optimizer(kind, model, cfg)
@@ -140,7 +143,7 @@ def test_resume_after_an_interrupted_epoch_is_bit_identical(
     from bnlab.deploy.checkpoint import load_checkpoint
 
     kw = {"models": ["bn"], "epochs": 2, "test_subset": 8}  # 2 steps of 32 per epoch
-    ck.run(_cfg(tiny, **kw), tmp_path / "full")
+    run(_cfg(tiny, **kw), tmp_path / "full")
     real, calls = Trainer.train_batch, []
 
     def interrupt_fourth(self: Trainer, x: np.ndarray, y: object) -> object:
@@ -152,10 +155,10 @@ def test_resume_after_an_interrupted_epoch_is_bit_identical(
     with monkeypatch.context() as mp:
         mp.setattr(Trainer, "train_batch", interrupt_fourth)
         with pytest.raises(KeyboardInterrupt):
-            ck.run(_cfg(tiny, **kw), tmp_path / "part")
+            run(_cfg(tiny, **kw), tmp_path / "part")
     m = json.loads((tmp_path / "part" / "metrics.json").read_text())
     assert m["status"] == "interrupted" and m["models"]["bn"]["epochs_done"] == 1
-    ck.run(_cfg(tiny, resume=True, **kw), tmp_path / "part")
+    run(_cfg(tiny, resume=True, **kw), tmp_path / "part")
     full, part = (
         json.loads((tmp_path / d / "metrics.json").read_text())["models"]["bn"]["history"]
         for d in ("full", "part")
@@ -180,7 +183,7 @@ def test_ctrl_c_leaves_a_valid_partial_run(
 
     monkeypatch.setattr(Trainer, "fit_epoch", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
-        ck.run(_cfg(tiny, epochs=3, test_subset=8), tmp_path / "r")
+        run(_cfg(tiny, epochs=3, test_subset=8), tmp_path / "r")
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["status"] == "interrupted"
     assert m["models"]["baseline"]["epochs_done"] == 1 and m["models"]["bn"]["epochs_done"] == 0
@@ -191,10 +194,10 @@ def test_ctrl_c_leaves_a_valid_partial_run(
 
 def test_resume_refuses_a_different_config(tiny: Path, tmp_path: Path) -> None:
     (tmp_path / "r").mkdir()
-    old = ck.resolve(_cfg(tiny, models=["bn"]))
+    old = Cifar10KerasConfig.from_dict(_cfg(tiny, models=["bn"])).to_dict()
     (tmp_path / "r" / "config.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="seed"):
-        ck.run(_cfg(tiny, models=["bn"], seed=8, resume=True), tmp_path / "r")
+        run(_cfg(tiny, models=["bn"], seed=8, resume=True), tmp_path / "r")
     assert json.loads((tmp_path / "r" / "config.json").read_text()) == old
     assert not (tmp_path / "r" / "metrics.json").exists()
 
@@ -202,7 +205,7 @@ def test_resume_refuses_a_different_config(tiny: Path, tmp_path: Path) -> None:
 def test_no_data_says_where_to_get_cifar10(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(cs.ENV_DATA, raising=False)
     with pytest.raises(FileNotFoundError, match=r"cs\.toronto\.edu/~kriz/cifar\.html") as e:
-        ck.run({"epochs": 1}, tmp_path / "r")
+        run({"epochs": 1}, tmp_path / "r")
     assert "cifar-10-python.tar.gz" in str(e.value) and "image folder" in str(e.value)
     assert not (tmp_path / "r").exists()
 
@@ -216,7 +219,7 @@ def test_env_var_is_the_default_path(monkeypatch: pytest.MonkeyPatch, tiny: Path
 def test_wrong_path_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope.tar.gz"
     with pytest.raises(FileNotFoundError, match="nope.tar.gz") as e:
-        ck.run(_cfg(missing), tmp_path / "r")
+        run(_cfg(missing), tmp_path / "r")
     assert "does not exist" in str(e.value)
     assert not (tmp_path / "r").exists()
 
@@ -238,7 +241,7 @@ def test_bad_format_lists_accepted_formats(kind: str, tmp_path: Path) -> None:
             tf.addfile(info, io.BytesIO(b"hi"))
     assert describe_source(bad)["format"] == "unknown"
     with pytest.raises(ValueError, match="cifar-10-batches-py"):
-        ck.run(_cfg(bad), tmp_path / "r")
+        run(_cfg(bad), tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
 
@@ -280,17 +283,17 @@ def test_python_batches_tar_is_recognized(tiny: Path, tmp_path: Path) -> None:
 
 def test_arguments_parse_to_a_config() -> None:
     p = argparse.ArgumentParser()
-    ck.add_arguments(p)
+    add_options(p, Cifar10KerasConfig.options())
     args = p.parse_args(["--models", "bn", "--epochs", "3", "--train-subset", "100"])
-    cfg = ck.resolve(vars(args))
-    assert cfg["models"] == ["bn"] and cfg["epochs"] == 3 and cfg["train_subset"] == 100
-    assert cfg["lr_baseline"] == 1e-4 and cfg["lr_bn"] == 1e-3 and cfg["decay"] == 1e-6
+    cfg = Cifar10KerasConfig.from_dict(vars(args))
+    assert cfg.models == ["bn"] and cfg.epochs == 3 and cfg.train_subset == 100
+    assert cfg.lr_baseline == 1e-4 and cfg.lr_bn == 1e-3 and cfg.decay == 1e-6
     with pytest.raises(SystemExit):
         p.parse_args(["--models", "baseline,resnet"])
     with pytest.raises(ValueError, match="epochs"):
-        ck.resolve({"epochs": 0})
+        Cifar10KerasConfig.from_dict({"epochs": 0})
     with pytest.raises(ValueError, match="unknown config keys"):
-        ck.resolve({"epoch": 3})
+        Cifar10KerasConfig.from_dict({"epoch": 3})
 
 
 def test_cli_resume_needs_no_force(tiny: Path, tmp_path: Path) -> None:
@@ -308,9 +311,9 @@ def test_cli_resume_needs_no_force(tiny: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("metrics", ["{}", "[]", '{"models": {"bn": {"history": {}}}}'])
 def test_resume_refuses_metrics_that_are_not_ours(tiny: Path, tmp_path: Path, metrics: str) -> None:
     out = tmp_path / "r"
-    ck.run(_cfg(tiny, models=["bn"]), out)
+    run(_cfg(tiny, models=["bn"]), out)
     (out / "metrics.json").write_text(metrics)
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match="not a cifar10-keras metrics file"):
-        ck.run(_cfg(tiny, models=["bn"], epochs=2, resume=True), out)
+        run(_cfg(tiny, models=["bn"], epochs=2, resume=True), out)
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

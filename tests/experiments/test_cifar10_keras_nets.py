@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnlab.experiments import cifar10_keras as ck
+from bnlab.experiments.cifar10_keras import nets as ck
+from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
 
 
 def _torch_net(model: object, bn: bool) -> object:
@@ -62,7 +63,7 @@ def test_nets_match_pytorch(kind: str) -> None:
 
     from bnlab.losses import SoftmaxCrossEntropy
 
-    cfg = ck.resolve({})
+    cfg = Cifar10KerasConfig.from_dict()
     model = ck.build_model(kind, cfg).astype(np.float64)
     # Keras' model.summary() of cifar10_cnn: 1,250,858; BN drops 704 biases, adds 1,408
     assert model.num_params() == (1_250_858 if kind == "baseline" else 1_251_562)

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import pytest
 
-from bnlab.experiments.config import ExperimentConfig, inherit, option
-from bnlab.experiments.options import Check
+from bnlab.cli.run import add_options
+from bnlab.experiments.config import Check, ExperimentConfig, inherit, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ def test_inherit_changes_only_the_default() -> None:
 
 def test_flags_come_from_the_fields() -> None:
     p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    Toy2.add_arguments(p)
+    add_options(p, Toy2.options())
     assert "(default: 7)" in p.format_help()
     cfg = Toy2.from_dict(vars(p.parse_args(["--steps", "3", "--no-progress", "--hidden", "2"])))
     assert (cfg.steps, cfg.progress, cfg.hidden) == (3, False, [2])

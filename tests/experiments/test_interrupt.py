@@ -23,8 +23,8 @@ import pytest
 
 from bnlab import cli
 from bnlab.experiments.mnist import nets as mc
-from bnlab.experiments.mnist.config import MnistConfig
-from bnlab.experiments.report import run_status
+from bnlab.experiments.mnist import training
+from bnlab.experiments.rundir import run_status
 
 MNIST = ["--train-subset", "600", "--test-subset", "200", "--hidden", "16", "16"]
 
@@ -113,7 +113,7 @@ def test_population_stats(tmp_path: Path) -> None:
 def test_population_stats_epochs(tmp_path: Path) -> None:
     from bnlab.deploy.checkpoint import save_checkpoint
 
-    net = mc.build_net(True, MnistConfig.from_dict({"hidden": [8]}), seed=0)
+    net = mc.build_net(True, 0, hidden=[8], init_std=0.1)
     ckdir = tmp_path / "ck"
     ckdir.mkdir()
     for i in range(400):
@@ -146,10 +146,10 @@ def test_cifar10_keras(tmp_path: Path) -> None:
 def test_ctrl_c_before_the_run_starts_names_no_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupted_load(cfg: dict[str, Any]) -> Any:
+    def interrupted_load(*args: Any) -> Any:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mc, "load_data", interrupted_load)
+    monkeypatch.setattr(training, "load_data", interrupted_load)
     out = tmp_path / "never"
     assert cli.main(["run", "mnist-sigmoid", *MNIST, "--steps", "3", "--out", str(out)]) == 130
     err = capsys.readouterr().err

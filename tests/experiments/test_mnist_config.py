@@ -1,24 +1,19 @@
-"""The MNIST experiments' configs (one declaration per option) and their old module paths."""
+"""The MNIST experiments' configs (one declaration per option) and old run directories."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bnlab.experiments.mnist import lr, sigmoid
-from bnlab.experiments.mnist.config import (
-    COMMON_CHECKS,
-    MnistConfig,
-    MnistLrConfig,
-    MnistSigmoidConfig,
-)
+from bnlab.cli.run import add_options
+from bnlab.experiments import get
+from bnlab.experiments.mnist.config import MnistConfig
+from bnlab.experiments.mnist_lr.config import MnistLrConfig
+from bnlab.experiments.mnist_sigmoid.config import MnistSigmoidConfig
 
 # the keys of config.json as the code before the package (revision 532441e) wrote them
 OLD_COMMON = [
@@ -32,13 +27,14 @@ OLD_KEYS = {
 }
 
 
-@pytest.mark.parametrize("module", [sigmoid, lr])
-def test_config_json_keeps_its_keys_and_reads_back_to_the_same_config(module: Any) -> None:
-    cfg = module.resolve({"steps": 600})
+@pytest.mark.parametrize("config", [MnistSigmoidConfig, MnistLrConfig])
+def test_config_json_keeps_its_keys_and_reads_back_to_the_same_config(config: Any) -> None:
+    cfg = config.from_dict({"steps": 600})
     d = cfg.to_dict()
     assert list(d) == OLD_KEYS[cfg.NAME]
     assert d["eval_every"] == 6 and d["experiment"] == cfg.NAME
-    assert module.CONFIG.from_dict(json.loads(json.dumps(d))) == cfg
+    assert config.from_dict(json.loads(json.dumps(d))) == cfg
+    assert get(cfg.NAME).config is config
 
 
 def test_mnist_lr_changes_only_the_default_of_steps() -> None:
@@ -47,20 +43,23 @@ def test_mnist_lr_changes_only_the_default_of_steps() -> None:
     )
     assert MnistLrConfig.options()["steps"].help == MnistConfig.options()["steps"].help
     p = argparse.ArgumentParser(formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    lr.add_arguments(p)
+    add_options(p, MnistLrConfig.options())
     assert "SGD steps per run (default: 10000)" in " ".join(p.format_help().split())
     assert MnistLrConfig.from_dict(vars(p.parse_args([]))).eval_every == 100
 
 
 def test_derived_values_and_sweep() -> None:
-    assert sigmoid.resolve({"steps": 50}).eval_every == 1  # never 0
-    assert sigmoid.resolve({"steps": 600, "eval_every": 7}).eval_every == 7
-    cfg = sigmoid.resolve({"sweep": True, "sweep_steps": 300})
+    sigmoid = MnistSigmoidConfig.from_dict
+    assert sigmoid({"steps": 50}).eval_every == 1  # never 0
+    assert sigmoid({"steps": 600, "eval_every": 7}).eval_every == 7
+    cfg = sigmoid({"sweep": True, "sweep_steps": 300})
     assert (cfg.steps, cfg.eval_every) == (300, 3)
     assert cfg.learning_rates() == [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
-    assert lr.resolve({"base_lr": 0.5, "multipliers": [1, 4]}).learning_rates() == [0.5, 2.0]
-    assert sigmoid.resolve({"steps": 600.0, "hidden": [8.0, 4]}).hidden == [8, 4]
-    assert COMMON_CHECKS["batch_size"].lo == 2
+    lrs = MnistLrConfig.from_dict({"base_lr": 0.5, "multipliers": [1, 4]}).learning_rates()
+    assert lrs == [0.5, 2.0]
+    cfg = sigmoid({"steps": 600.0, "hidden": [8.0, 4]})
+    assert cfg.hidden == [8, 4] and cfg.steps == 600 and isinstance(cfg.steps, int)
+    assert MnistConfig.options()["batch_size"].check.lo == 2
 
 
 @pytest.mark.parametrize(
@@ -80,7 +79,7 @@ def test_values_wrong_together_are_refused_before_the_run_directory_is_touched(
 ) -> None:
     (tmp_path / "config.json").write_text('{"old": 1}')
     with pytest.raises(ValueError, match="mnist-sigmoid") as e:
-        sigmoid.run({"progress": False, **bad}, tmp_path)
+        get("mnist-sigmoid").run({"progress": False, **bad}, tmp_path)
     assert words in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     assert (tmp_path / "config.json").read_text() == '{"old": 1}'
@@ -88,50 +87,13 @@ def test_values_wrong_together_are_refused_before_the_run_directory_is_touched(
 
 def test_infinite_learning_rates_are_refused() -> None:
     with pytest.raises(ValueError, match="mnist-lr: --base-lr 1e\\+300 times --multipliers"):
-        lr.resolve({"base_lr": 1e300, "multipliers": [1e10]})
+        MnistLrConfig.from_dict({"base_lr": 1e300, "multipliers": [1e10]})
 
 
 def test_too_many_nets_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BNLAB_MAX_MODEL_BYTES", "1000000")
     with pytest.raises(ValueError, match="lower --hidden, --seeds or the number of learning"):
-        sigmoid.resolve({"seeds": 2})
-
-
-OLD_MODULES = {
-    "mnist_common": ("mnist (config, nets, metrics, training)", ["build_net", "COMMON_CHECKS"]),
-    "mnist_sigmoid": ("mnist.sigmoid", ["run", "render", "DESCRIPTION", "resolve"]),
-    "mnist_lr": ("mnist.lr", ["run", "outcome", "outcome_rows"]),
-    "mnist_sigmoid_figures": ("mnist.figures", ["fig_accuracy", "LABEL", "mean_curve"]),
-    "mnist_sigmoid_numbers": ("mnist.numbers", ["summarize", "size_word", "judge"]),
-    "mnist_sigmoid_readme": ("mnist.readme", ["readme_paragraph", "README_RUN"]),
-    "mnist_sigmoid_report": ("mnist.report", ["render_full", "acc_cell", "status_text"]),
-}
-
-
-@pytest.mark.parametrize("old", sorted(OLD_MODULES))
-def test_old_module_path_warns_and_keeps_its_names(old: str) -> None:
-    new, names = OLD_MODULES[old]
-    sys.modules.pop(f"bnlab.experiments.{old}", None)
-    with pytest.warns(DeprecationWarning) as rec:
-        module = importlib.import_module(f"bnlab.experiments.{old}")
-    text = " ".join(str(w.message) for w in rec)
-    assert f"bnlab.experiments.{old} moved to bnlab.experiments.{new}; import it from there" in text
-    for name in [*names, *module.__all__]:
-        assert getattr(module, name) is not None, name
-
-
-def test_old_paths_keep_their_dict_signatures(tmp_path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from bnlab.experiments import mnist_common as mc
-        from bnlab.experiments import mnist_sigmoid as ms
-        from bnlab.experiments import mnist_sigmoid_report as sr
-    cfg = ms.resolve({"steps": 600, "hidden": [8]})
-    assert isinstance(cfg, dict) and cfg["eval_every"] == 6
-    net = mc.build_net(True, {**cfg, "bn_momentum": 0.5}, 0)
-    assert net.layers[1].momentum == 0.5
-    assert mc.resolve_config({"hidden": [8]}, mc.COMMON_DEFAULTS, "x")["experiment"] == "x"
-    assert "784-8-10" in sr.setup_paragraph(cfg)
+        MnistSigmoidConfig.from_dict({"seeds": 2})
 
 
 def _old_run_dir(path: Path, name: str) -> Path:

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from bnlab.experiments import get
-from bnlab.experiments.mnist import lr as mnist_lr
+from bnlab.experiments.mnist_lr import report as mnist_lr
+from bnlab.experiments.mnist_lr.config import MnistLrConfig
 
 TINY: dict[str, Any] = {
     "steps": 10,
@@ -23,12 +24,12 @@ TINY: dict[str, Any] = {
 }
 
 
-def test_registry_finds_the_module() -> None:
-    assert get("mnist-lr") is mnist_lr
+def test_registry_finds_the_modules() -> None:
+    assert get("mnist-lr").render is mnist_lr.render and get("mnist-lr").config is MnistLrConfig
 
 
 def test_run_writes_metrics_figure_and_table(tmp_path: Path) -> None:
-    out = mnist_lr.run(TINY, tmp_path)
+    out = get("mnist-lr").run(TINY, tmp_path)
     m = json.loads((out / "metrics.json").read_text())
     assert m["status"] == "complete" and m["schema"] == "bnlab.mnist.metrics/1"
     lrs = sorted({r["lr"] for r in m["runs"]})
@@ -57,4 +58,4 @@ def test_outcome_classifies_runs() -> None:
 
 def test_bad_multipliers_are_refused() -> None:
     with pytest.raises(ValueError, match="every --multipliers value must be a finite number > 0"):
-        mnist_lr.resolve({"multipliers": [1, 0]})
+        MnistLrConfig.from_dict({"multipliers": [1, 0]})

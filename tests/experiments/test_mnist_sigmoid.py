@@ -13,9 +13,11 @@ from PIL import Image
 
 from bnlab.experiments import get
 from bnlab.experiments.mnist import nets, training
-from bnlab.experiments.mnist import sigmoid as mnist_sigmoid
-from bnlab.experiments.mnist.numbers import first_step_reaching, size_word, summarize
-from bnlab.experiments.mnist.report import suggest_rates
+from bnlab.experiments.mnist.metrics import first_step_reaching, summarize
+from bnlab.experiments.mnist_sigmoid import run as mnist_sigmoid
+from bnlab.experiments.mnist_sigmoid.claims import size_word
+from bnlab.experiments.mnist_sigmoid.config import MnistSigmoidConfig
+from bnlab.experiments.mnist_sigmoid.report import suggest_rates
 from bnlab.experiments.rundir import RunDir
 from bnlab.layers import BatchNorm, Dense, Sigmoid
 from bnlab.train import layer_input
@@ -62,8 +64,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return mnist_sigmoid.run({**TINY, "seeds": 2}, tmp_path_factory.mktemp("run"))
 
 
-def test_registry_finds_the_module() -> None:
-    assert get("mnist-sigmoid") is mnist_sigmoid
+def test_registry_finds_the_modules() -> None:
+    e = get("mnist-sigmoid")
+    assert e.run is mnist_sigmoid.run and e.config is MnistSigmoidConfig
+    assert e.data_parallel and e.single_thread_blas
     with pytest.raises(ValueError, match="known experiments: .*mnist-sigmoid"):
         get("mnist-sigmoid2")
 
@@ -102,9 +106,9 @@ def test_same_seed_gives_identical_metrics(tiny_run: Path, tmp_path: Path) -> No
 
 
 def test_nets_share_weights_and_have_the_paper_structure() -> None:
-    cfg = mnist_sigmoid.resolve({})
-    plain = nets.build_net(False, cfg, seed=3)
-    bn = nets.build_net(True, cfg, seed=3)
+    cfg = MnistSigmoidConfig.from_dict()
+    plain = nets.build_net(False, 3, cfg.hidden, cfg.init_std)
+    bn = nets.build_net(True, 3, cfg.hidden, cfg.init_std, cfg.bn_momentum, cfg.bn_eps)
     kinds = [type(layer) for layer in bn.layers]
     assert kinds == [Dense, BatchNorm, Sigmoid] * 3 + [Dense]
     assert [type(layer) for layer in plain.layers] == [Dense, Sigmoid] * 3 + [Dense]
@@ -120,8 +124,8 @@ def test_nets_share_weights_and_have_the_paper_structure() -> None:
 
 
 def test_recorded_percentiles_are_numpys_of_the_final_model(tmp_path: Path) -> None:
-    cfg = mnist_sigmoid.resolve({**TINY, "monitor_unit": 7})
-    data = nets.load_data(cfg)
+    cfg = MnistSigmoidConfig.from_dict({**TINY, "monitor_unit": 7})
+    data = nets.load_data(cfg.train_subset, cfg.test_subset)
     runs = training.make_runs(cfg, [0.5], data)
     training.train_lockstep(cfg, runs, RunDir(tmp_path))
     xte = data[2]
@@ -138,8 +142,8 @@ def test_recorded_percentiles_are_numpys_of_the_final_model(tmp_path: Path) -> N
 def test_a_diverging_run_is_recorded_and_the_others_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = mnist_sigmoid.resolve(TINY)
-    runs = training.make_runs(cfg, [0.5], nets.load_data(cfg))
+    cfg = MnistSigmoidConfig.from_dict(TINY)
+    runs = training.make_runs(cfg, [0.5], nets.load_data(cfg.train_subset, cfg.test_subset))
     plain = runs[0].trainer
     step = type(plain).train_step
 
@@ -199,12 +203,12 @@ def test_suggest_rates_and_summaries() -> None:
 
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match="unknown config keys \\['stepz'\\]"):
-        mnist_sigmoid.resolve({"stepz": 3})
+        MnistSigmoidConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="every --lr value must be a finite number > 0, got -1.0"):
-        mnist_sigmoid.resolve({"lrs": [0.1, -1.0]})
+        MnistSigmoidConfig.from_dict({"lrs": [0.1, -1.0]})
     with pytest.raises(ValueError, match="--init-std must be a finite number > 0, got 0"):
-        mnist_sigmoid.resolve({"init_std": 0})
-    assert mnist_sigmoid.resolve({"steps": 50_000}).eval_every == 500
+        MnistSigmoidConfig.from_dict({"init_std": 0})
+    assert MnistSigmoidConfig.from_dict({"steps": 50_000}).eval_every == 500
 
 
 def test_advantage_size_classifies_gains_and_refuses_to_call_a_loss_an_advantage() -> None:

@@ -5,23 +5,21 @@ independent NumPy recomputation (eval-mode MLP forward; Algorithm 2 by hand)."""
 from __future__ import annotations
 
 import copy
-import importlib
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from bnlab.experiments import available, get
 from bnlab.experiments.mnist.nets import load_data
-from bnlab.experiments.population import stats as ps
-from bnlab.experiments.population.config import StatsConfig
+from bnlab.experiments.population_stats import run as ps
+from bnlab.experiments.population_stats.config import StatsConfig
 from bnlab.layers import BatchNorm, Dense, Sigmoid
 
 
 def test_registered():
     assert "population-stats" in available()
-    assert get("population-stats") is ps
+    assert get("population-stats").run is ps.run and not get("population-stats").data_parallel
 
 
 def test_tiny_run(tmp_path):
@@ -93,7 +91,7 @@ def test_nets_differ_only_in_their_moving_statistics_and_accuracies_are_recomput
         {"steps": 12, "eval_every": 6, "train_subset": 300, "test_subset": 100,
          "recal_examples": 120, "hidden": [8, 8], "momenta": [0.01, 0.5]}
     )  # fmt: skip
-    data = load_data(cfg)
+    data = load_data(cfg.train_subset, cfg.test_subset)
     nets = ps.build_nets(cfg)
     evals, snapshots = [], []
 
@@ -137,30 +135,3 @@ def test_config_is_checked_whole_before_anything_runs(tmp_path):
         StatsConfig.from_dict({"momentaa": [0.1]})
     assert not (tmp_path / "run").exists()
     assert StatsConfig.from_dict({"steps": 7}).eval_every == 1  # steps // 10, at least 1
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "names"),
-    [
-        ("population_stats", "population.stats", ["run", "render", "add_arguments", "DESCRIPTION"]),
-        ("population_stats_report", "population.report", ["render", "render_epochs", "pct"]),
-    ],
-)
-def test_old_module_paths_warn_and_re_export(old, new, names):
-    name = f"bnlab.experiments.{old}"
-    sys.modules.pop(name, None)
-    with pytest.warns(DeprecationWarning, match=f"{name} moved to bnlab.experiments.{new}"):
-        shim = importlib.import_module(name)
-    target = importlib.import_module(f"bnlab.experiments.{new}")
-    for n in names:
-        assert getattr(shim, n) is getattr(target, n), n
-
-
-def test_old_dict_api_still_works():
-    sys.modules.pop("bnlab.experiments.population_stats", None)
-    with pytest.warns(DeprecationWarning):
-        old = importlib.import_module("bnlab.experiments.population_stats")
-    cfg = old.resolve({"steps": 30, "hidden": [4], "momenta": [0.1, 0.2]})
-    assert cfg["eval_every"] == 3 and cfg["experiment"] == "population-stats"
-    nets = old.build_nets(cfg)
-    assert [n.layers[1].momentum for n in nets] == [0.1, 0.2]

@@ -93,19 +93,3 @@ def test_a_bad_checkpoint_stops_the_run_before_its_directory_is_touched(tmp_path
         err = capsys.readouterr().err
         assert err.startswith("bnlab: error: ") and words in err and err.count("\n") == 1, err
         assert _snapshot(old) == before
-
-
-def test_old_module_path_warns_and_re_exports():
-    import importlib
-    import sys
-
-    from bnlab.experiments.population import epochs
-
-    sys.modules.pop("bnlab.experiments.population_stats_epochs", None)
-    with pytest.warns(DeprecationWarning, match="moved to bnlab.experiments.population.epochs"):
-        shim = importlib.import_module("bnlab.experiments.population_stats_epochs")
-    for name in ("run", "render", "add_arguments", "DESCRIPTION"):
-        assert getattr(shim, name) is getattr(epochs, name), name
-    assert shim.resolve({"checkpoints": "x/*.npz"})["batch_size"] == 32
-    with pytest.raises(ValueError, match="--recal-examples 8 is fewer than one batch"):
-        shim.resolve({"checkpoints": "x/*.npz", "recal_examples": 8})

@@ -3,17 +3,17 @@ it records against an independent NumPy recomputation."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from bnlab import experiments
+from bnlab.cli.run import add_options
 from bnlab.data.noniid import NonIIDBatches
-from bnlab.experiments.renorm import experiment as rsb
-from bnlab.experiments.renorm.config import RenormConfig, renorm_schedule, run_specs
+from bnlab.experiments.renorm_small_batch import report
+from bnlab.experiments.renorm_small_batch import run as rsb
+from bnlab.experiments.renorm_small_batch.config import RenormConfig, renorm_schedule, run_specs
 from bnlab.layers import BatchNorm, Dense, ReLU
 
 TINY = {
@@ -51,17 +51,18 @@ def test_smoke_run_writes_metrics_figures_and_report(tmp_path):
     assert "74.2%" in md and "76.5%" in md and "renorm-micro4" in md
     assert "<table>" in (out / "report.html").read_text()
     (out / "report.md").unlink()
-    assert rsb.render(out) == out / "report.html"
+    report.render(out)
     assert (out / "report.md").exists()
 
 
 def test_registered_with_the_experiment_interface():
-    module = experiments.get("renorm-small-batch")
-    assert module is rsb and isinstance(module.DESCRIPTION, str)
+    e = experiments.get("renorm-small-batch")
+    assert e.run is rsb.run and e.render is report.render and e.config is RenormConfig
+    assert e.single_thread_blas and not e.data_parallel
     import argparse
 
     parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
+    add_options(parser, e.config.options())
     args = vars(parser.parse_args(["--steps", "10", "--micro-sizes", "2", "--no-noniid"]))
     cfg = RenormConfig.from_dict(args)
     assert [s["name"] for s in run_specs(cfg)] == ["bn-full", "bn-micro2", "renorm-micro2"]
@@ -181,30 +182,3 @@ def test_recorded_accuracies_match_a_numpy_recomputation(spec_name):
     # with groups of 4 the training-mode accuracy is not the inference one (the gap measured)
     if spec_name == "bn-micro4":
         assert last["train_mode_acc"] != last["test_acc"]
-
-
-@pytest.mark.parametrize(
-    ("old", "new", "names"),
-    [
-        ("renorm_small_batch", "renorm", ["run", "render", "add_arguments", "train_mode_order"]),
-        ("renorm_small_batch_report", "renorm.report", ["render", "SCHEMA", "HISTORY_KEYS"]),
-    ],
-)
-def test_old_module_paths_warn_and_re_export(old, new, names):
-    name = f"bnlab.experiments.{old}"
-    sys.modules.pop(name, None)
-    with pytest.warns(DeprecationWarning, match=f"{name} moved to bnlab.experiments.{new}"):
-        shim = importlib.import_module(name)
-    target = rsb if new == "renorm" else importlib.import_module(f"bnlab.experiments.{new}")
-    for n in names:
-        assert getattr(shim, n) is getattr(target, n), n
-    if old == "renorm_small_batch":
-        assert shim.NonIIDBatches is NonIIDBatches
-        cfg = shim.resolve_config({"steps": 40, "micro_sizes": [2]})  # the old dict API
-        assert cfg["eval_every"] == 2 and cfg["experiment"] == "renorm-small-batch"
-        assert [s["name"] for s in shim.run_specs(cfg)][:3] == [
-            "bn-full",
-            "bn-micro2",
-            "renorm-micro2",
-        ]
-        assert shim.renorm_schedule(cfg)["rmax_steps"] == 32

@@ -11,17 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bnlab.experiments.report import (
-    Report,
-    format_value,
-    new_figure,
-    plot_band,
-    read_json,
-    render_generic,
-    save_figure,
-    write_csv,
-    write_json,
-)
+from bnlab.experiments.report import Report, format_value, new_figure, plot_band, save_figure
+from bnlab.experiments.rundir import RunDir, read_json, write_csv, write_json
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -93,13 +84,20 @@ def test_plot_band_and_save_figure_write_a_png(tmp_path: Path) -> None:
     assert_png(path)
 
 
-def test_render_generic(tmp_path: Path) -> None:
-    write_json(tmp_path / "config.json", {"experiment": "x", "steps": 3})
-    write_json(tmp_path / "metrics.json", {"status": "complete", "best": 0.9})
-    page = render_generic(tmp_path)
-    assert page.is_file()
-    text = (tmp_path / "report.md").read_text()
-    assert "complete" in text and "steps" in text
+def test_run_dir_reads_metrics_or_says_not_started_and_writes_history_csv(tmp_path: Path) -> None:
+    rd = RunDir(tmp_path)
+    assert rd.read_metrics(runs=[]) == {"status": "not started", "runs": []}
+    rd.write_metrics({"status": "complete", "best": 0.9})
+    assert rd.read_metrics(runs=[]) == {"status": "complete", "best": 0.9}
+    hist = {"step": [0, 5], "acc": [0.1, None]}
+    rd.write_history_csv(
+        ["run"], [(("a",), hist), (("b",), {"step": [], "acc": []})], ["step", "acc"]
+    )
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == [
+        "run,step,acc",
+        "a,0,0.1",
+        "a,5,",
+    ]
 
 
 def test_html_comes_from_a_markdown_library(tmp_path: Path) -> None:

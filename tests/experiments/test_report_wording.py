@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.mnist import report as sr
-from bnlab.experiments.mnist.config import MnistSigmoidConfig
-from bnlab.experiments.mnist.readme import readme_paragraph
-from bnlab.experiments.mnist.text import short_run_note
-from bnlab.experiments.population import report as pr
-from bnlab.experiments.renorm import report as rr
-from bnlab.experiments.report import write_json
-from bnlab.experiments.rundir import RunDir
+from bnlab.experiments.mnist.report import short_run_note
+from bnlab.experiments.mnist_sigmoid import claims as sr
+from bnlab.experiments.mnist_sigmoid.config import MnistSigmoidConfig
+from bnlab.experiments.mnist_sigmoid.report import readme_paragraph, render_full
+from bnlab.experiments.population_stats import report as pr
+from bnlab.experiments.renorm_small_batch import report as rr
+from bnlab.experiments.rundir import RunDir, write_json
 
 CFG: dict[str, Any] = {
     "experiment": "mnist-sigmoid",
@@ -57,7 +56,7 @@ def test_a_short_one_seed_run_is_not_judged_and_promises_no_band(tmp_path: Path)
     text = sr.advantage_sentence(m, 0.5)
     assert "too early to judge" in text and "one seed: no spread" in text
     assert "large" not in text and "+8.00 pp" in text and "20.00%" in text
-    sr.render_full(RunDir(tmp_path), MnistSigmoidConfig.from_dict(cfg), m)
+    render_full(RunDir(tmp_path), MnistSigmoidConfig.from_dict(cfg), m)
     md = (tmp_path / "report.md").read_text()
     assert "band: min-max" not in md and "min–max" not in md and "over seeds" not in md
     assert "(so no min-max band)" in md

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from bnlab import cli
-from bnlab.experiments import cifar10_keras as ck
-from bnlab.experiments import options
-from bnlab.experiments.population.config import StatsConfig
-from bnlab.experiments.renorm.config import RenormConfig
+from bnlab.experiments import config as options
+from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig
+from bnlab.experiments.population_stats.config import StatsConfig
+from bnlab.experiments.renorm_small_batch.config import RenormConfig
 
 MNIST = ["--steps", "4", "--train-subset", "600", "--test-subset", "100", "--no-progress"]
 MNIST += ["--hidden", "8", "8"]
@@ -158,10 +158,11 @@ def test_check_rejects_bools_nan_and_non_integers() -> None:
     f = options.Check(float, 0, 1, lo_open=True)
     assert f.ok(1.0) and f.ok(1e-9)
     assert not f.ok(0.0) and not f.ok(math.nan) and not f.ok(math.inf) and not f.ok("0.5")
-    with pytest.raises(ValueError, match=r"--hidden must be a non-empty list"):
-        options.check_config({"hidden": []}, {"hidden": options.Check(int, 1, many=True)}, "x")
-    with pytest.raises(ValueError, match=r"x: --lr must be a finite number > 0, got None"):
-        options.check_config({"lr": None}, {"lr": options.Check(float, 0, lo_open=True)}, "x")
+    hidden = options.Opt([1], "widths", options.Check(int, 1), nargs="+")
+    assert "--hidden must be a non-empty list" in str(hidden.problem("hidden", []))
+    assert hidden.problem("hidden", [3, 4]) is None
+    lr = options.Opt(0.1, "rate", options.Check(float, 0, lo_open=True))
+    assert lr.problem("lr", None) == "--lr must be a finite number > 0, got None"
 
 
 def test_memory_limit_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,7 +184,7 @@ def test_memory_limit_can_be_raised(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_cifar_config_only_keys_are_checked(key: str, value: float, words: str) -> None:
     with pytest.raises(ValueError, match=words):
-        ck.resolve({"data": "x", key: value})
+        Cifar10KerasConfig.from_dict({"data": "x", key: value})
 
 
 def test_library_configs_are_checked_too() -> None:
@@ -206,26 +207,21 @@ def test_library_configs_are_checked_too() -> None:
         "cifar10-keras",
     ],
 )
-def test_one_options_table_per_experiment(name: str) -> None:
-    """DEFAULTS and CHECKS come from the OPTIONS table(s); every number has a check that its
-    own default passes, and every option is on the command line or marked config-only."""
-    import argparse
-
+def test_one_config_class_per_experiment_gives_every_flag(name: str) -> None:
+    """The config class is the one source: every number has a check that its own default
+    passes, and every option is a flag of `bnlab run NAME` or marked config-only."""
     from bnlab import experiments
-    from bnlab.experiments.mnist.config import COMMON_CHECKS, MnistConfig
+    from bnlab.cli import build_parser
+    from bnlab.cli.parser import subparsers_of
 
-    module = experiments.get(name)
-    opts = dict(module.OPTIONS)
-    if name.startswith("mnist"):
-        opts = {**MnistConfig.options(), **opts}
-    assert set(module.DEFAULTS) == set(opts)
+    config = experiments.get(name).config
+    opts = config.options()
     for key, o in opts.items():
         numeric = isinstance(o.default, int | float) and not isinstance(o.default, bool)
-        if numeric or (o.check is None and o.nargs):
-            assert key in module.CHECKS or key in COMMON_CHECKS, key
-    options.check_config(module.DEFAULTS, module.CHECKS, name)
-    p = argparse.ArgumentParser()
-    module.add_arguments(p)
-    dests = {a.dest for a in p._actions}
+        assert o.check is not None or not numeric, key
+        assert o.problem(key, o.default) is None, key
+    parser = subparsers_of(subparsers_of(build_parser())["run"])[name]
+    dests = {a.dest for a in parser._actions}
     assert {k for k, o in opts.items() if o.cli} <= dests
     assert not {k for k, o in opts.items() if not o.cli} & dests
+    assert dests - set(opts) == {"help", "out", "force"}

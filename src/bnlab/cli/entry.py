@@ -76,19 +76,21 @@ def _extra_hint(module: str) -> str:
 
 def _limit_blas_threads(argv: Sequence[str]) -> None:
     """Default OPENBLAS_NUM_THREADS to 1 for the small-matrix experiments (see
-    ``bnlab.experiments.SINGLE_THREAD_BLAS``); only effective before NumPy is imported."""
-    from bnlab.experiments import SINGLE_THREAD_BLAS
+    ``bnlab.experiments.Experiment.single_thread_blas``); only effective before NumPy is
+    imported."""
+    from bnlab.experiments import EXPERIMENTS
     from bnlab.runtime import default_blas_threads_env
 
-    if len(argv) >= 2 and argv[0] == "run" and argv[1] in SINGLE_THREAD_BLAS:
-        default_blas_threads_env(1)
+    if len(argv) >= 2 and argv[0] == "run" and argv[1] in EXPERIMENTS:
+        if EXPERIMENTS[argv[1]].single_thread_blas:
+            default_blas_threads_env(1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bnlab`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _limit_blas_threads(argv)
-    from bnlab.experiments.report import install_sigint_handler
+    from bnlab.experiments.rundir import install_sigint_handler
 
     restore_sigint = install_sigint_handler()
     try:
@@ -111,7 +113,7 @@ def _error(text: object, status: int) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from bnlab.experiments.report import RunDirBusyError, is_interrupt
+    from bnlab.experiments.rundir import RunDirBusyError, is_interrupt
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,10 +1,11 @@
 """``bnlab experiments``, ``bnlab run EXPERIMENT`` and ``bnlab report DIR``.
 
-An experiment module (found through :func:`bnlab.experiments.get`) provides ``DESCRIPTION``,
-``add_arguments(parser)`` (its options) and ``run(config, out_dir)``, and optionally
-``render(run_dir)`` (its report; :func:`bnlab.experiments.report.render_generic` otherwise).
-``run`` gets the parsed options as a dict (the command line's own ``--out``/``--force`` left
-out) and returns the run directory.
+Each experiment is a :class:`bnlab.experiments.Experiment` of the registry: its ``description``
+for the listing, its config class (``config``) for the options of ``bnlab run NAME``: one flag
+per field of the class (:func:`add_options`, ``dest`` = the config key), parsed into the
+config by ``config.from_dict`` (the command line's own ``--out``/``--force`` left out), which
+``run(config, out_dir)`` trains into the run directory; ``render(run_dir)`` is ``bnlab
+report``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bnlab.cli.parser import HelpFormatter, SubParsers
 
-__all__ = ["add_experiments", "add_run", "add_report", "check_data_parallel", "is_root"]
+if TYPE_CHECKING:
+    from bnlab.experiments.config import Opt
+
+__all__ = [
+    "add_experiments",
+    "add_options",
+    "add_report",
+    "add_run",
+    "check_data_parallel",
+    "is_root",
+]
 
 # argparse keys that belong to the command line, not to an experiment's config
 _CLI_KEYS = {"command", "experiment", "out", "force", "func"}
+
+
+def add_options(p: argparse.ArgumentParser, opts: Mapping[str, Opt]) -> None:
+    """The flags of an experiment's options (:meth:`ExperimentConfig.options`), ``dest`` = the
+    config key: a bool default makes a flag (``negate``: it stores False), ``nargs`` a list,
+    ``parse`` (else the check's kind, else str) converts the text; ``cli=False`` options are
+    config keys only."""
+    for key, o in opts.items():
+        if not o.cli:
+            continue
+        if isinstance(o.default, bool):
+            if o.negate:
+                p.add_argument(o.negate, dest=key, action="store_false", help=o.help)
+            else:
+                p.add_argument(o.name(key), dest=key, action="store_true", help=o.help)
+            continue
+        kind = o.parse or (o.check.kind if o.check is not None else str)
+        kw: dict[str, Any] = {"dest": key, "type": kind, "default": o.default, "help": o.help}
+        if o.nargs:
+            kw["nargs"] = o.nargs
+        if o.choices:
+            kw["choices"] = o.choices
+        if o.required:
+            kw["required"] = True
+        p.add_argument(o.name(key), **kw)
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
@@ -30,7 +67,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     names = experiments.available()
     width = max(len(n) for n in names)
     for name in names:
-        print(f"{name:<{width}}  {experiments.get(name).DESCRIPTION}")
+        print(f"{name:<{width}}  {experiments.get(name).description}")
     return 0
 
 
@@ -44,14 +81,16 @@ def add_experiments(sub: SubParsers) -> None:
 
 
 def check_data_parallel(name: str) -> None:
-    """Under mpiexec with several ranks, only the experiments of DATA_PARALLEL may run."""
+    """Under mpiexec with several ranks, only the experiments that train data-parallel may
+    run."""
+    from bnlab import experiments
     from bnlab.comm import world
-    from bnlab.experiments import DATA_PARALLEL
 
-    if name not in DATA_PARALLEL and world().size > 1:
+    if not experiments.get(name).data_parallel and world().size > 1:
+        them = [n for n in experiments.available() if experiments.get(n).data_parallel]
         raise ValueError(
             f"{name} does not train data-parallel; run it without mpiexec (under mpiexec: "
-            f"{', '.join(sorted(DATA_PARALLEL))})"
+            f"{', '.join(them)})"
         )
 
 
@@ -66,14 +105,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment into ``--out``; 2 if a run is there already (no --force/--resume),
     130 on Ctrl-C (the partial run stays renderable)."""
     from bnlab import experiments
-    from bnlab.experiments.report import (
+    from bnlab.experiments.rundir import (
         check_out_dir,
         expect_new_run_dir,
         is_interrupt,
         run_started,
     )
 
-    module = experiments.get(args.experiment)
+    experiment = experiments.get(args.experiment)
     check_data_parallel(args.experiment)
     out = check_out_dir(Path(args.out) if args.out else Path("runs") / args.experiment)
     has_resume = hasattr(args, "resume")
@@ -85,11 +124,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    config = experiment.config.from_dict(
+        {k: v for k, v in vars(args).items() if k not in _CLI_KEYS}
+    )
     if not (args.force or resume):
         expect_new_run_dir(out)
-    config = {k: v for k, v in vars(args).items() if k not in _CLI_KEYS}
     try:
-        result = module.run(config, out)
+        result = experiment.run(config, out)
     except BaseException as e:
         if not is_interrupt(e):
             raise
@@ -127,13 +168,13 @@ def add_run(sub: SubParsers) -> None:
     )
     exp_sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     for name in experiments.available():
-        module = experiments.get(name)
+        experiment = experiments.get(name)
         # argparse %-formats help strings: a literal % (as in "77%") must be doubled
-        helptext = module.DESCRIPTION.replace("%", "%%")
+        text = experiment.description
         ep = exp_sub.add_parser(
-            name, help=helptext, description=module.DESCRIPTION, formatter_class=HelpFormatter
+            name, help=text.replace("%", "%%"), description=text, formatter_class=HelpFormatter
         )
-        module.add_arguments(ep)
+        add_options(ep, experiment.config.options())
         ep.add_argument("--out", default=None, help=f"run directory (default: runs/{name})")
         ep.add_argument("--force", action="store_true", help="overwrite a run already in --out")
         ep.set_defaults(func=cmd_run)
@@ -141,7 +182,7 @@ def add_run(sub: SubParsers) -> None:
 
 def _read_run_files(run_dir: Path) -> dict[str, Any]:
     """config.json of a run directory (a JSON object), after checking metrics.json if any."""
-    from bnlab.experiments.report import RunFilesError, read_json
+    from bnlab.experiments.rundir import RunFilesError, read_json
 
     if run_dir.exists() and not run_dir.is_dir():
         raise NotADirectoryError(f"{run_dir} is a file; pass a run directory (`bnlab run --out`)")
@@ -166,21 +207,24 @@ def _read_run_files(run_dir: Path) -> dict[str, Any]:
 def cmd_report(args: argparse.Namespace) -> int:
     """Re-render a run directory's figures and report from its config and metrics files."""
     from bnlab import experiments
-    from bnlab.experiments.report import RunFilesError, render_generic
+    from bnlab.experiments.rundir import RunFilesError
 
     run_dir = Path(args.dir)
     config = _read_run_files(run_dir)
     name = config.get("experiment")
-    module = experiments.get(name) if name in experiments.available() else None
-    render = getattr(module, "render", None)
+    if not isinstance(name, str) or name not in experiments.available():
+        raise RunFilesError(
+            f"{run_dir / 'config.json'} names experiment {name!r}, which bnlab does not know "
+            f"(known: {', '.join(experiments.available())}); is this a bnlab run directory?"
+        )
     try:
-        page = render(run_dir) if render is not None else render_generic(run_dir)
+        experiments.get(name).render(run_dir)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise RunFilesError(
             f"cannot render {run_dir}: config.json or metrics.json lacks what {name} writes "
             f"({type(e).__name__}: {e}); were they edited, or written by another version?"
         ) from e
-    print(f"bnlab: report written: {page} (and report.md)")
+    print(f"bnlab: report written: {run_dir / 'report.html'} (and report.md)")
     return 0
 
 

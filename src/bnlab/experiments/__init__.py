@@ -1,56 +1,129 @@
-"""Floor 4: one module per published experiment, each a function from a config to a run directory.
+"""Floor 4: the published experiments, each a package of the same three modules.
 
-Every experiment module provides
+``bnlab.experiments.<package>`` holds
 
-- ``DESCRIPTION``: one line, shown by ``bnlab experiments``;
-- ``add_arguments(parser)``: its ``bnlab run NAME`` options (argparse);
-- ``run(config, out_dir) -> Path``: trains, writes ``config.json``, ``metrics.json`` and the
-  report into ``out_dir`` and returns it; ``config`` is a dict, missing keys take defaults;
-- optionally ``render(run_dir)``: re-renders figures and report from the files of a finished
-  or interrupted run (``bnlab report``); without it a generic report is written.
+- ``config.py``: ``CONFIG``, its :class:`~bnlab.experiments.config.ExperimentConfig` subclass
+  (every option once: flag, default, check, ``config.json`` key);
+- ``run.py``: ``run(config, out_dir) -> Path`` trains, writes ``config.json``,
+  ``metrics.json`` and the report into ``out_dir`` and returns it (``config`` is a ``CONFIG``
+  or a dict, missing keys take defaults);
+- ``report.py``: ``render(run_dir) -> None`` re-renders figures and report from the files of
+  a finished or interrupted run (``bnlab report``);
 
-To add an experiment, add one line to ``_MODULES`` below (name -> module path); modules are
-imported only when used, so ``import bnlab.experiments`` stays light.
+plus whatever private helpers it needs. The framework beside them: :mod:`.config`,
+:mod:`.rundir`, :mod:`.report`, :mod:`.tables`, :mod:`.progress`, :mod:`.timing`; the code the
+MNIST experiments share is :mod:`bnlab.experiments.mnist`.
+
+To add an experiment, write its package and add one line to ``_REGISTRY`` below, e.g.
+``Experiment("covariate-shift", "one-line description")`` for ``covariate_shift/``; its
+modules are imported only when used, so ``import bnlab.experiments`` stays light (no NumPy).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DATA_PARALLEL", "SINGLE_THREAD_BLAS", "available", "get"]
+if TYPE_CHECKING:
+    from bnlab.experiments.config import ExperimentConfig
 
-# name -> module (imported lazily). Other experiments register here with one line each.
-_MODULES: dict[str, str] = {
-    "mnist-sigmoid": "bnlab.experiments.mnist.sigmoid",
-    "mnist-lr": "bnlab.experiments.mnist.lr",
-    "cifar10-keras": "bnlab.experiments.cifar10_keras",
-    "population-stats": "bnlab.experiments.population.stats",
-    "population-stats-epochs": "bnlab.experiments.population.epochs",
-    "renorm-small-batch": "bnlab.experiments.renorm.experiment",
-}
+__all__ = ["EXPERIMENTS", "Experiment", "available", "get"]
 
-# Experiments whose matrices are small (an MLP at batch 60): `bnlab run` starts them with
-# OPENBLAS_NUM_THREADS=1 unless the user set it. BLAS threads buy nothing at these sizes, and on
-# a busy 2-core machine OpenBLAS's spinning threads made an MLP step 15x slower (measured).
-SINGLE_THREAD_BLAS: frozenset[str] = frozenset({"mnist-sigmoid", "mnist-lr", "renorm-small-batch"})
 
-# Experiments that train data-parallel under mpiexec (bnlab.parallel); `bnlab run` refuses the
-# others there, whose ranks would each run the whole experiment into the same directory.
-DATA_PARALLEL: frozenset[str] = frozenset({"mnist-sigmoid", "mnist-lr", "cifar10-keras"})
+@dataclass(frozen=True)
+class Experiment:
+    """One registered experiment: ``bnlab run NAME`` runs ``package``'s modules.
+
+    ``data_parallel``: it trains data-parallel under mpiexec (``bnlab run`` refuses the
+    others there, whose ranks would each run the whole experiment into the same directory).
+    ``single_thread_blas``: its matrices are small (an MLP at batch 60), so ``bnlab run``
+    starts it with OPENBLAS_NUM_THREADS=1 unless the user set it: BLAS threads buy nothing at
+    these sizes, and on a busy 2-core machine OpenBLAS's spinning threads made an MLP step 15x
+    slower (measured).
+    """
+
+    name: str
+    description: str
+    data_parallel: bool = False
+    single_thread_blas: bool = False
+
+    @property
+    def package(self) -> str:
+        """The experiment's package: ``bnlab.experiments.`` + the name with ``_`` for ``-``."""
+        return f"{__name__}.{self.name.replace('-', '_')}"
+
+    def module(self, part: str) -> ModuleType:
+        """The package's module ``part`` ("config", "run" or "report"), imported now."""
+        return importlib.import_module(f"{self.package}.{part}")
+
+    @property
+    def config(self) -> type[ExperimentConfig]:
+        """The experiment's config class (``config.CONFIG``)."""
+        cls: type[ExperimentConfig] = self.module("config").CONFIG
+        return cls
+
+    @property
+    def run(self) -> Callable[[Any, str | Path], Path]:
+        """``run(config, out_dir) -> run_dir``."""
+        fn: Callable[[Any, str | Path], Path] = self.module("run").run
+        return fn
+
+    @property
+    def render(self) -> Callable[[str | Path], None]:
+        """``render(run_dir)``: figures and report from the run directory's files."""
+        fn: Callable[[str | Path], None] = self.module("report").render
+        return fn
+
+
+_REGISTRY = [
+    Experiment(
+        "mnist-sigmoid",
+        "Ioffe & Szegedy 2015, Figure 1: sigmoid MLP on MNIST with and without BN",
+        data_parallel=True,
+        single_thread_blas=True,
+    ),
+    Experiment(
+        "mnist-lr",
+        "BN-x5 / BN-x30: the sigmoid MLP at 1x, 5x and 30x a base learning rate",
+        data_parallel=True,
+        single_thread_blas=True,
+    ),
+    Experiment(
+        "cifar10-keras",
+        "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)",
+        data_parallel=True,
+    ),
+    Experiment(
+        "population-stats",
+        "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics",
+    ),
+    Experiment(
+        "population-stats-epochs",
+        "Per checkpoint (e.g. per epoch): test accuracy, moving averages vs Algorithm 2",
+    ),
+    Experiment(
+        "renorm-small-batch",
+        "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST",
+        single_thread_blas=True,
+    ),
+]
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in _REGISTRY}
 
 
 def available() -> list[str]:
     """Names of the registered experiments, sorted."""
-    return sorted(_MODULES)
+    return sorted(EXPERIMENTS)
 
 
-def get(name: str) -> ModuleType:
-    """The module of experiment ``name``; a ValueError lists the known names otherwise."""
+def get(name: str) -> Experiment:
+    """Experiment ``name``; a ValueError lists the known names otherwise."""
     try:
-        path = _MODULES[name]
+        return EXPERIMENTS[name]
     except KeyError:
         raise ValueError(
             f"unknown experiment {name!r}; known experiments: {', '.join(available())}"
         ) from None
-    return importlib.import_module(path)

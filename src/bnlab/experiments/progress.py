@@ -19,8 +19,9 @@ import time
 from typing import IO, Any
 
 from bnlab.experiments.rundir import raise_if_interrupted
+from bnlab.train import Callback, TrainState
 
-__all__ = ["COMPILING", "Progress"]
+__all__ = ["COMPILING", "BarCallback", "Progress"]
 
 COMPILING = "compiling Numba kernels (first run only)..."
 
@@ -117,3 +118,15 @@ class Progress:
         self.closed = True
         if self.enabled:
             self._emit(self._line(), final=True)
+
+
+class BarCallback(Callback):
+    """A training callback that advances ``bar`` (a :class:`Progress`, or None: nothing) by one
+    after every step; ``bar`` may be set between epochs."""
+
+    def __init__(self, bar: Progress | None = None) -> None:
+        self.bar = bar
+
+    def on_step_end(self, state: TrainState) -> None:
+        if self.bar is not None:
+            self.bar.update(1)

@@ -10,8 +10,6 @@
   ``write_metrics``/``write_csv``/``figure``/``write_report`` and ``status(on_exit)``.
 - :func:`run_status` reports "complete", "interrupted" or "failed" to the experiment's
   ``on_exit``; a Ctrl-C is always "interrupted" (:func:`is_interrupt`).
-
-:mod:`bnlab.experiments.report` re-exports all of these.
 """
 
 from __future__ import annotations
@@ -356,9 +354,28 @@ class RunDir:
         write_csv(self.path / name, header, rows)
         return self.path / name
 
+    def write_history_csv(
+        self,
+        id_header: Sequence[str],
+        runs: Iterable[tuple[Sequence[Any], dict[str, list[Any]]]],
+        keys: Sequence[str],
+    ) -> Path:
+        """``metrics.csv`` of per-run histories (parallel lists under ``keys``): one row per
+        run and record, the run's ``(ids, history)`` id columns first."""
+        rows = [[*ids, *(h[k][i] for k in keys)] for ids, h in runs for i in range(len(h[keys[0]]))]
+        return self.write_csv("metrics.csv", [*id_header, *keys], rows)
+
     def read_json(self, name: str) -> Any:
         """Read ``name`` (see :func:`read_json` for the errors)."""
         return read_json(self.path / name)
+
+    def read_metrics(self, **empty: Any) -> dict[str, Any]:
+        """``metrics.json``, or ``{"status": "not started", **empty}`` if training never
+        wrote it."""
+        if (self.path / "metrics.json").is_file():
+            metrics: dict[str, Any] = self.read_json("metrics.json")
+            return metrics
+        return {"status": "not started", **empty}
 
     def figure(self, name: str) -> Path:
         """Where figure ``name`` goes: ``fig_<name>.png`` (cleared by :meth:`start`)."""

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.mnist.metrics import lrs_of
+from bnlab.experiments.mnist.metrics import lrs_of, summarize
 from bnlab.experiments.mnist.nets import NETS
-from bnlab.experiments.mnist.numbers import summarize
-from bnlab.experiments.report import pct, pp, read_json
+from bnlab.experiments.report import pct, pp
+from bnlab.experiments.rundir import read_json
 
 __all__ = [
     "cifar10_table",

@@ -36,95 +36,12 @@ continues an interrupted run (data order, augmentation and dropout masks are re-
      "models": {"baseline" | "bn": {"epochs_done": int, "error": str | null,
                                     "history": {key: [one value per epoch]}}}}
 
-with the history keys of :data:`HISTORY_KEYS`.
+with the history keys of ``run.HISTORY_KEYS``.
 
-The package: :mod:`~bnlab.experiments.cifar10_keras.config` (:class:`Cifar10KerasConfig`, every
+The package: :mod:`~bnlab.experiments.cifar10_keras.config` (``Cifar10KerasConfig``, every
 option once), :mod:`~bnlab.experiments.cifar10_keras.nets` (the nets, the optimizer, the
-epoch's batches), :mod:`~bnlab.experiments.cifar10_keras.train` (the run, through
+epoch's batches), :mod:`~bnlab.experiments.cifar10_keras.run` (the run, through
 :meth:`bnlab.train.Trainer.fit_epoch`) and :mod:`~bnlab.experiments.cifar10_keras.report`
 (figures and report from the run directory's files). Where the data is and loading it:
 :mod:`bnlab.data.cifar_source`.
 """
-
-from __future__ import annotations
-
-import argparse
-from pathlib import Path
-from typing import Any
-
-from bnlab.data.cifar_source import (
-    ENV_DATA,
-    FORMATS_HELP,
-    CifarData,
-    DataNotFoundError,
-    load_cifar10_data,
-    resolve_data_path,
-)
-from bnlab.data.sources import describe_source, jpeg_quality
-from bnlab.experiments.cifar10_keras.config import MODELS, Cifar10KerasConfig
-from bnlab.experiments.cifar10_keras.nets import (
-    build_model,
-    build_optimizer,
-    epoch_batches,
-    epoch_seed,
-    reseed_dropout,
-)
-from bnlab.experiments.cifar10_keras.train import (
-    HISTORY_KEYS,
-    SCHEMA,
-    resolve,
-    run,
-    write_metrics,
-)
-from bnlab.experiments.options import Check, Opt, checks_of
-
-__all__ = [
-    "CHECKS",
-    "DEFAULTS",
-    "DESCRIPTION",
-    "ENV_DATA",
-    "FORMATS_HELP",
-    "HISTORY_KEYS",
-    "MODELS",
-    "OPTIONS",
-    "SCHEMA",
-    "Cifar10KerasConfig",
-    "CifarData",
-    "DataNotFoundError",
-    "add_arguments",
-    "build_model",
-    "build_optimizer",
-    "describe_source",
-    "epoch_batches",
-    "epoch_seed",
-    "jpeg_quality",
-    "load",
-    "load_cifar10_data",
-    "render",
-    "reseed_dropout",
-    "resolve",
-    "resolve_data_path",
-    "run",
-    "write_metrics",
-]
-
-DESCRIPTION = "Keras cifar10_cnn on CIFAR-10 without and with BN (77% -> 87% claim)"
-# derived from Cifar10KerasConfig (the one source), as the tables of the old module were:
-# each option, the defaults as config.json holds them (what build_model & co. read from a
-# dict), and the checks
-OPTIONS: dict[str, Opt] = Cifar10KerasConfig.options()
-DEFAULTS: dict[str, Any] = Cifar10KerasConfig.defaults()
-CHECKS: dict[str, Check] = checks_of(OPTIONS)
-load = load_cifar10_data  # the name of bnlab.experiments.cifar10_keras_data
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``bnlab run cifar10-keras`` (from :class:`Cifar10KerasConfig`)."""
-    Cifar10KerasConfig.add_arguments(p)
-
-
-def render(run_dir: str | Path) -> Path:
-    """Re-draw the figures and rewrite report.md/report.html from the run's files."""
-    from bnlab.experiments.cifar10_keras import report
-
-    return report.render(Path(run_dir))

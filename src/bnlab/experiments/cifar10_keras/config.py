@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bnlab.data.cifar_source import ENV_DATA, FORMATS_HELP
-from bnlab.experiments.config import ExperimentConfig, option
-from bnlab.experiments.options import BN_SYNC, Check, check_count
+from bnlab.experiments.config import (
+    MOMENTUM_HINT,
+    Check,
+    ExperimentConfig,
+    bn_sync_option,
+    check_count,
+    option,
+)
 
-__all__ = ["MODELS", "NAME", "Cifar10KerasConfig", "as_mapping", "parse_models"]
+__all__ = ["CONFIG", "MODELS", "NAME", "Cifar10KerasConfig", "parse_models"]
 
 NAME = "cifar10-keras"
 MODELS = ("baseline", "bn")
@@ -29,7 +34,6 @@ def parse_models(text: str) -> list[str]:
     return names
 
 
-_MOMENTUM_HINT = "the weight of the new batch (PyTorch's convention: Keras' 0.99 is 0.01 here)"
 _LR = Check(float, 0, lo_open=True)
 _SHIFT_HINT = "a fraction of the width and height"
 
@@ -82,7 +86,7 @@ class Cifar10KerasConfig(ExperimentConfig):
         cli=False,
     )
     flip: bool = option(True, "random horizontal flips", cli=False)
-    bn_momentum: float = option(0.01, _MOMENTUM_HINT, Check(float, 0, 1, hint=_MOMENTUM_HINT))
+    bn_momentum: float = option(0.01, MOMENTUM_HINT, Check(float, 0, 1, hint=MOMENTUM_HINT))
     bn_eps: float = option(1e-3, "BN's epsilon (Keras')", Check(float, 0, lo_open=True))
     bn_conv_bias: bool = option(False, "keep the conv bias before BN", cli=False)
     resume: bool = option(False, "continue the run in --out from its checkpoints")
@@ -92,7 +96,7 @@ class Cifar10KerasConfig(ExperimentConfig):
         "(for `bnlab run population-stats-epochs`)",
     )
     progress: bool = option(True, "no progress bar", negate="--no-progress")
-    bn_sync: str = option(BN_SYNC.default, BN_SYNC.help, BN_SYNC.check, choices=BN_SYNC.choices)
+    bn_sync: str = bn_sync_option()
 
     @classmethod
     def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +133,4 @@ class Cifar10KerasConfig(ExperimentConfig):
         return tuple(k for k in cls.options() if k not in cls.RESUME_FREE)
 
 
-def as_mapping(cfg: Cifar10KerasConfig | Mapping[str, Any]) -> Mapping[str, Any]:
-    """``cfg`` as a mapping of option values (a config's ``to_dict()``, a dict as it is)."""
-    return cfg.to_dict() if isinstance(cfg, Cifar10KerasConfig) else cfg
+CONFIG = Cifar10KerasConfig

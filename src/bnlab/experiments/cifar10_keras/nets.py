@@ -1,49 +1,40 @@
 """The two nets of ``cifar10-keras`` (Keras' cifar10_cnn, without and with BN), their
 optimizer and the per-epoch batches. See :mod:`bnlab.experiments.cifar10_keras`.
 
-``cfg`` is a :class:`~bnlab.experiments.cifar10_keras.config.Cifar10KerasConfig` or a mapping
-of its option values (only the keys a function reads need to be there).
+``cfg`` is the run's :class:`~bnlab.experiments.cifar10_keras.config.Cifar10KerasConfig`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig, as_mapping
+from bnlab.experiments.cifar10_keras.config import Cifar10KerasConfig as Config
 
 __all__ = ["build_model", "build_optimizer", "epoch_batches", "epoch_seed", "reseed_dropout"]
 
-Config = Cifar10KerasConfig | Mapping[str, Any]
-
 
 def build_model(kind: str, cfg: Config) -> Any:
-    """The baseline or BN net of the module docstring; kernels seeded by ``cfg["seed"]``.
+    """The baseline or BN net of the package docstring; kernels seeded by ``cfg.seed``.
 
     The k-th Conv2D/Dense gets the seed ``seed * 100 + k`` in both nets, so their kernels are
     identical; dropout layers get ``seed * 100 + 50 + k`` (re-seeded every epoch by
     :func:`reseed_dropout`).
     """
-    from bnlab.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
+    from bnlab.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
 
-    cfg = as_mapping(cfg)
-    bn, seed = kind == "bn", int(cfg["seed"])
-    if bn:
-        from bnlab.layers import BatchNorm
+    bn, seed = kind == "bn", int(cfg.seed)
     layers: list[Any] = []
     k = 0
 
     def block(make: Any, width: int) -> None:
         nonlocal k
-        use_bias = not bn or bool(cfg["bn_conv_bias"])
+        use_bias = not bn or bool(cfg.bn_conv_bias)
         layers.append(make(use_bias=use_bias, seed=seed * 100 + k))
         k += 1
         if bn:
-            layers.append(
-                BatchNorm(width, momentum=float(cfg["bn_momentum"]), eps=float(cfg["bn_eps"]))
-            )
+            layers.append(BatchNorm(width, momentum=float(cfg.bn_momentum), eps=float(cfg.bn_eps)))
         layers.append(ReLU())
 
     def dropout(rate: float) -> None:
@@ -66,17 +57,16 @@ def build_optimizer(kind: str, model: Any, cfg: Config) -> Any:
     """RMSprop as Keras 2: lr 1e-4 (baseline) or 1e-3 (BN), rho 0.9, eps 1e-7, decay 1e-6."""
     from bnlab.optim import RMSprop
 
-    cfg = as_mapping(cfg)
-    lr = float(cfg["lr_bn"] if kind == "bn" else cfg["lr_baseline"])
+    lr = float(cfg.lr_bn if kind == "bn" else cfg.lr_baseline)
     return RMSprop.from_model(
-        model, lr=lr, rho=float(cfg["rho"]), eps=float(cfg["rms_eps"]), decay=float(cfg["decay"])
+        model, lr=lr, rho=float(cfg.rho), eps=float(cfg.rms_eps), decay=float(cfg.decay)
     )
 
 
 def epoch_seed(cfg: Config, epoch: int, stream: int) -> int:
     """The seed of random ``stream`` in ``epoch``: ``SeedSequence([seed, epoch, stream])``'s
     first word (stream 0: batch order, 1: augmentation, 100 + i: dropout of layer i)."""
-    seed = int(as_mapping(cfg)["seed"])
+    seed = int(cfg.seed)
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
@@ -94,11 +84,10 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, cfg: Config, epoch: int) -> Any:
     from bnlab.comm import world
     from bnlab.data import BatchIterator, ImageAugmenter
 
-    cfg = as_mapping(cfg)
     aug = ImageAugmenter(
-        width_shift=float(cfg["shift"]),
-        height_shift=float(cfg["shift"]),
-        horizontal_flip=bool(cfg["flip"]),
+        width_shift=float(cfg.shift),
+        height_shift=float(cfg.shift),
+        horizontal_flip=bool(cfg.flip),
         seed=epoch_seed(cfg, epoch, 1),
     )
     scale = np.float32(1 / 255)
@@ -106,9 +95,9 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, cfg: Config, epoch: int) -> Any:
     def transform(xb: np.ndarray) -> np.ndarray:
         return aug(xb.astype(np.float32) * scale)
 
-    bs = int(cfg["batch_size"])
+    bs = int(cfg.batch_size)
     # a last batch of one image would give BatchNorm a zero variance: drop it
-    # (and under mpiexec one that cannot give every rank an image: bnlab.parallel)
+    # (and under mpiexec one that cannot give every rank an image: bnlab.train.data_parallel)
     drop_last = 0 < len(x) % bs < max(2, world().size) and len(x) > bs
     return BatchIterator(
         x, y, bs, shuffle=True, drop_last=drop_last, seed=epoch_seed(cfg, epoch, 0),

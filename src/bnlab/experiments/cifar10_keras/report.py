@@ -11,7 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, read_json, save_figure
+from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.rundir import RunDir
 
 __all__ = ["render", "POST"]
 
@@ -73,10 +74,6 @@ def _best(h: dict[str, list[Any]]) -> tuple[float | None, int | None]:
     return accs[i], h["epoch"][i]
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.2f}%"
-
-
 def _summary(rep: Report, metrics: dict[str, Any], tag: str) -> None:
     rows = []
     for kind in metrics.get("models", {}):
@@ -85,15 +82,15 @@ def _summary(rep: Report, metrics: dict[str, Any], tag: str) -> None:
         best, at = _best(h)
         last = h["test_accuracy"][-1] if n else None
         times = [t for t in h.get("epoch_time_s", []) if t is not None]
-        post = _pct(POST[kind]["acc50"])
+        post = pct(POST[kind]["acc50"])
         if kind == "baseline":
-            post += f" (Keras reports {_pct(POST['baseline']['keras_acc50'])})"
+            post += f" (Keras reports {pct(POST['baseline']['keras_acc50'])})"
         rows.append(
             [
                 _LABELS[kind],
                 n,
-                _pct(last),
-                f"{_pct(best)} (epoch {at})" if at else "—",
+                pct(last),
+                f"{pct(best)} (epoch {at})" if at else "—",
                 post,
                 f"{statistics.median(times):.1f}" if times else "—",
             ]
@@ -139,8 +136,8 @@ def _epoch_table(rep: Report, metrics: dict[str, Any], tag: str) -> None:
             h = _hist(metrics, k)
             if e < len(h.get("epoch", [])):
                 row += [
-                    _pct(h["train_accuracy"][e]),
-                    _pct(h["test_accuracy"][e]),
+                    pct(h["train_accuracy"][e]),
+                    pct(h["test_accuracy"][e]),
                     f"{h['epoch_time_s'][e]:.0f}",
                 ]
             else:
@@ -187,14 +184,12 @@ def _notes(cfg: dict[str, Any], src: dict[str, Any]) -> list[str]:
     return out
 
 
-def render(run_dir: Path) -> Path:
-    """Draw the two figures and write report.md/report.html; returns report.html's path."""
-    run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json")
-    mpath = run_dir / "metrics.json"
-    metrics: dict[str, Any] = (
-        read_json(mpath) if mpath.is_file() else {"status": "not started", "models": {}}
-    )
+def render(run_dir: str | Path) -> None:
+    """Draw the two figures and write report.md/report.html."""
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    cfg = rd.read_json("config.json")
+    metrics = rd.read_metrics(models={})
     src: dict[str, Any] = metrics.get("data") or cfg.get("data_source") or {}
     tag = src.get("tag", "CIFAR-10")
     rep = Report(f"Keras cifar10_cnn with and without batch normalization ({tag})")
@@ -227,5 +222,4 @@ def render(run_dir: Path) -> Path:
         _epoch_table(rep, metrics, tag)
     rep.heading("Setup and differences from the post")
     rep.bullets(_notes(cfg, src))
-    rep.write(run_dir)
-    return run_dir / "report.html"
+    rd.write_report(rep)

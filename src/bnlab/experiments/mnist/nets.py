@@ -1,53 +1,22 @@
 """The data and the two nets of the MNIST experiments (also used by ``population-stats`` and
-``renorm-small-batch``).
-
-:func:`load_data` and :func:`build_net` read what they need from any config object with the
-attributes of :class:`DataConfig` / :class:`NetConfig` (such as
-:class:`~bnlab.experiments.mnist.config.MnistConfig`; another experiment's config dataclass
-with the same fields works as well, and ``dataclasses.replace(cfg, bn_momentum=m)`` gives a
-net with another momentum).
-"""
+``renorm-small-batch``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-__all__ = ["NETS", "DataConfig", "NetConfig", "build_net", "last_sigmoid_index", "load_data"]
+__all__ = ["NETS", "build_net", "last_sigmoid_index", "load_data"]
 
 # the two nets of every (learning rate, seed): without and with batch normalization
 NETS = ("plain", "bn")
 
 
-class DataConfig(Protocol):
-    """What :func:`load_data` reads of a config."""
-
-    @property
-    def train_subset(self) -> int | None: ...
-
-    @property
-    def test_subset(self) -> int | None: ...
-
-
-class NetConfig(Protocol):
-    """What :func:`build_net` reads of a config."""
-
-    @property
-    def hidden(self) -> Sequence[int]: ...
-
-    @property
-    def init_std(self) -> float: ...
-
-    @property
-    def bn_momentum(self) -> float: ...
-
-    @property
-    def bn_eps(self) -> float: ...
-
-
-def load_data(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_data(
+    train_subset: int | None = None, test_subset: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST as float32 rows of 784 pixels scaled to [0, 1] (x / 255), labels int64:
     ``(x_train, y_train, x_test, y_test)``, the first ``train_subset``/``test_subset`` images
     (all when None)."""
@@ -60,34 +29,39 @@ def load_data(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             x, y = x[: int(n)], y[: int(n)]
         return x.reshape(len(x), -1).astype(np.float32) / np.float32(255), y.astype(np.int64)
 
-    xtr, ytr = prep(xtr, ytr, cfg.train_subset)
-    xte, yte = prep(xte, yte, cfg.test_subset)
+    xtr, ytr = prep(xtr, ytr, train_subset)
+    xte, yte = prep(xte, yte, test_subset)
     return xtr, ytr, xte, yte
 
 
-def build_net(bn: bool, cfg: NetConfig, seed: int, n_in: int = 784, n_out: int = 10) -> Any:
-    """784-100-100-100-10 (``cfg.hidden``) with sigmoid hidden units; weights
-    N(0, init_std^2), biases 0.
+def build_net(
+    bn: bool,
+    seed: int,
+    hidden: Sequence[int],
+    init_std: float,
+    bn_momentum: float = 0.1,
+    bn_eps: float = 1e-5,
+    n_in: int = 784,
+    n_out: int = 10,
+) -> Any:
+    """784-100-100-100-10 (``hidden``) with sigmoid hidden units; weights N(0, init_std^2),
+    biases 0.
 
     With ``bn`` every hidden layer is Dense(use_bias=False) -> BatchNorm -> Sigmoid (beta
     replaces the bias). The same ``seed`` gives both nets the same weight matrices: layer i
     draws from seed ``1000 * seed + i``, the output layer from ``1000 * seed + 999``.
     """
     from bnlab.initializers import normal
-    from bnlab.layers import Dense, Sequential, Sigmoid
+    from bnlab.layers import BatchNorm, Dense, Sequential, Sigmoid
 
-    if bn:
-        from bnlab.layers import BatchNorm
-    init = normal(float(cfg.init_std))
+    init = normal(float(init_std))
     layers: list[Any] = []
     fan_in = n_in
-    for i, width in enumerate(cfg.hidden):
+    for i, width in enumerate(hidden):
         wseed = int(seed) * 1000 + i
         layers.append(Dense(fan_in, int(width), use_bias=not bn, init=init, seed=wseed))
         if bn:
-            layers.append(
-                BatchNorm(int(width), momentum=float(cfg.bn_momentum), eps=float(cfg.bn_eps))
-            )
+            layers.append(BatchNorm(int(width), momentum=float(bn_momentum), eps=float(bn_eps)))
         layers.append(Sigmoid())
         fan_in = int(width)
     layers.append(Dense(fan_in, n_out, init=init, seed=int(seed) * 1000 + 999))

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.mnist import nets
 from bnlab.experiments.mnist.config import MnistConfig
 from bnlab.experiments.mnist.metrics import HISTORY_KEYS, SCHEMA, write_metrics
-from bnlab.experiments.mnist.nets import NETS, build_net, last_sigmoid_index
+from bnlab.experiments.mnist.nets import NETS, build_net, last_sigmoid_index, load_data
+from bnlab.experiments.progress import Progress
 from bnlab.experiments.rundir import RunDir
 from bnlab.runtime import numba_threads
 from bnlab.train import (
@@ -35,7 +35,6 @@ from bnlab.train import (
 __all__ = [
     "Run",
     "make_runs",
-    "metrics_json",
     "progress_text",
     "run_experiment",
     "save_checkpoints",
@@ -86,7 +85,9 @@ def _trainer(
 
     xtr, ytr, xte, yte = data
     every, ebs = cfg.eval_every, cfg.eval_batch_size
-    model = build_net(net == "bn", cfg, seed, xtr.shape[1])
+    model = build_net(
+        net == "bn", seed, cfg.hidden, cfg.init_std, cfg.bn_momentum, cfg.bn_eps, xtr.shape[1]
+    )
     model, dp = for_experiment(model, cfg.to_dict())  # data-parallel under mpiexec
     callbacks = [
         EvalCallback(xte, yte, every=every, batch_size=ebs),
@@ -114,21 +115,6 @@ def make_runs(cfg: MnistConfig, lrs: Sequence[float], data: tuple[np.ndarray, ..
         for seed in range(cfg.seed, cfg.seed + cfg.seeds)
         for net in NETS
     ]
-
-
-def metrics_json(
-    cfg: MnistConfig, runs: Sequence[Run], status: str, step: int, wall: float
-) -> dict[str, Any]:
-    """The ``metrics.json`` dict of ``runs`` after ``step`` steps."""
-    return {
-        "schema": SCHEMA,
-        "experiment": cfg.NAME,
-        "status": status,
-        "steps_done": step,
-        "steps_total": cfg.steps,
-        "wall_time_s": round(wall, 3),
-        "runs": [r.to_json() for r in runs],
-    }
 
 
 def _final_eval(run: Run, step: int) -> None:
@@ -183,8 +169,11 @@ class _Lockstep:
     done: int = 0
 
     def snapshot(self, status: str) -> dict[str, Any]:
-        """The metrics after ``done`` steps, written by rank 0."""
-        m = metrics_json(self.cfg, self.runs, status, self.done, time.perf_counter() - self.t0)
+        """The ``metrics.json`` dict after ``done`` steps, written by rank 0."""
+        m: dict[str, Any] = {"schema": SCHEMA, "experiment": self.cfg.NAME, "status": status}
+        m |= {"steps_done": self.done, "steps_total": self.cfg.steps}
+        m |= {"wall_time_s": round(time.perf_counter() - self.t0, 3)}
+        m["runs"] = [r.to_json() for r in self.runs]
         if is_root():
             write_metrics(self.rd, m)
         return m
@@ -209,8 +198,6 @@ def train_lockstep(cfg: MnistConfig, runs: Sequence[Run], rd: RunDir) -> dict[st
     """Advance every run one step at a time; a run whose loss turns NaN/Inf is recorded as
     diverged at that step and dropped. Writes metrics (rank 0) after every evaluation and at
     the end; on KeyboardInterrupt writes them with status "interrupted" and re-raises."""
-    from bnlab.experiments.progress import Progress
-
     ls = _Lockstep(cfg, runs, rd, Progress(cfg.steps, cfg.NAME, enabled=cfg.progress))
     # (60, 100) tensors: a parallel kernel's fork/join costs more than it saves, and on a busy
     # 2-core machine spinning OpenMP threads made one BN call ~8 ms instead of ~0.05 ms
@@ -247,11 +234,11 @@ def save_checkpoints(runs: Sequence[Run], rd: RunDir) -> None:
         )
 
 
-def run_experiment(cfg: MnistConfig, out_dir: str | Path, render: Callable[[Path], Path]) -> Path:
+def run_experiment(cfg: MnistConfig, out_dir: str | Path, render: Callable[[Path], None]) -> Path:
     """Load the data, build every run, take the run directory over (rank 0), train in
     lockstep, then ``render(run_dir)`` (rank 0) however training ended; returns the run
     directory. ``cfg`` is checked already, so a bad config leaves ``out_dir`` untouched."""
-    data = nets.load_data(cfg)
+    data = load_data(cfg.train_subset, cfg.test_subset)
     runs = make_runs(cfg, cfg.learning_rates(), data)
     rd = RunDir.start(out_dir, cfg.to_dict()) if is_root() else RunDir(out_dir)  # rank 0 writes
     try:

@@ -1,0 +1,285 @@
+"""The run of ``cifar10-keras`` (see the package docstring): both nets trained epoch by epoch
+in alternation through :meth:`bnlab.train.Trainer.fit_epoch`, with metrics, checkpoints and
+``--resume``.
+
+Per net and epoch: re-seed the dropout masks from ``(seed, epoch)``, build the epoch's batches
+(:func:`~bnlab.experiments.cifar10_keras.nets.epoch_batches`), ``fit_epoch`` (mean training
+loss weighted by batch size and training accuracy over the global batches), evaluate on the
+test set, save ``checkpoints/<net>.npz`` (``extra={"epoch": n}``) and rewrite
+``metrics.json``/``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab.data.cifar_source import CifarData, load_cifar10_data, resolve_data_path
+from bnlab.data.sources import describe_source
+from bnlab.experiments.cifar10_keras.config import NAME, Cifar10KerasConfig
+from bnlab.experiments.cifar10_keras.nets import (
+    build_model,
+    build_optimizer,
+    epoch_batches,
+    reseed_dropout,
+)
+from bnlab.experiments.cifar10_keras.report import render
+from bnlab.experiments.progress import BarCallback, Progress
+from bnlab.experiments.rundir import (
+    RunDir,
+    lock_run_dir,
+    read_json,
+    release_run_dir,
+    run_status,
+    start_run_dir,
+    write_json,
+)
+from bnlab.train import Trainer, evaluate, for_experiment, is_root
+
+__all__ = ["HISTORY_KEYS", "SCHEMA", "Net", "run", "write_metrics"]
+
+SCHEMA = "bnlab.cifar10_keras.metrics/1"
+HISTORY_KEYS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "lr",
+    "train_time_s",
+    "eval_time_s",
+    "epoch_time_s",
+)
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json`` and ``metrics.csv`` (one row per net and epoch), atomically."""
+    rd = RunDir(out)
+    rd.write_metrics(metrics)
+    models = [((name,), m["history"]) for name, m in metrics["models"].items()]
+    rd.write_history_csv(["model"], models, HISTORY_KEYS)
+
+
+class Net:
+    """One net being trained: its :class:`~bnlab.train.Trainer`, history and checkpoint."""
+
+    def __init__(self, kind: str, cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path):
+        from bnlab.losses import SoftmaxCrossEntropy
+
+        self.kind = kind
+        self.error: str | None = None
+        # under mpiexec: SyncBN for --bn-sync global, and a DataParallel (else None)
+        model, self.dp = for_experiment(build_model(kind, cfg), record)
+        opt = build_optimizer(kind, model, cfg)
+        self.bar = BarCallback()
+        self.trainer = Trainer(
+            model, SoftmaxCrossEntropy(), opt, callbacks=[self.bar], parallel=self.dp
+        )
+        self.history: dict[str, list[Any]] = {k: [] for k in HISTORY_KEYS}
+        self.ckpt = out / "checkpoints" / f"{kind}.npz"
+        self.keep = bool(cfg.keep_checkpoints)
+
+    @property
+    def model(self) -> Any:
+        return self.trainer.model
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history["epoch"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epochs_done": self.epochs_done, "error": self.error, "history": self.history}
+
+    def save(self) -> None:
+        """``checkpoints/<net>.npz`` (and ``<net>_epoch_NNN.npz`` if kept), rank 0 only."""
+        from bnlab.deploy.checkpoint import save_checkpoint
+
+        if not is_root():
+            return
+        self.ckpt.parent.mkdir(exist_ok=True)
+        extra = {"epoch": self.epochs_done}
+        opt = self.trainer.optimizer
+        save_checkpoint(self.ckpt, self.model, opt, extra=extra)
+        if self.keep:
+            epoch_ckpt = self.ckpt.with_name(f"{self.kind}_epoch_{self.epochs_done:03d}.npz")
+            save_checkpoint(epoch_ckpt, self.model, opt, extra=extra)
+
+    def restore(self, history: dict[str, list[Any]]) -> None:
+        """Load the checkpoint and keep ``history`` up to its epoch."""
+        from bnlab.deploy.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(self.ckpt)
+        self.model.load_state_dict(ck.model.state_dict())
+        if ck.optimizer_state is not None:
+            self.trainer.optimizer.load_state_dict(ck.optimizer_state)
+        n = int((ck.extra or {}).get("epoch", 0))
+        if len(history.get("epoch", [])) < n:
+            raise ValueError(f"{NAME}: {self.ckpt} is at epoch {n}, metrics.json is not")
+        self.history = {k: list(history[k][:n]) for k in HISTORY_KEYS}
+        st = self.trainer.state
+        st.epoch, st.step = n, int(self.trainer.optimizer.iterations)
+
+    def run_epoch(self, data: CifarData, cfg: Cifar10KerasConfig) -> dict[str, Any]:
+        """Train one epoch, evaluate, append to the history; returns the epoch's row."""
+        epoch = self.epochs_done + 1
+        reseed_dropout(self.model, cfg, epoch)
+        if self.dp is not None:  # each rank its own masks (bnlab.train.data_parallel)
+            self.dp.decorrelate_dropout(self.model)
+        batches = epoch_batches(data.x_train, data.y_train, cfg, epoch)
+        note = "(the first batches compile Numba kernels, first run only)" if epoch == 1 else None
+        show = bool(cfg.progress) and is_root()
+        self.bar.bar = Progress(
+            len(batches), f"{self.kind} epoch {epoch}", unit="batch", enabled=show, first_note=note
+        )
+        t0 = time.perf_counter()
+        try:
+            row: dict[str, Any] = self.trainer.fit_epoch(batches)
+        finally:
+            self.bar.bar.close()
+            self.bar.bar = None
+        t1 = time.perf_counter()
+        # under mpiexec every rank evaluates its share of the test set (rank 0's statistics)
+        run_eval = evaluate if self.dp is None else self.dp.evaluate
+        loss_fn = self.trainer.loss_fn
+        ev = run_eval(self.model, data.x_test, data.y_test, cfg.eval_batch_size, loss_fn=loss_fn)
+        t2 = time.perf_counter()
+        row.update(epoch=epoch, test_loss=ev["loss"], test_accuracy=ev["accuracy"])
+        row.update(lr=self.trainer.optimizer.current_lr(), train_time_s=t1 - t0)
+        row.update(eval_time_s=t2 - t1, epoch_time_s=t2 - t0)
+        for k in HISTORY_KEYS:
+            self.history[k].append(row[k])
+        return row
+
+
+def _print_row(net: Net, row: dict[str, Any], tag: str) -> None:
+    print(
+        f"[cifar10-keras] {net.kind:8s} epoch {row['epoch']:3d}: train loss "
+        f"{row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | test loss "
+        f"{row['test_loss']:.4f} acc {row['test_accuracy']:.4f} | {row['epoch_time_s']:.1f} s "
+        f"({tag})",
+        flush=True,
+    )
+
+
+def _resumable_history(path: Path) -> dict[str, Any]:
+    """``metrics.json``'s per-net history, or a ValueError if it is not one of ours."""
+    if not path.is_file():
+        return {}
+    metrics = read_json(path)
+    models = metrics.get("models") if isinstance(metrics, dict) else None
+    ok = isinstance(models, dict) and all(
+        isinstance(m, dict)
+        and isinstance(m.get("history"), dict)
+        and all(isinstance(m["history"].get(k), list) for k in HISTORY_KEYS)
+        for m in models.values()
+    )
+    if not ok:
+        raise ValueError(
+            f"{NAME} --resume: {path} is not a cifar10-keras metrics file (no per-net "
+            "history); resume needs the run's own files: use --force to start afresh"
+        )
+    return models  # type: ignore[return-value]
+
+
+def _prepare(cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path, nets: list[Net]) -> None:
+    """Write config.json, or with ``resume`` check it against the old one and restore."""
+    old_cfg_path, old_metrics = out / "config.json", out / "metrics.json"
+    if cfg.resume and old_cfg_path.is_file():
+        if is_root():  # rank 0 writes; the other ranks only read
+            lock_run_dir(out)
+        old = read_json(old_cfg_path)
+        if not isinstance(old, dict):
+            raise ValueError(f"{NAME} --resume: {old_cfg_path} is not a bnlab config")
+        diff = [k for k in cfg.resume_keys() if old.get(k) != record[k]]
+        if diff:
+            raise ValueError(
+                f"{NAME} --resume: {out} was run with different {diff}: "
+                f"{ {k: old.get(k) for k in diff} }; use a new --out or the same options"
+            )
+        hist = _resumable_history(old_metrics)
+        for net in nets:
+            if net.ckpt.is_file() and net.kind in hist:
+                net.restore(hist[net.kind]["history"])
+        if is_root():
+            write_json(old_cfg_path, record)
+    elif is_root():
+        start_run_dir(out, record)
+
+
+def _load(cfg: Cifar10KerasConfig) -> tuple[Cifar10KerasConfig, dict[str, Any], CifarData]:
+    """The data, the config with the path found, and the ``config.json`` record."""
+    path = resolve_data_path(cfg.data, where=NAME)
+    source = describe_source(path)
+    data = load_cifar10_data(
+        path, source, cfg.train_subset, cfg.test_subset,
+        progress=None if cfg.progress and is_root() else False, where=NAME,
+    )  # fmt: skip
+    cfg.check_data(len(data.y_train), len(data.y_test))
+    cfg = cfg.replace(data=str(path))
+    return cfg, {**cfg.to_dict(), "data_source": source}, data
+
+
+def _train(cfg: Cifar10KerasConfig, data: CifarData, nets: list[Net], snapshot: Any) -> None:
+    """The epochs, one per net in turn; a diverged net stops, the others go on."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(cfg.epochs):
+            for net in nets:
+                if net.error is None and net.epochs_done < cfg.epochs:
+                    try:
+                        row = net.run_epoch(data, cfg)
+                        if is_root():
+                            _print_row(net, row, data.source["tag"])
+                    except FloatingPointError as e:
+                        net.error = str(e)
+                    net.save()
+                    snapshot("running")
+
+
+def run(config: Cifar10KerasConfig | Mapping[str, Any] | None, out_dir: str | Path) -> Path:
+    """Train the nets epoch by epoch in alternation; write metrics, checkpoints and report."""
+    cfg, record, data = _load(Cifar10KerasConfig.of(config))
+    out = Path(out_dir)
+    nets = [Net(kind, cfg, record, out) for kind in cfg.models]
+    try:
+        _prepare(cfg, record, out, nets)
+    except BaseException:
+        release_run_dir(out)
+        raise
+    t0 = time.perf_counter()
+
+    def snapshot(status: str) -> None:
+        if not is_root():
+            return
+        write_metrics(
+            out,
+            {
+                "schema": SCHEMA,
+                "experiment": NAME,
+                "status": status,
+                "epochs_total": cfg.epochs,
+                "data": data.source,
+                "n_train": len(data.y_train),
+                "n_test": len(data.y_test),
+                "wall_time_s": round(time.perf_counter() - t0, 3),
+                "models": {n.kind: n.to_json() for n in nets},
+            },
+        )
+
+    def finish(status: str) -> None:
+        try:
+            snapshot(status)
+            if is_root():
+                render(out)
+        finally:
+            for net in nets:
+                net.trainer.end()
+            release_run_dir(out)
+
+    with run_status(finish):
+        snapshot("running")
+        _train(cfg, data, nets, snapshot)
+    return out

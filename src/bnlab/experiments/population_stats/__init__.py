@@ -1,0 +1,1 @@
+"""Experiment ``population-stats`` (moving averages vs Algorithm 2): see :mod:`.run`."""
