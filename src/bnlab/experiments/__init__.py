@@ -28,6 +28,9 @@ _MODULES: dict[str, str] = {
     "population-stats": "bnlab.experiments.population.stats",
     "population-stats-epochs": "bnlab.experiments.population.epochs",
     "renorm-small-batch": "bnlab.experiments.renorm.experiment",
+    "naive-normalization": "bnlab.experiments.naive_normalization.run",
+    "scale-invariance": "bnlab.experiments.scale_invariance.run",
+    "covariate-shift": "bnlab.experiments.covariate_shift.run",
 }
 
 # Experiments whose matrices are small (an MLP at batch 60): `bnlab run` starts them with
