@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +128,11 @@ def train_net(
     data: tuple[np.ndarray, ...],
     history: dict[str, list[Any]],
     bar: Progress | None = None,
+    on_record: Callable[[], None] | None = None,
 ) -> None:
     """Train net ``kind``, measuring every ``measure_every`` steps (and after the last) into
-    ``history``, which an interrupted run keeps. FloatingPointError if the loss is not finite."""
+    ``history``, which an interrupted run keeps; ``on_record()`` after each measurement.
+    FloatingPointError if the loss is not finite."""
     from bnlab.data import BatchIterator
 
     xtr, ytr, xte, yte = data
@@ -157,6 +160,8 @@ def train_net(
             for k in report.HISTORY_KEYS:
                 history[k].append(row[k])
             window.clear()
+            if on_record is not None:
+                on_record()
         if step == steps:
             break
         for k, p in params.items():
@@ -201,7 +206,7 @@ def run(config: ShiftConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
                 t, done = time.perf_counter(), bar.n
                 try:
                     with np.errstate(over="ignore", invalid="ignore"):
-                        train_net(kind, cfg, data, entry["history"], bar)
+                        train_net(kind, cfg, data, entry["history"], bar, lambda: write("running"))
                 except FloatingPointError as e:
                     entry["error"] = str(e)
                 finally:
