@@ -126,3 +126,24 @@ def test_interrupted_run_renders(tmp_path: Path) -> None:
     argv += ["--measure-every", "10", "--no-progress"]
     m = helpers.interrupt_and_check(argv, tmp_path / "run", lambda m: len(m["nets"]) >= 1)
     assert len(m["nets"]) == 1 and m["nets"][0]["history"]["step"]
+
+
+def test_cifar10_net_runs_on_a_tiny_cifar_directory(tmp_path: Path) -> None:
+    import pickle
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for name, n in [*((f"data_batch_{i}", 8) for i in range(1, 6)), ("test_batch", 8)]:
+        batch = {
+            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, size=n).tolist(),
+        }
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    argv = ["--dataset", "cifar10", "--cifar", str(d), "--steps", "2", "--batch-size", "4"]
+    argv += ["--eval-examples", "8", "--measure-every", "1"]
+    figs = ["fig_training.png", "fig_ics.png", "fig_landscape.png"]
+    m = helpers.run_and_render("covariate-shift", argv, tmp_path / "run", figs)
+    h = m["nets"][2]["history"]
+    # 6 weight layers (4 convolutions, 2 dense): ICS of the 5 after the first
+    assert h["step"] == [0, 1, 2] and len(h["ics_l2"][0]) == 5

@@ -140,7 +140,9 @@ def _plot(rd: RunDir, metrics: dict[str, Any]) -> None:
         for row in range(2):
             axes[row, col].set_xlabel("step")
             axes[row, col].grid(alpha=0.3)
-    axes[0, 0].set_ylabel("||b||")
+    for col in range(2):
+        axes[0, col].set_yscale("log")  # the proper bias stays near 0: rounding only
+    axes[0, 0].set_ylabel("||b|| (log scale)")
     axes[1, 0].set_ylabel("cross-entropy")
     axes[0, 0].legend(fontsize=8)
     save_figure(fig, rd.figure("bias_loss"))

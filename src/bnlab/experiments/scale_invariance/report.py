@@ -73,13 +73,16 @@ def findings(metrics: dict[str, Any]) -> list[str]:
         if n["kind"] != "bn" or n["scale"] == 1.0 or not n["name"].endswith("eps-scaled"):
             continue
         a = n["scale"]
-        d, fixed = n["max_prob_diff"], by.get(f"bn-a{a:g}-eps-fixed", {}).get("max_prob_diff")
+        fixed_net = by.get(f"bn-a{a:g}-eps-fixed", {})
+        d, fixed = n["max_prob_diff"], fixed_net.get("max_prob_diff")
+        first = fixed_net.get("first_prob_diff")
         same = d is not None and d < EQUAL
         text = (
             f"a = {a:g}: the BN net from aW with eps x a^2 "
             f"{'**follows the net from W**' if same else '**departs from the net from W**'} "
             f"(largest softmax difference over {metrics['steps_done']:,} steps: {_e(d)}); with "
-            f"the default eps the largest difference is {_e(fixed)}"
+            f"the default eps the difference is {_e(first)} at the first step (the eps term "
+            f"alone) and the largest over the run {_e(fixed)} (the trajectories separate)"
         )
         plain = by.get(f"plain-a{a:g}")
         if plain is not None:
@@ -127,13 +130,13 @@ def _plot_trajectories(rd: RunDir, metrics: dict[str, Any]) -> None:
                 ls = "-" if n["name"].endswith("scaled") else "--"
                 axes[0, 0].plot(*zip(*pts, strict=True), ls=ls, label=n["name"])
         if n["kind"] == "plain" or n["name"] == "bn":
-            pts = [(s, v) for s, v in zip(h["step"], h["train_loss"], strict=True) if v is not None]
+            pts = [(s, v) for s, v in zip(h["step"], h["test_acc"], strict=True) if v is not None]
             if pts:
                 axes[0, 1].plot(*zip(*pts, strict=True), label=n["name"])
     axes[0, 0].set_yscale("log")
     axes[0, 0].set_title("BN nets from aW: max |p - p_ref| on the batch", fontsize=10)
-    axes[0, 1].set_yscale("log")
-    axes[0, 1].set_title("training loss: plain nets from aW (and BN from W)", fontsize=10)
+    axes[0, 1].set_ylim(0.0, 1.0)
+    axes[0, 1].set_title("test accuracy: plain nets from W and aW, BN from W", fontsize=10)
     for ax in axes[0]:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -216,8 +219,8 @@ def render(run_dir: str | Path) -> Path:
         rep.figure(
             "fig_trajectories.png",
             "Left: how far each BN net from aW is from the net "
-            "from W (eps scaled: solid; default eps: dashed). Right: training loss of "
-            "the plain nets from W and aW",
+            "from W (eps scaled: solid; default eps: dashed). Right: test accuracy of "
+            "the plain nets from W and aW, and of the BN net from W",
         )
         rep.figure(
             "fig_weight_norms.png",

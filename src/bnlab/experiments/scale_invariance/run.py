@@ -33,7 +33,9 @@ Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_trajectories.pn
     {"schema": "bnlab.scale_invariance.metrics/1", "experiment": "scale-invariance",
      "status": ..., "wall_time_s": float, "steps_done": int,
      "nets": [{"name", "kind", "scale", "eps", "l2", "ref", "error": str | null,
-               "max_prob_diff": float | null, "norm_decreases": [int per kernel],
+               "max_prob_diff": float | null,
+               "first_prob_diff": float | null,  # at step 1, before any update
+               "norm_decreases": [int per kernel],
                "history": {"step", "train_loss", "test_acc", "prob_diff", "max_prob_diff",
                            "w_norm": [[per kernel]], "eff_lr": [[per kernel]]}}]}
 """
@@ -93,6 +95,7 @@ class Net:
         self.loss_fn = SoftmaxCrossEntropy()
         self.norms = self.kernel_norms()
         self.entry: dict[str, Any] = {**spec, "error": None, "max_prob_diff": None}
+        self.entry["first_prob_diff"] = None
         self.entry["norm_decreases"] = [0] * len(self.kernels)
         self.entry["history"] = {k: [] for k in report.HISTORY_KEYS}
         self.losses: list[float] = []
@@ -131,6 +134,8 @@ class Net:
             self.diff = math.nan
             return
         self.diff = float(np.max(np.abs(probs - ref)))
+        if self.entry["first_prob_diff"] is None:  # step 1, before any update: eps alone
+            self.entry["first_prob_diff"] = self.diff
         best = self.entry["max_prob_diff"]
         self.entry["max_prob_diff"] = self.diff if best is None else max(best, self.diff)
 
