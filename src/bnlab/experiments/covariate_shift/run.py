@@ -62,7 +62,7 @@ add_arguments = ShiftConfig.add_arguments
 
 def load_data(cfg: ShiftConfig) -> tuple[np.ndarray, ...]:
     """``(x_train, y_train, x_test, y_test)`` as float32 in [0, 1]: MNIST flattened to 784, or
-    CIFAR-10 NHWC; the first ``eval_examples`` test images."""
+    CIFAR-10 NHWC; ``eval_examples`` test images drawn at random (seeded)."""
     from bnlab.data import load_cifar10, load_mnist
 
     if cfg.dataset == "mnist":
@@ -70,13 +70,12 @@ def load_data(cfg: ShiftConfig) -> tuple[np.ndarray, ...]:
         xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
     else:
         (xtr, ytr), (xte, yte) = load_cifar10(str(cfg.cifar), progress=bool(cfg.progress))
-    n = int(cfg.eval_examples)
-    return (
-        xtr.astype(np.float32) / np.float32(255),
-        ytr,
-        xte[:n].astype(np.float32) / np.float32(255),
-        yte[:n],
+    # a seeded random subset: an image-folder copy of CIFAR-10 lists its test set by class
+    pick = np.sort(
+        np.random.default_rng(int(cfg.seed)).permutation(len(xte))[: int(cfg.eval_examples)]
     )
+    scale = np.float32(255)
+    return xtr.astype(np.float32) / scale, ytr, xte[pick].astype(np.float32) / scale, yte[pick]
 
 
 def _activations(model: Sequential, x: np.ndarray) -> tuple[list[float], list[float]]:
