@@ -132,7 +132,9 @@ def _plot(rd: RunDir, metrics: dict[str, Any]) -> None:
         col = 0 if r["norm"] == "centre" else 1
         style = {"color": colors[r["gradient"]], "ls": "-" if r["train"] == "all" else "--"}
         label = f"{r['gradient']}, {'all params' if r['train'] == 'all' else 'biases only'}"
-        axes[0, col].plot(h["step"], h["bias_norm"], label=label, **style)
+        pos = [(t, b) for t, b in zip(h["step"], h["bias_norm"], strict=True) if b > 0]
+        if pos:  # log scale: the zero biases of step 0 are left out
+            axes[0, col].plot(*zip(*pos, strict=True), label=label, **style)
         axes[1, col].plot(h["step"], h["eval_loss"], label=label, **style)
     for col, title in enumerate(("centring: y = x - E[x]", "full BN")):
         axes[0, col].set_title(f"{title}: norm of the biases b", fontsize=10)
@@ -187,7 +189,7 @@ def render(run_dir: str | Path) -> Path:
         [
             r["name"],
             r["history"]["step"][-1] if r["history"]["step"] else None,
-            r["history"]["bias_norm"][-1] if r["history"]["step"] else None,
+            f"{r['history']['bias_norm'][-1]:.3g}" if r["history"]["step"] else None,
             r["history"]["eval_loss"][-1] if r["history"]["step"] else None,
             pct(r["history"]["eval_acc"][-1]) if r["history"]["step"] else "—",
             "diverged" if r.get("error") else "",

@@ -108,7 +108,12 @@ def findings(metrics: dict[str, Any]) -> list[str]:
         eff = ", ".join(f"x{b / a:.3g}" for a, b in zip(e0, e1, strict=True))
         falls = sum(n["norm_decreases"])
         l2 = f"with L2 {n['l2']:g}" if n["l2"] else "without L2"
-        only = "**only grew** (no step decreased it)" if not falls else f"fell at {falls} step(s)"
+        steps = len(w0) * int(metrics["steps_done"])
+        only = (
+            "**only grew** (no step decreased it)"
+            if not falls
+            else f"fell at {falls:,} of {steps:,} (kernel, step) pairs"
+        )
         out.append(
             f"BN net {l2}: the norm of each hidden kernel {only}: {growth}; the effective "
             f"learning rate lr/||W||^2 changed by {eff}."
@@ -203,8 +208,8 @@ def render(run_dir: str | Path) -> Path:
     rows = [
         [
             n["name"],
-            n["scale"],
-            n["eps"],
+            f"{n['scale']:g}",
+            f"{n['eps']:g}",
             _e(n["max_prob_diff"]),
             _last(n, "train_loss"),
             pct(_last(n, "test_acc")),
