@@ -212,6 +212,24 @@ def _plot_landscape(rd: RunDir, metrics: dict[str, Any]) -> None:
     save_figure(fig, rd.figure("landscape"))
 
 
+def _setup(cfg: dict[str, Any]) -> str:
+    """The setup paragraph."""
+    net = (
+        "MLP 784-" + "-".join(map(str, cfg["hidden"])) + "-10 on MNIST"
+        if cfg["dataset"] == "mnist"
+        else "the Keras CIFAR-10 convnet (no dropout) on CIFAR-10"
+    )
+    return (
+        f"{net}; standard (no BN), BN, and noisy BN (after every BN, per activation and sample "
+        f"y' = s y + m, the mean of m from U(-{cfg['noise_mean']}, {cfg['noise_mean']}) and "
+        f"of s from U(1, {cfg['noise_scale']}) drawn anew every step, spread "
+        f"{cfg['noise_spread']}). float32, plain SGD, learning rate {cfg['lr']}, batches of "
+        f"{cfg['batch_size']}, {int(cfg['steps']):,} steps, seed {cfg['seed']}; measurements "
+        f"every {cfg['measure_every']} steps on that step's batch, step sizes eta "
+        f"{', '.join(map(str, cfg['step_sizes']))}."
+    )
+
+
 def render(run_dir: str | Path) -> Path:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
     rd = RunDir(run_dir)
@@ -226,20 +244,7 @@ def render(run_dir: str | Path) -> Path:
         f"{metrics.get('wall_time_s', 0):.0f} s."
     )
     rep.heading("Setup")
-    net = (
-        "MLP 784-" + "-".join(map(str, cfg["hidden"])) + "-10 on MNIST"
-        if cfg["dataset"] == "mnist"
-        else "the Keras CIFAR-10 convnet (no dropout) on CIFAR-10"
-    )
-    rep.paragraph(
-        f"{net}; standard (no BN), BN, and noisy BN (after every BN, per activation and sample "
-        f"y' = s y + m, the mean of m from U(-{cfg['noise_mean']}, {cfg['noise_mean']}) and "
-        f"of s from U(1, {cfg['noise_scale']}) drawn anew every step, spread "
-        f"{cfg['noise_spread']}). float32, plain SGD, learning rate {cfg['lr']}, batches of "
-        f"{cfg['batch_size']}, {int(cfg['steps']):,} steps, seed {cfg['seed']}; measurements "
-        f"every {cfg['measure_every']} steps on that step's batch, step sizes eta "
-        f"{', '.join(map(str, cfg['step_sizes']))}."
-    )
+    rep.paragraph(_setup(cfg))
     rep.heading("Beside the paper")
     rep.bullets(verdicts(metrics) or ["No finished nets yet."])
     rows = []

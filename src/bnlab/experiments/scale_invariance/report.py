@@ -24,6 +24,14 @@ __all__ = ["HISTORY_KEYS", "SCHEMA", "findings", "render", "write_metrics"]
 SCHEMA = "bnlab.scale_invariance.metrics/1"
 HISTORY_KEYS = ("step", "train_loss", "test_acc", "prob_diff", "max_prob_diff", "w_norm", "eff_lr")
 EQUAL, STALL = 1e-9, 0.10
+CLAIM = (
+    "BN((aW)u) = BN(Wu) and the gradient with respect to aW is 1/a times the gradient with "
+    "respect to W. With plain SGD, the net from aW with learning rate a^2 lr for those "
+    "kernels and eps x a^2 follows the net from W exactly; with a fixed eps, to within "
+    "terms of order |1/a^2 - 1| eps / var at a step. Without weight decay the gradient is "
+    "orthogonal to W, so ||W|| only grows and the effective learning rate lr/||W||^2 falls (van Laarhoven "
+    "2017; Hoffer et al. 2018)."
+)
 
 
 def write_metrics(
@@ -186,14 +194,7 @@ def render(run_dir: str | Path) -> Path:
         f"steps, wall time {metrics.get('wall_time_s', 0):.0f} s."
     )
     rep.heading("The claim")
-    rep.paragraph(
-        "BN((aW)u) = BN(Wu) and the gradient with respect to aW is 1/a times the gradient with "
-        "respect to W. With plain SGD, the net from aW with learning rate a^2 lr for those "
-        "kernels and eps x a^2 follows the net from W exactly; with a fixed eps, to within "
-        "terms of order eps / (a^2 var). Without weight decay the gradient is orthogonal to W, "
-        "so ||W|| only grows and the effective learning rate lr/||W||^2 falls (van Laarhoven "
-        "2017; Hoffer et al. 2018)."
-    )
+    rep.paragraph(CLAIM)
     rep.heading("Setup")
     hidden = "-".join(str(w) for w in cfg["hidden"])
     rep.paragraph(
