@@ -29,8 +29,8 @@ CLAIM = (
     "respect to W. With plain SGD, the net from aW with learning rate a^2 lr for those "
     "kernels and eps x a^2 follows the net from W exactly; with a fixed eps, to within "
     "terms of order |1/a^2 - 1| eps / var at a step. Without weight decay the gradient is "
-    "orthogonal to W, so ||W|| only grows and the effective learning rate lr/||W||^2 falls (van Laarhoven "
-    "2017; Hoffer et al. 2018)."
+    "orthogonal to W, so ||W|| only grows and the effective learning rate lr/||W||^2 falls "
+    "(van Laarhoven 2017; Hoffer et al. 2018)."
 )
 
 
