@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,5 +115,9 @@ def test_short_run(tmp_path: Path) -> None:
 def test_interrupted_run_renders(tmp_path: Path) -> None:
     argv = ["naive-normalization", "--steps", "100000", "--hidden", "8", "--eval-examples", "100"]
     argv += ["--eval-every", "10", "--no-progress"]
-    m = helpers.interrupt_and_check(argv, tmp_path / "run", lambda m: len(m["runs"]) >= 1)
-    assert 1 <= len(m["runs"]) < 8
+
+    def started(m: dict[str, Any]) -> bool:
+        return bool(m["runs"]) and len(m["runs"][0]["history"]["step"]) >= 2
+
+    m = helpers.interrupt_and_check(argv, tmp_path / "run", started)
+    assert len(m["runs"]) == 1 and 2 <= len(m["runs"][0]["history"]["step"]) < 10_000

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +116,11 @@ def train_run(
     data: tuple[np.ndarray, ...],
     history: dict[str, list[Any]],
     bar: Progress | None = None,
+    on_record: Callable[[], None] | None = None,
 ) -> None:
     """Train run ``spec``, appending to ``history`` as it goes (so an interrupted run keeps
-    what it recorded). FloatingPointError if the loss stops being finite."""
+    what it recorded); ``on_record()`` after each record. FloatingPointError if the loss
+    stops being finite."""
     from bnlab.optim import SGD
 
     xtr, ytr, xev, yev = data
@@ -145,6 +147,8 @@ def train_run(
         for k in report.HISTORY_KEYS:
             history[k].append(row[k])
         window.clear()
+        if on_record is not None:
+            on_record()
 
     record(0)
     batches = _batches(xtr, ytr, int(cfg.batch_size), int(cfg.seed))
@@ -183,10 +187,17 @@ def run(config: NaiveConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
             report.write_metrics(rd, settings, runs, status, time.perf_counter() - t0)
             report.render(rd.path)
 
+        last = [time.perf_counter()]
+
+        def write_every(seconds: float) -> None:  # the partial run, for a reader meanwhile
+            if time.perf_counter() - last[0] >= seconds:
+                last[0] = time.perf_counter()
+                report.write_metrics(rd, settings, runs, "running", last[0] - t0)
+
         with rd.status(finish):
             report.write_metrics(rd, settings, runs, "running", 0.0)
             for spec in specs:
-                _train_entry(spec, cfg, data, runs, bar)
+                _train_entry(spec, cfg, data, runs, bar, lambda: write_every(2.0))
                 report.write_metrics(rd, settings, runs, "running", time.perf_counter() - t0)
     return rd.path
 
@@ -197,6 +208,7 @@ def _train_entry(
     data: tuple[np.ndarray, ...],
     runs: list[dict[str, Any]],
     bar: Progress,
+    on_record: Callable[[], None] | None = None,
 ) -> None:
     """Append run ``spec``'s entry to ``runs`` and train it (a diverged run: its error)."""
     t, done = time.perf_counter(), bar.n
@@ -205,7 +217,7 @@ def _train_entry(
     runs.append(entry)
     try:
         with blas_threads(1), np.errstate(over="ignore", invalid="ignore"):
-            train_run(spec, cfg, data, entry["history"], bar)
+            train_run(spec, cfg, data, entry["history"], bar, on_record)
     except FloatingPointError as e:
         entry["error"] = str(e)
     finally:
