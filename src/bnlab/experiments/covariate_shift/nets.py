@@ -41,8 +41,17 @@ class ShiftNoise(Layer):
     """Multiplicative and additive noise with a random, time-varying mean and scale per
     activation (module docstring); its expectation in eval mode."""
 
+    # an experiment's own layer: registered under a private name, which checkpoints refuse
+    registry_name = "_ShiftNoise"
+
     def __init__(
-        self, mean: float, scale: float, spread: float, seed: int, *, name: str | None = None
+        self,
+        mean: float = 1.0,
+        scale: float = 2.0,
+        spread: float = 0.1,
+        seed: int = 0,
+        *,
+        name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         if mean < 0 or scale < 1 or spread < 0:
@@ -51,9 +60,14 @@ class ShiftNoise(Layer):
                 f"{spread}"
             )
         self.mean, self.scale, self.spread = float(mean), float(scale), float(spread)
+        self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self._draw: tuple[np.ndarray, np.ndarray] | None = None
         self._new = True
+
+    def get_config(self) -> dict[str, Any]:
+        return {"mean": self.mean, "scale": self.scale, "spread": self.spread,
+                "seed": self.seed, "name": self.name}  # fmt: skip
 
     def generators(self) -> dict[str, np.random.Generator]:
         return {"noise": self.rng}

@@ -58,6 +58,9 @@ class BatchNormalize(Layer):
     [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
 
+    # an experiment's own layer: registered under a private name, which checkpoints refuse
+    registry_name = "_BatchNormalize"
+
     def __init__(
         self,
         num_features: int,
