@@ -110,6 +110,18 @@ _REGISTRY = [
         "Ioffe 2017: batch renorm vs batch norm on microbatches of 2/4 and non-i.i.d. MNIST",
         single_thread_blas=True,
     ),
+    Experiment(
+        "naive-normalization",
+        "Ioffe & Szegedy 2015, section 2: normalizing outside the gradient lets biases explode",
+    ),
+    Experiment(
+        "scale-invariance",
+        "BN(aW u) = BN(W u): the same trajectory from aW with lr a^2, and the shrinking step",
+    ),
+    Experiment(
+        "covariate-shift",
+        "Santurkar et al. 2018: noisy BN, internal covariate shift, loss-landscape smoothness",
+    ),
 ]
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in _REGISTRY}
 

@@ -1,0 +1,208 @@
+"""Experiment ``covariate-shift``: Santurkar et al. 2018 ("How Does Batch Normalization Help
+Optimization?", NeurIPS), three measurements on standard, BN and "noisy BN" nets.
+
+Options: :class:`bnlab.experiments.covariate_shift.config.ShiftConfig`.
+
+The nets (:func:`~bnlab.experiments.covariate_shift.nets.build_net`): ``standard`` (weight
+layer with bias -> ReLU), ``bn`` (weight layer -> BN -> ReLU) and ``noisy-bn`` (weight layer ->
+BN -> :class:`~bnlab.experiments.covariate_shift.nets.ShiftNoise` -> ReLU), the MNIST MLP
+784-100-100-100-10 by default or the Keras CIFAR-10 convnet (``--dataset cifar10``), float32,
+He-normal weights, trained one after the other with plain SGD on the same batches.
+
+Every ``measure_every`` steps, before that step's update and on its batch
+(:mod:`~bnlab.experiments.covariate_shift.measure`): ICS of every weight layer after the
+first (l2 distance and cosine between its gradient before and after the layers below it are
+updated), the losses and gradient changes at ``theta - eta G`` for every eta of
+``step_sizes``, the loss range and the effective beta-smoothness; the test accuracy (eval
+mode); the batch mean and standard deviation of the first four pre-activations of the last
+hidden layer (the input of its ReLU: what the next layer sees shift). A net whose loss stops
+being finite is recorded as diverged.
+
+Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_training.png``,
+``fig_ics.png``, ``fig_landscape.png``, ``report.md``, ``report.html``::
+
+    {"schema": "bnlab.covariate_shift.metrics/1", "experiment": "covariate-shift",
+     "status": ..., "wall_time_s": float, "step_sizes": [...],
+     "nets": [{"name": "standard" | "bn" | "noisy-bn", "error": str | null, "time_s": float,
+               "history": {"step", "train_loss", "test_acc", "ics_l2": [[per layer]],
+                           "ics_cos": [[per layer]], "losses": [[per eta]],
+                           "grad_diffs": [[per eta]], "loss_range", "beta", "grad_norm",
+                           "act_mean": [[4 units]], "act_std": [[4 units]]}}]}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab.experiments.covariate_shift import report
+from bnlab.experiments.covariate_shift.config import NETS, ShiftConfig
+from bnlab.experiments.covariate_shift.measure import gradients, ics, kept_state, landscape
+from bnlab.experiments.covariate_shift.nets import build_net, noise_layers, weight_layers
+from bnlab.experiments.progress import Progress
+from bnlab.experiments.rundir import RunDir
+from bnlab.layers import ReLU, Sequential
+from bnlab.runtime import blas_threads
+
+__all__ = ["load_data", "run", "train_net"]
+
+
+def load_data(cfg: ShiftConfig) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_test, y_test)`` as float32 in [0, 1]: MNIST flattened to 784, or
+    CIFAR-10 NHWC; ``eval_examples`` test images drawn at random (seeded)."""
+    from bnlab.data import load_cifar10, load_mnist
+
+    if cfg.dataset == "mnist":
+        (xtr, ytr), (xte, yte) = load_mnist()
+        xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+    else:
+        (xtr, ytr), (xte, yte) = load_cifar10(str(cfg.cifar), progress=bool(cfg.progress))
+    # a seeded random subset: an image-folder copy of CIFAR-10 lists its test set by class
+    pick = np.sort(
+        np.random.default_rng(int(cfg.seed)).permutation(len(xte))[: int(cfg.eval_examples)]
+    )
+    scale = np.float32(255)
+    return xtr.astype(np.float32) / scale, ytr, xte[pick].astype(np.float32) / scale, yte[pick]
+
+
+def _activations(model: Sequential, x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Batch mean and std of the first 4 inputs of the last hidden ReLU (training mode)."""
+    last = max(i for i, la in enumerate(model.layers) if isinstance(la, ReLU))
+    h = x
+    with kept_state(model):
+        for layer in model.layers[:last]:
+            h = np.array(layer.forward(h), dtype=np.float64)
+    h = h.reshape(-1, h.shape[-1])[:, :4]
+    return h.mean(axis=0).tolist(), h.std(axis=0).tolist()
+
+
+def _accuracy(model: Sequential, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
+    model.eval()
+    try:
+        hits = sum(
+            int(np.sum(np.argmax(model.forward(x[i : i + batch]), axis=1) == y[i : i + batch]))
+            for i in range(0, len(x), batch)
+        )
+    finally:
+        model.train()
+    return hits / len(x)
+
+
+def _measure(
+    model: Sequential, cfg: ShiftConfig, xb: Any, yb: Any, loss: float, grads: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The measurement row of one step (module docstring), before its update."""
+    pairs = ics(model, xb, yb, grads, float(cfg.lr), weight_layers(model))
+    land = landscape(model, xb, yb, loss, grads, [float(e) for e in cfg.step_sizes])
+    mean, std = _activations(model, xb)
+    return {
+        "ics_l2": [p[0] for p in pairs],
+        "ics_cos": [p[1] for p in pairs],
+        "losses": land["losses"],
+        "grad_diffs": land["grad_diffs"],
+        "loss_range": land["loss_range"],
+        "beta": land["beta"],
+        "grad_norm": land["grad_norm"],
+        "act_mean": mean,
+        "act_std": std,
+    }
+
+
+def train_net(
+    kind: str,
+    cfg: ShiftConfig,
+    data: tuple[np.ndarray, ...],
+    history: dict[str, list[Any]],
+    bar: Progress | None = None,
+    on_record: Callable[[], None] | None = None,
+) -> None:
+    """Train net ``kind``, measuring every ``measure_every`` steps (and after the last) into
+    ``history``, which an interrupted run keeps; ``on_record()`` after each measurement.
+    FloatingPointError if the loss is not finite."""
+    from bnlab.data import BatchIterator
+
+    xtr, ytr, xte, yte = data
+    model = build_net(kind, cfg)
+    noises, params = noise_layers(model), model.params
+    stream = BatchIterator(
+        xtr, ytr, int(cfg.batch_size or 2), seed=int(cfg.seed), drop_last=True
+    ).batches()
+    steps, every = int(cfg.steps or 0), int(cfg.measure_every or 1)
+    window: list[float] = []
+    for step in range(steps + 1):
+        for noise in noises:
+            noise.resample()
+        xb, yb = next(stream)
+        loss, grads = gradients(model, xb, np.asarray(yb))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the training loss is {loss} at step {step + 1}")
+        if step % every == 0 or step == steps:
+            row = {
+                "step": step,
+                "train_loss": float(np.mean(window)) if window else None,
+                "test_acc": _accuracy(model, xte, yte),
+                **_measure(model, cfg, xb, yb, loss, grads),
+            }
+            for k in report.HISTORY_KEYS:
+                history[k].append(row[k])
+            window.clear()
+            if on_record is not None:
+                on_record()
+        if step == steps:
+            break
+        for k, p in params.items():
+            p -= np.float32(cfg.lr) * grads[k].astype(p.dtype)
+        window.append(loss)
+        if bar is not None:
+            bar.update(1)
+
+
+def run(config: ShiftConfig | dict[str, Any] | None, out_dir: str | Path) -> Path:
+    """Train and measure the three nets into ``out_dir``; returns it. The config is checked and
+    the data loaded before the run directory changes."""
+    cfg = ShiftConfig.of(config)
+    data = load_data(cfg)
+    settings = cfg.to_dict()
+    nets: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    bar = Progress(int(cfg.steps or 0) * len(NETS), cfg.NAME, enabled=bool(cfg.progress))
+
+    with RunDir.start(out_dir, settings) as rd:
+
+        def write(status: str) -> None:
+            report.write_metrics(rd, settings, nets, status, time.perf_counter() - t0)
+
+        def finish(status: str) -> None:
+            bar.close()
+            write(status)
+            report.render(rd.path)
+
+        # an MLP's products are too small for BLAS threads; a convnet's im2col products need them
+        threads = blas_threads(1) if cfg.dataset == "mnist" else contextlib.nullcontext()
+        with rd.status(finish), threads:
+            write("running")
+            for kind in NETS:
+                entry: dict[str, Any] = {
+                    "name": kind,
+                    "error": None,
+                    "time_s": None,
+                    "history": {k: [] for k in report.HISTORY_KEYS},
+                }
+                nets.append(entry)
+                t, done = time.perf_counter(), bar.n
+                try:
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        train_net(kind, cfg, data, entry["history"], bar, lambda: write("running"))
+                except FloatingPointError as e:
+                    entry["error"] = str(e)
+                finally:
+                    entry["time_s"] = round(time.perf_counter() - t, 3)
+                bar.update(done + int(cfg.steps or 0) - bar.n)
+                write("running")
+    return rd.path

@@ -1,0 +1,218 @@
+"""Experiment ``naive-normalization``: Ioffe & Szegedy 2015, section 2, on MNIST.
+
+Options: :class:`bnlab.experiments.naive_normalization.config.NaiveConfig`.
+
+The network is 784-H-...-10 with every hidden layer ``Dense (with bias b) -> BatchNormalize ->
+sigmoid`` (or ReLU), Glorot-uniform weights, zero biases, inputs x / 255 in float32, plain SGD
+on minibatches of ``batch_size``. :class:`~bnlab.experiments.naive_normalization.normalize.
+BatchNormalize` centres (``x - E[x]``) or batch-normalizes its input with the batch's
+statistics; its backward is the proper gradient (through the statistics) or the naive one
+(stop-gradient on them). The runs, all from the same weights and batches:
+
+- ``centre-proper`` / ``centre-naive``: y = u + b - E[u + b], the paper's example;
+- ``bn-proper`` / ``bn-naive``: full BN (mean and variance, gamma and beta);
+- each once with every parameter trained (``-all``) and once with only the biases ``b`` of
+  the Dense layers before the normalization trained (``-bias``: the paper's argument alone,
+  the rest frozen at its initial values).
+
+Every ``eval_every`` steps each run records the norm of those biases (all layers together),
+the norm of the weights, the training loss (mean since the last record) and the loss and
+accuracy on a fixed batch of ``eval_examples`` test images (normalized with that batch's own
+statistics). A run whose loss stops being finite is recorded as diverged at that step.
+
+Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_bias_loss.png``,
+``report.md``, ``report.html``::
+
+    {"schema": "bnlab.naive_normalization.metrics/1", "experiment": "naive-normalization",
+     "status": "running" | "complete" | "interrupted" | "failed", "wall_time_s": float,
+     "runs": [{"name": "bn-naive-all", "norm": "centre" | "bn", "gradient": "proper" | "naive",
+               "train": "all" | "bias", "error": str | null, "time_s": float,
+               "history": {"step": [...], "train_loss": [...], "eval_loss": [...],
+                           "eval_acc": [...], "bias_norm": [...], "weight_norm": [...]}}]}
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnlab.experiments.naive_normalization import report
+from bnlab.experiments.naive_normalization.config import NaiveConfig, run_specs
+from bnlab.experiments.naive_normalization.normalize import BatchNormalize
+from bnlab.experiments.progress import Progress
+from bnlab.experiments.rundir import RunDir
+from bnlab.layers import Dense, ReLU, Sequential, Sigmoid
+from bnlab.losses import SoftmaxCrossEntropy
+from bnlab.runtime import blas_threads
+
+__all__ = ["build_net", "run", "train_run"]
+
+
+def build_net(spec: dict[str, Any], cfg: NaiveConfig) -> Sequential:
+    """Dense(bias) -> BatchNormalize(centre/BN, proper/naive) -> activation, then Dense(10)."""
+    layers: list[Any] = []
+    fan_in, seed = 784, int(cfg.seed)
+    for i, width in enumerate(cfg.hidden or []):
+        layers.append(Dense(fan_in, int(width), seed=seed * 1000 + i))
+        layers.append(
+            BatchNormalize(
+                int(width),
+                full=spec["norm"] == "bn",
+                stop_gradient=spec["gradient"] == "naive",
+                eps=float(cfg.eps),
+            )
+        )
+        layers.append(Sigmoid() if cfg.activation == "sigmoid" else ReLU())
+        fan_in = int(width)
+    layers.append(Dense(fan_in, 10, seed=seed * 1000 + 999))
+    return Sequential(layers)
+
+
+def biases(model: Sequential) -> list[str]:
+    """Keys (in ``model.params``) of the biases of the Dense layers before a normalization."""
+    return [
+        f"{i}.b"
+        for i, layer in enumerate(model.layers[:-1])
+        if isinstance(layer, Dense) and isinstance(model.layers[i + 1], BatchNormalize)
+    ]
+
+
+def norm_of(params: dict[str, np.ndarray], keys: list[str]) -> float:
+    """``sqrt(sum_k ||params[k]||^2)`` in float64."""
+    return math.sqrt(sum(float(np.sum(params[k].astype(np.float64) ** 2)) for k in keys))
+
+
+def load_data(cfg: NaiveConfig) -> tuple[np.ndarray, ...]:
+    """MNIST (embedded) flattened to (N, 784) float32 in [0, 1]; the evaluation batch."""
+    from bnlab.data import load_mnist
+
+    (xtr, ytr), (xte, yte) = load_mnist()
+    n = int(cfg.eval_examples)
+    flat = [x.reshape(len(x), -1).astype(np.float32) / np.float32(255) for x in (xtr, xte[:n])]
+    return flat[0], ytr, flat[1], yte[:n]
+
+
+def _batches(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> Iterator[tuple[Any, Any]]:
+    from bnlab.data import BatchIterator
+
+    return BatchIterator(x, y, size, seed=seed, drop_last=True).batches()
+
+
+def train_run(
+    spec: dict[str, Any],
+    cfg: NaiveConfig,
+    data: tuple[np.ndarray, ...],
+    history: dict[str, list[Any]],
+    bar: Progress | None = None,
+    on_record: Callable[[], None] | None = None,
+) -> None:
+    """Train run ``spec``, appending to ``history`` as it goes (so an interrupted run keeps
+    what it recorded); ``on_record()`` after each record. FloatingPointError if the loss
+    stops being finite."""
+    from bnlab.optim import SGD
+
+    xtr, ytr, xev, yev = data
+    model = build_net(spec, cfg)
+    bias_keys = biases(model)
+    params, grads = model.params, model.grads
+    keys = list(params) if spec["train"] == "all" else bias_keys
+    weight_keys = [k for k in params if k.endswith(".W")]
+    opt = SGD({k: params[k] for k in keys}, {k: grads[k] for k in keys}, lr=float(cfg.lr))
+    loss_fn = SoftmaxCrossEntropy()
+    window: list[float] = []
+
+    def record(step: int) -> None:
+        logits = model.forward(xev)
+        ev_loss, _ = loss_fn(logits, yev)
+        row = {
+            "step": step,
+            "train_loss": float(np.mean(window)) if window else None,
+            "eval_loss": ev_loss,
+            "eval_acc": float(np.mean(np.argmax(logits, axis=1) == yev)),
+            "bias_norm": norm_of(params, bias_keys),
+            "weight_norm": norm_of(params, weight_keys),
+        }
+        for k in report.HISTORY_KEYS:
+            history[k].append(row[k])
+        window.clear()
+        if on_record is not None:
+            on_record()
+
+    record(0)
+    batches = _batches(xtr, ytr, int(cfg.batch_size), int(cfg.seed))
+    steps, every = int(cfg.steps or 0), int(cfg.eval_every or 1)
+    for step in range(1, steps + 1):
+        xb, yb = next(batches)
+        loss, dlogits = loss_fn(model.forward(xb), yb)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the training loss is {loss} at step {step}")
+        model.backward(dlogits, need_input_grad=False)
+        opt.step()
+        window.append(loss)
+        if step % every == 0 or step == steps:
+            record(step)
+        if bar is not None:
+            bar.update(1)
+
+
+def run(config: NaiveConfig | dict[str, Any] | None, out_dir: str | Path) -> Path:
+    """Train every run of :func:`run_specs` into ``out_dir``; returns it.
+
+    The config is checked and the data loaded before the run directory changes.
+    """
+    cfg = NaiveConfig.of(config)
+    data = load_data(cfg)
+    specs = run_specs(cfg)
+    settings = cfg.to_dict()
+    runs: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    bar = Progress(int(cfg.steps or 0) * len(specs), cfg.NAME, enabled=bool(cfg.progress))
+
+    with RunDir.start(out_dir, settings) as rd:
+
+        def finish(status: str) -> None:
+            bar.close()
+            report.write_metrics(rd, settings, runs, status, time.perf_counter() - t0)
+            report.render(rd.path)
+
+        last = [time.perf_counter()]
+
+        def write_every(seconds: float) -> None:  # the partial run, for a reader meanwhile
+            if time.perf_counter() - last[0] >= seconds:
+                last[0] = time.perf_counter()
+                report.write_metrics(rd, settings, runs, "running", last[0] - t0)
+
+        with rd.status(finish):
+            report.write_metrics(rd, settings, runs, "running", 0.0)
+            for spec in specs:
+                _train_entry(spec, cfg, data, runs, bar, lambda: write_every(2.0))
+                report.write_metrics(rd, settings, runs, "running", time.perf_counter() - t0)
+    return rd.path
+
+
+def _train_entry(
+    spec: dict[str, Any],
+    cfg: NaiveConfig,
+    data: tuple[np.ndarray, ...],
+    runs: list[dict[str, Any]],
+    bar: Progress,
+    on_record: Callable[[], None] | None = None,
+) -> None:
+    """Append run ``spec``'s entry to ``runs`` and train it (a diverged run: its error)."""
+    t, done = time.perf_counter(), bar.n
+    entry: dict[str, Any] = {**spec, "error": None, "time_s": None}
+    entry["history"] = {k: [] for k in report.HISTORY_KEYS}
+    runs.append(entry)
+    try:
+        with blas_threads(1), np.errstate(over="ignore", invalid="ignore"):
+            train_run(spec, cfg, data, entry["history"], bar, on_record)
+    except FloatingPointError as e:
+        entry["error"] = str(e)
+    finally:
+        entry["time_s"] = round(time.perf_counter() - t, 3)
+    bar.update(done + int(cfg.steps or 0) - bar.n)  # a diverged run stops early
