@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.kernels._bn_common import (
+from bnlab._checks import as_float_array
+from bnlab.kernels.batchnorm import (
     BatchNormCache,
+    channel_vector,
+    channel_view,
     check_eps,
-    check_training_count,
-    prepare_channel_vector,
-    prepare_grad,
+    check_stats,
     prepare_input,
 )
 
@@ -61,6 +62,25 @@ def _reduced_axes(ndim: int, axis: int) -> tuple[int, ...]:
     return tuple(i for i in range(ndim) if i != axis)
 
 
+def _cache(xc: np.ndarray, stats: tuple[Any, ...], eps: float, ax: int, dt: Any) -> BatchNormCache:
+    """The fused kernels' cache type for one group: ``stats = (m, mean, var, gamma)``."""
+    m, mu, var, g = stats
+    one = np.ones(1, np.int64)
+    bounds = np.array([[0, channel_view(xc, ax).shape[0]]], np.int64)
+    count = np.array([m], np.int64)
+    return BatchNormCache(xc, ax, eps, dt, bounds, one, count, mu[None], var[None], g[None])
+
+
+def _grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
+    """``dy`` checked against the forward input's shape, in float64."""
+    g = as_float_array(dy, "dy", where=where, min_ndim=0)
+    if g.shape != cache.x.shape:
+        raise ValueError(
+            f"{where}: dy must have the forward input's shape {cache.x.shape}, got {g.shape}"
+        )
+    return g.astype(cache.x.dtype).astype(np.float64)
+
+
 def batch_norm_forward(
     x: Any, gamma: Any, beta: Any, *, axis: int = -1, eps: float = 1e-5
 ) -> tuple[np.ndarray, BatchNormCache]:
@@ -73,10 +93,12 @@ def batch_norm_forward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
-    g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    b = prepare_channel_vector(beta, "beta", C, default=0.0, where=where)
+    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
+    b = channel_vector(beta, "beta", C, default=0.0, where=where)
     m = xc.size // C
-    check_training_count(m, xc.shape, where=where)
+    if m == 0:  # an empty batch: an empty output
+        return np.empty(xc.shape, out_dtype), _cache(xc, (0, g * 0, g * 0, g), eps, ax, out_dtype)
+    check_stats(xc, (np.array([m]), np.zeros((1, C)), np.zeros((1, C))), where)
     red = _reduced_axes(xc.ndim, ax)
     x64 = xc.astype(np.float64)
     # mean shifted by each channel's first value: exact for a constant channel
@@ -85,20 +107,19 @@ def batch_norm_forward(
     var = ((x64 - _bcast(mu, xc.ndim, ax)) ** 2).mean(axis=red)
     xhat = (x64 - _bcast(mu, xc.ndim, ax)) / np.sqrt(_bcast(var, xc.ndim, ax) + eps)
     y = _bcast(g, xc.ndim, ax) * xhat + _bcast(b, xc.ndim, ax)
-    cache = BatchNormCache(xc, mu, var, g, float(eps), ax, m, out_dtype)
-    return y.astype(out_dtype), cache
+    return y.astype(out_dtype), _cache(xc, (m, mu, var, g), eps, ax, out_dtype)
 
 
 def batch_norm_backward(
     dy: Any, cache: BatchNormCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients ``(dx, dgamma, dbeta)`` of a training-mode forward pass (formulas above)."""
-    g64 = prepare_grad(dy, cache, where="batch_norm_backward").astype(np.float64)
-    nd, ax, m = g64.ndim, cache.axis, cache.count
+    g64 = _grad(dy, cache, "batch_norm_backward")
+    nd, ax, m = g64.ndim, cache.axis, int(cache.count[0])
     red = _reduced_axes(nd, ax)
-    xmu = cache.x.astype(np.float64) - _bcast(cache.mean, nd, ax)
-    var_eps = _bcast(cache.var + cache.eps, nd, ax)
-    dxhat = g64 * _bcast(cache.gamma, nd, ax)
+    xmu = cache.x.astype(np.float64) - _bcast(cache.mean[0], nd, ax)
+    var_eps = _bcast(cache.var[0] + cache.eps, nd, ax)
+    dxhat = g64 * _bcast(cache.scale[0], nd, ax)
     dvar = (dxhat * xmu * -0.5 * var_eps**-1.5).sum(axis=red)
     dmu = (-dxhat / np.sqrt(var_eps)).sum(axis=red) + dvar * (-2.0 * xmu).mean(axis=red)
     dx = dxhat / np.sqrt(var_eps) + _bcast(dvar, nd, ax) * 2.0 * xmu / m + _bcast(dmu, nd, ax) / m
@@ -119,10 +140,10 @@ def batch_norm_inference(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C, nd = xc.shape[ax], xc.ndim
-    mu = prepare_channel_vector(mean, "mean", C, default=0.0, where=where)
-    v = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
-    g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    b = prepare_channel_vector(beta, "beta", C, default=0.0, where=where)
+    mu = channel_vector(mean, "mean", C, default=0.0, where=where)
+    v = channel_vector(var, "var", C, default=1.0, where=where)
+    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
+    b = channel_vector(beta, "beta", C, default=0.0, where=where)
     xhat = (xc.astype(np.float64) - _bcast(mu, nd, ax)) / np.sqrt(_bcast(v, nd, ax) + eps)
     return (_bcast(g, nd, ax) * xhat + _bcast(b, nd, ax)).astype(out_dtype)
 
@@ -138,13 +159,12 @@ def batch_norm_inference_backward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C, nd = xc.shape[ax], xc.ndim
-    mu = prepare_channel_vector(mean, "mean", C, default=0.0, where=where)
-    v = prepare_channel_vector(var, "var", C, default=1.0, where=where, nonnegative=True)
-    g = prepare_channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    cache = BatchNormCache(xc, mu, v, g, float(eps), ax, xc.size // max(C, 1), out_dtype)
-    g64 = prepare_grad(dy, cache, where=where).astype(np.float64)
+    mu = channel_vector(mean, "mean", C, default=0.0, where=where)
+    v = channel_vector(var, "var", C, default=1.0, where=where)
+    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
+    g64 = _grad(dy, _cache(xc, (0, mu, v, g), eps, ax, out_dtype), where)
     red = _reduced_axes(nd, ax)
-    rstd = _bcast(cache.rstd, nd, ax)
+    rstd = _bcast(1.0 / np.sqrt(v + eps), nd, ax)
     xhat = (xc.astype(np.float64) - _bcast(mu, nd, ax)) * rstd
     dx = g64 * _bcast(g, nd, ax) * rstd
     dt = xc.dtype

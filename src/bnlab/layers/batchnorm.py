@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnlab.kernels._bn_vectors import moving_average, param_grads
-from bnlab.layers._normalization import BatchNormBase, NormCache
+from bnlab.kernels.batchnorm import BatchNormCache, batch_norm_backward, batch_norm_forward
+from bnlab.kernels.batchnorm_fused import moving_average
+from bnlab.layers._normalization import BatchNormBase
 
 __all__ = ["BatchNorm"]
 
@@ -46,11 +47,11 @@ class BatchNorm(BatchNormBase):
     statistics are updated once per chunk, in order, and ``num_batches_tracked`` counts chunks.
     Eval mode uses the running statistics on the whole batch.
 
-    Outputs: used on its own, the layer returns arrays that are new to the caller (PyTorch's
-    semantics); to save the page faults of fresh large arrays it hands an earlier ``y``/``dx``
-    out again only once nothing else refers to it (:mod:`bnlab.layers._norm_buffers`). Inside
-    a :class:`~bnlab.layers.Sequential` (``reuse_output``) they are the layer's own buffers,
+    Outputs: used on its own, the layer returns new arrays (PyTorch's semantics); inside a
+    :class:`~bnlab.layers.Sequential` (``reuse_output``) they are the layer's own buffers,
     overwritten by its next call, as for every layer there. The bits are the same either way.
+    Forward and backward are one call each of :func:`bnlab.kernels.batch_norm_forward` and
+    :func:`bnlab.kernels.batch_norm_backward` (ghost batches as ``groups``).
 
     A training batch containing NaN or Inf, one whose statistics would overflow the running
     statistics' dtype, and a ``dy`` containing NaN or Inf raise ``FloatingPointError`` and
@@ -100,40 +101,33 @@ class BatchNorm(BatchNormBase):
             name=name,
         )  # fmt: skip
 
-    def _chunk_affine(
-        self, mean: np.ndarray, var: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """gamma and beta (float64, the same for every chunk)."""
-        C = mean.shape[1]
+    def _kernel_forward(
+        self, x: np.ndarray, groups: list[tuple[int, int]] | None, out: np.ndarray | None
+    ) -> tuple[np.ndarray, BatchNormCache]:
+        reduce = None if self._sync is None else self._sync.moments
         gamma, beta = self.params.get("gamma"), self.params.get("beta")
-        scale = np.ones(C) if gamma is None else np.ascontiguousarray(gamma, np.float64)
-        shift = np.zeros(C) if beta is None else np.ascontiguousarray(beta, np.float64)
-        return scale, shift, {}
+        return batch_norm_forward(
+            x, gamma, beta, axis=self.axis, eps=self.eps, groups=groups, reduce=reduce, out=out
+        )
 
-    def _running_update(
-        self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """One update per chunk, in order, each rounded to the buffers' dtype as it is stored:
-        ``running = (1 - w) running + w batch`` (``w`` = momentum, or 1/n for None)."""
+    def _kernel_backward(
+        self, dy: np.ndarray, cache: BatchNormCache, out: np.ndarray | None, need: bool
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        reduce = None if self._sync is None else self._sync.sums
+        return batch_norm_backward(dy, cache, reduce=reduce, out=out, need_input_grad=need)
+
+    def _running_update(self, cache: BatchNormCache) -> dict[str, np.ndarray]:
+        """One update per ghost batch, in order, each rounded to the buffers' dtype as it is
+        stored: ``running = (1 - w) running + w batch`` (``w`` = momentum, or 1/n for None)."""
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         n = int(self.buffers["num_batches_tracked"])
-        for j in range(mean.shape[0]):
+        for j in range(cache.mean.shape[0]):
             n += 1
             w = 1.0 / n if self.momentum is None else self.momentum
-            m = int(count[j])
-            rm = _moving_average(rm, mean[j], w, 1.0)
-            rv = _moving_average(rv, var[j], w, m / (m - 1))
+            m = int(cache.count[j])
+            rm = _moving_average(rm, cache.mean[j], w, 1.0)
+            rv = _moving_average(rv, cache.var[j], w, m / (m - 1))
         return {"running_mean": rm, "running_var": rv, "num_batches_tracked": np.array(n)}
-
-    def _chunk_param_grads(
-        self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """dgamma = rstd * sum(dy * (x - mean)) = sum(dy * xhat), dbeta = sum(dy)."""
-        dt = cache.x.dtype
-        if len(sum_dy) == 1 and dt in _FAST:  # one chunk: one Numba call, the same bits
-            dg, db = param_grads(cache.var[0], self.eps, sum_dy[0], sum_dy_xmu[0], cache.x)
-            return dg[None], db[None]
-        return (self._rstd(cache) * sum_dy_xmu).astype(dt), sum_dy.astype(dt)
 
 
 def _moving_average(running: np.ndarray, batch: np.ndarray, w: float, factor: float) -> np.ndarray:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnlab.kernels import batch_renorm_affine
-from bnlab.layers._norm_args import check_renorm_args
-from bnlab.layers._normalization import BatchNormBase, NormCache
+from bnlab.kernels.batchnorm import BatchNormCache
+from bnlab.kernels.batchrenorm import batch_renorm_backward, batch_renorm_forward
+from bnlab.layers._normalization import BatchNormBase, is_int, is_real
 
 __all__ = ["BatchRenorm"]
 
@@ -87,7 +87,15 @@ class BatchRenorm(BatchNormBase):
             virtual_batch_size=virtual_batch_size, name=name,
         )  # fmt: skip
         steps = {"warmup_steps": warmup_steps, "rmax_steps": rmax_steps, "dmax_steps": dmax_steps}
-        check_renorm_args(f"{self._kind}({self.name!r})", rmax, dmax, steps)
+        where = f"{self._kind}({self.name!r})"
+        for key, value, low in (("rmax", rmax, 1.0), ("dmax", dmax, 0.0)):
+            if not is_real(value):
+                raise TypeError(f"{where}: {key} must be a float >= {low}, got {value!r}")
+            if not (np.isfinite(value) and value >= low):
+                raise ValueError(f"{where}: {key} must be a finite float >= {low}, got {value!r}")
+        for key, count in steps.items():
+            if not is_int(count) or count < 0:
+                raise ValueError(f"{where}: {key} must be a non-negative integer, got {count!r}")
         self.rmax, self.dmax = float(rmax), float(dmax)
         self.warmup_steps, self.rmax_steps, self.dmax_steps = (int(v) for v in steps.values())
 
@@ -115,7 +123,7 @@ class BatchRenorm(BatchNormBase):
         return self._ramp(step, self.dmax_steps, 0.0, self.dmax)
 
     # -- the renorm parts of the core --------------------------------------------------------
-    def _check_chunking(self, total: int) -> None:
+    def _check_groups(self, total: int) -> None:
         k = self.virtual_batch_size
         if k is not None and k != total and total % k:
             raise ValueError(
@@ -123,40 +131,33 @@ class BatchRenorm(BatchNormBase):
                 f"(global) batch of {total} examples"
             )
 
-    def _chunk_affine(
-        self, mean: np.ndarray, var: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """gamma r and gamma d + beta per chunk, r and d from the moving mu and sigma."""
-        mu = self.buffers["running_mean"].astype(np.float64)
-        std, r, d, scale, shift = batch_renorm_affine(
-            mean, var, self.params["gamma"], self.params["beta"], mu, self.moving_std,
-            eps=self.eps, rmax=self.current_rmax(), dmax=self.current_dmax(),
+    def _kernel_forward(
+        self, x: np.ndarray, groups: list[tuple[int, int]] | None, out: np.ndarray | None
+    ) -> tuple[np.ndarray, BatchNormCache]:
+        """r and d of every ghost batch from the moving mu and sigma before this step."""
+        return batch_renorm_forward(
+            x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
+            self.moving_std, axis=self.axis, eps=self.eps, rmax=self.current_rmax(),
+            dmax=self.current_dmax(), groups=groups,
+            reduce=None if self._sync is None else self._sync.moments, out=out,
         )  # fmt: skip
-        return scale, shift, {"std": std, "r": r, "d": d}
 
-    def _running_update(
-        self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """mu and sigma move towards the chunk averages of mu_B and sigma_B, once a step."""
+    def _kernel_backward(
+        self, dy: np.ndarray, cache: BatchNormCache, out: np.ndarray | None, need: bool
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        reduce = None if self._sync is None else self._sync.sums
+        return batch_renorm_backward(dy, cache, reduce=reduce, out=out, need_input_grad=need)
+
+    def _running_update(self, cache: BatchNormCache) -> dict[str, np.ndarray]:
+        """mu and sigma move towards the ghost-batch averages of mu_B and sigma_B, once a step."""
         with np.errstate(over="ignore"):  # an overflow to inf is refused by the core
             mu = self.buffers["running_mean"].astype(np.float64)
             sigma = self.moving_std
-            std = np.sqrt(var + self.eps)
-            new_mu = mu + self.momentum * (mean.mean(axis=0) - mu)
-            new_sigma = sigma + self.momentum * (std.mean(axis=0) - sigma)
+            new_mu = mu + self.momentum * (cache.mean.mean(axis=0) - mu)
+            new_sigma = sigma + self.momentum * (cache.std.mean(axis=0) - sigma)
             dt = self.buffers["running_var"].dtype
             return {
                 "running_mean": new_mu.astype(self.buffers["running_mean"].dtype),
                 "running_var": np.maximum(new_sigma**2 - self.eps, 0.0).astype(dt),
                 "num_batches_tracked": np.array(int(self.buffers["num_batches_tracked"]) + 1),
             }
-
-    def _chunk_param_grads(
-        self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """dgamma = r * sum(dy * x_n) + d * sum(dy), with x_n = (x - mu_B) / sigma_B."""
-        dt = cache.x.dtype
-        dgamma_bn = (self._rstd(cache) * sum_dy_xmu).astype(dt)
-        dbeta = sum_dy.astype(dt)
-        r, d = cache.extra["r"], cache.extra["d"]
-        return (r * dgamma_bn + d * dbeta).astype(dt), dbeta

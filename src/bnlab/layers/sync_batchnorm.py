@@ -3,8 +3,8 @@
 Data-parallel training gives each rank (process) a shard of the global batch. ``SyncBatchNorm``
 and ``SyncBatchRenorm`` normalize every shard with the statistics of the *global* batch, so N
 ranks compute what one process computes on the whole batch. They are :class:`BatchNorm` and
-:class:`BatchRenorm` with the two reduction hooks of the normalization core
-(:mod:`bnlab.layers._normalization`) overridden; nothing else differs::
+:class:`BatchRenorm` handing the kernels a reduction (:class:`CommReduction`: ``reduce=`` of
+:func:`bnlab.kernels.batch_norm_forward` and ``batch_norm_backward``); nothing else differs::
 
     forward:   each rank: per chunk (count, mean, biased var) of its shard, float64
                ONE allgather of a packed (G, 2C+1) buffer; every rank merges the P triples in
@@ -31,10 +31,10 @@ Eval mode with running statistics communicates nothing (without them, as with
 ``track_running_stats=False``, eval normalizes with the global batch's statistics too, so every
 rank must run it). The packed buffers are allocated once per (G, C) shape and reused.
 
-Why classes of their own rather than a ``sync=`` option on BatchNorm: the communicator is a
-run-time dependency, not configuration (``get_config`` stays the same and a checkpoint loads
-in one process or many), the local layers keep no communication code, and PyTorch users know
-``SyncBatchNorm`` and ``convert_sync_batchnorm``.
+Why classes of their own (four lines each) rather than a ``comm=`` option on BatchNorm: the
+communicator is a run-time dependency, not configuration (``get_config`` stays the same and a
+checkpoint loads in one process or many), and PyTorch users know ``SyncBatchNorm`` and
+``convert_sync_batchnorm``. The synchronization itself is only the reduction argument.
 
 Example (a world of one: the same numbers as BatchNorm)::
 
@@ -51,30 +51,27 @@ Example (a world of one: the same numbers as BatchNorm)::
 
 from __future__ import annotations
 
-import copy
 import warnings
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from bnlab.comm import Communicator, world
-from bnlab.kernels import merge_moment_stack
+from bnlab.kernels.batchnorm import merge_moment_stack
 from bnlab.layers.base import Layer
 from bnlab.layers.batchnorm import BatchNorm
 from bnlab.layers.batchrenorm import BatchRenorm
 
-__all__ = ["SyncBatchNorm", "SyncBatchRenorm", "convert_sync_batchnorm"]
+__all__ = ["CommReduction", "SyncBatchNorm", "SyncBatchRenorm", "convert_sync_batchnorm"]
 
 
-class _SyncReductions:
-    """The reduction hooks over a communicator; mixed in before BatchNorm/BatchRenorm."""
+class CommReduction:
+    """The reductions a synchronized layer hands the kernels, over ``comm``: one allgather of the
+    moments (merged in rank order), one allreduce of the backward sums, and the rows of this
+    rank in the global batch (for ghost batches). Buffers are allocated once per shape."""
 
-    comm: Communicator
-    _kind: ClassVar[str]
-    name: str
-
-    def _init_comm(self, comm: Communicator | None) -> None:
-        self.comm = world() if comm is None else comm
+    def __init__(self, comm: Communicator) -> None:
+        self.comm = comm
         self._bufs: dict[str, np.ndarray] = {}
 
     def _buffer(self, key: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
@@ -83,22 +80,14 @@ class _SyncReductions:
             buf = self._bufs[key] = np.empty(shape, dtype)
         return buf
 
-    @property
-    def _where(self) -> str:
-        return f"{self._kind} layer '{self.name}' (rank {self.comm.rank} of {self.comm.size})"
+    def __deepcopy__(self, memo: dict[int, Any]) -> CommReduction:
+        """A copy sharing the communicator (an MPI handle cannot be copied)."""
+        return CommReduction(self.comm)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        """A deep copy that shares the communicator (an MPI handle cannot be copied)."""
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        for key, value in self.__dict__.items():
-            setattr(new, key, value if key == "comm" else copy.deepcopy(value, memo))
-        return new
-
-    def _reduce_moments(
+    def moments(
         self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One allgather of [count, mean, var] per chunk; merged in rank order (Chan)."""
+        """Global ``(count (G,), mean (G, C), var (G, C))``: one allgather, Chan's merge."""
         G, C = mean.shape
         send = self._buffer("moments_send", (G, 2 * C + 1))
         recv = self._buffer("moments_recv", (self.comm.size, G, 2 * C + 1))
@@ -108,14 +97,14 @@ class _SyncReductions:
         self.comm.allgather(send, recv)
         return merge_moment_stack(recv[:, :, 0], recv[:, :, 1 : C + 1], recv[:, :, C + 1 :])
 
-    def _reduce_grad_sums(self, sums: np.ndarray) -> np.ndarray:
-        """One allreduce (sum) of the packed backward sums, into a reused buffer."""
+    def sums(self, sums: np.ndarray) -> np.ndarray:
+        """Global ``[sum dy, sum dy * (x - mean)]`` ``(G, 2, C)``: one allreduce (sum)."""
         buf = self._buffer("grad_sums", sums.shape)
         buf[...] = sums
         self.comm.allreduce(buf)
         return buf
 
-    def _global_rows(self, n: int) -> tuple[int, int]:
+    def rows(self, n: int) -> tuple[int, int]:
         """(offset, total) of this rank's rows in the global batch: an allgather of sizes."""
         send = self._buffer("rows_send", (1,), np.int64)
         recv = self._buffer("rows_recv", (self.comm.size, 1), np.int64)
@@ -124,7 +113,7 @@ class _SyncReductions:
         return int(recv[: self.comm.rank, 0].sum()), int(recv[:, 0].sum())
 
 
-class SyncBatchNorm(_SyncReductions, BatchNorm):
+class SyncBatchNorm(BatchNorm):
     """:class:`BatchNorm` over the global batch of all ranks of ``comm`` (see the module doc).
 
     Same arguments as BatchNorm plus ``comm`` (a :class:`bnlab.comm.Communicator`; None is
@@ -137,11 +126,15 @@ class SyncBatchNorm(_SyncReductions, BatchNorm):
     def __init__(
         self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
     ) -> None:
-        self._init_comm(comm)  # first: error messages name the rank
+        self._sync = CommReduction(world() if comm is None else comm)  # first: messages name the rank
         super().__init__(num_features, **kwargs)
 
+    @property
+    def comm(self) -> Communicator:
+        return self._sync.comm  # type: ignore[no-any-return]
 
-class SyncBatchRenorm(_SyncReductions, BatchRenorm):
+
+class SyncBatchRenorm(BatchRenorm):
     """:class:`BatchRenorm` over the global batch: r and d from the global mu_B and sigma_B.
 
     Same arguments as BatchRenorm plus ``comm``; ``virtual_batch_size`` must divide the
@@ -153,8 +146,12 @@ class SyncBatchRenorm(_SyncReductions, BatchRenorm):
     def __init__(
         self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
     ) -> None:
-        self._init_comm(comm)  # first: error messages name the rank
+        self._sync = CommReduction(world() if comm is None else comm)  # first: messages name the rank
         super().__init__(num_features, **kwargs)
+
+    @property
+    def comm(self) -> Communicator:
+        return self._sync.comm  # type: ignore[no-any-return]
 
 
 def _sync_twin(layer: BatchNorm | BatchRenorm, comm: Communicator | None) -> Layer:

@@ -1,0 +1,130 @@
+"""Batch renorm (Ioffe 2017, Algorithm 1) on the batch-norm kernels: BN with another affine map.
+
+With ``sigma_B = sqrt(var_B + eps)`` and the moving ``mu``, ``sigma`` (r and d are constants
+for backprop; :mod:`bnlab.kernels.batchrenorm_ref` is the readable specification)::
+
+    r = clip(sigma_B / sigma, 1/rmax, rmax),    d = clip((mu_B - mu) / sigma, -dmax, dmax)
+    y = gamma * (x_n * r + d) + beta = (gamma r) * x_n + (gamma d + beta)
+    dx = BN's dx with gamma replaced by gamma r
+    dgamma = sum(dy * (x_n r + d)) = r * sum(dy * x_n) + d * sum(dy),   dbeta = sum(dy)
+
+so the forward is :func:`~bnlab.kernels.batchnorm.compute_stats` and
+:func:`~bnlab.kernels.batchnorm.normalize` with scale ``gamma r`` and shift ``gamma d + beta``,
+and the backward is BN's with that scale. ``groups``, ``reduce`` and ``out`` as for
+:func:`bnlab.kernels.batch_norm_forward`: every group (ghost batch) has its own mu_B, sigma_B,
+r and d, against the same moving statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bnlab.kernels.batchnorm_fused import bn_scale, param_grads
+from bnlab.kernels.batchnorm import (
+    BatchNormCache,
+    Groups,
+    StatsReduce,
+    SumsReduce,
+    affine_map,
+    channel_vector,
+    check_eps,
+    check_out,
+    check_stats,
+    compute_stats,
+    grad_input,
+    group_sum,
+    normalize,
+    prepare_input,
+    reduced_sums,
+)
+from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
+
+__all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_inference"]
+
+
+def batch_renorm_forward(
+    x: Any,
+    gamma: Any,
+    beta: Any,
+    moving_mean: Any,
+    moving_std: Any,
+    *,
+    axis: int = -1,
+    eps: float = 1e-3,
+    rmax: float = 3.0,
+    dmax: float = 5.0,
+    groups: Groups = None,
+    reduce: StatsReduce | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, BatchNormCache]:
+    """Training-mode batch renorm, ``y = gamma * ((x - mu_B) / sigma_B * r + d) + beta``.
+
+    Returns ``y`` and a cache with the group statistics and ``r``, ``d`` ``(G, C)``.
+    """
+    where = "batch_renorm_forward"
+    eps = check_eps(eps, where=where)
+    xc, ax, out_dtype = prepare_input(x, axis, where=where)
+    C = xc.shape[ax]
+    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
+    b = channel_vector(beta, "beta", C, default=0.0, where=where)
+    mu = channel_vector(moving_mean, "moving_mean", C, default=0.0, where=where)
+    sigma = channel_vector(moving_std, "moving_std", C, default=1.0, where=where)
+    if out is not None:
+        check_out(out, xc.shape, out_dtype, x, xc, where=where)
+    bounds, nblocks, count, mean, var = compute_stats(xc, ax, groups, reduce, where=where)
+    check_stats(xc, (count, mean, var), where)
+    r, d = batch_renorm_r_d(mean, np.sqrt(var + eps), mu, sigma, rmax, dmax)
+    scale, shift = g * r, g * d + b
+    affine = (mean, bn_scale(scale, var, eps), shift)
+    y = normalize(xc, ax, (bounds, nblocks), affine, out_dtype, out)
+    cache = BatchNormCache(xc, ax, eps, out_dtype, bounds, nblocks, count, mean, var, scale, r, d)
+    return y, cache
+
+
+def batch_renorm_backward(
+    dy: Any,
+    cache: BatchNormCache,
+    *,
+    reduce: SumsReduce | None = None,
+    out: np.ndarray | None = None,
+    need_input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(dx, dgamma, dbeta)`` with r and d held constant (see the module docstring); the
+    parameter gradients are this process's share, the groups added."""
+    where = "batch_renorm_backward"
+    if out is not None:
+        check_out(out, cache.x.shape, cache.out_dtype, dy, cache.x, where=where)
+    g, sums, total = reduced_sums(dy, cache, reduce, where)
+    dt = cache.x.dtype
+    dg_bn, db = param_grads(cache.var, cache.eps, sums, cache.x)
+    dg = (cache.r * dg_bn + cache.d * db).astype(dt)
+    dx = grad_input(g, cache, total, out) if need_input_grad else None
+    return dx, group_sum(dg, dt), group_sum(db, dt)
+
+
+def batch_renorm_inference(
+    x: Any,
+    moving_mean: Any,
+    moving_std: Any,
+    gamma: Any,
+    beta: Any,
+    *,
+    axis: int = -1,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inference: ``y = gamma * (x - mu) / sigma + beta`` with the moving mu and sigma > 0."""
+    where = "batch_renorm_inference"
+    xc, ax, out_dtype = prepare_input(x, axis, where=where)
+    C = xc.shape[ax]
+    mu = channel_vector(moving_mean, "moving_mean", C, default=0.0, where=where)
+    sigma = channel_vector(moving_std, "moving_std", C, default=1.0, where=where)
+    if not (sigma > 0).all():
+        raise ValueError(f"{where}: moving_std must be > 0, got a minimum of {sigma.min()!r}")
+    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
+    b = channel_vector(beta, "beta", C, default=0.0, where=where)
+    if out is not None:
+        check_out(out, xc.shape, out_dtype, x, xc, where=where)
+    return affine_map(xc, ax, (mu, g / sigma, b), out_dtype, out)
+
