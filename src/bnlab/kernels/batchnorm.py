@@ -50,7 +50,19 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import as_float_array, check_feature_axis, check_finite, compute_dtype
-from bnlab.kernels.batchnorm_fused import affine_last, affine_mid, all_finite, bn_scale, grad_input_last, grad_input_mid, grad_sums_last, grad_sums_mid, param_grads, stats_last, stats_mid
+from bnlab.kernels.batchnorm_fused import (
+    affine_last,
+    affine_mid,
+    all_finite,
+    bn_scale,
+    grad_input_last,
+    grad_input_mid,
+    grad_sums_last,
+    grad_sums_mid,
+    param_grads,
+    stats_last,
+    stats_mid,
+)
 from bnlab.runtime import kernel_thread_count
 
 __all__ = ["BatchNormCache", "batch_norm_forward", "batch_norm_backward", "batch_norm_inference"]
@@ -300,7 +312,17 @@ def grad_input(
     stats = (cache.count, cache.mean, cache.var, cache.scale)
     lowp = v.ndim == 2 and x.dtype == np.float32
     kernel = grad_input_last if v.ndim == 2 else grad_input_mid
-    kernel(u, v, stats, total, cache.eps, lowp, cache.bounds, cache.nblocks, channel_view(dx, cache.axis))
+    kernel(
+        u,
+        v,
+        stats,
+        total,
+        cache.eps,
+        lowp,
+        cache.bounds,
+        cache.nblocks,
+        channel_view(dx, cache.axis),
+    )
     if out is not None and not direct:
         np.copyto(out, dx, casting="same_kind")
         return out
@@ -310,9 +332,10 @@ def grad_input(
 def reduced_sums(
     dy: Any, cache: BatchNormCache, reduce: SumsReduce | None, where: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(dy, local sums, global sums)``; FloatingPointError if the global ones are not finite."""
+    """``(dy, local sums, global sums)``; FloatingPointError if the global ones are not finite.
+    An empty (global) batch has nothing to reduce: every rank sees the same counts."""
     g, sums = grad_sums(dy, cache, where)
-    total = sums if reduce is None else reduce(sums)
+    total = sums if reduce is None or not cache.count.any() else reduce(sums)
     if not all_finite(total):
         check_finite(g, "dy", where=where)
         raise FloatingPointError(
@@ -459,7 +482,9 @@ def batch_norm_inference_backward(
     v = channel_view(xc, ax)
     bounds = np.array([[0, v.shape[0]]], np.int64)
     blocks = _blocks(v, bounds) if v.size else np.ones(1, np.int64)
-    cache = BatchNormCache(xc, ax, eps, out_dtype, bounds, blocks, np.zeros(1), mu[None], vr[None], g[None])
+    cache = BatchNormCache(
+        xc, ax, eps, out_dtype, bounds, blocks, np.zeros(1), mu[None], vr[None], g[None]
+    )
     gy, sums, _ = reduced_sums(dy, cache, None, where)
     dg, db = param_grads(cache.var, eps, sums, xc)
     zeros = np.zeros(C)

@@ -416,4 +416,6 @@ def grad_input_mid(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
             _grad_planes(dy, x, mean[j], k, cb, cd, out, i0, i1)
         else:
             for blk in prange(nb):
-                _grad_planes(dy, x, mean[j], k, cb, cd, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
+                _grad_planes(
+                    dy, x, mean[j], k, cb, cd, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb
+                )

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.kernels.batchnorm_fused import bn_scale, param_grads
 from bnlab.kernels.batchnorm import (
     BatchNormCache,
     Groups,
@@ -39,6 +38,7 @@ from bnlab.kernels.batchnorm import (
     prepare_input,
     reduced_sums,
 )
+from bnlab.kernels.batchnorm_fused import bn_scale, param_grads
 from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_inference"]
@@ -127,4 +127,3 @@ def batch_renorm_inference(
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
     return affine_map(xc, ax, (mu, g / sigma, b), out_dtype, out)
-

@@ -137,7 +137,9 @@ class BatchNormBase(Layer):
         if not (float(eps) > 0.0 and np.isfinite(float(eps))):
             raise ValueError(f"{where}: eps must be > 0 and finite, got {eps}")
         if vbs is not None and (not is_int(vbs) or vbs < 1):
-            raise ValueError(f"{where}: virtual_batch_size must be a positive int or None, got {vbs!r}")
+            raise ValueError(
+                f"{where}: virtual_batch_size must be a positive int or None, got {vbs!r}"
+            )
         for key, value in (("affine", affine), ("track_running_stats", track)):
             if not isinstance(value, bool | np.bool_):
                 raise TypeError(f"{where}: {key} must be True or False, got {value!r}")
@@ -165,7 +167,11 @@ class BatchNormBase(Layer):
 
     @property
     def _where(self) -> str:
-        rank = "" if self._sync is None else f" (rank {self._sync.comm.rank} of {self._sync.comm.size})"
+        rank = (
+            ""
+            if self._sync is None
+            else f" (rank {self._sync.comm.rank} of {self._sync.comm.size})"
+        )
         return f"{self._kind} layer '{self.name}'{rank}"
 
     def reset_running_stats(self) -> None:

@@ -126,12 +126,14 @@ class SyncBatchNorm(BatchNorm):
     def __init__(
         self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
     ) -> None:
-        self._sync = CommReduction(world() if comm is None else comm)  # first: messages name the rank
+        self._sync = CommReduction(
+            world() if comm is None else comm
+        )  # first: messages name the rank
         super().__init__(num_features, **kwargs)
 
     @property
     def comm(self) -> Communicator:
-        return self._sync.comm  # type: ignore[no-any-return]
+        return self._sync.comm
 
 
 class SyncBatchRenorm(BatchRenorm):
@@ -146,12 +148,14 @@ class SyncBatchRenorm(BatchRenorm):
     def __init__(
         self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
     ) -> None:
-        self._sync = CommReduction(world() if comm is None else comm)  # first: messages name the rank
+        self._sync = CommReduction(
+            world() if comm is None else comm
+        )  # first: messages name the rank
         super().__init__(num_features, **kwargs)
 
     @property
     def comm(self) -> Communicator:
-        return self._sync.comm  # type: ignore[no-any-return]
+        return self._sync.comm
 
 
 def _sync_twin(layer: BatchNorm | BatchRenorm, comm: Communicator | None) -> Layer:
