@@ -23,9 +23,6 @@ from bnlab.kernels.batchnorm import (
     batch_norm_forward,
     batch_norm_inference,
     batch_norm_inference_backward,
-    merge_moment_stack,
-    merge_moments,
-    moments,
 )
 from bnlab.kernels.batchrenorm import (
     batch_renorm_backward,
@@ -33,6 +30,7 @@ from bnlab.kernels.batchrenorm import (
     batch_renorm_inference,
 )
 from bnlab.kernels.im2col import col2im, im2col, same_padding
+from bnlab.kernels.moments import merge_moment_stack, merge_moments, moments
 from bnlab.kernels.pooling import max_pool_backward, max_pool_forward
 
 __all__ = ["BatchNormCache", "batch_norm_forward", "batch_norm_backward", "batch_norm_inference"]

@@ -1,32 +1,19 @@
 """The compiled loops of batch normalization: two memory passes forward, two backward.
 
-Every kernel works on a view of a C-contiguous input chosen by :mod:`bnlab.kernels.batchnorm`
-(no copy): ``*_last`` on ``(R, C)`` (feature axis last: dense, NHWC), ``*_mid`` on ``(A, C, B)``
-(NCHW: ``A = N``, ``B = H*W``). The first axis is cut into groups ``bounds[j] = (a, b)`` (one
-group, or the ghost batches); group j runs on ``nblocks[j]`` blocks: 1 runs serially without
-waking the thread pool; more splits the rows (``_last``, float64 partial sums per block added
-at the end) or the channels and planes (``_mid``, whose bits do not depend on the blocks).
+On views ``(R, C)`` (``*_last``) or ``(A, C, B)`` (``*_mid``, NCHW: ``A = N``, ``B = H*W``) cut
+into groups ``bounds[j] = (a, b)`` along the first axis; group j runs on ``nblocks[j]`` blocks
+(1: serial, no thread pool; more: rows with float64 partial sums, or channels/planes).
 
-Forward, training (``m`` values per channel and group, shift ``K`` = the group's first value)::
+    pass 1 forward:   S1 = sum(x - K), S2 = sum((x - K)^2) around K = the group's first value
+                      mean = K + S1/m, var = max((S2 - S1^2/m) / m, 0)   (float64, biased)
+    pass 2 forward:   y = a*(x - hi) + d, a = gamma/sqrt(var + eps), mean = hi + lo with hi in
+                      the data's dtype and -a*lo folded into d (a large offset costs nothing)
+    pass 1 backward:  sum(dy), sum(dy * (x - mean))                       (float64)
+    pass 2 backward:  dx = k*dy + cb*(x - mean) + cd in float64 (few values: the terms cancel),
+                      in float32 with the hi/lo split from LOWP_MIN_COUNT values on
 
-    pass 1:  S1 = sum(x - K),  S2 = sum((x - K)^2)              (float64 accumulators)
-             mean = K + S1/m,  var = max((S2 - S1^2/m) / m, 0)  (biased; shifted data, so no
-                                                                 E[x^2] - E[x]^2 cancellation)
-    pass 2:  y = scale * (x - mean) + shift,  scale = gamma / sqrt(var + eps)
-
-Backward, with ``rstd = 1/sqrt(var + eps)`` and ``m`` passed in (the global count when the
-sums were reduced over ranks)::
-
-    pass 1:  sum(dy),  sum(dy * (x - mean))                    (float64)
-    pass 2:  dx = gamma * rstd * (dy - sum(dy)/m - (x - mean) * rstd^2 * sum(dy * (x - mean))/m)
-
-Pass 2 forward is ``y = a*(x - hi) + d`` in the data's dtype: the float64 mean is split as
-``mean = hi + lo`` (``hi`` rounded to that dtype), ``x - hi`` is exact near the mean and
-``-a*lo`` is folded into ``d`` in float64, so a large offset costs no accuracy. Pass 2
-backward is evaluated in float64 and rounded once when a group has few values (its terms
-cancel); from ``LOWP_MIN_COUNT`` values on, float32 data runs it in float32 with the same split.
-Parallel kernels hold only calls and prange loops: numba turns an array expression or
-``np.zeros`` in a parallel function into a parallel region of its own (milliseconds).
+``m`` is passed in (global under sync). Parallel kernels hold only calls and prange loops:
+numba makes any array expression a parallel region of its own (milliseconds).
 """
 
 from __future__ import annotations
@@ -37,10 +24,9 @@ from bnlab.kernels._numba import njit, prange
 
 LOWP_MIN_COUNT = 64  # values per channel from which the dx pass may run in float32
 
-_FM = {"reassoc", "contract"}  # vectorised float64 reductions; no nnan/ninf assumptions
+_FM = {"reassoc", "contract"}  # vectorised float64 reductions; no nnan/ninf
 
 
-# -- serial building blocks: one block of rows (last) or of channels / planes (mid) -----------
 @njit(cache=True, fastmath=_FM)
 def _sums_rows(x, shift, r0, r1, s1, s2):
     # thread-local accumulators (writing rows of a shared array in the loop would false-share
@@ -177,10 +163,7 @@ def _split_center(center, cb, cd, like):
 
 @njit(cache=True)
 def _to_dtype(v, like):
-    out = np.empty(v.shape[0], like.dtype)
-    for c in range(v.shape[0]):
-        out[c] = v[c]
-    return out
+    return v.astype(like.dtype)
 
 
 @njit(cache=True)
@@ -189,8 +172,7 @@ def _zeros2(n, C):
 
 
 @njit(cache=True)
-def _shift(x, a):
-    """Each channel's first value in group rows ``a:`` in float64 (``(R, C)``/``(A, C, B)``)."""
+def _shift(x, a):  # each channel's first value in the group starting at row a, float64
     C = x.shape[1]
     flat = x.reshape(x.size)  # a view: the dispatch passes C-contiguous arrays only
     stride = 1 if x.ndim == 2 else x.shape[2]
@@ -202,8 +184,7 @@ def _shift(x, a):
 
 
 @njit(cache=True)
-def _moments(shift, p1, p2, m, mean, var):
-    """``mean``, biased ``var`` (written) from per-block shifted sums ``p1, p2`` (blocks, C)."""
+def _moments(shift, p1, p2, m, mean, var):  # per-block shifted sums (blocks, C) -> mean, var
     s1 = p1.sum(axis=0)
     s2 = p2.sum(axis=0)
     mean[:] = shift + s1 / m
@@ -218,15 +199,14 @@ def _sum_blocks(p1, p2, sums):
 
 @njit(cache=True)
 def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
-    """``dx = k*dy + cb*(x - mean) + cd`` with ``k = gamma*rstd``, from the pass-1 sums."""
+    """``dx = k*dy + cb*(x - mean) + cd`` (``k = gamma*rstd``) from the pass-1 sums."""
     rstd = 1.0 / np.sqrt(var + eps)
     k = gamma * rstd
     return k, -k * rstd * rstd * sdyx / m, -k * sdy / m
 
 
 @njit(cache=True)
-def bn_scale(gamma, var, eps):
-    """``gamma / sqrt(var + eps)`` elementwise, float64 (the normalizing scale)."""
+def bn_scale(gamma, var, eps):  # the normalizing scale, one call
     return gamma / np.sqrt(var + eps)
 
 
@@ -241,8 +221,7 @@ def all_finite(a):
 
 @njit(cache=True)
 def moving_average(running, batch, w, factor):
-    """``(1 - w) * running + (w * batch) * factor`` in float64, rounded to running's dtype
-    (NumPy's operation order: the bits of the array expression)."""
+    """``(1 - w) * running + (w * batch) * factor`` (float64, NumPy's order), in running's dtype."""
     out = np.empty_like(running)
     for c in range(running.shape[0]):
         out[c] = (1.0 - w) * np.float64(running[c]) + (w * batch[c]) * factor
@@ -251,8 +230,7 @@ def moving_average(running, batch, w, factor):
 
 @njit(cache=True)
 def param_grads(var, eps, sums, like):
-    """Per group ``dgamma = sums[:, 1] / sqrt(var + eps)``, ``dbeta = sums[:, 0]``, (G, C),
-    rounded to ``like``'s dtype in NumPy's order (``(1 / sqrt(var + eps)) * sum``)."""
+    """``dgamma = (1/sqrt(var + eps)) * sums[:, 1]``, ``dbeta = sums[:, 0]``, like's dtype."""
     G, C = var.shape
     dgamma = np.empty((G, C), like.dtype)
     dbeta = np.empty((G, C), like.dtype)
@@ -263,7 +241,6 @@ def param_grads(var, eps, sums, like):
     return dgamma, dbeta
 
 
-# -- pass 1: per-channel sums, per group ---------------------------------------------------------
 @njit(cache=True, parallel=True)
 def stats_last(x, bounds, nblocks, mean, var):
     """Per group and column ``mean``, biased ``var`` (G, C) of ``x (R, C)``; empty groups kept."""
@@ -341,7 +318,6 @@ def grad_sums_mid(dy, x, mean, bounds, nblocks, sums):
         _sum_blocks(p1, p2, sums[j])
 
 
-# -- pass 2: elementwise maps ----------------------------------------------------------------
 @njit(cache=True, parallel=True)
 def affine_last(x, bounds, nblocks, center, scale, shift, out):
     """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's rows of ``x (R, C)``."""
@@ -373,6 +349,14 @@ def affine_mid(x, bounds, nblocks, center, scale, shift, out):
                 _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
 
 
+@njit(cache=True)
+def _grad_rows_any(dy, x, coeffs, low, lowp, out, r0, r1):
+    if lowp:
+        _grad_rows_lowp(dy, x, *low, out, r0, r1)
+    else:
+        _grad_rows(dy, x, *coeffs, out, r0, r1)
+
+
 @njit(cache=True, parallel=True)
 def grad_input_last(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
     """Training ``dx`` on group j's rows of ``(R, C)`` arrays; ``stats = (count, mean, var,
@@ -383,22 +367,15 @@ def grad_input_last(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
         if b == a:
             continue
         k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+        hi, d = _split_center(mean[j], cb, cd, x)
+        low, low_j = (hi, _to_dtype(k, x), _to_dtype(cb, x), d), lowp and count[j] >= LOWP_MIN_COUNT
         R = b - a
-        if lowp and count[j] >= LOWP_MIN_COUNT:
-            hi, d = _split_center(mean[j], cb, cd, x)
-            k32, cb32 = _to_dtype(k, x), _to_dtype(cb, x)
-            if nb <= 1:
-                _grad_rows_lowp(dy, x, hi, k32, cb32, d, out, a, b)
-            else:
-                for blk in prange(nb):
-                    r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                    _grad_rows_lowp(dy, x, hi, k32, cb32, d, out, r0, r1)
-        elif nb <= 1:
-            _grad_rows(dy, x, mean[j], k, cb, cd, out, a, b)
+        if nb <= 1:
+            _grad_rows_any(dy, x, (mean[j], k, cb, cd), low, low_j, out, a, b)
         else:
             for blk in prange(nb):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                _grad_rows(dy, x, mean[j], k, cb, cd, out, r0, r1)
+                _grad_rows_any(dy, x, (mean[j], k, cb, cd), low, low_j, out, r0, r1)
 
 
 @njit(cache=True, parallel=True)

@@ -1,30 +1,22 @@
 """Plain NumPy batch normalization: the readable specification the fused kernels are tested against.
 
-Notation (Ioffe & Szegedy 2015, Algorithm 1). ``axis`` is the feature axis that is kept; every
-other axis is reduced, so each channel c sees ``m`` values ``x_i``::
+Ioffe & Szegedy 2015, Algorithm 1; ``axis`` is kept, every other axis reduced (m values)::
 
-    mu      = 1/m * sum_i x_i
-    var     = 1/m * sum_i (x_i - mu)^2          (biased: normalization uses 1/m, not 1/(m-1))
-    xhat_i  = (x_i - mu) / sqrt(var + eps)
-    y_i     = gamma * xhat_i + beta
+    mu = 1/m sum_i x_i,   var = 1/m sum_i (x_i - mu)^2   (biased)
+    xhat_i = (x_i - mu) / sqrt(var + eps),   y_i = gamma * xhat_i + beta
 
 Backward (section 3.1), with ``g_i = dL/dy_i``::
 
     dL/dxhat_i = g_i * gamma
     dL/dvar    = sum_i dL/dxhat_i * (x_i - mu) * (-1/2) * (var + eps)^(-3/2)
-    dL/dmu     = sum_i dL/dxhat_i * (-1 / sqrt(var + eps))
-                 + dL/dvar * 1/m * sum_i -2 (x_i - mu)          (the second term is 0)
+    dL/dmu     = sum_i dL/dxhat_i * (-1 / sqrt(var + eps))    (+ dL/dvar * mean(-2 (x - mu)) = 0)
     dL/dx_i    = dL/dxhat_i / sqrt(var + eps) + dL/dvar * 2 (x_i - mu) / m + dL/dmu / m
     dL/dgamma  = sum_i g_i * xhat_i,     dL/dbeta = sum_i g_i
 
-Errors in the source texts that this code does not repeat: the last term of dL/dx_i is
-``dL/dmu * 1/m`` (one text writes ``dL/dvar * 1/m``); dL/dvar and dL/dmu are taken from
-dL/dxhat (which carries the factor gamma), not from dL/dy; ``x - mu`` (not ``xhat - mu``); the
-sums run over the reduced axes only, never over the feature axis; statistics are per channel,
-not per pixel; the input gradient is divided by m, not by the number of features.
-
-Everything is computed in float64 and cast to the compute dtype at the end; these functions
-are slow by design and return the same cache type as the fused ones.
+Errors in the source texts not repeated here: the last term of dL/dx_i is ``dL/dmu * 1/m``
+(not ``dL/dvar * 1/m``); dL/dvar and dL/dmu come from dL/dxhat (with gamma), not dL/dy;
+``x - mu``, not ``xhat - mu``; sums over the reduced axes only; statistics per channel, not
+per pixel; dx divided by m, not by the number of features. Computed in float64, slow by design.
 """
 
 from __future__ import annotations
@@ -33,22 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from bnlab._checks import as_float_array
+from bnlab._checks import check_eps, prepare_input
 from bnlab.kernels.batchnorm import (
     BatchNormCache,
+    as_grad,
     channel_vector,
-    channel_view,
-    check_eps,
     check_stats,
-    prepare_input,
+    group_bounds,
 )
 
-__all__ = [
-    "batch_norm_forward",
-    "batch_norm_backward",
-    "batch_norm_inference",
-    "batch_norm_inference_backward",
-]
+__all__ = ["batch_norm_forward", "batch_norm_backward", "batch_norm_inference"]
+__all__ += ["batch_norm_inference_backward"]
 
 
 def _bcast(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
@@ -65,20 +52,8 @@ def _reduced_axes(ndim: int, axis: int) -> tuple[int, ...]:
 def _cache(xc: np.ndarray, stats: tuple[Any, ...], eps: float, ax: int, dt: Any) -> BatchNormCache:
     """The fused kernels' cache type for one group: ``stats = (m, mean, var, gamma)``."""
     m, mu, var, g = stats
-    one = np.ones(1, np.int64)
-    bounds = np.array([[0, channel_view(xc, ax).shape[0]]], np.int64)
-    count = np.array([m], np.int64)
-    return BatchNormCache(xc, ax, eps, dt, bounds, one, count, mu[None], var[None], g[None])
-
-
-def _grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
-    """``dy`` checked against the forward input's shape, in float64."""
-    g = as_float_array(dy, "dy", where=where, min_ndim=0)
-    if g.shape != cache.x.shape:
-        raise ValueError(
-            f"{where}: dy must have the forward input's shape {cache.x.shape}, got {g.shape}"
-        )
-    return g.astype(cache.x.dtype).astype(np.float64)
+    groups = group_bounds(xc, ax)
+    return BatchNormCache(xc, ax, eps, dt, *groups, np.array([m]), mu[None], var[None], g[None])
 
 
 def batch_norm_forward(
@@ -114,7 +89,7 @@ def batch_norm_backward(
     dy: Any, cache: BatchNormCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients ``(dx, dgamma, dbeta)`` of a training-mode forward pass (formulas above)."""
-    g64 = _grad(dy, cache, "batch_norm_backward")
+    g64 = as_grad(dy, cache, "batch_norm_backward").astype(np.float64)
     nd, ax, m = g64.ndim, cache.axis, int(cache.count[0])
     red = _reduced_axes(nd, ax)
     xmu = cache.x.astype(np.float64) - _bcast(cache.mean[0], nd, ax)
@@ -162,7 +137,7 @@ def batch_norm_inference_backward(
     mu = channel_vector(mean, "mean", C, default=0.0, where=where)
     v = channel_vector(var, "var", C, default=1.0, where=where)
     g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    g64 = _grad(dy, _cache(xc, (0, mu, v, g), eps, ax, out_dtype), where)
+    g64 = as_grad(dy, _cache(xc, (0, mu, v, g), eps, ax, out_dtype), where).astype(np.float64)
     red = _reduced_axes(nd, ax)
     rstd = _bcast(1.0 / np.sqrt(v + eps), nd, ax)
     xhat = (xc.astype(np.float64) - _bcast(mu, nd, ax)) * rstd

@@ -21,21 +21,19 @@ from typing import Any
 
 import numpy as np
 
+from bnlab._checks import check_eps, check_out, prepare_input
 from bnlab.kernels.batchnorm import (
     BatchNormCache,
     Groups,
     StatsReduce,
     SumsReduce,
     affine_map,
-    channel_vector,
-    check_eps,
-    check_out,
+    channel_vectors,
     check_stats,
     compute_stats,
     grad_input,
     group_sum,
     normalize,
-    prepare_input,
     reduced_sums,
 )
 from bnlab.kernels.batchnorm_fused import bn_scale, param_grads
@@ -66,11 +64,8 @@ def batch_renorm_forward(
     where = "batch_renorm_forward"
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    C = xc.shape[ax]
-    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    b = channel_vector(beta, "beta", C, default=0.0, where=where)
-    mu = channel_vector(moving_mean, "moving_mean", C, default=0.0, where=where)
-    sigma = channel_vector(moving_std, "moving_std", C, default=1.0, where=where)
+    given = {"gamma": (gamma, 1.0), "beta": (beta, 0.0), "moving_mean": (moving_mean, 0.0)}
+    g, b, mu, sigma = channel_vectors(where, xc.shape[ax], **given, moving_std=(moving_std, 1.0))
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
     bounds, nblocks, count, mean, var = compute_stats(xc, ax, groups, reduce, where=where)
@@ -117,13 +112,12 @@ def batch_renorm_inference(
     """Inference: ``y = gamma * (x - mu) / sigma + beta`` with the moving mu and sigma > 0."""
     where = "batch_renorm_inference"
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    C = xc.shape[ax]
-    mu = channel_vector(moving_mean, "moving_mean", C, default=0.0, where=where)
-    sigma = channel_vector(moving_std, "moving_std", C, default=1.0, where=where)
+    given = {"moving_mean": (moving_mean, 0.0), "moving_std": (moving_std, 1.0)}
+    mu, sigma, g, b = channel_vectors(
+        where, xc.shape[ax], **given, gamma=(gamma, 1.0), beta=(beta, 0.0)
+    )
     if not (sigma > 0).all():
         raise ValueError(f"{where}: moving_std must be > 0, got a minimum of {sigma.min()!r}")
-    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    b = channel_vector(beta, "beta", C, default=0.0, where=where)
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
     return affine_map(xc, ax, (mu, g / sigma, b), out_dtype, out)

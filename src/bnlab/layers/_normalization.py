@@ -1,19 +1,10 @@
 """The normalization core shared by BatchNorm, BatchRenorm and their synchronized twins.
 
-A training step is one public kernel each way (:func:`bnlab.kernels.batch_norm_forward` /
-``batch_norm_backward``, or the renorm pair), called with what the layer owns: the ghost
-batches as row bounds (``groups``), the reduction over ranks (``reduce``: None here, the
-communicator's collectives in a synchronized layer) and, inside a Sequential, its own output
-buffers (``out``). The layer adds its state::
-
-    y, cache  = kernel forward (x, groups, reduce, out)      cache: (global) count, mean, var
-    new       = _running_update(cache)                         checked finite, then stored
-    dx, dgamma, dbeta = kernel backward (dy, cache, reduce, out)   grads: this rank's share
-
-Eval mode with running statistics is :func:`bnlab.kernels.batch_norm_inference` and its
-backward. Everything is validated before anything changes: a bad input, NaN/Inf in ``x`` or
-``dy`` (seen in the float64 sums the kernels compute anyway), or running statistics that
-would overflow their dtype raise and leave parameters, gradients and buffers as they were.
+A training step is one public kernel call each way (``batch_norm_forward``/``_backward`` or the
+renorm pair) with what the layer owns: ghost batches (``groups``), its reduction over ranks
+(``_sync``; None here) and, in a Sequential, its own output buffers (``out``); then the running
+statistics are updated from the kernel's cache, checked finite first. Eval mode with running
+statistics is ``batch_norm_inference`` and its backward. An error changes nothing.
 """
 
 from __future__ import annotations
@@ -60,12 +51,8 @@ def named(where: str) -> Iterator[None]:
 
 
 class BatchNormBase(Layer):
-    """Arguments, buffers, config, input checks, ghost batches and the kernel calls.
-
-    Subclasses set ``_kind`` and ``_config_keys`` and implement :meth:`_kernel_forward`,
-    :meth:`_kernel_backward` and :meth:`_running_update`. ``_sync`` (None here) is the
-    reduction over ranks a synchronized layer hands the kernels.
-    """
+    """Arguments, buffers, config, input checks, ghost batches and the kernel calls;
+    subclasses set ``_kind``, ``_config_keys`` and the three methods below."""
 
     _kind: ClassVar[str] = "BatchNormBase"
     _config_keys: ClassVar[tuple[str, ...]] = ()
@@ -117,32 +104,31 @@ class BatchNormBase(Layer):
     def _check_args(self, args: dict[str, Any], vbs: Any, affine: Any, track: Any) -> None:
         """TypeError/ValueError naming the constructor argument that is wrong."""
         where = f"{self._kind}({self.name!r})"
-        n, momentum, eps = args["num_features"], args["momentum"], args["eps"]
-        if not is_int(n) or not is_int(args["axis"]):
-            what = "num_features" if not is_int(n) else "axis"
-            raise TypeError(f"{where}: {what} must be an int, got {args[what]!r}")
-        if n < 1:
-            raise ValueError(f"{where}: num_features must be >= 1, got {n}")
-        if momentum is None and not self._allow_cumulative:
-            raise TypeError(
-                f"{where}: momentum must be a float in [0, 1], got None (the cumulative average "
-                "is a BatchNorm option only)"
-            )
-        if momentum is not None and not is_real(momentum):
-            raise TypeError(f"{where}: momentum must be a float in [0, 1], got {momentum!r}")
-        if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"{where}: momentum must be in [0, 1] or None, got {momentum}")
-        if not is_real(eps):
-            raise TypeError(f"{where}: eps must be a float > 0, got {eps!r}")
-        if not (float(eps) > 0.0 and np.isfinite(float(eps))):
-            raise ValueError(f"{where}: eps must be > 0 and finite, got {eps}")
-        if vbs is not None and (not is_int(vbs) or vbs < 1):
-            raise ValueError(
-                f"{where}: virtual_batch_size must be a positive int or None, got {vbs!r}"
-            )
-        for key, value in (("affine", affine), ("track_running_stats", track)):
-            if not isinstance(value, bool | np.bool_):
-                raise TypeError(f"{where}: {key} must be True or False, got {value!r}")
+        n, axis, momentum, eps = args.values()
+        cumulative = "got None (the cumulative average is a BatchNorm option only)"
+        problems = [
+            (not is_int(n), TypeError, f"num_features must be an int, got {n!r}"),
+            (not is_int(axis), TypeError, f"axis must be an int, got {axis!r}"),
+            (is_int(n) and n < 1, ValueError, f"num_features must be >= 1, got {n}"),
+            (momentum is None and not self._allow_cumulative, TypeError,
+             f"momentum must be a float in [0, 1], {cumulative}"),
+            (momentum is not None and not is_real(momentum), TypeError,
+             f"momentum must be a float in [0, 1], got {momentum!r}"),
+            (is_real(momentum) and not 0.0 <= float(momentum) <= 1.0, ValueError,
+             f"momentum must be in [0, 1] or None, got {momentum}"),
+            (not is_real(eps), TypeError, f"eps must be a float > 0, got {eps!r}"),
+            (is_real(eps) and not (float(eps) > 0.0 and np.isfinite(float(eps))), ValueError,
+             f"eps must be > 0 and finite, got {eps}"),
+            (vbs is not None and (not is_int(vbs) or vbs < 1), ValueError,
+             f"virtual_batch_size must be a positive int or None, got {vbs!r}"),
+            (not isinstance(affine, bool | np.bool_), TypeError,
+             f"affine must be True or False, got {affine!r}"),
+            (not isinstance(track, bool | np.bool_), TypeError,
+             f"track_running_stats must be True or False, got {track!r}"),
+        ]  # fmt: skip
+        for bad, exc, message in problems:
+            if bad:
+                raise exc(f"{where}: {message}")
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -167,11 +153,8 @@ class BatchNormBase(Layer):
 
     @property
     def _where(self) -> str:
-        rank = (
-            ""
-            if self._sync is None
-            else f" (rank {self._sync.comm.rank} of {self._sync.comm.size})"
-        )
+        sync = self._sync
+        rank = "" if sync is None else f" (rank {sync.comm.rank} of {sync.comm.size})"
         return f"{self._kind} layer '{self.name}'{rank}"
 
     def reset_running_stats(self) -> None:
@@ -191,22 +174,19 @@ class BatchNormBase(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self._config_keys}, "name": self.name}
 
-    # -- what a subclass computes ------------------------------------------------------------
+    # -- what a subclass computes: its kernels and its running-statistics update (new values,
+    # not yet assigned; an overflow may give inf, refused by forward) ------------------------
     def _kernel_forward(
         self, x: np.ndarray, groups: list[tuple[int, int]] | None, out: np.ndarray | None
     ) -> tuple[np.ndarray, BatchNormCache]:
-        """The training kernel: ``(y, cache)``."""
         raise NotImplementedError
 
     def _kernel_backward(
         self, dy: np.ndarray, cache: BatchNormCache, out: np.ndarray | None, need: bool
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        """The training kernel's backward: ``(dx, dgamma, dbeta)``."""
         raise NotImplementedError
 
     def _running_update(self, cache: BatchNormCache) -> dict[str, np.ndarray]:
-        """New buffer values (not yet assigned) after this batch; an overflow may give inf
-        (refused by :meth:`forward`), without a warning (``np.errstate``)."""
         raise NotImplementedError
 
     def _check_groups(self, total: int) -> None:
@@ -282,11 +262,8 @@ class BatchNormBase(Layer):
 
     # -- backward ----------------------------------------------------------------------------
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
-        """``dx``; fills ``grads["gamma"]`` and ``grads["beta"]`` (see the class docstring).
-
-        ``need_input_grad=False`` skips the dx pass of a training step and returns None (the
-        sums, and a synchronized layer's collective, still run on every rank).
-        """
+        """``dx``; fills ``grads``. ``need_input_grad=False`` skips the dx pass and returns None
+        (the sums, and a synchronized layer's collective, still run on every rank)."""
         cache, x = self._cache, self._eval_input
         if cache is None and x is None:
             raise RuntimeError(f"{self._where}: backward called before forward")

@@ -15,49 +15,34 @@ class BatchRenorm(BatchNormBase):
     """Batch renormalization: batch normalization corrected towards the moving statistics.
 
     Training (per channel, over every axis but ``axis``; per chunk of ``virtual_batch_size``
-    examples when given)::
+    examples when given; :func:`bnlab.kernels.batch_renorm_forward`)::
 
-        mu_B, var_B = batch mean and biased batch variance
-        sigma_B = sqrt(var_B + eps)
+        sigma_B = sqrt(var_B + eps)      (mu_B, var_B: batch mean, biased batch variance)
         r = clip(sigma_B / sigma, 1/rmax, rmax)        d = clip((mu_B - mu) / sigma, -dmax, dmax)
         y = gamma * ((x - mu_B) / sigma_B * r + d) + beta      (r, d: constants for backprop)
         mu    <- mu    + momentum * (mu_B - mu)
         sigma <- sigma + momentum * (sigma_B - sigma)
 
-    Inference: ``y = gamma * (x - mu) / sigma + beta`` (BN's inference kernel with
-    ``running_var`` and ``eps``); its backward is the gradient of that affine map.
+    Inference: ``y = gamma * (x - mu) / sigma + beta``. The buffers are ``running_mean`` (mu)
+    and ``running_var`` with ``sigma = sqrt(running_var + eps)`` (Keras' ``moving_stddev``
+    convention; the update moves sigma, as the paper, and stores ``sigma^2 - eps``).
+    ``momentum`` is the weight of the new batch (Keras' 0.99 is 0.01 here). With virtual
+    batches (k must divide the batch) r and d of every chunk use the moving statistics from
+    before the step, which then moves them once with the chunk averages of mu_B and sigma_B
+    (as tf.keras); ``num_batches_tracked`` counts steps.
 
-    Moving statistics: the buffers are ``running_mean`` (= mu) and ``running_var``, with
-    ``sigma = sqrt(running_var + eps)`` everywhere (Keras' convention for its renorm
-    ``moving_stddev``). The update moves sigma, as the paper, and stores
-    ``running_var = sigma^2 - eps``. Initially mu = 0 and running_var = 1. ``momentum`` is the
-    weight of the new batch (PyTorch's convention; Keras' momentum 0.99 is 0.01 here; above 0.5
-    warns). With virtual batches (``virtual_batch_size=k``, which must divide the batch) r and
-    d of every chunk use the moving statistics from before the step, and the step updates them
-    once with the chunk averages of mu_B and sigma_B (tf.keras' renorm with virtual batches
-    does the same). Unlike :class:`BatchNorm`'s ghost batches, which update once per chunk and
-    count chunks, ``num_batches_tracked`` counts steps here: the schedule is in steps.
+    Schedule (step = ``num_batches_tracked``, counted from 0): rmax = 1 and dmax = 0 (batch
+    norm) while ``step < warmup_steps``; then rmax rises linearly to ``rmax`` at step
+    ``rmax_steps`` and dmax to ``dmax`` at ``dmax_steps`` (absolute step counts, as "rmax = 3
+    at 40k steps, dmax = 5 at 25k" with a 5k warm-up in the paper; a ``*_steps`` at or below
+    ``warmup_steps`` jumps to the maximum). Errors and empty batches as :class:`BatchNorm`.
 
-    Schedule (steps = ``num_batches_tracked``, the number of training forward passes before
-    this one, counted from 0 like the paper's): rmax = 1 and dmax = 0 (plain batch norm) while
-    ``step < warmup_steps``; then rmax rises linearly from 1 to ``rmax`` and reaches it at step
-    ``rmax_steps``, and dmax rises from 0 to ``dmax`` by step ``dmax_steps`` (the ramps start
-    at the end of warm-up; absolute step counts, as "rmax = 3 at 40k steps, dmax = 5 at 25k
-    steps" with a 5k warm-up in the paper). A ``*_steps`` at or below ``warmup_steps`` jumps to
-    the maximum when the warm-up ends; with all three at 0 rmax and dmax are constants.
-
-    Errors and empty batches as :class:`BatchNorm` (the shared core): nothing changes on error.
-
-    Example:
         >>> import numpy as np
-        >>> from bnlab.layers import BatchRenorm
         >>> layer = BatchRenorm(3, warmup_steps=0, rmax_steps=0, dmax_steps=0)
         >>> x = np.random.default_rng(0).normal(5.0, 2.0, size=(8, 3)).astype(np.float32)
-        >>> y = layer.forward(x)
-        >>> dx = layer.backward(np.ones_like(y))
-        >>> y.shape, dx.shape, int(layer.num_batches_tracked), layer.current_rmax()
-        ((8, 3), (8, 3), 1, 3.0)
-        >>> y_eval = layer.eval().forward(x)     # uses mu and sigma
+        >>> dx = layer.backward(np.ones_like(layer.forward(x)))
+        >>> dx.shape, int(layer.num_batches_tracked), layer.current_rmax()
+        ((8, 3), 1, 3.0)
     """
 
     _kind = "BatchRenorm"

@@ -1,40 +1,24 @@
 """Synchronized batch normalization: the batch statistics of the global batch split over ranks.
 
-Data-parallel training gives each rank (process) a shard of the global batch. ``SyncBatchNorm``
-and ``SyncBatchRenorm`` normalize every shard with the statistics of the *global* batch, so N
-ranks compute what one process computes on the whole batch. They are :class:`BatchNorm` and
-:class:`BatchRenorm` handing the kernels a reduction (:class:`CommReduction`: ``reduce=`` of
-:func:`bnlab.kernels.batch_norm_forward` and ``batch_norm_backward``); nothing else differs::
+Each rank holds a shard of the global batch; ``SyncBatchNorm`` and ``SyncBatchRenorm``
+normalize every shard with the statistics of the *global* batch, so N ranks compute what one
+process computes on the whole batch. They are :class:`BatchNorm` and :class:`BatchRenorm`
+handing the kernels a :class:`CommReduction` as ``reduce``; nothing else differs::
 
-    forward:   each rank: per chunk (count, mean, biased var) of its shard, float64
-               ONE allgather of a packed (G, 2C+1) buffer; every rank merges the P triples in
-               rank order with Chan's formula (merge_moment_stack): identical bits everywhere,
-               exact for unequal and empty shards, no sum-of-squares cancellation
-               y = gamma * (x - mean_global) / sqrt(var_global + eps) + beta
-               running_var gets var_global * m_global / (m_global - 1), m_global = global count
-    backward:  ONE allreduce (sum) of packed [sum dy, sum dy * (x - mean_global)], (G, 2, C)
-               dx with the global sums and the global count
-               grads["gamma"], grads["beta"]: THIS rank's share (rstd * local sum dy*(x-mean),
-               local sum dy); the data-parallel trainer sums gradients over ranks, which gives
-               the one-process values
+    forward:   per ghost batch (count, mean, biased var) of the shard, float64; ONE allgather
+               of a packed (G, 2C+1) buffer, merged in rank order by every rank
+               (merge_moment_stack: the same bits everywhere, exact for unequal and empty
+               shards); running_var gets var_global * m_global / (m_global - 1)
+    backward:  ONE allreduce of [sum dy, sum dy * (x - mean_global)], (G, 2, C); dx from the
+               global sums and count; grads are THIS rank's share (the trainer sums them)
 
-Ghost batches (``virtual_batch_size=k``): chunk j is rows ``[j k, (j+1) k)`` of the global
-batch, the shards being contiguous in rank order (rank 0 holds the first rows). Finding where
-this rank's rows fall takes one more small collective per training forward, an allgather of
-the local batch sizes; it is used with ``virtual_batch_size`` only.
-
-Every rank sees the same global statistics, so every rank raises the same error together (a
-global count below 2, NaN/Inf anywhere in the global batch or its ``dy``): no rank is left
-waiting in a collective. An error found before the collective (a malformed input on one rank
-only) is local to that rank; ending the job then is the data-parallel runner's fault handling.
-Eval mode with running statistics communicates nothing (without them, as with
-``track_running_stats=False``, eval normalizes with the global batch's statistics too, so every
-rank must run it). The packed buffers are allocated once per (G, C) shape and reused.
-
-Why classes of their own (four lines each) rather than a ``comm=`` option on BatchNorm: the
-communicator is a run-time dependency, not configuration (``get_config`` stays the same and a
-checkpoint loads in one process or many), and PyTorch users know ``SyncBatchNorm`` and
-``convert_sync_batchnorm``. The synchronization itself is only the reduction argument.
+Ghost batch j is rows ``[j k, (j+1) k)`` of the global batch (shards contiguous in rank
+order): one more allgather, of the local sizes, per training forward. Every rank sees the
+same global statistics, so every rank raises the same error together (a global count below 2,
+NaN/Inf anywhere in the batch or its ``dy``). Eval mode with running statistics communicates
+nothing. Classes of their own rather than a ``comm=`` option: the communicator is a run-time
+dependency, not configuration (``get_config`` is BatchNorm's, a checkpoint loads in one
+process or many), and PyTorch users know ``SyncBatchNorm`` and ``convert_sync_batchnorm``.
 
 Example (a world of one: the same numbers as BatchNorm)::
 
@@ -57,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.comm import Communicator, world
-from bnlab.kernels.batchnorm import merge_moment_stack
+from bnlab.kernels.moments import merge_moment_stack
 from bnlab.layers.base import Layer
 from bnlab.layers.batchnorm import BatchNorm
 from bnlab.layers.batchrenorm import BatchRenorm
@@ -113,49 +97,32 @@ class CommReduction:
         return int(recv[: self.comm.rank, 0].sum()), int(recv[:, 0].sum())
 
 
-class SyncBatchNorm(BatchNorm):
-    """:class:`BatchNorm` over the global batch of all ranks of ``comm`` (see the module doc).
+class _Synced:
+    """``comm`` (a :class:`bnlab.comm.Communicator`; None: :func:`bnlab.comm.world`) as the
+    reduction the kernels get; not in ``get_config`` (a rebuilt layer uses its own world)."""
 
-    Same arguments as BatchNorm plus ``comm`` (a :class:`bnlab.comm.Communicator`; None is
-    :func:`bnlab.comm.world`). ``get_config`` does not contain the communicator: a layer
-    rebuilt from its config uses the world of the process that rebuilds it.
-    """
+    _sync: CommReduction
+
+    def __init__(self, num_features: int, *, comm: Communicator | None = None, **kw: Any) -> None:
+        self._sync = CommReduction(world() if comm is None else comm)  # first: errors name the rank
+        super().__init__(num_features, **kw)  # type: ignore[call-arg]
+
+    @property
+    def comm(self) -> Communicator:
+        return self._sync.comm
+
+
+class SyncBatchNorm(_Synced, BatchNorm):
+    """:class:`BatchNorm` over the global batch of all ranks of ``comm`` (see the module doc)."""
 
     _kind = "SyncBatchNorm"
 
-    def __init__(
-        self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
-    ) -> None:
-        self._sync = CommReduction(
-            world() if comm is None else comm
-        )  # first: messages name the rank
-        super().__init__(num_features, **kwargs)
 
-    @property
-    def comm(self) -> Communicator:
-        return self._sync.comm
-
-
-class SyncBatchRenorm(BatchRenorm):
-    """:class:`BatchRenorm` over the global batch: r and d from the global mu_B and sigma_B.
-
-    Same arguments as BatchRenorm plus ``comm``; ``virtual_batch_size`` must divide the
-    global batch size.
-    """
+class SyncBatchRenorm(_Synced, BatchRenorm):
+    """:class:`BatchRenorm` over the global batch: r and d from the global mu_B and sigma_B;
+    ``virtual_batch_size`` must divide the global batch size."""
 
     _kind = "SyncBatchRenorm"
-
-    def __init__(
-        self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
-    ) -> None:
-        self._sync = CommReduction(
-            world() if comm is None else comm
-        )  # first: messages name the rank
-        super().__init__(num_features, **kwargs)
-
-    @property
-    def comm(self) -> Communicator:
-        return self._sync.comm
 
 
 def _sync_twin(layer: BatchNorm | BatchRenorm, comm: Communicator | None) -> Layer:

@@ -1,0 +1,74 @@
+"""Per-channel moments of samples and their merge (population statistics, synchronized BN):
+:func:`moments` is the statistics pass of :func:`bnlab.kernels.batch_norm_forward` on its own;
+:func:`merge_moment_stack` merges many samples in order (one per rank), :func:`merge_moments` two.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bnlab._checks import prepare_input
+from bnlab.kernels.batchnorm import compute_stats
+
+__all__ = ["moments", "merge_moments", "merge_moment_stack"]
+
+
+def moments(x: Any, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel ``(mean, biased var, count)`` of ``x`` in float64 (the statistics pass of
+    :func:`batch_norm_forward`); an empty ``x`` gives mean 0, var 0, count 0.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(1000, 3)).astype(np.float32)
+    >>> mean, var, n = merge_moments(*moments(x[:400]), *moments(x[400:]))
+    >>> bool(np.allclose(mean, x.mean(axis=0, dtype=np.float64))), n
+    (True, 1000)
+    """
+    xc, ax, _ = prepare_input(x, axis, where="moments")
+    _, _, count, mean, var = compute_stats(xc, ax, None, None, where="moments")
+    if count[0] == 0:
+        return mean[0], var[0], 0
+    return mean[0], var[0], int(count[0])
+
+
+def merge_moments(
+    mean_a: np.ndarray, var_a: np.ndarray, n_a: int, mean_b: np.ndarray, var_b: np.ndarray, n_b: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Moments of the union of two samples: :func:`merge_moment_stack` of the pair."""
+    pair = (
+        np.array([[n_a], [n_b]]),
+        np.stack([mean_a, mean_b])[:, None],
+        np.stack([var_a, var_b])[:, None],
+    )
+    n, mean, var = merge_moment_stack(*pair)
+    return mean[0], var[0], int(n[0])
+
+
+def merge_moment_stack(
+    count: np.ndarray, mean: np.ndarray, var: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Moments of the union of P samples (Chan, Golub & LeVeque 1979), folded in order::
+
+        n = n_a + n_b,  delta = mean_b - mean_a,  mean = mean_a + delta * n_b / n
+        var = (n_a * var_a + n_b * var_b + delta^2 * n_a * n_b / n) / n      (biased)
+
+    ``count (P, G)``, ``mean``/``var`` ``(P, G, C)`` -> ``(count (G,), mean (G, C), var (G, C))``.
+    A sample with count 0 is skipped exactly (one non-empty sample keeps its bits); a group
+    with total count 0 has mean 0 and var 0."""
+    n = np.asarray(count, np.float64)
+    n_acc = n[0].copy()
+    m_acc = np.where(n_acc[:, None] > 0, mean[0], 0.0)
+    v_acc = np.where(n_acc[:, None] > 0, var[0], 0.0)
+    for p in range(1, n.shape[0]):
+        na, nb = n_acc[:, None], n[p][:, None]
+        tot = n_acc + n[p]
+        safe = np.where(tot > 0, tot, 1.0)[:, None]
+        both, take_b = (na > 0) & (nb > 0), (na == 0) & (nb > 0)
+        delta = mean[p] - m_acc
+        m_new = m_acc + delta * (nb / safe)
+        v_new = (na * v_acc + nb * var[p] + delta * delta * (na * nb / safe)) / safe
+        m_acc = np.where(both, m_new, np.where(take_b, mean[p], m_acc))
+        v_acc = np.where(both, v_new, np.where(take_b, var[p], v_acc))
+        n_acc = tot
+    return n_acc.astype(np.int64), m_acc, v_acc
