@@ -79,8 +79,7 @@ def prepare_input(x: Any, axis: int, *, where: str) -> tuple[np.ndarray, int, np
 
 
 def check_out(out: Any, shape: tuple[int, ...], dtype: Any, *inputs: Any, where: str) -> None:
-    """Refuse an ``out`` that is not a writeable C-contiguous array of exactly ``shape`` and
-    ``dtype`` sharing no memory with ``inputs`` (TypeError/ValueError)."""
+    """Refuse all but a writeable C-contiguous ``shape``/``dtype`` array apart from ``inputs``."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{where}: out must be a numpy array or None, got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:

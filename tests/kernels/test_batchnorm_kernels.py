@@ -174,12 +174,6 @@ def test_inference_and_its_gradient_match_torch(shape, axis, dtype):
     assert rel_err(dx, np.moveaxis(xt.grad.numpy(), 1, axis)) < tol
     assert rel_err(dgamma, g.grad.numpy()) < tol * 10
     assert rel_err(dbeta, b.grad.numpy()) < tol * 10
-    for ours, theirs in zip(
-        (dx, dgamma, dbeta),
-        ref.batch_norm_inference_backward(dy, x, mean, var, gamma, axis=axis),
-        strict=True,
-    ):
-        assert rel_err(ours, theirs) < tol * 10
     assert rel_err(y, ref.batch_norm_inference(x, mean, var, gamma, beta, axis=axis)) < tol
 
 

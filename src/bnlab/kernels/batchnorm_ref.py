@@ -29,13 +29,12 @@ from bnlab._checks import check_eps, prepare_input
 from bnlab.kernels.batchnorm import (
     BatchNormCache,
     as_grad,
-    channel_vector,
+    channel_vectors,
     check_stats,
     group_bounds,
 )
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "batch_norm_inference"]
-__all__ += ["batch_norm_inference_backward"]
 
 
 def _bcast(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
@@ -68,8 +67,7 @@ def batch_norm_forward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
-    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    b = channel_vector(beta, "beta", C, default=0.0, where=where)
+    g, b = channel_vectors(where, C, gamma=(gamma, 1.0), beta=(beta, 0.0))
     m = xc.size // C
     if m == 0:  # an empty batch: an empty output
         return np.empty(xc.shape, out_dtype), _cache(xc, (0, g * 0, g * 0, g), eps, ax, out_dtype)
@@ -115,32 +113,7 @@ def batch_norm_inference(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C, nd = xc.shape[ax], xc.ndim
-    mu = channel_vector(mean, "mean", C, default=0.0, where=where)
-    v = channel_vector(var, "var", C, default=1.0, where=where)
-    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    b = channel_vector(beta, "beta", C, default=0.0, where=where)
+    given = {"mean": (mean, 0.0), "var": (var, 1.0), "gamma": (gamma, 1.0), "beta": (beta, 0.0)}
+    mu, v, g, b = channel_vectors(where, C, **given)
     xhat = (xc.astype(np.float64) - _bcast(mu, nd, ax)) / np.sqrt(_bcast(v, nd, ax) + eps)
     return (_bcast(g, nd, ax) * xhat + _bcast(b, nd, ax)).astype(out_dtype)
-
-
-def batch_norm_inference_backward(
-    dy: Any, x: Any, mean: Any, var: Any, gamma: Any, *, axis: int = -1, eps: float = 1e-5
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gradients of the inference affine map (statistics are constants)::
-
-    dx = dy * gamma / sqrt(var + eps),  dgamma = sum(dy * xhat),  dbeta = sum(dy)
-    """
-    where = "batch_norm_inference_backward"
-    eps = check_eps(eps, where=where)
-    xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    C, nd = xc.shape[ax], xc.ndim
-    mu = channel_vector(mean, "mean", C, default=0.0, where=where)
-    v = channel_vector(var, "var", C, default=1.0, where=where)
-    g = channel_vector(gamma, "gamma", C, default=1.0, where=where)
-    g64 = as_grad(dy, _cache(xc, (0, mu, v, g), eps, ax, out_dtype), where).astype(np.float64)
-    red = _reduced_axes(nd, ax)
-    rstd = _bcast(1.0 / np.sqrt(v + eps), nd, ax)
-    xhat = (xc.astype(np.float64) - _bcast(mu, nd, ax)) * rstd
-    dx = g64 * _bcast(g, nd, ax) * rstd
-    dt = xc.dtype
-    return dx.astype(out_dtype), (g64 * xhat).sum(axis=red).astype(dt), g64.sum(axis=red).astype(dt)

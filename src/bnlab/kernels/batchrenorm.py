@@ -1,18 +1,14 @@
 """Batch renorm (Ioffe 2017, Algorithm 1) on the batch-norm kernels: BN with another affine map.
 
-With ``sigma_B = sqrt(var_B + eps)`` and the moving ``mu``, ``sigma`` (r and d are constants
-for backprop; :mod:`bnlab.kernels.batchrenorm_ref` is the readable specification)::
+With ``sigma_B = sqrt(var_B + eps)`` and the moving ``mu``, ``sigma``; r, d constant for
+backprop (:mod:`bnlab.kernels.batchrenorm_ref` is the readable specification)::
 
     r = clip(sigma_B / sigma, 1/rmax, rmax),    d = clip((mu_B - mu) / sigma, -dmax, dmax)
     y = gamma * (x_n * r + d) + beta = (gamma r) * x_n + (gamma d + beta)
-    dx = BN's dx with gamma replaced by gamma r
-    dgamma = sum(dy * (x_n r + d)) = r * sum(dy * x_n) + d * sum(dy),   dbeta = sum(dy)
+    dx = BN's dx with gamma r;   dgamma = r * sum(dy * x_n) + d * sum(dy),   dbeta = sum(dy)
 
-so the forward is :func:`~bnlab.kernels.batchnorm.compute_stats` and
-:func:`~bnlab.kernels.batchnorm.normalize` with scale ``gamma r`` and shift ``gamma d + beta``,
-and the backward is BN's with that scale. ``groups``, ``reduce`` and ``out`` as for
-:func:`bnlab.kernels.batch_norm_forward`: every group (ghost batch) has its own mu_B, sigma_B,
-r and d, against the same moving statistics.
+``groups`` (one r and d per ghost batch), ``reduce`` and ``out`` as for
+:func:`bnlab.kernels.batch_norm_forward`.
 """
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ gamma r and the shift gamma d + beta, and with g = dy * gamma::
     dx     = (r / sigma_B) * (g - mean(g) - x_n * mean(g * x_n))    (BN's dx, gamma r)
     dgamma = sum(dy * (x_n r + d)) = r sum(dy x_n) + d sum(dy),      dbeta = sum(dy)
 
-(x_n has the Jacobian-vector product (1/sigma_B)(v - mean(v) - x_n mean(v x_n)), since
-d mu_B / dx_i = 1/m and d sigma_B / dx_i = x_n,i / m.) Inference: y = gamma (x - mu) / sigma
-+ beta. With ``virtual_batch_size=k`` axis 0 is cut into chunks of k examples, each with its
-own mu_B, sigma_B, r and d against the same mu and sigma.
+(d mu_B / dx_i = 1/m, d sigma_B / dx_i = x_n,i / m.) Inference: y = gamma (x - mu) / sigma
++ beta. ``virtual_batch_size=k``: chunks of k examples along axis 0, each with its own mu_B,
+sigma_B, r and d against the same mu and sigma.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ def moments(x: Any, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-channel ``(mean, biased var, count)`` of ``x`` in float64 (the statistics pass of
     :func:`batch_norm_forward`); an empty ``x`` gives mean 0, var 0, count 0.
 
-    >>> import numpy as np
     >>> x = np.random.default_rng(0).normal(size=(1000, 3)).astype(np.float32)
     >>> mean, var, n = merge_moments(*moments(x[:400]), *moments(x[400:]))
     >>> bool(np.allclose(mean, x.mean(axis=0, dtype=np.float64))), n
@@ -27,8 +26,6 @@ def moments(x: Any, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
     """
     xc, ax, _ = prepare_input(x, axis, where="moments")
     _, _, count, mean, var = compute_stats(xc, ax, None, None, where="moments")
-    if count[0] == 0:
-        return mean[0], var[0], 0
     return mean[0], var[0], int(count[0])
 
 
@@ -36,12 +33,8 @@ def merge_moments(
     mean_a: np.ndarray, var_a: np.ndarray, n_a: int, mean_b: np.ndarray, var_b: np.ndarray, n_b: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Moments of the union of two samples: :func:`merge_moment_stack` of the pair."""
-    pair = (
-        np.array([[n_a], [n_b]]),
-        np.stack([mean_a, mean_b])[:, None],
-        np.stack([var_a, var_b])[:, None],
-    )
-    n, mean, var = merge_moment_stack(*pair)
+    mean, var = np.stack([mean_a, mean_b])[:, None], np.stack([var_a, var_b])[:, None]
+    n, mean, var = merge_moment_stack(np.array([[n_a], [n_b]]), mean, var)
     return mean[0], var[0], int(n[0])
 
 

@@ -133,9 +133,8 @@ class BatchNormBase(Layer):
     # -- state -------------------------------------------------------------------------------
     @property
     def last_pass(self) -> BatchNormCache | None:
-        """The kernel cache of the latest training forward pass (None before the first, and
-        after an eval pass): per ghost batch ``count``, ``mean`` and biased ``var`` (global
-        under sync); Algorithm 2 (:func:`bnlab.deploy.recompute_population_stats`) reads them."""
+        """The latest training forward's kernel cache (None before, and after eval): its
+        ``count``, ``mean``, biased ``var`` per ghost batch are what Algorithm 2 reads."""
         return self._cache
 
     @property

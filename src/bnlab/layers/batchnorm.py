@@ -110,8 +110,7 @@ class BatchNorm(BatchNormBase):
 
 
 def _moving_average(running: np.ndarray, batch: np.ndarray, w: float, factor: float) -> np.ndarray:
-    """A new ``(1 - w) * running + (w * batch) * factor`` in float64, rounded to running's
-    dtype: one Numba call for float32/float64 buffers, the same expression in NumPy else."""
+    """``(1 - w) * running + (w * batch) * factor`` in float64, in running's dtype (Numba)."""
     if running.dtype in _FAST:
         out: np.ndarray = moving_average(running, batch, w, factor)
         return out

@@ -20,16 +20,11 @@ nothing. Classes of their own rather than a ``comm=`` option: the communicator i
 dependency, not configuration (``get_config`` is BatchNorm's, a checkpoint loads in one
 process or many), and PyTorch users know ``SyncBatchNorm`` and ``convert_sync_batchnorm``.
 
-Example (a world of one: the same numbers as BatchNorm)::
-
-    >>> import numpy as np
-    >>> from bnlab.layers import BatchNorm, Sequential, SyncBatchNorm, convert_sync_batchnorm
-    >>> x = np.random.default_rng(0).normal(size=(8, 3))
-    >>> sbn = SyncBatchNorm(3).astype(np.float64)     # comm=None: bnlab.comm.world()
-    >>> bool(np.allclose(sbn.forward(x), BatchNorm(3).astype(np.float64).forward(x)))
+    >>> from bnlab.layers import BatchNorm, Sequential
+    >>> x = np.random.default_rng(0).normal(size=(8, 3))   # a world of one: BatchNorm's numbers
+    >>> bool(np.allclose(SyncBatchNorm(3).forward(x), BatchNorm(3).forward(x)))
     True
-    >>> model = convert_sync_batchnorm(Sequential([BatchNorm(3)]))
-    >>> type(model.layers[0]).__name__
+    >>> type(convert_sync_batchnorm(Sequential([BatchNorm(3)])).layers[0]).__name__
     'SyncBatchNorm'
 """
 
@@ -50,9 +45,8 @@ __all__ = ["CommReduction", "SyncBatchNorm", "SyncBatchRenorm", "convert_sync_ba
 
 
 class CommReduction:
-    """The reductions a synchronized layer hands the kernels, over ``comm``: one allgather of the
-    moments (merged in rank order), one allreduce of the backward sums, and the rows of this
-    rank in the global batch (for ghost batches). Buffers are allocated once per shape."""
+    """The reductions a synchronized layer hands the kernels over ``comm`` (buffers allocated
+    once per shape): the moments, the backward sums, this rank's rows in the global batch."""
 
     def __init__(self, comm: Communicator) -> None:
         self.comm = comm
@@ -98,8 +92,7 @@ class CommReduction:
 
 
 class _Synced:
-    """``comm`` (a :class:`bnlab.comm.Communicator`; None: :func:`bnlab.comm.world`) as the
-    reduction the kernels get; not in ``get_config`` (a rebuilt layer uses its own world)."""
+    """``comm`` (None: :func:`bnlab.comm.world`) as the kernels' reduction; not in the config."""
 
     _sync: CommReduction
 
@@ -140,11 +133,9 @@ def _sync_twin(layer: BatchNorm | BatchRenorm, comm: Communicator | None) -> Lay
 def convert_sync_batchnorm(model: Layer, comm: Communicator | None = None) -> Layer:
     """Replace every BatchNorm/BatchRenorm in ``model`` by its synchronized twin, in place.
 
-    As PyTorch's ``nn.SyncBatchNorm.convert_sync_batchnorm``: containers (anything with a
-    ``layers`` list, such as :class:`bnlab.layers.Sequential`) are walked recursively; the
-    twins share the original layers' parameter, gradient and buffer arrays and keep their
-    configuration and train/eval mode. Returns ``model`` (or the twin if ``model`` itself is
-    a batch-norm layer). Layers that are already synchronized are left as they are.
+    As PyTorch's ``convert_sync_batchnorm``: containers (a ``layers`` list) are walked
+    recursively; the twins share the original layers' parameter, gradient and buffer arrays,
+    configuration and mode. Returns ``model`` (or the twin if it is a batch-norm layer).
     """
     if isinstance(model, (SyncBatchNorm, SyncBatchRenorm)):
         return model
