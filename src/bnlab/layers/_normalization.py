@@ -27,9 +27,8 @@ from bnlab.kernels.batchnorm_fused import all_finite
 from bnlab.layers._common import BufferPool, output_buffer
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
-__all__ = ["BatchNormBase", "NormCache", "is_int", "is_real"]
+__all__ = ["BatchNormBase", "is_int", "is_real"]
 
-NormCache = BatchNormCache  # what ``last_pass`` returns: the kernel's cache
 KERAS_HINT = "momentum is the weight of the new batch; Keras' momentum k is 1 - k here"
 
 
