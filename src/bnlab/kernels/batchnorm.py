@@ -138,16 +138,15 @@ def group_bounds(
 
 
 def _blocks(v: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Parallel blocks per group: 1 below PARALLEL_MIN elements, else the threads the runtime
-    policy gives data of this rank (the rank of the array owning the memory: images get one
-    block). The statistics are summed per block, so this fixes their rounding."""
+    """Blocks per group: 1 below PARALLEL_MIN elements, else the runtime's threads for data of
+    the owning array's rank (images: 1). The sums are per block: this fixes their rounding."""
     per_row = v.size // v.shape[0] if v.shape[0] else 0
-    sizes = (bounds[:, 1] - bounds[:, 0]) * per_row
-    if sizes.max() < PARALLEL_MIN:
-        return np.ones(len(bounds), np.int64)
+    sizes = [(b - a) * per_row for a, b in bounds.tolist()]  # Python ints: cheap for G = 1
+    if max(sizes) < PARALLEL_MIN:
+        return np.ones(len(sizes), np.int64)
     owner = v if v.base is None else v.base
     n = kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))))
-    return np.where(sizes < PARALLEL_MIN, 1, n).astype(np.int64)
+    return np.array([1 if size < PARALLEL_MIN else n for size in sizes], np.int64)
 
 
 def compute_stats(
@@ -157,7 +156,8 @@ def compute_stats(
     v = channel_view(xc, ax)
     bounds, nblocks = group_bounds(xc, ax, groups, where)
     G, C = len(bounds), v.shape[1]
-    count = (bounds[:, 1] - bounds[:, 0]) * (v.size // v.shape[0] if v.shape[0] else 0) // C
+    per_row = v.size // v.shape[0] if v.shape[0] else 0
+    count = np.array([(b - a) * per_row // C for a, b in bounds.tolist()], np.int64)
     mean, var = np.zeros((G, C)), np.zeros((G, C))
     if v.size:
         (fk.stats_last if v.ndim == 2 else fk.stats_mid)(v, bounds, nblocks, mean, var)
