@@ -46,7 +46,7 @@ def named(where: str) -> Iterator[None]:
     try:
         yield
     except (TypeError, ValueError, FloatingPointError) as err:
-        raise type(err)(f"{where}: {err}") from None
+        raise type(err)(f"{where}: {err}") if type(err).__module__ == "builtins" else err from None
 
 
 class BatchNormBase(Layer):
