@@ -17,11 +17,12 @@ earlier, larger allocation has raised glibc's dynamic mmap/trim thresholds: a ke
 returns fresh large arrays then pays page faults on every call, as in a user's first script.
 Each case is timed twice, with the default malloc and with a warm heap
 (``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` set so that freed memory is never
-returned to the OS); sides: the bnlab kernels, the bnlab ``BatchNorm`` layer (used on its own)
-and torch. Cells are medians of the steady state; "first 5" is the median of the first five
-timed calls after one untimed call (Numba cache load). "kernel out=" passes the same two
-output arrays every step (``batch_norm_forward(..., out=y)``, ``batch_norm_backward(...,
-out=dx)``), as a training loop over the kernels would; the layer reuses its outputs itself.
+returned to the OS); sides: the bnlab kernels, the bnlab ``BatchNorm`` layer on its own (new
+output arrays every call, PyTorch's semantics), the layer as a Sequential holds it (its own
+output buffers, ``reuse_output``) and torch. Cells are medians of the steady state; "first 5"
+is the median of the first five timed calls after one untimed call (Numba cache load).
+"kernel out=" passes the same two output arrays every step (``batch_norm_forward(...,
+out=y)``, ``batch_norm_backward(..., out=dx)``), as a training loop over the kernels would.
 
 ``--fresh --before SRC`` (issue 14) times the bnlab sides of another source tree (e.g. a
 ``git archive`` of an older revision's ``src/``, run with ``PYTHONPATH=SRC``) alternating with
@@ -117,12 +118,14 @@ def torch_step(shape: list[int]) -> Callable[[], None]:
     return step
 
 
-def layer_step(shape: list[int]) -> Callable[[], None]:
-    """bnlab's BatchNorm layer on its own (training mode): forward + backward."""
+def layer_step(shape: list[int], seq: bool = False) -> Callable[[], None]:
+    """bnlab's BatchNorm layer (training mode): forward + backward, on its own or with the
+    output buffers a Sequential hands it (``seq``: ``reuse_output``)."""
     from bnlab.layers import BatchNorm
 
     x, dy = _data(tuple(shape))
     layer = BatchNorm(shape[-1])
+    layer.reuse_output = seq
 
     def step() -> None:
         layer.forward(x)
@@ -131,22 +134,23 @@ def layer_step(shape: list[int]) -> Callable[[], None]:
     return step
 
 
-def warm_step(shape: list[int]) -> Callable[[], None]:
-    """The bnlab kernels after ``bnlab.runtime.warm_heap()`` (mallopt: freed memory is kept)."""
-    from bnlab import runtime
-
-    assert runtime.warm_heap(), "glibc mallopt not available"
-    return ours_step(shape, "fused")
-
-
 WARM_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
 FRESH_SIDES = {
     "kernel": "ours_step",
     "kernel out=": "out_step",
-    "kernel + warm_heap()": "warm_step",
     "layer": "layer_step",
+    "layer in Sequential": "layer_step",
     "torch": "torch_step",
 }
+
+
+def _kwargs(side: str, shape: tuple[int, ...]) -> dict:
+    kw: dict = {"shape": list(shape)}
+    if side == "kernel":
+        kw["impl"] = "fused"
+    if side == "layer in Sequential":
+        kw["seq"] = True
+    return kw
 
 
 def fresh_rows(rounds: int = 2) -> list[list[str]]:
@@ -160,11 +164,7 @@ def fresh_rows(rounds: int = 2) -> list[list[str]]:
             key = "x".join(map(str, shape))
             for heap, env in (("default", None), ("warm", WARM_HEAP)):
                 for side, fn in FRESH_SIDES.items():
-                    if heap == "warm" and side.endswith("warm_heap()"):
-                        continue  # the same heap setting twice
-                    kw: dict = {"shape": list(shape)}
-                    if side == "kernel":
-                        kw["impl"] = "fused"
+                    kw = _kwargs(side, shape)
                     job = Job("c", f"bench_batchnorm:{fn}", kw, reps=40, warmup=1, max_seconds=1.5)
                     times = run_jobs([job], env={**base, **(env or {})})["c"]["times"]
                     res.setdefault((key, side, heap), []).extend(times[5:])
@@ -179,7 +179,7 @@ def fresh_rows(rounds: int = 2) -> list[list[str]]:
             str(shape), fmt_time(t["kernel out=", "default"]),
             f"**{ratio(t['kernel out=', 'default'], t['torch', 'default'])}**",
             fmt_time(t["kernel", "default"]), fmt_time(t["kernel", "warm"]),
-            fmt_time(f["kernel", "default"]), fmt_time(t["kernel + warm_heap()", "default"]),
+            fmt_time(f["kernel", "default"]), fmt_time(t["layer in Sequential", "default"]),
             fmt_time(t["layer", "default"]),
             fmt_time(t["layer", "warm"]), fmt_time(t["torch", "default"]),
             fmt_time(t["torch", "warm"]),
@@ -191,12 +191,13 @@ def fresh_rows(rounds: int = 2) -> list[list[str]]:
 
 
 FRESH_HEADER = ["shape", "kernel out= fresh", "kernel out=/torch fresh", "kernel fresh",
-                "kernel warm heap", "kernel first 5", "kernel + runtime.warm_heap()",
+                "kernel warm heap", "kernel first 5", "layer in Sequential fresh",
                 "layer fresh", "layer warm heap", "torch fresh", "torch warm heap",
                 "kernel/torch fresh", "layer/torch fresh", "kernel/torch warm"]  # fmt: skip
 
 
 BEFORE_SIDES = {"kernel": "ours_step", "layer": "layer_step"}
+BEFORE_SIDES["layer in Sequential"] = "layer_step"
 
 
 def before_rows(before: str, rounds: int = 2) -> list[list[str]]:
@@ -212,11 +213,7 @@ def before_rows(before: str, rounds: int = 2) -> list[list[str]]:
             key = "x".join(map(str, shape))
             for tree, sides in trees.items():
                 for side, fn in sides.items():
-                    if side.endswith("warm_heap()"):
-                        continue
-                    kw: dict = {"shape": list(shape)}
-                    if fn == "ours_step":
-                        kw["impl"] = "fused"
+                    kw = _kwargs(side, shape)
                     job = Job("c", f"bench_batchnorm:{fn}", kw, reps=40, warmup=1, max_seconds=1.5)
                     env = {**base, **(old if tree == "before" else {})}
                     times = run_jobs([job], env=env)["c"]["times"]
@@ -233,9 +230,11 @@ def before_rows(before: str, rounds: int = 2) -> list[list[str]]:
         rows.append([
             str(shape), cell("kernel", "before"), cell("kernel", "after"),
             cell("kernel out=", "after"), cell("layer", "before"), cell("layer", "after"),
+            cell("layer in Sequential", "before"), cell("layer in Sequential", "after"),
             cell("torch", "after"),
-            f"**{ratio(t['kernel out=', 'after'], t['kernel', 'before'])}**",
+            f"**{ratio(t['kernel', 'after'], t['kernel', 'before'])}**",
             f"**{ratio(t['layer', 'after'], t['layer', 'before'])}**",
+            f"**{ratio(t['layer in Sequential', 'after'], t['layer in Sequential', 'before'])}**",
             ratio(t["kernel out=", "after"], t["torch", "after"]),
             ratio(t["layer", "after"], t["torch", "after"]),
         ])  # fmt: skip
@@ -243,8 +242,10 @@ def before_rows(before: str, rounds: int = 2) -> list[list[str]]:
 
 
 BEFORE_HEADER = ["shape", "kernel before", "kernel after", "kernel out= after", "layer before",
-                 "layer after", "torch", "kernel out= after/before", "layer after/before",
-                 "kernel out=/torch", "layer/torch"]  # fmt: skip
+                 "layer after", "layer in Sequential before", "layer in Sequential after",
+                 "torch", "kernel after/before", "layer after/before",
+                 "layer in Sequential after/before", "kernel out=/torch",
+                 "layer/torch"]  # fmt: skip
 
 
 def first_call_rows() -> list[list[str]]:

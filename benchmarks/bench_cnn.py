@@ -19,9 +19,7 @@ revision), alternating with the others, so that before and after are compared in
 
 ``BENCH_KERNEL_THREADS=N`` runs every kernel of the step on N threads
 (``Sequential(kernel_threads=N)``, an explicit override of the runtime's thread policy), to
-measure what the policy is worth. The default passes ``"auto"``: the policy in today's tree
-(where "auto" is a deprecated alias of None), Sequential's former conv-net cap in a
-``--before`` tree older than :mod:`bnlab.runtime`.
+measure what the policy is worth. The default (``none``) applies the runtime's policy.
 """
 
 from __future__ import annotations
@@ -67,8 +65,8 @@ def ours_model(bn: bool):  # noqa: ANN201
     layers += [Flatten()]
     block(Dense(2304, 512, seed=5), 512)
     layers += ([] if bn else [Dropout(0.5, seed=2)]) + [Dense(512, 10, seed=6)]
-    setting = os.environ.get("BENCH_KERNEL_THREADS", "auto")
-    threads = None if setting == "none" else setting if setting == "auto" else int(setting)
+    setting = os.environ.get("BENCH_KERNEL_THREADS", "none")
+    threads = None if setting == "none" else int(setting)
     return Sequential(layers, kernel_threads=threads)
 
 

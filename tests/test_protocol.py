@@ -7,7 +7,7 @@ recompute_population_stats; nothing is probed with inspect/getattr at use time.
 
 from __future__ import annotations
 
-import warnings
+import inspect
 
 import numpy as np
 import pytest
@@ -76,7 +76,11 @@ def _registry_restored():
 
 
 def test_every_registered_layer_declares_need_input_grad() -> None:
-    old = [name for name, cls in LAYER_REGISTRY.items() if not cls.backward_takes_need_input_grad]
+    old = [
+        name
+        for name, cls in LAYER_REGISTRY.items()
+        if "need_input_grad" not in inspect.signature(cls.backward).parameters
+    ]
     assert old == []
 
 
@@ -138,27 +142,6 @@ def test_a_backward_returning_none_for_dx_is_named() -> None:
     model.forward(np.ones((3, 4), np.float32))
     with pytest.raises(TypeError, match=r"Lazy at index 1 returned None"):
         model.backward(np.ones((3, 4), np.float32))
-
-
-def test_an_old_style_layer_warns_once_when_defined() -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-
-        class Old(Layer):
-            def backward(self, dy):  # type: ignore[no-untyped-def,override]
-                return dy
-
-        class OldChild(Old):  # inherits the flag; defines no backward of its own
-            pass
-
-    assert [w.category for w in caught] == [DeprecationWarning]
-    assert not Old.backward_takes_need_input_grad and not OldChild.backward_takes_need_input_grad
-
-    class Kw(Layer):  # **kwargs accepts the keyword too
-        def backward(self, dy, **kwargs):  # type: ignore[no-untyped-def,override]
-            return dy
-
-    assert Kw.backward_takes_need_input_grad
 
 
 def test_fold_and_population_pass_a_user_layer_through() -> None:

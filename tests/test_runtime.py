@@ -144,31 +144,3 @@ def test_image_kernels_give_the_same_bits_on_any_thread_count(threads: int) -> N
     assert np.array_equal(cols, ref_cols) and np.array_equal(dx, ref_dx)
     assert np.array_equal(y, ref_y) and np.array_equal(arg, ref_arg)
     assert np.array_equal(dp, ref_dp)
-
-
-_FAULTS = """
-import resource, sys
-import numpy as np
-from bnlab import runtime
-if sys.argv[1] == "warm":
-    assert runtime.warm_heap()
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):  # two 4 MiB arrays (a BN output and its cache, say), freed, again
-    f0 = faults()
-    a, b = np.ones(2**20, np.float32), np.ones(2**20, np.float32)
-    del a, b
-    f1 = faults()
-print(f1 - f0)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_warm_heap_stops_page_faults_on_reallocation() -> None:
-    def run(mode: str) -> int:
-        cmd = [sys.executable, "-c", _FAULTS, mode]
-        return int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-
-    cold, warm = run("cold"), run("warm")
-    assert cold >= 128  # trimmed: part of the 8 MiB comes back as fresh 4 KiB pages
-    assert warm < 16

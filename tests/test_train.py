@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bnlab.data import BatchIterator
-from bnlab.layers import LAYER_REGISTRY, BatchNorm, Dense, Layer, Sequential, Sigmoid
+from bnlab.layers import LAYER_REGISTRY, BatchNorm, Dense, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.optim import L2, SGD
 from bnlab.train import (
@@ -274,24 +274,3 @@ def test_trainer_refuses_what_is_not_a_layer() -> None:
 
     with pytest.raises(TypeError, match=r"Trainer: model must be a bnlab.layers.Layer.*Duck"):
         Trainer(Duck(), SoftmaxCrossEntropy(), SGD({}, {}, lr=0.1), [])  # type: ignore[arg-type]
-
-
-def test_trainer_refuses_an_old_style_backward_before_any_step() -> None:
-    with pytest.warns(DeprecationWarning, match=r"OldStyle.backward\(dy\) does not take"):
-
-        class OldStyle(Layer):
-            def forward(self, x):  # type: ignore[no-untyped-def]
-                return x
-
-            def backward(self, dy):  # type: ignore[no-untyped-def,override]
-                return dy
-
-    model = Sequential([Dense(5, 3, seed=0), OldStyle()])
-    before = {k: v.copy() for k, v in model.params.items()}
-    x, y = blobs(n=12)
-    with pytest.raises(TypeError, match=r"Trainer: .*OldStyle.backward does not take the keyword"):
-        Trainer(model, SoftmaxCrossEntropy(), SGD.from_model(model, lr=0.1), [(x, y)])
-    assert all(np.array_equal(v, before[k]) for k, v in model.params.items())
-    # Sequential still runs it for one release (without the keyword)
-    model.forward(x)
-    assert model.backward(np.ones((12, 3), np.float32), need_input_grad=False) is None

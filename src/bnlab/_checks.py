@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype"]
+__all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype", "check_eps"]
+__all__ += ["prepare_input", "check_out"]
 
 
 def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -53,3 +55,46 @@ def check_feature_axis(ndim: int, axis: int, *, where: str) -> int:
             f"expected an integer in [{-ndim}, {ndim - 1}]"
         )
     return axis % ndim
+
+
+def check_eps(eps: Any, *, where: str) -> float:
+    """``eps`` as a float; TypeError/ValueError unless it is a finite number > 0."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: eps must be a positive float, got {eps!r}") from None
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(
+            f"{where}: eps must be a finite float > 0 (it keeps 1/sqrt(var + eps) finite), "
+            f"got {eps!r}; the usual values are 1e-5 (PyTorch) or 1e-3 (Keras)"
+        )
+    return value
+
+
+def prepare_input(x: Any, axis: int, *, where: str) -> tuple[np.ndarray, int, np.dtype[Any]]:
+    """``(x in the compute dtype, C-contiguous; normalized axis; output dtype)``."""
+    arr = as_float_array(x, "x", where=where, min_ndim=2)
+    ax = check_feature_axis(arr.ndim, axis, where=where)
+    return np.ascontiguousarray(arr, dtype=compute_dtype(arr.dtype)), ax, arr.dtype
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: Any, *inputs: Any, where: str) -> None:
+    """Refuse all but a writeable C-contiguous ``shape``/``dtype`` array apart from ``inputs``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{where}: out must be a numpy array or None, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"{where}: out must have the result's shape {shape} and dtype {dtype}, got shape "
+            f"{out.shape} and dtype {out.dtype}; allocate it with np.empty_like(x)"
+        )
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(
+            f"{where}: out must be C-contiguous and writeable (the kernels write it as one "
+            "block); pass np.empty_like(x) or a contiguous copy"
+        )
+    for i, arr in enumerate(inputs):
+        if not any(arr is seen for seen in inputs[:i]) and np.may_share_memory(out, arr):
+            raise ValueError(
+                f"{where}: out shares memory with an input; pass a separate array (the "
+                "kernels read their inputs while writing out)"
+            )

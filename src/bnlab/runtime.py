@@ -57,7 +57,6 @@ __all__ = [
     "run_on_threads",
     "set_image_threads",
     "set_num_threads",
-    "warm_heap",
 ]
 
 T = TypeVar("T")
@@ -258,28 +257,3 @@ def default_blas_threads_env(n: int) -> bool:
         return False
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(int(n)))
     return True
-
-
-# -- the allocator ------------------------------------------------------------------------------
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
-MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's largest M_MMAP_THRESHOLD on 64-bit systems
-
-
-def warm_heap() -> bool:
-    """Keep freed memory in this process's heap (glibc): large arrays stop costing page faults.
-
-    glibc serves blocks above its mmap threshold with fresh pages from the OS and trims the
-    heap's free top, so a loop that allocates and frees large arrays page-faults them in on
-    every call (BN forward + backward on (256, 1024) in a fresh process: 4.7x slower than with
-    a warm heap). This sets ``M_MMAP_THRESHOLD`` to 32 MiB and ``M_TRIM_THRESHOLD`` to 2 GiB,
-    as the environment variables ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` would:
-    memory freed stays mapped (the process keeps its peak footprint). Opt-in, process-wide;
-    returns False (and changes nothing) where glibc's ``mallopt`` is not available.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
-    return bool(ok and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1)

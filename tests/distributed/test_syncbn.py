@@ -211,7 +211,7 @@ def test_one_collective_per_pass_and_reused_buffers():
         for _ in range(3):
             x = np.random.default_rng(comm.rank).normal(size=(6, 5)).astype(np.float32)
             layer.backward(np.ones_like(layer.forward(x)))
-            ids.append(sorted(id(b) for b in layer._bufs.values()))
+            ids.append(sorted(id(b) for b in layer._sync._bufs.values()))
         layer.eval()
         layer.backward(np.ones_like(layer.forward(x)))  # running statistics: no collective
         return ids[0] == ids[1] == ids[2]

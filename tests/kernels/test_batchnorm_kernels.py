@@ -75,8 +75,8 @@ def test_training_matches_torch(shape, axis, dtype, impl):
     ours = (y,) + bwd(dy, cache)
     # the cache carries the biased batch variance in float64
     red = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
-    np.testing.assert_allclose(cache.var, x.astype(np.float64).var(axis=red), rtol=1e-10)
-    np.testing.assert_allclose(cache.mean, x.astype(np.float64).mean(axis=red), rtol=1e-10)
+    np.testing.assert_allclose(cache.var[0], x.astype(np.float64).var(axis=red), rtol=1e-10)
+    np.testing.assert_allclose(cache.mean[0], x.astype(np.float64).mean(axis=red), rtol=1e-10)
     theirs = torch_train(x, gamma, beta, dy, axis)
     for a, b in zip(ours, theirs, strict=True):
         assert a.dtype == dtype and a.shape == b.shape
@@ -86,7 +86,7 @@ def test_training_matches_torch(shape, axis, dtype, impl):
         return
     # float32: torch's own float32 dx loses digits where its terms cancel (N = 2), so compare
     # with a tolerance on the size of the terms, and tightly with torch in float64
-    scale = np.abs(gamma).max() / np.sqrt(cache.var.min() + 1e-5) * np.abs(dy).max()
+    scale = np.abs(gamma).max() / np.sqrt(cache.var[0].min() + 1e-5) * np.abs(dy).max()
     np.testing.assert_allclose(ours[1], theirs[1], rtol=0, atol=1e-4 * scale)
     for a, b in ((ours[0], theirs[0]), (ours[2], theirs[2]), (ours[3], theirs[3])):
         assert rel_err(a, b) < 2e-5
@@ -174,12 +174,6 @@ def test_inference_and_its_gradient_match_torch(shape, axis, dtype):
     assert rel_err(dx, np.moveaxis(xt.grad.numpy(), 1, axis)) < tol
     assert rel_err(dgamma, g.grad.numpy()) < tol * 10
     assert rel_err(dbeta, b.grad.numpy()) < tol * 10
-    for ours, theirs in zip(
-        (dx, dgamma, dbeta),
-        ref.batch_norm_inference_backward(dy, x, mean, var, gamma, axis=axis),
-        strict=True,
-    ):
-        assert rel_err(ours, theirs) < tol * 10
     assert rel_err(y, ref.batch_norm_inference(x, mean, var, gamma, beta, axis=axis)) < tol
 
 
@@ -195,7 +189,7 @@ def test_large_offset_no_cancellation(impl):
     y, cache = fwd(x, None, None, eps=1e-9)
     np.testing.assert_allclose(y.astype(np.float64).std(axis=0), 1.0, atol=1e-3)
     np.testing.assert_allclose(np.abs(y.astype(np.float64).mean(axis=0)), 0.0, atol=1e-3)
-    np.testing.assert_allclose(cache.var, var, rtol=1e-6)
+    np.testing.assert_allclose(cache.var[0], var, rtol=1e-6)
     # with the default eps the std is sqrt(var / (var + eps)), also within 1e-3
     y, _ = fwd(x, None, None)
     np.testing.assert_allclose(y.std(axis=0), np.sqrt(var / (var + 1e-5)), atol=1e-3)
@@ -231,7 +225,7 @@ def test_float16_computed_in_float32():
     assert dx.dtype == np.float16 and dgamma.dtype == np.float32
     dx32, _, _ = batch_norm_backward(dy16.astype(np.float32), c32)
     np.testing.assert_array_equal(dx, dx32.astype(np.float16))
-    yi = batch_norm_inference(x16, cache.mean, cache.var, gamma, beta)
+    yi = batch_norm_inference(x16, cache.mean[0], cache.var[0], gamma, beta)
     assert yi.dtype == np.float16
 
 
@@ -283,8 +277,8 @@ def test_bad_inputs(impl):
         fwd(x, np.ones(4), None)
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         fwd(np.ones((1, 3), np.float32), None, None)
-    with pytest.raises(ValueError, match="empty training batch"):
-        fwd(np.ones((0, 3), np.float32), None, None)
+    y, empty = fwd(np.ones((0, 3), np.float32), None, None)  # an empty batch: empty output
+    assert y.shape == (0, 3) and bwd(np.ones((0, 3), np.float32), empty)[0].shape == (0, 3)
     _, cache = fwd(np.arange(12, dtype=np.float32).reshape(4, 3), None, None)
     with pytest.raises(ValueError, match=r"dy must have the forward input's shape \(4, 3\)"):
         bwd(np.ones((3, 4), np.float32), cache)

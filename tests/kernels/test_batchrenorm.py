@@ -10,8 +10,8 @@ from bnlab.kernels import (
     batch_renorm_backward,
     batch_renorm_forward,
     batch_renorm_inference,
-    batchrenorm_fused,
 )
+from bnlab.kernels import batchrenorm_ref as ref
 from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
 
 EPS = 1e-3
@@ -52,7 +52,7 @@ def test_forward_backward_match_torch_autograd(rng, shape, axis, vbs, rmax, dmax
     dy = rng.normal(size=shape)
     y, cache = batch_renorm_forward(
         x, gamma, beta, mu, sigma, axis=axis, eps=EPS, rmax=rmax, dmax=dmax,
-        virtual_batch_size=vbs,
+        groups=None if vbs is None else shape[0] // vbs,
     )  # fmt: skip
     dx, dgamma, dbeta = batch_renorm_backward(dy, cache)
 
@@ -168,7 +168,7 @@ def test_unclipped_training_output_equals_inference_output(rng):
 def test_virtual_batches_normalize_each_chunk_on_its_own(rng):
     x, gamma, beta, mu, sigma = make(rng, (12, 2, 3), -1)
     kw = {"eps": EPS, "rmax": 2.0, "dmax": 1.0}
-    y, cache = batch_renorm_forward(x, gamma, beta, mu, sigma, virtual_batch_size=3, **kw)
+    y, cache = batch_renorm_forward(x, gamma, beta, mu, sigma, groups=4, **kw)
     assert cache.mean.shape == (4, 3)
     for i in range(4):
         part = slice(3 * i, 3 * i + 3)
@@ -176,8 +176,8 @@ def test_virtual_batches_normalize_each_chunk_on_its_own(rng):
         np.testing.assert_allclose(y[part], y_i, atol=1e-13)
         np.testing.assert_allclose(cache.r[i], cache_i.r[0])
         np.testing.assert_allclose(cache.d[i], cache_i.d[0])
-    with pytest.raises(ValueError, match="virtual_batch_size=5 must divide"):
-        batch_renorm_forward(x, gamma, beta, mu, sigma, virtual_batch_size=5)
+    with pytest.raises(ValueError, match="groups=5 must divide"):
+        batch_renorm_forward(x, gamma, beta, mu, sigma, groups=5)
 
 
 def test_r_d_clip_values():
@@ -222,21 +222,21 @@ def test_inference_formula(rng):
 
 @pytest.mark.parametrize("shape,axis", [((64, 7), -1), ((4, 5, 5, 6), -1), ((4, 6, 5, 5), 1)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
-def test_fused_matches_reference(rng, shape, axis, dtype):
+def test_kernel_matches_reference(rng, shape, axis, dtype):
     x, gamma, beta, mu, sigma = make(rng, shape, axis)
     x = (x + 100.0).astype(dtype)  # an offset: both must avoid E[x^2] - E[x]^2
     mu = mu + 100.0
     dy = rng.normal(size=shape).astype(dtype)
     kw = {"axis": axis, "eps": EPS, "rmax": 1.5, "dmax": 0.5}
-    y_ref, c_ref = batch_renorm_forward(x, gamma, beta, mu, sigma, **kw)
-    y, cache = batchrenorm_fused.batch_renorm_forward(x, gamma, beta, mu, sigma, **kw)
+    y_ref, c_ref = ref.batch_renorm_forward(x, gamma, beta, mu, sigma, **kw)
+    y, cache = batch_renorm_forward(x, gamma, beta, mu, sigma, **kw)
     assert y.dtype == dtype
     tol = {np.float64: 1e-10, np.float32: 2e-4, np.float16: 2e-2}[dtype]
     np.testing.assert_allclose(y.astype(np.float64), y_ref.astype(np.float64), atol=tol)
     np.testing.assert_allclose(cache.r, c_ref.r, rtol=tol)
     np.testing.assert_allclose(cache.d, c_ref.d, rtol=tol, atol=tol)
-    got = batchrenorm_fused.batch_renorm_backward(dy, cache)
-    want = batch_renorm_backward(dy, c_ref)
+    got = batch_renorm_backward(dy, cache)
+    want = ref.batch_renorm_backward(dy, c_ref)
     for g, w in zip(got, want, strict=True):
         scale = max(1.0, float(np.abs(w.astype(np.float64)).max()))
         np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), atol=tol * scale)

@@ -1,5 +1,6 @@
 """BN kernels refuse what would give NaN silently: bad eps, NaN parameters, negative variance,
-NaN/Inf data in the training passes; the split entry points equal the fused passes."""
+NaN/Inf data in the training passes; ghost-batch groups equal the kernels on each group alone,
+and a reduction of the statistics and sums over shards gives the whole batch's result."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import pytest
 from bnlab.kernels import (
     batch_norm_backward,
     batch_norm_forward,
-    batch_norm_grad_input,
-    batch_norm_grad_sums,
-    batch_norm_inference,
     batch_norm_inference_backward,
     batch_renorm_forward,
     batch_renorm_inference,
@@ -71,7 +69,9 @@ def test_training_kernels_refuse_bad_eps_and_parameters():
 def test_nan_data_in_the_training_passes_raises(bad):
     x = X.copy()
     x[1, 1] = bad
-    with pytest.raises(FloatingPointError, match="batch_norm_forward: .*not finite"):
+    with pytest.raises(
+        FloatingPointError, match=r"batch_norm_forward: x contains \d NaN and \d Inf"
+    ):
         batch_norm_forward(x, ONES, ZEROS)
     _, cache = batch_norm_forward(X, ONES, ZEROS)
     dy = np.ones_like(X)
@@ -80,39 +80,79 @@ def test_nan_data_in_the_training_passes_raises(bad):
         batch_norm_backward(dy, cache)
 
 
-@pytest.mark.parametrize(("shape", "axis"), [((40, 5), -1), ((4, 3, 3, 5), -1), ((4, 5, 6), 1)])
-def test_split_entry_points_equal_the_fused_passes_bit_for_bit(shape, axis):
-    rng = np.random.default_rng(1)
-    x = (rng.normal(size=shape) * 2 + 3).astype(np.float32)
-    dy = rng.normal(size=shape).astype(np.float32)
-    g, b = rng.uniform(0.5, 2, size=5), rng.normal(size=5)
-    y, cache = batch_norm_forward(x, g, b, axis=axis)
-    mean, var, m = moments(x, axis=axis)
-    assert mean.tobytes() == cache.mean.tobytes() and var.tobytes() == cache.var.tobytes()
-    assert batch_norm_inference(x, mean, var, g, b, axis=axis).tobytes() == y.tobytes()
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("shape", "axis", "bounds"),
+    [
+        ((9, 5), -1, [(0, 4), (4, 7), (7, 9)]),
+        ((80, 3), -1, [(0, 70), (70, 80)]),  # 70 rows: the float32 dx pass (m >= 64)
+        ((6, 2, 3, 4), -1, [(0, 2), (2, 5), (5, 6)]),  # NHWC: a group of one image
+        ((6, 4, 5), 1, [(0, 3), (3, 6)]),  # feature axis in the middle
+        ((8, 4, 5), 1, 2),  # a group count: two equal groups
+    ],
+)
+def test_groups_equal_the_kernels_on_each_group_bit_for_bit(dtype, shape, axis, bounds):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=shape) * 3 + 2).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    C = shape[axis]
+    g, b = rng.uniform(0.5, 2, size=C), rng.normal(size=C)
+    y, cache = batch_norm_forward(x, g, b, axis=axis, eps=1e-3, groups=bounds)
     dx, dgamma, dbeta = batch_norm_backward(dy, cache)
-    sdy, sdyx = batch_norm_grad_sums(dy, x, mean, axis=axis)
-    got = batch_norm_grad_input(dy, x, mean, var, g, sdy, sdyx, count=m, axis=axis)
-    assert got.tobytes() == dx.tobytes()
-    assert sdy.astype(np.float32).tobytes() == dbeta.tobytes()
+    if isinstance(bounds, int):
+        bounds = [(j * shape[0] // bounds, (j + 1) * shape[0] // bounds) for j in range(bounds)]
+    want_dbeta = np.zeros(C)
+    for j, (lo, hi) in enumerate(bounds):
+        m_j, v_j, n_j = moments(x[lo:hi], axis=axis)
+        assert cache.count[j] == n_j and cache.mean[j].tobytes() == m_j.tobytes()
+        assert cache.var[j].tobytes() == v_j.tobytes()
+        if n_j == 0:
+            continue
+        y_j, cache_j = batch_norm_forward(x[lo:hi], g, b, axis=axis, eps=1e-3)
+        assert y[lo:hi].tobytes() == y_j.tobytes()
+        dx_j, _, dbeta_j = batch_norm_backward(dy[lo:hi], cache_j)
+        assert dx[lo:hi].tobytes() == dx_j.tobytes()
+        want_dbeta += dbeta_j
+    np.testing.assert_allclose(dbeta, want_dbeta, rtol=1e-5)
+    np.testing.assert_allclose(
+        dbeta,
+        dy.sum(axis=tuple(i for i in range(dy.ndim) if i != axis % dy.ndim)),
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
-def test_grad_input_with_a_global_count_is_the_whole_batch_gradient():
-    """Two halves with the global statistics, the global sums and m = N: the full dx."""
+def test_a_reduction_over_two_shards_gives_the_whole_batch():
+    """Each half reduces its statistics and sums with the other's: y and dx of the full batch."""
     rng = np.random.default_rng(2)
-    x, dy = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))
-    _, cache = batch_norm_forward(x, ONES, ZEROS)
-    dx, _, _ = batch_norm_backward(dy, cache)
-    parts = [batch_norm_grad_sums(dy[s], x[s], cache.mean) for s in (slice(0, 4), slice(4, 10))]
-    sdy, sdyx = (parts[0][i] + parts[1][i] for i in (0, 1))
-    halves = [
-        batch_norm_grad_input(dy[s], x[s], cache.mean, cache.var, ONES, sdy, sdyx, count=10)
-        for s in (slice(0, 4), slice(4, 10))
-    ]
-    np.testing.assert_allclose(np.concatenate(halves), dx, rtol=1e-12, atol=1e-14)
-    assert batch_norm_grad_sums(dy[:0], x[:0], cache.mean)[0].tolist() == [0.0] * 3
-    with pytest.raises(ValueError, match="count must be a positive int"):
-        batch_norm_grad_input(dy, x, cache.mean, cache.var, ONES, sdy, sdyx, count=0)
+    x, dy = rng.normal(3.0, 2.0, size=(10, 3)), rng.normal(size=(10, 3))
+    y, cache = batch_norm_forward(x, ONES, ZEROS)
+    dx, dgamma, _ = batch_norm_backward(dy, cache)
+    halves = (slice(0, 4), slice(4, 10))
+
+    def merged_with(other):
+        def reduce(count, mean, var):
+            o_mean, o_var, o_n = moments(other)
+            stack = (
+                np.array([count, [o_n]]),
+                np.stack([mean, o_mean[None]]),
+                np.stack([var, o_var[None]]),
+            )
+            return merge_moment_stack(*stack)
+
+        return reduce
+
+    caches, seen = [], []
+    for mine, other in (halves, halves[::-1]):
+        y_half, c = batch_norm_forward(x[mine], ONES, ZEROS, reduce=merged_with(x[other]))
+        np.testing.assert_allclose(y_half, y[mine], rtol=1e-12, atol=1e-14)
+        assert c.count.tolist() == [10]
+        caches.append(c)
+    batch_norm_backward(dy[halves[1]], caches[1], reduce=lambda s: seen.append(s.copy()) or s)
+    dx_a, dgamma_a, _ = batch_norm_backward(dy[halves[0]], caches[0], reduce=lambda s: s + seen[0])
+    np.testing.assert_allclose(dx_a, dx[halves[0]], rtol=1e-12, atol=1e-14)
+    share = (dy[halves[0]] * (x[halves[0]] - cache.mean) / np.sqrt(cache.var + 1e-5)).sum(axis=0)
+    np.testing.assert_allclose(dgamma_a, share, rtol=1e-12)  # this shard's share only
 
 
 def test_merge_moment_stack_equals_pairwise_merges_and_skips_empty_samples():

@@ -1,21 +1,19 @@
-"""Reused output buffers of the normalization layers (issue 14).
+"""Output buffers of the normalization layers (issues 14, 20).
 
-A layer used on its own hands an output array out again only when nothing else refers to it
-(bnlab.layers._norm_buffers); inside a Sequential its outputs are its own buffers. Either way
-the bits are those of a fresh output, and an output the caller still holds never changes.
+A layer used on its own returns new arrays (PyTorch's semantics); inside a Sequential
+(``reuse_output``) its outputs are its own buffers, overwritten by its next call. Either way
+the bits are those of a fresh output, and an output the caller holds never changes.
 """
 
 from __future__ import annotations
 
 import copy
-import weakref
 
 import numpy as np
 import pytest
 
 from bnlab.comm import SelfComm
 from bnlab.layers import BatchNorm, BatchRenorm, Sequential, SyncBatchNorm
-from bnlab.layers._norm_buffers import Recycler
 
 LAYERS = {
     "bn": lambda C, ax: BatchNorm(C, axis=ax),
@@ -37,11 +35,12 @@ def address(a: np.ndarray) -> int:
     return int(a.__array_interface__["data"][0])
 
 
-def run(layer, shape, keep: bool, dtype=np.float32):
-    """Training steps then an eval pass; bytes of every output, gradient and buffer. With
-    ``keep`` every output stays referenced (no reuse possible), else each is dropped after
-    being copied (so the layer may reuse it). Also returns the output addresses."""
-    record, addrs, held = [], [], []
+def run(layer, shape, reuse: bool, dtype=np.float32):
+    """Training steps then an eval pass; bytes of every output, gradient and buffer, with the
+    layer's own output buffers (``reuse``, as inside a Sequential) or fresh arrays. Also
+    returns the output addresses."""
+    layer.reuse_output = reuse
+    record, addrs = [], []
     for x, dy in batches(shape, dtype=dtype):
         layer.train()
         y = layer.forward(x)
@@ -49,20 +48,13 @@ def run(layer, shape, keep: bool, dtype=np.float32):
         addrs.append(address(y))
         dx = layer.backward(dy)
         record.append(dx.tobytes())
-        if keep:
-            held += [y, dx]
-        del y, dx
         for name, p in layer.params.items():
             record.append(layer.grads[name].tobytes())
             p -= 0.1 * layer.grads[name]
         record += [b.tobytes() for b in layer.buffers.values()]
     layer.eval()
     for x, _ in batches(shape, steps=2, dtype=dtype):
-        y = layer.forward(x)
-        record.append(y.tobytes())
-        if keep:
-            held.append(y)
-        del y
+        record.append(layer.forward(x).tobytes())
     return record, addrs
 
 
@@ -70,10 +62,10 @@ def run(layer, shape, keep: bool, dtype=np.float32):
 @pytest.mark.parametrize(("shape", "axis"), SHAPES)
 def test_reused_outputs_give_the_bits_of_fresh_ones(kind, shape, axis):
     make = LAYERS[kind]
-    fresh, _ = run(make(shape[axis], axis), shape, keep=True)
-    reused, addrs = run(make(shape[axis], axis), shape, keep=False)
+    fresh, _ = run(make(shape[axis], axis), shape, reuse=False)
+    reused, addrs = run(make(shape[axis], axis), shape, reuse=True)
     assert reused == fresh
-    assert len(set(addrs)) < len(addrs)  # the dropped outputs were in fact reused
+    assert len(set(addrs)) == 1  # one y buffer, written every step
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float64])
@@ -81,8 +73,8 @@ def test_reuse_with_other_dtypes(dtype):
     make = LAYERS["bn"]
     layers = [make(6, -1).astype(dtype) if dtype == np.float64 else make(6, -1) for _ in "ab"]
     assert (
-        run(layers[0], (32, 6), keep=True, dtype=dtype)[0]
-        == run(layers[1], (32, 6), keep=False, dtype=dtype)[0]
+        run(layers[0], (32, 6), reuse=False, dtype=dtype)[0]
+        == run(layers[1], (32, 6), reuse=True, dtype=dtype)[0]
     )
 
 
@@ -92,18 +84,11 @@ def test_an_output_the_caller_holds_never_changes():
     y0 = layer.forward(data[0][0])
     dx0 = layer.backward(data[0][1])
     view = layer.forward(data[1][0])[2:10]  # only a view of the second output is kept
-    ref = weakref.ref(layer.forward(data[2][0]))  # a weak reference does not keep it alive...
-    third = ref()
-    assert third is not None  # ...the recycler does, so reusing it would show through here
-    expect = [a.copy() for a in (y0, dx0, view, third)]
-    del third
-    for x, dy in data[3:]:
-        layer.backward(dy)
+    expect = [a.copy() for a in (y0, dx0, view)]
+    for x, dy in data[2:]:
         layer.forward(x)
         layer.backward(dy)
-    third = ref()
-    assert third is not None  # still kept by the recycler, and not handed out again:
-    for got, want in zip((y0, dx0, view, third), expect, strict=True):
+    for got, want in zip((y0, dx0, view), expect, strict=True):
         assert got.tobytes() == want.tobytes()
 
 
@@ -140,16 +125,3 @@ def test_inside_sequential_the_same_bits_as_on_its_own():
     a = inner.forward(x)
     b = inner.forward(x * 2)
     assert a is b
-
-
-def test_recycler_keeps_a_bounded_number_of_arrays():
-    pool = Recycler(keep=2)
-    held = [pool.get("y", (3,), np.float32) for _ in range(5)]  # all held: five new arrays
-    assert len({id(a) for a in held}) == 5
-    assert len(pool._arrays["y"]) == 2
-    kept = {id(a) for a in held[-2:]}  # the two most recent are the ones kept
-    del held
-    assert id(pool.get("y", (3,), np.float32)) in kept  # now free: handed out again
-    assert pool.get("y", (4,), np.float64).shape == (4,)  # another shape: a new array
-    pool.clear()
-    assert pool._arrays == {}

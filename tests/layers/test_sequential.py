@@ -1,5 +1,4 @@
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -278,15 +277,11 @@ def test_kernel_threads_inside_step_and_restored_after(kw: dict, expected: int) 
     assert numba.get_num_threads() == 2
 
 
-def test_auto_kernel_threads_is_deprecated_and_means_the_runtime_policy() -> None:
-    with pytest.warns(DeprecationWarning, match="runtime"):
-        model = Sequential([Flatten(), Dense(4, 3, seed=0)], kernel_threads="auto")
-    assert model.kernel_threads is None
-    config = model.get_config()
-    config["kernel_threads"] = "auto"  # as saved by an earlier release: loads without a warning
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert Sequential.from_config(config).kernel_threads is None
+def test_kernel_threads_must_be_a_positive_int_or_none() -> None:
+    with pytest.raises(ValueError, match="kernel_threads must be a positive int or None"):
+        Sequential([Flatten(), Dense(4, 3, seed=0)], kernel_threads="auto")  # type: ignore[arg-type]
+    config = Sequential([Flatten(), Dense(4, 3, seed=0)]).get_config()
+    assert Sequential.from_config(config).kernel_threads is None
 
 
 def test_the_same_step_in_a_hand_written_loop_gives_the_same_bits() -> None:

@@ -29,7 +29,8 @@ from bnlab.deploy._walk import (
     save_modes,
     tracks_running_stats,
 )
-from bnlab.layers._normalization import BatchNormBase, NormCache
+from bnlab.kernels import BatchNormCache
+from bnlab.layers._normalization import BatchNormBase
 from bnlab.layers.base import Layer
 
 __all__ = ["recompute_population_stats", "PopulationStatsSummary", "shuffled_batches"]
@@ -95,7 +96,7 @@ class _Accumulator:
             self.values += m_b
 
 
-def _last_pass(bn: BatchNormBase) -> NormCache | None:
+def _last_pass(bn: BatchNormBase) -> BatchNormCache | None:
     """What ``bn``'s latest forward pass kept (its batch statistics in training mode)."""
     return bn.last_pass
 

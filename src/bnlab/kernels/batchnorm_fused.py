@@ -1,40 +1,19 @@
-"""Fused Numba kernels for batch normalization: two memory passes forward, two backward.
+"""The compiled loops of batch normalization: two memory passes forward, two backward.
 
-Every kernel works on one of two views of the input, chosen by :mod:`bnlab.kernels.batchnorm`
-without copying a C-contiguous array:
+On views ``(R, C)`` (``*_last``) or ``(A, C, B)`` (``*_mid``, NCHW: ``A = N``, ``B = H*W``) cut
+into groups ``bounds[j] = (a, b)`` along the first axis; group j runs on ``nblocks[j]`` blocks
+(1: serial, no thread pool; more: rows with float64 partial sums, or channels/planes).
 
-* ``*_last``: ``(R, C)``, the feature axis last (dense ``(N, D)``, NHWC, ``(N, L, C)``). Rows
-  are split into ``nblocks`` blocks processed in parallel, each keeping float64 partial sums
-  per channel that are added at the end.
-* ``*_mid``: ``(A, C, B)``, the feature axis in the middle (NCHW: ``A = N``, ``B = H*W``).
-  Channels (statistics) or ``(a, c)`` planes (elementwise passes) run in parallel.
+    pass 1 forward:   S1 = sum(x - K), S2 = sum((x - K)^2) around K = the group's first value
+                      mean = K + S1/m, var = max((S2 - S1^2/m) / m, 0)   (float64, biased)
+    pass 2 forward:   y = a*(x - hi) + d, a = gamma/sqrt(var + eps), mean = hi + lo with hi in
+                      the data's dtype and -a*lo folded into d (a large offset costs nothing)
+    pass 1 backward:  sum(dy), sum(dy * (x - mean))                       (float64)
+    pass 2 backward:  dx = k*dy + cb*(x - mean) + cd in float64 (few values: the terms cancel),
+                      in float32 with the hi/lo split from LOWP_MIN_COUNT values on
 
-``nblocks == 1`` runs serially without touching the thread pool (small inputs: waking the
-OpenMP threads costs more than it saves, and a busy core stalls the barrier).
-
-Forward, training (``m`` values per channel, shift ``K_c`` = the first value of channel c)::
-
-    pass 1:  S1 = sum(x - K),  S2 = sum((x - K)^2)              (float64 accumulators)
-             mean = K + S1/m,  var = max((S2 - S1^2/m) / m, 0)  (biased; shifted data, so no
-                                                                 E[x^2] - E[x]^2 cancellation)
-    pass 2:  y = (x - mean) * gamma / sqrt(var + eps) + beta
-
-Backward, with ``rstd = 1/sqrt(var + eps)`` and ``xhat = (x - mean) * rstd``::
-
-    pass 1:  dbeta = sum(dy),  dgamma = rstd * sum(dy * (x - mean))   (float64)
-    pass 2:  dx = gamma * rstd * (dy - dbeta/m - xhat * dgamma/m)
-
-(``m`` is passed in: a synchronized layer sums pass 1 over ranks and uses the global count.)
-
-The forward second pass is ``y = s*(x - hi) + d`` in the data's dtype: the float64 mean is
-split as ``mean = hi + lo`` with ``hi`` = mean rounded to that dtype, ``x - hi`` is exact for x
-near the mean and ``-s*lo`` is folded into ``d`` in float64, so a large offset (x = 1e4 + 1e-2 *
-noise in float32) costs no accuracy. The backward second pass ``dx = k*dy + b*(x - mean) + d``
-is evaluated in float64 and rounded once when a channel has few values (its terms cancel,
-completely for N = 2, and float32 arithmetic there would lose digits the float64 reference
-keeps). With many values per channel (``m >= LOWP_MIN_COUNT``) the projections are small next
-to ``dy`` and the pass runs in the data's dtype with the same ``hi``/``lo`` split of the mean as
-the forward pass (``grad_input_last_lowp``), which halves its cost.
+``m`` is passed in (global under sync). Parallel kernels hold only calls and prange loops:
+numba makes any array expression a parallel region of its own (milliseconds).
 """
 
 from __future__ import annotations
@@ -43,25 +22,11 @@ import numpy as np
 
 from bnlab.kernels._numba import njit, prange
 
-__all__ = [
-    "stats_last",
-    "stats_mid",
-    "normalize_last",
-    "normalize_mid",
-    "grad_sums_last",
-    "grad_sums_mid",
-    "grad_input_last",
-    "grad_input_mid",
-    "grad_input_last_lowp",
-    "LOWP_MIN_COUNT",
-]
-
 LOWP_MIN_COUNT = 64  # values per channel from which the dx pass may run in float32
 
-_FM = {"reassoc", "contract"}  # vectorised float64 reductions; no nnan/ninf assumptions
+_FM = {"reassoc", "contract"}  # vectorised float64 reductions; no nnan/ninf
 
 
-# -- serial building blocks: one block of rows (last) or of channels / planes (mid) -----------
 @njit(cache=True, fastmath=_FM)
 def _sums_rows(x, shift, r0, r1, s1, s2):
     # thread-local accumulators (writing rows of a shared array in the loop would false-share
@@ -113,11 +78,11 @@ def _dot_rows(u, x, center, r0, r1, s1, s2):
 
 
 @njit(cache=True, fastmath=_FM)
-def _sums_chan(x, shift, c, s1, s2):
+def _sums_chan(x, shift, c, a0, a1, s1, s2):
     t1 = 0.0
     t2 = 0.0
     k = shift[c]
-    for a in range(x.shape[0]):
+    for a in range(a0, a1):
         for b in range(x.shape[2]):
             d = np.float64(x[a, c, b]) - k
             t1 += d
@@ -127,11 +92,11 @@ def _sums_chan(x, shift, c, s1, s2):
 
 
 @njit(cache=True, fastmath=_FM)
-def _dot_chan(u, x, center, c, s1, s2):
+def _dot_chan(u, x, center, c, a0, a1, s1, s2):
     t1 = 0.0
     t2 = 0.0
     k = center[c]
-    for a in range(x.shape[0]):
+    for a in range(a0, a1):
         for b in range(x.shape[2]):
             g = np.float64(u[a, c, b])
             t1 += g
@@ -198,10 +163,7 @@ def _split_center(center, cb, cd, like):
 
 @njit(cache=True)
 def _to_dtype(v, like):
-    out = np.empty(v.shape[0], like.dtype)
-    for c in range(v.shape[0]):
-        out[c] = v[c]
-    return out
+    return v.astype(like.dtype)
 
 
 @njit(cache=True)
@@ -210,173 +172,227 @@ def _zeros2(n, C):
 
 
 @njit(cache=True)
-def _shift(x):
-    """Each channel's first value in float64 (``x`` is ``(R, C)`` or ``(A, C, B)``)."""
+def _shift(x, a):  # each channel's first value in the group starting at row a, float64
     C = x.shape[1]
     flat = x.reshape(x.size)  # a view: the dispatch passes C-contiguous arrays only
     stride = 1 if x.ndim == 2 else x.shape[2]
+    start = a * (x.size // x.shape[0])
     k = np.empty(C)
     for c in range(C):
-        k[c] = flat[c * stride]
+        k[c] = flat[start + c * stride]
     return k
 
 
 @njit(cache=True)
-def _moments(shift, p1, p2, m):
-    """``(mean, biased var)`` from per-block shifted sums ``p1, p2`` of shape (blocks, C)."""
+def _moments(shift, p1, p2, m, mean, var):  # per-block shifted sums (blocks, C) -> mean, var
     s1 = p1.sum(axis=0)
     s2 = p2.sum(axis=0)
-    return shift + s1 / m, np.maximum((s2 - s1 * s1 / m) / m, 0.0)
+    mean[:] = shift + s1 / m
+    var[:] = np.maximum((s2 - s1 * s1 / m) / m, 0.0)
 
 
 @njit(cache=True)
-def _sum_blocks(p1, p2):
-    return p1.sum(axis=0), p2.sum(axis=0)
-
-
-@njit(cache=True)
-def _affine_consts(mean, var, gamma, beta, eps, like):
-    """``(hi, a, d)`` in ``like``'s dtype with ``y = a*(x - hi) + d`` the normalization."""
-    scale = gamma / np.sqrt(var + eps)
-    hi, d = _split_center(mean, scale, beta, like)
-    return hi, _to_dtype(scale, like), d
-
-
-# -- pass 1: per-channel sums ----------------------------------------------------------------
-# Parallel kernels hold only calls and one prange loop: numba turns any array expression or
-# np.zeros in a parallel function into a parallel region of its own (milliseconds, measured).
-@njit(cache=True, parallel=True)
-def stats_last(x, nblocks):
-    """Per-column ``(mean, biased var)`` of ``x (R, C)`` in float64, R >= 1."""
-    R, C = x.shape
-    shift = _shift(x)
-    p1, p2 = _zeros2(nblocks, C)
-    if nblocks <= 1:
-        _sums_rows(x, shift, 0, R, p1[0], p2[0])
-    else:
-        for blk in prange(nblocks):
-            _sums_rows(x, shift, blk * R // nblocks, (blk + 1) * R // nblocks, p1[blk], p2[blk])
-    return _moments(shift, p1, p2, R)
-
-
-@njit(cache=True, parallel=True)
-def stats_mid(x, nblocks):
-    """Per-channel ``(mean, biased var)`` of ``x (A, C, B)`` in float64, A*B >= 1."""
-    C = x.shape[1]
-    shift = _shift(x)
-    p1, p2 = _zeros2(1, C)
-    s1, s2 = p1[0], p2[0]
-    if nblocks <= 1:
-        for c in range(C):
-            _sums_chan(x, shift, c, s1, s2)
-    else:
-        for c in prange(C):
-            _sums_chan(x, shift, c, s1, s2)
-    return _moments(shift, p1, p2, x.shape[0] * x.shape[2])
-
-
-@njit(cache=True, parallel=True)
-def grad_sums_last(dy, x, mean, nblocks):
-    """Per-column ``(sum(dy), sum(dy * (x - mean)))`` of ``(R, C)`` arrays in float64."""
-    R, C = x.shape
-    p1, p2 = _zeros2(nblocks, C)
-    if nblocks <= 1:
-        _dot_rows(dy, x, mean, 0, R, p1[0], p2[0])
-    else:
-        for blk in prange(nblocks):
-            _dot_rows(dy, x, mean, blk * R // nblocks, (blk + 1) * R // nblocks, p1[blk], p2[blk])
-    return _sum_blocks(p1, p2)
-
-
-@njit(cache=True, parallel=True)
-def grad_sums_mid(dy, x, mean, nblocks):
-    """Per-channel ``(sum(dy), sum(dy * (x - mean)))`` of ``(A, C, B)`` arrays in float64."""
-    C = x.shape[1]
-    p1, p2 = _zeros2(1, C)
-    s1, s2 = p1[0], p2[0]
-    if nblocks <= 1:
-        for c in range(C):
-            _dot_chan(dy, x, mean, c, s1, s2)
-    else:
-        for c in prange(C):
-            _dot_chan(dy, x, mean, c, s1, s2)
-    return _sum_blocks(p1, p2)
-
-
-# -- pass 2: elementwise maps ----------------------------------------------------------------
-@njit(cache=True, parallel=True)
-def normalize_last(x, mean, var, gamma, beta, eps, out, nblocks):
-    """``out = gamma * (x - mean) / sqrt(var + eps) + beta`` for ``x (R, C)``."""
-    hi, a, d = _affine_consts(mean, var, gamma, beta, eps, x)
-    R = x.shape[0]
-    if nblocks <= 1:
-        _affine_rows(x, hi, a, d, out, 0, R)
-    else:
-        for blk in prange(nblocks):
-            _affine_rows(x, hi, a, d, out, blk * R // nblocks, (blk + 1) * R // nblocks)
-
-
-@njit(cache=True, parallel=True)
-def normalize_mid(x, mean, var, gamma, beta, eps, out, nblocks):
-    """``out = gamma * (x - mean) / sqrt(var + eps) + beta`` for ``x (A, C, B)``."""
-    hi, a, d = _affine_consts(mean, var, gamma, beta, eps, x)
-    n = x.shape[0] * x.shape[1]
-    if nblocks <= 1:
-        _affine_planes(x, hi, a, d, out, 0, n)
-    else:
-        for blk in prange(nblocks):
-            _affine_planes(x, hi, a, d, out, blk * n // nblocks, (blk + 1) * n // nblocks)
+def _sum_blocks(p1, p2, sums):
+    sums[0, :] = p1.sum(axis=0)
+    sums[1, :] = p2.sum(axis=0)
 
 
 @njit(cache=True)
 def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
-    """``dx = k*dy + cb*(x - mean) + cd`` with ``k = gamma*rstd``, from the pass-1 sums.
-
-    ``m`` is the number of values per channel the statistics came from: the local batch's,
-    or the global batch's when the sums were reduced over data-parallel ranks.
-    """
+    """``dx = k*dy + cb*(x - mean) + cd`` (``k = gamma*rstd``) from the pass-1 sums."""
     rstd = 1.0 / np.sqrt(var + eps)
     k = gamma * rstd
     return k, -k * rstd * rstd * sdyx / m, -k * sdy / m
 
 
-@njit(cache=True, parallel=True)
-def grad_input_last(dy, x, mean, var, gamma, sdy, sdyx, eps, m, out, nblocks):
-    """Training-mode ``dx`` for ``(R, C)`` arrays from the pass-1 sums ``sdy``, ``sdyx``."""
-    k, cb, cd = _grad_coeffs(var, gamma, sdy, sdyx, eps, m)
-    R = x.shape[0]
-    if nblocks <= 1:
-        _grad_rows(dy, x, mean, k, cb, cd, out, 0, R)
-    else:
-        for blk in prange(nblocks):
-            r0, r1 = blk * R // nblocks, (blk + 1) * R // nblocks
-            _grad_rows(dy, x, mean, k, cb, cd, out, r0, r1)
+@njit(cache=True)
+def bn_scale(gamma, var, eps):  # the normalizing scale, one call
+    return gamma / np.sqrt(var + eps)
+
+
+@njit(cache=True)
+def all_finite(a):
+    """True if no entry of ``a`` is NaN or Inf (``np.isfinite(a).all()`` in ~0.3 us)."""
+    for v in a.flat:
+        if not np.isfinite(v):
+            return False
+    return True
+
+
+@njit(cache=True)
+def moving_average(running, batch, w, factor):
+    """``(1 - w) * running + (w * batch) * factor`` (float64, NumPy's order), in running's dtype."""
+    out = np.empty_like(running)
+    for c in range(running.shape[0]):
+        out[c] = (1.0 - w) * np.float64(running[c]) + (w * batch[c]) * factor
+    return out
+
+
+@njit(cache=True)
+def param_grads(var, eps, sums, like):
+    """``dgamma = (1/sqrt(var + eps)) * sums[:, 1]``, ``dbeta = sums[:, 0]``, like's dtype."""
+    G, C = var.shape
+    dgamma = np.empty((G, C), like.dtype)
+    dbeta = np.empty((G, C), like.dtype)
+    for j in range(G):
+        for c in range(C):
+            dgamma[j, c] = (1.0 / np.sqrt(var[j, c] + eps)) * sums[j, 1, c]
+            dbeta[j, c] = sums[j, 0, c]
+    return dgamma, dbeta
 
 
 @njit(cache=True, parallel=True)
-def grad_input_mid(dy, x, mean, var, gamma, sdy, sdyx, eps, m, out, nblocks):
-    """Training-mode ``dx`` for ``(A, C, B)`` arrays from the pass-1 sums ``sdy``, ``sdyx``."""
-    k, cb, cd = _grad_coeffs(var, gamma, sdy, sdyx, eps, m)
-    n = x.shape[0] * x.shape[1]
-    if nblocks <= 1:
-        _grad_planes(dy, x, mean, k, cb, cd, out, 0, n)
-    else:
-        for blk in prange(nblocks):
-            i0, i1 = blk * n // nblocks, (blk + 1) * n // nblocks
-            _grad_planes(dy, x, mean, k, cb, cd, out, i0, i1)
+def stats_last(x, bounds, nblocks, mean, var):
+    """Per group and column ``mean``, biased ``var`` (G, C) of ``x (R, C)``; empty groups kept."""
+    C = x.shape[1]
+    for j in range(bounds.shape[0]):
+        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
+        if b == a:
+            continue
+        shift = _shift(x, a)
+        p1, p2 = _zeros2(nb, C)
+        R = b - a
+        if nb <= 1:
+            _sums_rows(x, shift, a, b, p1[0], p2[0])
+        else:
+            for blk in prange(nb):
+                _sums_rows(x, shift, a + blk * R // nb, a + (blk + 1) * R // nb, p1[blk], p2[blk])
+        _moments(shift, p1, p2, R, mean[j], var[j])
 
 
 @njit(cache=True, parallel=True)
-def grad_input_last_lowp(dy, x, mean, var, gamma, sdy, sdyx, eps, m, out, nblocks):
-    """:func:`grad_input_last` evaluated in ``x``'s dtype (for ``m >= LOWP_MIN_COUNT``)."""
-    k, cb, cd = _grad_coeffs(var, gamma, sdy, sdyx, eps, m)
-    hi, d = _split_center(mean, cb, cd, x)
-    k32 = _to_dtype(k, x)
-    cb32 = _to_dtype(cb, x)
-    R = x.shape[0]
-    if nblocks <= 1:
-        _grad_rows_lowp(dy, x, hi, k32, cb32, d, out, 0, R)
+def stats_mid(x, bounds, nblocks, mean, var):
+    """Per group and channel ``mean``, biased ``var`` (G, C) of ``x (A, C, B)``."""
+    C = x.shape[1]
+    for j in range(bounds.shape[0]):
+        a, b = bounds[j, 0], bounds[j, 1]
+        if b == a or x.shape[2] == 0:
+            continue
+        shift = _shift(x, a)
+        p1, p2 = _zeros2(1, C)
+        s1, s2 = p1[0], p2[0]
+        if nblocks[j] <= 1:
+            for c in range(C):
+                _sums_chan(x, shift, c, a, b, s1, s2)
+        else:
+            for c in prange(C):
+                _sums_chan(x, shift, c, a, b, s1, s2)
+        _moments(shift, p1, p2, (b - a) * x.shape[2], mean[j], var[j])
+
+
+@njit(cache=True, parallel=True)
+def grad_sums_last(dy, x, mean, bounds, nblocks, sums):
+    """``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` per group of ``(R, C)`` arrays."""
+    C = x.shape[1]
+    for j in range(bounds.shape[0]):
+        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
+        if b == a:
+            continue
+        p1, p2 = _zeros2(nb, C)
+        R = b - a
+        if nb <= 1:
+            _dot_rows(dy, x, mean[j], a, b, p1[0], p2[0])
+        else:
+            for blk in prange(nb):
+                r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                _dot_rows(dy, x, mean[j], r0, r1, p1[blk], p2[blk])
+        _sum_blocks(p1, p2, sums[j])
+
+
+@njit(cache=True, parallel=True)
+def grad_sums_mid(dy, x, mean, bounds, nblocks, sums):
+    """``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` per group of ``(A, C, B)`` arrays."""
+    C = x.shape[1]
+    for j in range(bounds.shape[0]):
+        a, b = bounds[j, 0], bounds[j, 1]
+        if b == a:
+            continue
+        p1, p2 = _zeros2(1, C)
+        s1, s2 = p1[0], p2[0]
+        if nblocks[j] <= 1:
+            for c in range(C):
+                _dot_chan(dy, x, mean[j], c, a, b, s1, s2)
+        else:
+            for c in prange(C):
+                _dot_chan(dy, x, mean[j], c, a, b, s1, s2)
+        _sum_blocks(p1, p2, sums[j])
+
+
+@njit(cache=True, parallel=True)
+def affine_last(x, bounds, nblocks, center, scale, shift, out):
+    """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's rows of ``x (R, C)``."""
+    for j in range(bounds.shape[0]):
+        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
+        hi, d = _split_center(center[j], scale[j], shift[j], x)
+        s = _to_dtype(scale[j], x)
+        R = b - a
+        if nb <= 1:
+            _affine_rows(x, hi, s, d, out, a, b)
+        else:
+            for blk in prange(nb):
+                _affine_rows(x, hi, s, d, out, a + blk * R // nb, a + (blk + 1) * R // nb)
+
+
+@njit(cache=True, parallel=True)
+def affine_mid(x, bounds, nblocks, center, scale, shift, out):
+    """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's planes of ``x (A, C, B)``."""
+    C = x.shape[1]
+    for j in range(bounds.shape[0]):
+        i0, i1, nb = bounds[j, 0] * C, bounds[j, 1] * C, nblocks[j]
+        hi, d = _split_center(center[j], scale[j], shift[j], x)
+        s = _to_dtype(scale[j], x)
+        n = i1 - i0
+        if nb <= 1:
+            _affine_planes(x, hi, s, d, out, i0, i1)
+        else:
+            for blk in prange(nb):
+                _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
+
+
+@njit(cache=True)
+def _grad_rows_any(dy, x, coeffs, low, lowp, out, r0, r1):
+    if lowp:
+        _grad_rows_lowp(dy, x, *low, out, r0, r1)
     else:
-        for blk in prange(nblocks):
-            r0, r1 = blk * R // nblocks, (blk + 1) * R // nblocks
-            _grad_rows_lowp(dy, x, hi, k32, cb32, d, out, r0, r1)
+        _grad_rows(dy, x, *coeffs, out, r0, r1)
+
+
+@njit(cache=True, parallel=True)
+def grad_input_last(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
+    """Training ``dx`` on group j's rows of ``(R, C)`` arrays; ``stats = (count, mean, var,
+    gamma)``; float32 arithmetic if ``lowp`` and the group has ``LOWP_MIN_COUNT`` values."""
+    count, mean, var, gamma = stats
+    for j in range(bounds.shape[0]):
+        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
+        if b == a:
+            continue
+        k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+        hi, d = _split_center(mean[j], cb, cd, x)
+        low, low_j = (hi, _to_dtype(k, x), _to_dtype(cb, x), d), lowp and count[j] >= LOWP_MIN_COUNT
+        R = b - a
+        if nb <= 1:
+            _grad_rows_any(dy, x, (mean[j], k, cb, cd), low, low_j, out, a, b)
+        else:
+            for blk in prange(nb):
+                r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                _grad_rows_any(dy, x, (mean[j], k, cb, cd), low, low_j, out, r0, r1)
+
+
+@njit(cache=True, parallel=True)
+def grad_input_mid(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
+    """Training ``dx`` on group j's planes of ``(A, C, B)`` arrays (float64 arithmetic)."""
+    count, mean, var, gamma = stats
+    C = x.shape[1]
+    for j in range(bounds.shape[0]):
+        i0, i1, nb = bounds[j, 0] * C, bounds[j, 1] * C, nblocks[j]
+        if i1 == i0:
+            continue
+        k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+        n = i1 - i0
+        if nb <= 1:
+            _grad_planes(dy, x, mean[j], k, cb, cd, out, i0, i1)
+        else:
+            for blk in prange(nb):
+                _grad_planes(
+                    dy, x, mean[j], k, cb, cd, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb
+                )

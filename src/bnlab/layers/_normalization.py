@@ -1,95 +1,62 @@
 """The normalization core shared by BatchNorm, BatchRenorm and their synchronized twins.
 
-A training forward pass, for G chunks (G = 1, or the ghost batches of ``virtual_batch_size``)::
-
-    local (count, mean, var)  = moments of each chunk of this process's rows   float64, (G, C)
-    global (count, mean, var) = _reduce_moments(local)     identity here; Sync*: over all ranks
-    scale, shift              = _chunk_affine(mean, var)   gamma, beta (BN); gamma r, ... (renorm)
-    y                         = scale * (x - mean) / sqrt(var + eps) + shift     per chunk
-    new buffers               = _running_update(count, mean, var)  checked finite, then stored
-
-and its backward::
-
-    local sums  = [sum dy, sum dy * (x - mean)] per chunk and channel   float64, (G, 2, C)
-    global sums = _reduce_grad_sums(local sums)                         identity here
-    dx          = batch_norm_grad_input(..., global sums, count = global count)
-    grads       = _param_grads(local sums)     this process's share: ranks add them up
-
-Everything is validated before anything changes: a bad input, NaN/Inf statistics, running
-statistics that would overflow their dtype, or NaN/Inf ``dy`` raise and leave parameters,
-gradients and buffers as they were. NaN/Inf in ``x`` or ``dy`` is seen in the float64 sums the
-passes compute anyway (no extra pass over the data); only then is the array scanned, for the
-message. Outputs ``y`` and ``dx`` are reused buffers where that is invisible to the caller
-(:mod:`bnlab.layers._norm_buffers`). The kernels are the chunked passes of
-:mod:`bnlab.kernels.batchnorm_chunks` (built on the split entry points of
-:mod:`bnlab.kernels.batchnorm`); the layer owns only chunk bounds, reduction hooks and state.
+A training step is one public kernel call each way (``batch_norm_forward``/``_backward`` or the
+renorm pair) with what the layer owns: ghost batches (``groups``), its reduction over ranks
+(``_sync``; None here) and, in a Sequential, its own output buffers (``out``); then the running
+statistics are updated from the kernel's cache, checked finite first. Eval mode with running
+statistics is ``batch_norm_inference`` and its backward. An error changes nothing.
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
 
-from bnlab._checks import as_float_array, check_feature_axis, check_finite, compute_dtype
-from bnlab.kernels import batch_norm_inference, batch_norm_inference_backward
-from bnlab.kernels._bn_vectors import all_finite
-from bnlab.kernels.batchnorm_chunks import (
-    ChunkPlan,
-    chunk_grad_input,
-    chunk_grad_sums,
-    chunk_moments,
-    chunk_normalize,
-    plan_chunks,
+from bnlab._checks import as_float_array, check_feature_axis
+from bnlab.kernels.batchnorm import (
+    BatchNormCache,
+    batch_norm_inference,
+    batch_norm_inference_backward,
 )
-from bnlab.layers._norm_args import check_norm_args
-from bnlab.layers._norm_buffers import OutputBuffers
+from bnlab.kernels.batchnorm_fused import all_finite
+from bnlab.layers._common import BufferPool, output_buffer
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
-__all__ = ["BatchNormBase", "NormCache"]
+__all__ = ["BatchNormBase", "is_int", "is_real"]
 
 KERAS_HINT = "momentum is the weight of the new batch; Keras' momentum k is 1 - k here"
 
 
-@dataclass
-class NormCache:
-    """What a forward pass keeps for ``backward``; one type for every normalization layer.
+def is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
-    ``mode`` is ``"eval"`` (running statistics: ``x`` is the input) or ``"train"`` (batch
-    statistics). In train mode ``x`` is the input in the compute dtype, C-contiguous;
-    ``plan.bounds[j]`` are this process's rows of chunk j (no plan: an empty batch);
-    ``count (G,)``, ``mean``/``var`` ``(G, C)`` are the (global) chunk statistics and
-    ``scale`` ((C,) or (G, C)) the effective gamma.
-    ``extra`` holds layer-specific per-chunk arrays (renorm's ``r`` and ``d``).
-    """
 
-    mode: str
-    x: np.ndarray
-    axis: int
-    shape: tuple[int, ...]
-    out_dtype: np.dtype[Any]
-    plan: ChunkPlan | None
-    count: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray
-    scale: np.ndarray
-    extra: dict[str, np.ndarray]
+def is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+@contextmanager
+def named(where: str) -> Iterator[None]:
+    """Prefix a kernel's error message with the layer's name (and rank)."""
+    try:
+        yield
+    except (TypeError, ValueError, FloatingPointError) as err:
+        raise type(err)(f"{where}: {err}") if type(err).__module__ == "builtins" else err from None
 
 
 class BatchNormBase(Layer):
-    """Arguments, buffers, config, input checks, ghost batches and the two reduction hooks.
-
-    Subclasses set ``_kind`` and ``_config_keys`` and implement :meth:`_chunk_affine`,
-    :meth:`_running_update` and :meth:`_param_grads`. A synchronized subclass overrides
-    :meth:`_reduce_moments`, :meth:`_reduce_grad_sums` (and :meth:`_global_rows` for ghost
-    batches); nothing else.
-    """
+    """Arguments, buffers, config, input checks, ghost batches and the kernel calls;
+    subclasses set ``_kind``, ``_config_keys`` and the three methods below."""
 
     _kind: ClassVar[str] = "BatchNormBase"
     _config_keys: ClassVar[tuple[str, ...]] = ()
     _allow_cumulative: ClassVar[bool] = True
+    _sync: Any = None
 
     def __init__(
         self,
@@ -104,13 +71,9 @@ class BatchNormBase(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        check_norm_args(
-            f"{self._kind}({self.name!r})", self._allow_cumulative, num_features=num_features,
-            axis=axis, momentum=momentum, eps=eps, virtual_batch_size=virtual_batch_size,
-            affine=affine, track_running_stats=track_running_stats,
-        )  # fmt: skip
-        self.num_features = int(num_features)
-        self.axis = int(axis)
+        args = {"num_features": num_features, "axis": axis, "momentum": momentum, "eps": eps}
+        self._check_args(args, virtual_batch_size, affine, track_running_stats)
+        self.num_features, self.axis = int(num_features), int(axis)
         self.momentum = None if momentum is None else float(momentum)
         self.eps = float(eps)
         self.affine = bool(affine)
@@ -126,8 +89,9 @@ class BatchNormBase(Layer):
                 "running_var": np.ones(C, np.float32),
                 "num_batches_tracked": np.array(0, np.int64),
             }
-        self._cache: NormCache | None = None
-        self._outputs = OutputBuffers()  # y and dx, reused where the caller cannot tell
+        self._cache: BatchNormCache | None = None
+        self._eval_input: np.ndarray | None = None
+        self._pool = BufferPool()  # y and dx inside a Sequential (reuse_output)
         if self.momentum is not None and self.momentum > 0.5:
             warnings.warn(
                 f"{self._where}: momentum={self.momentum} keeps {self.momentum:.0%} of each new "
@@ -136,12 +100,40 @@ class BatchNormBase(Layer):
                 stacklevel=3,
             )
 
+    def _check_args(self, args: dict[str, Any], vbs: Any, affine: Any, track: Any) -> None:
+        """TypeError/ValueError naming the constructor argument that is wrong."""
+        where = f"{self._kind}({self.name!r})"
+        n, axis, momentum, eps = args.values()
+        cumulative = "got None (the cumulative average is a BatchNorm option only)"
+        problems = [
+            (not is_int(n), TypeError, f"num_features must be an int, got {n!r}"),
+            (not is_int(axis), TypeError, f"axis must be an int, got {axis!r}"),
+            (is_int(n) and n < 1, ValueError, f"num_features must be >= 1, got {n}"),
+            (momentum is None and not self._allow_cumulative, TypeError,
+             f"momentum must be a float in [0, 1], {cumulative}"),
+            (momentum is not None and not is_real(momentum), TypeError,
+             f"momentum must be a float in [0, 1], got {momentum!r}"),
+            (is_real(momentum) and not 0.0 <= float(momentum) <= 1.0, ValueError,
+             f"momentum must be in [0, 1] or None, got {momentum}"),
+            (not is_real(eps), TypeError, f"eps must be a float > 0, got {eps!r}"),
+            (is_real(eps) and not (float(eps) > 0.0 and np.isfinite(float(eps))), ValueError,
+             f"eps must be > 0 and finite, got {eps}"),
+            (vbs is not None and (not is_int(vbs) or vbs < 1), ValueError,
+             f"virtual_batch_size must be a positive int or None, got {vbs!r}"),
+            (not isinstance(affine, bool | np.bool_), TypeError,
+             f"affine must be True or False, got {affine!r}"),
+            (not isinstance(track, bool | np.bool_), TypeError,
+             f"track_running_stats must be True or False, got {track!r}"),
+        ]  # fmt: skip
+        for bad, exc, message in problems:
+            if bad:
+                raise exc(f"{where}: {message}")
+
     # -- state -------------------------------------------------------------------------------
     @property
-    def last_pass(self) -> NormCache | None:
-        """What the latest forward pass kept (None before the first): in training mode its
-        per-chunk ``count``, ``mean`` and biased ``var`` (global ones under sync); Algorithm 2
-        (:func:`bnlab.deploy.recompute_population_stats`) reads them instead of recomputing."""
+    def last_pass(self) -> BatchNormCache | None:
+        """The latest training forward's kernel cache (None before, and after eval): its
+        ``count``, ``mean``, biased ``var`` per ghost batch are what Algorithm 2 reads."""
         return self._cache
 
     @property
@@ -159,7 +151,9 @@ class BatchNormBase(Layer):
 
     @property
     def _where(self) -> str:
-        return f"{self._kind} layer '{self.name}'"
+        sync = self._sync
+        rank = "" if sync is None else f" (rank {sync.comm.rank} of {sync.comm.size})"
+        return f"{self._kind} layer '{self.name}'{rank}"
 
     def reset_running_stats(self) -> None:
         """running_mean = 0, running_var = 1, num_batches_tracked = 0 (as PyTorch)."""
@@ -178,69 +172,52 @@ class BatchNormBase(Layer):
     def get_config(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self._config_keys}, "name": self.name}
 
-    # -- reduction hooks (identity in one process) -------------------------------------------
-    def _reduce_moments(
-        self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Global ``(count (G,), mean (G, C), biased var (G, C))`` from this process's."""
-        return count, mean, var
-
-    def _reduce_grad_sums(self, sums: np.ndarray) -> np.ndarray:
-        """Global ``[sum dy, sum dy * (x - mean)]`` ``(G, 2, C)`` from this process's."""
-        return sums
-
-    def _global_rows(self, n: int) -> tuple[int, int]:
-        """``(offset of this process's first row, global batch size)``: ``(0, n)`` here."""
-        return 0, n
-
-    # -- layer-specific maths ----------------------------------------------------------------
-    def _chunk_affine(
-        self, mean: np.ndarray, var: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Per-chunk ``(scale, shift, extra)`` that the normalization applies."""
+    # -- what a subclass computes: its kernels and its running-statistics update (new values,
+    # not yet assigned; an overflow may give inf, refused by forward) ------------------------
+    def _kernel_forward(
+        self, x: np.ndarray, groups: list[tuple[int, int]] | None, out: np.ndarray | None
+    ) -> tuple[np.ndarray, BatchNormCache]:
         raise NotImplementedError
 
-    def _running_update(
-        self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """New buffer values (not yet assigned) after a batch with these chunk statistics; an
-        overflow may give inf (the core refuses it), without a warning (``np.errstate``)."""
+    def _kernel_backward(
+        self, dy: np.ndarray, cache: BatchNormCache, out: np.ndarray | None, need: bool
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _chunk_param_grads(
-        self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Every chunk's ``(dgamma, dbeta)``, (G, C) in the compute dtype, from this process's
-        backward sums ``(G, C)`` each."""
+    def _running_update(self, cache: BatchNormCache) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _param_grads(self, sums: np.ndarray, cache: NormCache) -> tuple[np.ndarray, np.ndarray]:
-        """``(dgamma, dbeta)``: the chunks' shares added in float64 (one chunk: as it is)."""
-        dg, db = self._chunk_param_grads(sums[:, 0], sums[:, 1], cache)
-        if len(dg) == 1:
-            return dg[0], db[0]
-        dgamma, dbeta = np.zeros(self.num_features), np.zeros(self.num_features)
-        for j in range(len(dg)):  # in chunk order, as the chunks' layers would add them
-            dgamma += dg[j]
-            dbeta += db[j]
-        return dgamma, dbeta
-
-    def _check_chunking(self, total: int) -> None:
+    def _check_groups(self, total: int) -> None:
         """Refuse a global batch size the ghost batches cannot split (renorm: k must divide)."""
 
     # -- forward -----------------------------------------------------------------------------
+    def _out(self, purpose: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+        """The layer's own buffer inside a Sequential; None (the kernel allocates) alone."""
+        return output_buffer(self._pool, True, purpose, shape, dtype) if self.reuse_output else None
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Normalize ``x``; see the class docstring for training and eval formulas."""
         arr, ax = self._check_input(x)
+        out = self._out("y", arr.shape, arr.dtype)
         if not self.training and "running_mean" in self.buffers:
-            y = batch_norm_inference(
-                arr, self.running_mean, self.running_var, self.params.get("gamma"),
-                self.params.get("beta"), axis=ax, eps=self.eps,
-                out=self._outputs.get(self.reuse_output, "y", arr.shape, arr.dtype),
-            )  # fmt: skip
-            self._cache = NormCache("eval", arr, ax, arr.shape, arr.dtype, None, *_EMPTY, {})
+            with named(self._where):
+                y = batch_norm_inference(
+                    arr, self.running_mean, self.running_var, self.params.get("gamma"),
+                    self.params.get("beta"), axis=ax, eps=self.eps, out=out,
+                )  # fmt: skip
+            self._cache, self._eval_input = None, arr
             return y
-        return self._forward_batch(arr, ax)
+        groups = self._groups(arr.shape[0])
+        with named(self._where):
+            y, cache = self._kernel_forward(arr, groups, out)
+        update = self.training and self.track_running_stats and "running_mean" in self.buffers
+        if update and cache.count.any():  # an empty batch changes nothing (PyTorch)
+            new = self._running_update(cache)
+            self._check_buffers(new)
+            for key, value in new.items():
+                self.buffers[key][...] = value
+        self._cache, self._eval_input = cache, None
+        return y
 
     def _check_input(self, x: Any) -> tuple[np.ndarray, int]:
         arr = as_float_array(x, "x", where=self._where, min_ndim=2)
@@ -257,68 +234,20 @@ class BatchNormBase(Layer):
             )
         return arr, ax
 
-    def _chunk_bounds(self, n: int) -> list[tuple[int, int]]:
+    def _groups(self, n: int) -> list[tuple[int, int]] | None:
         """This process's rows of each ghost batch: rows [j k, (j+1) k) of the global batch."""
-        k = self.virtual_batch_size if self.training else None
-        if k is None:
-            return [(0, n)]
-        offset, total = self._global_rows(n)
-        self._check_chunking(total)
+        k = self.virtual_batch_size
+        if k is None or not self.training:
+            return None
+        offset, total = (0, n) if self._sync is None else self._sync.rows(n)
+        self._check_groups(total)
         if total <= k:
-            return [(0, n)]
+            return None
         bounds = []
         for start in range(0, total, k):
             lo, hi = max(start, offset), min(start + k, offset + n)
-            bounds.append((lo - offset, max(lo, hi) - offset))
+            bounds.append((min(lo - offset, n), min(max(lo, hi) - offset, n)))  # may be empty
         return bounds
-
-    def _forward_batch(self, arr: np.ndarray, ax: int) -> np.ndarray:
-        xc = np.ascontiguousarray(arr, dtype=compute_dtype(arr.dtype))
-        bounds = self._chunk_bounds(xc.shape[0])
-        plan = plan_chunks(xc, ax, bounds)
-        count, mean, var = self._reduce_moments(*chunk_moments(xc, ax, plan))
-        update = self.training and self.track_running_stats and "running_mean" in self.buffers
-        if sum(count.tolist()) == 0:  # an empty batch: empty output, nothing updated (PyTorch)
-            self._cache = NormCache("train", xc, ax, xc.shape, arr.dtype, None, *_EMPTY, {})
-            return np.empty(arr.shape, arr.dtype)
-        self._check_stats(arr, xc.shape, bounds, count, mean, var)
-        scale, shift, extra = self._chunk_affine(mean, var)
-        new = self._running_update(count, mean, var) if update else {}
-        self._check_buffers(new)  # an overflow to inf is caught here
-        out = self._outputs.get(self.reuse_output, "y", xc.shape, xc.dtype)
-        y = chunk_normalize(xc, ax, plan, (mean, var), scale, shift, self.eps, out)
-        for key, value in new.items():
-            self.buffers[key][...] = value
-        self._cache = NormCache(
-            "train", xc, ax, xc.shape, arr.dtype, plan, count, mean, var, scale, extra
-        )
-        return y.astype(arr.dtype, copy=False)
-
-    def _check_stats(
-        self,
-        arr: np.ndarray,
-        shape: tuple[int, ...],
-        bounds: list[tuple[int, int]],
-        count: np.ndarray,
-        mean: np.ndarray,
-        var: np.ndarray,
-    ) -> None:
-        """At least 2 values per channel in every chunk; finite statistics (NaN/Inf in x)."""
-        for j in np.flatnonzero(count < 2) if min(count.tolist()) < 2 else ():
-            a, b = bounds[j]
-            what = "training batch" if len(bounds) == 1 else f"virtual batch {j}"
-            raise ValueError(
-                f"{self._where}: Expected more than 1 value per channel when training, got a "
-                f"{what} with {int(count[j])} value(s) per channel (input shape {shape}, rows "
-                f"{a}:{b}); use a larger batch or virtual_batch_size, or eval mode"
-            )
-        if all_finite(mean) and all_finite(var):
-            return
-        check_finite(arr, "x (training batch)", where=self._where)
-        raise FloatingPointError(
-            f"{self._where}: the batch statistics are not finite (the variance of x overflows, "
-            "or another rank's shard holds NaN/Inf); nothing was updated"
-        )
 
     def _check_buffers(self, new: dict[str, np.ndarray]) -> None:
         for key, value in new.items():
@@ -331,69 +260,32 @@ class BatchNormBase(Layer):
 
     # -- backward ----------------------------------------------------------------------------
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
-        """``dx``; fills ``grads["gamma"]`` and ``grads["beta"]`` (see the class docstring).
-
-        ``need_input_grad=False`` skips the dx pass of a training step and returns None (the
-        sums, and a synchronized layer's collective, still run on every rank).
-        """
-        if self._cache is None:
+        """``dx``; fills ``grads``. ``need_input_grad=False`` skips the dx pass and returns None
+        (the sums, and a synchronized layer's collective, still run on every rank)."""
+        cache, x = self._cache, self._eval_input
+        if cache is None and x is None:
             raise RuntimeError(f"{self._where}: backward called before forward")
-        cache = self._cache
         g = as_float_array(dy, "dy", where=self._where, min_ndim=0)
-        if g.shape != cache.shape:
+        shape = cache.shape if cache is not None else x.shape  # type: ignore[union-attr]
+        if g.shape != shape:
             raise ValueError(
-                f"{self._where}: dy must have the shape of the last forward input {cache.shape}, "
+                f"{self._where}: dy must have the shape of the last forward input {shape}, "
                 f"got {g.shape}"
             )
         dx: np.ndarray | None
-        if cache.mode == "eval":
-            dx, dgamma, dbeta = batch_norm_inference_backward(
-                g, cache.x, self.running_mean, self.running_var, self.params.get("gamma"),
-                axis=cache.axis, eps=self.eps,
-            )  # fmt: skip
-            self._check_grad(g, dgamma, dbeta)
-        elif cache.plan is None:  # empty training batch
-            C = self.num_features
-            dx, dgamma, dbeta = np.zeros(g.shape, cache.out_dtype), np.zeros(C), np.zeros(C)
-        else:
-            dx, dgamma, dbeta = self._backward_train(g, cache, need_input_grad)
+        with named(self._where):
+            if cache is None:
+                dx, dgamma, dbeta = batch_norm_inference_backward(
+                    g, x, self.running_mean, self.running_var, self.params.get("gamma"),
+                    axis=check_feature_axis(g.ndim, self.axis, where=self._where), eps=self.eps,
+                )  # fmt: skip
+            else:
+                out = self._out("dx", g.shape, cache.out_dtype) if need_input_grad else None
+                dx, dgamma, dbeta = self._kernel_backward(g, cache, out, need_input_grad)
         if self.affine:
             self.grads["gamma"][...] = dgamma
             self.grads["beta"][...] = dbeta
         return dx
 
-    def _check_grad(self, g: np.ndarray, *sums: np.ndarray) -> None:
-        """NaN/Inf in dy shows in its float64 sums (free to check); raise before any update."""
-        if all(all_finite(s) for s in sums):
-            return
-        check_finite(g, "dy", where=self._where)
-        raise FloatingPointError(
-            f"{self._where}: the sums of dy are not finite (dy overflows, or another rank's dy "
-            "holds NaN/Inf); nothing was updated"
-        )
-
-    def _backward_train(
-        self, g: np.ndarray, cache: NormCache, need_input_grad: bool = True
-    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        x, ax, plan = cache.x, cache.axis, cache.plan
-        assert plan is not None
-        gc = np.ascontiguousarray(g, dtype=x.dtype)
-        sums = chunk_grad_sums(gc, x, ax, plan, cache.mean)
-        total = self._reduce_grad_sums(sums)
-        self._check_grad(g, total)
-        dgamma, dbeta = self._param_grads(sums, cache)
-        if not need_input_grad:
-            return None, dgamma, dbeta
-        stats = (cache.count, cache.mean, cache.var, cache.scale)
-        out = self._outputs.get(self.reuse_output, "dx", x.shape, x.dtype)
-        dx = chunk_grad_input(gc, x, ax, plan, stats, total, self.eps, out)
-        return dx.astype(cache.out_dtype, copy=False), dgamma, dbeta
-
-    def _rstd(self, cache: NormCache) -> np.ndarray:
-        """``1 / sqrt(var + eps)`` per chunk and channel, float64 (G, C)."""
-        return 1.0 / np.sqrt(cache.var + self.eps)
-
-
-_EMPTY = (np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0)))
 
 LAYER_REGISTRY.pop("BatchNormBase", None)  # an abstract core, not a layer to build by name

@@ -11,8 +11,7 @@ they call it instead of probing for it:
 
 - ``backward(dy, *, need_input_grad=True)``: ``need_input_grad=False`` says the caller will not
   use dL/dx (the model's first layer in a training step); a layer may then skip computing it
-  and return None. A subclass that overrides ``backward`` without this keyword is an old-style
-  layer: defining it warns (DeprecationWarning), and :class:`bnlab.train.Trainer` refuses it.
+  and return None. Every layer's ``backward`` takes this keyword (it may ignore it).
 - ``output_shape(input_shape)``: the output shape for an input shape (batch axis included);
   the default is the input shape (shape-preserving layers need not override it).
 - ``describe()``: a short label for messages and summaries; the default is the class name.
@@ -33,8 +32,6 @@ A layer of your own (it registers itself by class name for :func:`layer_from_con
 
 from __future__ import annotations
 
-import inspect
-import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -55,9 +52,6 @@ class Layer:
     """Base class: parameters, gradients, buffers, train/eval mode and (de)serialization."""
 
     registry_name: ClassVar[str | None] = None
-    #: False for a class whose ``backward`` does not take ``need_input_grad`` (set when the
-    #: class is defined, from its own ``backward``; inherited otherwise)
-    backward_takes_need_input_grad: ClassVar[bool] = True
     #: set by an enclosing Sequential: the arrays ``forward``/``backward`` return may be the
     #: layer's own buffers, overwritten by its next call (a layer is free to ignore it)
     reuse_output: bool = False
@@ -65,17 +59,6 @@ class Layer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         LAYER_REGISTRY[cls.registry_name or cls.__name__] = cls
-        if "backward" in cls.__dict__:
-            cls.backward_takes_need_input_grad = _declares_need_input_grad(cls.__dict__["backward"])
-            if not cls.backward_takes_need_input_grad:
-                warnings.warn(
-                    f"{cls.__qualname__}.backward(dy) does not take the keyword need_input_grad; "
-                    "declare it as backward(self, dy, *, need_input_grad=True) (it may ignore "
-                    "it). Trainer refuses such a layer, and defining one will be an error in "
-                    "the next release",
-                    DeprecationWarning,
-                    stacklevel=2,
-                )
 
     def __init__(self, *, name: str | None = None) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -240,37 +223,12 @@ def check_state_array(where: str, new: Any, ref: np.ndarray, key: str = "") -> N
             )
 
 
-def _declares_need_input_grad(backward: Any) -> bool:
-    """Whether a ``backward`` function accepts ``need_input_grad=`` (or any keyword)."""
-    try:
-        params = inspect.signature(backward).parameters.values()
-    except (TypeError, ValueError):  # not introspectable (a C function): trust it
-        return True
-    return any(
-        p.kind is p.VAR_KEYWORD
-        or (p.name == "need_input_grad" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        for p in params
-    )
-
-
 def check_protocol(model: object, where: str) -> Layer:
-    """``model`` itself if it is a :class:`Layer` whose layers all take ``need_input_grad``.
-
-    Raises TypeError naming the problem (not a Layer; old-style ``backward(dy)``) and the fix.
-    """
+    """``model`` itself if it is a :class:`Layer`; TypeError naming the fix otherwise."""
     if not isinstance(model, Layer):
         raise TypeError(
             f"{where}: model must be a bnlab.layers.Layer (e.g. a Sequential), got "
             f"{type(model).__name__}; subclass bnlab.layers.Layer to train your own"
-        )
-    old = sorted(
-        {type(m).__qualname__ for m in model.modules() if not m.backward_takes_need_input_grad}
-    )
-    if old:
-        raise TypeError(
-            f"{where}: {', '.join(old)}.backward does not take the keyword need_input_grad; "
-            "declare it as backward(self, dy, *, need_input_grad=True) (it may ignore it and "
-            "return dx)"
         )
     return model
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnlab.kernels import batch_renorm_affine
-from bnlab.layers._norm_args import check_renorm_args
-from bnlab.layers._normalization import BatchNormBase, NormCache
+from bnlab.kernels.batchnorm import BatchNormCache
+from bnlab.kernels.batchrenorm import batch_renorm_backward, batch_renorm_forward
+from bnlab.layers._normalization import BatchNormBase, is_int, is_real
 
 __all__ = ["BatchRenorm"]
 
@@ -15,49 +15,34 @@ class BatchRenorm(BatchNormBase):
     """Batch renormalization: batch normalization corrected towards the moving statistics.
 
     Training (per channel, over every axis but ``axis``; per chunk of ``virtual_batch_size``
-    examples when given)::
+    examples when given; :func:`bnlab.kernels.batch_renorm_forward`)::
 
-        mu_B, var_B = batch mean and biased batch variance
-        sigma_B = sqrt(var_B + eps)
+        sigma_B = sqrt(var_B + eps)      (mu_B, var_B: batch mean, biased batch variance)
         r = clip(sigma_B / sigma, 1/rmax, rmax)        d = clip((mu_B - mu) / sigma, -dmax, dmax)
         y = gamma * ((x - mu_B) / sigma_B * r + d) + beta      (r, d: constants for backprop)
         mu    <- mu    + momentum * (mu_B - mu)
         sigma <- sigma + momentum * (sigma_B - sigma)
 
-    Inference: ``y = gamma * (x - mu) / sigma + beta`` (BN's inference kernel with
-    ``running_var`` and ``eps``); its backward is the gradient of that affine map.
+    Inference: ``y = gamma * (x - mu) / sigma + beta``. The buffers are ``running_mean`` (mu)
+    and ``running_var`` with ``sigma = sqrt(running_var + eps)`` (Keras' ``moving_stddev``
+    convention; the update moves sigma, as the paper, and stores ``sigma^2 - eps``).
+    ``momentum`` is the weight of the new batch (Keras' 0.99 is 0.01 here). With virtual
+    batches (k must divide the batch) r and d of every chunk use the moving statistics from
+    before the step, which then moves them once with the chunk averages of mu_B and sigma_B
+    (as tf.keras); ``num_batches_tracked`` counts steps.
 
-    Moving statistics: the buffers are ``running_mean`` (= mu) and ``running_var``, with
-    ``sigma = sqrt(running_var + eps)`` everywhere (Keras' convention for its renorm
-    ``moving_stddev``). The update moves sigma, as the paper, and stores
-    ``running_var = sigma^2 - eps``. Initially mu = 0 and running_var = 1. ``momentum`` is the
-    weight of the new batch (PyTorch's convention; Keras' momentum 0.99 is 0.01 here; above 0.5
-    warns). With virtual batches (``virtual_batch_size=k``, which must divide the batch) r and
-    d of every chunk use the moving statistics from before the step, and the step updates them
-    once with the chunk averages of mu_B and sigma_B (tf.keras' renorm with virtual batches
-    does the same). Unlike :class:`BatchNorm`'s ghost batches, which update once per chunk and
-    count chunks, ``num_batches_tracked`` counts steps here: the schedule is in steps.
+    Schedule (step = ``num_batches_tracked``, counted from 0): rmax = 1 and dmax = 0 (batch
+    norm) while ``step < warmup_steps``; then rmax rises linearly to ``rmax`` at step
+    ``rmax_steps`` and dmax to ``dmax`` at ``dmax_steps`` (absolute step counts, as "rmax = 3
+    at 40k steps, dmax = 5 at 25k" with a 5k warm-up in the paper; a ``*_steps`` at or below
+    ``warmup_steps`` jumps to the maximum). Errors and empty batches as :class:`BatchNorm`.
 
-    Schedule (steps = ``num_batches_tracked``, the number of training forward passes before
-    this one, counted from 0 like the paper's): rmax = 1 and dmax = 0 (plain batch norm) while
-    ``step < warmup_steps``; then rmax rises linearly from 1 to ``rmax`` and reaches it at step
-    ``rmax_steps``, and dmax rises from 0 to ``dmax`` by step ``dmax_steps`` (the ramps start
-    at the end of warm-up; absolute step counts, as "rmax = 3 at 40k steps, dmax = 5 at 25k
-    steps" with a 5k warm-up in the paper). A ``*_steps`` at or below ``warmup_steps`` jumps to
-    the maximum when the warm-up ends; with all three at 0 rmax and dmax are constants.
-
-    Errors and empty batches as :class:`BatchNorm` (the shared core): nothing changes on error.
-
-    Example:
         >>> import numpy as np
-        >>> from bnlab.layers import BatchRenorm
         >>> layer = BatchRenorm(3, warmup_steps=0, rmax_steps=0, dmax_steps=0)
         >>> x = np.random.default_rng(0).normal(5.0, 2.0, size=(8, 3)).astype(np.float32)
-        >>> y = layer.forward(x)
-        >>> dx = layer.backward(np.ones_like(y))
-        >>> y.shape, dx.shape, int(layer.num_batches_tracked), layer.current_rmax()
-        ((8, 3), (8, 3), 1, 3.0)
-        >>> y_eval = layer.eval().forward(x)     # uses mu and sigma
+        >>> dx = layer.backward(np.ones_like(layer.forward(x)))
+        >>> dx.shape, int(layer.num_batches_tracked), layer.current_rmax()
+        ((8, 3), 1, 3.0)
     """
 
     _kind = "BatchRenorm"
@@ -87,7 +72,15 @@ class BatchRenorm(BatchNormBase):
             virtual_batch_size=virtual_batch_size, name=name,
         )  # fmt: skip
         steps = {"warmup_steps": warmup_steps, "rmax_steps": rmax_steps, "dmax_steps": dmax_steps}
-        check_renorm_args(f"{self._kind}({self.name!r})", rmax, dmax, steps)
+        where = f"{self._kind}({self.name!r})"
+        for key, value, low in (("rmax", rmax, 1.0), ("dmax", dmax, 0.0)):
+            if not is_real(value):
+                raise TypeError(f"{where}: {key} must be a float >= {low}, got {value!r}")
+            if not (np.isfinite(value) and value >= low):
+                raise ValueError(f"{where}: {key} must be a finite float >= {low}, got {value!r}")
+        for key, count in steps.items():
+            if not is_int(count) or count < 0:
+                raise ValueError(f"{where}: {key} must be a non-negative integer, got {count!r}")
         self.rmax, self.dmax = float(rmax), float(dmax)
         self.warmup_steps, self.rmax_steps, self.dmax_steps = (int(v) for v in steps.values())
 
@@ -115,7 +108,7 @@ class BatchRenorm(BatchNormBase):
         return self._ramp(step, self.dmax_steps, 0.0, self.dmax)
 
     # -- the renorm parts of the core --------------------------------------------------------
-    def _check_chunking(self, total: int) -> None:
+    def _check_groups(self, total: int) -> None:
         k = self.virtual_batch_size
         if k is not None and k != total and total % k:
             raise ValueError(
@@ -123,40 +116,33 @@ class BatchRenorm(BatchNormBase):
                 f"(global) batch of {total} examples"
             )
 
-    def _chunk_affine(
-        self, mean: np.ndarray, var: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """gamma r and gamma d + beta per chunk, r and d from the moving mu and sigma."""
-        mu = self.buffers["running_mean"].astype(np.float64)
-        std, r, d, scale, shift = batch_renorm_affine(
-            mean, var, self.params["gamma"], self.params["beta"], mu, self.moving_std,
-            eps=self.eps, rmax=self.current_rmax(), dmax=self.current_dmax(),
+    def _kernel_forward(
+        self, x: np.ndarray, groups: list[tuple[int, int]] | None, out: np.ndarray | None
+    ) -> tuple[np.ndarray, BatchNormCache]:
+        """r and d of every ghost batch from the moving mu and sigma before this step."""
+        return batch_renorm_forward(
+            x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
+            self.moving_std, axis=self.axis, eps=self.eps, rmax=self.current_rmax(),
+            dmax=self.current_dmax(), groups=groups,
+            reduce=None if self._sync is None else self._sync.moments, out=out,
         )  # fmt: skip
-        return scale, shift, {"std": std, "r": r, "d": d}
 
-    def _running_update(
-        self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        """mu and sigma move towards the chunk averages of mu_B and sigma_B, once a step."""
+    def _kernel_backward(
+        self, dy: np.ndarray, cache: BatchNormCache, out: np.ndarray | None, need: bool
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        reduce = None if self._sync is None else self._sync.sums
+        return batch_renorm_backward(dy, cache, reduce=reduce, out=out, need_input_grad=need)
+
+    def _running_update(self, cache: BatchNormCache) -> dict[str, np.ndarray]:
+        """mu and sigma move towards the ghost-batch averages of mu_B and sigma_B, once a step."""
         with np.errstate(over="ignore"):  # an overflow to inf is refused by the core
             mu = self.buffers["running_mean"].astype(np.float64)
             sigma = self.moving_std
-            std = np.sqrt(var + self.eps)
-            new_mu = mu + self.momentum * (mean.mean(axis=0) - mu)
-            new_sigma = sigma + self.momentum * (std.mean(axis=0) - sigma)
+            new_mu = mu + self.momentum * (cache.mean.mean(axis=0) - mu)
+            new_sigma = sigma + self.momentum * (cache.std.mean(axis=0) - sigma)
             dt = self.buffers["running_var"].dtype
             return {
                 "running_mean": new_mu.astype(self.buffers["running_mean"].dtype),
                 "running_var": np.maximum(new_sigma**2 - self.eps, 0.0).astype(dt),
                 "num_batches_tracked": np.array(int(self.buffers["num_batches_tracked"]) + 1),
             }
-
-    def _chunk_param_grads(
-        self, sum_dy: np.ndarray, sum_dy_xmu: np.ndarray, cache: NormCache
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """dgamma = r * sum(dy * x_n) + d * sum(dy), with x_n = (x - mu_B) / sigma_B."""
-        dt = cache.x.dtype
-        dgamma_bn = (self._rstd(cache) * sum_dy_xmu).astype(dt)
-        dbeta = sum_dy.astype(dt)
-        r, d = cache.extra["r"], cache.extra["d"]
-        return (r * dgamma_bn + d * dbeta).astype(dt), dbeta

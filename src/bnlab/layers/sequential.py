@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -41,7 +40,6 @@ class Sequential(Layer):
     layers are called through a Sequential, through ``Trainer`` or in a hand-written loop.
     ``kernel_threads=n`` runs every kernel of :meth:`forward`/:meth:`backward` on ``n``
     threads instead (an explicit override); ``None`` (the default) applies the policy.
-    ``"auto"``, the former default, is deprecated and means ``None``.
 
     >>> import numpy as np
     >>> from bnlab.layers import Dense, Sigmoid
@@ -55,18 +53,9 @@ class Sequential(Layer):
         layers: Iterable[Layer | dict[str, Any]],
         *,
         name: str | None = None,
-        kernel_threads: int | str | None = None,
+        kernel_threads: int | None = None,
     ) -> None:
-        if kernel_threads == "auto":
-            warnings.warn(
-                "Sequential(kernel_threads='auto') is deprecated: the thread policy is the "
-                "runtime's now (bnlab.runtime); pass None (the default) or an int",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            kernel_threads = None
         check_thread_count(kernel_threads, "Sequential: kernel_threads")
-        assert not isinstance(kernel_threads, str)  # check_thread_count refused other strings
         built: list[Layer] = []
         for i, layer in enumerate(layers):
             if isinstance(layer, dict):  # {"type": ..., "config": ...} from get_config()
@@ -233,10 +222,7 @@ class Sequential(Layer):
         for i in range(len(self.layers) - 1, stop - 1, -1):
             layer = self.layers[i]
             if not need_input_grad and i == stop:
-                if layer.backward_takes_need_input_grad:
-                    layer.backward(dy, need_input_grad=False)
-                else:  # an old-style backward(dy) (deprecated, see bnlab.layers.base)
-                    layer.backward(dy)
+                layer.backward(dy, need_input_grad=False)
                 return None
             dx = layer.backward(dy)
             if dx is None:
@@ -355,12 +341,8 @@ class Sequential(Layer):
             raise ValueError(
                 f"Sequential.from_config: expected a dict with 'layers', got keys {sorted(config)}"
             )
-        kt = config.get("kernel_threads")
         return cls(
-            config["layers"],
-            name=config.get("name"),
-            # "auto" in a config saved by an earlier release is the policy (None) now
-            kernel_threads=None if kt == "auto" else kt,
+            config["layers"], name=config.get("name"), kernel_threads=config.get("kernel_threads")
         )
 
     def __repr__(self) -> str:

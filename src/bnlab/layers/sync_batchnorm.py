@@ -1,80 +1,55 @@
 """Synchronized batch normalization: the batch statistics of the global batch split over ranks.
 
-Data-parallel training gives each rank (process) a shard of the global batch. ``SyncBatchNorm``
-and ``SyncBatchRenorm`` normalize every shard with the statistics of the *global* batch, so N
-ranks compute what one process computes on the whole batch. They are :class:`BatchNorm` and
-:class:`BatchRenorm` with the two reduction hooks of the normalization core
-(:mod:`bnlab.layers._normalization`) overridden; nothing else differs::
+Each rank holds a shard of the global batch; ``SyncBatchNorm`` and ``SyncBatchRenorm``
+normalize every shard with the statistics of the *global* batch, so N ranks compute what one
+process computes on the whole batch. They are :class:`BatchNorm` and :class:`BatchRenorm`
+handing the kernels a :class:`CommReduction` as ``reduce``; nothing else differs::
 
-    forward:   each rank: per chunk (count, mean, biased var) of its shard, float64
-               ONE allgather of a packed (G, 2C+1) buffer; every rank merges the P triples in
-               rank order with Chan's formula (merge_moment_stack): identical bits everywhere,
-               exact for unequal and empty shards, no sum-of-squares cancellation
-               y = gamma * (x - mean_global) / sqrt(var_global + eps) + beta
-               running_var gets var_global * m_global / (m_global - 1), m_global = global count
-    backward:  ONE allreduce (sum) of packed [sum dy, sum dy * (x - mean_global)], (G, 2, C)
-               dx with the global sums and the global count
-               grads["gamma"], grads["beta"]: THIS rank's share (rstd * local sum dy*(x-mean),
-               local sum dy); the data-parallel trainer sums gradients over ranks, which gives
-               the one-process values
+    forward:   per ghost batch (count, mean, biased var) of the shard, float64; ONE allgather
+               of a packed (G, 2C+1) buffer, merged in rank order by every rank
+               (merge_moment_stack: the same bits everywhere, exact for unequal and empty
+               shards); running_var gets var_global * m_global / (m_global - 1)
+    backward:  ONE allreduce of [sum dy, sum dy * (x - mean_global)], (G, 2, C); dx from the
+               global sums and count; grads are THIS rank's share (the trainer sums them)
 
-Ghost batches (``virtual_batch_size=k``): chunk j is rows ``[j k, (j+1) k)`` of the global
-batch, the shards being contiguous in rank order (rank 0 holds the first rows). Finding where
-this rank's rows fall takes one more small collective per training forward, an allgather of
-the local batch sizes; it is used with ``virtual_batch_size`` only.
+Ghost batch j is rows ``[j k, (j+1) k)`` of the global batch (shards contiguous in rank
+order): one more allgather, of the local sizes, per training forward. Every rank sees the
+same global statistics, so every rank raises the same error together (a global count below 2,
+NaN/Inf anywhere in the batch or its ``dy``). Eval mode with running statistics communicates
+nothing. Classes of their own rather than a ``comm=`` option: the communicator is a run-time
+dependency, not configuration (``get_config`` is BatchNorm's, a checkpoint loads in one
+process or many), and PyTorch users know ``SyncBatchNorm`` and ``convert_sync_batchnorm``.
 
-Every rank sees the same global statistics, so every rank raises the same error together (a
-global count below 2, NaN/Inf anywhere in the global batch or its ``dy``): no rank is left
-waiting in a collective. An error found before the collective (a malformed input on one rank
-only) is local to that rank; ending the job then is the data-parallel runner's fault handling.
-Eval mode with running statistics communicates nothing (without them, as with
-``track_running_stats=False``, eval normalizes with the global batch's statistics too, so every
-rank must run it). The packed buffers are allocated once per (G, C) shape and reused.
-
-Why classes of their own rather than a ``sync=`` option on BatchNorm: the communicator is a
-run-time dependency, not configuration (``get_config`` stays the same and a checkpoint loads
-in one process or many), the local layers keep no communication code, and PyTorch users know
-``SyncBatchNorm`` and ``convert_sync_batchnorm``.
-
-Example (a world of one: the same numbers as BatchNorm)::
-
-    >>> import numpy as np
-    >>> from bnlab.layers import BatchNorm, Sequential, SyncBatchNorm, convert_sync_batchnorm
-    >>> x = np.random.default_rng(0).normal(size=(8, 3))
-    >>> sbn = SyncBatchNorm(3).astype(np.float64)     # comm=None: bnlab.comm.world()
-    >>> bool(np.allclose(sbn.forward(x), BatchNorm(3).astype(np.float64).forward(x)))
+    >>> from bnlab.layers import BatchNorm, Sequential
+    >>> x = np.random.default_rng(0).normal(size=(8, 3))   # a world of one: BatchNorm's numbers
+    >>> bool(np.allclose(SyncBatchNorm(3).forward(x), BatchNorm(3).forward(x)))
     True
-    >>> model = convert_sync_batchnorm(Sequential([BatchNorm(3)]))
-    >>> type(model.layers[0]).__name__
+    >>> type(convert_sync_batchnorm(Sequential([BatchNorm(3)])).layers[0]).__name__
     'SyncBatchNorm'
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from bnlab.comm import Communicator, world
-from bnlab.kernels import merge_moment_stack
+from bnlab.kernels.moments import merge_moment_stack
 from bnlab.layers.base import Layer
 from bnlab.layers.batchnorm import BatchNorm
 from bnlab.layers.batchrenorm import BatchRenorm
 
-__all__ = ["SyncBatchNorm", "SyncBatchRenorm", "convert_sync_batchnorm"]
+__all__ = ["CommReduction", "SyncBatchNorm", "SyncBatchRenorm", "convert_sync_batchnorm"]
 
 
-class _SyncReductions:
-    """The reduction hooks over a communicator; mixed in before BatchNorm/BatchRenorm."""
+class CommReduction:
+    """The reductions a synchronized layer hands the kernels over ``comm`` (buffers allocated
+    once per shape): the moments, the backward sums, this rank's rows in the global batch."""
 
-    comm: Communicator
-    _kind: ClassVar[str]
-    name: str
-
-    def _init_comm(self, comm: Communicator | None) -> None:
-        self.comm = world() if comm is None else comm
+    def __init__(self, comm: Communicator) -> None:
+        self.comm = comm
         self._bufs: dict[str, np.ndarray] = {}
 
     def _buffer(self, key: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
@@ -83,22 +58,14 @@ class _SyncReductions:
             buf = self._bufs[key] = np.empty(shape, dtype)
         return buf
 
-    @property
-    def _where(self) -> str:
-        return f"{self._kind} layer '{self.name}' (rank {self.comm.rank} of {self.comm.size})"
+    def __deepcopy__(self, memo: dict[int, Any]) -> CommReduction:
+        """A copy sharing the communicator (an MPI handle cannot be copied)."""
+        return CommReduction(self.comm)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        """A deep copy that shares the communicator (an MPI handle cannot be copied)."""
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        for key, value in self.__dict__.items():
-            setattr(new, key, value if key == "comm" else copy.deepcopy(value, memo))
-        return new
-
-    def _reduce_moments(
+    def moments(
         self, count: np.ndarray, mean: np.ndarray, var: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One allgather of [count, mean, var] per chunk; merged in rank order (Chan)."""
+        """Global ``(count (G,), mean (G, C), var (G, C))``: one allgather, Chan's merge."""
         G, C = mean.shape
         send = self._buffer("moments_send", (G, 2 * C + 1))
         recv = self._buffer("moments_recv", (self.comm.size, G, 2 * C + 1))
@@ -108,14 +75,14 @@ class _SyncReductions:
         self.comm.allgather(send, recv)
         return merge_moment_stack(recv[:, :, 0], recv[:, :, 1 : C + 1], recv[:, :, C + 1 :])
 
-    def _reduce_grad_sums(self, sums: np.ndarray) -> np.ndarray:
-        """One allreduce (sum) of the packed backward sums, into a reused buffer."""
+    def sums(self, sums: np.ndarray) -> np.ndarray:
+        """Global ``[sum dy, sum dy * (x - mean)]`` ``(G, 2, C)``: one allreduce (sum)."""
         buf = self._buffer("grad_sums", sums.shape)
         buf[...] = sums
         self.comm.allreduce(buf)
         return buf
 
-    def _global_rows(self, n: int) -> tuple[int, int]:
+    def rows(self, n: int) -> tuple[int, int]:
         """(offset, total) of this rank's rows in the global batch: an allgather of sizes."""
         send = self._buffer("rows_send", (1,), np.int64)
         recv = self._buffer("rows_recv", (self.comm.size, 1), np.int64)
@@ -124,37 +91,31 @@ class _SyncReductions:
         return int(recv[: self.comm.rank, 0].sum()), int(recv[:, 0].sum())
 
 
-class SyncBatchNorm(_SyncReductions, BatchNorm):
-    """:class:`BatchNorm` over the global batch of all ranks of ``comm`` (see the module doc).
+class _Synced:
+    """``comm`` (None: :func:`bnlab.comm.world`) as the kernels' reduction; not in the config."""
 
-    Same arguments as BatchNorm plus ``comm`` (a :class:`bnlab.comm.Communicator`; None is
-    :func:`bnlab.comm.world`). ``get_config`` does not contain the communicator: a layer
-    rebuilt from its config uses the world of the process that rebuilds it.
-    """
+    _sync: CommReduction
+
+    def __init__(self, num_features: int, *, comm: Communicator | None = None, **kw: Any) -> None:
+        self._sync = CommReduction(world() if comm is None else comm)  # first: errors name the rank
+        super().__init__(num_features, **kw)  # type: ignore[call-arg]
+
+    @property
+    def comm(self) -> Communicator:
+        return self._sync.comm
+
+
+class SyncBatchNorm(_Synced, BatchNorm):
+    """:class:`BatchNorm` over the global batch of all ranks of ``comm`` (see the module doc)."""
 
     _kind = "SyncBatchNorm"
 
-    def __init__(
-        self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
-    ) -> None:
-        self._init_comm(comm)  # first: error messages name the rank
-        super().__init__(num_features, **kwargs)
 
-
-class SyncBatchRenorm(_SyncReductions, BatchRenorm):
-    """:class:`BatchRenorm` over the global batch: r and d from the global mu_B and sigma_B.
-
-    Same arguments as BatchRenorm plus ``comm``; ``virtual_batch_size`` must divide the
-    global batch size.
-    """
+class SyncBatchRenorm(_Synced, BatchRenorm):
+    """:class:`BatchRenorm` over the global batch: r and d from the global mu_B and sigma_B;
+    ``virtual_batch_size`` must divide the global batch size."""
 
     _kind = "SyncBatchRenorm"
-
-    def __init__(
-        self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
-    ) -> None:
-        self._init_comm(comm)  # first: error messages name the rank
-        super().__init__(num_features, **kwargs)
 
 
 def _sync_twin(layer: BatchNorm | BatchRenorm, comm: Communicator | None) -> Layer:
@@ -172,11 +133,9 @@ def _sync_twin(layer: BatchNorm | BatchRenorm, comm: Communicator | None) -> Lay
 def convert_sync_batchnorm(model: Layer, comm: Communicator | None = None) -> Layer:
     """Replace every BatchNorm/BatchRenorm in ``model`` by its synchronized twin, in place.
 
-    As PyTorch's ``nn.SyncBatchNorm.convert_sync_batchnorm``: containers (anything with a
-    ``layers`` list, such as :class:`bnlab.layers.Sequential`) are walked recursively; the
-    twins share the original layers' parameter, gradient and buffer arrays and keep their
-    configuration and train/eval mode. Returns ``model`` (or the twin if ``model`` itself is
-    a batch-norm layer). Layers that are already synchronized are left as they are.
+    As PyTorch's ``convert_sync_batchnorm``: containers (a ``layers`` list) are walked
+    recursively; the twins share the original layers' parameter, gradient and buffer arrays,
+    configuration and mode. Returns ``model`` (or the twin if it is a batch-norm layer).
     """
     if isinstance(model, (SyncBatchNorm, SyncBatchRenorm)):
         return model
