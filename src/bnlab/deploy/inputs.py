@@ -148,7 +148,7 @@ def _read_npy(f: IO[bytes], size: int, budget: ByteBudget, what: str, fix: str) 
         )
         shape, fortran, dtype = read(f)
     except ValueError as e:
-        raise ValueError(f"{where}: {what} is not a .npy array of numbers ({e}); {fix}") from None
+        raise ValueError(f"{where}: {what} cannot be read as a .npy array ({e}); {fix}") from None
     if dtype.hasobject or dtype.kind not in "biuf":
         raise ValueError(f"{where}: {what} holds dtype {dtype}; expected numbers; {fix}")
     nbytes = math.prod(shape) * dtype.itemsize
