@@ -124,3 +124,21 @@ def test_non_ascii_digits_in_names_sort_and_load(tmp_path, rng, kit, cache):
     np.testing.assert_array_equal(got[0], odd)
     np.testing.assert_array_equal(got[1], items["cifar10/train/cat/2.png"])
     np.testing.assert_array_equal(got[2], items["cifar10/train/cat/10.png"])
+
+
+@pytest.mark.parametrize("kind", ["dir", "tar"])
+@pytest.mark.parametrize("shape", [(4, 4, 3), (8, 8, 1), (8, 4, 3), (8, 8, 4)])
+def test_cache_of_another_image_shape_is_rebuilt(tmp_path, rng, kit, cache, kind, shape):
+    items = kit.folder_items(rng, n_train=2, n_test=1)
+    if kind == "dir":
+        path = kit.write_dir(tmp_path / "d", items)
+    else:
+        path = kit.write_tar(tmp_path / "a.tar.gz", items)
+    expected = load_image_folder(path)
+    (file,) = cache.glob("*.npz")
+    with np.load(file) as z:
+        arrays = dict(z)
+    for key in [k for k in arrays if k.startswith("x/")]:
+        arrays[key] = np.zeros((len(arrays[key]), *shape), np.uint8)  # same count, wrong image
+    np.savez(file, **arrays)
+    _equal(load_image_folder(path), expected)

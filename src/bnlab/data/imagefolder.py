@@ -296,28 +296,55 @@ def _save_cache(file: Path, data: ImageFolderData) -> None:
         )
 
 
-def _load_cache(file: Path, layout: _Layout) -> ImageFolderData | None:
-    """The cached arrays if they match the listing exactly; None to decode again."""
+def _load_cache(file: Path, layout: _Layout, probe: tuple[int, ...]) -> ImageFolderData | None:
+    """The cached arrays if they match the listing and the first image's shape ``probe``
+    (H, W, C) exactly; None to decode again. Declared sizes are checked before reading."""
+    h, w, c0 = probe
     try:
         if not file.is_file():
             return None
         with np.load(file, allow_pickle=False) as z:
+            sizes = {i.filename[:-4]: i.file_size for i in z.zip.infolist()}
+            for split, rels in layout.order.items():
+                if sizes.get(f"x/{split}", 1 << 62) > len(rels) * h * w * 3 + 4096:
+                    return None
             classes = [str(c) for c in z["classes"]]
             splits = {k[2:]: (z[k], z["y/" + k[2:]]) for k in z.files if k.startswith("x/")}
     except Exception:  # unreadable or damaged: rebuilt, never trusted
         return None
     if classes != layout.classes or sorted(splits) != sorted(layout.order):
         return None
+    channels = {x.shape[-1] for x, _ in splits.values() if x.ndim == 4}
     for split, (x, y) in splits.items():
         n = len(layout.order[split])
         if (
             x.dtype != np.uint8
             or x.ndim != 4
-            or len(x) != n
+            or x.shape[:3] != (n, h, w)
+            or len(channels) != 1
+            or x.shape[3] not in (c0, 3)
             or not np.array_equal(y, layout.labels[split])
         ):
             return None
     return ImageFolderData({s: (x, y.astype(np.int64)) for s, (x, y) in splits.items()}, classes)
+
+
+def _first_image(path: Path, listing: _Listing, budget: ByteBudget) -> tuple[int, ...]:
+    """(H, W, C) of the first image in source order, decoded (a cache is checked against it)."""
+    rel = listing.images[0]
+    rel = listing.links.get(rel, rel)
+    if path.is_dir():
+        data = read_regular_file(path / rel, budget)
+    else:
+        data = b""
+        with tar_stream(path, where=_WHERE, check_end=False) as tf:
+            for m in tf:
+                if m.isfile() and "/".join(_parts(m.name)) == rel:
+                    f = tf.extractfile(m)
+                    data = f.read() if f is not None else b""
+                    break
+    arr = _decode(data, f"{path}:{rel}", dataclasses.replace(budget))
+    return arr.shape
 
 
 def _check_flags(**flags: Any) -> None:
@@ -363,7 +390,7 @@ def load_image_folder(
     layout = _layout(listing, p, allow_empty)
     cache_file = _cache_file(p, listing, allow_empty, cache_dir) if use_cache else None
     if cache_file is not None:
-        cached = _load_cache(cache_file, layout)
+        cached = _load_cache(cache_file, layout, _first_image(p, listing, budget))
         if cached is not None:
             return cached
     data = _assemble(_decode_all(p, listing, budget, progress), layout, p)
