@@ -37,7 +37,7 @@ import numpy as np
 from bnlab._atomic import atomic_write
 from bnlab.data.archive import CorruptArchiveError, is_tar, link_target, tar_stream
 from bnlab.data.files import read_regular_file, regular_stat
-from bnlab.data.images import PER_IMAGE_OVERHEAD, decode_image
+from bnlab.data.images import PER_IMAGE_OVERHEAD, declared_size, decode_image
 from bnlab.data.limits import ByteBudget, byte_budget
 from bnlab.data.progress import Progress
 
@@ -330,21 +330,21 @@ def _load_cache(file: Path, layout: _Layout, probe: tuple[int, ...]) -> ImageFol
 
 
 def _first_image(path: Path, listing: _Listing, budget: ByteBudget) -> tuple[int, ...]:
-    """(H, W, C) of the first image in source order, decoded (a cache is checked against it)."""
+    """(H, W, C) of the first image in source order (a cache is checked against it)."""
     rel = listing.images[0]
     rel = listing.links.get(rel, rel)
-    if path.is_dir():
-        data = read_regular_file(path / rel, budget)
-    else:
-        data = b""
+    data = read_regular_file(path / rel, budget) if path.is_dir() else b""
+    if not path.is_dir():
         with tar_stream(path, where=_WHERE, check_end=False) as tf:
             for m in tf:
-                if m.isfile() and "/".join(_parts(m.name)) == rel:
-                    f = tf.extractfile(m)
-                    data = f.read() if f is not None else b""
+                f = tf.extractfile(m) if m.isfile() and "/".join(_parts(m.name)) == rel else None
+                if f is not None:
+                    data = f.read()
                     break
-    arr = _decode(data, f"{path}:{rel}", dataclasses.replace(budget))
-    return arr.shape
+    size = declared_size(data)  # the header alone: a cached load decodes nothing
+    if size is not None:
+        return size[1], size[0], size[2]
+    return _decode(data, f"{path}:{rel}", dataclasses.replace(budget)).shape
 
 
 def _check_flags(**flags: Any) -> None:
