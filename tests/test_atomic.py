@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 
@@ -101,3 +102,38 @@ def test_writing_over_a_directory_fails_cleanly(tmp_path) -> None:
     assert os.listdir(tmp_path) == ["d"] and os.listdir(tmp_path / "d") == []
     with pytest.raises(FileNotFoundError, match="does not exist"):
         check_target(tmp_path / "nope" / "a.bin", "save")
+
+
+def test_a_user_file_that_looks_temporary_is_kept(tmp_path) -> None:
+    path = tmp_path / "a.bin"
+    users = tmp_path / ".a.bin.abcdefgh.tmp"  # the unmarked pattern of an older bnlab
+    users.write_bytes(b"mine")
+    os.utime(users, (time.time() - 60, time.time() - 60))
+    atomic_write(path, lambda f: f.write(b"new"))
+    assert users.read_bytes() == b"mine"
+
+
+def test_a_symlink_target_is_written_through(tmp_path) -> None:
+    real = tmp_path / "store" / "model.npz"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "model.npz"
+    link.symlink_to(real)
+    atomic_write(link, lambda f: f.write(b"new"))
+    assert link.is_symlink() and real.read_bytes() == b"new"
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_an_os_error_names_the_target_not_the_temporary(tmp_path, monkeypatch) -> None:
+    import errno
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"old")
+
+    def full(f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"cannot write .*a\.bin: No space left") as info:
+        atomic_write(path, full)
+    assert info.value.errno == errno.ENOSPC and ".tmp" not in str(info.value)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.bin"]

@@ -1,10 +1,16 @@
 """Atomic file writes: a crash at any moment leaves the old file or the new one, never a mix.
 
-The temporary file is ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` (``tempfile.mkstemp``). A save
-killed with SIGKILL cannot remove its temporary; the next successful save of the same target
-removes those left by earlier saves (same pattern, last modified before this save started).
+The temporary file is ``.NAME.bnlab-XXXXXXXX.tmp`` beside ``NAME`` (``tempfile.mkstemp``: a
+unique name, so two processes saving the same target never share one). A save killed with
+SIGKILL cannot remove its temporary; the next successful save of the same target removes
+those left by earlier saves (that pattern, marked ``bnlab-``, a regular file of this user,
+last modified before this save started): a file of the user's is never taken for one.
 Two processes saving the same target at once stay safe: the file is always one whole save;
 a save whose temporary stalled before the other started may fail at its rename.
+
+A target that is a symbolic link is written through: the file it points at gets the new
+content and the link stays. An OSError names the target (never the temporary) and says
+that the old file is unchanged.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def stale_temporaries(path: str | os.PathLike[str], before: float) -> list[Path]
     """Temporaries of earlier :func:`atomic_write` calls on ``path`` last modified before
     ``before`` (a ``time.time()`` value): the leftovers of killed saves."""
     p = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(p.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    pattern = re.compile(rf"^\.{re.escape(p.name)}\.bnlab-[A-Za-z0-9_]{{8}}\.tmp$")
     found = []
     try:
         entries = list(os.scandir(p.parent))
@@ -59,7 +65,9 @@ def stale_temporaries(path: str | os.PathLike[str], before: float) -> list[Path]
         if not pattern.match(entry.name):
             continue
         try:
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < before:
+            st = entry.stat(follow_symlinks=False)
+            mine = entry.is_file(follow_symlinks=False) and st.st_uid == os.getuid()
+            if mine and st.st_mtime < before:
                 found.append(Path(entry.path))
         except OSError:
             continue
@@ -81,8 +89,13 @@ def atomic_write(
     temporaries of earlier killed saves of ``path`` are removed (see the module docstring).
     """
     path = Path(path)
+    if path.is_symlink():  # write through the link: its target changes, the link stays
+        path = Path(os.path.realpath(path))
     started = time.time()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.bnlab-", suffix=".tmp")
+    except OSError as e:
+        raise _named(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -92,6 +105,9 @@ def atomic_write(
             verify(Path(tmp))
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -103,6 +119,14 @@ def atomic_write(
             except OSError:  # another user's file, a read-only mount: leave it
                 pass
     return path
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """The same kind of OSError (errno kept), naming the target instead of the temporary."""
+    if e.errno is None:
+        return e
+    why = e.strerror or str(e)
+    return type(e)(e.errno, f"cannot write {path}: {why}; the previous file (if any) is unchanged")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 
 __all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype", "check_eps"]
 __all__ += ["prepare_input", "check_out"]
+__all__ += ["check_real", "check_int", "check_bool"]
 
 
 def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -98,3 +99,48 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: Any, *inputs: Any, where:
                 f"{where}: out shares memory with an input; pass a separate array (the "
                 "kernels read their inputs while writing out)"
             )
+
+
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    where: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite float in the given interval, or a TypeError/ValueError naming it.
+
+    Booleans, strings and NaN/Inf are refused: a hyperparameter read from a file (``"lr":
+    Infinity``, ``"momentum": NaN``) would turn every weight into NaN one step later.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: {name} must be a number, got {value!r:.60}")
+    v = float(value)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    span = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    bad_low = low is not None and (v <= low if low_open else v < low)
+    bad_high = high is not None and (v >= high if high_open else v > high)
+    if not np.isfinite(v) or bad_low or bad_high:
+        raise ValueError(f"{where}: {name} must be a finite number in {span}, got {value!r}")
+    return v
+
+
+def check_int(value: Any, name: str, *, where: str, low: int = 0, high: int | None = None) -> int:
+    """``value`` as an int in [low, high] (not a bool or a float), else a TypeError/ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: {name} must be an integer, got {value!r:.60}")
+    if value < low or (high is not None and value > high):
+        top = "" if high is None else f" and <= {high}"
+        raise ValueError(f"{where}: {name} must be >= {low}{top}, got {value!r}")
+    return int(value)
+
+
+def check_bool(value: Any, name: str, *, where: str) -> bool:
+    """``value`` if it is True or False (not "yes", 1 or None), else a TypeError naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r:.60}")
+    return bool(value)

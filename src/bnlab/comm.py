@@ -169,9 +169,15 @@ def launcher_world_size(environ: dict[str, str] | None = None) -> int | None:
     if not any(v in env for v in _RANK_VARS + _SIZE_VARS):
         return None
     for var in _SIZE_VARS:
-        value = env.get(var, "")
-        if value.isdigit():
-            return int(value)
+        if var not in env:
+            continue
+        value = env[var].strip()
+        if not (value.isascii() and value.isdigit() and int(value) >= 1):
+            raise WorldSizeError(
+                f"the MPI launcher variable {var}={env[var]!r} is not a positive process count; "
+                f"unset {var} to run in one process, or start the job with the venv's mpiexec"
+            )
+        return int(value)
     return None
 
 

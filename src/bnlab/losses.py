@@ -70,6 +70,13 @@ class SoftmaxCrossEntropy(Loss):
         n, c = logits.shape
         if n == 0:
             raise ValueError(f"{where}: logits has an empty batch (shape {logits.shape})")
+        if c == 0:
+            raise ValueError(f"{where}: logits has 0 classes (shape {logits.shape}); need >= 1")
+        if logits.dtype.itemsize > 8:
+            raise TypeError(
+                f"{where}: logits dtype {logits.dtype} would be computed in float32 silently; "
+                "pass float32 or float64"
+            )
         dt = compute_dtype(logits.dtype)
         z = logits.astype(dt, copy=False)
         logp = log_softmax(z)

@@ -407,17 +407,18 @@ def test_bad_generator_state_is_refused(tmp_path) -> None:
 
 def test_stale_temporaries_of_killed_saves_are_removed(tmp_path) -> None:
     path, m, opt = _good(tmp_path)
-    stale = tmp_path / ".c.npz.ab12cd_e.tmp"
-    other = tmp_path / ".d.npz.ab12cd_e.tmp"  # another target's temporary
+    stale = tmp_path / ".c.npz.bnlab-ab12cd_e.tmp"
+    other = tmp_path / ".d.npz.bnlab-ab12cd_e.tmp"  # another target's temporary
     mine = tmp_path / "c.npz.keep.tmp"  # not our naming pattern
-    fresh = tmp_path / ".c.npz.zz12cd_e.tmp"  # a concurrent save that started after us
-    for f in (stale, other, mine, fresh):
+    users = tmp_path / ".c.npz.ab12cd_e.tmp"  # looks temporary, but bnlab did not mark it
+    fresh = tmp_path / ".c.npz.bnlab-zz12cd_e.tmp"  # a concurrent save that started after us
+    for f in (stale, other, mine, users, fresh):
         f.write_bytes(b"half")
         os.utime(f, (time.time() - 60, time.time() - 60))
     os.utime(fresh, (time.time() + 60, time.time() + 60))
     save_checkpoint(path, m, opt)
     assert not stale.exists()
-    assert other.exists() and mine.exists() and fresh.exists()
+    assert other.exists() and mine.exists() and fresh.exists() and users.exists()
 
 
 # -- seeded fuzz: any mutation of __meta__ or of an array is a CheckpointError or loads ------

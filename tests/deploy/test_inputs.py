@@ -46,7 +46,7 @@ def test_npz_takes_x_or_its_only_array(tmp_path: Path, rng: np.random.Generator)
 
 def test_a_pickle_is_never_loaded(tmp_path: Path) -> None:
     np.save(tmp_path / "o.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="cannot be read as a .npy/.npz array of numbers"):
+    with pytest.raises(ValueError, match="holds dtype object; expected numbers"):
         read_array(tmp_path / "o.npy")
     (tmp_path / "z.npz").write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(ValueError, match="save the inputs with numpy.save"):

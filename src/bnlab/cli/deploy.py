@@ -90,6 +90,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a directory; give the ONNX file's name, e.g. model.onnx")
+    if out.exists() and Path(args.checkpoint).exists() and out.samefile(args.checkpoint):
+        raise ValueError(f"{out} is the checkpoint itself; give the ONNX file another name")
+    if out.exists() and out.suffix.lower() != ".onnx":
+        raise FileExistsError(
+            f"{out} exists and is not an .onnx file; bnlab replaces only an existing .onnx "
+            "file: give a new name such as model.onnx"
+        )
     model = load_checkpoint(args.checkpoint).model
     model.eval()
     shape = input_shape(args.input_shape, model, name="--input-shape")

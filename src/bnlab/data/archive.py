@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["CorruptArchiveError", "compression_of", "tar_stream", "is_tar"]
+__all__ = ["CorruptArchiveError", "compression_of", "tar_stream", "is_tar", "link_target"]
 
 _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
@@ -132,3 +132,28 @@ def is_tar(path: Path) -> bool:
     except tarfile.HeaderError:
         return False
     return True
+
+
+def link_target(m: tarfile.TarInfo, path: Path, *, where: str) -> str:
+    """The member a link member points at, as a relative archive path. GNU tar stores the
+    second name of a hard-linked file as a link; a folder would load both names, so the archive
+    does too. Hard links name a path from the archive's root, symlinks one from their folder."""
+    target = [] if m.islnk() else _parts(m.name)[:-1]
+    for part in _parts(m.linkname):
+        if part != "..":
+            target.append(part)
+        elif target:
+            target.pop()
+        else:
+            target = []
+            break
+    if not target or m.linkname.startswith("/"):
+        raise ValueError(
+            f"{where}: {path}: the link member {m.name!r} points outside the archive "
+            f"({m.linkname!r}); replace it by a copy of the image"
+        )
+    return "/".join(target)
+
+
+def _parts(name: str) -> list[str]:
+    return [p for p in name.split("/") if p not in ("", ".")]

@@ -35,8 +35,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bnlab._atomic import atomic_write
-from bnlab.data.archive import CorruptArchiveError, is_tar, tar_stream
-from bnlab.data.images import PER_IMAGE_OVERHEAD, decode_image
+from bnlab.data.archive import CorruptArchiveError, is_tar, link_target, tar_stream
+from bnlab.data.files import read_regular_file, regular_stat
+from bnlab.data.images import PER_IMAGE_OVERHEAD, declared_size, decode_image
 from bnlab.data.limits import ByteBudget, byte_budget
 from bnlab.data.progress import Progress
 
@@ -60,6 +61,7 @@ class _Listing(NamedTuple):
     dirs: set[str]  # relative posix paths of the directories
     stored: int  # bytes on disk
     stamp: str  # what the cache key hashes (sizes and modification times)
+    links: dict[str, str]  # archive only: image path -> the member whose data it links to
 
 
 class _Layout(NamedTuple):
@@ -75,7 +77,10 @@ def default_cache_dir() -> Path:
 
 
 def _natural_key(name: str) -> list[Any]:
-    return [(0, int(tok), "") if tok.isdigit() else (1, 0, tok) for tok in re.split(r"(\d+)", name)]
+    """``2.png`` before ``10.png``: runs of ASCII digits compare as numbers (only ASCII: "²" is
+    a digit to ``str.isdigit`` but not to ``int``)."""
+    tokens = re.split(r"([0-9]+)", name)  # the numbers are at the odd indices
+    return [(0, int(t), "") if i % 2 else (1, 0, t) for i, t in enumerate(tokens)]
 
 
 def is_image_file(name: str) -> bool:
@@ -103,17 +108,19 @@ def _list_dir(root: Path) -> _Listing:
         for fn in sorted(filenames):
             if is_image_file(fn) and not fn.startswith("."):
                 rel = "/".join(_parts(f"{base}/{fn}"))
-                st = (root / rel).stat()
+                st = regular_stat(root / rel, where=_WHERE)
                 stored += st.st_size
                 stamp.append(f"|{rel}|{st.st_size}|{st.st_mtime_ns}")
                 _add(images, rel, root)
-    return _Listing(list(images), {"/".join(_parts(d)) for d in dirs}, stored, "".join(stamp))
+    dirs = {"/".join(_parts(d)) for d in dirs}
+    return _Listing(list(images), dirs, stored, "".join(stamp), {})
 
 
 def _list_tar(path: Path, budget: ByteBudget) -> _Listing:
     """Every member's name, reading the archive to its end (which checks its CRC)."""
     images: dict[str, None] = {}
     dirs: set[str] = set()
+    links: dict[str, str] = {}
     probe = dataclasses.replace(budget)  # member counts and sizes, before anything is decoded
     with tar_stream(path, where=_WHERE) as tf:
         for k, m in enumerate(tf, start=1):
@@ -129,8 +136,31 @@ def _list_tar(path: Path, budget: ByteBudget) -> _Listing:
                 if m.size > budget.limit:
                     probe.charge(m.size, f"the member {m.name} ({m.size} bytes)")
                 _add(images, "/".join(parts), path)
+            elif (m.islnk() or m.issym()) and is_image_file(parts[-1]):
+                links["/".join(parts)] = link_target(m, path, where=_WHERE)
+                _add(images, "/".join(parts), path)
+            elif is_image_file(parts[-1]):
+                raise ValueError(
+                    f"{_WHERE}: {path}: the member {m.name!r} is not a regular file (a device "
+                    "or FIFO entry); an image folder archive holds image files only"
+                )
     st = path.stat()
-    return _Listing(list(images), dirs, st.st_size, f"|{st.st_size}|{st.st_mtime_ns}")
+    stamp = f"|{st.st_size}|{st.st_mtime_ns}"
+    return _Listing(list(images), dirs, st.st_size, stamp, _resolve_links(links, path))
+
+
+def _resolve_links(links: dict[str, str], path: Path) -> dict[str, str]:
+    """Each link's final regular-file member (a link to a link is followed, at most 8 deep)."""
+    resolved = {}
+    for rel, target in links.items():
+        for _ in range(8):
+            if target not in links:
+                break
+            target = links[target]
+        if target in links:
+            raise ValueError(f"{_WHERE}: {path}: the link member {rel!r} is part of a loop")
+        resolved[rel] = target
+    return resolved
 
 
 def _layout(listing: _Listing, path: Path, allow_empty: bool) -> _Layout:
@@ -195,15 +225,27 @@ def _decode_all(
 
         if path.is_dir():
             for rel in listing.images:
-                add(rel, (path / rel).read_bytes())
+                add(rel, read_regular_file(path / rel, budget))
         else:
-            wanted = set(listing.images)
+            wanted = set(listing.images) - set(listing.links)
+            targets = set(listing.links.values())
+            kept: dict[str, bytes] = {}
             with tar_stream(path, where=_WHERE) as tf:
                 for m in tf:
                     rel = "/".join(_parts(m.name))
-                    f = tf.extractfile(m) if m.isfile() and rel in wanted else None
-                    if f is not None:
-                        add(rel, f.read())
+                    f = tf.extractfile(m) if m.isfile() and rel in wanted | targets else None
+                    data = f.read() if f is not None else None
+                    if data is not None and rel in targets:
+                        kept[rel] = data
+                    if data is not None and rel in wanted:
+                        add(rel, data)
+            for rel, target in listing.links.items():
+                if target not in kept:
+                    raise ValueError(
+                        f"{_WHERE}: {path}: the link member {rel!r} points at {target!r}, which "
+                        "is not a regular file in the archive; replace the link by the image"
+                    )
+                add(rel, kept[target])
     if len(arrays) != len(listing.images):
         raise CorruptArchiveError(
             f"{_WHERE}: {path} changed while it was being read; load it again"
@@ -254,28 +296,55 @@ def _save_cache(file: Path, data: ImageFolderData) -> None:
         )
 
 
-def _load_cache(file: Path, layout: _Layout) -> ImageFolderData | None:
-    """The cached arrays if they match the listing exactly; None to decode again."""
+def _load_cache(file: Path, layout: _Layout, probe: tuple[int, ...]) -> ImageFolderData | None:
+    """The cached arrays if they match the listing and the first image's shape ``probe``
+    (H, W, C) exactly; None to decode again. Declared sizes are checked before reading."""
+    h, w, c0 = probe
     try:
         if not file.is_file():
             return None
         with np.load(file, allow_pickle=False) as z:
+            sizes = {i.filename[:-4]: i.file_size for i in z.zip.infolist()}
+            for split, rels in layout.order.items():
+                if sizes.get(f"x/{split}", 1 << 62) > len(rels) * h * w * 3 + 4096:
+                    return None
             classes = [str(c) for c in z["classes"]]
             splits = {k[2:]: (z[k], z["y/" + k[2:]]) for k in z.files if k.startswith("x/")}
     except Exception:  # unreadable or damaged: rebuilt, never trusted
         return None
     if classes != layout.classes or sorted(splits) != sorted(layout.order):
         return None
+    channels = {x.shape[-1] for x, _ in splits.values() if x.ndim == 4}
     for split, (x, y) in splits.items():
         n = len(layout.order[split])
         if (
             x.dtype != np.uint8
             or x.ndim != 4
-            or len(x) != n
+            or x.shape[:3] != (n, h, w)
+            or len(channels) != 1
+            or x.shape[3] not in (c0, 3)
             or not np.array_equal(y, layout.labels[split])
         ):
             return None
     return ImageFolderData({s: (x, y.astype(np.int64)) for s, (x, y) in splits.items()}, classes)
+
+
+def _first_image(path: Path, listing: _Listing, budget: ByteBudget) -> tuple[int, ...]:
+    """(H, W, C) of the first image in source order (a cache is checked against it)."""
+    rel = listing.images[0]
+    rel = listing.links.get(rel, rel)
+    data = read_regular_file(path / rel, budget) if path.is_dir() else b""
+    if not path.is_dir():
+        with tar_stream(path, where=_WHERE, check_end=False) as tf:
+            for m in tf:
+                f = tf.extractfile(m) if m.isfile() and "/".join(_parts(m.name)) == rel else None
+                if f is not None:
+                    data = f.read()
+                    break
+    size = declared_size(data)  # the header alone: a cached load decodes nothing
+    if size is not None:
+        return size[1], size[0], size[2]
+    return _decode(data, f"{path}:{rel}", dataclasses.replace(budget)).shape
 
 
 def _check_flags(**flags: Any) -> None:
@@ -321,7 +390,7 @@ def load_image_folder(
     layout = _layout(listing, p, allow_empty)
     cache_file = _cache_file(p, listing, allow_empty, cache_dir) if use_cache else None
     if cache_file is not None:
-        cached = _load_cache(cache_file, layout)
+        cached = _load_cache(cache_file, layout, _first_image(p, listing, budget))
         if cached is not None:
             return cached
     data = _assemble(_decode_all(p, listing, budget, progress), layout, p)

@@ -12,8 +12,9 @@ import io
 import json
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -62,66 +63,101 @@ def _header(p: Path, name: str, f: Any) -> tuple[tuple[int, ...], bool, np.dtype
     return tuple(int(s) for s in shape), bool(fortran), dtype
 
 
-def _read_member(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[int]) -> Any:
+class _Member(NamedTuple):
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype[Any]
+    nbytes: int
+
+
+def _probe(p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
+    """A member's .npy header (a few hundred bytes inflated), checked against the size the zip
+    directory declares: nothing of its data is inflated yet."""
     name = info.filename[:-4]
     with zf.open(info) as f:
         shape, fortran, dtype = _header(p, name, f)
-        count = math.prod(shape)
-        nbytes = count * dtype.itemsize
-        if nbytes > info.file_size:
-            raise CheckpointError(
-                f"{p}: member {name!r} declares shape {shape} of {dtype} ({nbytes:,} bytes) but "
-                f"holds {info.file_size:,} bytes: the file is truncated or crafted; {_FIX}"
-            )
-        budget[0] -= nbytes
-        if budget[0] < 0:
-            raise CheckpointError(
-                f"{p}: the arrays in the file exceed the size limit (member {name!r}, "
-                f"{nbytes:,} bytes); if you trust the file, raise max_params"
-            )
-        arr = np.empty(count, dtype=dtype)
-        raw = arr.view(np.uint8).reshape(-1) if nbytes else np.zeros(0, np.uint8)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > info.file_size:
+        raise CheckpointError(
+            f"{p}: member {name!r} declares shape {shape} of {dtype} ({nbytes:,} bytes) but "
+            f"holds {info.file_size:,} bytes: the file is truncated or crafted; {_FIX}"
+        )
+    return _Member(info, shape, fortran, dtype, nbytes)
+
+
+def _read_member(p: Path, zf: zipfile.ZipFile, m: _Member) -> np.ndarray:
+    name = m.info.filename[:-4]
+    with zf.open(m.info) as f:
+        _header(p, name, f)
+        arr = np.empty(math.prod(m.shape), dtype=m.dtype)
+        raw = arr.view(np.uint8).reshape(-1) if m.nbytes else np.zeros(0, np.uint8)
         view = raw.data  # a memoryview on arr's bytes
         reader = cast(io.BufferedIOBase, f)  # a zipfile.ZipExtFile: it has readinto
         got = 0
-        while got < nbytes:
+        while got < m.nbytes:
             n = reader.readinto(view[got:])
             if not n:
                 raise CheckpointError(f"{p}: member {name!r} is truncated; {_FIX}")
             got += n
         if f.read(1):  # reading to the end also checks the member's CRC-32
             raise CheckpointError(f"{p}: member {name!r} has data after its array; {_FIX}")
-    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+    return arr.reshape(m.shape[::-1]).T if m.fortran else arr.reshape(m.shape)
 
 
-def read_members(p: Path, max_bytes: int) -> dict[str, np.ndarray]:
-    """Every ``.npy`` member of the zip file ``p`` (key without ``.npy``), CRCs checked."""
+def read_members(
+    p: Path,
+    max_bytes: int,
+    check: Callable[[np.ndarray, dict[str, tuple[int, ...]]], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every ``.npy`` member of the zip file ``p`` (key without ``.npy``), CRCs checked.
+
+    Nothing large is inflated before it is known to fit: first every member's header is read
+    and the declared sizes are added up against ``max_bytes``; then ``__meta__`` is read and
+    ``check(meta, shapes)`` may refuse the file from the shapes alone; only then the arrays.
+    """
     if not p.is_file():
         raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {p}")
     _signature(p)
-    budget = [int(max_bytes)]
-    arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(p) as zf:
-            for info in zf.infolist():
-                if not info.filename.endswith(".npy") or info.filename[:-4] in arrays:
-                    raise CheckpointError(
-                        f"{p}: unexpected or repeated member {info.filename!r}; a bnlab "
-                        "checkpoint holds only distinct .npy arrays"
-                    )
-                arrays[info.filename[:-4]] = _read_member(p, zf, info, budget)
+            members = _probe_all(p, zf, max_bytes)
+            if "__meta__" not in members:
+                raise CheckpointError(
+                    f"{p} is not a bnlab checkpoint (no __meta__ entry); write checkpoints with "
+                    "bnlab.deploy.save_checkpoint"
+                )
+            meta = _read_member(p, zf, members["__meta__"])
+            if check is not None:
+                check(meta, {k: m.shape for k, m in members.items()})
+            arrays = {k: _read_member(p, zf, m) for k, m in members.items() if k != "__meta__"}
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
         raise CheckpointError(
             f"{p} is truncated or corrupt and cannot be read ({type(e).__name__}: {e}); {_FIX}"
         ) from None
-    if "__meta__" not in arrays:
-        raise CheckpointError(
-            f"{p} is not a bnlab checkpoint (no __meta__ entry); write checkpoints with "
-            "bnlab.deploy.save_checkpoint"
-        )
-    return arrays
+    return {"__meta__": meta, **arrays}
+
+
+def _probe_all(p: Path, zf: zipfile.ZipFile, max_bytes: int) -> dict[str, _Member]:
+    members: dict[str, _Member] = {}
+    total = 0
+    for info in zf.infolist():
+        if not info.filename.endswith(".npy") or info.filename[:-4] in members:
+            raise CheckpointError(
+                f"{p}: unexpected or repeated member {info.filename!r}; a bnlab "
+                "checkpoint holds only distinct .npy arrays"
+            )
+        m = members[info.filename[:-4]] = _probe(p, zf, info)
+        total += m.nbytes
+        if total > max_bytes:
+            raise CheckpointError(
+                f"{p}: the arrays in the file declare more than the size limit of "
+                f"{max_bytes:,} bytes (member {info.filename[:-4]!r}, {m.nbytes:,} bytes); "
+                "if you trust the file, raise max_params"
+            )
+    return members
 
 
 _META_TYPES: dict[str, tuple[type, ...]] = {

@@ -38,10 +38,11 @@ Example (``model``, optimizer ``opt`` and ``BatchIterator`` ``it`` of a training
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -137,6 +138,12 @@ def _check_fits(p: Path, model: Layer, state: dict[str, Any], meta: dict[str, An
                 f"{meta['model_class']} {json.dumps(meta['model_config'])[:300]}; load it "
                 "without a model to rebuild that architecture"
             )
+
+
+class _Shape(NamedTuple):
+    """An array's shape alone, for checks made before the array is read."""
+
+    shape: tuple[int, ...]
 
 
 def _declared(p: Path, meta: dict[str, Any], state: dict[str, Any], max_params: int | None):
@@ -361,8 +368,26 @@ def load_checkpoint(
         check_model(model, "load_checkpoint")
     if isinstance(max_params, bool) or not isinstance(max_params, int) or max_params < 1:
         raise ValueError(f"load_checkpoint: max_params must be a positive int, got {max_params!r}")
+    cap = max_params if model is None else None
+
+    def check(raw: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Refuse from the zip directory and headers alone, before any array is inflated."""
+        meta = parse_meta(p, raw)
+        keys = meta["model_keys"]
+        if any(f"model/{k}" not in shapes for k in keys):
+            return  # _validate names the missing arrays
+        _declared(p, meta, {k: _Shape(shapes[f"model/{k}"]) for k in keys}, cap)
+        inside = sum(math.prod(s) for k, s in shapes.items() if k.startswith("model/"))
+        outside = sum(math.prod(s) for k, s in shapes.items() if not k.startswith("model/"))
+        if outside > 4 * inside + 2**20:  # optimizer slots, generator states, extras
+            raise CheckpointError(
+                f"{p}: the file holds {outside:,} entries besides the model's {inside:,} (at "
+                "most 4x the model is expected: optimizer slots and metadata); it is crafted "
+                "or damaged"
+            )
+
     # float64 weights with three optimizer slots: 32 bytes a parameter, plus metadata
-    arrays = read_members(p, max_params * 32 + 2**26)
+    arrays = read_members(p, max_params * 32 + 2**26, check)
     meta = parse_meta(p, arrays.pop("__meta__"))
     plan = _validate(p, meta, arrays, model, max_params)
     _apply(plan)

@@ -121,12 +121,13 @@ def _fold_pair(layer: Layer, bn: BatchNormBase) -> Layer:
     w = layer.params["W"].astype(np.float64)
     b = layer.params["b"].astype(np.float64) if "b" in layer.params else np.zeros_like(scale)
     dtype = param_dtype(layer)
+    w_new, b_new = _fits(bn, dtype, w * scale, b * scale + shift)
     config = layer.get_config()
     config["use_bias"] = True
     new = type(layer)(**config)  # exactly a Dense or Conv2D (see _kind)
     new.astype(dtype)
-    new.params["W"][...] = w * scale
-    new.params["b"][...] = b * scale + shift
+    new.params["W"][...] = w_new
+    new.params["b"][...] = b_new
     new.regularizers = copy.deepcopy(layer.regularizers)
     new.eval()
     return new
@@ -136,9 +137,25 @@ def _to_affine(bn: BatchNormBase) -> ChannelAffine:
     """The inference-mode BN ``bn`` as a ChannelAffine layer of the same name and dtype."""
     scale, shift = bn_scale_shift(bn)
     dtype = param_dtype(bn) if bn.params else np.dtype(bn.buffers["running_mean"].dtype)
+    scale, shift = _fits(bn, dtype, scale, shift)
     layer = ChannelAffine(scale.shape[0], axis=bn.axis, name=bn.name)
     layer.astype(dtype)
     layer.params["scale"][...] = scale
     layer.params["shift"][...] = shift
     layer.eval()
     return layer
+
+
+def _fits(bn: BatchNormBase, dtype: np.dtype[Any], *arrays: np.ndarray) -> list[np.ndarray]:
+    """``arrays`` (computed in float64) cast to ``dtype``, or a ValueError if any overflows:
+    gamma / sqrt(var + eps) can exceed float32 (gamma 3e38 with var 0), and a folded model
+    with inf weights would answer inf for every input."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = [a.astype(dtype) for a in arrays]
+    if all(np.isfinite(c).all() for c in cast):
+        return cast
+    raise ValueError(
+        f"{_WHERE}: folding BatchNorm layer '{bn.name}' gives weights beyond {dtype}'s range "
+        "(gamma / sqrt(running_var + eps) overflows); nothing was built. Fold a float64 copy "
+        "(model.astype(np.float64)) or check that layer's gamma and running_var"
+    )

@@ -21,13 +21,16 @@ expected, what came and the fix. Nothing here writes to disk.
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:  # layers are imported when a function runs (the bnlab command starts fast)
+    from bnlab.data.limits import ByteBudget
     from bnlab.layers.base import Layer
 
 __all__ = ["load_inputs", "load_cifar_inputs", "read_array", "input_shape", "parse_input_shape"]
@@ -104,28 +107,62 @@ def load_cifar_inputs(path: str | Path, limit: int | None = None) -> np.ndarray:
     return x[:limit].astype(np.float32) / np.float32(255)
 
 
-def read_array(path: str | Path, *, name: str = "data") -> np.ndarray:
+def read_array(path: str | Path, *, name: str = "data", max_bytes: int | None = None) -> np.ndarray:
     """The array of a ``.npy``, or the ``x`` (or only) array of a ``.npz``; never unpickles.
 
-    Raises ValueError when the file is not a readable NumPy array file or an ``.npz`` holds
-    several arrays none of which is ``x``.
+    The size the file declares (the ``.npy`` header; for an ``.npz`` also the zip directory)
+    is checked before anything is allocated or inflated: it must fit in the file (a ``.npy``)
+    and under the data limit of :mod:`bnlab.data.limits` (``max_bytes`` or
+    ``$BNLAB_MAX_BYTES``; by default at most 1 GiB and 100x the file's size). Raises ValueError
+    (:class:`~bnlab.data.limits.DataLimitError` past the limit) naming the file and the fix.
     """
+    from bnlab.data.limits import byte_budget
+
     path = Path(path)
-    names: list[str] = []
+    budget = byte_budget(max_bytes, path.stat().st_size, where=name)
+    fix = "save the inputs with numpy.save or numpy.savez"
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded
-        with loaded as z:
-            names = list(z.files)
-            if "x" in names or len(names) == 1:
-                return z["x" if "x" in names else names[0]]
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as f:
+                return _read_npy(f, path.stat().st_size, budget, f"{path}", fix)
+        with zipfile.ZipFile(path) as zf:
+            names = [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
+            if "x" not in names and len(names) != 1:
+                raise ValueError(f"{name}: {path} must hold an array 'x' or one array, has {names}")
+            info = zf.getinfo(("x" if "x" in names else names[0]) + ".npy")
+            with zf.open(info) as f:
+                return _read_npy(f, info.file_size, budget, f"{path}:{info.filename}", fix)
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
         raise ValueError(
-            f"{name}: {path} cannot be read as a .npy/.npz array of numbers ({e}); save the "
-            "inputs with numpy.save or numpy.savez"
+            f"{name}: {path} cannot be read as a .npy/.npz array ({e}); {fix}"
         ) from None
-    raise ValueError(f"{name}: {path} must hold an array 'x' or one array, has {names}")
+
+
+def _read_npy(f: IO[bytes], size: int, budget: ByteBudget, what: str, fix: str) -> np.ndarray:
+    """One ``.npy`` stream of ``size`` bytes whose header is trusted only as far as it fits."""
+    where = budget.where
+    try:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+            version, np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read(f)
+    except ValueError as e:
+        raise ValueError(f"{where}: {what} cannot be read as a .npy array ({e}); {fix}") from None
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise ValueError(f"{where}: {what} holds dtype {dtype}; expected numbers; {fix}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > size:
+        raise ValueError(
+            f"{where}: {what} declares shape {shape} of {dtype} ({nbytes:,} bytes) but holds "
+            f"{size:,} bytes: it is truncated or crafted; {fix}"
+        )
+    budget.charge(nbytes, f"{what} (shape {shape}, {dtype})")
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise ValueError(f"{where}: {what} is truncated; {fix}")
+    arr = np.frombuffer(data, dtype=dtype).copy()
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
 def parse_input_shape(text: str, *, name: str = "input_shape") -> tuple[int, ...]:

@@ -272,6 +272,14 @@ def load_keras_batch_norm(
                 f"{where}: {key} must be a finite numeric array of shape ({n},), "
                 f"got shape {arr.shape} and dtype {arr.dtype}"
             )
+        target = (layer.params if key in layer.params else layer.buffers)[key].dtype
+        with np.errstate(over="ignore"):
+            fits = np.isfinite(arr.astype(target)).all()
+        if not fits:  # checked in the layer's dtype: 1e300 is finite in float64, inf in float32
+            raise ValueError(
+                f"{where}: {key} holds values beyond {target}'s range (largest |value| "
+                f"{np.abs(arr).max():.3g}); the layer stores {target}: use layer.astype(np.float64)"
+            )
     if (arrays[-1] < 0).any():
         raise ValueError(f"{where}: running_var (moving_variance) holds negative values")
     if keras_momentum is not None and not 0.0 <= float(keras_momentum) <= 1.0:

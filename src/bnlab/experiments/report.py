@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -241,9 +240,9 @@ def save_figure(fig: Any, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")  # keeps outside legends
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:  # a unique temporary per save: ranks or runs rendering the same figure never clash
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path

@@ -23,6 +23,12 @@ def pool_output_shape(
     shape: tuple[int, ...], pool: tuple[int, int], stride: tuple[int, int]
 ) -> tuple[int, int, int, int]:
     """(N, Ho, Wo, C) for an (N, H, W, C) input; raises ValueError if the window does not fit."""
+    for name, v in (("pool", pool), ("stride", stride)):
+        ok = len(tuple(v)) == 2 and all(isinstance(k, (int, np.integer)) and k >= 1 for k in v)
+        if not ok:
+            raise ValueError(f"max pooling: {name} must be two ints >= 1, got {v!r}")
+    if len(shape) != 4:
+        raise ValueError(f"max pooling: x must be (N, H, W, C), got shape {shape}")
     n, h, w, c = shape
     if h < pool[0] or w < pool[1]:
         raise ValueError(f"max pooling: window {pool} is larger than the image {(h, w)}")
@@ -133,20 +139,46 @@ def max_pool_forward(
     return out, argmax
 
 
+def _check_backward(
+    dy: np.ndarray, argmax: np.ndarray, input_shape: tuple[int, ...], out: np.ndarray | None
+) -> tuple[int, int, int, int]:
+    where = "max_pool_backward"
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in shape):
+        raise ValueError(f"{where}: input_shape must be 4 positive ints (N, H, W, C), got {shape}")
+    n, h, w, c = (int(s) for s in shape)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype.kind not in "iu":
+        raise TypeError(f"{where}: argmax must be the int array max_pool_forward returned")
+    if not isinstance(dy, np.ndarray) or dy.shape != argmax.shape or dy.ndim != 4:
+        got = getattr(dy, "shape", type(dy).__name__)
+        raise ValueError(f"{where}: dy has shape {got}, expected the output shape {argmax.shape}")
+    if dy.shape[0] != n or dy.shape[3] != c:
+        raise ValueError(f"{where}: dy {dy.shape} does not match input_shape {shape} (N, C)")
+    if argmax.size and (int(argmax.min()) < 0 or int(argmax.max()) >= h * w):
+        raise ValueError(
+            f"{where}: argmax holds indices outside [0, H*W) = [0, {h * w}) for input_shape "
+            f"{shape}; pass the argmax that max_pool_forward returned for this input"
+        )
+    if out is not None and (out.shape != shape or out.dtype != dy.dtype):
+        raise ValueError(f"{where}: out must have shape {shape} and dtype {dy.dtype}")
+    return n, h, w, c
+
+
 def max_pool_backward(
     dy: np.ndarray,
     argmax: np.ndarray,
     input_shape: tuple[int, int, int, int],
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """dx: each dy[n, i, j, c] added to the input pixel its maximum came from, zeros elsewhere."""
-    if dy.shape != argmax.shape:
-        raise ValueError(
-            f"max_pool_backward: dy has shape {dy.shape}, expected the output shape {argmax.shape}"
-        )
+    """dx: each dy[n, i, j, c] added to the input pixel its maximum came from, zeros elsewhere.
+
+    ``argmax`` must be what :func:`max_pool_forward` returned for this input: every index is
+    checked to lie in [0, H*W) before anything is written (an index outside would write
+    outside dx).
+    """
+    n, h, w, c = _check_backward(dy, argmax, input_shape, out)
     if out is None:
         out = np.empty(input_shape, dtype=dy.dtype)
-    n, h, w, c = input_shape
     dx = out if out.flags.c_contiguous else np.empty(input_shape, dtype=out.dtype)
     args = (np.ascontiguousarray(dy), np.ascontiguousarray(argmax), dx.reshape(n, h * w, c))
     call_on_policy(_BWD, 4, out.size, PARALLEL_MIN, *args)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import numpy as np
 
+from bnlab._checks import check_bool, check_int, check_real
 from bnlab.optim.schedules import Schedule, schedule_from_config
 
 if TYPE_CHECKING:  # bnlab.layers imports the kernels (Numba): not needed at run time here
@@ -49,8 +50,8 @@ class Optimizer:
         for k, p in params.items():
             if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
                 raise TypeError(f"{where}: parameter '{k}' must be a float ndarray, got {p!r:.60}")
-        if not callable(lr) and not float(lr) > 0:
-            raise ValueError(f"{where}: lr must be a positive float or a schedule, got {lr!r}")
+        if not callable(lr):
+            check_real(lr, "lr", where=where, low=0, low_open=True)
         self.params = params
         self._grads_source: Callable[[], Mapping[str, np.ndarray]] = lambda: grads
         self.lr: LR = lr if callable(lr) else float(lr)
@@ -144,13 +145,17 @@ class Optimizer:
         unknown = [name for name in config if not hasattr(self, name)]
         if unknown:
             raise KeyError(f"{where}: unknown hyperparameters {unknown} in the state's config")
-        self.lr = schedule_from_config(lr) if isinstance(lr, Mapping) else float(lr)
-        for name, value in config.items():
-            setattr(self, name, value)
+        lr = schedule_from_config(lr) if isinstance(lr, Mapping) else lr
+        # the constructor's checks on an optimizer without parameters: NaN, Inf, "yes" refused
+        probe = type(self)({}, {}, lr=lr, **config)
+        iterations = check_int(state["iterations"], "iterations", where=where)
+        self.lr = probe.lr
+        for name in config:
+            setattr(self, name, getattr(probe, name))
         for s, d in slots.items():
             for k, v in d.items():
                 self.slots[s][k][...] = v
-        self.iterations = int(state["iterations"])
+        self.iterations = iterations
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -179,8 +184,8 @@ class SGD(Optimizer):
         momentum: float = 0.0,
         nesterov: bool = False,
     ) -> None:
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
+        check_real(momentum, "momentum", where="SGD", low=0)
+        check_bool(nesterov, "nesterov", where="SGD")
         if nesterov and momentum <= 0:
             raise ValueError("SGD: nesterov=True requires momentum > 0")
         super().__init__(params, grads, lr)
@@ -261,10 +266,9 @@ class RMSprop(Optimizer):
         eps: float = 1e-7,
         decay: float = 0.0,
     ) -> None:
-        if not 0 <= rho < 1:
-            raise ValueError(f"RMSprop: rho must be in [0, 1), got {rho}")
-        if eps < 0 or decay < 0:
-            raise ValueError(f"RMSprop: eps and decay must be >= 0, got eps={eps}, decay={decay}")
+        check_real(rho, "rho", where="RMSprop", low=0, high=1, high_open=True)
+        check_real(eps, "eps", where="RMSprop", low=0)
+        check_real(decay, "decay", where="RMSprop", low=0)
         super().__init__(params, grads, lr)
         self.rho, self.eps, self.decay = float(rho), float(eps), float(decay)
 
@@ -305,8 +309,9 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
     ) -> None:
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError(f"Adam: betas must be in [0, 1), got beta1={beta1}, beta2={beta2}")
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            check_real(beta, name, where="Adam", low=0, high=1, high_open=True)
+        check_real(eps, "eps", where="Adam", low=0)
         super().__init__(params, grads, lr)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bnlab._checks import check_bool, check_int, check_real
+
 __all__ = ["Schedule", "StepDecay", "ExponentialDecay", "schedule_from_config"]
 
 
@@ -22,8 +24,9 @@ class StepDecay(Schedule):
     """``lr_t = lr * gamma ** floor(t / step_size)`` (torch's ``StepLR`` counted in steps)."""
 
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1) -> None:
-        if step_size < 1:
-            raise ValueError(f"StepDecay: step_size must be a positive integer, got {step_size}")
+        check_real(lr, "lr", where="StepDecay", low=0, low_open=True)
+        check_int(step_size, "step_size", where="StepDecay", low=1)
+        check_real(gamma, "gamma", where="StepDecay", low=0, low_open=True)
         self.lr, self.step_size, self.gamma = float(lr), int(step_size), float(gamma)
 
     def __call__(self, t: int) -> float:
@@ -47,10 +50,11 @@ class ExponentialDecay(Schedule):
     def __init__(
         self, lr: float, decay_rate: float, decay_steps: int, staircase: bool = False
     ) -> None:
-        if decay_steps < 1:
-            raise ValueError(
-                f"ExponentialDecay: decay_steps must be a positive integer, got {decay_steps}"
-            )
+        where = "ExponentialDecay"
+        check_real(lr, "lr", where=where, low=0, low_open=True)
+        check_real(decay_rate, "decay_rate", where=where, low=0, low_open=True)
+        check_int(decay_steps, "decay_steps", where=where, low=1)
+        check_bool(staircase, "staircase", where=where)
         self.lr, self.decay_rate = float(lr), float(decay_rate)
         self.decay_steps, self.staircase = int(decay_steps), bool(staircase)
 
