@@ -85,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not resume and out.is_dir() and is_root():  # files bnlab did not write: refuse early
+        from bnlab.experiments.manifest import check_takeover
+
+        check_takeover(out)
     if not (args.force or resume):
         expect_new_run_dir(out)
     config = {k: v for k, v in vars(args).items() if k not in _CLI_KEYS}
@@ -181,6 +185,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"({type(e).__name__}: {e}); were they edited, or written by another version?"
         ) from e
     print(f"bnlab: report written: {page} (and report.md)")
+    if isinstance(config.get("provenance"), dict):
+        from bnlab.provenance import summary
+
+        print(f"bnlab: run with {summary(config['provenance'])}")
     return 0
 
 

@@ -107,7 +107,7 @@ class ExperimentConfig:
                 f"run it with `bnlab run {config['experiment']}`"
             )
         opts = cls.options()
-        check_unknown(config, [*opts, *cls.EXTRA_KEYS], cls.NAME)
+        check_unknown(config, [*opts, *cls.EXTRA_KEYS, "provenance"], cls.NAME)
         values = cls.defaults()
         values.update({k: v for k, v in config.items() if k in opts and v is not None})
         values = cls.normalize(values)
