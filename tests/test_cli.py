@@ -255,7 +255,11 @@ def test_missing_matplotlib_names_the_extra_before_anything_is_written(
     out = tmp_path / "r"
     assert run_cli("run", "mnist-sigmoid", *TINY, "--out", str(out)) == 1
     err = capsys.readouterr().err
-    assert "needs matplotlib" in err and "pip install 'bnlab[experiments]'" in err
+    assert (
+        "needs matplotlib" in err
+        and "pip install matplotlib" in err
+        and "pip install -e '.[experiments]'" in err
+    )
     assert err.count("\n") == 1 and not out.exists()
 
 

@@ -37,7 +37,7 @@ def test_config_json_keeps_its_keys_and_reads_back_to_the_same_config(module: An
     cfg = module.resolve({"steps": 600})
     d = cfg.to_dict()
     assert list(d) == OLD_KEYS[cfg.NAME]
-    assert d["eval_every"] == 6 and d["experiment"] == cfg.NAME
+    assert d["eval_every"] == 50 and d["experiment"] == cfg.NAME
     assert module.CONFIG.from_dict(json.loads(json.dumps(d))) == cfg
 
 
@@ -53,10 +53,12 @@ def test_mnist_lr_changes_only_the_default_of_steps() -> None:
 
 
 def test_derived_values_and_sweep() -> None:
-    assert sigmoid.resolve({"steps": 50}).eval_every == 1  # never 0
+    assert sigmoid.resolve({"steps": 20}).eval_every == 20  # never more than steps
+    assert sigmoid.resolve({"steps": 100}).eval_every == 50  # not after every step
+    assert sigmoid.resolve({"steps": 20_000}).eval_every == 200  # steps / 100
     assert sigmoid.resolve({"steps": 600, "eval_every": 7}).eval_every == 7
     cfg = sigmoid.resolve({"sweep": True, "sweep_steps": 300})
-    assert (cfg.steps, cfg.eval_every) == (300, 3)
+    assert (cfg.steps, cfg.eval_every) == (300, 50)
     assert cfg.learning_rates() == [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
     assert lr.resolve({"base_lr": 0.5, "multipliers": [1, 4]}).learning_rates() == [0.5, 2.0]
     assert sigmoid.resolve({"steps": 600.0, "hidden": [8.0, 4]}).hidden == [8, 4]
@@ -127,7 +129,7 @@ def test_old_paths_keep_their_dict_signatures(tmp_path: Path) -> None:
         from bnlab.experiments import mnist_sigmoid as ms
         from bnlab.experiments import mnist_sigmoid_report as sr
     cfg = ms.resolve({"steps": 600, "hidden": [8]})
-    assert isinstance(cfg, dict) and cfg["eval_every"] == 6
+    assert isinstance(cfg, dict) and cfg["eval_every"] == 50
     net = mc.build_net(True, {**cfg, "bn_momentum": 0.5}, 0)
     assert net.layers[1].momentum == 0.5
     assert mc.resolve_config({"hidden": [8]}, mc.COMMON_DEFAULTS, "x")["experiment"] == "x"

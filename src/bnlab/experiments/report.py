@@ -125,7 +125,8 @@ def markdown_to_html(markdown: str, title: str) -> str:
         from markdown_it import MarkdownIt
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(
-            "rendering report.html needs markdown-it-py: pip install 'bnlab[experiments]' "
+            "rendering report.html needs markdown-it-py: pip install markdown-it-py (or, from "
+            "a clone of bnlab: pip install -e '.[experiments]') "
             "(report.md was written; `bnlab report RUN_DIR` renders the HTML afterwards)"
         ) from e
     md = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")

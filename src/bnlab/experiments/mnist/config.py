@@ -8,7 +8,9 @@ then :meth:`MnistConfig.validate` for the values that depend on each other (``mo
 < the last hidden width, the subsets <= MNIST's images, ``batch_size`` <= the training images).
 
 Derived values are resolved in :meth:`MnistConfig.normalize` and written to ``config.json``:
-``eval_every`` None means ``max(1, steps // 100)``; ``--sweep`` sets ``steps`` to
+``eval_every`` None means ``max(steps // 100, min(steps, 50))`` (at most about 100
+evaluations, at least 50 steps apart: a 100-step run evaluates at steps 50 and 100, not after
+every step); ``--sweep`` sets ``steps`` to
 ``sweep_steps``. Loading a ``config.json`` again gives the same config.
 """
 
@@ -80,7 +82,9 @@ class MnistConfig(ExperimentConfig):
     hidden: list[int] = option([100, 100, 100], "hidden widths", Check(int, 1), nargs="+")
     init_std: float = option(0.1, "std of the N(0, std^2) weights", Check(float, 0, lo_open=True))
     eval_every: int = option(
-        None, "evaluate every N steps (default: steps/100)", Check(int, 1, optional=True)
+        None,
+        "evaluate every N steps (default: max(steps/100, 50), at most steps)",
+        Check(int, 1, optional=True),
     )
     eval_batch_size: int = option(2000, "examples per forward", Check(int, 1))
     monitor_unit: int = option(
@@ -100,12 +104,12 @@ class MnistConfig(ExperimentConfig):
 
     @classmethod
     def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """Integers as ints; ``eval_every`` None -> ``max(1, steps // 100)`` (the one place
-        it is derived)."""
+        """Integers as ints; ``eval_every`` None -> ``max(steps // 100, min(steps, 50))``
+        (the one place it is derived)."""
         values = _as_ints(values, cls.options())
         steps = values["steps"]
         if values["eval_every"] is None and _STEPS.ok(steps):
-            values["eval_every"] = max(1, int(steps) // 100)
+            values["eval_every"] = max(int(steps) // 100, min(int(steps), 50))
         return values
 
     def validate(self) -> None:
