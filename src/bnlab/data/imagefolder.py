@@ -16,9 +16,9 @@ Loading goes in four steps, and nothing is decoded or cached before the first tw
 4. cache the arrays as an ``.npz`` in ``cache_dir`` (default ``$BNLAB_CACHE`` or
    ``~/.cache/bnlab``), keyed by the absolute path, size and modification time of the archive
    (of every image file for a directory); one line on stderr names the file when it is
-   written (not with ``progress=False``). If the cache cannot be written, a warning names the
-   directory and the data is returned uncached. A cache whose contents do not match the
-   listing is ignored and rebuilt.
+   written (1 MB or more, and not with ``progress=False``). If the cache cannot be written, a
+   warning names the directory and the data is returned uncached. A cache whose contents do
+   not match the listing is ignored and rebuilt.
 
 Within a class, files are taken in natural order (``2.png`` before ``10.png``).
 """
@@ -238,16 +238,21 @@ def _cache_file(p: Path, listing: _Listing, allow_empty: bool, cache_dir: Any) -
     return base / f"imagefolder-{stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 
+# a cache file this large is named on stderr when written (CIFAR-10's is about 185 MB)
+SAY_CACHE_BYTES = 2**20
+
+
 def _save_cache(file: Path, data: ImageFolderData, say: bool) -> None:
-    """Write the cache (with ``say``, one line on stderr names it); on failure (read-only,
-    full disk, not a directory) warn and go on."""
+    """Write the cache (with ``say``, one line on stderr names a file of at least
+    :data:`SAY_CACHE_BYTES`); on failure (read-only, full disk, not a directory) warn and go
+    on."""
     arrays: dict[str, np.ndarray] = {"classes": np.array(data.classes, dtype=str)}
     for split, (x, y) in data.splits.items():
         arrays[f"x/{split}"], arrays[f"y/{split}"] = x, y
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(file, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
-        if say:
+        if say and file.stat().st_size >= SAY_CACHE_BYTES:
             size = file.stat().st_size / 2**20
             print(
                 f"bnlab: cached the decoded images in {file} ({size:.0f} MB; BNLAB_CACHE "

@@ -82,6 +82,8 @@ def record(root: str | Path, before: dict[str, Stat]) -> None:
     now = snapshot(root)
     mine = {f for f in owned(root) if f in now}
     mine |= {f for f, st in now.items() if before.get(f) != st}
+    if not mine and not (root / MANIFEST_NAME).exists():
+        return
     data = (json.dumps({"files": sorted(mine)}, indent=1) + "\n").encode("utf-8")
     atomic_write(root / MANIFEST_NAME, lambda f: f.write(data))
 

@@ -156,7 +156,7 @@ def release_run_dir(out_dir: str | Path) -> None:
         return
     fd, before = _HELD.pop(key)
     try:
-        if key in _OURS:  # the config.json of this process's run
+        if key in _OURS and (out / "config.json").is_file():  # this process's run's config
             _OURS.discard(key)
             cfg = read_json(out / "config.json")
             cfg["provenance"]["ended"] = provenance.now()
