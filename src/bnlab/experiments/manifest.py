@@ -1,10 +1,11 @@
 """Which files of a run directory bnlab wrote: the ownership rule behind ``bnlab run --force``.
 
 A run directory holds ``.bnlab-manifest.json``, the list of the files bnlab wrote there.
-The rule: a file is bnlab's if it appeared or changed in the directory while a bnlab run held
-the directory's lock (:func:`bnlab.experiments.rundir.lock_run_dir` takes a :func:`snapshot`
-of the files; :func:`record` adds every file new or changed since then when the run releases
-the directory, also after a failure or Ctrl-C); it stays bnlab's while it exists.
+The rule: a file is bnlab's if it appeared or changed in the directory (or under its
+``checkpoints/``, the only subdirectory a run writes) while a bnlab run held the directory's
+lock (:func:`bnlab.experiments.rundir.lock_run_dir` takes a :func:`snapshot` of the files;
+:func:`record` adds every file new or changed since then when the run releases the
+directory, also after a failure or Ctrl-C); it stays bnlab's while it exists.
 
 - A new run in the directory (``--force``) deletes the files of the manifest (:func:`clear`)
   and nothing else: a stale ``checkpoints/bn-lr0.5-seed0.npz`` of the previous run goes, the
@@ -36,11 +37,15 @@ Stat = tuple[int, int, int]  # size, mtime_ns, inode
 
 
 def snapshot(root: str | Path) -> dict[str, Stat]:
-    """``relative path -> (size, mtime_ns, inode)`` of every file under ``root`` (the lock
-    and the manifest left out); empty if ``root`` does not exist."""
+    """``relative path -> (size, mtime_ns, inode)`` of the files where a run writes: those
+    directly in ``root`` and under ``root/checkpoints`` (the lock and the manifest left out;
+    other subdirectories are never walked, so ``--out .`` stays fast); empty if ``root`` does
+    not exist."""
     root = Path(root)
     out: dict[str, Stat] = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        if Path(dirpath) == root:
+            dirs[:] = [d for d in dirs if d == "checkpoints"]
         for name in files:
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
