@@ -6,21 +6,26 @@ STAMP  := $(VENV)/.installed-test
 DEMO_STAMP := $(VENV)/.installed-experiments
 DEMO_STEPS ?= 6000
 DEMO_OUT   ?= runs/demo
+# the pinned set: exact versions (a pip constraints file), so that a fresh clone computes the
+# README's numbers; pyproject.toml keeps version ranges for `pip install bnlab`
+PINNED     := requirements/pinned.txt
+# torch==2.13.0+cpu (the tests' oracle) comes from PyTorch's CPU index; empty it offline
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv pinned check-readme readme-numbers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,mpi]"
+$(STAMP): pyproject.toml $(PINNED) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(PINNED) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e ".[test,mpi]"
 	touch $(STAMP)
 
 # the demo needs the experiments extra only (matplotlib, tqdm, Pillow); the test extra adds
 # torch (the numerical oracle), onnx/onnxruntime, mpi4py + the mpich wheel, ruff and mypy
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[experiments]"
+$(DEMO_STAMP): pyproject.toml $(PINNED) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(PINNED) -e ".[experiments]"
 	touch $(DEMO_STAMP)
 
 venv: $(STAMP)
@@ -35,6 +40,19 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
+
+# rewrite the pinned set from this venv (after a deliberate upgrade that passed `make test`)
+pinned: $(STAMP)
+	{ sed -n '/^#/p' $(PINNED); $(BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -v -E '^(pip|bnlab)=='; } > $(PINNED).new && mv $(PINNED).new $(PINNED)
+
+# the README's numbers: recompute them at the checked size and compare (check-readme), or
+# recompute them and rewrite benchmarks/readme_numbers.json (readme-numbers)
+check-readme: $(STAMP)
+	$(BIN)/python benchmarks/check_readme.py check
+
+readme-numbers: $(STAMP)
+	$(BIN)/python benchmarks/check_readme.py regenerate
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -158,8 +158,11 @@ def test_force_replaces_the_old_results_and_bad_input_keeps_them(
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
     # a good run with --force: an old result file the new run does not write is gone, so
-    # nothing in the directory describes the old run
+    # nothing in the directory describes the old run (bnlab wrote it: in its manifest)
     (out / "fig_sweep.png").write_bytes(b"left over from a --sweep run")
+    manifest = json.loads((out / ".bnlab-manifest.json").read_text())
+    manifest["files"].append("fig_sweep.png")
+    (out / ".bnlab-manifest.json").write_text(json.dumps(manifest))
     assert run_cli("run", "mnist-sigmoid", *TINY, "--lr", "0.7", "--force", "--out", str(out)) == 0
     assert not (out / "fig_sweep.png").exists()
     assert json.loads((out / "config.json").read_text())["lrs"] == [0.7]
@@ -256,7 +259,11 @@ def test_missing_matplotlib_names_the_extra_before_anything_is_written(
     out = tmp_path / "r"
     assert run_cli("run", "mnist-sigmoid", *TINY, "--out", str(out)) == 1
     err = capsys.readouterr().err
-    assert "needs matplotlib" in err and "pip install 'bnlab[experiments]'" in err
+    assert (
+        "needs matplotlib" in err
+        and "pip install matplotlib" in err
+        and "pip install -e '.[experiments]'" in err
+    )
     assert err.count("\n") == 1 and not out.exists()
 
 
@@ -282,7 +289,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary(
     err = capsys.readouterr().err
     assert err.startswith("bnlab: error: ") and "No space left on device" in err
     assert err.count("\n") == 1
-    assert [p.name for p in out.iterdir()] == [".bnlab-run.lock"]  # no config, no temporary
+    assert [p.name for p in out.iterdir()] == []  # no config, no temporary, no lock file
 
 
 def test_a_run_that_appeared_meanwhile_is_not_overwritten_without_force(
@@ -301,7 +308,7 @@ def test_a_run_that_appeared_meanwhile_is_not_overwritten_without_force(
     monkeypatch.setattr(bnlab.data, "load_mnist", other_run_starts_while_loading)
     assert run_cli("run", "mnist-sigmoid", *TINY, "--out", str(out)) == 2
     assert "another run started in it meanwhile" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == [".bnlab-run.lock", "config.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]  # the other run's
     assert '"other": 1' in (out / "config.json").read_text()
 
 

@@ -190,7 +190,7 @@ def world(expected_size: int | None = None) -> Communicator:
     Not started by an MPI launcher: a :class:`SelfComm` (mpi4py is not imported). Started by
     one: an :class:`MPIComm`; raises :class:`WorldSizeError` when MPI's world size differs
     from the launcher's (an ``mpiexec`` of another MPI) or from ``expected_size``, and
-    ImportError naming the ``bnlab[mpi]`` extra when mpi4py is missing.
+    ImportError naming what to install when mpi4py is missing.
     """
     global _WORLD
     if expected_size is not None and (
@@ -216,8 +216,8 @@ def _make_world() -> Communicator:
         comm = MPIComm()
     except ImportError as exc:
         raise ImportError(
-            "this process was started by an MPI launcher but mpi4py is not installed; install "
-            "the extra: pip install 'bnlab[mpi]'"
+            "this process was started by an MPI launcher but mpi4py is not installed: pip "
+            "install mpi4py mpich (or, from a clone of bnlab: pip install -e '.[mpi]')"
         ) from exc
     if announced is not None and comm.size != announced:
         raise WorldSizeError(

@@ -40,6 +40,19 @@ def test_a_quick_decode_prints_no_plain_line(folder, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
+def test_a_large_cache_file_is_named_once_when_written(folder, capsys, monkeypatch):
+    from bnlab.data import imagefolder
+
+    _tty(monkeypatch, False)
+    monkeypatch.setattr(progress_mod, "PLAIN_INTERVAL", 3600.0)
+    monkeypatch.setattr(imagefolder, "SAY_CACHE_BYTES", 0)  # the test's images are tiny
+    load_image_folder(folder)
+    err = capsys.readouterr().err
+    assert err.startswith("bnlab: cached the decoded images in ") and err.count("\n") == 1
+    load_image_folder(folder)  # read from the cache: nothing written, nothing said
+    assert capsys.readouterr().err == ""
+
+
 def test_tqdm_bar_on_a_terminal(folder, monkeypatch):
     calls = []
 

@@ -32,7 +32,7 @@ def test_config_json_keeps_its_keys_and_reads_back_to_the_same_config(config: An
     cfg = config.from_dict({"steps": 600})
     d = cfg.to_dict()
     assert list(d) == OLD_KEYS[cfg.NAME]
-    assert d["eval_every"] == 6 and d["experiment"] == cfg.NAME
+    assert d["eval_every"] == 50 and d["experiment"] == cfg.NAME
     assert config.from_dict(json.loads(json.dumps(d))) == cfg
     assert get(cfg.NAME).config is config
 
@@ -50,10 +50,12 @@ def test_mnist_lr_changes_only_the_default_of_steps() -> None:
 
 def test_derived_values_and_sweep() -> None:
     sigmoid = MnistSigmoidConfig.from_dict
-    assert sigmoid({"steps": 50}).eval_every == 1  # never 0
+    assert sigmoid({"steps": 20}).eval_every == 20  # never more than steps
+    assert sigmoid({"steps": 100}).eval_every == 50  # not after every step
+    assert sigmoid({"steps": 20_000}).eval_every == 200  # steps / 100
     assert sigmoid({"steps": 600, "eval_every": 7}).eval_every == 7
     cfg = sigmoid({"sweep": True, "sweep_steps": 300})
-    assert (cfg.steps, cfg.eval_every) == (300, 3)
+    assert (cfg.steps, cfg.eval_every) == (300, 50)
     assert cfg.learning_rates() == [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
     lrs = MnistLrConfig.from_dict({"base_lr": 0.5, "multipliers": [1, 4]}).learning_rates()
     assert lrs == [0.5, 2.0]

@@ -68,8 +68,10 @@ def test_no_matching_checkpoint_is_a_clear_error(tmp_path, capsys) -> None:
 def _old_run(root):
     out = root / "old"
     out.mkdir()
-    for name in ("config.json", "metrics.json", "report.md"):
+    names = ("config.json", "metrics.json", "report.md")
+    for name in names:
         (out / name).write_bytes(f"old {name}".encode())
+    (out / ".bnlab-manifest.json").write_text(json.dumps({"files": names}))  # a run's files
     return out
 
 

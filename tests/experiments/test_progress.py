@@ -40,8 +40,8 @@ def test_off_a_terminal_a_plain_line_every_interval_at_most(clock: _Clock) -> No
     text = out.getvalue()
     assert "\r" not in text
     lines = text.splitlines()
-    assert lines[0] == "demo: 0/6000 " + progress.COMPILING
-    assert 10 <= len(lines) <= 13  # the note, the first step, one per 10 s, the end
+    assert progress.COMPILING not in text  # nothing was compiled
+    assert 9 <= len(lines) <= 12  # the first step, one per 10 s, the end
     assert lines[-1] == "demo: 6000/6000 [01:33<00:00, 64 step/s]"
 
 
@@ -79,3 +79,19 @@ def test_disabled_writes_nothing(clock: _Clock) -> None:
     bar.update(5)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_the_compile_note_only_when_numba_compiles() -> None:
+    """The note shows when a kernel really compiles in the first step, not otherwise."""
+    import numba
+
+    out = io.StringIO()
+    bar = Progress(3, "demo", stream=out)
+    numba.njit(lambda x: x + 1)(1)  # a new function: compiled (no cache)
+    bar.update(1)
+    numba.njit(lambda x: x + 2)(1)  # compiled after the first step: no note
+    bar.update(2)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "demo: 0/3 " + progress.COMPILING
+    assert sum(progress.COMPILING in line for line in lines) == 1

@@ -12,13 +12,15 @@ from bnlab.experiments.rundir import RunDir, RunDirBusyError
 
 
 def test_start_writes_config_clears_results_and_locks(tmp_path: Path) -> None:
-    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "metrics.json").write_text("{}")  # a previous run's files (its manifest)
     (tmp_path / "fig_old.png").write_bytes(b"png")
+    (tmp_path / ".bnlab-manifest.json").write_text('{"files": ["metrics.json", "fig_old.png"]}')
     (tmp_path / "checkpoints").mkdir()
     with RunDir.start(tmp_path, {"steps": 3}) as rd:
-        assert json.loads((tmp_path / "config.json").read_text()) == {"steps": 3}
+        config = json.loads((tmp_path / "config.json").read_text())
+        assert config.pop("provenance")["started"] and config == {"steps": 3}
         assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "fig_old.png").exists()
-        assert (tmp_path / "checkpoints").is_dir()  # a resumed run needs them
+        assert (tmp_path / "checkpoints").is_dir()  # not bnlab's: left
         with pytest.raises(RunDirBusyError):  # a second process would be refused
             lock_run_dir_elsewhere(tmp_path)
         rd.write_metrics({"acc": 0.5})

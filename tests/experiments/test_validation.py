@@ -7,6 +7,7 @@ removed, added or changed, no lock file), and a new --out is not created.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -121,6 +122,8 @@ def _old_run(root: Path) -> Path:
     for name in ("config.json", "metrics.json", "metrics.csv", "report.md", "fig_accuracy.png"):
         (out / name).write_bytes(f"old {name}".encode())
     (out / "checkpoints" / "bn.npz").write_bytes(b"old checkpoint")
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    (out / ".bnlab-manifest.json").write_text(json.dumps({"files": files}))  # bnlab wrote them
     return out
 
 

@@ -15,6 +15,7 @@ atomically (a temporary file, then a rename).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,16 @@ def _recalibrate_target(args: argparse.Namespace) -> Path:
         raise ValueError(f"--batch-size must be >= 2 (m/(m-1) needs m >= 2), got {args.batch_size}")
     if args.limit is not None and args.limit < args.batch_size:
         raise ValueError(f"--limit {args.limit} is fewer than one batch of {args.batch_size}")
+    if args.test_subset is not None and args.test_subset < 1:
+        raise ValueError(f"--test-subset must be >= 1, got {args.test_subset}")
     if (args.out is None) == (not args.in_place):
         raise ValueError("give either --out NEW_CHECKPOINT or --in-place (not both)")
     target = Path(args.checkpoint if args.in_place else args.out)
+    if not args.in_place and target.exists() and os.path.samefile(target, args.checkpoint):
+        raise ValueError(
+            f"--out {target} is CHECKPOINT itself (the same file); pass --in-place to replace "
+            "it, or give another --out to keep the original"
+        )
     if target.is_dir():
         raise IsADirectoryError(f"--out {target} is a directory; give a file name (.npz)")
     if not target.parent.is_dir():
@@ -49,21 +57,42 @@ def _recalibrate_target(args: argparse.Namespace) -> Path:
     return target
 
 
+def _test_accuracy(model: Any, test: tuple[Any, Any] | None) -> str:
+    """The model's accuracy on ``test`` in percent; "—" without a labelled split or for a
+    model whose output is not ``(N, classes)``."""
+    from bnlab.train import evaluate
+
+    if test is None or len(model.output_shape((1, *test[0].shape[1:]))) != 2:
+        return "—"
+    return f"{100 * evaluate(model, *test)['accuracy']:.2f}%"
+
+
 def cmd_recalibrate(args: argparse.Namespace) -> int:
-    """Recompute the BN population statistics of a checkpoint (Algorithm 2) into a new one."""
-    from bnlab.deploy import (
-        load_checkpoint,
+    """Recompute the BN population statistics of a checkpoint (Algorithm 2) into a new one;
+    print the test accuracy of ``--data``'s test split before and after."""
+    from bnlab.deploy import load_checkpoint, save_checkpoint, shuffled_batches
+    from bnlab.deploy.inputs import load_inputs, load_test_split
+    from bnlab.deploy.population import (
+        batch_norm_layers,
         recompute_population_stats,
-        save_checkpoint,
-        shuffled_batches,
+        tracks_running_stats,
     )
-    from bnlab.deploy.inputs import load_inputs
 
     target = _recalibrate_target(args)
     ckpt = load_checkpoint(args.checkpoint)
+    bns = batch_norm_layers(ckpt.model)
+    if not any(tracks_running_stats(bn) for _, bn in bns):
+        what = "BatchNorm layers without running statistics" if bns else "no BatchNorm layer"
+        print(
+            f"bnlab: {args.checkpoint} has {what}, so it has no population statistics to "
+            "recompute: nothing to do, no file written"
+        )
+        return 0
     x = load_inputs(args.data, ckpt.model, name="--data")
     if len(x) < args.batch_size:
         raise ValueError(f"--data: {len(x)} examples are fewer than --batch-size {args.batch_size}")
+    test = load_test_split(args.data, ckpt.model, args.test_subset)
+    before = _test_accuracy(ckpt.model, test)
     batches = shuffled_batches(x, args.batch_size, limit=args.limit, seed=args.seed)
     summary = recompute_population_stats(ckpt.model, batches)
     extra = dict(ckpt.extra or {})
@@ -79,6 +108,9 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
         f"bnlab: recalibrated {len(summary.layers)} BN layers over {summary.num_batches} "
         f"batches of {args.batch_size} ({summary.num_examples} examples); wrote {target}"
     )
+    split = "no labelled test split in --data" if test is None else f"{len(test[1]):,} examples"
+    print(f"bnlab: test accuracy ({args.data} test split, {split}): {before} before, "
+          f"{_test_accuracy(ckpt.model, test)} after")  # fmt: skip
     return 0
 
 
@@ -135,6 +167,13 @@ def add_recalibrate(sub: SubParsers) -> None:
         "--limit", type=int, default=None, help="use N examples drawn at random (default: all)"
     )
     p.add_argument("--seed", type=int, default=0, help="draw and order of the batches")
+    p.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        help="measure the accuracy before and after on the first N test examples of --data "
+        "(default: the whole test split)",
+    )
     p.set_defaults(func=cmd_recalibrate)
 
 

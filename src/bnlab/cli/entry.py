@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -19,7 +20,7 @@ from bnlab.cli.deploy import add_export, add_recalibrate
 from bnlab.cli.parser import Parser, SubParsers, defaults_in_help
 from bnlab.cli.run import add_experiments, add_report, add_run
 
-__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "expand_paths", "main"]
 
 # optional packages -> the extra that installs them (pyproject.toml)
 _EXTRAS = {
@@ -30,6 +31,16 @@ _EXTRAS = {
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "mpi4py": "mpi",
+}
+# the pip names of those modules
+_PACKAGES = {
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "PIL": "Pillow",
+    "markdown_it": "markdown-it-py",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "mpi4py": "mpi4py mpich",
 }
 # what each command needs beyond NumPy and Numba, checked before it starts
 _REQUIRES = {
@@ -65,13 +76,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expand(value: object) -> object:
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, str) and (value.startswith("~") or "$" in value):
+        return os.path.expanduser(os.path.expandvars(value))
+    return value
+
+
+def expand_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every option value (and list item) starting with ``~`` or holding ``$VAR``/``${VAR}``
+    expanded, as a shell would (a quoted ``'~/runs'`` too): ``~`` and ``~user`` by
+    :func:`os.path.expanduser`, set variables by :func:`os.path.expandvars` (an unset one is
+    left as written). The one place where the command's paths are expanded."""
+    for key, value in vars(args).items():
+        setattr(args, key, _expand(value))
+    return args
+
+
 def _missing_packages(command: str) -> list[str]:
     return [m for m in _REQUIRES.get(command, ()) if importlib.util.find_spec(m) is None]
 
 
 def _extra_hint(module: str) -> str:
+    """How to install what ``module`` belongs to, from a wheel and from a clone."""
     extra = _EXTRAS.get(module.split(".")[0])
-    return f"pip install 'bnlab[{extra}]'" if extra else f"pip install {module}"
+    if extra is None:
+        return f"pip install {module}"
+    packages = " ".join(_PACKAGES[m] for m, e in _EXTRAS.items() if e == extra)
+    return f"pip install {packages} (or, from a clone of bnlab: pip install -e '.[{extra}]')"
 
 
 def _limit_blas_threads(argv: Sequence[str]) -> None:
@@ -116,7 +149,7 @@ def _main(argv: list[str]) -> int:
     from bnlab.experiments.rundir import RunDirBusyError, is_interrupt
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = expand_paths(parser.parse_args(argv))
     missing = _missing_packages(args.command)
     if missing:
         need = ", ".join(missing)

@@ -127,6 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = experiment.config.from_dict(
         {k: v for k, v in vars(args).items() if k not in _CLI_KEYS}
     )
+    if not resume and out.is_dir() and is_root():  # files bnlab did not write: refuse early
+        from bnlab.experiments.manifest import check_takeover
+
+        check_takeover(out)
     if not (args.force or resume):
         expect_new_run_dir(out)
     try:
@@ -225,6 +229,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"({type(e).__name__}: {e}); were they edited, or written by another version?"
         ) from e
     print(f"bnlab: report written: {run_dir / 'report.html'} (and report.md)")
+    if isinstance(config.get("provenance"), dict):
+        from bnlab.provenance import summary
+
+        print(f"bnlab: run with {summary(config['provenance'])}")
     return 0
 
 

@@ -15,9 +15,10 @@ Loading goes in four steps, and nothing is decoded or cached before the first tw
    decoded; progress is shown for long decodes (:mod:`bnlab.data.progress`);
 4. cache the arrays as an ``.npz`` in ``cache_dir`` (default ``$BNLAB_CACHE`` or
    ``~/.cache/bnlab``), keyed by the absolute path, size and modification time of the archive
-   (of every image file for a directory). If the cache cannot be written, a warning names the
-   directory and the data is returned uncached. A cache whose contents do not match the
-   listing is ignored and rebuilt.
+   (of every image file for a directory); one line on stderr names the file when it is
+   written (1 MB or more, and not with ``progress=False``). If the cache cannot be written, a
+   warning names the directory and the data is returned uncached. A cache whose contents do
+   not match the listing is ignored and rebuilt.
 
 Within a class, files are taken in natural order (``2.png`` before ``10.png``).
 """
@@ -28,6 +29,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -278,14 +280,27 @@ def _cache_file(p: Path, listing: _Listing, allow_empty: bool, cache_dir: Any) -
     return base / f"imagefolder-{stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
 
 
-def _save_cache(file: Path, data: ImageFolderData) -> None:
-    """Write the cache; on failure (read-only, full disk, not a directory) warn and go on."""
+# a cache file this large is named on stderr when written (CIFAR-10's is about 185 MB)
+SAY_CACHE_BYTES = 2**20
+
+
+def _save_cache(file: Path, data: ImageFolderData, say: bool) -> None:
+    """Write the cache (with ``say``, one line on stderr names a file of at least
+    :data:`SAY_CACHE_BYTES`); on failure (read-only, full disk, not a directory) warn and go
+    on."""
     arrays: dict[str, np.ndarray] = {"classes": np.array(data.classes, dtype=str)}
     for split, (x, y) in data.splits.items():
         arrays[f"x/{split}"], arrays[f"y/{split}"] = x, y
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(file, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+        if say and file.stat().st_size >= SAY_CACHE_BYTES:
+            size = file.stat().st_size / 2**20
+            print(
+                f"bnlab: cached the decoded images in {file} ({size:.0f} MB; BNLAB_CACHE "
+                "chooses another directory; delete the file to free the space)",
+                file=sys.stderr,
+            )
     except OSError as e:
         warnings.warn(
             f"{_WHERE}: cannot write the cache in {file.parent} ({type(e).__name__}: {e}); "
@@ -395,5 +410,5 @@ def load_image_folder(
             return cached
     data = _assemble(_decode_all(p, listing, budget, progress), layout, p)
     if cache_file is not None:
-        _save_cache(cache_file, data)
+        _save_cache(cache_file, data, say=progress is not False)
     return data

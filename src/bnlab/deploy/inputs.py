@@ -33,7 +33,14 @@ if TYPE_CHECKING:  # layers are imported when a function runs (the bnlab command
     from bnlab.data.limits import ByteBudget
     from bnlab.layers.base import Layer
 
-__all__ = ["load_inputs", "load_cifar_inputs", "read_array", "input_shape", "parse_input_shape"]
+__all__ = [
+    "load_inputs",
+    "load_cifar_inputs",
+    "load_test_split",
+    "read_array",
+    "input_shape",
+    "parse_input_shape",
+]
 
 _ARRAY_SUFFIXES = (".npy", ".npz")
 
@@ -80,6 +87,29 @@ def load_inputs(
     x = read_array(path, name=name)[:limit]
     _check_inputs(x, path, name)
     return x
+
+
+def load_test_split(
+    data: str | Path, model: Layer, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The labelled test split ``(x, y)`` of the dataset ``data`` names, preprocessed as
+    :func:`load_inputs` preprocesses its training split, at most ``limit`` examples; None for
+    a ``.npy``/``.npz`` of inputs (no labels). Call it after :func:`load_inputs` checked
+    ``data``."""
+    data = str(data)
+    if data in ("mnist", "fashion-mnist"):
+        from bnlab.data import load_fashion_mnist, load_mnist
+
+        _, (x, y) = (load_mnist if data == "mnist" else load_fashion_mnist)()
+        x = x[:limit].astype(np.float32) / np.float32(255)
+        return (x.reshape(len(x), -1) if _starts_dense(model) else x), y[:limit]
+    path = Path(data)
+    if path.suffix in _ARRAY_SUFFIXES or not path.exists():
+        return None
+    from bnlab.data import load_cifar10
+
+    _, (x, y) = load_cifar10(path)
+    return x[:limit].astype(np.float32) / np.float32(255), y[:limit]
 
 
 def _check_inputs(x: np.ndarray, path: Path, name: str) -> None:

@@ -1,4 +1,5 @@
-"""ONNX export of an eval-mode bnlab model (``pip install bnlab[onnx]``).
+"""ONNX export of an eval-mode bnlab model (needs ``pip install onnx onnxruntime``; from a
+clone of bnlab, ``pip install -e '.[onnx]'``).
 
 bnlab is channels-last (NHWC); ONNX's Conv, MaxPool, GlobalAveragePool and
 BatchNormalization are channels-first (NCHW). The graph keeps bnlab's interface: its input and

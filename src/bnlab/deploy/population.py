@@ -33,7 +33,13 @@ from bnlab.kernels import BatchNormCache
 from bnlab.layers._normalization import BatchNormBase
 from bnlab.layers.base import Layer
 
-__all__ = ["recompute_population_stats", "PopulationStatsSummary", "shuffled_batches"]
+__all__ = [
+    "batch_norm_layers",
+    "recompute_population_stats",
+    "PopulationStatsSummary",
+    "shuffled_batches",
+    "tracks_running_stats",
+]
 
 
 @dataclass
@@ -110,6 +116,12 @@ def _batch_input(batch: Any) -> np.ndarray:
     return np.asarray(batch)
 
 
+def batch_norm_layers(model: Layer) -> list[tuple[str, BatchNormBase]]:
+    """``(path, layer)`` of every BN layer of ``model`` (also inside containers), in order;
+    ``tracks_running_stats(layer)`` tells which have population statistics to recompute."""
+    return [(p or bn.name, bn) for p, bn in iter_paths(model) if isinstance(bn, BatchNormBase)]
+
+
 def recompute_population_stats(model: Layer, batches: Iterable[Any]) -> PopulationStatsSummary:
     """Set every BN layer's running statistics to the population statistics (Algorithm 2).
 
@@ -133,9 +145,7 @@ def recompute_population_stats(model: Layer, batches: Iterable[Any]) -> Populati
     Returns:
         A :class:`PopulationStatsSummary`.
     """
-    found = [
-        (path or bn.name, bn) for path, bn in iter_paths(model) if isinstance(bn, BatchNormBase)
-    ]
+    found = batch_norm_layers(model)
     summary = PopulationStatsSummary()
     summary.skipped = [key for key, bn in found if not tracks_running_stats(bn)]
     keys = [key for key, bn in found if tracks_running_stats(bn)]

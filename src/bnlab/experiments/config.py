@@ -232,7 +232,7 @@ class ExperimentConfig:
                 f"run it with `bnlab run {config['experiment']}`"
             )
         opts = cls.options()
-        unknown = sorted(set(config) - {*opts, *cls.EXTRA_KEYS, "experiment"})
+        unknown = sorted(set(config) - {*opts, *cls.EXTRA_KEYS, "experiment", "provenance"})
         if unknown:
             raise ValueError(f"{cls.NAME}: unknown config keys {unknown}; known: {sorted(opts)}")
         values = cls.defaults()

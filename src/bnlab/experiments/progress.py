@@ -6,9 +6,9 @@ On a terminal it is one line redrawn in place (at most 10 times a second)::
 
 When stderr is not a terminal (CI, ``make demo > log``) it writes a plain line at most every
 ``interval`` seconds (10 by default) and one at the end, instead of hundreds of
-carriage-return updates. Until the first step is done it says that the first steps compile
-the Numba kernels (first run only: they are cached), and the ETA is measured from the end of
-the first step, so compilation time does not inflate it.
+carriage-return updates. When Numba starts compiling during the first step (a first run, or a
+changed kernel: compiled kernels are cached on disk) it says so (``first_note``), and only
+then; the ETA is measured from the end of the first step, so compilation does not inflate it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,26 @@ from bnlab.train import Callback, TrainState
 __all__ = ["COMPILING", "BarCallback", "Progress"]
 
 COMPILING = "compiling Numba kernels (first run only)..."
+_WATCHING: list[Progress] = []  # bars whose first_note a Numba compilation would show now
+
+
+def _watch_compiles(bar: Progress) -> None:
+    """Show ``bar``'s first note when Numba really compiles (its "numba:compile" event fires
+    on a cache miss only) before the bar's first update."""
+    from numba.core import event
+
+    class Listener(event.Listener):
+        def on_start(self, ev: Any) -> None:
+            while _WATCHING:
+                _WATCHING.pop().show_note()
+
+        def on_end(self, ev: Any) -> None:
+            pass
+
+    if not _WATCHING and not getattr(_watch_compiles, "registered", False):
+        event.register("numba:compile", Listener())
+        _watch_compiles.registered = True  # type: ignore[attr-defined]
+    _WATCHING.append(bar)
 
 
 def _clock(seconds: float) -> str:
@@ -60,8 +80,15 @@ class Progress:
         self.n_first = 0
         self.t_shown = -math.inf
         self.closed = False
+        self.note = first_note
         if enabled and first_note:
-            self._emit(f"{desc}: 0/{self.total} {first_note}", final=not self.tty)
+            _watch_compiles(self)
+
+    def show_note(self) -> None:
+        """Show ``first_note`` (Numba is compiling) once."""
+        if self.enabled and self.note and not self.closed:
+            self._emit(f"{self.desc}: {self.n}/{self.total} {self.note}", final=not self.tty)
+        self.note = None
 
     def _line(self) -> str:
         now = time.perf_counter()
@@ -96,6 +123,8 @@ class Progress:
         self.n += int(n)
         if self.t_first is None:
             self.t_first, self.n_first = time.perf_counter(), self.n
+            if self in _WATCHING:
+                _WATCHING.remove(self)
         if self.enabled:
             self._maybe_show()
 
@@ -116,6 +145,8 @@ class Progress:
         if self.closed:
             return
         self.closed = True
+        if self in _WATCHING:
+            _WATCHING.remove(self)
         if self.enabled:
             self._emit(self._line(), final=True)
 

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from bnlab._atomic import atomic_write
+from bnlab.experiments.rundir import read_json
+from bnlab.provenance import summary
 
 __all__ = [
     "TRAINED",
@@ -109,7 +111,8 @@ def markdown_to_html(markdown: str, title: str) -> str:
         from markdown_it import MarkdownIt
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(
-            "rendering report.html needs markdown-it-py: pip install 'bnlab[experiments]' "
+            "rendering report.html needs markdown-it-py: pip install markdown-it-py (or, from "
+            "a clone of bnlab: pip install -e '.[experiments]') "
             "(report.md was written; `bnlab report RUN_DIR` renders the HTML afterwards)"
         ) from e
     md = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
@@ -177,11 +180,21 @@ class Report:
         """Write ``report.md`` and ``report.html`` into ``out_dir``; returns both paths."""
         out_dir = Path(out_dir)
         md, page = out_dir / "report.md", out_dir / "report.html"
-        text = self.to_markdown()
+        text = _with_provenance(self.to_markdown(), out_dir)
         page_bytes = markdown_to_html(text, self.title).encode("utf-8")
         atomic_write(md, lambda f: f.write(text.encode("utf-8")))
         atomic_write(page, lambda f: f.write(page_bytes))
         return md, page
+
+
+def _with_provenance(markdown: str, run_dir: Path) -> str:
+    """``markdown`` with a header line after its title: what produced the run (the
+    ``provenance`` of ``run_dir/config.json``, :func:`bnlab.provenance.summary`), if any."""
+    cfg = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("provenance"), dict):
+        return markdown
+    title, _, rest = markdown.partition("\n")
+    return f"{title}\n\n*Run with* {summary(cfg['provenance'])}.\n{rest}"
 
 
 # -- figures -------------------------------------------------------------------------------------

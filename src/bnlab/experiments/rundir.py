@@ -4,8 +4,10 @@
   fsync, rename), so a crash or Ctrl-C leaves the old file or the new one, never a mix;
   :func:`read_json` names the file that is missing or not JSON.
 - :func:`start_run_dir` takes the directory's lock (:func:`lock_run_dir`: ``fcntl.flock`` on
-  ``.bnlab-run.lock``), clears a previous run's results and writes ``config.json``; call it
-  after the whole config is validated.
+  ``.bnlab-run.lock``, removed at the end), deletes the files of the previous run (only the
+  files bnlab wrote: :mod:`bnlab.experiments.manifest`) and writes ``config.json`` with the
+  run's provenance (:mod:`bnlab.provenance`; the end time added on release), or for a
+  resumed run keeps the files and records the new provenance beside the old.
 - :class:`RunDir` is all of this as one object: ``RunDir.start(out, config)`` then
   ``write_metrics``/``write_csv``/``figure``/``write_report`` and ``status(on_exit)``.
 - :func:`run_status` reports "complete", "interrupted" or "failed" to the experiment's
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io
@@ -21,6 +24,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -28,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from bnlab import provenance
 from bnlab._atomic import atomic_write
+from bnlab.experiments import manifest
 
 __all__ = [
     "LOCK_NAME",
@@ -69,42 +75,25 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as strict JSON (NaN/Inf become null) atomically (``bnlab._atomic``:
-    temp file, fsync, rename; on any error the old file stays and no temp file is left)."""
+    """Write ``obj`` as strict JSON (NaN/Inf become null) atomically (``bnlab._atomic``)."""
     data = (json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n").encode("utf-8")
     atomic_write(path, lambda f: f.write(data))
 
 
-# What a run writes besides config.json and checkpoints; a new run in the same directory
-# (`bnlab run --force`) removes them first, so no file describes a run that no longer exists.
-_RESULT_FILES = (
-    "metrics.json",
-    "metrics.csv",
-    "report.md",
-    "report.html",
-    "accuracy.csv",
-    "accuracy.png",
-)
-
-
 LOCK_NAME = ".bnlab-run.lock"
-# run directories this process holds the lock of (resolved path -> lock file descriptor), and
-# the ones a run of this process has started in (config.json written)
-_HELD: dict[str, int] = {}
+# run directories this process holds the lock of (resolved path -> lock file descriptor, the
+# files when the lock was taken: bnlab.experiments.manifest), whose config.json it wrote, that
+# a run of this process started in, and that a caller found without a run (must stay so)
+_HELD: dict[str, tuple[int, dict[str, manifest.Stat]]] = {}
+_OURS: set[str] = set()
 _STARTED: set[str] = set()
-# run directories a caller found without a run (no config.json) and must not overwrite
 _MUST_BE_NEW: set[str] = set()
 
 
 def expect_new_run_dir(out_dir: str | Path, expect: bool = True) -> None:
-    """Make :func:`start_run_dir` refuse ``out_dir`` if it holds a run by then (another run
-    that started in it meanwhile): ``bnlab run`` without ``--force``. ``expect=False`` undoes
-    it."""
-    key = str(Path(out_dir).resolve())
-    if expect:
-        _MUST_BE_NEW.add(key)
-    else:
-        _MUST_BE_NEW.discard(key)
+    """Make :func:`start_run_dir` refuse ``out_dir`` if a run started in it meanwhile
+    (``bnlab run`` without ``--force``); ``expect=False`` undoes it."""
+    (_MUST_BE_NEW.add if expect else _MUST_BE_NEW.discard)(str(Path(out_dir).resolve()))
 
 
 class RunDirBusyError(RuntimeError):
@@ -140,6 +129,8 @@ def lock_run_dir(out_dir: str | Path) -> None:
     fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(out / LOCK_NAME).st_ino:  # its holder just ended
+            raise OSError("the lock file was replaced")
     except OSError:
         holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
@@ -149,15 +140,35 @@ def lock_run_dir(out_dir: str | Path) -> None:
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-    _HELD[key] = fd
+    _HELD[key] = fd, manifest.snapshot(out)
     _STARTED.add(key)
 
 
 def release_run_dir(out_dir: str | Path) -> None:
-    """Release the lock :func:`lock_run_dir` took (a no-op if this process holds none)."""
-    fd = _HELD.pop(str(Path(out_dir).resolve()), None)
-    if fd is not None:
+    """Record the files the run wrote (:func:`bnlab.experiments.manifest.record`) and its
+    end time (``provenance.ended`` in config.json), remove the lock file and release it (a
+    no-op if this process holds none)."""
+    out = Path(out_dir)
+    key = str(out.resolve())
+    if key not in _HELD:
+        return
+    fd, before = _HELD.pop(key)
+    try:
+        if key in _OURS and (out / "config.json").is_file():  # this process's run's config
+            _OURS.discard(key)
+            cfg = read_json(out / "config.json")
+            cfg["provenance"]["ended"] = provenance.now()
+            write_json(out / "config.json", cfg)
+        manifest.record(out, before)
+    finally:
+        (out / LOCK_NAME).unlink(missing_ok=True)  # while held: no other run can hold it
         os.close(fd)
+
+
+@atexit.register
+def _release_all() -> None:  # a run that did not release its directory still ends cleanly
+    for key in list(_HELD):
+        release_run_dir(key)
 
 
 def run_started(out_dir: str | Path) -> bool:
@@ -166,13 +177,17 @@ def run_started(out_dir: str | Path) -> bool:
     return str(Path(out_dir).resolve()) in _STARTED
 
 
-def start_run_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
-    """Lock ``out_dir`` (:func:`lock_run_dir`), remove a previous run's results and figures,
-    write ``config.json``.
+def start_run_dir(
+    out_dir: str | Path, cfg: dict[str, Any], *, resume: dict[str, Any] | None = None
+) -> Path:
+    """Lock ``out_dir`` (:func:`lock_run_dir`), delete the previous run's files (those
+    bnlab wrote: :mod:`bnlab.experiments.manifest`; others stay, named in one line on stderr,
+    unless their names are a run's: then FileExistsError) and write ``config.json``: ``cfg``
+    with ``"provenance"`` (:func:`bnlab.provenance.collect`, given ``cfg["batch_size"]``).
 
-    Call it after the whole config is validated, the data loaded and the models built, so
-    that bad input leaves an existing run untouched. Checkpoints are left alone (a resumed
-    run needs them). The caller releases the lock (:func:`release_run_dir`) when it is done.
+    ``resume`` (the run's recorded config): keep the files, move its provenance to
+    ``provenance.earlier``, name what changed since in one line on stderr. Call this after
+    every check, so that bad input leaves a run untouched; release the lock at the end.
     """
     out = Path(out_dir)
     lock_run_dir(out)
@@ -182,15 +197,26 @@ def start_run_dir(out_dir: str | Path, cfg: dict[str, Any]) -> Path:
                 f"{out} holds a run now (another run started in it meanwhile); choose another "
                 "--out or pass --force to overwrite it"
             )
-        for name in _RESULT_FILES:
-            (out / name).unlink(missing_ok=True)
-        for fig in out.glob("fig_*.png"):
-            fig.unlink()
-        write_json(out / "config.json", cfg)
+        prov = provenance.collect(batch_size=cfg.get("batch_size"))
+        if resume is None:
+            _note(out, "left files bnlab did not write", manifest.check_takeover(out))
+            manifest.clear(out)
+        else:
+            old = resume.get("provenance")
+            _note(out, "resumed in another environment", provenance.differences(old, prov))
+            prov["earlier"] = [*old.pop("earlier", []), old] if isinstance(old, dict) else []
+        write_json(out / "config.json", {**cfg, "provenance": prov})
+        _OURS.add(str(out.resolve()))
     except BaseException:
         release_run_dir(out)
         raise
     return out
+
+
+def _note(out: Path, what: str, items: Sequence[str]) -> None:
+    """One line on stderr: ``bnlab: OUT: WHAT: a; b; c`` (nothing when ``items`` is empty)."""
+    if items:
+        print(f"bnlab: warning: {out}: {what}: {'; '.join(items)}", file=sys.stderr)
 
 
 class RunFilesError(ValueError):
@@ -327,7 +353,7 @@ class RunDir:
 
     @classmethod
     def start(cls, path: str | Path, config: Any) -> RunDir:
-        """Lock ``path``, clear a previous run's results, write ``config.json``."""
+        """:func:`start_run_dir`: lock, clear the previous run's files, write config.json."""
         return cls(start_run_dir(path, config))
 
     def __enter__(self) -> RunDir:

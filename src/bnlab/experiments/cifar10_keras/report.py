@@ -40,13 +40,16 @@ def _plot(run_dir: Path, metrics: dict[str, Any], key: str, ylabel: str, tag: st
             continue
         n = max(n, len(h["epoch"]))
         c = _COLORS.get(kind)
-        mk = {"marker": "o", "ms": 4} if len(h["epoch"]) < 30 else {}
+        few = len(h["epoch"]) < 30  # markers; train hollow squares, test filled dots
+        mk_train = {"marker": "s", "ms": 5, "mfc": "none"} if few else {}
+        mk_test = {"marker": "o", "ms": 4} if few else {}
         ax.plot(
-            h["epoch"], h[f"train_{key}"], color=c, ls="--", label=f"{_LABELS[kind]} train", **mk
-        )
-        ax.plot(h["epoch"], h[f"test_{key}"], color=c, label=f"{_LABELS[kind]} test", **mk)
+            h["epoch"], h[f"train_{key}"], color=c, ls="--", label=f"{_LABELS[kind]} train",
+            **mk_train,
+        )  # fmt: skip
+        ax.plot(h["epoch"], h[f"test_{key}"], color=c, label=f"{_LABELS[kind]} test", **mk_test)
     if key == "accuracy":
-        for kind in ("baseline", "bn"):
+        for kind in (k for k in ("baseline", "bn") if _hist(metrics, k).get("epoch")):
             v = POST[kind]["acc50"]
             lab = f"post, {_LABELS[kind]}, 50 epochs ({v:.0%})"
             ax.axhline(v, color=_COLORS[kind], lw=0.8, ls=":", label=lab)

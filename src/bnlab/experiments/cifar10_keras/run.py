@@ -36,7 +36,6 @@ from bnlab.experiments.rundir import (
     release_run_dir,
     run_status,
     start_run_dir,
-    write_json,
 )
 from bnlab.train import Trainer, evaluate, for_experiment, is_root
 
@@ -204,8 +203,8 @@ def _prepare(cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path, nets: l
         for net in nets:
             if net.ckpt.is_file() and net.kind in hist:
                 net.restore(hist[net.kind]["history"])
-        if is_root():
-            write_json(old_cfg_path, record)
+        if is_root():  # keeps the files; records the provenance, warns if it changed
+            start_run_dir(out, record, resume=old)
     elif is_root():
         start_run_dir(out, record)
 

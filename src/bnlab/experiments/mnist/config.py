@@ -8,8 +8,10 @@ then :meth:`MnistConfig.validate` for the values that depend on each other (``mo
 < the last hidden width, the subsets <= MNIST's images, ``batch_size`` <= the training images).
 
 Derived values are resolved in :meth:`MnistConfig.normalize` and written to ``config.json``:
-``eval_every`` None means ``max(1, steps // 100)``. Loading a ``config.json`` again gives the
-same config.
+``eval_every`` None means ``max(steps // 100, min(steps, 50))`` (at most about 100
+evaluations, at least 50 steps apart: a 100-step run evaluates at steps 50 and 100, not after
+every step).
+Loading a ``config.json`` again gives the same config.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class MnistConfig(ExperimentConfig):
     hidden: list[int] = option([100, 100, 100], "hidden widths", Check(int, 1), nargs="+")
     init_std: float = option(0.1, "std of the N(0, std^2) weights", Check(float, 0, lo_open=True))
     eval_every: int = option(
-        None, "evaluate every N steps (default: steps/100)", Check(int, 1, optional=True)
+        None,
+        "evaluate every N steps (default: max(steps/100, 50), at most steps)",
+        Check(int, 1, optional=True),
     )
     eval_batch_size: int = option(2000, "examples per forward", Check(int, 1))
     monitor_unit: int = option(
@@ -69,10 +73,11 @@ class MnistConfig(ExperimentConfig):
 
     @classmethod
     def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """``eval_every`` None -> ``max(1, steps // 100)`` (the one place it is derived)."""
+        """``eval_every`` None -> ``max(steps // 100, min(steps, 50))`` (the one place it is
+        derived: at most about 100 evaluations, at least 50 steps apart)."""
         steps = values["steps"]
         if values["eval_every"] is None and STEPS.ok(steps):
-            values["eval_every"] = max(1, int(steps) // 100)
+            values["eval_every"] = max(int(steps) // 100, min(int(steps), 50))
         return values
 
     def validate(self) -> None:

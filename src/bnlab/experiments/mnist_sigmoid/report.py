@@ -178,7 +178,7 @@ def final_table(r: Report, metrics: dict[str, Any], lrs: list[float]) -> None:
             head,
             f"acc at step {early:,} (10% of the steps)" if early else "acc at 10% of the steps",
             "step reaching 95%",
-            "median drift (range)",
+            "median drift (max - min of the median after step 0)",
             "15-85 spread first -> last",
             "diverged",
         ],

@@ -68,12 +68,11 @@ def _plot(rd: RunDir, hist: dict[str, Any], keys: list[str]) -> str:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    save_figure(fig, rd.path / "accuracy.png")
-    return "accuracy.png"
+    return save_figure(fig, rd.figure("accuracy")).name
 
 
 def render(run_dir: str | Path) -> None:
-    """``population-stats``: accuracy.csv, accuracy.png and report.md/html from metrics.json."""
+    """``population-stats``: accuracy.csv, fig_accuracy.png and report.md/html from metrics.json."""
     rd = RunDir(run_dir)
     cfg = rd.read_json("config.json")
     metrics = rd.read_metrics()

@@ -13,7 +13,7 @@ Options: :class:`bnlab.experiments.population_stats.config.StatsConfig`. Run dir
 ``config.json``; ``metrics.json`` (``{"experiment", "status", "momenta", "steps_done",
 "wall_time_s", "history": {"step": [...], "moving": {"0.01": [acc, ...], ...},
 "population": [...]}}``, rewritten after every evaluation, status "running" until it is
-"complete", "interrupted" or "failed"); ``accuracy.csv``; ``accuracy.png``;
+"complete", "interrupted" or "failed"); ``accuracy.csv``; ``fig_accuracy.png``;
 ``report.md``/``report.html``.
 """
 

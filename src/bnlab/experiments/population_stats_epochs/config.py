@@ -24,6 +24,9 @@ class EpochsConfig(ExperimentConfig):
     batch_size: int = option(32, "Algorithm 2's m", Check(int, 2, hint="m/(m-1) needs m >= 2"))
     recal_examples: int = option(10000, "training images drawn for Algorithm 2", Check(int, 2))
     eval_batch_size: int = option(500, "examples per forward", Check(int, 1))
+    test_subset: int | None = option(
+        None, "use the first N test images (default: all)", Check(int, 1, optional=True)
+    )
     seed: int = option(0, "draw of the recalibration batches", Check(int, 0))
     progress: bool = option(True, "no progress bar", negate="--no-progress")
 

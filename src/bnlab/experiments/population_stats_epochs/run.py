@@ -21,6 +21,7 @@ checked against the data's shape. Run directory: ``config.json``; ``metrics.json
 from __future__ import annotations
 
 import glob
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,15 @@ __all__ = ["check_checkpoints", "evaluate_checkpoint", "find_checkpoints", "load
 Data = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def load_data(spec: str) -> Data:
-    """(x_train, x_test, y_test) of ``--data`` as float32 in [0, 1]."""
+def load_data(spec: str, test_subset: int | None = None) -> Data:
+    """(x_train, x_test, y_test) of ``--data`` as float32 in [0, 1], the first
+    ``test_subset`` test images (all when None)."""
     from bnlab.data import load_cifar10, load_mnist
 
     (xtr, _), (xte, yte) = load_mnist() if spec == "mnist" else load_cifar10(spec)
+    if test_subset is not None and test_subset > len(yte):
+        raise ValueError(f"--test-subset {test_subset}: --data {spec} has {len(yte)} test images")
+    xte, yte = xte[:test_subset], yte[:test_subset]
     return xtr.astype(np.float32) / 255, xte.astype(np.float32) / 255, yte
 
 
@@ -86,17 +91,29 @@ def check_checkpoints(paths: list[str], data: Data, spec: str) -> None:
         _check_model(p, load_checkpoint(p).model, data, spec)
 
 
-def evaluate_checkpoint(path: str, data: Data, cfg: EpochsConfig) -> dict[str, Any]:
-    """Test accuracy of one checkpoint with its moving averages and with Algorithm 2 stats."""
+def evaluate_checkpoint(
+    path: str, data: Data, cfg: EpochsConfig, bar: Progress | None = None
+) -> dict[str, Any]:
+    """Test accuracy of one checkpoint with its moving averages and with Algorithm 2 stats;
+    ``bar`` advances by one after each of the three phases and names the next."""
     from bnlab.deploy import load_checkpoint, recompute_population_stats, shuffled_batches
 
+    def phase(done: bool, next_phase: str) -> None:
+        if bar is not None:
+            bar.update(int(done))
+            bar.set_postfix_str(f"{Path(path).name}: {next_phase}", refresh=True)
+
+    phase(False, "test accuracy, moving averages")
     ck = load_checkpoint(path)
     model = ck.model.eval()
     xtr, xte, yte = (_inputs_for(model, a) if a.ndim > 1 else a for a in data)
     moving = evaluate(model, xte, yte, int(cfg.eval_batch_size))["accuracy"]
+    phase(True, "Algorithm 2 pass")
     batches = shuffled_batches(xtr, cfg.batch_size, limit=cfg.recal_examples, seed=cfg.seed)
     recompute_population_stats(model, batches)
+    phase(True, "test accuracy, population statistics")
     population = evaluate(model, xte, yte, int(cfg.eval_batch_size))["accuracy"]
+    phase(True, "done")
     epoch = (ck.extra or {}).get("epoch")
     return {"checkpoint": path, "epoch": epoch, "moving_acc": moving, "population_acc": population}
 
@@ -106,10 +123,13 @@ def run(config: dict[str, Any] | EpochsConfig, out_dir: str | Path) -> Path:
     after Ctrl-C: the rows so far)."""
     cfg = EpochsConfig.of(config)
     paths = find_checkpoints(cfg)
-    data = load_data(str(cfg.data))
+    data = load_data(str(cfg.data), cfg.test_subset)
+    if cfg.progress:
+        print(f"{cfg.NAME}: reading {len(paths)} checkpoint(s)...", file=sys.stderr, flush=True)
     check_checkpoints(paths, data, str(cfg.data))
     rows: list[dict[str, Any]] = []
-    bar = Progress(len(paths), cfg.NAME, unit="checkpoint", enabled=cfg.progress)
+    # three phases a checkpoint: eval with moving averages, Algorithm 2, eval again
+    bar = Progress(3 * len(paths), cfg.NAME, unit="phase", enabled=cfg.progress)
 
     with RunDir.start(out_dir, cfg.to_dict()) as rd:
 
@@ -124,7 +144,6 @@ def run(config: dict[str, Any] | EpochsConfig, out_dir: str | Path) -> Path:
         with rd.status(finish):
             write("running")
             for p in paths:
-                rows.append(evaluate_checkpoint(p, data, cfg))
+                rows.append(evaluate_checkpoint(p, data, cfg, bar))
                 write("running")
-                bar.update(1)
     return rd.path

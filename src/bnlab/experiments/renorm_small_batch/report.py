@@ -123,18 +123,18 @@ def _plot_final(rd: RunDir, rows: list[list[Any]]) -> None:
     fig, axes = new_figure(1, 1, size=(8.0, 4.2))
     ax = axes[0, 0]
     pos = np.arange(len(rows))
-    acc = [np.nan if r[3] is None else r[3] for r in rows]
-    tm = [np.nan if r[4] is None else r[4] for r in rows]
+    acc = [np.nan if r[3] is None else 100 * r[3] for r in rows]  # percent, as the labels
+    tm = [np.nan if r[4] is None else 100 * r[4] for r in rows]
     ax.bar(pos - 0.2, acc, width=0.4, label="inference mode (moving statistics)")
     ax.bar(pos + 0.2, tm, width=0.4, label="training mode (batch statistics)")
     for x, v in [*zip(pos - 0.2, acc, strict=True), *zip(pos + 0.2, tm, strict=True)]:
         if np.isfinite(v):
-            ax.text(x, v + 0.01, f"{100 * v:.1f}", ha="center", fontsize=7)
+            ax.text(x, v + 1, f"{v:.1f}", ha="center", fontsize=7)
     ax.set_xticks(pos)
     ax.set_xticklabels([r[0] for r in rows], rotation=20, fontsize=8)
-    ax.set_ylim(0.0, 1.08)
-    ax.set_yticks(np.linspace(0, 1, 6))
-    ax.set_ylabel("final test accuracy")
+    ax.set_ylim(0.0, 108)
+    ax.set_yticks(np.linspace(0, 100, 6))
+    ax.set_ylabel("final test accuracy (%)")
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     save_figure(fig, rd.figure("final"))
