@@ -9,8 +9,9 @@ DEMO_OUT   ?= runs/demo
 # the pinned set: exact versions (a pip constraints file), so that a fresh clone computes the
 # README's numbers; pyproject.toml keeps version ranges for `pip install bnlab`
 PINNED     := requirements/pinned.txt
-# torch==2.13.0+cpu (the tests' oracle) comes from PyTorch's CPU index; empty it offline
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# optional: TORCH_INDEX=https://download.pytorch.org/whl/cpu fetches the CPU-only torch wheel
+# (the tests' oracle; torch==2.13.0 in the pinned set matches 2.13.0+cpu as well)
+TORCH_INDEX ?=
 
 .PHONY: demo test lint bench clean venv pinned check-readme readme-numbers
 
@@ -44,7 +45,8 @@ test: lint
 # rewrite the pinned set from this venv (after a deliberate upgrade that passed `make test`)
 pinned: $(STAMP)
 	{ sed -n '/^#/p' $(PINNED); $(BIN)/python -m pip freeze --all --exclude-editable \
-	  | grep -v -E '^(pip|bnlab)=='; } > $(PINNED).new && mv $(PINNED).new $(PINNED)
+	  | grep -v -E '^(pip|bnlab)==' | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'; } \
+	  > $(PINNED).new && mv $(PINNED).new $(PINNED)
 
 # the README's numbers: recompute them at the checked size and compare (check-readme), or
 # recompute them and rewrite benchmarks/readme_numbers.json (readme-numbers)
