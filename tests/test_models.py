@@ -30,7 +30,9 @@ class Block(nn.Module):
         self.proj: nn.Module | None = None
         if stride != 1 or cin != cout:
             if option == "B":
-                self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+                self.proj = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout)
+                )
             else:
                 self.pad = cout - cin
 
@@ -39,7 +41,9 @@ class Block(nn.Module):
         if self.proj is not None:
             short = self.proj(x)
         elif self.pad or self.stride != 1:
-            short = nn.functional.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad))
+            short = nn.functional.pad(
+                x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, 0, self.pad)
+            )
         else:
             short = x
         return torch.relu(out + short)

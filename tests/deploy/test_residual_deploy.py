@@ -8,8 +8,14 @@ import pytest
 import torch
 
 import bnlab
-from bnlab.deploy import export_onnx, fold_batch_norm, from_torch, load_checkpoint, save_checkpoint
-from bnlab.deploy import to_torch
+from bnlab.deploy import (
+    export_onnx,
+    fold_batch_norm,
+    from_torch,
+    load_checkpoint,
+    save_checkpoint,
+    to_torch,
+)
 from bnlab.layers import (
     BatchNorm,
     Conv2D,
@@ -30,6 +36,7 @@ RNG = np.random.default_rng(8)
 
 def small_net(dtype=np.float32) -> Sequential:
     """conv -> identity block -> option A block -> option B block (BN shortcut) -> GN, LN head."""
+
     def block(cin, cout, stride, short):
         branch = [Conv2D(cin, cout, 3, stride=stride, padding=1, use_bias=False), BatchNorm(cout)]
         branch += [ReLU(), Conv2D(cout, cout, 3, padding=1, use_bias=False), BatchNorm(cout)]
@@ -90,9 +97,18 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
 
 def test_onnx_float64_dense_residual_with_norms(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    model = Sequential(
-        [Dense(5, 8), LayerNorm(8, bias=False), Residual([Dense(8, 8), GroupNorm(4, 8)]), Dense(8, 2)]
-    ).astype(np.float64).eval()
+    model = (
+        Sequential(
+            [
+                Dense(5, 8),
+                LayerNorm(8, bias=False),
+                Residual([Dense(8, 8), GroupNorm(4, 8)]),
+                Dense(8, 2),
+            ]
+        )
+        .astype(np.float64)
+        .eval()
+    )
     export_onnx(model, tmp_path / "d.onnx", (5,))
     x = RNG.normal(size=(4, 5))
     got = ort.InferenceSession(str(tmp_path / "d.onnx")).run(None, {"input": x})[0]
@@ -119,7 +135,9 @@ def test_fold_batch_norm_inside_branches_and_shortcuts():
     folded = fold_batch_norm(model)
     assert not any(isinstance(m, BatchNorm) for m in folded.modules())
     assert sum(isinstance(m, GroupNorm) for m in folded.modules()) == 1  # kept: BN-only folding
-    assert type(folded.layers[5]).__name__ == "Residual" and folded.layers[5].shortcut is not None  # 1st BN folded
+    assert (
+        type(folded.layers[5]).__name__ == "Residual" and folded.layers[5].shortcut is not None
+    )  # 1st BN folded
     x = X.copy()
     np.testing.assert_allclose(folded.forward(x), model.forward(x), rtol=1e-10, atol=1e-12)
 

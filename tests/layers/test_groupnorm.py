@@ -122,14 +122,18 @@ def test_fused_kernels_equal_reference_and_float32_close():
     y1, c1 = fused.group_norm_forward(x, g, b, 4)
     y2, c2 = ref.group_norm_forward(x, g, b, 4)
     np.testing.assert_allclose(y1, y2, rtol=1e-9, atol=1e-9)
-    for a, r in zip(fused.group_norm_backward(dy, c1), ref.group_norm_backward(dy, c2), strict=True):
+    for a, r in zip(
+        fused.group_norm_backward(dy, c1), ref.group_norm_backward(dy, c2), strict=True
+    ):
         np.testing.assert_allclose(a, r, rtol=1e-8, atol=1e-8)
     y32, _ = fused.group_norm_forward(x.astype(np.float32), g, b, 4)
     assert y32.dtype == np.float32
     y16, _ = fused.group_norm_forward(x.astype(np.float16), g, b, 4)
     assert y16.dtype == np.float16
     x32 = x.astype(np.float32)  # the float32 input's own exact values, computed in float64
-    np.testing.assert_allclose(y32, ref.group_norm_forward(x32.astype(np.float64), g, b, 4)[0], atol=2e-5)
+    np.testing.assert_allclose(
+        y32, ref.group_norm_forward(x32.astype(np.float64), g, b, 4)[0], atol=2e-5
+    )
 
 
 def test_same_bits_on_one_and_two_threads():

@@ -43,7 +43,9 @@ def test_gradients_by_finite_differences(shortcut, gradcheck):
 
 
 def test_identity_shortcut_against_a_torch_twin():
-    block = Residual([Dense(5, 5, seed=0), BatchNorm(5), ReLU(), Dense(5, 5, seed=1)]).astype(np.float64)
+    block = Residual([Dense(5, 5, seed=0), BatchNorm(5), ReLU(), Dense(5, 5, seed=1)]).astype(
+        np.float64
+    )
     lin1, bn, lin2 = torch.nn.Linear(5, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 5)
     twin = torch.nn.Sequential(lin1, bn, torch.nn.ReLU(), lin2).double()
     with torch.no_grad():
@@ -86,7 +88,9 @@ def test_container_views_state_config_and_zero_init():
     x = RNG.normal(size=(2, 5, 5, 3)).astype(np.float32)
     again.eval()
     assert np.array_equal(again.forward(x), block.forward(x))
-    zero = Residual([Dense(3, 3), BatchNorm(3), ReLU(), Dense(3, 3), BatchNorm(3)], zero_init_last_gamma=True)
+    zero = Residual(
+        [Dense(3, 3), BatchNorm(3), ReLU(), Dense(3, 3), BatchNorm(3)], zero_init_last_gamma=True
+    )
     assert not zero.params["0.4.gamma"].any() and zero.params["0.1.gamma"].all()
     assert np.array_equal(zero.eval().forward(np.eye(3, dtype=np.float32)), np.eye(3))
     with pytest.raises(ValueError, match="branch gives"):

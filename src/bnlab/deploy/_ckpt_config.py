@@ -63,8 +63,14 @@ def _base_kind(kind: str) -> str:
     return next((n for n in names if n in known), kind)
 
 
+_LAZY = {"Dense": "in_features", "Conv2D": "in_channels", "GroupNorm": "num_channels"}
+_LAZY |= {"BatchNorm": "num_features", "BatchRenorm": "num_features"}
+
+
 def _layer_shapes(p: Path, kind: str, cfg: dict[str, Any], field: str) -> Shapes | None:
     kind = _base_kind(kind)
+    if kind in _LAZY and _LAZY[kind] in cfg and cfg[_LAZY[kind]] is None:
+        return {}  # a lazy layer not built yet (Dense(units)): no parameters
     if kind == "Dense":
         i, o = _dim(p, cfg, "in_features", field), _dim(p, cfg, "out_features", field)
         return {"W": (i, o), **({"b": (o,)} if _flag(p, cfg, "use_bias", field) else {})}

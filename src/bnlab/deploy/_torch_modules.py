@@ -67,5 +67,8 @@ def torch_modules() -> Any:
             return nn.functional.pad(y, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
 
     return types.SimpleNamespace(
-        Permute=Permute, ChannelAffine=ChannelAffine, Residual=Residual, ZeroPadShortcut=ZeroPadShortcut
+        Permute=Permute,
+        ChannelAffine=ChannelAffine,
+        Residual=Residual,
+        ZeroPadShortcut=ZeroPadShortcut,
     )

@@ -31,9 +31,9 @@ from bnlab.deploy._walk import (
     check_model,
     check_running_stats,
     check_state_values,
+    children,
     describe,
     is_batch_norm,
-    children,
     iter_paths,
     leaf_shapes,
     model_dtype,
@@ -213,10 +213,19 @@ def _zero_pad(g: _Graph, layer: Any, in_shape: tuple[int, ...]) -> None:
     """He et al.'s option A: strided Slice of H and W, then Pad of the channels with zeros."""
     g.to_nchw()
     s = layer.stride
-    ints = {k: g.const(k, np.array(v), np.int64) for k, v in (
-        ("starts", [0, 0]), ("ends", [2**62, 2**62]), ("axes", [2, 3]), ("steps", [s, s]))}
+    ints = {
+        k: g.const(k, np.array(v), np.int64)
+        for k, v in (
+            ("starts", [0, 0]),
+            ("ends", [2**62, 2**62]),
+            ("axes", [2, 3]),
+            ("steps", [s, s]),
+        )
+    }
     g.op("Slice", [g.cur, *ints.values()], f"{layer.name}_slice")
-    pads = g.const("pads", np.array([0, 0, 0, 0, 0, layer.out_channels - in_shape[-1], 0, 0]), np.int64)
+    pads = g.const(
+        "pads", np.array([0, 0, 0, 0, 0, layer.out_channels - in_shape[-1], 0, 0]), np.int64
+    )
     g.op("Pad", [g.cur, pads], layer.name)
 
 

@@ -216,7 +216,6 @@ class _Reader:
             return layer
         raise _fail(i, m, "no bnlab equivalent is known")
 
-
     def norm_or_pad(self, i: int, m: Any, kind: str) -> Any:
         import bnlab.layers as L
 
@@ -281,9 +280,10 @@ def from_torch(module: Any) -> Any:
     buffers, ``num_batches_tracked`` included, and any ``momentum`` (None: cumulative),
     ``eps``, ``affine``, ``track_running_stats``), MaxPool2d (padding 0), AdaptiveAvgPool2d(1)
     + Flatten, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout, Identity, GroupNorm, LayerNorm
-    (channels last), and bnlab's Permute, ChannelAffine, Residual and ZeroPadShortcut modules. The bnlab model takes NHWC input where torch takes NCHW, and
-    the torch layout for BatchNorm1d (see the module docstring); each layer is in its torch
-    module's train/eval mode, and the model in the module's dtype (float32 or float64).
+    (channels last), and bnlab's Permute, ChannelAffine, Residual and ZeroPadShortcut modules.
+    The bnlab model takes NHWC input where torch takes NCHW, and the torch layout for
+    BatchNorm1d (see the module docstring); each layer is in its torch module's train/eval
+    mode, and the model in the module's dtype (float32 or float64).
 
     Raises:
         TypeError: the first module that cannot be read, or a dtype that cannot be kept.

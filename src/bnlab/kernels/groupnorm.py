@@ -235,7 +235,11 @@ def group_norm_backward(
     dbeta = sdy.sum(axis=0)
     dx = np.empty(x3.shape, x3.dtype)
     if x3.size:
-        args = (d3, x3, cache.mean, cache.rstd, gamma, A, B, dx)
-        call_on_policy(_GRAD_INPUT, len(cache.shape), x3.size, PARALLEL_MIN, *args)
+        dx_args = (d3, x3, cache.mean, cache.rstd, gamma, A, B, dx)
+        call_on_policy(_GRAD_INPUT, len(cache.shape), x3.size, PARALLEL_MIN, *dx_args)
     dt = x3.dtype
-    return dx.reshape(cache.shape).astype(cache.out_dtype, copy=False), dgamma.astype(dt), dbeta.astype(dt)
+    return (
+        dx.reshape(cache.shape).astype(cache.out_dtype, copy=False),
+        dgamma.astype(dt),
+        dbeta.astype(dt),
+    )

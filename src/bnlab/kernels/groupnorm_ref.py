@@ -65,7 +65,9 @@ def group_norm_backward(
     r = cache.rstd[:, None, :, None]
     xhat = (_grouped(x3.astype(np.float64), G) - cache.mean[:, None, :, None]) * r
     h = _grouped(g64 * gamma, G)
-    dx = r * (h - h.mean(axis=(1, 3), keepdims=True) - xhat * (h * xhat).mean(axis=(1, 3), keepdims=True))
+    dx = r * (
+        h - h.mean(axis=(1, 3), keepdims=True) - xhat * (h * xhat).mean(axis=(1, 3), keepdims=True)
+    )
     dgamma = (g64 * xhat.reshape(x3.shape)).sum(axis=(0, 1))
     dbeta = g64.sum(axis=(0, 1))
     dt = x3.dtype

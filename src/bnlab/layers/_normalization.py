@@ -93,7 +93,7 @@ class BatchNormBase(Layer):
 
     def __init__(
         self,
-        num_features: int,
+        num_features: int | None,
         *,
         axis: int,
         momentum: float | None,
@@ -104,28 +104,22 @@ class BatchNormBase(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        lazy = num_features is None  # BatchNorm(): num_features from the first input (build)
         check_norm_args(
-            f"{self._kind}({self.name!r})", self._allow_cumulative, num_features=num_features,
+            f"{self._kind}({self.name!r})", self._allow_cumulative,
+            num_features=1 if lazy else num_features,
             axis=axis, momentum=momentum, eps=eps, virtual_batch_size=virtual_batch_size,
             affine=affine, track_running_stats=track_running_stats,
         )  # fmt: skip
-        self.num_features = int(num_features)
+        self.num_features = 0  # until built: num_features=None is taken from the first input
         self.axis = int(axis)
         self.momentum = None if momentum is None else float(momentum)
         self.eps = float(eps)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.virtual_batch_size = None if virtual_batch_size is None else int(virtual_batch_size)
-        C = self.num_features
-        if self.affine:
-            self.params = {"gamma": np.ones(C, np.float32), "beta": np.zeros(C, np.float32)}
-            self.grads = {"gamma": np.zeros(C, np.float32), "beta": np.zeros(C, np.float32)}
-        if self.track_running_stats:
-            self.buffers = {
-                "running_mean": np.zeros(C, np.float32),
-                "running_var": np.ones(C, np.float32),
-                "num_batches_tracked": np.array(0, np.int64),
-            }
+        if num_features is not None:
+            self.build((1, int(num_features)), -1)
         self._cache: NormCache | None = None
         self._outputs = OutputBuffers()  # y and dx, reused where the caller cannot tell
         if self.momentum is not None and self.momentum > 0.5:
@@ -134,6 +128,22 @@ class BatchNormBase(Layer):
                 f"batch in the running statistics; {KERAS_HINT} (Keras' 0.99 is 0.01)",
                 UserWarning,
                 stacklevel=3,
+            )
+
+    def build(self, input_shape: tuple[int, ...], axis: int | None = None) -> None:
+        """num_features = the input's size along ``axis``; gamma, beta and the buffers."""
+        ax = self.axis if axis is None else axis
+        if self.num_features or not -len(input_shape) <= ax < len(input_shape) > 1:
+            return  # built, or an input _check_input refuses with a message
+        C = self.num_features = int(input_shape[ax])
+        if self.affine:
+            self.params.update(gamma=np.ones(C, np.float32), beta=np.zeros(C, np.float32))
+            self.grads.update(gamma=np.zeros(C, np.float32), beta=np.zeros(C, np.float32))
+        if self.track_running_stats:
+            self.buffers.update(
+                running_mean=np.zeros(C, np.float32),
+                running_var=np.ones(C, np.float32),
+                num_batches_tracked=np.array(0, np.int64),
             )
 
     # -- state -------------------------------------------------------------------------------
@@ -176,7 +186,8 @@ class BatchNormBase(Layer):
             self.params["beta"][...] = 0
 
     def get_config(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in self._config_keys}, "name": self.name}
+        config = {**{k: getattr(self, k) for k in self._config_keys}, "name": self.name}
+        return {**config, "num_features": self.num_features or None}
 
     # -- reduction hooks (identity in one process) -------------------------------------------
     def _reduce_moments(
@@ -231,6 +242,7 @@ class BatchNormBase(Layer):
     # -- forward -----------------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Normalize ``x``; see the class docstring for training and eval formulas."""
+        self.build(np.shape(x))  # a lazy BatchNorm(): num_features from the first input
         arr, ax = self._check_input(x)
         if not self.training and "running_mean" in self.buffers:
             y = batch_norm_inference(

@@ -45,6 +45,7 @@ class _Norm(Layer):
     """forward/backward over the (N, S, C) view shared by GroupNorm and LayerNorm."""
 
     _cache: GroupNormCache | None = None
+    eps: float
 
     def _run(self, x: Any, view: tuple[int, ...], groups: int) -> np.ndarray:
         """The kernel on ``x.reshape(view)`` (channels last), gamma and beta flattened."""

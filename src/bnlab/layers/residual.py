@@ -90,7 +90,7 @@ class Residual(Layer):
             self._zeroed = True
 
     # -- flat views (as Sequential's) ---------------------------------------------------------
-    @property  # type: ignore[override]
+    @property
     def params(self) -> dict[str, np.ndarray]:
         return self._inner.params
 
@@ -99,7 +99,7 @@ class Residual(Layer):
         if value:
             raise AttributeError("Residual.params is a view of its layers' params; set those")
 
-    @property  # type: ignore[override]
+    @property
     def grads(self) -> dict[str, np.ndarray]:
         return self._inner.grads
 
@@ -108,7 +108,7 @@ class Residual(Layer):
         if value:
             raise AttributeError("Residual.grads is a view of its layers' grads; set those")
 
-    @property  # type: ignore[override]
+    @property
     def buffers(self) -> dict[str, np.ndarray]:
         return self._inner.buffers
 
@@ -117,7 +117,7 @@ class Residual(Layer):
         if value:
             raise AttributeError("Residual.buffers is a view of its layers' buffers; set those")
 
-    @property  # type: ignore[override]
+    @property
     def regularizers(self) -> dict[str, Any]:
         return self._inner.regularizers
 
@@ -167,6 +167,7 @@ class Residual(Layer):
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """dL/dx = dbranch + dshortcut; fills the grads of both."""
         da = self.branch.backward(dy, need_input_grad=need_input_grad)
+        db: np.ndarray | None
         if self.shortcut is None:
             db = dy
         else:
@@ -206,7 +207,11 @@ class Residual(Layer):
         "name"}``."""
 
         def spec(layer: Layer | None) -> dict[str, Any] | None:
-            return None if layer is None else {"type": type(layer).__name__, "config": layer.get_config()}
+            return (
+                None
+                if layer is None
+                else {"type": type(layer).__name__, "config": layer.get_config()}
+            )
 
         return {
             "branch": spec(self.branch),
@@ -237,7 +242,9 @@ class ZeroPadShortcut(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 4 or input_shape[3] > self.out_channels:
-            raise InputShapeError(self.describe(), f"(N, H, W, C <= {self.out_channels})", input_shape)
+            raise InputShapeError(
+                self.describe(), f"(N, H, W, C <= {self.out_channels})", input_shape
+            )
         n, h, w, _ = input_shape
         s = self.stride
         return (n, -(-h // s), -(-w // s), self.out_channels)

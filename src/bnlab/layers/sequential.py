@@ -198,7 +198,9 @@ class Sequential(Layer):
         """The eval-mode output for ``x``, computed ``batch_size`` examples at a time; the
         train/eval mode of every layer is restored afterwards."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"{self.name}.predict: batch_size must be a positive int, got {batch_size!r}")
+            raise ValueError(
+                f"{self.name}.predict: batch_size must be a positive int, got {batch_size!r}"
+            )
         x = np.asarray(x)
         modes = [(m, m.training) for m in self.modules()]
         self.eval()

@@ -135,7 +135,7 @@ class SyncBatchNorm(_SyncReductions, BatchNorm):
     _kind = "SyncBatchNorm"
 
     def __init__(
-        self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
+        self, num_features: int | None = None, *, comm: Communicator | None = None, **kwargs: Any
     ) -> None:
         self._init_comm(comm)  # first: error messages name the rank
         super().__init__(num_features, **kwargs)
@@ -151,7 +151,7 @@ class SyncBatchRenorm(_SyncReductions, BatchRenorm):
     _kind = "SyncBatchRenorm"
 
     def __init__(
-        self, num_features: int, *, comm: Communicator | None = None, **kwargs: Any
+        self, num_features: int | None = None, *, comm: Communicator | None = None, **kwargs: Any
     ) -> None:
         self._init_comm(comm)  # first: error messages name the rank
         super().__init__(num_features, **kwargs)
