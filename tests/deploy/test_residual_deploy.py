@@ -150,3 +150,18 @@ def test_convert_sync_batchnorm_converts_inside_blocks():
     x = X.astype(np.float32)
     assert model.layers[6].shortcut.layers[1].__class__ is SyncBatchNorm
     assert model.forward(x).shape == (5, 3)
+
+
+def test_avg_pool_in_onnx_and_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from bnlab.layers import AvgPool2D
+
+    model = Sequential([Conv2D(3, 4, 3), AvgPool2D(3, 2, "same"), AvgPool2D(2), ReLU()]).eval()
+    export_onnx(model, tmp_path / "p.onnx", (9, 8, 3))
+    x = X.astype(np.float32)[:, :, :, :].repeat(2, axis=1)[:, :9]
+    got = ort.InferenceSession(str(tmp_path / "p.onnx")).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, model.forward(x), rtol=1e-5, atol=1e-6)
+    valid = Sequential([Conv2D(3, 4, 3), AvgPool2D(2, 1)]).astype(np.float64)
+    back = from_torch(to_torch(valid))
+    assert type(back.layers[1]).__name__ == "AvgPool2D"
+    np.testing.assert_allclose(back.forward(X), valid.forward(X), rtol=1e-12, atol=1e-13)

@@ -21,7 +21,7 @@ __all__ = ["declared_shapes", "build", "count"]
 Shapes = dict[str, tuple[int, ...]]
 
 _NO_STATE: tuple[str, ...] = ("ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "Flatten")
-_NO_STATE += ("MaxPool2D", "GlobalAveragePool2D", "ZeroPadShortcut")
+_NO_STATE += ("MaxPool2D", "GlobalAveragePool2D", "ZeroPadShortcut", "AvgPool2D")
 _MAX_DIM = 2**40
 
 

@@ -86,7 +86,7 @@ def _builtin_kinds() -> dict[type, str]:
         L.Dropout,
     )
     classes += (L.ReLU, L.Sigmoid, L.Tanh, L.Softmax, L.ChannelAffine, L.BatchNorm, L.BatchRenorm)
-    classes += (L.GroupNorm, L.LayerNorm, L.ZeroPadShortcut)
+    classes += (L.GroupNorm, L.LayerNorm, L.ZeroPadShortcut, L.AvgPool2D)
     kinds: dict[type, str] = {cls: cls.__name__ for cls in classes}
     # the synchronized twins compute their local twin's function at inference (and in a world
     # of one in training): a model trained under mpiexec exports and folds like any other

@@ -13,7 +13,7 @@ ReLU/Sigmoid/Tanh/Softmax -> Relu/Sigmoid/Tanh/Softmax; BatchNorm -> BatchNormal
 running statistics (Mul + Add when its axis is not the channel axis); ChannelAffine -> Mul + Add;
 Dropout -> nothing (the identity at inference); GroupNorm -> Reshape + LayerNormalization +
 Reshape + Mul + Add; LayerNorm -> LayerNormalization; Residual -> both paths, then Add;
-ZeroPadShortcut -> Slice + Pad.
+ZeroPadShortcut -> Slice + Pad; AvgPool2D -> AveragePool (count_include_pad=0).
 """
 
 from __future__ import annotations
@@ -260,12 +260,17 @@ def _layer(g: _Graph, layer: Any, in_shape: tuple[int, ...], out_shape: tuple[in
         _layer_norm(g, layer)
     elif kind == "ZeroPadShortcut":
         _zero_pad(g, layer, in_shape)
+    elif kind == "AvgPool2D":  # "same" averages the real pixels only, as count_include_pad=0
+        g.to_nchw()
+        pads = [layer._pads(*in_shape[:2])[i] for i in (0, 2, 1, 3)]
+        attrs = {"kernel_shape": list(layer.pool_size), "strides": list(layer.strides)}
+        g.op("AveragePool", [g.cur], layer.name, pads=pads, count_include_pad=0, **attrs)
     g.rank = len(out_shape) + 1
 
 
 _KNOWN: tuple[str, ...] = ("Dense", "Conv2D", "MaxPool2D", "GlobalAveragePool2D", "Flatten")
 _KNOWN += ("ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "ChannelAffine")
-_KNOWN += ("GroupNorm", "LayerNorm", "ZeroPadShortcut")
+_KNOWN += ("GroupNorm", "LayerNorm", "ZeroPadShortcut", "AvgPool2D")
 
 
 def _emit(g: _Graph, layer: Layer, shapes: dict[int, Any]) -> None:

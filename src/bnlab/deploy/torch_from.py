@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = ["from_torch"]
 
-_CHANNELS_FIRST = ("Conv2d", "MaxPool2d", "BatchNorm2d", "AdaptiveAvgPool2d")
+_CHANNELS_FIRST = ("Conv2d", "MaxPool2d", "BatchNorm2d", "AdaptiveAvgPool2d", "AvgPool2d")
 
 
 def _flat_modules(module: Any) -> list[Any]:
@@ -155,7 +155,7 @@ class _Reader:
             if self.layers:
                 raise _fail(i, m, "a channels-first module on a channels-last tensor")
             self.nchw = True  # plain torch model: NCHW input (see the module docstring)
-        if kind in ("Conv2d", "MaxPool2d", "BatchNorm2d") and not self.nchw:
+        if kind in ("Conv2d", "MaxPool2d", "BatchNorm2d", "AvgPool2d") and not self.nchw:
             raise _fail(i, m, "expects an NCHW tensor here")
         if kind == "Linear":
             if self.nchw:
@@ -172,6 +172,10 @@ class _Reader:
             return self.batch_norm(i, m, kind)
         if kind == "MaxPool2d":
             return self.pool(i, m)
+        if kind == "AvgPool2d":
+            if m.padding not in (0, (0, 0)) or m.ceil_mode or m.divisor_override is not None:
+                raise _fail(i, m, "only padding=0, ceil_mode=False and no divisor_override map")
+            return L.AvgPool2D(m.kernel_size, m.stride or m.kernel_size)
         if kind == "AdaptiveAvgPool2d":
             if m.output_size not in (1, (1, 1)):
                 raise _fail(i, m, "only output_size=1 (global average pooling) is supported")

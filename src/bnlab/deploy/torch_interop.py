@@ -41,7 +41,7 @@ from bnlab.layers.base import Layer
 
 __all__ = ["to_torch", "from_torch", "load_keras_batch_norm", "torch_modules"]
 
-_SPATIAL = ("Conv2D", "MaxPool2D", "GlobalAveragePool2D")
+_SPATIAL = ("Conv2D", "MaxPool2D", "GlobalAveragePool2D", "AvgPool2D")
 
 
 def _ranks(layers: list[Layer]) -> list[int | None]:
@@ -191,13 +191,19 @@ def _leaf(b: _Builder, layer: Any, rank: int | None) -> None:
         mod = b.add(torch_modules().ChannelAffine(layer.num_features, dim))
         b.copy(mod.scale, layer.params["scale"])
         b.copy(mod.shift, layer.params["shift"])
-    elif kind in ("GroupNorm", "LayerNorm", "ZeroPadShortcut"):
+    elif kind in ("GroupNorm", "LayerNorm", "ZeroPadShortcut", "AvgPool2D"):
         _norm_or_pad(b, layer, kind, rank)
     else:
         raise _fail(layer, "no torch equivalent is known")
 
 
 def _norm_or_pad(b: _Builder, layer: Any, kind: str, rank: int | None) -> None:
+    if kind == "AvgPool2D":
+        if layer.padding != "valid":
+            raise _fail(layer, "only padding='valid' average pooling maps to torch.nn.AvgPool2d")
+        b.to_nchw(4)
+        b.add(b.nn.AvgPool2d(layer.pool_size, stride=layer.strides))
+        return
     if kind == "ZeroPadShortcut":
         b.to_nchw(4)
         b.add(torch_modules().ZeroPadShortcut(layer.out_channels, layer.stride))

@@ -10,7 +10,7 @@ from bnlab.layers.dense import Dense
 from bnlab.layers.dropout import Dropout
 from bnlab.layers.flatten import Flatten
 from bnlab.layers.groupnorm import GroupNorm, LayerNorm
-from bnlab.layers.pooling import GlobalAveragePool2D, MaxPool2D
+from bnlab.layers.pooling import AvgPool2D, GlobalAveragePool2D, MaxPool2D
 from bnlab.layers.residual import Residual, ZeroPadShortcut
 from bnlab.layers.sequential import Sequential
 from bnlab.layers.sync_batchnorm import SyncBatchNorm, SyncBatchRenorm, convert_sync_batchnorm
@@ -22,3 +22,4 @@ __all__ += ["Dense", "Conv2D", "MaxPool2D", "GlobalAveragePool2D", "Flatten", "D
 __all__ += ["ReLU", "Sigmoid", "Tanh", "Softmax", "Sequential"]
 __all__ += ["ChannelAffine"]
 __all__ += ["GroupNorm", "LayerNorm", "Residual", "ZeroPadShortcut"]
+__all__ += ["AvgPool2D"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_norm_args", "check_renorm_args"]
+__all__ = ["check_norm_args", "check_renorm_args", "create_state"]
 
 
 def _is_int(v: Any) -> bool:
@@ -23,9 +23,9 @@ def check_norm_args(where: str, allow_cumulative: bool, **args: Any) -> None:
     virtual_batch_size, affine, track_running_stats; TypeError or ValueError otherwise."""
     n, axis, momentum, eps = args["num_features"], args["axis"], args["momentum"], args["eps"]
     vbs = args["virtual_batch_size"]
-    if not _is_int(n):
+    if n is not None and not _is_int(n):  # None: a lazy layer (taken from its first input)
         raise TypeError(f"{where}: num_features must be an int, got {n!r}")
-    if n < 1:
+    if n is not None and n < 1:
         raise ValueError(f"{where}: num_features must be >= 1, got {n}")
     if not _is_int(axis):
         raise TypeError(f"{where}: axis must be an int (the feature axis), got {axis!r}")
@@ -59,3 +59,21 @@ def check_renorm_args(where: str, rmax: Any, dmax: Any, steps: dict[str, Any]) -
     for key, value in steps.items():
         if not _is_int(value) or value < 0:
             raise ValueError(f"{where}: {key} must be a non-negative integer, got {value!r}")
+
+
+def create_state(layer: Any) -> None:
+    """A normalization layer's gamma, beta (``affine``), their gradients and running statistics
+    (``track_running_stats``) for its ``num_features`` channels (nothing while it is 0)."""
+    C = layer.num_features
+    if not C:
+        return
+    one, zero = np.ones(C, np.float32), np.zeros(C, np.float32)
+    if layer.affine:
+        layer.params.update(gamma=one.copy(), beta=zero.copy())
+        layer.grads.update(gamma=zero.copy(), beta=zero.copy())
+    if layer.track_running_stats:
+        layer.buffers.update(
+            running_mean=zero.copy(),
+            running_var=one.copy(),
+            num_batches_tracked=np.array(0, np.int64),
+        )

@@ -44,7 +44,7 @@ from bnlab.kernels.batchnorm_chunks import (
     chunk_normalize,
     plan_chunks,
 )
-from bnlab.layers._norm_args import check_norm_args
+from bnlab.layers._norm_args import check_norm_args, create_state
 from bnlab.layers._norm_buffers import OutputBuffers
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
@@ -104,22 +104,19 @@ class BatchNormBase(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        lazy = num_features is None  # BatchNorm(): num_features from the first input (build)
         check_norm_args(
-            f"{self._kind}({self.name!r})", self._allow_cumulative,
-            num_features=1 if lazy else num_features,
+            f"{self._kind}({self.name!r})", self._allow_cumulative, num_features=num_features,
             axis=axis, momentum=momentum, eps=eps, virtual_batch_size=virtual_batch_size,
             affine=affine, track_running_stats=track_running_stats,
         )  # fmt: skip
-        self.num_features = 0  # until built: num_features=None is taken from the first input
+        self.num_features = 0 if num_features is None else int(num_features)  # 0: until built
         self.axis = int(axis)
         self.momentum = None if momentum is None else float(momentum)
         self.eps = float(eps)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.virtual_batch_size = None if virtual_batch_size is None else int(virtual_batch_size)
-        if num_features is not None:
-            self.build((1, int(num_features)), -1)
+        create_state(self)  # gamma, beta and the running statistics (none until built)
         self._cache: NormCache | None = None
         self._outputs = OutputBuffers()  # y and dx, reused where the caller cannot tell
         if self.momentum is not None and self.momentum > 0.5:
@@ -130,21 +127,11 @@ class BatchNormBase(Layer):
                 stacklevel=3,
             )
 
-    def build(self, input_shape: tuple[int, ...], axis: int | None = None) -> None:
-        """num_features = the input's size along ``axis``; gamma, beta and the buffers."""
-        ax = self.axis if axis is None else axis
-        if self.num_features or not -len(input_shape) <= ax < len(input_shape) > 1:
-            return  # built, or an input _check_input refuses with a message
-        C = self.num_features = int(input_shape[ax])
-        if self.affine:
-            self.params.update(gamma=np.ones(C, np.float32), beta=np.zeros(C, np.float32))
-            self.grads.update(gamma=np.zeros(C, np.float32), beta=np.zeros(C, np.float32))
-        if self.track_running_stats:
-            self.buffers.update(
-                running_mean=np.zeros(C, np.float32),
-                running_var=np.ones(C, np.float32),
-                num_batches_tracked=np.array(0, np.int64),
-            )
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """A lazy ``BatchNorm()``: num_features = the input's size along ``axis``, then state."""
+        if not self.num_features and -len(input_shape) <= self.axis < len(input_shape) > 1:
+            self.num_features = int(input_shape[self.axis])  # else _check_input explains
+            create_state(self)
 
     # -- state -------------------------------------------------------------------------------
     @property

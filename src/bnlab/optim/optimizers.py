@@ -66,7 +66,7 @@ class Optimizer:
 
         Refuses a model with lazy layers not built yet (their parameters do not exist)."""
         lazy = ("in_features", "in_channels", "num_features", "num_channels")
-        for layer in model.modules():
+        for layer in getattr(model, "modules", list)():  # duck-typed models have no modules()
             if any(k in (config := layer.get_config()) and config[k] is None for k in lazy):
                 raise ValueError(
                     f"{cls.__name__}.from_model: {layer.describe()} '{layer.name}' has no "
