@@ -79,8 +79,7 @@ def resnet20(
     seeds = iter(np.random.default_rng(seed).integers(0, 2**31 - 1, size=64).tolist())
 
     def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> Conv2D:
-        pad = 1 if k == 3 else 0
-        opts: dict[str, Any] = {"stride": stride, "padding": pad, "use_bias": False}
+        opts: dict[str, Any] = {"stride": stride, "padding": k // 2, "use_bias": False}
         return Conv2D(cin, cout, k, init="he_normal", seed=next(seeds), **opts)
 
     layers: list[Layer] = [conv(3, 16), _norm(norm, 16, gn_groups), ReLU()]
