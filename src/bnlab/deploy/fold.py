@@ -51,7 +51,8 @@ def fold_batch_norm(model: Layer) -> Layer:
     ``W' = W * gamma / sqrt(var + eps)`` and ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``
     (it gains a bias if it had none). Any other BN becomes a ChannelAffine layer with the same
     name. Arithmetic is in float64, stored in the model's dtype. ``model`` is not modified; the
-    result is in eval mode.
+    result is in eval mode. Residual blocks are folded inside (branch and shortcut apart);
+    only BN folds: GroupNorm and LayerNorm are kept as they are (per-sample statistics).
 
     Raises:
         ValueError: a layer is in training mode, a BN has no running statistics
