@@ -231,7 +231,7 @@ def test_declared_shapes_match_the_layers() -> None:
     """The table in _ckpt_config mirrors every registered layer's constructor."""
     from pathlib import Path
 
-    from bnlab.layers import BatchRenorm, ChannelAffine, Conv2D
+    from bnlab.layers import BatchRenorm, ChannelAffine, Conv2D, GroupNorm, LayerNorm, Residual
 
     samples = [
         Dense(3, 4),
@@ -244,6 +244,9 @@ def test_declared_shapes_match_the_layers() -> None:
         BatchRenorm(4),
         ChannelAffine(4),
         Sequential([Dense(3, 4), ReLU(), Sequential([BatchNorm(4), Dropout(0.2)])]),
+        Residual([Dense(3, 4), GroupNorm(2, 4)], [Dense(3, 4), LayerNorm(4, bias=False)]),
+        Residual([Dense(4, 4), GroupNorm(2, 4, affine=False)]),
+        Sequential([Dense(4), BatchNorm()]),  # lazy, not built: no parameters yet
     ]
     for kind, cls in LAYER_REGISTRY.items():
         if not kind.startswith("_") and kind not in {type(s).__name__ for s in samples}:

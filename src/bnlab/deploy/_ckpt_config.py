@@ -21,7 +21,7 @@ __all__ = ["declared_shapes", "build", "count"]
 Shapes = dict[str, tuple[int, ...]]
 
 _NO_STATE: tuple[str, ...] = ("ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "Flatten")
-_NO_STATE += ("MaxPool2D", "GlobalAveragePool2D")
+_NO_STATE += ("MaxPool2D", "GlobalAveragePool2D", "ZeroPadShortcut", "AvgPool2D")
 _MAX_DIM = 2**40
 
 
@@ -59,11 +59,18 @@ def _base_kind(kind: str) -> str:
     cls = LAYER_REGISTRY.get(kind)
     names = [c.__name__ for c in cls.__mro__] if cls is not None else [kind]
     known = ("BatchRenorm", "BatchNorm", "Dense", "Conv2D", "ChannelAffine", *_NO_STATE)
+    known += ("GroupNorm", "LayerNorm")
     return next((n for n in names if n in known), kind)
+
+
+_LAZY = {"Dense": "in_features", "Conv2D": "in_channels", "GroupNorm": "num_channels"}
+_LAZY |= {"BatchNorm": "num_features", "BatchRenorm": "num_features"}
 
 
 def _layer_shapes(p: Path, kind: str, cfg: dict[str, Any], field: str) -> Shapes | None:
     kind = _base_kind(kind)
+    if kind in _LAZY and _LAZY[kind] in cfg and cfg[_LAZY[kind]] is None:
+        return {}  # a lazy layer not built yet (Dense(units)): no parameters
     if kind == "Dense":
         i, o = _dim(p, cfg, "in_features", field), _dim(p, cfg, "out_features", field)
         return {"W": (i, o), **({"b": (o,)} if _flag(p, cfg, "use_bias", field) else {})}
@@ -82,9 +89,42 @@ def _layer_shapes(p: Path, kind: str, cfg: dict[str, Any], field: str) -> Shapes
         if kind == "BatchRenorm" or _flag(p, cfg, "track_running_stats", field):
             shapes.update(running_mean=(c,), running_var=(c,), num_batches_tracked=())
         return shapes
+    if kind in ("GroupNorm", "LayerNorm"):
+        return _norm_shapes(p, kind, cfg, field)
     if kind in _NO_STATE:
         return {}
     return None
+
+
+def _norm_shapes(p: Path, kind: str, cfg: dict[str, Any], field: str) -> Shapes:
+    """gamma and beta of a GroupNorm (num_channels,) or LayerNorm (normalized_shape)."""
+    if kind == "GroupNorm":
+        shape: tuple[int, ...] = (_dim(p, cfg, "num_channels", field),)
+        gamma = beta = _flag(p, cfg, "affine", field)
+    else:
+        dims = cfg.get("normalized_shape")
+        if not isinstance(dims, list) or not dims:
+            raise CheckpointError(f"{p}: {field}.normalized_shape must be a list, got {dims!r:.80}")
+        shape = tuple(_dim(p, {"d": d}, "d", f"{field}.normalized_shape") for d in dims)
+        gamma = _flag(p, cfg, "elementwise_affine", field)
+        beta = gamma and _flag(p, cfg, "bias", field)
+    return {**({"gamma": shape} if gamma else {}), **({"beta": shape} if beta else {})}
+
+
+def _residual_entries(p: Path, cfg: dict[str, Any], field: str) -> list[tuple[str, Any, str]]:
+    """``(type, config, field)`` of a Residual config's branch and (if any) shortcut."""
+    out = []
+    for key in ("branch", "shortcut"):
+        entry = cfg.get(key)
+        if entry is None and key == "shortcut":
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            raise CheckpointError(f"{p}: {field}.{key} must be {{'type': str, 'config': dict}}")
+        sub = entry.get("config", {})
+        if not isinstance(sub, dict):
+            raise CheckpointError(f"{p}: {field}.{key}.config must be a dict, got {sub!r:.80}")
+        out.append((entry["type"], sub, f"{field}.{key}.config"))
+    return out
 
 
 def _entries(p: Path, cfg: dict[str, Any], field: str) -> list[tuple[str, dict[str, Any], str]]:
@@ -110,10 +150,11 @@ def declared_shapes(
     """State key -> shape the config builds, or None if a layer type's shapes are unknown."""
     if depth > 50:
         raise CheckpointError(f"{p}: {field} nests Sequentials more than 50 deep")
-    if kind != "Sequential":
+    if kind not in ("Sequential", "Residual"):
         return _layer_shapes(p, kind, cfg, field)
     shapes: Shapes = {}
-    for i, (sub_kind, sub, where) in enumerate(_entries(p, cfg, field)):
+    entries = _entries(p, cfg, field) if kind == "Sequential" else _residual_entries(p, cfg, field)
+    for i, (sub_kind, sub, where) in enumerate(entries):
         inner = declared_shapes(p, sub_kind, sub, where, depth + 1)
         if inner is None:
             return None

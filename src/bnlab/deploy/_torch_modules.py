@@ -1,4 +1,5 @@
-"""The torch modules bnlab adds (``Permute``, ``ChannelAffine``), shared by torch_interop (bnlab ->
+"""The torch modules bnlab adds (``Permute``, ``ChannelAffine``, ``Residual``,
+``ZeroPadShortcut``), shared by torch_interop (bnlab ->
 torch) and torch_from (torch -> bnlab); torch is imported on first use."""
 
 from __future__ import annotations
@@ -43,4 +44,31 @@ def torch_modules() -> Any:
             shape[self.dim] = -1
             return x * self.scale.reshape(shape) + self.shift.reshape(shape)
 
-    return types.SimpleNamespace(Permute=Permute, ChannelAffine=ChannelAffine)
+    class Residual(nn.Module):
+        """``branch(x) + shortcut(x)`` (bnlab's Residual; ``shortcut=None``: the identity)."""
+
+        def __init__(self, branch: nn.Module, shortcut: nn.Module | None = None) -> None:
+            super().__init__()
+            self.branch = branch
+            self.shortcut = shortcut
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.branch(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    class ZeroPadShortcut(nn.Module):
+        """He et al.'s option A on NCHW: ``x[:, :, ::s, ::s]``, zero channels appended."""
+
+        def __init__(self, out_channels: int, stride: int) -> None:
+            super().__init__()
+            self.out_channels, self.stride = int(out_channels), int(stride)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x[:, :, :: self.stride, :: self.stride]
+            return nn.functional.pad(y, (0, 0, 0, 0, 0, self.out_channels - x.shape[1]))
+
+    return types.SimpleNamespace(
+        Permute=Permute,
+        ChannelAffine=ChannelAffine,
+        Residual=Residual,
+        ZeroPadShortcut=ZeroPadShortcut,
+    )

@@ -14,6 +14,7 @@ import numpy as np
 
 from bnlab.layers._normalization import BatchNormBase
 from bnlab.layers.base import Layer
+from bnlab.layers.residual import Residual
 
 
 def check_model(model: object, where: str) -> Layer:
@@ -85,6 +86,7 @@ def _builtin_kinds() -> dict[type, str]:
         L.Dropout,
     )
     classes += (L.ReLU, L.Sigmoid, L.Tanh, L.Softmax, L.ChannelAffine, L.BatchNorm, L.BatchRenorm)
+    classes += (L.GroupNorm, L.LayerNorm, L.ZeroPadShortcut, L.AvgPool2D)
     kinds: dict[type, str] = {cls: cls.__name__ for cls in classes}
     # the synchronized twins compute their local twin's function at inference (and in a world
     # of one in training): a model trained under mpiexec exports and folds like any other
@@ -196,26 +198,55 @@ def check_running_stats(model: Layer, where: str) -> None:
             )
 
 
-def leaf_shapes(model: Layer, input_shape: tuple[int, ...], where: str) -> list[tuple[int, ...]]:
-    """Per-example output shape of every leaf layer (dummy eval forward of one zero example).
+def residual_parts(layer: Layer) -> tuple[Layer, Layer | None] | None:
+    """``(branch, shortcut)`` of a :class:`~bnlab.layers.Residual` (its sublayers are not a
+    chain: both take the block's input), else None."""
+    if type(layer) is Residual:
+        return layer.branch, layer.shortcut
+    return None
 
-    Element 0 is ``input_shape`` itself; element i+1 the output of leaf i.
-    """
+
+def leaf_shapes(
+    model: Layer, input_shape: tuple[int, ...], where: str
+) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Per-example ``(input shape, output shape)`` of every leaf, keyed by ``id(leaf)``, from a
+    dummy eval forward of one zero example through the model's structure (chains, residual
+    blocks). The model's own input shape is under key 0."""
     shape = tuple(int(s) for s in input_shape)
     if not shape or min(shape) < 1 or int(np.prod(shape, dtype=np.float64)) > 2**26:
         raise ValueError(
             f"{where}: input_shape must be one example's shape, positive sizes of at most "
             f"{2**26:,} elements in all, e.g. (28, 28, 1) or (784,); got {shape}"
         )
+    shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {0: (shape, shape)}
     x = np.zeros((1, *shape), dtype=model_dtype(model, where))
-    shapes = [shape]
-    for path, layer in iter_paths(model):
-        try:
-            x = layer.forward(x)
-        except Exception as exc:
-            raise ValueError(
-                f"{where}: input_shape {shape} does not fit the model: {describe(path, layer)} "
-                f"failed on an input of shape {x.shape}: {exc}"
-            ) from exc
-        shapes.append(tuple(x.shape[1:]))
+    out = _trace(model, x, "", shapes, where)
+    shapes[0] = (shape, tuple(out.shape[1:]))
     return shapes
+
+
+def _trace(layer: Layer, x: np.ndarray, path: str, shapes: dict[int, Any], where: str) -> Any:
+    parts = residual_parts(layer)
+    subs = children(layer)
+    if parts is not None:
+        a = _trace(parts[0], x, f"{path}.0".lstrip("."), shapes, where)
+        b = x if parts[1] is None else _trace(parts[1], x, f"{path}.1".lstrip("."), shapes, where)
+        if a.shape != b.shape:
+            raise ValueError(
+                f"{where}: {describe(path, layer)}: the branch gives {a.shape[1:]} but the "
+                f"shortcut {b.shape[1:]}"
+            )
+        return a + b
+    if subs is not None:
+        for i, sub in enumerate(subs):
+            x = _trace(sub, x, f"{path}.{i}" if path else str(i), shapes, where)
+        return x
+    try:
+        y = layer.forward(x)
+    except Exception as exc:
+        raise ValueError(
+            f"{where}: input_shape {shapes[0][0]} does not fit the model: {describe(path, layer)} "
+            f"failed on an input of shape {x.shape}: {exc}"
+        ) from exc
+    shapes[id(layer)] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
+    return y

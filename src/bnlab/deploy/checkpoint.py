@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # bnlab.layers imports the kernels (Numba): imported where us
     from bnlab.optim import Optimizer
 
 __all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "MAX_PARAMS"]
+__all__ += ["save", "load"]
 
 
 class Stateful(Protocol):
@@ -392,3 +393,15 @@ def load_checkpoint(
     plan = _validate(p, meta, arrays, model, max_params)
     _apply(plan)
     return Checkpoint(plan.model, plan.optimizer_state, plan.extra, p, meta)
+
+
+def save(model: Layer, path: str | os.PathLike[str]) -> Path:
+    """``bnlab.save(model, path)``: the model alone (architecture + weights + buffers) as a
+    checkpoint, :func:`save_checkpoint` without optimizer state."""
+    return save_checkpoint(path, model)
+
+
+def load(path: str | os.PathLike[str], *, max_params: int = MAX_PARAMS) -> Layer:
+    """``bnlab.load(path)``: the model a checkpoint holds, rebuilt from its config with its
+    weights, buffers and generator states (:func:`load_checkpoint`)."""
+    return load_checkpoint(path, max_params=max_params).model

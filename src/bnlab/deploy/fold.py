@@ -9,6 +9,9 @@ layer ``z = x W + b`` followed by it is therefore one layer of the same kind::
 
 which saves a full pass over the activations. A BN with nothing foldable before it (first
 layer, after an activation or pooling) becomes a :class:`bnlab.layers.affine.ChannelAffine`.
+Residual blocks are folded inside: their branch and shortcut separately (a projection's BN
+into its 1x1 convolution). Only batch normalization folds: GroupNorm and LayerNorm normalize
+with each sample's own statistics, which no fixed affine map reproduces; they stay as they are.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from bnlab.deploy._walk import (
     children,
     is_batch_norm,
     param_dtype,
+    residual_parts,
 )
 from bnlab.layers._normalization import BatchNormBase
 from bnlab.layers.affine import ChannelAffine
 from bnlab.layers.base import Layer
+from bnlab.layers.residual import Residual
 
 __all__ = ["fold_batch_norm"]
 
@@ -46,7 +51,8 @@ def fold_batch_norm(model: Layer) -> Layer:
     ``W' = W * gamma / sqrt(var + eps)`` and ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``
     (it gains a bias if it had none). Any other BN becomes a ChannelAffine layer with the same
     name. Arithmetic is in float64, stored in the model's dtype. ``model`` is not modified; the
-    result is in eval mode.
+    result is in eval mode. Residual blocks are folded inside (branch and shortcut apart);
+    only BN folds: GroupNorm and LayerNorm are kept as they are (per-sample statistics).
 
     Raises:
         ValueError: a layer is in training mode, a BN has no running statistics
@@ -89,6 +95,10 @@ def _kind(layer: Layer) -> str:
 
 def _rebuild(container: Layer, layers: list[Layer]) -> Layer:
     """A container of the same type and name holding ``layers``."""
+    if residual_parts(container) is not None:  # Residual(branch, shortcut): not a layer list
+        new_block = Residual(layers[0], layers[1] if len(layers) > 1 else None, name=container.name)
+        new_block.eval()
+        return new_block
     cls: Any = type(container)  # a container's constructor takes its layers (Sequential's)
     try:
         new = cls(layers, name=container.name)

@@ -217,7 +217,7 @@ def input_shape(text: str | None, model: Layer, *, name: str = "input_shape") ->
     from bnlab.layers.dense import Dense
 
     first = _first_leaf(model)
-    if isinstance(first, Dense):
+    if isinstance(first, Dense) and first.in_features is not None:  # None: a lazy Dense(units)
         return (int(first.in_features),)
     raise ValueError(
         f"{name} is needed: the model starts with {type(first).__name__}, whose input "

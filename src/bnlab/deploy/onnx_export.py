@@ -12,7 +12,9 @@ Layer mapping: Dense -> Gemm (MatMul + Add on inputs of rank > 2); Conv2D -> Con
 MaxPool2D -> MaxPool; GlobalAveragePool2D -> GlobalAveragePool (+ Flatten); Flatten -> Flatten;
 ReLU/Sigmoid/Tanh/Softmax -> Relu/Sigmoid/Tanh/Softmax; BatchNorm -> BatchNormalization with the
 running statistics (Mul + Add when its axis is not the channel axis); ChannelAffine -> Mul + Add;
-Dropout -> nothing (the identity at inference).
+Dropout -> nothing (the identity at inference); GroupNorm -> Reshape + LayerNormalization +
+Reshape + Mul + Add; LayerNorm -> LayerNormalization; Residual -> both paths, then Add;
+ZeroPadShortcut -> Slice + Pad; AvgPool2D -> AveragePool (count_include_pad=0).
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from bnlab.deploy._walk import (
     check_model,
     check_running_stats,
     check_state_values,
+    children,
     describe,
     is_batch_norm,
-    iter_leaves,
     iter_paths,
     leaf_shapes,
     model_dtype,
+    residual_parts,
 )
 from bnlab.layers.base import Layer
 
@@ -176,6 +179,57 @@ def _batch_norm(g: _Graph, layer: Any) -> None:
     g.op("BatchNormalization", [g.cur, *names], layer.name, epsilon=float(layer.eps))
 
 
+def _group_norm(g: _Graph, layer: Any, in_shape: tuple[int, ...]) -> None:
+    """GroupNorm as Reshape (N, G, -1) + LayerNormalization (no affine) + Reshape + Mul + Add:
+    onnxruntime has LayerNormalization in float32 and float64 (not InstanceNormalization in
+    float64, nor GroupNormalization at opset 17)."""
+    if g.rank not in (2, 4):
+        raise TypeError(f"{_WHERE}: GroupNorm layer '{layer.name}' on rank {g.rank} input")
+    g.to_nchw()
+    c, groups = in_shape[-1], layer.num_groups
+    size = int(np.prod(in_shape)) // groups
+    back = [0, c, *in_shape[:-1]] if g.rank == 4 else [0, c]
+    g.op("Reshape", [g.cur, g.const("shape", np.array([0, groups, size]), np.int64)], "gn_in")
+    ones, zeros = g.const("ones", np.ones(size)), g.const("zeros", np.zeros(size))
+    g.op("LayerNormalization", [g.cur, ones, zeros], layer.name, axis=2, epsilon=layer.eps)
+    g.op("Reshape", [g.cur, g.const("shape", np.array(back), np.int64)], "gn_out")
+    if layer.affine:
+        g.affine(-1, layer.params["gamma"], layer.params["beta"], layer.name)
+
+
+def _layer_norm(g: _Graph, layer: Any) -> None:
+    g.to_nhwc()
+    k = len(layer.normalized_shape)
+    inputs = [g.cur]
+    if "gamma" in layer.params:
+        inputs.append(g.const("gamma", layer.params["gamma"]))
+    else:
+        inputs.append(g.const("ones", np.ones(layer.normalized_shape)))
+    if "beta" in layer.params:
+        inputs.append(g.const("beta", layer.params["beta"]))
+    g.op("LayerNormalization", inputs, layer.name, axis=g.rank - k, epsilon=layer.eps)
+
+
+def _zero_pad(g: _Graph, layer: Any, in_shape: tuple[int, ...]) -> None:
+    """He et al.'s option A: strided Slice of H and W, then Pad of the channels with zeros."""
+    g.to_nchw()
+    s = layer.stride
+    ints = {
+        k: g.const(k, np.array(v), np.int64)
+        for k, v in (
+            ("starts", [0, 0]),
+            ("ends", [2**62, 2**62]),
+            ("axes", [2, 3]),
+            ("steps", [s, s]),
+        )
+    }
+    g.op("Slice", [g.cur, *ints.values()], f"{layer.name}_slice")
+    pads = g.const(
+        "pads", np.array([0, 0, 0, 0, 0, layer.out_channels - in_shape[-1], 0, 0]), np.int64
+    )
+    g.op("Pad", [g.cur, pads], layer.name)
+
+
 def _layer(g: _Graph, layer: Any, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
     """Append the nodes of one leaf layer."""
     kind = builtin_kind(layer)
@@ -201,11 +255,47 @@ def _layer(g: _Graph, layer: Any, in_shape: tuple[int, ...], out_shape: tuple[in
         g.op("Softmax", [g.cur], layer.name, axis=g.axis(int(getattr(layer, "axis", -1))))
     elif kind == "ChannelAffine":
         g.affine(layer.axis, layer.params["scale"], layer.params["shift"], layer.name)
+    elif kind == "GroupNorm":
+        _group_norm(g, layer, in_shape)
+    elif kind == "LayerNorm":
+        _layer_norm(g, layer)
+    elif kind == "ZeroPadShortcut":
+        _zero_pad(g, layer, in_shape)
+    elif kind == "AvgPool2D":  # "same" averages the real pixels only, as count_include_pad=0
+        g.to_nchw()
+        pads = [layer._pads(*in_shape[:2])[i] for i in (0, 2, 1, 3)]
+        attrs = {"kernel_shape": list(layer.pool_size), "strides": list(layer.strides)}
+        g.op("AveragePool", [g.cur], layer.name, pads=pads, count_include_pad=0, **attrs)
     g.rank = len(out_shape) + 1
 
 
 _KNOWN: tuple[str, ...] = ("Dense", "Conv2D", "MaxPool2D", "GlobalAveragePool2D", "Flatten")
 _KNOWN += ("ReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "ChannelAffine")
+_KNOWN += ("GroupNorm", "LayerNorm", "ZeroPadShortcut", "AvgPool2D")
+
+
+def _emit(g: _Graph, layer: Layer, shapes: dict[int, Any]) -> None:
+    """Append the nodes of ``layer``: a leaf, a chain of layers or a residual block (both paths
+    from the block's input, in one layout, then Add)."""
+    parts = residual_parts(layer)
+    if parts is not None:
+        g.to_nchw()  # convolutions follow: the branch and shortcut share one Transpose
+        start = (g.cur, g.rank, g.nchw)
+        _emit(g, parts[0], shapes)
+        branch, nchw = g.cur, g.nchw
+        g.cur, g.rank, g.nchw = start
+        if parts[1] is not None:
+            _emit(g, parts[1], shapes)
+        if g.rank == 4 and g.nchw != nchw:
+            (g.to_nchw if nchw else g.to_nhwc)()
+        g.op("Add", [branch, g.cur], layer.name)
+        return
+    subs = children(layer)
+    if subs is None:
+        _layer(g, layer, *shapes[id(layer)])
+        return
+    for sub in subs:
+        _emit(g, sub, shapes)
 
 
 def _check_supported(model: Layer) -> None:
@@ -214,7 +304,7 @@ def _check_supported(model: Layer) -> None:
         if not (is_batch_norm(layer) or builtin_kind(layer) in _KNOWN):
             raise TypeError(
                 f"{_WHERE}: {describe(path, layer)} has no ONNX mapping; supported: "
-                f"{', '.join(_KNOWN)}, BatchNorm, BatchRenorm and Sequential containers"
+                f"{', '.join(_KNOWN)}, BatchNorm, BatchRenorm, Sequential and Residual containers"
             )
 
 
@@ -248,15 +338,15 @@ def export_onnx(model: Layer, path: str | os.PathLike[str], input_shape: tuple[i
     dtype = model_dtype(model, _WHERE)  # of the whole model: its first layer may have none
     shapes = leaf_shapes(model, tuple(input_shape), _WHERE)
     g = _Graph(helper, numpy_helper, dtype)
-    g.rank = len(shapes[0]) + 1
-    for i, layer in enumerate(iter_leaves(model)):
-        _layer(g, layer, shapes[i], shapes[i + 1])
+    (in_shape, out_shape) = shapes[0]
+    g.rank = len(in_shape) + 1
+    _emit(g, model, shapes)
     g.to_nhwc()
     g.op("Identity", [g.cur], "output")
     g.nodes[-1].output[0] = "output"
     elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
-    inp = helper.make_tensor_value_info("input", elem, ["batch", *shapes[0]])
-    out = helper.make_tensor_value_info("output", elem, ["batch", *shapes[-1]])
+    inp = helper.make_tensor_value_info("input", elem, ["batch", *in_shape])
+    out = helper.make_tensor_value_info("output", elem, ["batch", *out_shape])
     graph = helper.make_graph(g.nodes, model.name, [inp], [out], g.inits)
     proto = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="bnlab"

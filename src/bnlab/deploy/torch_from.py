@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = ["from_torch"]
 
-_CHANNELS_FIRST = ("Conv2d", "MaxPool2d", "BatchNorm2d", "AdaptiveAvgPool2d")
+_CHANNELS_FIRST = ("Conv2d", "MaxPool2d", "BatchNorm2d", "AdaptiveAvgPool2d", "AvgPool2d")
 
 
 def _flat_modules(module: Any) -> list[Any]:
@@ -155,7 +155,7 @@ class _Reader:
             if self.layers:
                 raise _fail(i, m, "a channels-first module on a channels-last tensor")
             self.nchw = True  # plain torch model: NCHW input (see the module docstring)
-        if kind in ("Conv2d", "MaxPool2d", "BatchNorm2d") and not self.nchw:
+        if kind in ("Conv2d", "MaxPool2d", "BatchNorm2d", "AvgPool2d") and not self.nchw:
             raise _fail(i, m, "expects an NCHW tensor here")
         if kind == "Linear":
             if self.nchw:
@@ -172,6 +172,10 @@ class _Reader:
             return self.batch_norm(i, m, kind)
         if kind == "MaxPool2d":
             return self.pool(i, m)
+        if kind == "AvgPool2d":
+            if m.padding not in (0, (0, 0)) or m.ceil_mode or m.divisor_override is not None:
+                raise _fail(i, m, "only padding=0, ceil_mode=False and no divisor_override map")
+            return L.AvgPool2D(m.kernel_size, m.stride or m.kernel_size)
         if kind == "AdaptiveAvgPool2d":
             if m.output_size not in (1, (1, 1)):
                 raise _fail(i, m, "only output_size=1 (global average pooling) is supported")
@@ -203,6 +207,10 @@ class _Reader:
             if dim not in ((1,) if self.nchw else (-1, 1)):
                 raise _fail(i, m, "bnlab's Softmax is over the channels-last feature axis only")
             return L.Softmax()
+        if kind in ("GroupNorm", "LayerNorm") or isinstance(m, torch_modules().ZeroPadShortcut):
+            return self.norm_or_pad(i, m, kind)
+        if isinstance(m, torch_modules().Residual):
+            return self.residual(m)
         if isinstance(m, torch_modules().ChannelAffine):
             axis = (0, 2, 3, 1)[m.dim % 4] if self.nchw else m.dim
             layer = ChannelAffine(m.scale.shape[0], axis=axis)
@@ -212,26 +220,46 @@ class _Reader:
             return layer
         raise _fail(i, m, "no bnlab equivalent is known")
 
+    def norm_or_pad(self, i: int, m: Any, kind: str) -> Any:
+        import bnlab.layers as L
 
-def from_torch(module: Any) -> Any:
-    """A bnlab Sequential equivalent to the torch ``module`` (a Sequential or one module).
+        if kind == "GroupNorm":
+            layer: Any = L.GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine)
+        elif kind == "LayerNorm":
+            if self.nchw:
+                raise _fail(i, m, "LayerNorm on an NCHW tensor: add Permute(0, 2, 3, 1) before it")
+            affine, bias = m.elementwise_affine, m.bias is not None
+            layer = L.LayerNorm(tuple(m.normalized_shape), m.eps, affine, bias)
+        else:
+            if not self.nchw:
+                raise _fail(i, m, "ZeroPadShortcut expects an NCHW tensor here")
+            return L.ZeroPadShortcut(m.out_channels, m.stride)
+        layer.astype(self.dtype)
+        if getattr(m, "weight", None) is not None:
+            layer.params["gamma"][...] = _np(m.weight)
+        if getattr(m, "bias", None) is not None:
+            layer.params["beta"][...] = _np(m.bias)
+        return layer
 
-    Supported: Linear, Conv2d (groups=1, dilation=1, zero padding), BatchNorm1d/2d (with their
-    buffers, ``num_batches_tracked`` included, and any ``momentum`` (None: cumulative),
-    ``eps``, ``affine``, ``track_running_stats``), MaxPool2d (padding 0), AdaptiveAvgPool2d(1)
-    + Flatten, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout, Identity, and bnlab's Permute
-    and ChannelAffine modules. The bnlab model takes NHWC input where torch takes NCHW, and
-    the torch layout for BatchNorm1d (see the module docstring); each layer is in its torch
-    module's train/eval mode, and the model in the module's dtype (float32 or float64).
+    def residual(self, m: Any) -> Any:
+        """bnlab's torch ``Residual`` module: each path read from the block's layout."""
+        from bnlab.layers import Residual, Sequential
 
-    Raises:
-        TypeError: the first module that cannot be read, or a dtype that cannot be kept.
-        ValueError: a module whose settings or weights bnlab refuses (e.g. Dropout(p=1),
-            NaN weights, a negative running_var), named with its index.
-    """
-    from bnlab.layers import Sequential
+        paths = []
+        for part in (m.branch, m.shortcut):
+            reader = _Reader(self.dtype)
+            reader.nchw, reader.rank2, reader.after_gap = self.nchw, self.rank2, self.after_gap
+            reader.layers = [None]  # not the model's first module: no NCHW guess inside a block
+            if part is not None:
+                _read_all(reader, part)
+            paths.append(reader)
+        self.nchw = paths[0].nchw
+        branch, short = paths[0].layers[1:], paths[1].layers[1:]
+        return Residual(Sequential(branch), Sequential(short) if short else None)
 
-    reader = _Reader(_dtype(module))
+
+def _read_all(reader: _Reader, module: Any) -> None:
+    """Append the bnlab layer of every module of ``module`` (flattened) to ``reader.layers``."""
     for i, m in enumerate(_flat_modules(module)):
         try:
             layer = reader.read(i, m)
@@ -247,6 +275,29 @@ def from_torch(module: Any) -> Any:
             )
             layer.train(bool(m.training))
             reader.layers.append(layer)
+
+
+def from_torch(module: Any) -> Any:
+    """A bnlab Sequential equivalent to the torch ``module`` (a Sequential or one module).
+
+    Supported: Linear, Conv2d (groups=1, dilation=1, zero padding), BatchNorm1d/2d (with their
+    buffers, ``num_batches_tracked`` included, and any ``momentum`` (None: cumulative),
+    ``eps``, ``affine``, ``track_running_stats``), MaxPool2d (padding 0), AdaptiveAvgPool2d(1)
+    + Flatten, Flatten, ReLU, Sigmoid, Tanh, Softmax, Dropout, Identity, GroupNorm, LayerNorm
+    (channels last), and bnlab's Permute, ChannelAffine, Residual and ZeroPadShortcut modules.
+    The bnlab model takes NHWC input where torch takes NCHW, and the torch layout for
+    BatchNorm1d (see the module docstring); each layer is in its torch module's train/eval
+    mode, and the model in the module's dtype (float32 or float64).
+
+    Raises:
+        TypeError: the first module that cannot be read, or a dtype that cannot be kept.
+        ValueError: a module whose settings or weights bnlab refuses (e.g. Dropout(p=1),
+            NaN weights, a negative running_var), named with its index.
+    """
+    from bnlab.layers import Sequential
+
+    reader = _Reader(_dtype(module))
+    _read_all(reader, module)
     model = Sequential(reader.layers)
     model.training = bool(module.training)
     return model

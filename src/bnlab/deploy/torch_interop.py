@@ -1,5 +1,7 @@
 """PyTorch and Keras interop: bnlab Sequential <-> torch.nn.Sequential, Keras BN weights.
 
+Residual blocks become the ``Residual`` module of :mod:`bnlab.deploy._torch_modules`.
+
 Layout choice: the torch model made by :func:`to_torch` takes the same NHWC input as the bnlab
 model and returns the same output. It holds ``Permute`` modules where the layout changes:
 ``Permute(0, 3, 1, 2)`` before the first channels-first module (Conv2d, MaxPool2d,
@@ -30,6 +32,7 @@ from bnlab.deploy._walk import (
     iter_leaves,
     leaf_shapes,
     model_dtype,
+    residual_parts,
     restore_modes,
     save_modes,
 )
@@ -38,16 +41,12 @@ from bnlab.layers.base import Layer
 
 __all__ = ["to_torch", "from_torch", "load_keras_batch_norm", "torch_modules"]
 
-_SPATIAL = ("Conv2D", "MaxPool2D", "GlobalAveragePool2D")
+_SPATIAL = ("Conv2D", "MaxPool2D", "GlobalAveragePool2D", "AvgPool2D")
 
 
-def _ranks(layers: list[Layer], shapes: list[tuple[int, ...]] | None) -> list[int | None]:
-    """Input rank (batch axis included) of each leaf; None where it cannot be known.
-
-    From the per-example ``shapes`` of a dummy forward when given, else from the layer types.
-    """
-    if shapes is not None:
-        return [len(s) + 1 for s in shapes[:-1]]
+def _ranks(layers: list[Layer]) -> list[int | None]:
+    """Input rank (batch axis included) of each leaf from the layer types; None where it
+    cannot be known (``to_torch(..., input_shape)`` knows it from a dummy forward)."""
     first: int | None = None
     for layer in layers:
         kind = builtin_kind(layer)
@@ -192,8 +191,66 @@ def _leaf(b: _Builder, layer: Any, rank: int | None) -> None:
         mod = b.add(torch_modules().ChannelAffine(layer.num_features, dim))
         b.copy(mod.scale, layer.params["scale"])
         b.copy(mod.shift, layer.params["shift"])
+    elif kind in ("GroupNorm", "LayerNorm", "ZeroPadShortcut", "AvgPool2D"):
+        _norm_or_pad(b, layer, kind, rank)
     else:
         raise _fail(layer, "no torch equivalent is known")
+
+
+def _norm_or_pad(b: _Builder, layer: Any, kind: str, rank: int | None) -> None:
+    if kind == "AvgPool2D":
+        if layer.padding != "valid":
+            raise _fail(layer, "only padding='valid' average pooling maps to torch.nn.AvgPool2d")
+        b.to_nchw(4)
+        b.add(b.nn.AvgPool2d(layer.pool_size, stride=layer.strides))
+        return
+    if kind == "ZeroPadShortcut":
+        b.to_nchw(4)
+        b.add(torch_modules().ZeroPadShortcut(layer.out_channels, layer.stride))
+        return
+    if kind == "LayerNorm":
+        b.to_nhwc()  # the normalized (last) axes in bnlab's order
+        mod = b.add(
+            b.nn.LayerNorm(
+                layer.normalized_shape, eps=layer.eps,
+                elementwise_affine=layer.elementwise_affine, bias=layer.bias,
+            )
+        )  # fmt: skip
+    else:
+        if rank not in (2, 4):
+            raise _fail(layer, "GroupNorm maps on (N, C) or NHWC input; pass input_shape")
+        b.to_nchw(rank)
+        mod = b.add(b.nn.GroupNorm(layer.num_groups, layer.num_channels, layer.eps, layer.affine))
+    if "gamma" in layer.params:
+        b.copy(mod.weight, layer.params["gamma"])
+    if "beta" in layer.params:
+        b.copy(mod.bias, layer.params["beta"])
+
+
+def _build(b: _Builder, layer: Layer, ranks: dict[int, int | None]) -> None:
+    """Append the torch modules of ``layer``: a leaf, a chain, or a residual block (its branch
+    and shortcut built from the same layout, ending in the same layout)."""
+    parts = residual_parts(layer)
+    subs = children(layer)
+    if parts is None:
+        if subs is None:
+            _leaf(b, layer, ranks.get(id(layer)))
+        for sub in subs or []:
+            _build(b, sub, ranks)
+        return
+    b.to_nchw(ranks.get(id(next(iter_leaves(layer)))))
+    paths = []
+    for part in parts:
+        sub_b = _Builder(b.torch, b.dtype)
+        sub_b.nchw = b.nchw
+        if part is not None:
+            _build(sub_b, part, ranks)
+        paths.append(sub_b)
+    if paths[1].nchw != paths[0].nchw:
+        paths[1].to_nchw(4) if paths[0].nchw else paths[1].to_nhwc()
+    short = b.nn.Sequential(*paths[1].mods) if parts[1] is not None or paths[1].mods else None
+    b.add(torch_modules().Residual(b.nn.Sequential(*paths[0].mods), short))
+    b.nchw = paths[0].nchw
 
 
 def to_torch(model: Layer, input_shape: Sequence[int] | None = None) -> Any:
@@ -201,7 +258,9 @@ def to_torch(model: Layer, input_shape: Sequence[int] | None = None) -> Any:
 
     The torch model takes bnlab's NHWC input and returns bnlab's output (see the module
     docstring for the ``Permute`` modules); its dtype is the model's (float32 or float64) and
-    its train/eval mode is ``model``'s. Nested Sequentials are flattened. Dropout maps to
+    its train/eval mode is ``model``'s. Nested Sequentials are flattened; a Residual becomes
+    bnlab's torch ``Residual`` module (``branch(x) + shortcut(x)``); GroupNorm and LayerNorm
+    map to ``nn.GroupNorm`` (on NCHW) and ``nn.LayerNorm`` (on NHWC, the same axes). Dropout maps to
     ``nn.Dropout`` (same rate; the random masks differ between the libraries).
 
     Args:
@@ -217,7 +276,7 @@ def to_torch(model: Layer, input_shape: Sequence[int] | None = None) -> Any:
     import torch
 
     layers = list(iter_leaves(model))
-    shapes = None
+    ranks = dict(zip(map(id, layers), _ranks(layers), strict=True))
     if input_shape is not None:
         modes = save_modes(model)
         try:
@@ -225,11 +284,10 @@ def to_torch(model: Layer, input_shape: Sequence[int] | None = None) -> Any:
             shapes = leaf_shapes(model, tuple(input_shape), "to_torch")
         finally:
             restore_modes(modes)
-    ranks = _ranks(layers, shapes)
+        ranks = {id(leaf): len(shapes[id(leaf)][0]) + 1 for leaf in layers}
     dtype = torch.float64 if model_dtype(model, "to_torch") == np.float64 else torch.float32
     b = _Builder(torch, dtype)
-    for layer, rank in zip(layers, ranks, strict=False):
-        _leaf(b, layer, rank)
+    _build(b, model, ranks)
     b.to_nhwc()
     out = torch.nn.Sequential(*b.mods)
     out.train(bool(model.training))

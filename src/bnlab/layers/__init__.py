@@ -9,7 +9,9 @@ from bnlab.layers.conv2d import Conv2D
 from bnlab.layers.dense import Dense
 from bnlab.layers.dropout import Dropout
 from bnlab.layers.flatten import Flatten
-from bnlab.layers.pooling import GlobalAveragePool2D, MaxPool2D
+from bnlab.layers.groupnorm import GroupNorm, LayerNorm
+from bnlab.layers.pooling import AvgPool2D, GlobalAveragePool2D, MaxPool2D
+from bnlab.layers.residual import Residual, ZeroPadShortcut
 from bnlab.layers.sequential import Sequential
 from bnlab.layers.sync_batchnorm import SyncBatchNorm, SyncBatchRenorm, convert_sync_batchnorm
 
@@ -19,3 +21,5 @@ __all__ += ["SyncBatchNorm", "SyncBatchRenorm", "convert_sync_batchnorm"]
 __all__ += ["Dense", "Conv2D", "MaxPool2D", "GlobalAveragePool2D", "Flatten", "Dropout"]
 __all__ += ["ReLU", "Sigmoid", "Tanh", "Softmax", "Sequential"]
 __all__ += ["ChannelAffine"]
+__all__ += ["GroupNorm", "LayerNorm", "Residual", "ZeroPadShortcut"]
+__all__ += ["AvgPool2D"]

@@ -60,7 +60,7 @@ class BatchNormBase(Layer):
 
     def __init__(
         self,
-        num_features: int,
+        num_features: int | None,
         *,
         axis: int,
         momentum: float | None,
@@ -73,22 +73,14 @@ class BatchNormBase(Layer):
         super().__init__(name=name)
         args = {"num_features": num_features, "axis": axis, "momentum": momentum, "eps": eps}
         self._check_args(args, virtual_batch_size, affine, track_running_stats)
-        self.num_features, self.axis = int(num_features), int(axis)
+        self.num_features = 0 if num_features is None else int(num_features)  # 0: until built
+        self.axis = int(axis)
         self.momentum = None if momentum is None else float(momentum)
         self.eps = float(eps)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.virtual_batch_size = None if virtual_batch_size is None else int(virtual_batch_size)
-        C = self.num_features
-        if self.affine:
-            self.params = {"gamma": np.ones(C, np.float32), "beta": np.zeros(C, np.float32)}
-            self.grads = {"gamma": np.zeros(C, np.float32), "beta": np.zeros(C, np.float32)}
-        if self.track_running_stats:
-            self.buffers = {
-                "running_mean": np.zeros(C, np.float32),
-                "running_var": np.ones(C, np.float32),
-                "num_batches_tracked": np.array(0, np.int64),
-            }
+        self._create_state()
         self._cache: BatchNormCache | None = None
         self._eval_input: np.ndarray | None = None
         self._pool = BufferPool()  # y and dx inside a Sequential (reuse_output)
@@ -100,13 +92,35 @@ class BatchNormBase(Layer):
                 stacklevel=3,
             )
 
+    def _create_state(self) -> None:
+        """gamma, beta, their gradients (``affine``) and the running statistics
+        (``track_running_stats``) for ``num_features`` channels; none while it is 0 (lazy)."""
+        C = self.num_features
+        if not C:
+            return
+        if self.affine:
+            self.params = {"gamma": np.ones(C, np.float32), "beta": np.zeros(C, np.float32)}
+            self.grads = {"gamma": np.zeros(C, np.float32), "beta": np.zeros(C, np.float32)}
+        if self.track_running_stats:
+            self.buffers = {
+                "running_mean": np.zeros(C, np.float32),
+                "running_var": np.ones(C, np.float32),
+                "num_batches_tracked": np.array(0, np.int64),
+            }
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """A lazy ``BatchNorm()``: num_features = the input's size along ``axis``, then state."""
+        if not self.num_features and -len(input_shape) <= self.axis < len(input_shape) > 1:
+            self.num_features = int(input_shape[self.axis])  # else _check_input explains
+            self._create_state()
+
     def _check_args(self, args: dict[str, Any], vbs: Any, affine: Any, track: Any) -> None:
         """TypeError/ValueError naming the constructor argument that is wrong."""
         where = f"{self._kind}({self.name!r})"
         n, axis, momentum, eps = args.values()
         cumulative = "got None (the cumulative average is a BatchNorm option only)"
         problems = [
-            (not is_int(n), TypeError, f"num_features must be an int, got {n!r}"),
+            (n is not None and not is_int(n), TypeError, f"num_features must be an int, got {n!r}"),
             (not is_int(axis), TypeError, f"axis must be an int, got {axis!r}"),
             (is_int(n) and n < 1, ValueError, f"num_features must be >= 1, got {n}"),
             (momentum is None and not self._allow_cumulative, TypeError,
@@ -170,7 +184,8 @@ class BatchNormBase(Layer):
             self.params["beta"][...] = 0
 
     def get_config(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in self._config_keys}, "name": self.name}
+        config = {k: getattr(self, k) for k in self._config_keys} | {"name": self.name}
+        return config | {"num_features": self.num_features or None}  # None: not built yet
 
     # -- what a subclass computes: its kernels and its running-statistics update (new values,
     # not yet assigned; an overflow may give inf, refused by forward) ------------------------
@@ -197,6 +212,7 @@ class BatchNormBase(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Normalize ``x``; see the class docstring for training and eval formulas."""
+        self.build(np.shape(x))  # a lazy BatchNorm(): num_features from the first input
         arr, ax = self._check_input(x)
         out = self._out("y", arr.shape, arr.dtype)
         if not self.training and "running_mean" in self.buffers:

@@ -89,6 +89,11 @@ class Layer:
         """A short label for messages and model summaries (default: the class name)."""
         return type(self).__name__
 
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Create what depends on the input shape (a lazy layer's parameters: ``Dense(units)``);
+        nothing by default. :class:`~bnlab.layers.Sequential` calls it before the first forward
+        pass with each layer's input shape (batch axis included); a built layer ignores it."""
+
     # -- structure ---------------------------------------------------------------------------
     def sublayers(self) -> list[Layer]:
         """The layers this container applies in order; ``[]`` for a leaf layer."""

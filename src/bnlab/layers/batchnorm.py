@@ -64,7 +64,7 @@ class BatchNorm(BatchNormBase):
 
     def __init__(
         self,
-        num_features: int,
+        num_features: int | None = None,
         *,
         axis: int = -1,
         momentum: float | None = 0.1,

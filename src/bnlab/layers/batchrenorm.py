@@ -54,7 +54,7 @@ class BatchRenorm(BatchNormBase):
 
     def __init__(
         self,
-        num_features: int,
+        num_features: int | None = None,
         *,
         axis: int = -1,
         momentum: float = 0.01,

@@ -39,9 +39,9 @@ class Conv2D(Layer):
 
     def __init__(
         self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
+        in_channels: int | None,
+        out_channels: int | tuple[int, int],
+        kernel_size: int | tuple[int, int] | None = None,
         *,
         stride: int | tuple[int, int] = 1,
         padding: str | int = "valid",
@@ -52,10 +52,15 @@ class Conv2D(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        if kernel_size is None:  # Conv2D(filters, kernel_size): in_channels from the input
+            in_channels, out_channels, kernel_size = None, in_channels, out_channels  # type: ignore[assignment]
         for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if (value is not None or arg == "out_channels") and (
+                not isinstance(value, (int, np.integer)) or value < 1
+            ):
                 raise ValueError(f"Conv2D: {arg} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.in_channels = None if in_channels is None else int(in_channels)
+        self.out_channels = int(out_channels)  # type: ignore[arg-type]  # checked above
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D")
         self.stride = pair(stride, "stride", "Conv2D")
         if isinstance(padding, str):
@@ -70,12 +75,21 @@ class Conv2D(Layer):
         self.padding: str | int = padding if isinstance(padding, str) else int(padding)
         self.use_bias = bool(use_bias)
         self.init, self.seed = init, seed
-        shape = (*self.kernel_size, self.in_channels, self.out_channels)
-        init_kernel_and_bias(self, shape, init, seed, self.use_bias, kernel_regularizer)
+        self._kernel_regularizer = kernel_regularizer
+        if self.in_channels is not None:
+            self.build((1, 1, 1, self.in_channels))
         self.reuse_output = False
         self._pool = BufferPool()
         self._x: np.ndarray | None = None
         self._cols: np.ndarray | None = None  # patches of the whole batch, when they fit
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Create W (kh, kw, in_channels, out_channels), in_channels = the input's last axis."""
+        if "W" not in self.params:
+            self.in_channels = int(input_shape[-1])
+            shape = (*self.kernel_size, self.in_channels, self.out_channels)
+            reg = self._kernel_regularizer
+            init_kernel_and_bias(self, shape, self.init, self.seed, self.use_bias, reg)
 
     def describe(self) -> str:
         kh, kw = self.kernel_size
@@ -91,7 +105,7 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         expected = f"(N, H, W, {self.in_channels})"
-        if len(input_shape) != 4 or input_shape[3] != self.in_channels:
+        if len(input_shape) != 4 or self.in_channels not in (None, input_shape[3]):
             raise InputShapeError(self.describe(), expected, input_shape)
         n, h, w, _ = input_shape
         pt, pb, pl, pr = self.pads(h, w)
@@ -104,7 +118,7 @@ class Conv2D(Layer):
     def _chunk(self, input_shape: tuple[int, ...], dtype: Any) -> int:
         """How many images' patches are unfolded at once."""
         _, ho, wo, _ = self.output_shape(input_shape)
-        per_image = ho * wo * self.kernel_size[0] * self.kernel_size[1] * self.in_channels
+        per_image = ho * wo * self.kernel_size[0] * self.kernel_size[1] * input_shape[3]
         return max(1, MAX_COLS_BYTES // (per_image * np.dtype(dtype).itemsize))
 
     def _unfold(self, x: np.ndarray, purpose: str, capacity: int = 0) -> np.ndarray:
@@ -119,6 +133,7 @@ class Conv2D(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = im2col(x) @ W2d + b, reshaped to (N, Ho, Wo, cout)."""
+        self.build(np.shape(x))  # a lazy Conv2D(filters, kernel_size): W from the first input
         W = self.params["W"]
         arr = float_input(x, self.describe(), 4)
         out_shape = self.output_shape(arr.shape)

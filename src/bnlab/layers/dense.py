@@ -36,8 +36,8 @@ class Dense(Layer):
 
     def __init__(
         self,
-        in_features: int,
-        out_features: int,
+        in_features: int | None,
+        out_features: int | None = None,
         *,
         use_bias: bool = True,
         init: InitSpec = "glorot_uniform",
@@ -46,30 +46,44 @@ class Dense(Layer):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        if out_features is None:  # Dense(units): in_features from the input (build)
+            in_features, out_features = None, in_features
         for arg, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if (value is not None or arg == "out_features") and (
+                not isinstance(value, (int, np.integer)) or value < 1
+            ):
                 raise ValueError(f"Dense: {arg} must be a positive int, got {value!r}")
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = None if in_features is None else int(in_features)
+        self.out_features = int(out_features)  # type: ignore[arg-type]  # checked above
         self.use_bias = bool(use_bias)
         self.init = init
         self.seed = seed
-        shape = (self.in_features, self.out_features)
-        init_kernel_and_bias(self, shape, init, seed, self.use_bias, kernel_regularizer)
+        self._kernel_regularizer = kernel_regularizer
+        if self.in_features is not None:
+            self.build((1, self.in_features))
         self.reuse_output = False
         self._pool = BufferPool()
         self._x: np.ndarray | None = None
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Create W (in_features x out_features, in_features = the input's last axis) and b."""
+        if "W" not in self.params:
+            self.in_features = int(input_shape[-1])
+            shape = (self.in_features, self.out_features)
+            reg = self._kernel_regularizer
+            init_kernel_and_bias(self, shape, self.init, self.seed, self.use_bias, reg)
 
     def describe(self) -> str:
         return f"Dense({self.in_features}->{self.out_features})"
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(input_shape) != 2 or input_shape[1] != self.in_features:
+        if len(input_shape) != 2 or self.in_features not in (None, input_shape[1]):
             raise InputShapeError(self.describe(), f"(N, {self.in_features})", input_shape)
         return (input_shape[0], self.out_features)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x W + b."""
+        self.build(np.shape(x))  # a lazy Dense(units): W from the first input's shape
         W = self.params["W"]
         if type(x) is np.ndarray and x.ndim == 2 and x.dtype == W.dtype:
             arr = x  # the hot path of a training step: nothing to check or convert

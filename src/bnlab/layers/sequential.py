@@ -173,6 +173,33 @@ class Sequential(Layer):
             shapes.append(shape)
         return shapes
 
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        """Check every layer's input shape, then build lazy layers (``Dense(units)``) with it.
+
+        ``input_shape`` includes the batch axis (any size): ``model.build((1, 28, 28, 1))``.
+        A shape error names the layers before anything is built.
+        """
+        shapes = self._shapes(tuple(input_shape))
+        for layer, shape in zip(self.layers, shapes, strict=False):
+            layer.build(shape)
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The eval-mode output for ``x``, computed ``batch_size`` examples at a time; the
+        train/eval mode of every layer is restored afterwards."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"{self.name}.predict: batch_size must be a positive int, got {batch_size!r}"
+            )
+        x = np.asarray(x)
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            parts = [self.forward(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return np.concatenate(parts) if parts else self.forward(x)
+
     # -- computation --------------------------------------------------------------------------
     @property
     def _threads(self) -> int | None:
@@ -183,7 +210,7 @@ class Sequential(Layer):
         if type(x) is not np.ndarray:
             x = np.asarray(x)
         if x.shape[1:] != self._checked:
-            self._shapes(x.shape)
+            self.build(x.shape)  # checks every layer's shape, then builds lazy layers
             self._checked = x.shape[1:]
         saved = snapshot(self.layers)
         try:

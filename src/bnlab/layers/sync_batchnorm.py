@@ -96,7 +96,9 @@ class _Synced:
 
     _sync: CommReduction
 
-    def __init__(self, num_features: int, *, comm: Communicator | None = None, **kw: Any) -> None:
+    def __init__(
+        self, num_features: int | None = None, *, comm: Communicator | None = None, **kw: Any
+    ) -> None:
         self._sync = CommReduction(world() if comm is None else comm)  # first: errors name the rank
         super().__init__(num_features, **kw)  # type: ignore[call-arg]
 

@@ -63,7 +63,17 @@ class Optimizer:
 
     @classmethod
     def from_model(cls, model: Layer, **kwargs: Any) -> Optimizer:
-        """Build the optimizer on ``model.params`` / ``model.grads`` (re-read at every step)."""
+        """Build the optimizer on ``model.params`` / ``model.grads`` (re-read at every step).
+
+        Refuses a model with lazy layers not built yet (their parameters do not exist)."""
+        lazy = ("in_features", "in_channels", "num_features", "num_channels")
+        for layer in getattr(model, "modules", list)():  # duck-typed models have no modules()
+            if any(k in (config := layer.get_config()) and config[k] is None for k in lazy):
+                raise ValueError(
+                    f"{cls.__name__}.from_model: {layer.describe()} '{layer.name}' has no "
+                    "parameters yet (its input size is inferred); call model.build(input_shape) "
+                    "or run one forward pass first"
+                )
         opt = cls(model.params, model.grads, **kwargs)
         opt._grads_source = lambda: model.grads
         return opt
