@@ -88,32 +88,35 @@ _I0, _I1, _SIGN = (0, 1, 2, 1), (2, 2, 1, 3), (-1.0, 1.0, -1.0, -1.0)
 
 
 def _input_nb(x, pt, pl, th, tw, V):
-    # V[4r + s, t, c] = (B^T d_t B)[r, s] for the tiles t = (b th + ti) tw + tj of this chunk:
-    # the patch is copied into ``d`` (zeros outside the image), then each of the 16 outputs is
-    # one vectorized loop over channels of four patch pixels (multiplying by +-1 is exact).
+    # V[4r + s, t, c] = (B^T d_t B)[r, s] for the tiles t = (b th + ti) tw + tj of this chunk,
+    # separably, one row of tiles at a time: e[r] = B^T applied down the 4 input rows the
+    # tile row reads (whole image rows, zero-padded to the 2 tw + 2 columns the tiles read),
+    # then B along each tile's 4 columns of e[r]. Every loop runs over contiguous floats;
+    # multiplying by the signs +-1 is exact.
     n, h, w, c = x.shape
+    wp = 2 * tw + 2
+    lo, hi = np.uint64(min(pl, wp) * c), np.uint64(min(pl + w, wp) * c)
+    zero = np.zeros(w * c, x.dtype)
     for b in prange(n):
-        d = np.empty((16, c), x.dtype)
+        e = np.zeros((4, wp * c), x.dtype)  # columns outside [pl, pl + w) stay zero
         for ti in range(th):
-            for tj in range(tw):
-                for r in range(4):
-                    yy = 2 * ti - pt + r
-                    for s in range(4):
-                        xx = 2 * tj - pl + s
-                        if 0 <= yy < h and 0 <= xx < w:
-                            d[4 * r + s, :] = x[b, yy, xx, :]
-                        else:
-                            d[4 * r + s, :] = 0.0
-                t = np.uint64((b * th + ti) * tw + tj)
-                for r in range(4):
-                    i0, i1, si = _I0[r], _I1[r], _SIGN[r]
-                    for s in range(4):
-                        j0, j1, sj = _I0[s], _I1[s], _SIGN[s]
-                        p00, p10 = d[4 * i0 + j0], d[4 * i1 + j0]
-                        p01, p11 = d[4 * i0 + j1], d[4 * i1 + j1]
-                        out = V[4 * r + s, t]
+            for r in range(4):
+                ya, yb, sg = 2 * ti - pt + _I0[r], 2 * ti - pt + _I1[r], _SIGN[r]
+                ra = x[b, ya].reshape(-1) if 0 <= ya < h else zero
+                rb = x[b, yb].reshape(-1) if 0 <= yb < h else zero
+                er = e[r]
+                for k in range(hi - lo):
+                    er[lo + k] = ra[k] + sg * rb[k]
+            t0 = (b * th + ti) * tw
+            for r in range(4):
+                er = e[r]
+                for s in range(4):
+                    ja, jb, sg = np.uint64(_I0[s] * c), np.uint64(_I1[s] * c), _SIGN[s]
+                    out = V[4 * r + s]
+                    for tj in range(tw):
+                        orow, base = out[t0 + tj], np.uint64(2 * tj * c)
                         for ch in range(np.uint64(c)):
-                            out[ch] = (p00[ch] + si * p10[ch]) + sj * (p01[ch] + si * p11[ch])
+                            orow[ch] = er[base + ja + ch] + sg * er[base + jb + ch]
     return V
 
 
@@ -149,64 +152,67 @@ _B = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, -1.0, 1.0), (-1.0, 1.0, 1.0, 0.0), (0.0, 
 
 
 def _output_grad_nb(dy, th, tw, dM):
-    # dM_t = A dy_t A^T (dy_t zero beyond the output), one vectorized loop per entry.
+    # dM_t = A dy_t A^T (dy zero beyond the output), separably per row of tiles: P[r] = A
+    # applied down the tile row's 2 rows of dy (2 tw columns, the odd last one zero), then A
+    # along each tile's 2 columns of P[r].
     n, ho, wo, co = dy.shape
+    zero = np.zeros(wo * co, dy.dtype)
     for b in prange(n):
-        u = np.empty((4, co), dy.dtype)
+        P = np.zeros((4, 2 * tw * co), dy.dtype)
         for ti in range(th):
-            for tj in range(tw):
-                for i in range(2):
-                    for j in range(2):
-                        if 2 * ti + i < ho and 2 * tj + j < wo:
-                            u[2 * i + j, :] = dy[b, 2 * ti + i, 2 * tj + j, :]
-                        else:
-                            u[2 * i + j, :] = 0.0
-                t = np.uint64((b * th + ti) * tw + tj)
-                for r in range(4):
-                    ar0, ar1 = _A[r]
-                    for s in range(4):
-                        as0, as1 = _A[s]
-                        out = dM[4 * r + s, t]
+            u0 = dy[b, 2 * ti].reshape(-1)
+            u1 = dy[b, 2 * ti + 1].reshape(-1) if 2 * ti + 1 < ho else zero
+            for r in range(4):
+                a0, a1 = _A[r]
+                pr = P[r]
+                for k in range(np.uint64(wo * co)):
+                    pr[k] = a0 * u0[k] + a1 * u1[k]
+            t0 = (b * th + ti) * tw
+            for r in range(4):
+                pr = P[r]
+                for s in range(4):
+                    a0, a1 = _A[s]
+                    out = dM[4 * r + s]
+                    for tj in range(tw):
+                        orow, base = out[t0 + tj], np.uint64(2 * tj * co)
                         for o in range(np.uint64(co)):
-                            p = as0 * u[0, o] + as1 * u[1, o]
-                            q = as0 * u[2, o] + as1 * u[3, o]
-                            out[o] = ar0 * p + ar1 * q
+                            orow[o] = a0 * pr[base + o] + a1 * pr[base + co + o]
     return dM
 
 
 def _input_grad_nb(dV, pt, pl, th, tw, dx):
-    # dx = sum over tiles of B dV_t B^T added at the tile's 4x4 patch; tiles in a fixed order.
+    # dx = sum over tiles of B dV_t B^T added at the tile's 4x4 patch, separably per row of
+    # tiles: R[i] = the tiles' rows i times B^T, overlapping tiles added along the row (tj
+    # ascending), then B down the rows, added into dx's 4 rows the tile row covers.
     n, h, w, c = dx.shape
+    wp = 2 * tw + 2
+    lo, hi = np.uint64(min(pl, wp) * c), np.uint64(min(pl + w, wp) * c)
     for b in prange(n):
         dx[b] = 0.0
-        a = np.empty((16, c), dx.dtype)  # a[4i + s] = (dV_t B^T)[i, s]
+        R = np.empty((4, wp * c), dx.dtype)
         for ti in range(th):
-            for tj in range(tw):
-                t = np.uint64((b * th + ti) * tw + tj)
-                for i in range(4):
-                    v0, v1, v2, v3 = (
-                        dV[4 * i, t],
-                        dV[4 * i + 1, t],
-                        dV[4 * i + 2, t],
-                        dV[4 * i + 3, t],
-                    )
+            R[:] = 0.0
+            t0 = (b * th + ti) * tw
+            for i in range(4):
+                ri = R[i]
+                v0, v1, v2, v3 = dV[4 * i], dV[4 * i + 1], dV[4 * i + 2], dV[4 * i + 3]
+                for tj in range(tw):
+                    t = t0 + tj
                     for s in range(4):
                         b0, b1, b2, b3 = _B[s]
-                        row = a[4 * i + s]
+                        base = np.uint64((2 * tj + s) * c)
                         for ch in range(np.uint64(c)):
-                            row[ch] = (b0 * v0[ch] + b1 * v1[ch]) + (b2 * v2[ch] + b3 * v3[ch])
-                for r in range(4):
-                    yy = 2 * ti - pt + r
-                    if yy < 0 or yy >= h:
-                        continue
+                            ri[base + ch] += (b0 * v0[t, ch] + b1 * v1[t, ch]) + (
+                                b2 * v2[t, ch] + b3 * v3[t, ch]
+                            )
+            for r in range(4):
+                yy = 2 * ti - pt + r
+                if 0 <= yy < h:
                     b0, b1, b2, b3 = _B[r]
-                    for s in range(4):
-                        xx = 2 * tj - pl + s
-                        if 0 <= xx < w:
-                            a0, a1, a2, a3 = a[s], a[4 + s], a[8 + s], a[12 + s]
-                            px = dx[b, yy, xx]
-                            for ch in range(np.uint64(c)):
-                                px[ch] += (b0 * a0[ch] + b1 * a1[ch]) + (b2 * a2[ch] + b3 * a3[ch])
+                    drow = dx[b, yy].reshape(-1)
+                    for k in range(hi - lo):
+                        j = lo + k
+                        drow[k] += (b0 * R[0, j] + b1 * R[1, j]) + (b2 * R[2, j] + b3 * R[3, j])
     return dx
 
 
@@ -247,7 +253,7 @@ def winograd_conv3x3(
     b: np.ndarray | None = None,
     pads: Pads = (1, 1, 1, 1),
     out: np.ndarray | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> np.ndarray:
     """y[n, i, j, o] = b[o] + sum_{p, q, c} xpad[n, i + p, j + q, c] W[p, q, c, o] by F(2x2, 3x3).
 
@@ -266,7 +272,7 @@ def winograd_conv3x3(
     bias = np.zeros(cout, x.dtype) if b is None else b.astype(x.dtype, copy=False)
     x = np.ascontiguousarray(x)
     U = winograd_weights(W)
-    step = _images_per_chunk(th * tw, c + cout, x.itemsize, chunk_bytes)
+    step = _images_per_chunk(th * tw, c + cout, x.itemsize, chunk_bytes or CHUNK_BYTES)
     vbuf = np.empty(16 * min(step, n) * th * tw * c, x.dtype)
     mbuf = np.empty(16 * min(step, n) * th * tw * cout, x.dtype)
     for s in range(0, n, step):
@@ -287,7 +293,7 @@ def winograd_conv3x3_backward(
     pads: Pads = (1, 1, 1, 1),
     need_dx: bool = True,
     dx_out: np.ndarray | None = None,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """(dx, dW) of :func:`winograd_conv3x3` for the output gradient ``dy`` (N, Ho, Wo, Cout).
 
@@ -311,7 +317,7 @@ def winograd_conv3x3_backward(
             raise ValueError(f"winograd_conv3x3_backward: dx_out must be C-contiguous {x.shape}")
     x, dy = np.ascontiguousarray(x), np.ascontiguousarray(dy, dtype=x.dtype)
     U = winograd_weights(W)
-    step = _images_per_chunk(th * tw, c + cout, x.itemsize, chunk_bytes)
+    step = _images_per_chunk(th * tw, c + cout, x.itemsize, chunk_bytes or CHUNK_BYTES)
     vbuf = np.empty(16 * min(step, n) * th * tw * c, x.dtype)
     mbuf = np.empty(16 * min(step, n) * th * tw * cout, x.dtype)
     dU, part = np.empty((16, c, cout), x.dtype), np.empty((16, c, cout), x.dtype)
