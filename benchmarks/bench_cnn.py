@@ -17,6 +17,12 @@ user of a layer library may write it. ``--before SRC`` adds the same bnlab rows 
 another ``src/`` directory first on ``PYTHONPATH`` (e.g. a ``git archive`` of the previous
 revision), alternating with the others, so that before and after are compared in one run.
 
+Issue 25: each row also gives the step's effective GFLOP/s (the FLOPs of the step as direct
+convolution and dense products count them, ``STEP_GFLOP``, divided by the best time), beside
+NumPy's sgemm GFLOP/s measured in the same run (1024^3, and conv2's im2col product), in fresh
+processes of their own. ``BENCH_CONV_ALGORITHM`` (unset: Conv2D's default, "auto"), if set,
+is passed to every Conv2D ("im2col" times the step without Winograd).
+
 ``BENCH_KERNEL_THREADS=N`` runs every kernel of the step on N threads
 (``Sequential(kernel_threads=N)``, an explicit override of the runtime's thread policy), to
 measure what the policy is worth. The default passes ``"auto"``: the policy in today's tree
@@ -58,11 +64,13 @@ def ours_model(bn: bool):  # noqa: ANN201
         layers.extend([BatchNorm(width)] if bn else [])
         layers.append(ReLU())
 
-    block(Conv2D(3, 32, 3, padding="same", seed=1), 32)
-    block(Conv2D(32, 32, 3, seed=2), 32)
+    chosen = os.environ.get("BENCH_CONV_ALGORITHM")  # unset: a --before tree may predate it
+    algo = {"algorithm": chosen} if chosen else {}
+    block(Conv2D(3, 32, 3, padding="same", seed=1, **algo), 32)
+    block(Conv2D(32, 32, 3, seed=2, **algo), 32)
     layers += [MaxPool2D(2)] + ([] if bn else [Dropout(0.25, seed=0)])
-    block(Conv2D(32, 64, 3, padding="same", seed=3), 64)
-    block(Conv2D(64, 64, 3, seed=4), 64)
+    block(Conv2D(32, 64, 3, padding="same", seed=3, **algo), 64)
+    block(Conv2D(64, 64, 3, seed=4, **algo), 64)
     layers += [MaxPool2D(2)] + ([] if bn else [Dropout(0.25, seed=1)])
     layers += [Flatten()]
     block(Dense(2304, 512, seed=5), 512)
@@ -70,6 +78,43 @@ def ours_model(bn: bool):  # noqa: ANN201
     setting = os.environ.get("BENCH_KERNEL_THREADS", "auto")
     threads = None if setting == "none" else setting if setting == "auto" else int(setting)
     return Sequential(layers, kernel_threads=threads)
+
+
+def step_gflop() -> float:
+    """FLOPs of one training step counted as direct convolution and dense products (2 per
+    multiply-add): forward, dW and dx of every layer but the first's dx; bias, BN, ReLU,
+    pooling and the optimizer are not counted."""
+    convs = [(32, 32, 3, 32), (30, 30, 32, 32), (15, 15, 32, 64), (13, 13, 64, 64)]  # Ho, Wo
+    denses = [(2304, 512), (512, 10)]
+    fwd = [2.0 * BATCH * ho * wo * 9 * cin * cout for ho, wo, cin, cout in convs]
+    fwd += [2.0 * BATCH * din * dout for din, dout in denses]
+    return (3 * sum(fwd) - fwd[0]) / 1e9
+
+
+STEP_GFLOP = step_gflop()
+SGEMM = {"sgemm 1024^3": (1024, 1024, 1024), "sgemm conv2 im2col": (28800, 288, 32)}
+
+
+def sgemm(m: int, k: int, n: int) -> Callable[[], None]:
+    """One float32 product (m, k) @ (k, n) into a reused output, as a timed step."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+    out = np.empty((m, n), np.float32)
+
+    def step() -> None:
+        np.matmul(a, b, out=out)
+
+    return step
+
+
+def gflops_note(times: dict[tuple[str, str], list[float]]) -> str:
+    """The sgemm rates measured in this run, one line."""
+    rates = []
+    for name, (m, k, n) in SGEMM.items():
+        rates.append(f"{name} {2e-9 * m * k * n / min(times['sgemm', name]):.0f} GFLOP/s")
+    return f"Step: {STEP_GFLOP:.2f} GFLOP (direct convolution + dense). NumPy " + ", ".join(rates)
 
 
 PATHS = {"seq": "Sequential", "trainer": "Trainer", "loop": "hand-written loop"}
@@ -140,23 +185,29 @@ def compare(reps: int, rounds: int, before: str | None) -> str:
     if before:
         groups["before"] = (ours, before_env(before))
     groups["torch"] = torch
+    groups["sgemm"] = [
+        Job(name, "bench_cnn:sgemm", dict(zip("mkn", shape, strict=True)), reps, 3, 5.0)
+        for name, shape in SGEMM.items()
+    ]
     times = alternate(groups, rounds)
     rows = []
     for v in variants:
         theirs = times["torch", v]
-        for group in [g for g in groups if g != "torch"]:
+        for group in [g for g in groups if g not in ("torch", "sgemm")]:
             for p, label in PATHS.items():
                 t = times[group, f"{v} {p}"]
                 rows.append([
                     v, label + (" (before)" if group == "before" else ""), fmt_time(median(t)),
                     fmt_time(min(t)), fmt_time(median(theirs)), ratio(median(t), median(theirs)),
-                    ratio(min(t), min(theirs)),
+                    ratio(min(t), min(theirs)), f"{STEP_GFLOP / min(t):.0f}",
+                    f"{STEP_GFLOP / min(theirs):.0f}",
                 ])  # fmt: skip
     header = ["variant", "bnlab path", "bnlab median", "bnlab best", "torch median", "ratio",
-              "ratio (best)"]  # fmt: skip
+              "ratio (best)", "bnlab GFLOP/s", "torch GFLOP/s"]  # fmt: skip
     note = (
         f"{len(times['torch', 'no BN'])} timed torch steps per variant over {rounds} alternating "
-        f"rounds (groups: {', '.join(groups)}), each in a fresh process; target <= 0.8x."
+        f"rounds (groups: {', '.join(groups)}), each in a fresh process; target <= 0.8x. "
+        f"GFLOP/s: step FLOPs / best time. {gflops_note(times)}."
     )
     return f"{markdown_table(header, rows)}\n\n{note}"
 
