@@ -146,9 +146,8 @@ def _output_nb(M, bias, th, tw, y):
     return y
 
 
-# A = [[1, 0], [1, 1], [1, -1], [0, -1]] and B, as tables for the adjoint transforms.
+# A = [[1, 0], [1, 1], [1, -1], [0, -1]], for the adjoint of the output transform.
 _A = ((1.0, 0.0), (1.0, 1.0), (1.0, -1.0), (0.0, -1.0))
-_B = ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, -1.0, 1.0), (-1.0, 1.0, 1.0, 0.0), (0.0, 0.0, 0.0, -1.0))
 
 
 def _output_grad_nb(dy, th, tw, dM):
@@ -183,7 +182,8 @@ def _output_grad_nb(dy, th, tw, dM):
 def _input_grad_nb(dV, pt, pl, th, tw, dx):
     # dx = sum over tiles of B dV_t B^T added at the tile's 4x4 patch, separably per row of
     # tiles: R[i] = the tiles' rows i times B^T, overlapping tiles added along the row (tj
-    # ascending), then B down the rows, added into dx's 4 rows the tile row covers.
+    # ascending), then B down the rows, added into dx's 4 rows the tile row covers. B's rows
+    # are (v0, v1 - v2 + v3, v1 + v2 - v0, -v3).
     n, h, w, c = dx.shape
     wp = 2 * tw + 2
     lo, hi = np.uint64(min(pl, wp) * c), np.uint64(min(pl + w, wp) * c)
@@ -195,24 +195,29 @@ def _input_grad_nb(dV, pt, pl, th, tw, dx):
             t0 = (b * th + ti) * tw
             for i in range(4):
                 ri = R[i]
-                v0, v1, v2, v3 = dV[4 * i], dV[4 * i + 1], dV[4 * i + 2], dV[4 * i + 3]
                 for tj in range(tw):
-                    t = t0 + tj
-                    for s in range(4):
-                        b0, b1, b2, b3 = _B[s]
-                        base = np.uint64((2 * tj + s) * c)
-                        for ch in range(np.uint64(c)):
-                            ri[base + ch] += (b0 * v0[t, ch] + b1 * v1[t, ch]) + (
-                                b2 * v2[t, ch] + b3 * v3[t, ch]
-                            )
+                    a0, a1 = dV[4 * i, t0 + tj], dV[4 * i + 1, t0 + tj]
+                    a2, a3 = dV[4 * i + 2, t0 + tj], dV[4 * i + 3, t0 + tj]
+                    base = np.uint64(2 * tj * c)
+                    for ch in range(np.uint64(c)):  # columns of B: a0, a1 - a2 + a3, ...
+                        ri[base + ch] += a0[ch]
+                        ri[base + c + ch] += (a1[ch] - a2[ch]) + a3[ch]
+                        ri[base + 2 * c + ch] += (a1[ch] + a2[ch]) - a0[ch]
+                        ri[base + 3 * c + ch] -= a3[ch]
             for r in range(4):
                 yy = 2 * ti - pt + r
                 if 0 <= yy < h:
-                    b0, b1, b2, b3 = _B[r]
                     drow = dx[b, yy].reshape(-1)
+                    r0, r1, r2, r3 = R[0, lo:hi], R[1, lo:hi], R[2, lo:hi], R[3, lo:hi]
                     for k in range(hi - lo):
-                        j = lo + k
-                        drow[k] += (b0 * R[0, j] + b1 * R[1, j]) + (b2 * R[2, j] + b3 * R[3, j])
+                        if r == 0:
+                            drow[k] += r0[k]
+                        elif r == 1:
+                            drow[k] += (r1[k] - r2[k]) + r3[k]
+                        elif r == 2:
+                            drow[k] += (r1[k] + r2[k]) - r0[k]
+                        else:
+                            drow[k] -= r3[k]
     return dx
 
 
@@ -321,6 +326,7 @@ def winograd_conv3x3_backward(
     vbuf = np.empty(16 * min(step, n) * th * tw * c, x.dtype)
     mbuf = np.empty(16 * min(step, n) * th * tw * cout, x.dtype)
     dU, part = np.empty((16, c, cout), x.dtype), np.empty((16, c, cout), x.dtype)
+    UT = np.ascontiguousarray(U.transpose(0, 2, 1))  # measured faster than the transposed view
     for s in range(0, n, step):
         xs = x[s : s + step]
         tiles = len(xs) * th * tw
@@ -332,7 +338,7 @@ def winograd_conv3x3_backward(
         if s > 0:
             dU += part
         if dx is not None:
-            np.matmul(dM, U.transpose(0, 2, 1), out=V)  # dV, in V's buffer
+            np.matmul(dM, UT, out=V)  # dV, in V's buffer
             args = (V, pads[0], pads[2], th, tw, dx[s : s + step])
             call_on_policy(_INPUT_GRAD, 4, V.size, PARALLEL_MIN, *args)
     return dx, winograd_weights_grad(dU)
