@@ -12,9 +12,19 @@ far less than wall time (the work each algorithm does, not the use of both cores
     python benchmarks/bench_winograd.py [--rounds 10 --reps 5] [--threads 1 [--clock cpu]]
         [--chunk-mb 0.5,1,2]
 
-Measured on the 2-core development machine under load from other processes (load average
-2-6), 10 rounds x 5 reps, min in ms (im2col / winograd):
-    (filled in from the run quoted in conv2d.py's WINOGRAD_MIN_CHANNELS comment)
+Measured 2026-12-07 on the 2-core development machine under heavy load from other processes
+(load average 10-15, so wall time was useless: ``--threads 1 --clock cpu``, 6 rounds x 5
+reps), ms, im2col / winograd:
+
+    layer                      forward       dW            dx            total
+    conv1 32x32 3->32 same     1.34 / 1.80   0.93 / 2.03   1.60 / 1.26   3.88 / 5.09
+    conv2 32x32 32->32 valid  11.31 / 4.31   9.41 / 4.66   8.99 / 4.67  29.72 / 13.64
+    conv3 15x15 32->64 same    4.07 / 2.13   3.76 / 2.23   3.81 / 2.14  11.64 / 6.50
+    conv4 15x15 64->64 valid   6.26 / 3.10   5.40 / 3.75   5.64 / 3.55  17.29 / 10.40
+
+(Winograd's "dx" is the extra cost of dx once dW's transforms are done.) Chunks of 0.25-4 MiB
+measured within noise of each other; whole-batch V and M (16 MiB for conv2) were several times
+slower (4K-aliased strided stores): ``CHUNK_BYTES`` is 2 MiB.
 """
 
 from __future__ import annotations

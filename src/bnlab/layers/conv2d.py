@@ -28,11 +28,13 @@ MAX_COLS_BYTES = 96 * 2**20
 
 ALGORITHMS = ("auto", "im2col", "winograd")
 # algorithm="auto" takes Winograd for 3x3 stride-1 layers with at least this many input
-# channels. Measured by benchmarks/bench_winograd.py (batch 32, the cifar10_cnn layers, one
-# thread, min of many alternating repeats): with C = 3 (conv1) Winograd's weight gradient, a
-# product (C, tiles) @ (tiles, Cout) with C = 3, was several times slower than im2col's; from
-# C = 32 on forward + dx + dW together were faster (numbers in bench_winograd.py's docstring).
-WINOGRAD_MIN_CHANNELS = 16
+# channels. Measured (2026-12-07, benchmarks/bench_winograd.py --threads 1 --clock cpu and the
+# same timing over cin, batch 32, "same" padding, min of 25 alternating calls): forward + dW +
+# dx in ms, im2col / winograd, 32x32 -> 32 and 16x16 -> 64: cin 3: 3.9 / 5.3, 1.5 / 2.3;
+# cin 4: 4.5 / 5.7, 1.7 / 2.2; cin 8: 8.7 / 7.2, 3.0 / 2.7; cin 16: 17.9 / 9.2, 5.8 / 3.8.
+# With few channels Winograd's dW, a product (C, tiles) @ (tiles, Cout), and its transforms
+# cost more than the multiplications saved.
+WINOGRAD_MIN_CHANNELS = 8
 
 
 class Conv2D(Layer):
