@@ -34,6 +34,7 @@ from bnlab.kernels.batchrenorm_fused import (
 from bnlab.kernels.im2col import col2im, im2col, same_padding
 from bnlab.kernels.moments import merge_moment_stack, merge_moments, moments
 from bnlab.kernels.pooling import max_pool_backward, max_pool_forward
+from bnlab.kernels.winograd import winograd_conv3x3, winograd_conv3x3_backward
 
 __all__: list[str] = []
 __all__ += ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_inference"]
@@ -51,3 +52,4 @@ __all__ += [
 __all__ += ["im2col", "col2im", "same_padding", "max_pool_forward", "max_pool_backward"]
 __all__ += ["sigmoid", "sigmoid_backward", "relu", "relu_backward", "tanh", "tanh_backward"]
 __all__ += ["softmax", "softmax_backward", "kernel_threads"]
+__all__ += ["winograd_conv3x3", "winograd_conv3x3_backward"]
