@@ -169,6 +169,10 @@ def test_bad_arguments_name_the_problem(rng):
         winograd_conv3x3(x, np.zeros((5, 5, 3, 2), np.float32), None, pads)
     with pytest.raises(ValueError, match="same float dtype"):
         winograd_conv3x3(x, W.astype(np.float64), None, pads)
+    with pytest.raises(ValueError, match="same float dtype"):
+        winograd_conv3x3(x.astype(np.int32), W.astype(np.int32), None, pads)
+    with pytest.raises(ValueError, match=r"b must have shape \(2,\)"):
+        winograd_conv3x3(x, W, np.zeros(3, np.float32), pads)
     with pytest.raises(ValueError, match="does not fit"):
         winograd_conv3x3(x[:, :1, :1], W, None, (0, 0, 0, 0))
     with pytest.raises(ValueError, match="out must be"):

@@ -245,7 +245,8 @@ def _images_per_chunk(tiles: int, channels: int, itemsize: int, chunk_bytes: int
 
 
 def _check(x: np.ndarray, W: np.ndarray, name: str) -> None:
-    if x.ndim != 4 or W.shape[:3] != (3, 3, x.shape[3]) or W.ndim != 4 or x.dtype != W.dtype:
+    shapes_fit = x.ndim == 4 and W.ndim == 4 and W.shape[:3] == (3, 3, x.shape[3])
+    if not shapes_fit or x.dtype != W.dtype or x.dtype.kind != "f":
         raise ValueError(
             f"{name}: x must be (N, H, W, C) and W (3, 3, C, Cout) of the same float dtype, "
             f"got {x.dtype} {x.shape} and {W.dtype} {W.shape}"
@@ -262,12 +263,16 @@ def winograd_conv3x3(
 ) -> np.ndarray:
     """y[n, i, j, o] = b[o] + sum_{p, q, c} xpad[n, i + p, j + q, c] W[p, q, c, o] by F(2x2, 3x3).
 
-    ``x`` (N, H, W, C) and ``W`` (3, 3, C, Cout) share a float dtype; ``pads`` is (top, bottom,
-    left, right) zero padding; ``out``, if given, a C-contiguous (N, Ho, Wo, Cout) array.
+    ``x`` (N, H, W, C) and ``W`` (3, 3, C, Cout) share a float dtype; ``b``, if given, has
+    shape (Cout,); ``pads`` is (top, bottom, left, right) zero padding; ``out``, if given, a
+    C-contiguous (N, Ho, Wo, Cout) array; ``chunk_bytes`` (default ``CHUNK_BYTES``) bounds the
+    transformed tensors of one chunk of images (the results do not depend on it).
     """
     _check(x, W, "winograd_conv3x3")
     n, _, _, c = x.shape
     cout = W.shape[3]
+    if b is not None and np.shape(b) != (cout,):
+        raise ValueError(f"winograd_conv3x3: b must have shape ({cout},), got {np.shape(b)}")
     ho, wo, th, tw = _geometry(x.shape, pads)
     shape = (n, ho, wo, cout)
     if out is None:
@@ -305,7 +310,8 @@ def winograd_conv3x3_backward(
     dx[n, y, x, c] = sum_{i, j, o} dy[n, i, j, o] W[y + top - i, x + left - j, c, o] (the full
     convolution with the flipped kernel) and dW[p, q, c, o] = sum_{n, i, j} xpad[n, i + p,
     j + q, c] dy[n, i, j, o], both through the transforms' adjoints (module docstring); db is
-    the caller's sum of dy. ``dx_out``, if given, is a C-contiguous array of x's shape.
+    the caller's sum of dy. ``dx_out``, if given, is a C-contiguous array of x's shape;
+    ``chunk_bytes`` as in :func:`winograd_conv3x3` (dW's sum over chunks rounds with it).
     """
     _check(x, W, "winograd_conv3x3_backward")
     n, _, _, c = x.shape
