@@ -8,7 +8,7 @@ drops the dropout, as the post. A step is forward, softmax cross-entropy, backwa
 RMSprop update (lr 1e-4, or 1e-3 with BN; decay 1e-6). Timing as benchmarks/bench_mlp.py
 (benchmarks/harness.py: separate processes, alternating ours/torch).
 
-    python benchmarks/bench_cnn.py [--threads 1] [--reps 20 --rounds 3] [--before SRC]
+    python benchmarks/bench_cnn.py [--threads 1] [--reps 20 --rounds 3] [--before SRC] [--im2col]
 
 Issue 14: bnlab's step is timed on three paths, which should run at the same speed (the thread
 policy belongs to ``bnlab.runtime``, not to a container): ``Sequential.forward/backward``,
@@ -21,7 +21,8 @@ Issue 25: each row also gives the step's effective GFLOP/s (the FLOPs of the ste
 convolution and dense products count them, ``STEP_GFLOP``, divided by the best time), beside
 NumPy's sgemm GFLOP/s measured in the same run (1024^3, and conv2's im2col product), in fresh
 processes of their own. ``BENCH_CONV_ALGORITHM`` (unset: Conv2D's default, "auto"), if set,
-is passed to every Conv2D ("im2col" times the step without Winograd).
+is passed to every Conv2D ("im2col" times the step without Winograd); ``--im2col`` adds those
+rows to the same run, alternating with the others.
 
 ``BENCH_KERNEL_THREADS=N`` runs every kernel of the step on N threads
 (``Sequential(kernel_threads=N)``, an explicit override of the runtime's thread policy), to
@@ -170,8 +171,9 @@ def torch_step(bn: bool) -> Callable[[], None]:
     return step
 
 
-def compare(reps: int, rounds: int, before: str | None) -> str:
-    """Every bnlab path (and ``before``'s, if given) and torch, alternating; a Markdown table."""
+def compare(reps: int, rounds: int, before: str | None, im2col: bool = False) -> str:
+    """Every bnlab path (and ``before``'s, and im2col-only, if asked) and torch, alternating;
+    a Markdown table."""
     variants = {"no BN": False, "with BN": True}
     ours = [
         Job(f"{v} {p}", "bench_cnn:ours_step", {"bn": bn, "path": p}, reps, 3, 20.0)
@@ -184,6 +186,8 @@ def compare(reps: int, rounds: int, before: str | None) -> str:
     groups: dict[str, Any] = {"ours": ours}
     if before:
         groups["before"] = (ours, before_env(before))
+    if im2col:
+        groups["im2col"] = (ours, {"BENCH_CONV_ALGORITHM": "im2col"})
     groups["torch"] = torch
     groups["sgemm"] = [
         Job(name, "bench_cnn:sgemm", dict(zip("mkn", shape, strict=True)), reps, 3, 5.0)
@@ -197,7 +201,7 @@ def compare(reps: int, rounds: int, before: str | None) -> str:
             for p, label in PATHS.items():
                 t = times[group, f"{v} {p}"]
                 rows.append([
-                    v, label + (" (before)" if group == "before" else ""), fmt_time(median(t)),
+                    v, label + ("" if group == "ours" else f" ({group})"), fmt_time(median(t)),
                     fmt_time(min(t)), fmt_time(median(theirs)), ratio(median(t), median(theirs)),
                     ratio(min(t), min(theirs)), f"{STEP_GFLOP / min(t):.0f}",
                     f"{STEP_GFLOP / min(theirs):.0f}",
@@ -218,8 +222,9 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="threads per side (default: all)")
     ap.add_argument("--before", default=None, help="another bnlab src/ to time alongside")
+    ap.add_argument("--im2col", action="store_true", help="also time every Conv2D on im2col")
     args = ap.parse_args()
     if args.threads:
         os.environ.update({var: str(args.threads) for var in THREAD_VARS})
     print(f"## Training step: Keras cifar10_cnn, batch {BATCH}\n")
-    print(compare(args.reps, args.rounds, args.before))
+    print(compare(args.reps, args.rounds, args.before, args.im2col))
