@@ -1,14 +1,15 @@
 """Inference throughput of Keras' cifar10_cnn net with BN: bnlab eval, bnlab folded, PyTorch
 eval, and ONNX Runtime running bnlab's exported (folded) model.
 
-Issue 14: images/s of the BN net in eval mode, folded, against PyTorch eval (target: >=
-PyTorch) and against ONNX Runtime on the graph ``bnlab.deploy.export_onnx`` writes (a third
-column). Each side runs in a fresh process of its own, the sides alternating (ours, folded,
-torch, onnxruntime, ours, ...), through benchmarks/harness.py. The nets are the ones of
-benchmarks/bench_cnn.py (BN after every Conv2D and the Dense 512, no dropout), freshly
-initialized: throughput does not depend on the weights' values.
+Issue 14: images/s of the BN net in eval mode, folded, against PyTorch eval and against ONNX
+Runtime on the graph ``bnlab.deploy.export_onnx`` writes (a third column). Issue 25's targets:
+batch 256 >= 1.25x torch's images/s, batch 1 latency <= torch's; both batch sizes are timed
+by default, one table each. Each side runs in a fresh process of its own, the sides
+alternating (ours, folded, torch, onnxruntime, ours, ...), through benchmarks/harness.py.
+The nets are the ones of benchmarks/bench_cnn.py (BN after every Conv2D and the Dense 512, no
+dropout), freshly initialized: throughput does not depend on the weights' values.
 
-    python benchmarks/bench_inference.py [--batch 256] [--reps 20 --rounds 3] [--threads N]
+    python benchmarks/bench_inference.py [--batch 256,1] [--reps 20 --rounds 3] [--threads N]
                                          [--before SRC] [--sides eval,folded,torch,onnx]
 
 ``--before SRC`` adds the two bnlab sides run with another ``src/`` directory first on
@@ -119,9 +120,32 @@ def measure(
     return times
 
 
+def report(times: dict[str, list[float]], batch: int, rounds: int, threads: int | None) -> str:
+    """A Markdown table of one batch size: time per batch, images/s, speed against torch."""
+    ref = "torch eval" if "torch eval" in times else None
+    rows = []
+    for label, ts in times.items():
+        t = median(ts)
+        rows.append([
+            label, fmt_time(t), fmt_time(min(ts)), f"{batch / t:,.0f}",
+            f"{median(times[ref]) / t:.2f}x" if ref else "-",
+        ])  # fmt: skip
+    what = "latency" if batch == 1 else "throughput"
+    header = ["side", f"median per batch of {batch}", "best", "images/s",
+              "speed vs torch eval"]  # fmt: skip
+    target = "latency <= torch eval's" if batch == 1 else "images/s >= 1.25x torch eval's"
+    return (
+        f"## Inference {what}: Keras cifar10_cnn with BN, batch {batch}, float32\n\n"
+        f"{markdown_table(header, rows)}\n\n"
+        f"{len(next(iter(times.values())))} timed batches per side over {rounds} "
+        f"alternating rounds, {threads or os.cpu_count()} thread(s) per side; target: "
+        f"bnlab eval and folded {target}.\n"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", default="256,1", help="comma list of batch sizes")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="threads per side (default: all)")
@@ -132,26 +156,14 @@ def main() -> None:
         os.environ.update({var: str(args.threads) for var in THREAD_VARS})
     try:
         sides = [SHORT[s] for s in args.sides.split(",")]
+        batches = [int(b) for b in args.batch.split(",")]
     except KeyError as err:
         ap.error(f"--sides: unknown side {err}; choose from {','.join(SHORT)}")
-    times = measure(sides, args.batch, args.reps, args.rounds, args.before)
-    ref = "torch eval" if "torch eval" in times else None
-    rows = []
-    for label, ts in times.items():
-        t = median(ts)
-        rows.append([
-            label, fmt_time(t), fmt_time(min(ts)), f"{args.batch / t:,.0f}",
-            f"{median(times[ref]) / t:.2f}x" if ref else "-",
-        ])  # fmt: skip
-    header = ["side", f"median per batch of {args.batch}", "best", "images/s",
-              "speed vs torch eval"]  # fmt: skip
-    print(
-        f"## Inference: Keras cifar10_cnn with BN, batch {args.batch}, float32\n\n"
-        f"{markdown_table(header, rows)}\n\n"
-        f"{len(next(iter(times.values())))} timed batches per side over {args.rounds} "
-        f"alternating rounds, {args.threads or os.cpu_count()} thread(s) per side; target: "
-        "bnlab folded >= torch eval (speed >= 1.00x)."
-    )
+    except ValueError:
+        ap.error(f"--batch: a comma list of ints, got {args.batch!r}")
+    for batch in batches:
+        times = measure(sides, batch, args.reps, args.rounds, args.before)
+        print(report(times, batch, args.rounds, args.threads))
 
 
 if __name__ == "__main__":

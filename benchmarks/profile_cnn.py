@@ -3,7 +3,8 @@
 Issue 14, "profile first". The nets are benchmarks/bench_cnn.py's (with and without BN, RMSprop,
 dropout in the no-BN net). One process per variant; every leaf layer's ``forward`` and
 ``backward`` is wrapped with a timer, and inside each Conv2D the im2col, matrix products and
-col2im calls are timed too (the rest of a Conv2D's time is its bias, checks and reshapes).
+col2im calls are timed too, or with Winograd its transforms (".transform") and its stacks of
+16 products (".gemm"); the rest of a Conv2D's time is its bias, checks and reshapes.
 ``faults`` counts minor page faults (``getrusage``): freshly allocated large arrays that are
 touched for the first time, the cost of allocating instead of reusing buffers.
 
@@ -48,7 +49,7 @@ class _Clock:
         self.step: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self.steps: list[dict[str, list[float]]] = []
         self.stack: list[str] = []
-        self.gemms: list[tuple[tuple[int, int], tuple[int, int], bool, bool]] = []
+        self.gemms: list[tuple[tuple[int, ...], tuple[int, ...], bool, bool]] = []
         self.record_gemms = False
 
     def timed(self, label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,7 +76,8 @@ class _Clock:
 
 
 class _TimedNumpy:
-    """Stands in for ``numpy`` inside bnlab.layers.conv2d: ``matmul`` is timed and recorded."""
+    """Stands in for ``numpy`` inside bnlab.layers.conv2d and bnlab.kernels.winograd:
+    ``matmul`` is timed and recorded (2-D products and Winograd's stacks of 16)."""
 
     def __init__(self, clock: _Clock) -> None:
         import numpy as np
@@ -85,8 +87,8 @@ class _TimedNumpy:
         self.matmul = clock.timed(".gemm", self._matmul)
 
     def _matmul(self, a: Any, b: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._clock.record_gemms and a.ndim == 2 and b.ndim == 2:
-            ta, tb = not a.flags.c_contiguous, not b.flags.c_contiguous
+        if self._clock.record_gemms and a.ndim == b.ndim and a.ndim in (2, 3):
+            ta, tb = a.strides[-1] != a.itemsize, b.strides[-1] != b.itemsize  # transposed views
             self._clock.gemms.append((a.shape, b.shape, ta, tb))
         return self._np.matmul(a, b, *args, **kwargs)
 
@@ -99,9 +101,12 @@ def _layers_of(model: Any) -> list[Any]:
 
 
 def _instrument(model: Any, clock: _Clock) -> None:
+    import bnlab.kernels.winograd as wino_mod
     import bnlab.layers.conv2d as conv_mod
     import bnlab.layers.dense as dense_mod
 
+    wino_mod.np = _TimedNumpy(clock)  # type: ignore[assignment]
+    wino_mod.call_on_policy = clock.timed(".transform", wino_mod.call_on_policy)
     conv_mod.im2col = clock.timed(".im2col", conv_mod.im2col)
     conv_mod.col2im = clock.timed(".col2im", conv_mod.col2im)
     conv_mod.np = _TimedNumpy(clock)  # type: ignore[assignment]
@@ -153,16 +158,21 @@ def _step_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], No
     return training_step(model, loss_fn, opt, x, y, path), model
 
 
-def _sgemm_rate(ashape: tuple[int, int], bshape: tuple[int, int], ta: bool, tb: bool) -> float:
-    """Best-of GFLOP/s of np.matmul for these operand shapes and transposes (float32)."""
+def _flip(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (*shape[:-2], shape[-1], shape[-2])
+
+
+def _sgemm_rate(ashape: tuple[int, ...], bshape: tuple[int, ...], ta: bool, tb: bool) -> float:
+    """Best-of GFLOP/s of np.matmul for these operand shapes (2-D, or stacks of products) and
+    transposes (float32)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    a = rng.random(ashape[::-1] if ta else ashape, dtype=np.float32)
-    b = rng.random(bshape[::-1] if tb else bshape, dtype=np.float32)
-    a, b = (a.T if ta else a), (b.T if tb else b)
-    out = np.empty((ashape[0], bshape[1]), np.float32)
-    flops = 2.0 * ashape[0] * ashape[1] * bshape[1]
+    a = rng.random(_flip(ashape) if ta else ashape, dtype=np.float32)
+    b = rng.random(_flip(bshape) if tb else bshape, dtype=np.float32)
+    a, b = (a.swapaxes(-1, -2) if ta else a), (b.swapaxes(-1, -2) if tb else b)
+    out = np.empty((*ashape[:-1], bshape[-1]), np.float32)
+    flops = _flops(json.dumps([ashape, bshape, ta, tb]))
     reps = max(3, min(200, int(2e9 / flops)))
     np.matmul(a, b, out=out)
     best = float("inf")
@@ -219,8 +229,9 @@ def worker(bn: bool, path: str, steps: int) -> dict[str, Any]:
 
 
 def _flops(g: str) -> float:
-    (m, k), (_, n), _, _ = json.loads(g)
-    return 2.0 * m * k * n
+    a, b, _, _ = json.loads(g)
+    stack = a[0] if len(a) == 3 else 1
+    return 2.0 * stack * a[-2] * a[-1] * b[-1]
 
 
 def report(bn: bool, path: str, res: dict[str, Any]) -> str:
@@ -248,7 +259,7 @@ def report(bn: bool, path: str, res: dict[str, Any]) -> str:
             kind = label
         by_kind[kind] += t - inner
         lines.append(f"| {label} | {t * 1e3:.2f} | {100 * t / total:.1f} | {faults:.0f} |")
-    lines += ["", "By kind ('rest': a layer's time outside its timed im2col/GEMM/col2im):", ""]
+    lines += ["", "By kind ('rest': a layer's time outside its timed calls inside):", ""]
     lines += ["| kind | ms | % of step |", "|---|---|---|"]
     for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {kind} | {t * 1e3:.2f} | {100 * t / total:.1f} |")

@@ -1,7 +1,9 @@
 """The eval forward of a small BN conv net, and of its folded twin, equal a straightforward
 reference path bit for bit: the padded strided patch view, the same matrix products, NumPy's
 broadcast bias add, ``np.maximum``, a window max over a reshaped view and the BN inference
-kernel. Faster im2col, bias, pooling or reshapes must not change a single bit of inference."""
+kernel. Faster im2col, bias, pooling or reshapes must not change a single bit of inference.
+The convolutions here use algorithm="im2col"; Winograd rounds differently by design, and its
+net is held to the float32 bound of bnlab.kernels.winograd instead (last test)."""
 
 import numpy as np
 import pytest
@@ -12,12 +14,14 @@ from bnlab.kernels.im2col import im2col_strided
 from bnlab.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
 
 
-def small_net() -> Sequential:
+def small_net(algorithm: str = "im2col") -> Sequential:
     rng = np.random.default_rng(5)
+    kw = {"algorithm": algorithm}
     layers = [
-        Conv2D(3, 8, 3, padding="same", seed=1), BatchNorm(8), ReLU(),
-        Conv2D(8, 16, 3, seed=2), BatchNorm(16), ReLU(), MaxPool2D(2), Dropout(0.25, seed=0),
-        Conv2D(16, 32, 3, padding=1, seed=3), BatchNorm(32), ReLU(), MaxPool2D(2),
+        Conv2D(3, 8, 3, padding="same", seed=1, **kw), BatchNorm(8), ReLU(),
+        Conv2D(8, 16, 3, seed=2, **kw), BatchNorm(16), ReLU(), MaxPool2D(2),
+        Dropout(0.25, seed=0),
+        Conv2D(16, 32, 3, padding=1, seed=3, **kw), BatchNorm(32), ReLU(), MaxPool2D(2),
         Flatten(), Dense(3 * 3 * 32, 24, seed=4), BatchNorm(24), ReLU(), Dense(24, 10, seed=5),
     ]  # fmt: skip
     for layer in layers:
@@ -89,3 +93,18 @@ def test_the_reference_path_can_tell_a_difference():
     want = reference_forward(model, x)
     model.layers[0].params["b"][0] = np.nextafter(model.layers[0].params["b"][0], np.inf)
     assert not np.array_equal(model.forward(x), want)
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["eval", "folded"])
+def test_winograd_net_is_within_the_float32_bound_and_repeatable(folded):
+    model = small_net("winograd")
+    if folded:
+        model = fold_batch_norm(model)
+    convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    assert all(layer.winograd for layer in convs)
+    x = np.random.default_rng(3).standard_normal((5, 14, 14, 3)).astype(np.float32)
+    want = reference_forward(model, x)
+    got = model.forward(x)
+    assert np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+    assert not np.array_equal(got, want)  # it is another rounding, not the im2col path
+    np.testing.assert_array_equal(model.forward(x), got)

@@ -32,6 +32,7 @@ from bnlab.kernels.batchrenorm import (
 from bnlab.kernels.im2col import col2im, im2col, same_padding
 from bnlab.kernels.moments import merge_moment_stack, merge_moments, moments
 from bnlab.kernels.pooling import max_pool_backward, max_pool_forward
+from bnlab.kernels.winograd import winograd_conv3x3, winograd_conv3x3_backward
 
 __all__ = ["BatchNormCache", "batch_norm_forward", "batch_norm_backward", "batch_norm_inference"]
 __all__ += ["batch_norm_inference_backward", "moments", "merge_moments", "merge_moment_stack"]
@@ -39,3 +40,4 @@ __all__ += ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_infer
 __all__ += ["im2col", "col2im", "same_padding", "max_pool_forward", "max_pool_backward"]
 __all__ += ["sigmoid", "sigmoid_backward", "relu", "relu_backward", "tanh", "tanh_backward"]
 __all__ += ["softmax", "softmax_backward", "kernel_threads"]
+__all__ += ["winograd_conv3x3", "winograd_conv3x3_backward"]
