@@ -97,6 +97,12 @@ class Cifar10KerasConfig(ExperimentConfig):
     )
     progress: bool = option(True, "no progress bar", negate="--no-progress")
     bn_sync: str = bn_sync_option()
+    conv_algorithm: str = option(
+        "auto",
+        "Conv2D algorithm: auto (Winograd F(2x2,3x3) for 3x3 layers with >= 8 input channels), "
+        "winograd, or im2col (the engine of the 50-epoch table in docs/cifar10-keras.md)",
+        choices=("auto", "im2col", "winograd"),
+    )
 
     @classmethod
     def normalize(cls, values: dict[str, Any]) -> dict[str, Any]:

@@ -28,10 +28,10 @@ def build_model(kind: str, cfg: Config) -> Any:
     layers: list[Any] = []
     k = 0
 
-    def block(make: Any, width: int) -> None:
+    def block(make: Any, width: int, **conv: Any) -> None:
         nonlocal k
         use_bias = not bn or bool(cfg.bn_conv_bias)
-        layers.append(make(use_bias=use_bias, seed=seed * 100 + k))
+        layers.append(make(use_bias=use_bias, seed=seed * 100 + k, **conv))
         k += 1
         if bn:
             layers.append(BatchNorm(width, momentum=float(cfg.bn_momentum), eps=float(cfg.bn_eps)))
@@ -42,8 +42,13 @@ def build_model(kind: str, cfg: Config) -> Any:
             layers.append(Dropout(rate, seed=seed * 100 + 50 + len(layers)))
 
     for cin, cout in ((3, 32), (32, 64)):
-        block(lambda cin=cin, cout=cout, **kw: Conv2D(cin, cout, 3, padding="same", **kw), cout)
-        block(lambda cout=cout, **kw: Conv2D(cout, cout, 3, padding="valid", **kw), cout)
+        algo = {"algorithm": str(cfg.conv_algorithm)}
+        block(
+            lambda cin=cin, cout=cout, **kw: Conv2D(cin, cout, 3, padding="same", **kw),
+            cout,
+            **algo,
+        )
+        block(lambda cout=cout, **kw: Conv2D(cout, cout, 3, padding="valid", **kw), cout, **algo)
         layers.append(MaxPool2D(2))
         dropout(0.25)
     layers.append(Flatten())
