@@ -24,10 +24,7 @@ import numpy as np
 from bnlab.deploy._walk import (
     bn_scale_shift,
     builtin_kind,
-    check_eval_mode,
-    check_model,
-    check_running_stats,
-    check_state_values,
+    check_deployable,
     children,
     is_batch_norm,
     param_dtype,
@@ -60,11 +57,7 @@ def fold_batch_norm(model: Layer) -> Layer:
             the message names the layer.
         TypeError: an element of the model is not a bnlab Layer.
     """
-    check_model(model, _WHERE)  # a Sequential holds Layers only
-    check_eval_mode(model, _WHERE)
-    check_running_stats(model, _WHERE)
-    check_state_values(model, _WHERE)
-    return _fold(model)
+    return _fold(check_deployable(model, _WHERE))
 
 
 def _fold(model: Layer) -> Layer:

@@ -13,15 +13,20 @@ then; the ETA is measured from the end of the first step, so compilation does no
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
-from bnlab.experiments.rundir import raise_if_interrupted
+import numpy as np
+
+from bnlab.experiments.rundir import RunDir, raise_if_interrupted
 from bnlab.train import Callback, TrainState
 
-__all__ = ["COMPILING", "BarCallback", "Progress"]
+__all__ = ["COMPILING", "BarCallback", "Progress", "recording", "train_entry"]
 
 COMPILING = "compiling Numba kernels (first run only)..."
 _WATCHING: list[Progress] = []  # bars whose first_note a Numba compilation would show now
@@ -161,3 +166,47 @@ class BarCallback(Callback):
     def on_step_end(self, state: TrainState) -> None:
         if self.bar is not None:
             self.bar.update(1)
+
+
+def train_entry(
+    entries: list[dict[str, Any]],
+    spec: dict[str, Any],
+    keys: Sequence[str],
+    train: Callable[[dict[str, list[Any]]], None],
+    bar: Progress,
+    steps: int,
+) -> None:
+    """Append ``{**spec, "error": None, "time_s": None, "history": {key: [] for keys}}`` to
+    ``entries`` and run ``train(history)`` with NumPy's overflow warnings off; a diverged run
+    (FloatingPointError) keeps its message as ``error``. ``time_s`` is the entry's wall time;
+    the bar ends ``steps`` further on even when the run stopped early."""
+    t, done = time.perf_counter(), bar.n
+    entry: dict[str, Any] = {**spec, "error": None, "time_s": None}
+    entry["history"] = {k: [] for k in keys}
+    entries.append(entry)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            train(entry["history"])
+    except FloatingPointError as e:
+        entry["error"] = str(e)
+    finally:
+        entry["time_s"] = round(time.perf_counter() - t, 3)
+    bar.update(done + steps - bar.n)
+
+
+@contextlib.contextmanager
+def recording(
+    rd: RunDir, bar: Progress, write: Callable[[str], None], render: Callable[[Path], Any]
+) -> Iterator[None]:
+    """The body of a run in ``rd``: ``write("running")`` first; however the body ends
+    (:meth:`RunDir.status`), the bar closes, ``write(status)`` records the (possibly partial)
+    results and ``render(rd.path)`` draws the report."""
+
+    def finish(status: str) -> None:
+        bar.close()
+        write(status)
+        render(rd.path)
+
+    with rd.status(finish):
+        write("running")
+        yield

@@ -33,6 +33,7 @@ Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_bias_loss.png``
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +45,8 @@ import numpy as np
 from bnlab.experiments.naive_normalization import report
 from bnlab.experiments.naive_normalization.config import NaiveConfig, run_specs
 from bnlab.experiments.naive_normalization.normalize import BatchNormalize
-from bnlab.experiments.progress import Progress
+from bnlab.experiments.progress import Progress, recording, train_entry
+from bnlab.experiments.report import write_run_metrics
 from bnlab.experiments.rundir import RunDir
 from bnlab.layers import Dense, ReLU, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
@@ -174,45 +176,21 @@ def run(config: NaiveConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
     bar = Progress(int(cfg.steps or 0) * len(specs), cfg.NAME, enabled=bool(cfg.progress))
 
     with RunDir.start(out_dir, settings) as rd:
+        last = [t0]
 
-        def finish(status: str) -> None:
-            bar.close()
-            report.write_metrics(rd, settings, runs, status, time.perf_counter() - t0)
-            report.render(rd.path)
-
-        last = [time.perf_counter()]
+        def write(status: str) -> None:
+            last[0], keys = time.perf_counter(), report.HISTORY_KEYS
+            wall = last[0] - t0
+            write_run_metrics(rd, settings, report.SCHEMA, status, wall, runs, keys, column="run")
 
         def write_every(seconds: float) -> None:  # the partial run, for a reader meanwhile
             if time.perf_counter() - last[0] >= seconds:
-                last[0] = time.perf_counter()
-                report.write_metrics(rd, settings, runs, "running", last[0] - t0)
+                write("running")
 
-        with rd.status(finish):
-            report.write_metrics(rd, settings, runs, "running", 0.0)
+        with recording(rd, bar, write, report.render), blas_threads(1):
             for spec in specs:
-                _train_entry(spec, cfg, data, runs, bar, lambda: write_every(2.0))
-                report.write_metrics(rd, settings, runs, "running", time.perf_counter() - t0)
+                rec = functools.partial(write_every, 2.0)
+                train = functools.partial(train_run, spec, cfg, data, bar=bar, on_record=rec)
+                train_entry(runs, spec, report.HISTORY_KEYS, train, bar, cfg.steps or 0)
+                write("running")
     return rd.path
-
-
-def _train_entry(
-    spec: dict[str, Any],
-    cfg: NaiveConfig,
-    data: tuple[np.ndarray, ...],
-    runs: list[dict[str, Any]],
-    bar: Progress,
-    on_record: Callable[[], None] | None = None,
-) -> None:
-    """Append run ``spec``'s entry to ``runs`` and train it (a diverged run: its error)."""
-    t, done = time.perf_counter(), bar.n
-    entry: dict[str, Any] = {**spec, "error": None, "time_s": None}
-    entry["history"] = {k: [] for k in report.HISTORY_KEYS}
-    runs.append(entry)
-    try:
-        with blas_threads(1), np.errstate(over="ignore", invalid="ignore"):
-            train_run(spec, cfg, data, entry["history"], bar, on_record)
-    except FloatingPointError as e:
-        entry["error"] = str(e)
-    finally:
-        entry["time_s"] = round(time.perf_counter() - t, 3)
-    bar.update(done + int(cfg.steps or 0) - bar.n)  # a diverged run stops early
