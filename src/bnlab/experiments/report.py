@@ -31,6 +31,7 @@ __all__ = [
     "pct",
     "plot_band",
     "pp",
+    "run_report",
     "save_figure",
     "stack_curves",
     "status_text",
@@ -76,6 +77,20 @@ def status_text(metrics: dict[str, Any], after: str, wall_includes: str) -> str:
     if metrics.get("status") != "complete":
         text += "; the numbers below are those of a partial run"
     return text + "."
+
+
+def run_report(
+    run_dir: str | Path, title: str, entry: str, wall_includes: str
+) -> tuple[RunDir, dict[str, Any], dict[str, Any], Report]:
+    """``(run_dir, config, metrics, report)`` of a run of ENTRYs (``metrics[ENTRY + "s"]``;
+    ``{"status": "not started", ENTRYs: []}`` before training wrote any): the report titled
+    ``title`` starts with the run's status (:func:`status_text`) and its number of ENTRYs."""
+    rd = RunDir(run_dir)
+    cfg, metrics = rd.read_json("config.json"), rd.read_metrics(**{f"{entry}s": []})
+    rep = Report(title)
+    count = f"({len(metrics[entry + 's'])} {entry}(s))"
+    rep.paragraph(status_text(metrics, count, wall_includes))
+    return rd, cfg, metrics, rep
 
 
 def write_run_metrics(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import Report, finish_axes, new_figure, pct, save_figure, status_text
+from bnlab.experiments.report import finish_axes, new_figure, pct, run_report, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "render", "summary", "verdicts"]
@@ -188,11 +188,8 @@ def _setup(cfg: dict[str, Any]) -> str:
 
 def render(run_dir: str | Path) -> Path:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
-    rd = RunDir(run_dir)
-    cfg, metrics = rd.read_json("config.json"), rd.read_metrics(nets=[])
-    rep = Report("Does BN reduce internal covariate shift? (Santurkar et al. 2018)")
-    nets = f"({len(metrics['nets'])} net(s))"
-    rep.paragraph(status_text(metrics, nets, "training and measuring every net"))
+    title = "Does BN reduce internal covariate shift? (Santurkar et al. 2018)"
+    rd, cfg, metrics, rep = run_report(run_dir, title, "net", "training and measuring every net")
     rep.heading("Setup")
     rep.paragraph(_setup(cfg))
     rep.heading("Beside the paper")

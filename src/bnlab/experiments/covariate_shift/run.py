@@ -32,10 +32,7 @@ Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_training.png``,
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,9 +43,7 @@ from bnlab.experiments.covariate_shift import report
 from bnlab.experiments.covariate_shift.config import NETS, ShiftConfig
 from bnlab.experiments.covariate_shift.measure import gradients, ics, kept_state, landscape
 from bnlab.experiments.covariate_shift.nets import build_net, noise_layers, weight_layers
-from bnlab.experiments.progress import Progress, recording, train_entry
-from bnlab.experiments.report import write_run_metrics
-from bnlab.experiments.rundir import RunDir
+from bnlab.experiments.progress import Progress, run_in_turn
 from bnlab.layers import ReLU, Sequential
 from bnlab.runtime import blas_threads
 
@@ -160,24 +155,13 @@ def run(config: ShiftConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
     the data loaded before the run directory changes."""
     cfg = ShiftConfig.of(config)
     data = load_data(cfg)
-    settings = cfg.to_dict()
-    nets: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    bar = Progress(int(cfg.steps or 0) * len(NETS), cfg.NAME, enabled=bool(cfg.progress))
 
-    with RunDir.start(out_dir, settings) as rd:
+    def train(spec: dict[str, Any], history: Any, bar: Progress, on_record: Any) -> None:
+        train_net(spec["name"], cfg, data, history, bar, on_record)
 
-        def write(status: str) -> None:
-            wall, keys = time.perf_counter() - t0, report.HISTORY_KEYS
-            steps = {"step_sizes": settings["step_sizes"]}
-            write_run_metrics(rd, settings, report.SCHEMA, status, wall, nets, keys, **steps)
-
-        # an MLP's products are too small for BLAS threads; a convnet's im2col products need them
-        threads = blas_threads(1) if cfg.dataset == "mnist" else contextlib.nullcontext()
-        with recording(rd, bar, write, report.render), threads:
-            for kind in NETS:
-                rec = functools.partial(write, "running")
-                train = functools.partial(train_net, kind, cfg, data, bar=bar, on_record=rec)
-                train_entry(nets, {"name": kind}, report.HISTORY_KEYS, train, bar, cfg.steps or 0)
-                write("running")
-    return rd.path
+    # an MLP's products are too small for BLAS threads; a convnet's im2col products need them
+    threads = blas_threads(1) if cfg.dataset == "mnist" else None
+    specs = [{"name": kind} for kind in NETS]
+    return run_in_turn(
+        out_dir, cfg, specs, train, report, threads=threads, step_sizes=cfg.step_sizes
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, finish_axes, new_figure, pct, save_figure, status_text
+from bnlab.experiments.report import finish_axes, new_figure, pct, run_report, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "render", "verdicts"]
@@ -128,11 +128,8 @@ def _plot(rd: RunDir, metrics: dict[str, Any]) -> None:
 
 def render(run_dir: str | Path) -> Path:
     """Figure and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
-    rd = RunDir(run_dir)
-    cfg, metrics = rd.read_json("config.json"), rd.read_metrics(runs=[])
-    rep = Report("The naive normalization of Ioffe & Szegedy 2015, section 2 (MNIST)")
-    runs = f"({len(metrics['runs'])} run(s))"
-    rep.paragraph(status_text(metrics, runs, "training every run"))
+    title = "The naive normalization of Ioffe & Szegedy 2015, section 2 (MNIST)"
+    rd, cfg, metrics, rep = run_report(run_dir, title, "run", "training every run")
     rep.heading("What the paper says")
     rep.paragraph(
         "If a gradient step ignores that E[x] depends on the bias b, the update b <- b + db is "

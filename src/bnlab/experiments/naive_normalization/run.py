@@ -33,9 +33,7 @@ Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_bias_loss.png``
 
 from __future__ import annotations
 
-import functools
 import math
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,9 +43,7 @@ import numpy as np
 from bnlab.experiments.naive_normalization import report
 from bnlab.experiments.naive_normalization.config import NaiveConfig, run_specs
 from bnlab.experiments.naive_normalization.normalize import BatchNormalize
-from bnlab.experiments.progress import Progress, recording, train_entry
-from bnlab.experiments.report import write_run_metrics
-from bnlab.experiments.rundir import RunDir
+from bnlab.experiments.progress import Progress, run_in_turn
 from bnlab.layers import Dense, ReLU, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.runtime import blas_threads
@@ -169,28 +165,10 @@ def run(config: NaiveConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
     """
     cfg = NaiveConfig.of(config)
     data = load_data(cfg)
-    specs = run_specs(cfg)
-    settings = cfg.to_dict()
-    runs: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    bar = Progress(int(cfg.steps or 0) * len(specs), cfg.NAME, enabled=bool(cfg.progress))
 
-    with RunDir.start(out_dir, settings) as rd:
-        last = [t0]
+    def train(spec: dict[str, Any], history: Any, bar: Progress, on_record: Any) -> None:
+        train_run(spec, cfg, data, history, bar, on_record)
 
-        def write(status: str) -> None:
-            last[0], keys = time.perf_counter(), report.HISTORY_KEYS
-            wall = last[0] - t0
-            write_run_metrics(rd, settings, report.SCHEMA, status, wall, runs, keys, column="run")
-
-        def write_every(seconds: float) -> None:  # the partial run, for a reader meanwhile
-            if time.perf_counter() - last[0] >= seconds:
-                write("running")
-
-        with recording(rd, bar, write, report.render), blas_threads(1):
-            for spec in specs:
-                rec = functools.partial(write_every, 2.0)
-                train = functools.partial(train_run, spec, cfg, data, bar=bar, on_record=rec)
-                train_entry(runs, spec, report.HISTORY_KEYS, train, bar, cfg.steps or 0)
-                write("running")
-    return rd.path
+    return run_in_turn(
+        out_dir, cfg, run_specs(cfg), train, report, column="run", threads=blas_threads(1)
+    )
