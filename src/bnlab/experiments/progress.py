@@ -9,6 +9,10 @@ When stderr is not a terminal (CI, ``make demo > log``) it writes a plain line a
 carriage-return updates. When Numba starts compiling during the first step (a first run, or a
 changed kernel: compiled kernels are cached on disk) it says so (``first_note``), and only
 then; the ETA is measured from the end of the first step, so compilation does not inflate it.
+
+With it, the course of a run: :func:`recording` (the status written first and however the run
+ends, the bar closed, the report rendered) and :func:`run_in_turn` (entries trained one after
+the other, a diverged one kept with its error).
 """
 
 from __future__ import annotations
