@@ -30,14 +30,7 @@ from bnlab.experiments.config import (
     option,
 )
 
-__all__ = [
-    "MNIST_TEST",
-    "MNIST_TRAIN",
-    "STEPS",
-    "MnistConfig",
-    "check_mlp_nets",
-    "check_mnist_counts",
-]
+__all__ = ["MNIST_TEST", "MNIST_TRAIN", "STEPS", "MnistConfig", "check_mnist_counts"]
 
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 STEPS = Check(int, 1)
@@ -49,12 +42,6 @@ def check_mnist_counts(train_subset: int | None, test_subset: int | None, where:
     n_train = check_count(train_subset, MNIST_TRAIN, "train_subset", "images", where)
     check_count(test_subset, MNIST_TEST, "test_subset", "images", where)
     return n_train
-
-
-def check_mlp_nets(n_nets: int, hidden: list[int], where: str, fix: str) -> None:
-    """Refuse ``n_nets`` MNIST MLPs 784-hidden-10 that would not fit in memory
-    (:func:`~bnlab.experiments.config.check_model_bytes`)."""
-    check_model_bytes(n_nets, mlp_params(784, hidden, 10), where, fix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,4 +114,4 @@ class MnistConfig(ExperimentConfig):
         """Refuse a config whose nets (2 per learning rate and seed) would not fit in memory."""
         n_nets = 2 * len(self.learning_rates()) * self.seeds
         fix = "lower --hidden, --seeds or the number of learning rates"
-        check_mlp_nets(n_nets, self.hidden, self.NAME, fix)
+        check_model_bytes(n_nets, mlp_params(784, self.hidden, 10), self.NAME, fix)

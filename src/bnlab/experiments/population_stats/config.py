@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from bnlab.experiments.config import Check, ExperimentConfig, option
-from bnlab.experiments.mnist.config import MnistConfig, check_mlp_nets, check_mnist_counts
+from bnlab.experiments.config import Check, ExperimentConfig, check_model_bytes, mlp_params, option
+from bnlab.experiments.mnist.config import MnistConfig, check_mnist_counts
 
 __all__ = ["CONFIG", "StatsConfig"]
 
@@ -58,7 +58,7 @@ class StatsConfig(ExperimentConfig):
                 f"--recal-examples {self.recal_examples} >= --batch-size"
             )
         fix = "lower --hidden or the number of --momenta"
-        check_mlp_nets(len(self.momenta) + 1, self.hidden, where, fix)
+        check_model_bytes(len(self.momenta) + 1, mlp_params(784, self.hidden, 10), where, fix)
 
 
 CONFIG = StatsConfig
