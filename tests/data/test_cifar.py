@@ -148,7 +148,7 @@ def test_image_folder(tmp_path, rng, kind, monkeypatch):
     _assert_equal(load_cifar10(path), expected)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
     # the second load comes from the cache: decoding would fail now
-    monkeypatch.setattr(imagefolder_mod, "_decode", lambda *a: 1 / 0)
+    monkeypatch.setattr(imagefolder_mod, "decode_image", lambda *a: 1 / 0)
     _assert_equal(load_cifar10(path), expected)
     data = load_image_folder(path)
     assert data.classes == ["airplane", "bird", "cat"]

@@ -19,9 +19,74 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bnlab.cli.parser import SubParsers
+from bnlab.cli.parser import SubParsers, add_command
 
 __all__ = ["add_recalibrate", "add_export", "cmd_recalibrate", "cmd_export"]
+
+
+# -- the subcommands: `bnlab recalibrate`, `bnlab export` ---------------------------------------
+
+
+def add_recalibrate(sub: SubParsers) -> None:
+    p = add_command(
+        sub,
+        "recalibrate",
+        cmd_recalibrate,
+        "recompute a checkpoint's BN population statistics (Algorithm 2)",
+        "Run the training data through the model in training mode with the "
+        "weights fixed, set every BatchNorm's running mean to the average batch mean and its "
+        "running variance to m/(m-1) times the average batch variance (Ioffe & Szegedy 2015, "
+        "Algorithm 2), and write a new checkpoint. The examples are shuffled (datasets are often "
+        "sorted by class) and the last incomplete batch is dropped.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the checkpoint to read (.npz)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="mnist, fashion-mnist, a CIFAR-10 path or image folder, or a .npy/.npz of inputs",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="CHECKPOINT",
+        help="the checkpoint to write (this or --in-place is required)",
+    )
+    p.add_argument("--in-place", action="store_true", help="replace CHECKPOINT itself (atomically)")
+    p.add_argument("--batch-size", type=int, default=60, help="m, examples per batch")
+    p.add_argument(
+        "--limit", type=int, default=None, help="use N examples drawn at random (default: all)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="draw and order of the batches")
+    p.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        help="measure the accuracy before and after on the first N test examples of --data "
+        "(default: the whole test split)",
+    )
+
+
+def add_export(sub: SubParsers) -> None:
+    p = add_command(
+        sub,
+        "export",
+        cmd_export,
+        "export a checkpoint's model to ONNX",
+        "Write the checkpoint's model (eval mode, running statistics) as an ONNX "
+        "file (opset 17) taking NHWC or (N, D) input like bnlab.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the checkpoint to read (.npz)")
+    p.add_argument("output", metavar="MODEL.onnx", help="the ONNX file to write")
+    p.add_argument("--fold", action="store_true", help="fold BN into the preceding layers first")
+    p.add_argument(
+        "--input-shape",
+        default=None,
+        help="one example's shape, e.g. 32,32,3 (default: the in_features of a first Dense "
+        "layer; needed for a model that starts with a convolution)",
+    )
+
+
+# -- what they run -------------------------------------------------------------------------------
 
 
 class _SavedOptimizer:
@@ -137,60 +202,3 @@ def cmd_export(args: argparse.Namespace) -> int:
     export_onnx(model, args.output, shape)
     print(f"bnlab: wrote {args.output} (input shape (N, {', '.join(map(str, shape))}))")
     return 0
-
-
-def add_recalibrate(sub: SubParsers) -> None:
-    p = sub.add_parser(
-        "recalibrate",
-        help="recompute a checkpoint's BN population statistics (Algorithm 2)",
-        description="Run the training data through the model in training mode with the "
-        "weights fixed, set every BatchNorm's running mean to the average batch mean and its "
-        "running variance to m/(m-1) times the average batch variance (Ioffe & Szegedy 2015, "
-        "Algorithm 2), and write a new checkpoint. The examples are shuffled (datasets are often "
-        "sorted by class) and the last incomplete batch is dropped.",
-    )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the checkpoint to read (.npz)")
-    p.add_argument(
-        "--data",
-        required=True,
-        help="mnist, fashion-mnist, a CIFAR-10 path or image folder, or a .npy/.npz of inputs",
-    )
-    p.add_argument(
-        "--out",
-        default=None,
-        metavar="CHECKPOINT",
-        help="the checkpoint to write (this or --in-place is required)",
-    )
-    p.add_argument("--in-place", action="store_true", help="replace CHECKPOINT itself (atomically)")
-    p.add_argument("--batch-size", type=int, default=60, help="m, examples per batch")
-    p.add_argument(
-        "--limit", type=int, default=None, help="use N examples drawn at random (default: all)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="draw and order of the batches")
-    p.add_argument(
-        "--test-subset",
-        type=int,
-        default=None,
-        help="measure the accuracy before and after on the first N test examples of --data "
-        "(default: the whole test split)",
-    )
-    p.set_defaults(func=cmd_recalibrate)
-
-
-def add_export(sub: SubParsers) -> None:
-    p = sub.add_parser(
-        "export",
-        help="export a checkpoint's model to ONNX",
-        description="Write the checkpoint's model (eval mode, running statistics) as an ONNX "
-        "file (opset 17) taking NHWC or (N, D) input like bnlab.",
-    )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the checkpoint to read (.npz)")
-    p.add_argument("output", metavar="MODEL.onnx", help="the ONNX file to write")
-    p.add_argument("--fold", action="store_true", help="fold BN into the preceding layers first")
-    p.add_argument(
-        "--input-shape",
-        default=None,
-        help="one example's shape, e.g. 32,32,3 (default: the in_features of a first Dense "
-        "layer; needed for a model that starts with a convolution)",
-    )
-    p.set_defaults(func=cmd_export)

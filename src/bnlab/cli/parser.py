@@ -12,12 +12,33 @@ from __future__ import annotations
 import argparse
 import difflib
 from argparse import SUPPRESS
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["HelpFormatter", "Parser", "SubParsers", "defaults_in_help", "subparsers_of"]
+__all__ = [
+    "HelpFormatter",
+    "Parser",
+    "SubParsers",
+    "add_command",
+    "defaults_in_help",
+    "subparsers_of",
+]
 
 SubParsers = Any  # argparse._SubParsersAction, which is private
+
+
+def add_command(
+    sub: SubParsers,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """Subcommand ``bnlab NAME``: ``help`` is its line in ``bnlab --help``, ``description``
+    heads its own ``--help``; ``func(args)`` runs it (its exit status)."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(func=func)
+    return p
 
 
 def _is_flag(action: argparse.Action) -> bool:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bnlab.cli.parser import HelpFormatter, SubParsers
+from bnlab.cli.parser import HelpFormatter, SubParsers, add_command
 
 if TYPE_CHECKING:
     from bnlab.experiments.config import Opt
@@ -72,12 +72,13 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def add_experiments(sub: SubParsers) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "experiments",
-        help="list the experiments",
-        description="List the experiments `bnlab run` knows, with a one-line description each.",
+        cmd_experiments,
+        "list the experiments",
+        "List the experiments `bnlab run` knows, with a one-line description each.",
     )
-    p.set_defaults(func=cmd_experiments)
 
 
 def check_data_parallel(name: str) -> None:
@@ -237,11 +238,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_report(sub: SubParsers) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "report",
-        help="re-render the report of a run",
-        description="Re-draw the figures and rewrite report.md/report.html of a finished or "
+        cmd_report,
+        "re-render the report of a run",
+        "Re-draw the figures and rewrite report.md/report.html of a finished or "
         "interrupted run directory from its config.json and metrics.json.",
     )
     p.add_argument("dir", metavar="DIR", help="the run directory (`bnlab run ... --out DIR`)")
-    p.set_defaults(func=cmd_report)

@@ -9,7 +9,8 @@ Loading goes in four steps, and nothing is decoded or cached before the first tw
    order) and shared by every split. A class folder without images in some split would shift
    the labels of every later class, so it raises FileNotFoundError, as torchvision's
    ``ImageFolder`` does; ``allow_empty=True`` keeps it as a class with no images (torchvision's
-   ``allow_empty``). Files and folders whose name starts with "." are ignored;
+   ``allow_empty``). Files and folders whose name starts with "." are ignored; within a class,
+   files are taken in natural order (``2.png`` before ``10.png``);
 3. decode with Pillow (:func:`bnlab.data.images.decode_image`): each image's declared size is
    checked against the byte limit of :mod:`bnlab.data.limits` (``max_bytes``) before it is
    decoded; progress is shown for long decodes (:mod:`bnlab.data.progress`);
@@ -19,8 +20,6 @@ Loading goes in four steps, and nothing is decoded or cached before the first tw
    written (1 MB or more, and not with ``progress=False``). If the cache cannot be written, a
    warning names the directory and the data is returned uncached. A cache whose contents do
    not match the listing is ignored and rebuilt.
-
-Within a class, files are taken in natural order (``2.png`` before ``10.png``).
 """
 
 from __future__ import annotations
@@ -132,16 +131,17 @@ def _list_tar(path: Path, budget: ByteBudget) -> _Listing:
             parts = _parts(m.name)
             if not parts or any(p.startswith(".") for p in parts):
                 continue
+            rel, image = "/".join(parts), is_image_file(parts[-1])
             if m.isdir():
-                dirs.add("/".join(parts))
-            elif m.isfile() and is_image_file(parts[-1]):
+                dirs.add(rel)
+            elif m.isfile() and image:
                 if m.size > budget.limit:
                     probe.charge(m.size, f"the member {m.name} ({m.size} bytes)")
-                _add(images, "/".join(parts), path)
-            elif (m.islnk() or m.issym()) and is_image_file(parts[-1]):
-                links["/".join(parts)] = link_target(m, path, where=_WHERE)
-                _add(images, "/".join(parts), path)
-            elif is_image_file(parts[-1]):
+                _add(images, rel, path)
+            elif (m.islnk() or m.issym()) and image:
+                links[rel] = link_target(m, path, where=_WHERE)
+                _add(images, rel, path)
+            elif image:
                 raise ValueError(
                     f"{_WHERE}: {path}: the member {m.name!r} is not a regular file (a device "
                     "or FIFO entry); an image folder archive holds image files only"
@@ -168,14 +168,12 @@ def _resolve_links(links: dict[str, str], path: Path) -> dict[str, str]:
 def _layout(listing: _Listing, path: Path, allow_empty: bool) -> _Layout:
     if not listing.images:
         raise FileNotFoundError(f"{_WHERE}: no .jpg/.jpeg/.png images found in {path}; {_LAYOUT}")
-    roots: set[tuple[str, ...]] = set()
-    for rel in listing.images:
-        parts = _parts(rel)
-        if len(parts) < 3:
-            raise ValueError(
-                f"{_WHERE}: {path}: image {rel!r} is not inside <split>/<class>/; {_LAYOUT}"
-            )
-        roots.add(tuple(parts[:-3]))
+    shallow = [rel for rel in listing.images if len(_parts(rel)) < 3]
+    if shallow:
+        raise ValueError(
+            f"{_WHERE}: {path}: image {shallow[0]!r} is not inside <split>/<class>/; {_LAYOUT}"
+        )
+    roots = {tuple(_parts(rel)[:-3]) for rel in listing.images}
     if len(roots) > 1:
         raise ValueError(
             f"{_WHERE}: {path}: images lie under several roots "
@@ -211,10 +209,6 @@ def _layout(listing: _Listing, path: Path, allow_empty: bool) -> _Layout:
     return _Layout(classes, order, labels)
 
 
-def _decode(data: bytes, name: str, budget: ByteBudget) -> np.ndarray:
-    return decode_image(data, name, budget)
-
-
 def _decode_all(
     path: Path, listing: _Listing, budget: ByteBudget, progress: bool | None
 ) -> dict[str, np.ndarray]:
@@ -222,7 +216,7 @@ def _decode_all(
     with Progress(len(listing.images), f"{_WHERE}: decoding {path.name}", progress) as bar:
 
         def add(rel: str, data: bytes) -> None:
-            arrays[rel] = _decode(data, f"{path}:{rel}", budget)
+            arrays[rel] = decode_image(data, f"{path}:{rel}", budget)
             bar.update()
 
         if path.is_dir():
@@ -286,11 +280,9 @@ SAY_CACHE_BYTES = 2**20
 
 def _save_cache(file: Path, data: ImageFolderData, say: bool) -> None:
     """Write the cache (with ``say``, one line on stderr names a file of at least
-    :data:`SAY_CACHE_BYTES`); on failure (read-only, full disk, not a directory) warn and go
-    on."""
-    arrays: dict[str, np.ndarray] = {"classes": np.array(data.classes, dtype=str)}
-    for split, (x, y) in data.splits.items():
-        arrays[f"x/{split}"], arrays[f"y/{split}"] = x, y
+    :data:`SAY_CACHE_BYTES`); on failure (read-only, full disk, not a directory) warn, go on."""
+    xy = {f"{k}/{s}": a for s, pair in data.splits.items() for k, a in zip("xy", pair, strict=True)}
+    arrays = {"classes": np.array(data.classes, dtype=str), **xy}
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(file, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
@@ -329,25 +321,20 @@ def _load_cache(file: Path, layout: _Layout, probe: tuple[int, ...]) -> ImageFol
         return None
     if classes != layout.classes or sorted(splits) != sorted(layout.order):
         return None
-    channels = {x.shape[-1] for x, _ in splits.values() if x.ndim == 4}
+    if len({x.shape[-1] for x, _ in splits.values() if x.ndim == 4}) != 1:
+        return None  # one channel count for every split
     for split, (x, y) in splits.items():
-        n = len(layout.order[split])
-        if (
-            x.dtype != np.uint8
-            or x.ndim != 4
-            or x.shape[:3] != (n, h, w)
-            or len(channels) != 1
-            or x.shape[3] not in (c0, 3)
-            or not np.array_equal(y, layout.labels[split])
-        ):
+        shape = (len(layout.order[split]), h, w)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != shape or x.shape[3] not in (c0, 3):
+            return None
+        if not np.array_equal(y, layout.labels[split]):
             return None
     return ImageFolderData({s: (x, y.astype(np.int64)) for s, (x, y) in splits.items()}, classes)
 
 
 def _first_image(path: Path, listing: _Listing, budget: ByteBudget) -> tuple[int, ...]:
     """(H, W, C) of the first image in source order (a cache is checked against it)."""
-    rel = listing.images[0]
-    rel = listing.links.get(rel, rel)
+    rel = listing.links.get(listing.images[0], listing.images[0])
     data = read_regular_file(path / rel, budget) if path.is_dir() else b""
     if not path.is_dir():
         with tar_stream(path, where=_WHERE, check_end=False) as tf:
@@ -359,7 +346,7 @@ def _first_image(path: Path, listing: _Listing, budget: ByteBudget) -> tuple[int
     size = declared_size(data)  # the header alone: a cached load decodes nothing
     if size is not None:
         return size[1], size[0], size[2]
-    return _decode(data, f"{path}:{rel}", dataclasses.replace(budget)).shape
+    return decode_image(data, f"{path}:{rel}", dataclasses.replace(budget)).shape
 
 
 def _check_flags(**flags: Any) -> None:
@@ -381,10 +368,9 @@ def load_image_folder(
 
     Returns :class:`ImageFolderData` with ``splits[split] = (x, y)``, ``x`` uint8 NHWC
     (grayscale images get C=1; a folder mixing grayscale and RGB gets C=3) and ``y`` int64
-    indices into ``classes`` (sorted folder names, shared by every split). The steps, the
-    errors and the keywords are described in the module docstring: ``allow_empty`` keeps
-    empty class folders as classes, ``max_bytes`` raises the decoded-size limit,
-    ``progress=False`` hides the progress display. On any error nothing is cached.
+    indices into ``classes`` (sorted folder names, shared by every split). Steps and errors:
+    the module docstring. ``allow_empty`` keeps empty class folders as classes, ``max_bytes``
+    raises the decoded-size limit, ``progress=False`` hides the progress display.
     """
     _check_flags(use_cache=use_cache, allow_empty=allow_empty, progress=progress)
     p = Path(path)

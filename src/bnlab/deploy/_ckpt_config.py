@@ -111,20 +111,20 @@ def _norm_shapes(p: Path, kind: str, cfg: dict[str, Any], field: str) -> Shapes:
     return {**({"gamma": shape} if gamma else {}), **({"beta": shape} if beta else {})}
 
 
+def _entry(p: Path, entry: Any, where: str) -> tuple[str, dict[str, Any], str]:
+    """``(type, config, field)`` of one ``{'type': str, 'config': dict}`` at ``where``."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+        raise CheckpointError(f"{p}: {where} must be {{'type': str, 'config': dict}}")
+    sub = entry.get("config", {})
+    if not isinstance(sub, dict):
+        raise CheckpointError(f"{p}: {where}.config must be a dict, got {sub!r:.80}")
+    return entry["type"], sub, f"{where}.config"
+
+
 def _residual_entries(p: Path, cfg: dict[str, Any], field: str) -> list[tuple[str, Any, str]]:
     """``(type, config, field)`` of a Residual config's branch and (if any) shortcut."""
-    out = []
-    for key in ("branch", "shortcut"):
-        entry = cfg.get(key)
-        if entry is None and key == "shortcut":
-            continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
-            raise CheckpointError(f"{p}: {field}.{key} must be {{'type': str, 'config': dict}}")
-        sub = entry.get("config", {})
-        if not isinstance(sub, dict):
-            raise CheckpointError(f"{p}: {field}.{key}.config must be a dict, got {sub!r:.80}")
-        out.append((entry["type"], sub, f"{field}.{key}.config"))
-    return out
+    keys = ("branch", "shortcut") if cfg.get("shortcut") is not None else ("branch",)
+    return [_entry(p, cfg.get(key), f"{field}.{key}") for key in keys]
 
 
 def _entries(p: Path, cfg: dict[str, Any], field: str) -> list[tuple[str, dict[str, Any], str]]:
@@ -132,16 +132,7 @@ def _entries(p: Path, cfg: dict[str, Any], field: str) -> list[tuple[str, dict[s
     layers = cfg.get("layers")
     if not isinstance(layers, list) or not layers:
         raise CheckpointError(f"{p}: {field}.layers must be a non-empty list, got {layers!r:.80}")
-    out = []
-    for i, entry in enumerate(layers):
-        where = f"{field}.layers[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
-            raise CheckpointError(f"{p}: {where} must be {{'type': str, 'config': dict}}")
-        sub = entry.get("config", {})
-        if not isinstance(sub, dict):
-            raise CheckpointError(f"{p}: {where}.config must be a dict, got {sub!r:.80}")
-        out.append((entry["type"], sub, f"{where}.config"))
-    return out
+    return [_entry(p, entry, f"{field}.layers[{i}]") for i, entry in enumerate(layers)]
 
 
 def declared_shapes(

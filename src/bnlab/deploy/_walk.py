@@ -198,6 +198,16 @@ def check_running_stats(model: Layer, where: str) -> None:
             )
 
 
+def check_deployable(model: object, where: str) -> Layer:
+    """``model`` if it can be frozen for inference: a bnlab Layer (:func:`check_model`) in eval
+    mode throughout, every BN with running statistics, finite parameters and buffers."""
+    layer = check_model(model, where)
+    check_eval_mode(layer, where)
+    check_running_stats(layer, where)
+    check_state_values(layer, where)
+    return layer
+
+
 def residual_parts(layer: Layer) -> tuple[Layer, Layer | None] | None:
     """``(branch, shortcut)`` of a :class:`~bnlab.layers.Residual` (its sublayers are not a
     chain: both take the block's input), else None."""

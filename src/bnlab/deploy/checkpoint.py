@@ -4,12 +4,11 @@ File layout (``numpy.savez``, no pickles; readable with ``np.load(path)``):
 
 - ``__meta__``: a JSON string ``{"format": "bnlab-checkpoint", "version": 1, "model_class",
   "model_config" (``model.get_config()``), "optimizer", "extra"}``; arrays inside the
-  optimizer state and ``extra`` are replaced by ``{"__ndarray__": key}`` references;
+  optimizer state and ``extra`` are replaced by ``{"__ndarray__": key}`` references; and
+  ``"rng"``: the ``bit_generator.state`` of every generator the model declares
+  (``layer.generators()``: Dropout's masks), so that a resumed run is bit-exact;
 - ``model/<key>``: ``model.state_dict()`` (parameters and buffers);
 - ``optimizer/...`` and ``extra/...``: the referenced arrays.
-
-- ``__meta__`` also holds ``"rng"``: the ``bit_generator.state`` of every generator the model
-  declares (``layer.generators()``: Dropout's masks), so that a resumed run is bit-exact.
 
 Atomicity: everything that :func:`load_checkpoint` checks is checked before anything is
 written (a value that cannot be loaded back, e.g. an object array or a NaN weight, raises
@@ -42,7 +41,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -125,49 +124,47 @@ def _layer_label(model: Layer, key: str) -> str:
     return f"{type(model).__name__} {model.name!r}"
 
 
+def _mismatch(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The first key (``a``'s order, then ``b``'s) whose shape differs or is absent in one."""
+    return next((k for k in [*a, *(k for k in b if k not in a)] if a.get(k) != b.get(k)), None)
+
+
 def _check_fits(p: Path, model: Layer, state: dict[str, Any], meta: dict[str, Any]) -> None:
     """Raise a CheckpointError naming the first layer whose parameters do not match."""
     own = {k: tuple(np.shape(v)) for k, v in model.state_dict().items()}
-    for key in list(own) + [k for k in state if k not in own]:
-        mine, theirs = own.get(key), state.get(key)
-        if mine is None or theirs is None or mine != theirs.shape:
-            have = "absent" if mine is None else f"shape {mine}"
-            want = "absent" if theirs is None else f"shape {theirs.shape}"
-            raise CheckpointError(
-                f"{p} does not fit the model at {_layer_label(model, key)}: '{key}' is {want} in "
-                f"the checkpoint but {have} in the model. The checkpoint was saved from "
-                f"{meta['model_class']} {json.dumps(meta['model_config'])[:300]}; load it "
-                "without a model to rebuild that architecture"
-            )
+    theirs = {k: v.shape for k, v in state.items()}
+    key = _mismatch(own, theirs)
+    if key is not None:
+        have, want = (f"shape {d[key]}" if key in d else "absent" for d in (own, theirs))
+        raise CheckpointError(
+            f"{p} does not fit the model at {_layer_label(model, key)}: '{key}' is {want} in "
+            f"the checkpoint but {have} in the model. The checkpoint was saved from "
+            f"{meta['model_class']} {json.dumps(meta['model_config'])[:300]}; load it "
+            "without a model to rebuild that architecture"
+        )
 
 
-class _Shape(NamedTuple):
-    """An array's shape alone, for checks made before the array is read."""
-
-    shape: tuple[int, ...]
-
-
-def _declared(p: Path, meta: dict[str, Any], state: dict[str, Any], max_params: int | None):
-    """Check the config's declared shapes against the file and the cap, before building."""
+def _declared(p: Path, meta: dict[str, Any], in_file: dict[str, Any], cap: int | None) -> None:
+    """Check the config's declared shapes against the file's (``in_file``) and ``cap``."""
     shapes = config_check.declared_shapes(p, meta["model_class"], meta["model_config"])
     if shapes is None:
         return
     total = config_check.count(shapes)
-    if max_params is not None and total > max_params:
+    if cap is not None and total > cap:
         raise CheckpointError(
             f"{p}: model_config declares {total:,} parameters and buffer entries, more than "
-            f"max_params={max_params:,}; if you trust the file, pass "
+            f"max_params={cap:,}; if you trust the file, pass "
             f"load_checkpoint(..., max_params={total})"
         )
-    for key in list(shapes) + [k for k in state if k not in shapes]:
-        want, have = shapes.get(key), state[key].shape if key in state else None
-        if want != have:
-            raise CheckpointError(
-                f"{p} is inconsistent: model_config declares '{key}' "
-                f"{'absent' if want is None else f'of shape {want}'}, the file's array is "
-                f"{'absent' if have is None else f'of shape {have}'}; the file is damaged or "
-                f"crafted. {_FIX}"
-            )
+    key = _mismatch(shapes, in_file)
+    if key is not None:
+        want, have = shapes.get(key), in_file.get(key)
+        raise CheckpointError(
+            f"{p} is inconsistent: model_config declares '{key}' "
+            f"{'absent' if want is None else f'of shape {want}'}, the file's array is "
+            f"{'absent' if have is None else f'of shape {have}'}; the file is damaged or "
+            f"crafted. {_FIX}"
+        )
 
 
 def _match_dtypes(model: Layer, state: dict[str, np.ndarray]) -> None:
@@ -227,13 +224,11 @@ def _check_rng(p: Path, saved: dict[str, Any], model: Layer) -> dict[str, dict[s
         where = f"{p}: the generator state rng/{key}"
         if key not in own:
             raise CheckpointError(f"{where} has no generator in the model (has {sorted(own)})")
+        kind = type(own[key].bit_generator)
         name = state.get("bit_generator") if isinstance(state, dict) else None
-        if name != type(own[key].bit_generator).__name__:
-            raise CheckpointError(
-                f"{where} is for {name!r:.40}, the model's generator is "
-                f"{type(own[key].bit_generator).__name__}"
-            )
-        scratch = type(own[key].bit_generator)()
+        if name != kind.__name__:
+            raise CheckpointError(f"{where} is for {name!r:.40}, the model's is {kind.__name__}")
+        scratch = kind()
         try:
             scratch.state = state
         except Exception as e:
@@ -255,7 +250,8 @@ def _validate(
     if missing:
         raise CheckpointError(f"{p} lacks the model arrays {missing[:5]}; the file is damaged")
     state = {k: arrays[f"model/{k}"] for k in keys}
-    _declared(p, meta, state, max_params if model is None else None)
+    cap = max_params if model is None else None
+    _declared(p, meta, {k: v.shape for k, v in state.items()}, cap)
     if model is None:
         model = config_check.build(p, meta["model_class"], meta["model_config"])
         _match_dtypes(model, state)
@@ -313,10 +309,9 @@ def save_checkpoint(
 
     check_model(model, "save_checkpoint")
     p = check_target(path, "save_checkpoint")
-    arrays: dict[str, np.ndarray] = {}
     state = model.state_dict()
-    for k, v in state.items():
-        arrays[f"model/{k}"] = np.asarray(v)
+    arrays: dict[str, np.ndarray] = {f"model/{k}": np.asarray(v) for k, v in state.items()}
+    opt = None if optimizer is None else _encode(optimizer.state_dict(), "optimizer", arrays)
     gens = model.generators()
     meta = {
         "format": FORMAT,
@@ -324,9 +319,7 @@ def save_checkpoint(
         "model_class": type(model).__name__,
         "model_config": model.get_config(),
         "model_keys": list(state),
-        "optimizer": None
-        if optimizer is None
-        else _encode(optimizer.state_dict(), "optimizer", arrays),
+        "optimizer": opt,
         "extra": None if extra is None else _encode(dict(extra), "extra", arrays),
         "rng": _encode({k: g.bit_generator.state for k, g in gens.items()}, "rng", arrays),
     }
@@ -377,7 +370,7 @@ def load_checkpoint(
         keys = meta["model_keys"]
         if any(f"model/{k}" not in shapes for k in keys):
             return  # _validate names the missing arrays
-        _declared(p, meta, {k: _Shape(shapes[f"model/{k}"]) for k in keys}, cap)
+        _declared(p, meta, {k: shapes[f"model/{k}"] for k in keys}, cap)
         inside = sum(math.prod(s) for k, s in shapes.items() if k.startswith("model/"))
         outside = sum(math.prod(s) for k, s in shapes.items() if not k.startswith("model/"))
         if outside > 4 * inside + 2**20:  # optimizer slots, generator states, extras

@@ -24,10 +24,7 @@ import numpy as np
 from bnlab.deploy._walk import (
     bn_scale_shift,
     builtin_kind,
-    check_eval_mode,
-    check_model,
-    check_running_stats,
-    check_state_values,
+    check_deployable,
     children,
     is_batch_norm,
     param_dtype,
@@ -60,11 +57,7 @@ def fold_batch_norm(model: Layer) -> Layer:
             the message names the layer.
         TypeError: an element of the model is not a bnlab Layer.
     """
-    check_model(model, _WHERE)  # a Sequential holds Layers only
-    check_eval_mode(model, _WHERE)
-    check_running_stats(model, _WHERE)
-    check_state_values(model, _WHERE)
-    return _fold(model)
+    return _fold(check_deployable(model, _WHERE))
 
 
 def _fold(model: Layer) -> Layer:
@@ -111,16 +104,13 @@ def _rebuild(container: Layer, layers: list[Layer]) -> Layer:
 def _foldable(layer: Layer, bn: BatchNormBase) -> bool:
     """True when ``bn`` normalizes ``layer``'s output channels (the last axis of its W)."""
     out_rank = {"Dense": 2, "Conv2D": 4}[_kind(layer)]
-    axis = bn.axis
-    if axis not in (-1, out_rank - 1):
+    if bn.axis not in (-1, out_rank - 1):
         return False
-    channels = layer.params["W"].shape[-1]
-    n = bn.buffers["running_mean"].shape[0]
+    channels, n = layer.params["W"].shape[-1], bn.buffers["running_mean"].shape[0]
     if n != channels:
         raise ValueError(
-            f"{_WHERE}: BatchNorm layer '{bn.name}' has {n} features but the "
-            f"{_kind(layer)} layer '{layer.name}' before it has {channels} output channels; "
-            "the model cannot run as built"
+            f"{_WHERE}: BatchNorm layer '{bn.name}' has {n} features but the {_kind(layer)} "
+            f"layer '{layer.name}' before it has {channels} output channels (cannot run as built)"
         )
     return True
 

@@ -9,19 +9,30 @@ When stderr is not a terminal (CI, ``make demo > log``) it writes a plain line a
 carriage-return updates. When Numba starts compiling during the first step (a first run, or a
 changed kernel: compiled kernels are cached on disk) it says so (``first_note``), and only
 then; the ETA is measured from the end of the first step, so compilation does not inflate it.
+
+With it, the course of a run: :func:`recording` (the status written first and however the run
+ends, the bar closed, the report rendered) and :func:`run_in_turn` (entries trained one after
+the other, a diverged one kept with its error).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import IO, Any
 
-from bnlab.experiments.rundir import raise_if_interrupted
+import numpy as np
+
+from bnlab.experiments.config import ExperimentConfig
+from bnlab.experiments.report import write_run_metrics
+from bnlab.experiments.rundir import RunDir, raise_if_interrupted
 from bnlab.train import Callback, TrainState
 
-__all__ = ["COMPILING", "BarCallback", "Progress"]
+__all__ = ["COMPILING", "BarCallback", "Progress", "recording", "run_in_turn"]
 
 COMPILING = "compiling Numba kernels (first run only)..."
 _WATCHING: list[Progress] = []  # bars whose first_note a Numba compilation would show now
@@ -161,3 +172,79 @@ class BarCallback(Callback):
     def on_step_end(self, state: TrainState) -> None:
         if self.bar is not None:
             self.bar.update(1)
+
+
+@contextlib.contextmanager
+def recording(
+    rd: RunDir, bar: Progress, write: Callable[[str], None], render: Callable[[Path], Any]
+) -> Iterator[None]:
+    """The body of a run in ``rd``: ``write("running")`` first; however the body ends
+    (:meth:`RunDir.status`), the bar closes, ``write(status)`` records the (possibly partial)
+    results and ``render(rd.path)`` draws the report."""
+
+    def finish(status: str) -> None:
+        bar.close()
+        write(status)
+        render(rd.path)
+
+    with rd.status(finish):
+        write("running")
+        yield
+
+
+def run_in_turn(
+    out_dir: str | Path,
+    cfg: ExperimentConfig,
+    specs: Sequence[dict[str, Any]],
+    train: Callable[[dict[str, Any], dict[str, list[Any]], Progress, Callable[[], None]], None],
+    report: Any,
+    *,
+    column: str = "net",
+    threads: contextlib.AbstractContextManager[Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """Train the entries ``specs`` (dicts with a ``name``) one after the other into
+    ``out_dir`` (:meth:`RunDir.start`); returns it.
+
+    Each becomes ``{**spec, "error", "time_s", "history": {key: [] for report.HISTORY_KEYS}}``
+    and ``train(spec, history, bar, on_record)`` fills its history (``on_record()`` writes
+    the partial run at most every 2 s); a FloatingPointError (a diverged run) is kept as its
+    ``error``. The metrics files (:func:`~bnlab.experiments.report.write_run_metrics` with
+    ``report.SCHEMA``, ``column``, ``extra``) are written after every entry and however the
+    run ends, then ``report.render(out_dir)``; ``threads`` (a context) is held throughout.
+    """
+    settings, steps = cfg.to_dict(), int(getattr(cfg, "steps", 0) or 0)
+    entries: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    last = [t0]
+    bar = Progress(steps * len(specs), cfg.NAME, enabled=bool(getattr(cfg, "progress", True)))
+
+    with RunDir.start(out_dir, settings) as rd:
+
+        def write(status: str) -> None:
+            last[0], keys = time.perf_counter(), report.HISTORY_KEYS
+            wall, schema = last[0] - t0, report.SCHEMA
+            write_run_metrics(
+                rd, settings, schema, status, wall, entries, keys, column=column, **extra
+            )
+
+        def on_record() -> None:  # the partial run, for a reader meanwhile
+            if time.perf_counter() - last[0] >= 2.0:
+                write("running")
+
+        with recording(rd, bar, write, report.render), threads or contextlib.nullcontext():
+            for spec in specs:
+                t, done = time.perf_counter(), bar.n
+                entry: dict[str, Any] = {**spec, "error": None, "time_s": None}
+                entry["history"] = {k: [] for k in report.HISTORY_KEYS}
+                entries.append(entry)
+                try:
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        train(spec, entry["history"], bar, on_record)
+                except FloatingPointError as e:
+                    entry["error"] = str(e)
+                finally:
+                    entry["time_s"] = round(time.perf_counter() - t, 3)
+                bar.update(done + steps - bar.n)  # a diverged run stops early
+                write("running")
+    return rd.path

@@ -18,21 +18,24 @@ from typing import Any
 import numpy as np
 
 from bnlab._atomic import atomic_write
-from bnlab.experiments.rundir import read_json
+from bnlab.experiments.rundir import RunDir, read_json
 from bnlab.provenance import summary
 
 __all__ = [
     "TRAINED",
     "Report",
+    "finish_axes",
     "format_value",
     "markdown_to_html",
     "new_figure",
     "pct",
     "plot_band",
     "pp",
+    "run_report",
     "save_figure",
     "stack_curves",
     "status_text",
+    "write_run_metrics",
 ]
 
 # A trained MLP is above 90% on MNIST (chance 10%); below it, differences are of nets that
@@ -74,6 +77,50 @@ def status_text(metrics: dict[str, Any], after: str, wall_includes: str) -> str:
     if metrics.get("status") != "complete":
         text += "; the numbers below are those of a partial run"
     return text + "."
+
+
+def run_report(
+    run_dir: str | Path, title: str, entry: str, wall_includes: str
+) -> tuple[RunDir, dict[str, Any], dict[str, Any], Report]:
+    """``(run_dir, config, metrics, report)`` of a run of ENTRYs (``metrics[ENTRY + "s"]``;
+    ``{"status": "not started", ENTRYs: []}`` before training wrote any): the report titled
+    ``title`` starts with the run's status (:func:`status_text`) and its number of ENTRYs."""
+    rd = RunDir(run_dir)
+    cfg, metrics = rd.read_json("config.json"), rd.read_metrics(**{f"{entry}s": []})
+    rep = Report(title)
+    count = f"({len(metrics[entry + 's'])} {entry}(s))"
+    rep.paragraph(status_text(metrics, count, wall_includes))
+    return rd, cfg, metrics, rep
+
+
+def write_run_metrics(
+    rd: RunDir,
+    cfg: dict[str, Any],
+    schema: str,
+    status: str,
+    wall: float,
+    entries: list[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    column: str = "net",
+    **extra: Any,
+) -> None:
+    """``metrics.json`` ``{schema, experiment, status, wall_time_s, **extra, COLUMNs:
+    entries}`` and ``metrics.csv``: a row per entry and record of its ``history`` (lists
+    under ``keys``, ``"step"`` first), the entry's ``name`` in column ``column`` first, a list
+    value joined with ';' (6 significant digits)."""
+    head = {"schema": schema, "experiment": cfg["experiment"], "status": status}
+    rd.write_metrics({**head, "wall_time_s": round(wall, 3), **extra, f"{column}s": entries})
+    rows = [
+        [e["name"], *(_csv_cell(e["history"][k][i]) for k in keys)]
+        for e in entries
+        for i in range(len(e["history"]["step"]))
+    ]
+    rd.write_csv("metrics.csv", [column, *keys], rows)
+
+
+def _csv_cell(v: Any) -> Any:
+    return ";".join(f"{x:.6g}" for x in v) if isinstance(v, list) else v
 
 
 # -- the document --------------------------------------------------------------------------------
@@ -211,6 +258,16 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float] = (5
         nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False
     )
     return fig, axes
+
+
+def finish_axes(axes: Any, *, xlabel: str = "step", legend: int | None = 8) -> None:
+    """Every axis of ``axes``: the x label, a light grid and, if it has labelled artists and
+    ``legend`` (a font size) is given, a legend."""
+    for ax in np.ravel(axes):
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if legend and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=legend)
 
 
 def stack_curves(curves: Sequence[Sequence[Any]], n: int) -> np.ndarray:

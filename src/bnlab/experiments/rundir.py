@@ -1,17 +1,11 @@
 """The run directory of an experiment: its files, its lock, and how a run ends.
 
-- :func:`write_json`, :func:`write_csv`: atomic (``bnlab._atomic.atomic_write``: temp file,
-  fsync, rename), so a crash or Ctrl-C leaves the old file or the new one, never a mix;
-  :func:`read_json` names the file that is missing or not JSON.
-- :func:`start_run_dir` takes the directory's lock (:func:`lock_run_dir`: ``fcntl.flock`` on
-  ``.bnlab-run.lock``, removed at the end), deletes the files of the previous run (only the
-  files bnlab wrote: :mod:`bnlab.experiments.manifest`) and writes ``config.json`` with the
-  run's provenance (:mod:`bnlab.provenance`; the end time added on release), or for a
-  resumed run keeps the files and records the new provenance beside the old.
-- :class:`RunDir` is all of this as one object: ``RunDir.start(out, config)`` then
-  ``write_metrics``/``write_csv``/``figure``/``write_report`` and ``status(on_exit)``.
-- :func:`run_status` reports "complete", "interrupted" or "failed" to the experiment's
-  ``on_exit``; a Ctrl-C is always "interrupted" (:func:`is_interrupt`).
+Files are written atomically (``bnlab._atomic``: a crash or Ctrl-C leaves the old file or the
+new one). :func:`start_run_dir` takes the directory's lock (:func:`lock_run_dir`), deletes the
+previous run's files (only those bnlab wrote: :mod:`bnlab.experiments.manifest`) and writes
+``config.json`` with the run's provenance (:mod:`bnlab.provenance`), or for a resumed run keeps
+the files. :class:`RunDir` is all of this as one object; :func:`run_status` reports
+"complete", "interrupted" (a Ctrl-C, :func:`is_interrupt`) or "failed" to the experiment.
 """
 
 from __future__ import annotations
@@ -242,8 +236,7 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     w.writerow(header)
-    for row in rows:
-        w.writerow(["" if v is None else v for v in row])
+    w.writerows(["" if v is None else v for v in row] for row in rows)
     data = buf.getvalue().encode("utf-8")
     atomic_write(path, lambda f: f.write(data))
 
@@ -271,15 +264,10 @@ def raise_if_interrupted() -> None:
 def install_sigint_handler() -> Callable[[], None]:
     """Make Ctrl-C raise KeyboardInterrupt as usual and also set a flag that
     :func:`is_interrupt` checks; returns a function restoring the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
     _SIGINT_SEEN.clear()
-    old = signal.signal(signal.SIGINT, _on_sigint)
-
-    def restore() -> None:
-        signal.signal(signal.SIGINT, old)
-
-    return restore
+    stack = contextlib.ExitStack()
+    stack.enter_context(_sigint_handler(_on_sigint))
+    return stack.close
 
 
 def is_interrupt(exc: BaseException) -> bool:
@@ -298,12 +286,12 @@ def is_interrupt(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Ignore Ctrl-C inside the block (writing the partial run's files must not be cut)."""
+def _sigint_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for Ctrl-C inside the block (in the main thread: no other can set one)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, lambda signum, frame: _SIGINT_SEEN.set())
+    old = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
@@ -333,16 +321,14 @@ def run_status(on_exit: Callable[[str], None]) -> Iterator[None]:
         status = "interrupted"
         raise KeyboardInterrupt(f"interrupted ({type(e).__name__}: {e})") from e
     finally:
-        with _sigint_deferred():
+        with _sigint_handler(lambda signum, frame: _SIGINT_SEEN.set()):  # not cut short
             on_exit(status)
 
 
 class RunDir:
-    """An experiment's run directory, taken over by this process.
-
-    ``RunDir.start(out, config)`` validates nothing (the config is checked before) and calls
-    :func:`start_run_dir`; every file is then written atomically under ``path``. Use it as a
-    context manager (or call :meth:`release`) to give the lock back::
+    """An experiment's run directory, taken over by this process (:meth:`start`, after the
+    config was checked); every file is written atomically under ``path``. Use it as a context
+    manager (or call :meth:`release`) to give the lock back::
 
         with RunDir.start(out, cfg.to_dict()) as rd, rd.status(write_results):
             ...train...; rd.write_metrics(metrics)
@@ -398,10 +384,8 @@ class RunDir:
     def read_metrics(self, **empty: Any) -> dict[str, Any]:
         """``metrics.json``, or ``{"status": "not started", **empty}`` if training never
         wrote it."""
-        if (self.path / "metrics.json").is_file():
-            metrics: dict[str, Any] = self.read_json("metrics.json")
-            return metrics
-        return {"status": "not started", **empty}
+        path = self.path / "metrics.json"
+        return read_json(path) if path.is_file() else {"status": "not started", **empty}
 
     def figure(self, name: str) -> Path:
         """Where figure ``name`` goes: ``fig_<name>.png`` (cleared by :meth:`start`)."""

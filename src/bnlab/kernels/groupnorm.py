@@ -76,39 +76,25 @@ def _stats_body(x, G, eps, mean, rstd):  # pragma: no cover - compiled
             rstd[n, g] = 1.0 / np.sqrt(var + eps)
 
 
-def _normalize_body(x, mean, rstd, gamma, beta, y):  # pragma: no cover - compiled
+def _normalize_body(x, mean_c, scale_c, beta, y):  # pragma: no cover - compiled
     N, S, C = x.shape
-    G = mean.shape[1]
-    Cg = C // G
     for n in prange(N):
-        a = np.empty(C)
-        mu = np.empty(C)
-        for c in range(C):
-            a[c] = rstd[n, c // Cg] * gamma[c]
-            mu[c] = mean[n, c // Cg]
         for s in range(S):
             for c in range(C):
-                y[n, s, c] = (np.float64(x[n, s, c]) - mu[c]) * a[c] + beta[c]
+                y[n, s, c] = (np.float64(x[n, s, c]) - mean_c[n, c]) * scale_c[n, c] + beta[c]
 
 
-def _grad_sums_body(dy, x, mean, gamma, A, B, sdy, sdyx):  # pragma: no cover - compiled
+def _grad_sums_body(dy, x, mean_c, gamma, A, B, sdy, sdyx):  # pragma: no cover - compiled
     N, S, C = x.shape
-    G = mean.shape[1]
-    Cg = C // G
+    Cg = C // A.shape[1]
     for n in prange(N):
         t1 = np.zeros(C)
         t2 = np.zeros(C)
-        mu = np.empty(C)
-        for c in range(C):
-            mu[c] = mean[n, c // Cg]
         for s in range(S):
             for c in range(C):
                 d = np.float64(dy[n, s, c])
                 t1[c] += d
-                t2[c] += d * (np.float64(x[n, s, c]) - mu[c])
-        for g in range(G):
-            A[n, g] = 0.0
-            B[n, g] = 0.0
+                t2[c] += d * (np.float64(x[n, s, c]) - mean_c[n, c])
         for c in range(C):
             sdy[n, c] = t1[c]
             sdyx[n, c] = t2[c]
@@ -116,27 +102,14 @@ def _grad_sums_body(dy, x, mean, gamma, A, B, sdy, sdyx):  # pragma: no cover - 
             B[n, c // Cg] += gamma[c] * t2[c]
 
 
-def _grad_input_body(dy, x, mean, rstd, gamma, A, B, dx):  # pragma: no cover - compiled
+def _grad_input_body(dy, x, mean_c, rstd_c, gamma, k0_c, k1_c, dx):  # pragma: no cover
     N, S, C = x.shape
-    G = mean.shape[1]
-    Cg = C // G
-    m = S * Cg
     for n in prange(N):
-        k0 = np.empty(C)
-        k1 = np.empty(C)
-        mu = np.empty(C)
-        r = np.empty(C)
-        for c in range(C):
-            g = c // Cg
-            r[c] = rstd[n, g]
-            mu[c] = mean[n, g]
-            k0[c] = A[n, g] / m
-            k1[c] = rstd[n, g] * rstd[n, g] * B[n, g] / m
         for s in range(S):
             for c in range(C):
-                xm = np.float64(x[n, s, c]) - mu[c]
+                xm = np.float64(x[n, s, c]) - mean_c[n, c]
                 d = np.float64(dy[n, s, c]) * gamma[c]
-                dx[n, s, c] = r[c] * (d - k0[c] - xm * k1[c])
+                dx[n, s, c] = rstd_c[n, c] * (d - k0_c[n, c] - xm * k1_c[n, c])
 
 
 _STATS = njit_pair(_stats_body)
@@ -201,7 +174,8 @@ def group_norm_forward(
             raise FloatingPointError(f"{where}: the statistics of x overflow; scale the input")
     y = np.empty(x3.shape, x3.dtype)
     if x3.size:
-        call_on_policy(_NORMALIZE, rank, x3.size, PARALLEL_MIN, x3, mean, rstd, g, b, y)
+        mean_c, scale_c = np.repeat(mean, C // G, axis=1), np.repeat(rstd, C // G, axis=1) * g
+        call_on_policy(_NORMALIZE, rank, x3.size, PARALLEL_MIN, x3, mean_c, scale_c, b, y)
     cache = GroupNormCache(x3, mean, rstd, None if gamma is None else g, np.shape(x), out_dtype)
     return y.reshape(cache.shape).astype(out_dtype, copy=False), cache
 
@@ -224,18 +198,21 @@ def group_norm_backward(
     gamma = np.ones(C) if cache.gamma is None else cache.gamma
     A, B = np.zeros((N, G)), np.zeros((N, G))
     sdy, sdyx = np.zeros((N, C)), np.zeros((N, C))
+    mean_c, rstd_c = np.repeat(cache.mean, C // G, axis=1), np.repeat(cache.rstd, C // G, axis=1)
     if x3.size:
-        args = (d3, x3, cache.mean, gamma, A, B, sdy, sdyx)
+        args = (d3, x3, mean_c, gamma, A, B, sdy, sdyx)
         call_on_policy(_GRAD_SUMS, len(cache.shape), x3.size, PARALLEL_MIN, *args)
     if not (np.isfinite(A).all() and np.isfinite(B).all() and np.isfinite(sdy).all()):
         check_finite(d3, "dy", where=where)
         raise FloatingPointError(f"{where}: the sums of dy overflow; scale the loss")
-    rstd_c = np.repeat(cache.rstd, C // G, axis=1)  # (N, C)
     dgamma = (rstd_c * sdyx).sum(axis=0)
     dbeta = sdy.sum(axis=0)
     dx = np.empty(x3.shape, x3.dtype)
     if x3.size:
-        dx_args = (d3, x3, cache.mean, cache.rstd, gamma, A, B, dx)
+        m = S * (C // G)  # the values of one (sample, group)
+        k0_c = np.repeat(A / m, C // G, axis=1)
+        k1_c = np.repeat(cache.rstd * cache.rstd * B / m, C // G, axis=1)
+        dx_args = (d3, x3, mean_c, rstd_c, gamma, k0_c, k1_c, dx)
         call_on_policy(_GRAD_INPUT, len(cache.shape), x3.size, PARALLEL_MIN, *dx_args)
     dt = x3.dtype
     return (

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from bnlab.experiments.config import ExperimentConfig, option
+from bnlab.experiments.config import Check, ExperimentConfig, option
+from bnlab.experiments.mnist.config import MNIST_TEST
 
 __all__ = ["CIFAR_ENV", "NETS", "ShiftConfig"]
 
@@ -14,14 +15,7 @@ CIFAR_ENV = "BNLAB_CIFAR"
 NETS = ("standard", "bn", "noisy-bn")
 
 
-def _bad(where: str, key: str, what: str, value: Any) -> ValueError:
-    return ValueError(f"{where}: --{key.replace('_', '-')} must be {what}, got {value!r}")
-
-
-def _number(value: Any, kind: type) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        return False
-    return float(value).is_integer() if kind is int else abs(value) != float("inf")
+_POSITIVE = Check(float, 0, lo_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,39 +33,44 @@ class ShiftConfig(ExperimentConfig):
     cifar: str | None = option(
         None, f"CIFAR-10 data (any format bnlab reads; default ${CIFAR_ENV})"
     )
-    steps: int | None = option(None, "SGD steps per net (6000 MNIST, 300 CIFAR-10)", parse=int)
-    batch_size: int | None = option(None, "minibatch size (60 MNIST, 128 CIFAR-10)", parse=int)
-    lr: float = option(0.1, "SGD learning rate (plain SGD)", parse=float)
-    hidden: list[int] = option([100, 100, 100], "MNIST MLP hidden widths", nargs="+", parse=int)
+    steps: int | None = option(
+        None, "SGD steps per net (6000 MNIST, 300 CIFAR-10)", Check(int, 1, optional=True)
+    )
+    batch_size: int | None = option(
+        None, "minibatch size (60 MNIST, 128 CIFAR-10)", Check(int, 2, optional=True)
+    )
+    lr: float = option(0.1, "SGD learning rate (plain SGD)", _POSITIVE)
+    hidden: list[int] = option([100, 100, 100], "MNIST MLP hidden widths", Check(int, 1), nargs="+")
     measure_every: int | None = option(
-        None, "measure every N steps (steps/60 MNIST, steps/20 CIFAR-10)", parse=int
+        None,
+        "measure every N steps (steps/60 MNIST, steps/20 CIFAR-10)",
+        Check(int, 1, optional=True),
     )
     step_sizes: list[float] = option(
         [0.05, 0.1, 0.2, 0.4],
         "step sizes along the gradient for the landscape",
+        _POSITIVE,
         nargs="+",
-        parse=float,
     )
     noise_mean: float = option(
-        1.0, "noisy BN: the mean of the noise is drawn from U(-n, n)", parse=float
+        1.0, "noisy BN: the mean of the noise is drawn from U(-n, n)", Check(float, 0)
     )
     noise_scale: float = option(
-        2.0, "noisy BN: the scale of the noise is drawn from U(1, n)", parse=float
+        2.0, "noisy BN: the scale of the noise is drawn from U(1, n)", Check(float, 1)
     )
-    noise_spread: float = option(0.1, "noisy BN: per-sample spread of the noise", parse=float)
-    eval_examples: int = option(2000, "test images for the test accuracy", parse=int)
-    seed: int = option(0, "weights, batches and noise", parse=int)
+    noise_spread: float = option(0.1, "noisy BN: per-sample spread of the noise", Check(float, 0))
+    eval_examples: int = option(
+        2000, "test images for the test accuracy", Check(int, 1, MNIST_TEST)
+    )
+    seed: int = option(0, "weights, batches and noise", Check(int, 0))
     full: bool = option(False, "a longer run: 15,000 steps (MNIST) / 39,000, 100 epochs (CIFAR-10)")
     progress: bool = option(True, "no progress bar", negate="--no-progress")
 
     def __post_init__(self) -> None:
         set_, mnist = object.__setattr__, self.dataset == "mnist"
         if self.steps is None:
-            set_(
-                self,
-                "steps",
-                (15_000 if mnist else 39_000) if self.full else (6000 if mnist else 300),
-            )
+            steps = (15_000 if mnist else 39_000) if self.full else (6000 if mnist else 300)
+            set_(self, "steps", steps)
         if self.batch_size is None:
             set_(self, "batch_size", 60 if mnist else 128)
         if self.measure_every is None and isinstance(self.steps, int):
@@ -80,33 +79,8 @@ class ShiftConfig(ExperimentConfig):
             set_(self, "cifar", os.environ.get(CIFAR_ENV) or None)
 
     def validate(self) -> None:
-        """Numbers in range; CIFAR-10 needs a data path that exists."""
-        where = self.NAME
-        ints = {"steps": 1, "batch_size": 2, "measure_every": 1, "eval_examples": 1, "seed": 0}
-        for key, lo in ints.items():
-            v = getattr(self, key)
-            if not _number(v, int) or v < lo:
-                raise _bad(where, key, f"an integer >= {lo}", v)
-        # (key, lower bound, bound included)
-        for key, lo, closed in (
-            ("lr", 0, False),
-            ("noise_mean", 0, True),
-            ("noise_scale", 1, True),
-            ("noise_spread", 0, True),
-        ):
-            v = getattr(self, key)
-            if not _number(v, float) or v < lo or (v == lo and not closed):
-                raise _bad(where, key, f"a finite number {'>=' if closed else '>'} {lo}", v)
-        for key, kind in (("hidden", int), ("step_sizes", float)):
-            vals = getattr(self, key)
-            if (
-                not isinstance(vals, list)
-                or not vals
-                or not all(_number(v, kind) and v > 0 for v in vals)
-            ):
-                raise _bad(where, key, "one or more positive numbers", vals)
-        if self.eval_examples > 10_000:
-            raise _bad(where, "eval_examples", "at most 10000 (the test set)", self.eval_examples)
+        """CIFAR-10 needs a data path that exists."""
+        where = self.NAME  # the numbers are checked by their options
         if self.dataset == "cifar10":
             if not self.cifar:
                 raise ValueError(

@@ -23,16 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.layers import (
-    BatchNorm,
-    Conv2D,
-    Dense,
-    Flatten,
-    Layer,
-    MaxPool2D,
-    ReLU,
-    Sequential,
-)
+from bnlab.layers import BatchNorm, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU, Sequential
 
 __all__ = ["ShiftNoise", "build_net", "weight_layers"]
 
@@ -105,14 +96,8 @@ def _block(kind: str, width: int, cfg: Any, i: int) -> list[Layer]:
     if kind != "standard":
         out.append(BatchNorm(width))
     if kind == "noisy-bn":
-        out.append(
-            ShiftNoise(
-                cfg.noise_mean,
-                cfg.noise_scale,
-                cfg.noise_spread,
-                seed=int(cfg.seed) * 1000 + 500 + i,
-            )
-        )
+        seed = int(cfg.seed) * 1000 + 500 + i
+        out.append(ShiftNoise(cfg.noise_mean, cfg.noise_scale, cfg.noise_spread, seed=seed))
     out.append(ReLU())
     return out
 
@@ -131,15 +116,9 @@ def build_net(kind: str, cfg: Any) -> Sequential:
             layers += _block(kind, int(width), cfg, i)
             fan_in = int(width)
     else:
-        chans = [
-            (3, 32, "same"),
-            (32, 32, "valid"),
-            None,
-            (32, 64, "same"),
-            (64, 64, "valid"),
-            None,
-        ]
-        for i, c in enumerate(chans):
+        # the Keras example's stack: (in, out, padding) of each 3x3 convolution, None a pool
+        chans = [(3, 32, "same"), (32, 32, "valid"), None, (32, 64, "same"), (64, 64, "valid")]
+        for i, c in enumerate([*chans, None]):
             if c is None:
                 layers.append(MaxPool2D(2))
                 continue

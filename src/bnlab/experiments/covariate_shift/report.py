@@ -1,4 +1,4 @@
-"""Metrics files, verdicts, figures and report of ``covariate-shift`` (file format: the
+"""Verdicts, figures and report of ``covariate-shift`` (the metrics files and their content: the
 docstring of :mod:`bnlab.experiments.covariate_shift.run`). It reads everything back from the
 run directory and imports nothing of the experiment.
 
@@ -19,13 +19,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+import numpy as np
+
+from bnlab.experiments.report import finish_axes, new_figure, pct, run_report, save_figure
 from bnlab.experiments.rundir import RunDir
 
-__all__ = ["HISTORY_KEYS", "SCHEMA", "render", "summary", "verdicts", "write_metrics"]
+__all__ = ["HISTORY_KEYS", "SCHEMA", "render", "summary", "verdicts"]
 
 SCHEMA = "bnlab.covariate_shift.metrics/1"
-HISTORY_KEYS = (
+# per net, one list entry per measurement (module docstring of ``run``)
+HISTORY_KEYS: tuple[str, ...] = (
     "step",
     "train_loss",
     "test_acc",
@@ -33,43 +36,10 @@ HISTORY_KEYS = (
     "ics_cos",
     "losses",
     "grad_diffs",
-    "loss_range",
-    "beta",
-    "grad_norm",
-    "act_mean",
-    "act_std",
 )
+HISTORY_KEYS += ("loss_range", "beta", "grad_norm", "act_mean", "act_std")
 SAME = 0.02
 _COLORS = {"standard": "tab:gray", "bn": "tab:blue", "noisy-bn": "tab:orange"}
-
-
-def write_metrics(
-    rd: RunDir, cfg: dict[str, Any], nets: list[dict[str, Any]], status: str, wall: float
-) -> None:
-    """``metrics.json`` and ``metrics.csv`` (one row per net and measurement; lists joined
-    with ';')."""
-    rd.write_metrics(
-        {
-            "schema": SCHEMA,
-            "experiment": cfg["experiment"],
-            "status": status,
-            "wall_time_s": round(wall, 3),
-            "step_sizes": cfg["step_sizes"],
-            "nets": nets,
-        }
-    )
-    rows = []
-    for n in nets:
-        h = n["history"]
-        for i in range(len(h["step"])):
-            cells = [h[k][i] for k in HISTORY_KEYS]
-            rows.append(
-                [
-                    n["name"],
-                    *(";".join(f"{v:.6g}" for v in c) if isinstance(c, list) else c for c in cells),
-                ]
-            )
-    rd.write_csv("metrics.csv", ["net", *HISTORY_KEYS], rows)
 
 
 def _median(values: list[Any]) -> float | None:
@@ -147,22 +117,12 @@ def _plot_training(rd: RunDir, metrics: dict[str, Any]) -> None:
         if not h["step"]:
             continue
         axes[0, 0].plot(h["step"], h["test_acc"], color=c, label=n["name"])
-        mean = [m[0] for m in h["act_mean"]]
-        std = [s[0] for s in h["act_std"]]
+        mean, std = (np.array([v[0] for v in h[k]]) for k in ("act_mean", "act_std"))
         axes[0, 1].plot(h["step"], mean, color=c, label=n["name"])
-        axes[0, 1].fill_between(
-            h["step"],
-            [m - s for m, s in zip(mean, std, strict=True)],
-            [m + s for m, s in zip(mean, std, strict=True)],
-            color=c,
-            alpha=0.2,
-        )
+        axes[0, 1].fill_between(h["step"], mean - std, mean + std, color=c, alpha=0.2)
     axes[0, 0].set_title("test accuracy (eval mode)", fontsize=10)
     axes[0, 1].set_title("input of the last hidden ReLU, unit 0: batch mean ± std", fontsize=10)
-    for ax in axes[0]:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    finish_axes(axes)
     save_figure(fig, rd.figure("training"))
 
 
@@ -180,9 +140,7 @@ def _plot_ics(rd: RunDir, metrics: dict[str, Any]) -> None:
     for j in range(layers):
         axes[0, j].set_title(f"weight layer {j + 2}: ||G - G'||", fontsize=9)
         axes[1, j].set_title(f"weight layer {j + 2}: cos(G, G')", fontsize=9)
-        for i in range(2):
-            axes[i, j].set_xlabel("step")
-            axes[i, j].grid(alpha=0.3)
+    finish_axes(axes, legend=None)
     axes[0, 0].legend(fontsize=7)
     save_figure(fig, rd.figure("ics"))
 
@@ -205,10 +163,8 @@ def _plot_landscape(rd: RunDir, metrics: dict[str, Any]) -> None:
     )
     for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step")
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    finish_axes(axes, legend=7)
     save_figure(fig, rd.figure("landscape"))
 
 
@@ -232,37 +188,18 @@ def _setup(cfg: dict[str, Any]) -> str:
 
 def render(run_dir: str | Path) -> Path:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
-    rd = RunDir(run_dir)
-    cfg = rd.read_json("config.json")
-    has = (rd.path / "metrics.json").is_file()
-    metrics: dict[str, Any] = (
-        rd.read_json("metrics.json") if has else {"status": "not started", "nets": []}
-    )
-    rep = Report("Does BN reduce internal covariate shift? (Santurkar et al. 2018)")
-    rep.paragraph(
-        f"Status: **{metrics['status']}**, {len(metrics['nets'])} net(s), wall time "
-        f"{metrics.get('wall_time_s', 0):.0f} s."
-    )
+    title = "Does BN reduce internal covariate shift? (Santurkar et al. 2018)"
+    rd, cfg, metrics, rep = run_report(run_dir, title, "net", "training and measuring every net")
     rep.heading("Setup")
     rep.paragraph(_setup(cfg))
     rep.heading("Beside the paper")
     rep.bullets(verdicts(metrics) or ["No finished nets yet."])
+    cols = ("steps", "acc", "ics_l2", "ics_cos", "loss_range", "grad_change", "beta")
     rows = []
     for n in metrics["nets"]:
         s = summary(n) if n["history"]["step"] else {}
-        rows.append(
-            [
-                n["name"],
-                s.get("steps"),
-                pct(s.get("acc")),
-                s.get("ics_l2"),
-                s.get("ics_cos"),
-                s.get("loss_range"),
-                s.get("grad_change"),
-                s.get("beta"),
-                "diverged" if n.get("error") else "",
-            ]
-        )
+        cells = [pct(s.get(k)) if k == "acc" else s.get(k) for k in cols]
+        rows.append([n["name"], *cells, "diverged" if n.get("error") else ""])
     rep.table(
         ["net", "steps", "test acc", "ICS l2", "ICS cos", "loss range", "grad change", "beta", ""],
         rows,

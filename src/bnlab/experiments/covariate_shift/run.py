@@ -32,9 +32,7 @@ Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_training.png``,
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,8 +43,7 @@ from bnlab.experiments.covariate_shift import report
 from bnlab.experiments.covariate_shift.config import NETS, ShiftConfig
 from bnlab.experiments.covariate_shift.measure import gradients, ics, kept_state, landscape
 from bnlab.experiments.covariate_shift.nets import build_net, noise_layers, weight_layers
-from bnlab.experiments.progress import Progress
-from bnlab.experiments.rundir import RunDir
+from bnlab.experiments.progress import Progress, run_in_turn
 from bnlab.layers import ReLU, Sequential
 from bnlab.runtime import blas_threads
 
@@ -100,18 +97,9 @@ def _measure(
     """The measurement row of one step (module docstring), before its update."""
     pairs = ics(model, xb, yb, grads, float(cfg.lr), weight_layers(model))
     land = landscape(model, xb, yb, loss, grads, [float(e) for e in cfg.step_sizes])
-    mean, std = _activations(model, xb)
-    return {
-        "ics_l2": [p[0] for p in pairs],
-        "ics_cos": [p[1] for p in pairs],
-        "losses": land["losses"],
-        "grad_diffs": land["grad_diffs"],
-        "loss_range": land["loss_range"],
-        "beta": land["beta"],
-        "grad_norm": land["grad_norm"],
-        "act_mean": mean,
-        "act_std": std,
-    }
+    act = dict(zip(("act_mean", "act_std"), _activations(model, xb), strict=True))
+    ics_l2, ics_cos = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {"ics_l2": ics_l2, "ics_cos": ics_cos, **land, **act}  # land: the landscape's keys
 
 
 def train_net(
@@ -130,9 +118,8 @@ def train_net(
     xtr, ytr, xte, yte = data
     model = build_net(kind, cfg)
     noises, params = noise_layers(model), model.params
-    stream = BatchIterator(
-        xtr, ytr, int(cfg.batch_size or 2), seed=int(cfg.seed), drop_last=True
-    ).batches()
+    batches = BatchIterator(xtr, ytr, int(cfg.batch_size or 2), seed=int(cfg.seed), drop_last=True)
+    stream = batches.batches()
     steps, every = int(cfg.steps or 0), int(cfg.measure_every or 1)
     window: list[float] = []
     for step in range(steps + 1):
@@ -168,41 +155,13 @@ def run(config: ShiftConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
     the data loaded before the run directory changes."""
     cfg = ShiftConfig.of(config)
     data = load_data(cfg)
-    settings = cfg.to_dict()
-    nets: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    bar = Progress(int(cfg.steps or 0) * len(NETS), cfg.NAME, enabled=bool(cfg.progress))
 
-    with RunDir.start(out_dir, settings) as rd:
+    def train(spec: dict[str, Any], history: Any, bar: Progress, on_record: Any) -> None:
+        train_net(spec["name"], cfg, data, history, bar, on_record)
 
-        def write(status: str) -> None:
-            report.write_metrics(rd, settings, nets, status, time.perf_counter() - t0)
-
-        def finish(status: str) -> None:
-            bar.close()
-            write(status)
-            report.render(rd.path)
-
-        # an MLP's products are too small for BLAS threads; a convnet's im2col products need them
-        threads = blas_threads(1) if cfg.dataset == "mnist" else contextlib.nullcontext()
-        with rd.status(finish), threads:
-            write("running")
-            for kind in NETS:
-                entry: dict[str, Any] = {
-                    "name": kind,
-                    "error": None,
-                    "time_s": None,
-                    "history": {k: [] for k in report.HISTORY_KEYS},
-                }
-                nets.append(entry)
-                t, done = time.perf_counter(), bar.n
-                try:
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        train_net(kind, cfg, data, entry["history"], bar, lambda: write("running"))
-                except FloatingPointError as e:
-                    entry["error"] = str(e)
-                finally:
-                    entry["time_s"] = round(time.perf_counter() - t, 3)
-                bar.update(done + int(cfg.steps or 0) - bar.n)
-                write("running")
-    return rd.path
+    # an MLP's products are too small for BLAS threads; a convnet's im2col products need them
+    threads = blas_threads(1) if cfg.dataset == "mnist" else None
+    specs = [{"name": kind} for kind in NETS]
+    return run_in_turn(
+        out_dir, cfg, specs, train, report, threads=threads, step_sizes=cfg.step_sizes
+    )

@@ -30,10 +30,18 @@ from bnlab.experiments.config import (
     option,
 )
 
-__all__ = ["MNIST_TEST", "MNIST_TRAIN", "STEPS", "MnistConfig"]
+__all__ = ["MNIST_TEST", "MNIST_TRAIN", "STEPS", "MnistConfig", "check_mnist_counts"]
 
 MNIST_TRAIN, MNIST_TEST = 60_000, 10_000
 STEPS = Check(int, 1)
+
+
+def check_mnist_counts(train_subset: int | None, test_subset: int | None, where: str) -> int:
+    """The training images used (``train_subset``, or all 60,000) once both subsets are
+    checked against MNIST's sizes (:func:`~bnlab.experiments.config.check_count`)."""
+    n_train = check_count(train_subset, MNIST_TRAIN, "train_subset", "images", where)
+    check_count(test_subset, MNIST_TEST, "test_subset", "images", where)
+    return n_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,19 +97,13 @@ class MnistConfig(ExperimentConfig):
                 f"{self.NAME}: --monitor-unit {self.monitor_unit} is not a unit of the last "
                 f"hidden layer, which has {last}; pass 0..{last - 1}"
             )
-        n_train = self.n_train
-        check_count(self.test_subset, MNIST_TEST, "test_subset", "images", self.NAME)
+        n_train = check_mnist_counts(self.train_subset, self.test_subset, self.NAME)
         if self.batch_size > n_train:
             raise ValueError(
                 f"{self.NAME}: --batch-size {self.batch_size} is larger than the {n_train} "
                 "training images; pass a smaller --batch-size or a larger --train-subset"
             )
         self.check_size()
-
-    @property
-    def n_train(self) -> int:
-        """Training images used (``train_subset``, or all 60,000); ValueError if too many."""
-        return check_count(self.train_subset, MNIST_TRAIN, "train_subset", "images", self.NAME)
 
     def learning_rates(self) -> list[float]:
         """The learning rates trained (each with both nets and every seed): the experiment's

@@ -5,25 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from bnlab.experiments.config import ExperimentConfig, option
+from bnlab.experiments.config import Check, ExperimentConfig, option
+from bnlab.experiments.mnist.config import MNIST_TEST
 
-__all__ = ["MNIST_TEST", "NaiveConfig", "run_specs"]
-
-MNIST_TEST = 10_000
-
-
-def check_number(where: str, key: str, value: Any, lo: float, kind: type = float) -> None:
-    """ValueError naming ``--key`` unless ``value`` is a ``kind`` (int: integral) >= ``lo``
-    (> 0 when ``lo`` is 0 and ``kind`` is float)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
-    ok = ok and (float(value).is_integer() if kind is int else abs(value) != float("inf"))
-    ok = ok and (value > lo if (kind is float and lo == 0) else value >= lo)
-    if not ok:
-        what = "an integer" if kind is int else "a finite number"
-        op = ">" if (kind is float and lo == 0) else ">="
-        raise ValueError(
-            f"{where}: --{key.replace('_', '-')} must be {what} {op} {lo:g}, got {value!r}"
-        )
+__all__ = ["NaiveConfig", "run_specs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +18,16 @@ class NaiveConfig(ExperimentConfig):
 
     NAME: ClassVar[str] = "naive-normalization"
 
-    steps: int | None = option(None, "SGD steps per run (3000; 50000 with --full)", parse=int)
-    batch_size: int = option(60, "minibatch size", parse=int)
-    lr: float = option(0.5, "SGD learning rate", parse=float)
+    steps: int | None = option(
+        None, "SGD steps per run (3000; 50000 with --full)", Check(int, 1, optional=True)
+    )
+    batch_size: int = option(60, "minibatch size", Check(int, 2))
+    lr: float = option(0.5, "SGD learning rate", Check(float, 0, lo_open=True))
     hidden: list[int] | None = option(
-        None, "hidden widths (100 100; 100 100 100 with --full)", nargs="+", parse=int
+        None,
+        "hidden widths (100 100; 100 100 100 with --full)",
+        Check(int, 1, optional=True),
+        nargs="+",
     )
     activation: str = option("sigmoid", "hidden units", choices=("sigmoid", "relu"))
     train: str = option(
@@ -46,10 +36,14 @@ class NaiveConfig(ExperimentConfig):
         "paper's argument on its own), or both settings",
         choices=("both", "all", "bias"),
     )
-    eps: float = option(1e-5, "eps of the full normalization", parse=float)
-    eval_every: int | None = option(None, "evaluate every N steps (steps/50)", parse=int)
-    eval_examples: int = option(2000, "test images of the fixed evaluation batch", parse=int)
-    seed: int = option(0, "weights and batches", parse=int)
+    eps: float = option(1e-5, "eps of the full normalization", Check(float, 0, lo_open=True))
+    eval_every: int | None = option(
+        None, "evaluate every N steps (steps/50)", Check(int, 1, optional=True)
+    )
+    eval_examples: int = option(
+        2000, "test images of the fixed evaluation batch", Check(int, 2, MNIST_TEST)
+    )
+    seed: int = option(0, "weights and batches", Check(int, 0))
     full: bool = option(False, "the paper's MNIST size: 50,000 steps, 3 hidden layers of 100")
     progress: bool = option(True, "no progress bar", negate="--no-progress")
 
@@ -61,23 +55,6 @@ class NaiveConfig(ExperimentConfig):
             set_(self, "hidden", [100, 100, 100] if self.full else [100, 100])
         if self.eval_every is None and isinstance(self.steps, int):
             set_(self, "eval_every", max(1, self.steps // 50))
-
-    def validate(self) -> None:
-        """Every number in range; the evaluation batch within the test set."""
-        where = self.NAME
-        for key in ("steps", "batch_size", "eval_every", "eval_examples"):
-            check_number(where, key, getattr(self, key), 2 if key == "batch_size" else 1, int)
-        check_number(where, "seed", self.seed, 0, int)
-        check_number(where, "lr", self.lr, 0)
-        check_number(where, "eps", self.eps, 0)
-        if not isinstance(self.hidden, list) or not self.hidden:
-            raise ValueError(f"{where}: --hidden must be one or more widths, got {self.hidden!r}")
-        for w in self.hidden:
-            check_number(where, "hidden", w, 1, int)
-        if self.eval_examples > MNIST_TEST or self.eval_examples < 2:
-            raise ValueError(
-                f"{where}: --eval-examples must be in [2, {MNIST_TEST}], got {self.eval_examples}"
-            )
 
 
 def run_specs(cfg: NaiveConfig) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Metrics files, verdict, figure and report of ``naive-normalization`` (file format: the
+"""Verdict, figure and report of ``naive-normalization`` (the metrics files and their content: the
 docstring of :mod:`bnlab.experiments.naive_normalization.run`). It reads everything back from
 the run directory and imports nothing of the experiment.
 
@@ -15,35 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.report import finish_axes, new_figure, pct, run_report, save_figure
 from bnlab.experiments.rundir import RunDir
 
-__all__ = ["HISTORY_KEYS", "SCHEMA", "render", "verdicts", "write_metrics"]
+__all__ = ["HISTORY_KEYS", "SCHEMA", "render", "verdicts"]
 
 SCHEMA = "bnlab.naive_normalization.metrics/1"
 HISTORY_KEYS = ("step", "train_loss", "eval_loss", "eval_acc", "bias_norm", "weight_norm")
 GROWTH, STUCK, SMALL = 2.0, 0.9, 0.01
-
-
-def write_metrics(
-    rd: RunDir, cfg: dict[str, Any], runs: list[dict[str, Any]], status: str, wall: float
-) -> None:
-    """``metrics.json`` and ``metrics.csv`` (one row per run and record)."""
-    rd.write_metrics(
-        {
-            "schema": SCHEMA,
-            "experiment": cfg["experiment"],
-            "status": status,
-            "wall_time_s": round(wall, 3),
-            "runs": runs,
-        }
-    )
-    rows = [
-        [r["name"], *(r["history"][k][i] for k in HISTORY_KEYS)]
-        for r in runs
-        for i in range(len(r["history"]["step"]))
-    ]
-    rd.write_csv("metrics.csv", ["run", *HISTORY_KEYS], rows)
 
 
 def _at(h: dict[str, list[Any]], key: str, frac: float) -> float | None:
@@ -139,30 +118,18 @@ def _plot(rd: RunDir, metrics: dict[str, Any]) -> None:
     for col, title in enumerate(("centring: y = x - E[x]", "full BN")):
         axes[0, col].set_title(f"{title}: norm of the biases b", fontsize=10)
         axes[1, col].set_title(f"{title}: evaluation loss", fontsize=10)
-        for row in range(2):
-            axes[row, col].set_xlabel("step")
-            axes[row, col].grid(alpha=0.3)
-    for col in range(2):
         axes[0, col].set_yscale("log")  # the proper bias stays near 0: rounding only
     axes[0, 0].set_ylabel("||b|| (log scale)")
     axes[1, 0].set_ylabel("cross-entropy")
+    finish_axes(axes, legend=None)
     axes[0, 0].legend(fontsize=8)
     save_figure(fig, rd.figure("bias_loss"))
 
 
 def render(run_dir: str | Path) -> Path:
     """Figure and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
-    rd = RunDir(run_dir)
-    cfg = rd.read_json("config.json")
-    has = (rd.path / "metrics.json").is_file()
-    metrics: dict[str, Any] = (
-        rd.read_json("metrics.json") if has else {"status": "not started", "runs": []}
-    )
-    rep = Report("The naive normalization of Ioffe & Szegedy 2015, section 2 (MNIST)")
-    rep.paragraph(
-        f"Status: **{metrics['status']}**, {len(metrics['runs'])} run(s), wall time "
-        f"{metrics.get('wall_time_s', 0):.0f} s."
-    )
+    title = "The naive normalization of Ioffe & Szegedy 2015, section 2 (MNIST)"
+    rd, cfg, metrics, rep = run_report(run_dir, title, "run", "training every run")
     rep.heading("What the paper says")
     rep.paragraph(
         "If a gradient step ignores that E[x] depends on the bias b, the update b <- b + db is "

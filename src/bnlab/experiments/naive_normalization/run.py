@@ -34,7 +34,6 @@ Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_bias_loss.png``
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,8 +43,7 @@ import numpy as np
 from bnlab.experiments.naive_normalization import report
 from bnlab.experiments.naive_normalization.config import NaiveConfig, run_specs
 from bnlab.experiments.naive_normalization.normalize import BatchNormalize
-from bnlab.experiments.progress import Progress
-from bnlab.experiments.rundir import RunDir
+from bnlab.experiments.progress import Progress, run_in_turn
 from bnlab.layers import Dense, ReLU, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.runtime import blas_threads
@@ -167,52 +165,10 @@ def run(config: NaiveConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
     """
     cfg = NaiveConfig.of(config)
     data = load_data(cfg)
-    specs = run_specs(cfg)
-    settings = cfg.to_dict()
-    runs: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    bar = Progress(int(cfg.steps or 0) * len(specs), cfg.NAME, enabled=bool(cfg.progress))
 
-    with RunDir.start(out_dir, settings) as rd:
+    def train(spec: dict[str, Any], history: Any, bar: Progress, on_record: Any) -> None:
+        train_run(spec, cfg, data, history, bar, on_record)
 
-        def finish(status: str) -> None:
-            bar.close()
-            report.write_metrics(rd, settings, runs, status, time.perf_counter() - t0)
-            report.render(rd.path)
-
-        last = [time.perf_counter()]
-
-        def write_every(seconds: float) -> None:  # the partial run, for a reader meanwhile
-            if time.perf_counter() - last[0] >= seconds:
-                last[0] = time.perf_counter()
-                report.write_metrics(rd, settings, runs, "running", last[0] - t0)
-
-        with rd.status(finish):
-            report.write_metrics(rd, settings, runs, "running", 0.0)
-            for spec in specs:
-                _train_entry(spec, cfg, data, runs, bar, lambda: write_every(2.0))
-                report.write_metrics(rd, settings, runs, "running", time.perf_counter() - t0)
-    return rd.path
-
-
-def _train_entry(
-    spec: dict[str, Any],
-    cfg: NaiveConfig,
-    data: tuple[np.ndarray, ...],
-    runs: list[dict[str, Any]],
-    bar: Progress,
-    on_record: Callable[[], None] | None = None,
-) -> None:
-    """Append run ``spec``'s entry to ``runs`` and train it (a diverged run: its error)."""
-    t, done = time.perf_counter(), bar.n
-    entry: dict[str, Any] = {**spec, "error": None, "time_s": None}
-    entry["history"] = {k: [] for k in report.HISTORY_KEYS}
-    runs.append(entry)
-    try:
-        with blas_threads(1), np.errstate(over="ignore", invalid="ignore"):
-            train_run(spec, cfg, data, entry["history"], bar, on_record)
-    except FloatingPointError as e:
-        entry["error"] = str(e)
-    finally:
-        entry["time_s"] = round(time.perf_counter() - t, 3)
-    bar.update(done + int(cfg.steps or 0) - bar.n)  # a diverged run stops early
+    return run_in_turn(
+        out_dir, cfg, run_specs(cfg), train, report, column="run", threads=blas_threads(1)
+    )

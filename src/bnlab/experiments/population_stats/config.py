@@ -7,16 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from bnlab.experiments.config import (
-    MOMENTUM_HINT,
-    Check,
-    ExperimentConfig,
-    check_count,
-    check_model_bytes,
-    mlp_params,
-    option,
-)
-from bnlab.experiments.mnist.config import MNIST_TEST, MNIST_TRAIN, MnistConfig
+from bnlab.experiments.config import Check, ExperimentConfig, check_model_bytes, mlp_params, option
+from bnlab.experiments.mnist.config import MnistConfig, check_mnist_counts
 
 __all__ = ["CONFIG", "StatsConfig"]
 
@@ -37,7 +29,7 @@ class StatsConfig(ExperimentConfig):
     momenta: list[float] = option(
         [0.01, 0.1, 0.5],
         "BN momenta, one net each (the weight of the new batch)",
-        Check(float, 0, 1, hint=MOMENTUM_HINT),
+        _C["bn_momentum"],
         nargs="+",
     )
     seed: int = option(0, "weights, batches and the draw", _C["seed"])
@@ -58,8 +50,7 @@ class StatsConfig(ExperimentConfig):
     def validate(self) -> None:
         """Subsets within MNIST, a batch within the images and Algorithm 2's draw, memory."""
         where = self.NAME
-        n_train = check_count(self.train_subset, MNIST_TRAIN, "train_subset", "images", where)
-        check_count(self.test_subset, MNIST_TEST, "test_subset", "images", where)
+        n_train = check_mnist_counts(self.train_subset, self.test_subset, where)
         bs = int(self.batch_size)
         if bs > n_train or int(self.recal_examples) < bs:
             raise ValueError(

@@ -30,7 +30,7 @@ import numpy as np
 from bnlab.experiments.mnist.nets import build_net, load_data
 from bnlab.experiments.population_stats.config import StatsConfig
 from bnlab.experiments.population_stats.report import render
-from bnlab.experiments.progress import Progress
+from bnlab.experiments.progress import Progress, recording
 from bnlab.experiments.rundir import RunDir
 from bnlab.layers import Layer
 from bnlab.train import Callback, Trainer, TrainState, evaluate
@@ -148,12 +148,6 @@ def run(config: dict[str, Any] | StatsConfig, out_dir: str | Path) -> Path:
             write("running")
             bar.set_postfix_str(f"test acc: population {accs[-1]:.4f}")
 
-        def finish(status: str) -> None:
-            bar.close()
-            write(status)
-            render(rd.path)
-
-        with rd.status(finish):
-            write("running")
+        with recording(rd, bar, write, render):
             train(nets, cfg, data, on_eval, bar)
     return rd.path

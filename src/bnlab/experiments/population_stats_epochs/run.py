@@ -29,7 +29,7 @@ import numpy as np
 
 from bnlab.experiments.population_stats_epochs.config import EpochsConfig
 from bnlab.experiments.population_stats_epochs.report import render
-from bnlab.experiments.progress import Progress
+from bnlab.experiments.progress import Progress, recording
 from bnlab.experiments.rundir import RunDir
 from bnlab.layers import Layer
 from bnlab.train import evaluate
@@ -136,13 +136,7 @@ def run(config: dict[str, Any] | EpochsConfig, out_dir: str | Path) -> Path:
         def write(status: str) -> None:
             rd.write_metrics({"experiment": cfg.NAME, "status": status, "rows": rows})
 
-        def finish(status: str) -> None:
-            bar.close()
-            write(status)
-            render(rd.path)
-
-        with rd.status(finish):
-            write("running")
+        with recording(rd, bar, write, render):
             for p in paths:
                 rows.append(evaluate_checkpoint(p, data, cfg, bar))
                 write("running")

@@ -1,4 +1,4 @@
-"""Metrics files, verdicts, figures and report of ``scale-invariance`` (file format: the
+"""Verdicts, figures and report of ``scale-invariance`` (the metrics files and their content: the
 docstring of :mod:`bnlab.experiments.scale_invariance.run`). It reads everything back from the
 run directory and imports nothing of the experiment.
 
@@ -16,10 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.report import Report, finish_axes, new_figure, pct, save_figure, status_text
 from bnlab.experiments.rundir import RunDir
 
-__all__ = ["HISTORY_KEYS", "SCHEMA", "findings", "render", "write_metrics"]
+__all__ = ["HISTORY_KEYS", "SCHEMA", "findings", "render"]
 
 SCHEMA = "bnlab.scale_invariance.metrics/1"
 HISTORY_KEYS = ("step", "train_loss", "test_acc", "prob_diff", "max_prob_diff", "w_norm", "eff_lr")
@@ -32,40 +32,6 @@ CLAIM = (
     "orthogonal to W, so ||W|| only grows and the effective learning rate lr/||W||^2 falls "
     "(van Laarhoven 2017; Hoffer et al. 2018)."
 )
-
-
-def write_metrics(
-    rd: RunDir,
-    cfg: dict[str, Any],
-    nets: list[dict[str, Any]],
-    status: str,
-    wall: float,
-    steps_done: int,
-) -> None:
-    """``metrics.json`` and ``metrics.csv`` (one row per net and record; per-kernel lists
-    joined with ';')."""
-    rd.write_metrics(
-        {
-            "schema": SCHEMA,
-            "experiment": cfg["experiment"],
-            "status": status,
-            "wall_time_s": round(wall, 3),
-            "steps_done": steps_done,
-            "nets": nets,
-        }
-    )
-    rows = []
-    for n in nets:
-        h = n["history"]
-        for i in range(len(h["step"])):
-            cells = [h[k][i] for k in HISTORY_KEYS]
-            rows.append(
-                [
-                    n["name"],
-                    *(";".join(f"{v:.6g}" for v in c) if isinstance(c, list) else c for c in cells),
-                ]
-            )
-    rd.write_csv("metrics.csv", ["net", *HISTORY_KEYS], rows)
 
 
 def _last(n: dict[str, Any], key: str) -> Any:
@@ -150,11 +116,7 @@ def _plot_trajectories(rd: RunDir, metrics: dict[str, Any]) -> None:
     axes[0, 0].set_title("BN nets from aW: max |p - p_ref| on the batch", fontsize=10)
     axes[0, 1].set_ylim(0.0, 1.0)
     axes[0, 1].set_title("test accuracy: plain nets from W and aW, BN from W", fontsize=10)
-    for ax in axes[0]:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    finish_axes(axes, legend=7)
     save_figure(fig, rd.figure("trajectories"))
 
 
@@ -171,28 +133,18 @@ def _plot_norms(rd: RunDir, metrics: dict[str, Any]) -> None:
     axes[0, 0].set_title("||W|| of the kernels feeding BN (solid: no L2)", fontsize=10)
     axes[0, 1].set_title("effective learning rate lr / ||W||^2", fontsize=10)
     axes[0, 1].set_yscale("log")
-    for ax in axes[0]:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+    finish_axes(axes, legend=7)
     save_figure(fig, rd.figure("weight_norms"))
 
 
 def render(run_dir: str | Path) -> Path:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
     rd = RunDir(run_dir)
-    cfg = rd.read_json("config.json")
-    has = (rd.path / "metrics.json").is_file()
-    metrics: dict[str, Any] = (
-        rd.read_json("metrics.json") if has else {"status": "not started", "nets": []}
-    )
+    cfg, metrics = rd.read_json("config.json"), rd.read_metrics(nets=[])
     metrics.setdefault("steps_done", 0)
     rep = Report("Scale invariance of batch normalization (MNIST)")
-    rep.paragraph(
-        f"Status: **{metrics['status']}**, {metrics['steps_done']:,} of {int(cfg['steps']):,} "
-        f"steps, wall time {metrics.get('wall_time_s', 0):.0f} s."
-    )
+    done = f"after {metrics['steps_done']:,} of {int(cfg['steps']):,} steps"
+    rep.paragraph(status_text(metrics, done, "training every net side by side"))
     rep.heading("The claim")
     rep.paragraph(CLAIM)
     rep.heading("Setup")

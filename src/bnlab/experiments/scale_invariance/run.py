@@ -49,7 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.progress import Progress
+from bnlab.experiments.progress import Progress, recording
+from bnlab.experiments.report import write_run_metrics
 from bnlab.experiments.rundir import RunDir
 from bnlab.experiments.scale_invariance import report
 from bnlab.experiments.scale_invariance.config import ScaleConfig, net_specs
@@ -201,7 +202,10 @@ def run(config: ScaleConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
         def write(status: str) -> None:
             entries = [net.entry for net in nets]
             wall = time.perf_counter() - t0
-            report.write_metrics(rd, settings, entries, status, wall, done["steps"])
+            keys, steps = report.HISTORY_KEYS, done["steps"]
+            write_run_metrics(
+                rd, settings, report.SCHEMA, status, wall, entries, keys, steps_done=steps
+            )
 
         def on_record(step: int) -> None:
             bar.update(step - done["steps"])
@@ -210,11 +214,6 @@ def run(config: ScaleConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
             diffs = [n.entry["max_prob_diff"] for n in nets if n.spec["ref"] == "bn"]
             bar.set_postfix_str(f"max BN prob diff {max((d or 0.0) for d in diffs):.2e}")
 
-        def finish(status: str) -> None:
-            bar.close()
-            write(status)
-            report.render(rd.path)
-
-        with rd.status(finish), blas_threads(1), np.errstate(all="ignore"):
+        with recording(rd, bar, write, report.render), blas_threads(1), np.errstate(all="ignore"):
             train(cfg, nets, data, on_record)
     return rd.path
