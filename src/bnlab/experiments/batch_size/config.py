@@ -53,9 +53,7 @@ class BatchSizeConfig(ExperimentConfig):
     train_subset: int = option(
         5000, "N training images (a fixed random choice; 0: all)", Check(int, 0)
     )
-    test_subset: int = option(
-        2000, "N test images (a fixed random choice; 0: all)", Check(int, 0)
-    )
+    test_subset: int = option(2000, "N test images (a fixed random choice; 0: all)", Check(int, 0))
     seed: int = option(0, "weights, batch order and augmentation (the same for every run)",
                        Check(int, 0))  # fmt: skip
     lr: float = option(0.05, "SGD lr at a global batch of 32 (scaled linearly)",
@@ -73,7 +71,7 @@ class BatchSizeConfig(ExperimentConfig):
         out = {**values, **FULL} if values.get("full") else dict(values)
         norms = out.get("norms")
         if isinstance(norms, str):
-            norms = parse_norms(norms)
+            norms = [t.strip() for t in norms.split(",") if t.strip()]
         if isinstance(norms, list):
             if not norms or any(n not in NORMS for n in norms):
                 raise ValueError(f"{NAME}: norms must be a non-empty subset of {NORMS}: {norms}")

@@ -170,7 +170,8 @@ def run(config: Cifar10ResnetConfig | Mapping[str, Any] | None, out_dir: str | P
     except BaseException:
         release_run_dir(out)
         raise
-    mean, t0, error = pixel_mean(data.x_train), time.perf_counter(), [None]
+    mean, t0 = pixel_mean(data.x_train), time.perf_counter()
+    error: list[str | None] = [None]
 
     def snapshot(status: str) -> None:
         if is_root():
