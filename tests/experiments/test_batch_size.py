@@ -123,7 +123,7 @@ def test_syncbn_on_two_ranks_of_2_is_one_process_at_4(tiny: Path, tmp_path: Path
     cmd = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "bnlab", "run", "batch-size",
            "--data", str(tiny), "--train-subset", "0", "--test-subset", "0", "--epochs", "1",
            "--norms", "bn", "--batch-sizes", "2", "--bn-sync", "global", "--no-progress",
-           "--out", str(tmp_path / "two")]  # fmt: skip
+           "--reference", str(one), "--out", str(tmp_path / "two")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (one, tmp_path / "two"))
@@ -138,4 +138,6 @@ def test_syncbn_on_two_ranks_of_2_is_one_process_at_4(tiny: Path, tmp_path: Path
     assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-4)
     assert rb["test_loss"] == pytest.approx(ra["test_loss"], rel=1e-4)
     assert rb["test_error"] == ra["test_error"]
-    assert "SyncBatchNorm (2 ranks" in (tmp_path / "two" / "report.md").read_text()
+    report = (tmp_path / "two" / "report.md").read_text()
+    assert "SyncBatchNorm (2 ranks" in report and "BN over 2 ranks against one-process" in report
+    assert f"per-rank 2: {100 * rb['test_error']:.2f}% (one process at 4: " in report

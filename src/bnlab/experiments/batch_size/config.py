@@ -62,6 +62,11 @@ class BatchSizeConfig(ExperimentConfig):
     weight_decay: float = option(1e-4, "L2 on the kernels: gradient + wd * W", Check(float, 0))
     gn_groups: int = option(8, "GroupNorm groups (at most the channels)", Check(int, 1))
     eval_batch_size: int = option(500, "examples per forward", Check(int, 1))
+    reference: str | None = option(
+        None,
+        "another batch-size run directory drawn dashed beside this one (e.g. the "
+        "one-process run beside a SyncBN run under mpiexec)",
+    )
     progress: bool = option(True, "no progress bar", negate="--no-progress")
     bn_sync: str = bn_sync_option()
 

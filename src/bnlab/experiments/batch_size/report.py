@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.experiments.report import Report, new_figure, pct, save_figure
-from bnlab.experiments.rundir import RunDir
+from bnlab.experiments.rundir import RunDir, read_json
 
 __all__ = ["render", "verdict"]
 
@@ -61,15 +61,47 @@ def verdict(lines: dict[str, dict[int, float]]) -> str | None:
     )
 
 
+def _reference(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """The reference run's metrics and config (``--reference``), or a note why there are none."""
+    ref = cfg.get("reference")
+    if not ref:
+        return {}, {}, None
+    path = Path(ref).expanduser()
+    try:
+        return read_json(path / "metrics.json"), read_json(path / "config.json"), None
+    except (OSError, ValueError) as e:
+        return {}, {}, f"Reference run `{ref}` not drawn: {e}"
+
+
+def _sync_sentence(metrics: dict[str, Any], lines: dict, ref_lines: dict) -> str | None:
+    """SyncBN at P ranks x b against one-process BN at P*b and at b (the reference run)."""
+    p = int(metrics.get("world_size") or 1)
+    if p == 1 or "bn" not in lines or "bn" not in ref_lines:
+        return None
+    parts = [
+        f"per-rank {b}: {pct(e)} (one process at {p * b}: {pct(ref_lines['bn'].get(p * b))}, "
+        f"at {b}: {pct(ref_lines['bn'].get(b))})"
+        for b, e in sorted(lines["bn"].items(), reverse=True)
+    ]
+    return (
+        f"BN over {p} ranks against one-process BN (reference run): " + "; ".join(parts) + ". "
+        "Synchronized statistics make P x b the batch BN sees, so SyncBN should track the "
+        "one-process run at P x b (the same arithmetic up to the order of the sums, which "
+        "makes runs of hundreds of steps drift apart by about the noise of one seed)."
+    )
+
+
 def _plot(run_dir: Path, lines: dict[str, dict[int, float]], labels: dict[str, str],
           tag: str) -> str:  # fmt: skip
     fig, axes = new_figure(size=(6.4, 4.2))
     ax = axes[0, 0]
     sizes: set[int] = set()
-    for norm, pts in lines.items():
+    for key, pts in lines.items():
         xs = sorted(pts, reverse=True)
         sizes |= set(xs)
-        ax.plot(xs, [100 * pts[x] for x in xs], "o-", color=_COLOR.get(norm), label=labels[norm])
+        norm = key.removeprefix("ref:")
+        style = "s--" if key.startswith("ref:") else "o-"
+        ax.plot(xs, [100 * pts[x] for x in xs], style, color=_COLOR.get(norm), label=labels[key])
     ax.set_xscale("log", base=2)
     if sizes:
         ax.set_xticks(sorted(sizes), [str(s) for s in sorted(sizes)])
@@ -106,11 +138,16 @@ def render(run_dir: str | Path) -> None:
         "as the batch per device goes from 32 to 2; GN's stays flat (and LN is flat but worse)."
     )
     rep.heading("Results")
-    text = verdict(lines)
-    if text:
-        rep.paragraph(text)
-    if lines:
-        rep.figure(_plot(rd.path, lines, labels, tag), f"Test error vs batch size ({tag})")
+    ref_m, ref_cfg, ref_note = _reference(cfg)
+    ref_lines = _lines(ref_m.get("runs") or [])
+    text = verdict(lines) or (verdict(ref_lines) and "Reference run: " + str(verdict(ref_lines)))
+    for para in (text, _sync_sentence(metrics, lines, ref_lines), ref_note):
+        if para:
+            rep.paragraph(para)
+    drawn = {**lines, **{f"ref:{n}": v for n, v in ref_lines.items()}}
+    labels.update({f"ref:{n}": _label(n, ref_m, ref_cfg) + " (reference)" for n in ref_lines})
+    if drawn:
+        rep.figure(_plot(rd.path, drawn, labels, tag), f"Test error vs batch size ({tag})")
     rows = [
         [labels.get(r["norm"], r["norm"]), r["batch_size"], r.get("global_batch"),
          r.get("steps"), r.get("lr"), pct(r.get("test_error")), r.get("time_s"),

@@ -119,7 +119,13 @@ def _load(cfg: BatchSizeConfig) -> tuple[BatchSizeConfig, dict[str, Any], CifarD
         progress=None if cfg.progress and is_root() else False, where=NAME,
     )  # fmt: skip
     cfg.check_data(len(data.y_train), len(data.y_test))
-    cfg = cfg.replace(data=str(path))
+    ref = Path(cfg.reference).expanduser().resolve() if cfg.reference else None
+    if ref is not None and not (ref / "metrics.json").is_file():
+        raise FileNotFoundError(
+            f"{NAME}: --reference {cfg.reference} holds no metrics.json; pass the directory "
+            "of a finished `bnlab run batch-size`"
+        )
+    cfg = cfg.replace(data=str(path), reference=None if ref is None else str(ref))
     return cfg, {**cfg.to_dict(), "data_source": source, "world_size": world().size}, data
 
 
