@@ -93,7 +93,7 @@ def _sync_sentence(metrics: dict[str, Any], lines: dict, ref_lines: dict) -> str
 
 def _plot(run_dir: Path, lines: dict[str, dict[int, float]], labels: dict[str, str],
           tag: str) -> str:  # fmt: skip
-    fig, axes = new_figure(size=(6.4, 4.2))
+    fig, axes = new_figure(size=(8.4, 4.2))
     ax = axes[0, 0]
     sizes: set[int] = set()
     for key, pts in lines.items():
@@ -109,7 +109,7 @@ def _plot(run_dir: Path, lines: dict[str, dict[int, float]], labels: dict[str, s
     ax.set_xlabel("batch size per device")
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(f"Error vs batch size ({tag})", fontsize=10)
     save_figure(fig, run_dir / "fig_error.png")
     return "fig_error.png"
