@@ -25,7 +25,9 @@ def test_every_experiment_is_a_package_of_config_run_report(name: str) -> None:
 
 
 def test_unknown_names_are_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown experiment 'nope'; known experiments: cifar"):
+    with pytest.raises(
+        ValueError, match="unknown experiment 'nope'; known experiments: batch-size, cifar"
+    ):
         experiments.get("nope")
 
 

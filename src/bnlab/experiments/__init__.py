@@ -98,6 +98,17 @@ _REGISTRY = [
         data_parallel=True,
     ),
     Experiment(
+        "cifar10-resnet",
+        "He et al. 2016: ResNet-20 on CIFAR-10 (8.75% error); a short schedule by default",
+        data_parallel=True,
+    ),
+    Experiment(
+        "batch-size",
+        "Wu & He 2018, Figure 1: test error vs batch size for BN, renorm, GN, LN and SyncBN",
+        data_parallel=True,
+        single_thread_blas=True,
+    ),
+    Experiment(
         "population-stats",
         "BN MLP on MNIST: test accuracy with moving averages vs Algorithm 2 statistics",
     ),

@@ -17,7 +17,13 @@ arrays IN PLACE on :meth:`Optimizer.step`::
 
 from bnlab.optim.optimizers import LR, OPTIMIZERS, SGD, Adam, Optimizer, RMSprop
 from bnlab.optim.penalties import add_penalty_grads, penalty_loss
-from bnlab.optim.schedules import ExponentialDecay, Schedule, StepDecay, schedule_from_config
+from bnlab.optim.schedules import (
+    ExponentialDecay,
+    MultiStepDecay,
+    Schedule,
+    StepDecay,
+    schedule_from_config,
+)
 from bnlab.regularizers import L1, L2, Penalty, penalty_from_config
 
 __all__ = [
@@ -29,6 +35,7 @@ __all__ = [
     "LR",
     "Schedule",
     "StepDecay",
+    "MultiStepDecay",
     "ExponentialDecay",
     "schedule_from_config",
     "Penalty",
