@@ -249,6 +249,8 @@ def test_declared_shapes_match_the_layers() -> None:
         Sequential([Dense(4), BatchNorm()]),  # lazy, not built: no parameters yet
     ]
     for kind, cls in LAYER_REGISTRY.items():
+        if not cls.__module__.startswith("bnlab."):  # a test's own layer (e.g. test_fold's)
+            continue
         if not kind.startswith("_") and kind not in {type(s).__name__ for s in samples}:
             try:
                 samples.append(cls())  # parameterless layers build with defaults

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from bnlab.parallel import DataParallel, guard_job, prepare_model
+from bnlab.train import DataParallel, guard_job, prepare_model
 
 from bnlab.comm import world
 from bnlab.data import BatchIterator
