@@ -22,37 +22,44 @@ import time
 SHAPES = [(256, 1024), (60, 100), (32, 32, 32, 32), (32, 16, 16, 64), (64, 28, 28, 256)]
 
 
+def _make_step(side: str, x, dy):  # type: ignore[no-untyped-def]
+    """One forward + backward of ``side`` on NHWC/dense ``x`` (torch gets NCHW copies)."""
+    import numpy as np
+
+    c = x.shape[-1]
+    if side == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        perm = (0, 3, 1, 2) if x.ndim == 4 else (0, 1)
+        xt = torch.from_numpy(np.ascontiguousarray(x.transpose(perm))).requires_grad_()
+        dyt = torch.from_numpy(np.ascontiguousarray(dy.transpose(perm)))
+        w, b = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+
+        def torch_step() -> None:
+            F.batch_norm(xt, None, None, w, b, training=True).backward(dyt)
+
+        return torch_step
+    from bnlab.kernels import batch_norm_backward, batch_norm_forward
+
+    g, bt = np.ones(c, np.float32), np.zeros(c, np.float32)
+
+    def ours_step() -> None:
+        y, cache = batch_norm_forward(x, g, bt)
+        batch_norm_backward(dy, cache)
+
+    return ours_step
+
+
 def _child(side: str, reps: int, warmup: int) -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)
     out = {}
-    if side == "torch":
-        import torch
-        import torch.nn.functional as F
-    else:
-        from bnlab.kernels import batch_norm_backward, batch_norm_forward
     for shape in SHAPES:
         x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
         dy = rng.normal(size=shape).astype(np.float32)
-        c = shape[-1]
-        if side == "torch":
-            perm = (0, 3, 1, 2) if len(shape) == 4 else (0, 1)
-            xt = torch.from_numpy(np.ascontiguousarray(x.transpose(perm))).requires_grad_()
-            dyt = torch.from_numpy(np.ascontiguousarray(dy.transpose(perm)))
-            w = torch.ones(c, requires_grad=True)
-            b = torch.zeros(c, requires_grad=True)
-
-            def step() -> None:
-                y = F.batch_norm(xt, None, None, w, b, training=True)
-                y.backward(dyt)
-        else:
-            g, bt = np.ones(c, np.float32), np.zeros(c, np.float32)
-
-            def step() -> None:
-                y, cache = batch_norm_forward(x, g, bt)
-                batch_norm_backward(dy, cache)
-
+        step = _make_step(side, x, dy)
         for _ in range(warmup):
             step()
         times = []

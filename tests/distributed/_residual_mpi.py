@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from bnlab.train import DataParallel, guard_job, prepare_model
 
 from bnlab.comm import world
 from bnlab.data import BatchIterator
@@ -29,7 +28,7 @@ from bnlab.layers import (
 )
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.optim import SGD
-from bnlab.train import Trainer
+from bnlab.train import DataParallel, Trainer, guard_job, prepare_model
 
 
 def build() -> Sequential:
