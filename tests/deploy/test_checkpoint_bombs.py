@@ -36,14 +36,15 @@ def _bomb(path, tmp_path, key: str, shape: tuple[int, ...]) -> None:
 def _peak_rss_mb(path) -> tuple[str, float]:
     code = textwrap.dedent(
         f"""
-        import resource
         from bnlab.deploy.checkpoint import load_checkpoint
         try:
             load_checkpoint({str(path)!r})
             print("LOADED")
         except Exception as e:
             print(type(e).__name__ + ": " + str(e))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's peak across exec)
+        hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
+        print(int(hwm.split()[1]) / 1024)
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
