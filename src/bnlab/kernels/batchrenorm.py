@@ -90,9 +90,10 @@ def batch_renorm_backward(
     g, sums, total = reduced_sums(dy, cache, reduce, where)
     dt = cache.x.dtype
     dg_bn, db = param_grads(cache.var, cache.eps, sums, cache.x)
-    dg = (cache.r * dg_bn + cache.d * db).astype(dt)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked in group_sum
+        dg = (cache.r * dg_bn + cache.d * db).astype(dt)
     dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, group_sum(dg, dt), group_sum(db, dt)
+    return dx, group_sum(dg, dt, "dgamma", where), group_sum(db, dt, "dbeta", where)
 
 
 def batch_renorm_inference(
