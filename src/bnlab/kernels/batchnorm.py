@@ -221,6 +221,8 @@ def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
 def grad_sums(dy: Any, cache: BatchNormCache, where: str) -> tuple[np.ndarray, np.ndarray]:
     """``(dy in the compute dtype, sums (G, 2, C))``: per group ``[sum dy, sum dy (x - mean)]``
     in float64, this process's share."""
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"{where}: cache must be the forward's BatchNormCache, got {cache!r:.40}")
     g = as_grad(dy, cache, where)
     sums = np.zeros((len(cache.bounds), 2, cache.mean.shape[1]))
     v, u = channel_view(cache.x, cache.axis), channel_view(g, cache.axis)

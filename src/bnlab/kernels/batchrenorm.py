@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab._checks import check_eps, check_out, prepare_input
+from bnlab._checks import check_eps, check_out, check_real, prepare_input
 from bnlab.kernels.batchnorm import (
     BatchNormCache,
     Groups,
@@ -59,6 +59,8 @@ def batch_renorm_forward(
     """
     where = "batch_renorm_forward"
     eps = check_eps(eps, where=where)
+    rmax = check_real(rmax, "rmax", where=where, low=1.0)  # r is clipped to [1/rmax, rmax]
+    dmax = check_real(dmax, "dmax", where=where, low=0.0)  # d is clipped to [-dmax, dmax]
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     given = {"gamma": (gamma, 1.0), "beta": (beta, 0.0), "moving_mean": (moving_mean, 0.0)}
     g, b, mu, sigma = channel_vectors(where, xc.shape[ax], **given, moving_std=(moving_std, 1.0))

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab._checks import as_float_array, check_finite
 from bnlab.layers._common import InputShapeError, fmt_shape
 from bnlab.layers._rollback import restore, snapshot
 from bnlab.layers.base import Layer, layer_from_config
@@ -241,6 +242,8 @@ class Sequential(Layer):
             return self._backward(dy, need_input_grad)
 
     def _backward(self, dy: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
+        dy = as_float_array(dy, "dy", where=f"{self.name}.backward", min_ndim=0)
+        check_finite(dy, "dy", where=f"{self.name}.backward")  # before any grads are written
         stop = 0
         if not need_input_grad:
             stop = next(
