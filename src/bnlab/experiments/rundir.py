@@ -1,17 +1,14 @@
 """The run directory of an experiment: its files, its lock, and how a run ends.
 
-- :func:`write_json`, :func:`write_csv`: atomic (``bnlab._atomic.atomic_write``: temp file,
-  fsync, rename), so a crash or Ctrl-C leaves the old file or the new one, never a mix;
-  :func:`read_json` names the file that is missing or not JSON.
+- :func:`write_json`, :func:`write_csv`: atomic (``bnlab._atomic``), the old file or the new
+  one, never a mix; :func:`read_json` names the file that is missing or not JSON.
 - :func:`start_run_dir` takes the directory's lock (:func:`lock_run_dir`: ``fcntl.flock`` on
   ``.bnlab-run.lock``, removed at the end), deletes the files of the previous run (only the
   files bnlab wrote: :mod:`bnlab.experiments.manifest`) and writes ``config.json`` with the
   run's provenance (:mod:`bnlab.provenance`; the end time added on release), or for a
   resumed run keeps the files and records the new provenance beside the old.
-- :class:`RunDir` is all of this as one object: ``RunDir.start(out, config)`` then
-  ``write_metrics``/``write_csv``/``figure``/``write_report`` and ``status(on_exit)``.
-- :func:`run_status` reports "complete", "interrupted" or "failed" to the experiment's
-  ``on_exit``; a Ctrl-C is always "interrupted" (:func:`is_interrupt`).
+- :class:`RunDir` is all of this as one object; :func:`run_status` reports "complete",
+  "interrupted" (Ctrl-C, SIGTERM: :func:`is_interrupt`) or "failed" to ``on_exit``.
 """
 
 from __future__ import annotations
@@ -36,25 +33,10 @@ from bnlab import provenance
 from bnlab._atomic import atomic_write
 from bnlab.experiments import manifest
 
-__all__ = [
-    "LOCK_NAME",
-    "RunDir",
-    "RunDirBusyError",
-    "RunFilesError",
-    "check_out_dir",
-    "expect_new_run_dir",
-    "install_sigint_handler",
-    "is_interrupt",
-    "lock_run_dir",
-    "raise_if_interrupted",
-    "read_json",
-    "release_run_dir",
-    "run_started",
-    "run_status",
-    "start_run_dir",
-    "write_csv",
-    "write_json",
-]
+__all__ = ["LOCK_NAME", "RunDir", "RunDirBusyError", "RunFilesError", "check_out_dir"]
+__all__ += ["expect_new_run_dir", "install_sigint_handler", "is_interrupt", "lock_run_dir"]
+__all__ += ["raise_if_interrupted", "read_json", "release_run_dir", "run_started", "run_status"]
+__all__ += ["start_run_dir", "write_csv", "write_json"]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -81,9 +63,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 LOCK_NAME = ".bnlab-run.lock"
-# run directories this process holds the lock of (resolved path -> lock file descriptor, the
-# files when the lock was taken: bnlab.experiments.manifest), whose config.json it wrote, that
-# a run of this process started in, and that a caller found without a run (must stay so)
+# run directories this process holds the lock of (-> lock fd, its files then: manifest), whose
+# config.json it wrote, that a run started in, and that must stay without a run
 _HELD: dict[str, tuple[int, dict[str, manifest.Stat]]] = {}
 _OURS: set[str] = set()
 _STARTED: set[str] = set()
@@ -104,11 +85,11 @@ def check_out_dir(out_dir: str | Path) -> Path:
     """Raise NotADirectoryError if ``out_dir`` or one of its parents is an existing file."""
     out = Path(out_dir)
     for p in (out, *out.parents):
+        if p.is_symlink() and not p.exists():  # mkdir would say "[Errno 17] File exists"
+            raise FileNotFoundError(f"--out {out}: {p} is a symlink to a missing {os.readlink(p)}")
         if p.exists() and not p.is_dir():
             what = "is a file" if p == out else f"is under {p}, which is a file"
-            raise NotADirectoryError(
-                f"--out {out} {what}; a run directory must be a directory: choose another --out"
-            )
+            raise NotADirectoryError(f"--out {out} {what}; choose a directory for --out")
     return out
 
 
@@ -254,7 +235,7 @@ _SIGINT_SEEN = threading.Event()
 
 def _on_sigint(signum: int, frame: Any) -> None:
     _SIGINT_SEEN.set()
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt("SIGTERM" if signum == signal.SIGTERM else "")
 
 
 def raise_if_interrupted() -> None:
@@ -269,15 +250,17 @@ def raise_if_interrupted() -> None:
 
 
 def install_sigint_handler() -> Callable[[], None]:
-    """Make Ctrl-C raise KeyboardInterrupt as usual and also set a flag that
+    """Make Ctrl-C (and SIGTERM) raise KeyboardInterrupt and also set a flag that
     :func:`is_interrupt` checks; returns a function restoring the previous handler."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     _SIGINT_SEEN.clear()
     old = signal.signal(signal.SIGINT, _on_sigint)
+    old_term = signal.signal(signal.SIGTERM, _on_sigint)  # `kill`: the run ends "interrupted"
 
     def restore() -> None:
         signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGTERM, old_term)
 
     return restore
 
@@ -299,15 +282,15 @@ def is_interrupt(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
-    """Ignore Ctrl-C inside the block (writing the partial run's files must not be cut)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, lambda signum, frame: _SIGINT_SEEN.set())
+    """Defer Ctrl-C and SIGTERM inside the block (writing the partial run must not be cut)."""
+    main = threading.current_thread() is threading.main_thread()
+    sigs = (signal.SIGINT, signal.SIGTERM) if main else ()
+    old = [signal.signal(sig, lambda signum, frame: _SIGINT_SEEN.set()) for sig in sigs]
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in zip(sigs, old, strict=True):
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

@@ -68,8 +68,9 @@ def guard_job(fn: Callable[[], int]) -> int:
     if comm is None or comm.size == 1:
         return fn()
     _PREFIX = f"[rank {comm.rank}/{comm.size}] "
-    if comm.rank != 0:
+    if comm.rank != 0:  # rank 0 ends the job after writing the partial run (abort)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         status = int(fn())
     except BaseException as exc:  # noqa: B036 - any exit path must end the whole job
