@@ -7,9 +7,11 @@ bad) and the bad cases. Run: PYTHONPATH=src python benchmarks/attack.py
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,12 +26,16 @@ X = np.random.default_rng(0).normal(size=(8, 4, 4, 3)).astype(np.float32)
 X2 = np.random.default_rng(1).normal(size=(16, 5)).astype(np.float32)
 
 
-def case(surface: str, name: str, fn: Callable[[], Any], *, expect_error: bool = True) -> None:
-    """Run ``fn``; a clear error (or, with ``expect_error=False``, finite output) is ok."""
+def case(
+    surface: str, name: str, fn: Callable[[], Any], *, expect_error: bool = True, match: str = ""
+) -> None:
+    """Run ``fn``; a clear error (naming ``match`` if given; with ``expect_error=False``, a
+    finite output) is ok."""
     try:
         out = fn()
     except CLEAR as e:
         ok = expect_error and len(str(e)) > 20 and not isinstance(e, KeyError)
+        ok = ok and match in str(e)
         RESULTS[surface].append((name, ok, f"{type(e).__name__}: {str(e)[:90]}"))
         return
     except Exception as e:  # noqa: BLE001 - the attack records every crash
@@ -56,7 +62,8 @@ def kernels() -> None:
         case("kernels", f"batch_renorm_forward {kw}",
              lambda kw=kw: rr(X2, g, b, np.zeros(5), np.ones(5), **kw))  # fmt: skip
     for stride in (0, -1, 1.5, (0, 1)):
-        case("kernels", f"im2col stride={stride!r}", lambda s=stride: K.im2col(X, 3, 3, s))
+        case("kernels", f"im2col stride={stride!r}",
+             lambda s=stride: K.im2col(X, (3, 3), s), match="stride")  # fmt: skip
     dy = np.full((16, 5), 3e37, np.float32)
     case("kernels", "backward dbeta overflow float32",
          lambda: K.batch_norm_backward(dy, K.batch_norm_forward(X2, g, b)[1]))  # fmt: skip
@@ -75,10 +82,10 @@ def norm_layers() -> None:
 
     def negative_counter() -> Any:
         bn = L.BatchNorm(5, momentum=None)
-        bn.num_batches_tracked[...] = -1
+        bn.buffers["num_batches_tracked"][...] = -1
         return bn.forward(X2), bn.running_mean
 
-    case("layers", "momentum=None, counter -1", negative_counter)
+    case("layers", "momentum=None, counter -1", negative_counter, match="num_batches_tracked")
 
     def wrong_buffer(key: str, how: str) -> Any:
         bn = L.BatchNorm(5)
@@ -99,8 +106,10 @@ def norm_layers() -> None:
         return bn.forward(X2)
 
     case("layers", "NaN gamma, training", nan_gamma)
-    case("layers", "Dense(seed='x')", lambda: L.Dense(5, 3, seed="x"))
-    case("layers", "Dense(seed=1.5)", lambda: L.Dense(5, 3, seed=1.5))
+    case("layers", "Dense(seed='x')", lambda: L.Dense(5, 3, seed="x"), match="seed")
+    case("layers", "Dense(seed=1.5)", lambda: L.Dense(5, 3, seed=1.5), match="seed")
+    case("layers", "Dense init std 1e300",
+         lambda: L.Dense(5, 3, init={"name": "normal", "std": 1e300}), match="float32")  # fmt: skip
     case("layers", "AvgPool2D(0)", lambda: L.AvgPool2D(0).forward(X))
     case("layers", "AvgPool2D(pool 9 > input 4)", lambda: L.AvgPool2D(9).forward(X))
     case("layers", "GroupNorm(groups=2, C=5)", lambda: L.GroupNorm(2, 5).forward(X2))
@@ -157,6 +166,104 @@ def interop(tmp: str) -> None:
     case("interop", "bnlab.save('abc', path)", lambda: bnlab.save("abc", f"{tmp}/x.npz"))
 
 
+def new_layers(tmp: str) -> None:
+    x = X.astype(np.float32)
+    for build in ("GroupNorm(3, 3)", "LayerNorm(3)", "AvgPool2D(2)"):
+        layer = eval(f"L.{build}")  # noqa: S307 - fixed strings
+        if "Pool" not in build:  # pooling passes NaN on, as PyTorch; BN and the loss refuse it
+            case("new layers", f"{build} NaN input", lambda lay=layer: lay.forward(x * np.nan))
+        case("new layers", f"{build} int input", lambda lay=layer: lay.forward(x.astype(int)))
+        case("new layers", f"{build} 1-d input", lambda lay=layer: lay.forward(x[0, 0, 0]))
+    bad_layers = ["GroupNorm(3, 3, eps=-1)", "GroupNorm(2, 4)", "LayerNorm(0)"]
+    bad_layers += ["AvgPool2D((2, 0))", "AvgPool2D(2, stride=0)", "Residual(L.Dense(3), 'x')"]
+    for bad in bad_layers:
+        case("new layers", bad, lambda b=bad: eval(f"L.{b}").forward(x))  # noqa: S307
+
+    def residual_mismatch() -> Any:
+        return L.Residual(L.Sequential([L.Dense(3, 4, seed=0)])).forward(X2[:, :3])
+
+    case("new layers", "Residual branch of another width", residual_mismatch)
+    net = L.Sequential([L.Dense(4), L.BatchNorm()])
+    case(
+        "new layers",
+        "predict before any forward (lazy)",
+        lambda: net.predict(X2),
+        expect_error=False,
+    )
+    case("new layers", "predict batch_size=0", lambda: net.predict(X2, batch_size=0))
+    case("new layers", "predict int input", lambda: net.predict(X2.astype(int)))
+    case("new layers", "bnlab.load(text file)", lambda: bnlab.load(_write(tmp, "t.npz", b"x")))
+
+
+def _write(tmp: str, name: str, data: bytes) -> str:
+    path = f"{tmp}/{name}"
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def cli_runs(tmp: str) -> None:
+    """Bad option values of the new experiments: exit 2, one line, --out untouched."""
+    import contextlib
+    import io
+
+    from bnlab import cli
+
+    bad = {
+        "naive-normalization": [["--steps", "-1"], ["--lr", "nan"], ["--eps", "0"],
+                                ["--batch-size", "1"], ["--hidden", "0"], ["--activation", "x"]],
+        "scale-invariance": [["--scales", "0"], ["--scales", "inf"], ["--l", "-1"],
+                             ["--record-every", "0"], ["--eval-examples", "0"]],
+        "covariate-shift": [["--noise-scale", "-1"], ["--step-sizes", "nan"], ["--dataset", "x"],
+                            ["--measure-every", "0"], ["--cifar", "/nonexistent"]],
+    }  # fmt: skip
+    for exp, cases in bad.items():
+        for args in cases:
+            out = f"{tmp}/{exp}-{len(os.listdir(tmp))}"
+
+            def one(a: list[str] = args, e: str = exp, o: str = out) -> Any:
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    try:
+                        code = cli.main(["run", e, *a, "--no-progress", "--out", o])
+                    except SystemExit as exit_:  # argparse's refusal
+                        code = exit_.code
+                        err.write(err.getvalue().splitlines()[-1] if err.getvalue() else "")
+                text = err.getvalue().strip()
+                text = text.splitlines()[-1] if isinstance(code, int) and code == 2 else text
+                if code != 2 or os.path.exists(o) or "Traceback" in err.getvalue():
+                    raise AssertionError(f"exit {code}, out written {os.path.exists(o)}: {text}")
+                raise ValueError(f"refused in one line: {text[:80]}")
+
+            case("cli new experiments", f"{exp} {' '.join(args)}", one)
+
+
+def run_files(tmp: str) -> None:
+    from bnlab import provenance
+    from bnlab.experiments import manifest
+
+    d = f"{tmp}/rd"
+    os.makedirs(d)
+    _write(d, ".bnlab-manifest.json", b"{not json")
+    case("manifest/provenance", "corrupt manifest: check_takeover",
+         lambda: manifest.check_takeover(Path(d)))  # fmt: skip
+    _write(d, ".bnlab-manifest.json", b'{"files": {"../../etc/passwd": 1}}')
+    case("manifest/provenance", "manifest naming a path outside: clear() keeps it",
+         lambda: _clear_keeps(d, manifest))  # fmt: skip
+    case("manifest/provenance", "differences(None, garbage)",
+         lambda: provenance.differences(None, {"x": object()}), expect_error=False)  # fmt: skip
+    case("manifest/provenance", "summary({})", lambda: provenance.summary({}), expect_error=False)
+
+
+def _clear_keeps(d: str, manifest: Any) -> None:
+    outside = Path(d).parent / "victim.txt"
+    outside.write_text("mine")
+    _write(d, ".bnlab-manifest.json", b'{"files": {"../victim.txt": {}}}')
+    manifest.clear(Path(d))
+    if not outside.exists():
+        raise AssertionError("clear() deleted a file outside the run directory")
+
+
 def main() -> int:
     import tempfile
 
@@ -166,6 +273,10 @@ def main() -> int:
     sequential()
     with tempfile.TemporaryDirectory() as tmp:
         interop(tmp)
+        new_layers(tmp)
+        run_files(tmp)
+    with tempfile.TemporaryDirectory() as tmp:
+        cli_runs(tmp)
     print(f"{'surface':12s} {'cases':>5s} {'bad':>4s}")
     for surface, rows in RESULTS.items():
         print(f"{surface:12s} {len(rows):5d} {sum(not ok for _, ok, _ in rows):4d}")

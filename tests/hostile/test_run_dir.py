@@ -72,3 +72,11 @@ def test_sigterm_ends_the_run_interrupted(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 130, err
     assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_covariate_shift_cifar_path_without_the_cifar_dataset(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r"
+    argv = ["run", "covariate-shift", "--cifar", str(tmp_path / "none"), "--no-progress"]
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    assert "--cifar is read only with --dataset cifar10" in capsys.readouterr().err
+    assert not out.exists()
