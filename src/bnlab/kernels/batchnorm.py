@@ -219,8 +219,7 @@ def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
 
 
 def grad_sums(dy: Any, cache: BatchNormCache, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(dy in the compute dtype, sums (G, 2, C))``: per group ``[sum dy, sum dy (x - mean)]``
-    in float64, this process's share."""
+    """``(dy, sums (G, 2, C))``: per group ``[sum dy, sum dy (x - mean)]`` (float64, local)."""
     if not isinstance(cache, BatchNormCache):
         raise TypeError(f"{where}: cache must be the forward's BatchNormCache, got {cache!r:.40}")
     g = as_grad(dy, cache, where)
@@ -277,10 +276,8 @@ def group_sum(per_group: np.ndarray, dt: np.dtype[Any], name: str, where: str) -
     """(G, C) groups added in float64 in order, in ``dt``; FloatingPointError unless finite."""
     total = sum(per_group.astype(np.float64), np.zeros(per_group.shape[1])).astype(dt)
     if not fk.all_finite(total):  # finite float64 sums of a finite dy can overflow float32
-        raise FloatingPointError(
-            f"{where}: {name} overflows {dt} (the sums of dy exceed its "
-            "range); nothing was updated. Scale the loss or use float64"
-        )
+        msg = f"{where}: {name} overflows {dt}; nothing was updated (scale the loss or use float64)"
+        raise FloatingPointError(msg)
     return total
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from bnlab._checks import as_float_array, check_finite
 from bnlab.layers._common import InputShapeError, fmt_shape
 from bnlab.layers._rollback import restore, snapshot
 from bnlab.layers.base import Layer, layer_from_config
@@ -242,8 +241,6 @@ class Sequential(Layer):
             return self._backward(dy, need_input_grad)
 
     def _backward(self, dy: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
-        dy = as_float_array(dy, "dy", where=f"{self.name}.backward", min_ndim=0)
-        check_finite(dy, "dy", where=f"{self.name}.backward")  # before any grads are written
         stop = 0
         if not need_input_grad:
             stop = next(
@@ -254,7 +251,15 @@ class Sequential(Layer):
             if not need_input_grad and i == stop:
                 layer.backward(dy, need_input_grad=False)
                 return None
-            dx = layer.backward(dy)
+            try:
+                dx = layer.backward(dy)
+            except FloatingPointError as e:  # NaN passes through Dense: a data-parallel
+                if i == len(self.layers) - 1:  # step reduces it before refusing on every rank
+                    raise
+                raise FloatingPointError(
+                    f"{e} (no parameter was updated, but the grads of the layers after index "
+                    f"{i} hold this dy's values: zero_grad() or backward again)"
+                ) from e
             if dx is None:
                 raise TypeError(
                     f"{self.name}: {layer.describe()} at index {i} returned None from "
