@@ -5,7 +5,8 @@ in alternation through :meth:`bnlab.train.Trainer.fit_epoch`, with metrics, chec
 Per net and epoch: re-seed the dropout masks from ``(seed, epoch)``, build the epoch's batches
 (:func:`~bnlab.experiments.cifar10_keras.nets.epoch_batches`), ``fit_epoch`` (mean training
 loss weighted by batch size and training accuracy over the global batches), evaluate on the
-test set, save ``checkpoints/<net>.npz`` (``extra={"epoch": n}``) and rewrite
+test set, save ``checkpoints/<net>.npz`` (``extra``: the epoch and the history, the resume
+position: a kill before metrics.json is rewritten loses nothing) and rewrite
 ``metrics.json``/``metrics.csv``.
 """
 
