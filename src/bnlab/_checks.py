@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype", "check_eps"]
 __all__ += ["prepare_input", "check_out"]
-__all__ += ["check_real", "check_int", "check_bool"]
+__all__ += ["check_real", "check_int", "check_bool", "as_generator"]
 
 
 def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -50,6 +50,8 @@ def check_finite(x: np.ndarray, name: str, *, where: str) -> None:
 
 def check_feature_axis(ndim: int, axis: int, *, where: str) -> int:
     """Normalize a possibly negative feature ``axis`` for an array of rank ``ndim``."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{where}: axis must be an integer (the feature axis), got {axis!r:.40}")
     if not -ndim <= axis < ndim:
         raise ValueError(
             f"{where}: axis={axis} is out of range for an input of rank {ndim}; "
@@ -144,3 +146,22 @@ def check_bool(value: Any, name: str, *, where: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{where}: {name} must be True or False, got {value!r:.60}")
     return bool(value)
+
+
+def as_generator(seed: Any, where: str) -> np.random.Generator:
+    """``seed`` (None, an int >= 0, a Generator, SeedSequence or BitGenerator) as a Generator.
+
+    A Generator is used as given (shared); anything else seeds a new one, so the same seed
+    gives the same bits.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, np.random.SeedSequence | np.random.BitGenerator) or seed is None:
+        return np.random.default_rng(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(
+            f"{where}: seed must be None, an int >= 0 or a numpy.random.Generator, got {seed!r}"
+        )
+    if seed < 0:
+        raise ValueError(f"{where}: seed must be >= 0, got {seed}")
+    return np.random.default_rng(int(seed))

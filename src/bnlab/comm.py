@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 import numpy as np
@@ -80,6 +81,12 @@ class Communicator:
         """Wait until every rank has called it."""
         raise NotImplementedError
 
+    def meet(self, seconds: float) -> bool:
+        """A barrier that gives up: True if every rank called ``meet`` within ``seconds`` of
+        this one (on a communicator of its own, so it never pairs with a training collective),
+        False otherwise; the way to tell an early exit shared by all ranks from one rank's."""
+        raise NotImplementedError
+
     def abort(self, code: int = 1) -> NoReturn:
         """End every rank of the job now with exit status ``code`` (never returns)."""
         raise NotImplementedError
@@ -124,6 +131,9 @@ class SelfComm(Communicator):
     def barrier(self) -> None:
         return None
 
+    def meet(self, seconds: float) -> bool:
+        return True
+
     def abort(self, code: int = 1) -> NoReturn:
         sys.stderr.flush()
         os._exit(code)
@@ -139,6 +149,7 @@ class MPIComm(Communicator):
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank = int(self.comm.Get_rank())
         self.size = int(self.comm.Get_size())
+        self._exit_comm = self.comm.Dup()  # for meet(): collective, like this constructor
 
     def allreduce(self, buf: np.ndarray) -> None:
         self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
@@ -155,6 +166,14 @@ class MPIComm(Communicator):
 
     def barrier(self) -> None:
         self.comm.Barrier()
+
+    def meet(self, seconds: float) -> bool:
+        request, deadline = self._exit_comm.Ibarrier(), time.monotonic() + seconds
+        while not request.Test():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def abort(self, code: int = 1) -> NoReturn:
         sys.stdout.flush()

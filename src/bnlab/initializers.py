@@ -17,6 +17,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from bnlab._checks import as_generator
+
 __all__ = [
     "Initializer",
     "Normal",
@@ -35,9 +37,7 @@ InitSpec = Union[str, dict[str, Any], Initializer]  # noqa: UP007
 
 
 def _rng(seed: Seed) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    return np.random.default_rng(seed)
+    return as_generator(seed, "weight initializer")  # a str or float seed named, not numpy's
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -146,7 +146,9 @@ def _error(text: object, status: int) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from bnlab.comm import WorldSizeError
     from bnlab.experiments.rundir import RunDirBusyError, is_interrupt
+    from bnlab.train import ConfigMismatchError
 
     parser = build_parser()
     args = expand_paths(parser.parse_args(argv))
@@ -168,7 +170,7 @@ def _main(argv: list[str]) -> int:
         IsADirectoryError,
     ) as e:
         return _error(e, 2)
-    except (OSError, RunDirBusyError, FloatingPointError) as e:  # FloatingPointError: diverged
+    except (OSError, RunDirBusyError, FloatingPointError, WorldSizeError, ConfigMismatchError) as e:
         return _error(e, 1)
     except BaseException as e:
         if is_interrupt(e):

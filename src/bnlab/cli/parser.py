@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from argparse import SUPPRESS
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "HelpFormatter",
@@ -83,6 +84,19 @@ class Parser(argparse.ArgumentParser):
         if extras:
             self.error(self._unrecognized(extras))
         return ns, extras
+
+    def error(self, message: str) -> NoReturn:
+        """Usage and ``prog: error: message``, status 2; under mpiexec rank 0 alone shows the
+        usage and every rank one line ``bnlab: [rank r/P] error: ...`` (bnlab.train.guard_job
+        ends the job)."""
+        from bnlab.train import rank_prefix
+
+        prefix = rank_prefix()
+        if not prefix:
+            super().error(message)
+        if prefix.startswith("[rank 0/"):
+            self.print_usage(sys.stderr)
+        self.exit(2, f"bnlab: {prefix}error: {self.prog}: {message}\n")
 
     def _unrecognized(self, extras: Sequence[str]) -> str:
         msg = "unrecognized arguments: " + " ".join(extras)

@@ -224,10 +224,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     try:
         experiments.get(name).render(run_dir)
-    except (KeyError, IndexError, TypeError, AttributeError) as e:
+    except RunFilesError:
+        raise
+    except (LookupError, TypeError, AttributeError, ValueError, ArithmeticError) as e:
         raise RunFilesError(
-            f"cannot render {run_dir}: config.json or metrics.json lacks what {name} writes "
-            f"({type(e).__name__}: {e}); were they edited, or written by another version?"
+            f"cannot render {run_dir}: config.json or metrics.json is not what {name} writes "
+            f"({type(e).__name__}: {str(e)[:200]}); were they edited, or written by another "
+            "version?"
         ) from e
     print(f"bnlab: report written: {run_dir / 'report.html'} (and report.md)")
     if isinstance(config.get("provenance"), dict):

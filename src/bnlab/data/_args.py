@@ -7,26 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from bnlab._checks import as_generator
+
 __all__ = ["as_generator", "check_flag", "check_real", "require_keys", "check_rng_state"]
-
-
-def as_generator(seed: Any, where: str) -> np.random.Generator:
-    """``seed`` (None, an int >= 0, a Generator, SeedSequence or BitGenerator) as a Generator.
-
-    A Generator is used as given (shared); anything else seeds a new one, so the same seed
-    gives the same bits.
-    """
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, np.random.SeedSequence | np.random.BitGenerator) or seed is None:
-        return np.random.default_rng(seed)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(
-            f"{where}: seed must be None, an int >= 0 or a numpy.random.Generator, got {seed!r}"
-        )
-    if seed < 0:
-        raise ValueError(f"{where}: seed must be >= 0, got {seed}")
-    return np.random.default_rng(int(seed))
 
 
 def check_flag(value: Any, name: str, where: str) -> bool:

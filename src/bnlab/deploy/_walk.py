@@ -217,11 +217,18 @@ def residual_parts(layer: Layer) -> tuple[Layer, Layer | None] | None:
 
 
 def leaf_shapes(
-    model: Layer, input_shape: tuple[int, ...], where: str
+    model: Layer, input_shape: Any, where: str
 ) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Per-example ``(input shape, output shape)`` of every leaf, keyed by ``id(leaf)``, from a
     dummy eval forward of one zero example through the model's structure (chains, residual
     blocks). The model's own input shape is under key 0."""
+    if not isinstance(input_shape, (tuple, list)) or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in input_shape
+    ):  # a str "6" would be read character by character, 2.5 truncated
+        raise TypeError(
+            f"{where}: input_shape must be a tuple of ints (one example's shape, e.g. (784,)), "
+            f"got {input_shape!r:.60}"
+        )
     shape = tuple(int(s) for s in input_shape)
     if not shape or min(shape) < 1 or int(np.prod(shape, dtype=np.float64)) > 2**26:
         raise ValueError(

@@ -336,7 +336,7 @@ def export_onnx(model: Layer, path: str | os.PathLike[str], input_shape: tuple[i
     from onnx import TensorProto, helper, numpy_helper
 
     dtype = model_dtype(model, _WHERE)  # of the whole model: its first layer may have none
-    shapes = leaf_shapes(model, tuple(input_shape), _WHERE)
+    shapes = leaf_shapes(model, input_shape, _WHERE)
     g = _Graph(helper, numpy_helper, dtype)
     (in_shape, out_shape) = shapes[0]
     g.rank = len(in_shape) + 1

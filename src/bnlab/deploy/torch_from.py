@@ -294,8 +294,12 @@ def from_torch(module: Any) -> Any:
         ValueError: a module whose settings or weights bnlab refuses (e.g. Dropout(p=1),
             NaN weights, a negative running_var), named with its index.
     """
+    import torch
+
     from bnlab.layers import Sequential
 
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"from_torch: module must be a torch.nn.Module, got {module!r:.60}")
     reader = _Reader(_dtype(module))
     _read_all(reader, module)
     model = Sequential(reader.layers)

@@ -281,7 +281,7 @@ def to_torch(model: Layer, input_shape: Sequence[int] | None = None) -> Any:
         modes = save_modes(model)
         try:
             model.eval()
-            shapes = leaf_shapes(model, tuple(input_shape), "to_torch")
+            shapes = leaf_shapes(model, input_shape, "to_torch")
         finally:
             restore_modes(modes)
         ranks = {id(leaf): len(shapes[id(leaf)][0]) + 1 for leaf in layers}

@@ -5,7 +5,7 @@ new one). :func:`start_run_dir` takes the directory's lock (:func:`lock_run_dir`
 previous run's files (only those bnlab wrote: :mod:`bnlab.experiments.manifest`) and writes
 ``config.json`` with the run's provenance (:mod:`bnlab.provenance`), or for a resumed run keeps
 the files. :class:`RunDir` is all of this as one object; :func:`run_status` reports
-"complete", "interrupted" (a Ctrl-C, :func:`is_interrupt`) or "failed" to the experiment.
+"complete", "interrupted" (Ctrl-C or SIGTERM, :func:`is_interrupt`) or "failed" to the experiment.
 """
 
 from __future__ import annotations
@@ -30,25 +30,10 @@ from bnlab import provenance
 from bnlab._atomic import atomic_write
 from bnlab.experiments import manifest
 
-__all__ = [
-    "LOCK_NAME",
-    "RunDir",
-    "RunDirBusyError",
-    "RunFilesError",
-    "check_out_dir",
-    "expect_new_run_dir",
-    "install_sigint_handler",
-    "is_interrupt",
-    "lock_run_dir",
-    "raise_if_interrupted",
-    "read_json",
-    "release_run_dir",
-    "run_started",
-    "run_status",
-    "start_run_dir",
-    "write_csv",
-    "write_json",
-]
+__all__ = ["LOCK_NAME", "RunDir", "RunDirBusyError", "RunFilesError", "check_out_dir"]
+__all__ += ["expect_new_run_dir", "install_sigint_handler", "is_interrupt", "lock_run_dir"]
+__all__ += ["raise_if_interrupted", "read_json", "release_run_dir", "run_started", "run_status"]
+__all__ += ["start_run_dir", "write_csv", "write_json"]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -75,9 +60,8 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 LOCK_NAME = ".bnlab-run.lock"
-# run directories this process holds the lock of (resolved path -> lock file descriptor, the
-# files when the lock was taken: bnlab.experiments.manifest), whose config.json it wrote, that
-# a run of this process started in, and that a caller found without a run (must stay so)
+# run directories this process holds the lock of (-> lock fd, its files then: manifest), whose
+# config.json it wrote, that a run started in, and that must stay without a run
 _HELD: dict[str, tuple[int, dict[str, manifest.Stat]]] = {}
 _OURS: set[str] = set()
 _STARTED: set[str] = set()
@@ -98,11 +82,11 @@ def check_out_dir(out_dir: str | Path) -> Path:
     """Raise NotADirectoryError if ``out_dir`` or one of its parents is an existing file."""
     out = Path(out_dir)
     for p in (out, *out.parents):
+        if p.is_symlink() and not p.exists():  # mkdir would say "[Errno 17] File exists"
+            raise FileNotFoundError(f"--out {out}: {p} is a symlink to a missing {os.readlink(p)}")
         if p.exists() and not p.is_dir():
             what = "is a file" if p == out else f"is under {p}, which is a file"
-            raise NotADirectoryError(
-                f"--out {out} {what}; a run directory must be a directory: choose another --out"
-            )
+            raise NotADirectoryError(f"--out {out} {what}; choose a directory for --out")
     return out
 
 
@@ -247,7 +231,7 @@ _SIGINT_SEEN = threading.Event()
 
 def _on_sigint(signum: int, frame: Any) -> None:
     _SIGINT_SEEN.set()
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt("SIGTERM" if signum == signal.SIGTERM else "")
 
 
 def raise_if_interrupted() -> None:
@@ -262,7 +246,7 @@ def raise_if_interrupted() -> None:
 
 
 def install_sigint_handler() -> Callable[[], None]:
-    """Make Ctrl-C raise KeyboardInterrupt as usual and also set a flag that
+    """Make Ctrl-C (and SIGTERM) raise KeyboardInterrupt and also set a flag that
     :func:`is_interrupt` checks; returns a function restoring the previous handler."""
     _SIGINT_SEEN.clear()
     stack = contextlib.ExitStack()
@@ -287,15 +271,16 @@ def is_interrupt(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def _sigint_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """``handler`` for Ctrl-C inside the block (in the main thread: no other can set one)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, handler)
+    """``handler`` for Ctrl-C and SIGTERM inside the block (in the main thread only: no other
+    thread can set one)."""
+    main = threading.current_thread() is threading.main_thread()
+    sigs = (signal.SIGINT, signal.SIGTERM) if main else ()
+    old = [signal.signal(sig, handler) for sig in sigs]
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, previous in zip(sigs, old, strict=True):
+            signal.signal(sig, previous)
 
 
 @contextlib.contextmanager

@@ -219,8 +219,9 @@ def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
 
 
 def grad_sums(dy: Any, cache: BatchNormCache, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(dy in the compute dtype, sums (G, 2, C))``: per group ``[sum dy, sum dy (x - mean)]``
-    in float64, this process's share."""
+    """``(dy, sums (G, 2, C))``: per group ``[sum dy, sum dy (x - mean)]`` (float64, local)."""
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"{where}: cache must be the forward's BatchNormCache, got {cache!r:.40}")
     g = as_grad(dy, cache, where)
     sums = np.zeros((len(cache.bounds), 2, cache.mean.shape[1]))
     v, u = channel_view(cache.x, cache.axis), channel_view(g, cache.axis)
@@ -271,14 +272,13 @@ def per_group(v: np.ndarray, G: int) -> np.ndarray:
     return v[None] if G == 1 else np.tile(v, (G, 1))
 
 
-def group_sum(per_group: np.ndarray, dt: np.dtype[Any]) -> np.ndarray:
-    """A (G, C) array's groups added in float64 in order (one group: as it is), in ``dt``."""
-    if len(per_group) == 1:
-        return per_group[0]
-    total = np.zeros(per_group.shape[1])
-    for row in per_group:
-        total += row
-    return total.astype(dt)
+def group_sum(per_group: np.ndarray, dt: np.dtype[Any], name: str, where: str) -> np.ndarray:
+    """(G, C) groups added in float64 in order, in ``dt``; FloatingPointError unless finite."""
+    total = sum(per_group.astype(np.float64), np.zeros(per_group.shape[1])).astype(dt)
+    if not fk.all_finite(total):  # finite float64 sums of a finite dy can overflow float32
+        msg = f"{where}: {name} overflows {dt}; nothing was updated (scale the loss or use float64)"
+        raise FloatingPointError(msg)
+    return total
 
 
 # -- the public kernels --------------------------------------------------------------------------
@@ -336,7 +336,7 @@ def batch_norm_backward(
     dt = cache.x.dtype
     dg, db = fk.param_grads(cache.var, cache.eps, sums, cache.x)
     dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, group_sum(dg, dt), group_sum(db, dt)
+    return dx, group_sum(dg, dt, "dgamma", where), group_sum(db, dt, "dbeta", where)
 
 
 def batch_norm_inference(
@@ -395,6 +395,5 @@ def batch_norm_inference_backward(
     cache = BatchNormCache(xc, ax, eps, out_dtype, *group_bounds(xc, ax), *stats)
     gy, sums, _ = reduced_sums(dy, cache, None, where)
     dg, db = fk.param_grads(cache.var, eps, sums, xc)
-    zeros = np.zeros(C)
-    dx = affine_map(gy, ax, (zeros, fk.bn_scale(g, vr, eps), zeros), out_dtype)
-    return dx, dg[0], db[0]
+    dx = affine_map(gy, ax, (np.zeros(C), fk.bn_scale(g, vr, eps), np.zeros(C)), out_dtype)
+    return dx, group_sum(dg, xc.dtype, "dgamma", where), group_sum(db, xc.dtype, "dbeta", where)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab._checks import check_eps, check_out, prepare_input
+from bnlab._checks import check_eps, check_out, check_real, prepare_input
 from bnlab.kernels.batchnorm import (
     BatchNormCache,
     Groups,
@@ -59,6 +59,8 @@ def batch_renorm_forward(
     """
     where = "batch_renorm_forward"
     eps = check_eps(eps, where=where)
+    rmax = check_real(rmax, "rmax", where=where, low=1.0)  # r is clipped to [1/rmax, rmax]
+    dmax = check_real(dmax, "dmax", where=where, low=0.0)  # d is clipped to [-dmax, dmax]
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     given = {"gamma": (gamma, 1.0), "beta": (beta, 0.0), "moving_mean": (moving_mean, 0.0)}
     g, b, mu, sigma = channel_vectors(where, xc.shape[ax], **given, moving_std=(moving_std, 1.0))
@@ -90,9 +92,10 @@ def batch_renorm_backward(
     g, sums, total = reduced_sums(dy, cache, reduce, where)
     dt = cache.x.dtype
     dg_bn, db = param_grads(cache.var, cache.eps, sums, cache.x)
-    dg = (cache.r * dg_bn + cache.d * db).astype(dt)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked in group_sum
+        dg = (cache.r * dg_bn + cache.d * db).astype(dt)
     dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, group_sum(dg, dt), group_sum(db, dt)
+    return dx, group_sum(dg, dt, "dgamma", where), group_sum(db, dt, "dbeta", where)
 
 
 def batch_renorm_inference(

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.initializers import InitSpec, get_initializer
+from bnlab.initializers import InitSpec, get_initializer, initializer_config
 from bnlab.layers.base import Layer
 from bnlab.regularizers import Penalty, penalty_from_config
 
@@ -30,7 +30,15 @@ def init_kernel_and_bias(
 ) -> None:
     """Give ``layer`` its kernel ``W`` (drawn by ``init``), a zero bias ``b`` of ``shape[-1]``
     entries if ``use_bias``, zero gradients for both and the kernel's penalty, if any."""
-    layer.params["W"] = np.ascontiguousarray(get_initializer(init)(shape, np.float32, seed))
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, with the initializer
+        W = np.ascontiguousarray(get_initializer(init)(shape, np.float32, seed))
+    if W.shape != shape or W.dtype.kind != "f" or not np.isfinite(W).all():
+        raise ValueError(
+            f"{type(layer).__name__}: the initializer {initializer_config(init)!r:.80} gave "
+            f"weights that are not {shape} finite float32 values (a std beyond float32's range, "
+            "about 3e38?); choose a smaller scale"
+        )
+    layer.params["W"] = W
     layer.grads["W"] = np.zeros(shape, np.float32)
     if use_bias:
         layer.params["b"] = np.zeros(shape[-1], np.float32)

@@ -42,7 +42,9 @@ class BatchNorm(BatchNormBase):
     buffers (overwritten by its next call). NaN/Inf in ``x`` or ``dy``, or statistics that
     would overflow the buffers' dtype, raise FloatingPointError and change nothing; an empty
     training batch gives an empty output and changes nothing (PyTorch counts it in
-    ``num_batches_tracked``).
+    ``num_batches_tracked``). The backward reads the forward's ``x`` itself, not a copy (a
+    float32/float64 C-contiguous input is not copied, for speed): changing ``x`` in place
+    between ``forward`` and ``backward`` changes the gradients, as in PyTorch.
 
         >>> import numpy as np
         >>> bn = BatchNorm(3)
@@ -100,6 +102,11 @@ class BatchNorm(BatchNormBase):
         stored: ``running = (1 - w) running + w batch`` (``w`` = momentum, or 1/n for None)."""
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
         n = int(self.buffers["num_batches_tracked"])
+        if n < 0:  # 1/n below would divide by zero or weigh the batch negatively
+            raise ValueError(
+                f"{self._where}: num_batches_tracked must be >= 0, got {n}; nothing was "
+                "updated. Call reset_running_stats() or load a valid state"
+            )
         for j in range(cache.mean.shape[0]):
             n += 1
             w = 1.0 / n if self.momentum is None else self.momentum

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab._checks import as_generator
 from bnlab.layers._common import BufferPool, float_input, like_input, output_buffer
 from bnlab.layers.base import Layer
 
@@ -33,7 +34,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
         self.rate = float(rate)
         self.seed = seed
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.rng = as_generator(seed, f"{type(self).__name__}")
         self.reuse_output = False
         self._pool = BufferPool()
         self._mask: np.ndarray | None = None

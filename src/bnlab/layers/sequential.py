@@ -251,7 +251,15 @@ class Sequential(Layer):
             if not need_input_grad and i == stop:
                 layer.backward(dy, need_input_grad=False)
                 return None
-            dx = layer.backward(dy)
+            try:
+                dx = layer.backward(dy)
+            except FloatingPointError as e:  # NaN passes through Dense: a data-parallel
+                if i == len(self.layers) - 1:  # step reduces it before refusing on every rank
+                    raise
+                raise FloatingPointError(
+                    f"{e} (no parameter was updated, but the grads of the layers after index "
+                    f"{i} hold this dy's values: zero_grad() or backward again)"
+                ) from e
             if dx is None:
                 raise TypeError(
                     f"{self.name}: {layer.describe()} at index {i} returned None from "

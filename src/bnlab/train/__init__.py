@@ -42,7 +42,7 @@ Under ``mpiexec``: ``Trainer(..., parallel=DataParallel(world(), config=cfg))``,
 """
 
 from bnlab.train.callbacks import CheckpointCallback, EvalCallback, PeriodicCallback, ProgressBar
-from bnlab.train.consistency import ConfigMismatchError
+from bnlab.train.consistency import ConfigMismatchError, check_agree
 from bnlab.train.data_parallel import (
     BN_SYNC_MODES,
     DataParallel,
@@ -63,6 +63,7 @@ __all__ = [
     "Callback",
     "CheckpointCallback",
     "ConfigMismatchError",
+    "check_agree",
     "DataParallel",
     "EvalCallback",
     "LossFn",

@@ -18,7 +18,14 @@ import numpy as np
 from bnlab.layers.base import Layer
 from bnlab.optim import Optimizer
 
-__all__ = ["ConfigMismatchError", "check_same", "fingerprint", "state_arrays", "weights_digest"]
+__all__ = [
+    "ConfigMismatchError",
+    "check_agree",
+    "check_same",
+    "fingerprint",
+    "state_arrays",
+    "weights_digest",
+]
 
 
 class ConfigMismatchError(RuntimeError):
@@ -80,4 +87,30 @@ def check_same(prints: Sequence[dict[str, str]]) -> None:
             f"DataParallel: the {len(prints)} ranks do not train the same thing: {lines}. "
             "Start every rank with the same command line and code (one `mpiexec -n N bnlab "
             "run ...`), or fix the rank that builds a different model"
+        )
+
+
+def check_agree(comm: Any, values: dict[str, Any], *, where: str) -> None:
+    """Gather ``values`` (JSON-able) from every rank of ``comm``; ConfigMismatchError on every
+    rank, naming each key that differs from rank 0's with every rank's value, else nothing.
+
+    The check to make before the first collective of training when each rank reads state of
+    its own (a resumed run's directory: its position, its config): a rank that resumes at
+    another epoch would otherwise wait forever in a collective the others never enter.
+    Collective: every rank must call it. A world of one returns at once.
+    """
+    if comm.size == 1:
+        return
+    mine = {k: (_digest(v), repr(v)[:120]) for k, v in values.items()}
+    gathered = comm.allgather_object(mine)
+    bad = [k for k in mine if any(g.get(k, ("",))[0] != mine[k][0] for g in gathered)]
+    if bad:
+        text = "; ".join(
+            f"{k}: "
+            + ", ".join(f"rank {r} {g.get(k, ('', None))[1]}" for r, g in enumerate(gathered))
+            for k in bad
+        )
+        raise ConfigMismatchError(
+            f"{where}: the {comm.size} ranks do not see the same run: {text}. Every rank must "
+            "see the same run directory (a shared --out, not a node-local one)"
         )

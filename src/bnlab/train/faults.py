@@ -12,9 +12,10 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from bnlab.comm import launcher_world_size, world
+from bnlab.comm import WorldSizeError, launcher_world_size, world
+from bnlab.train.consistency import ConfigMismatchError
 
-__all__ = ["guard_job", "rank_prefix"]
+__all__ = ["KNOWN_ERRORS", "guard_job", "rank_prefix", "report_error"]
 
 _PREFIX = ""
 
@@ -24,6 +25,25 @@ def rank_prefix() -> str:
     return _PREFIX
 
 
+# errors whose message says it all: one line per failing rank, no traceback
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, OSError, ImportError, FloatingPointError, WorldSizeError, ConfigMismatchError,
+)  # fmt: skip
+EARLY_EXIT_WAIT_S = 10.0  # how long a rank that exits early waits for the others to do so
+
+
+def report_error(exc: BaseException, prefix: str = "") -> None:
+    """``exc`` on stderr: ``bnlab: [rank r/P] error: message`` for :data:`KNOWN_ERRORS`, else
+    the traceback (prefixed) followed by that line naming the unexpected type."""
+    if not isinstance(exc, KNOWN_ERRORS):
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        print("\n".join(prefix + line for line in text.splitlines()), file=sys.stderr)
+        exc_text = f"unexpected {type(exc).__name__}: {exc}"
+    else:
+        exc_text = str(exc)
+    print(f"bnlab: {prefix}error: {exc_text}", file=sys.stderr, flush=True)
+
+
 def guard_job(fn: Callable[[], int]) -> int:
     """Run ``fn() -> exit status`` so that a failure on one rank ends the whole MPI job.
 
@@ -31,30 +51,45 @@ def guard_job(fn: Callable[[], int]) -> int:
     ranks: ranks other than 0 ignore SIGINT (Hydra's mpiexec forwards Ctrl-C to every rank;
     rank 0, which writes the run directory, gets it within one step, since the others keep
     reaching the collectives it waits in, and writes the partial run); a non-zero status or
-    an exception on any rank prints that rank's message, prefixed ``[rank r/P]``, and calls
-    ``comm.abort(status)``, which ends every rank, blocked collectives included, within
-    about a second and makes mpiexec exit with that status.
+    an exception on any rank prints that rank's message (:func:`report_error`: one line
+    prefixed ``[rank r/P]`` for the known kinds) and calls ``comm.abort(status)``, which ends
+    every rank, blocked collectives included, within about a second and makes mpiexec exit
+    with that status. An early ``SystemExit(0)`` (``--help``) must be shared by every rank
+    within :data:`EARLY_EXIT_WAIT_S` (``comm.meet``), else the job is aborted: a rank gone
+    with status 0 would leave the others in a collective forever. A launcher environment
+    without a working MPI (:class:`WorldSizeError`, no mpi4py) is one line and status 1.
     """
     global _PREFIX
-    if launcher_world_size() in (None, 1):
-        return fn()
-    comm = world()
-    if comm.size == 1:
+    try:
+        comm = None if launcher_world_size() in (None, 1) else world()
+    except (WorldSizeError, ImportError) as exc:  # MPI is not there: each rank says so
+        report_error(exc)
+        return 1
+    if comm is None or comm.size == 1:
         return fn()
     _PREFIX = f"[rank {comm.rank}/{comm.size}] "
-    if comm.rank != 0:
+    if comm.rank != 0:  # rank 0 ends the job after writing the partial run (abort)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         status = int(fn())
     except BaseException as exc:  # noqa: B036 - any exit path must end the whole job
-        code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
+        code = 1
+        if isinstance(exc, SystemExit):
+            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         if isinstance(exc, KeyboardInterrupt):
             code = 130
-        elif not (isinstance(exc, SystemExit) and code == 0):
-            text = "".join(traceback.format_exception(exc)).rstrip()
-            print("\n".join(_PREFIX + line for line in text.splitlines()), file=sys.stderr)
-        if code == 0:
-            raise
+        elif isinstance(exc, SystemExit):  # argparse printed its message already
+            if code == 0 and comm.meet(EARLY_EXIT_WAIT_S):
+                raise
+            if code == 0:
+                print(f"bnlab: {_PREFIX}error: this rank ended early (status 0) while the "
+                      "others went on; ending the job", file=sys.stderr, flush=True)  # fmt: skip
+                code = 1
+            elif isinstance(exc.code, str):
+                print(f"bnlab: {_PREFIX}error: {exc.code}", file=sys.stderr, flush=True)
+        else:
+            report_error(exc, _PREFIX)
         comm.abort(code)
     if status != 0:
         comm.abort(status)

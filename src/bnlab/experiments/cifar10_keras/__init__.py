@@ -25,7 +25,7 @@ Every epoch records, per net: the mean training loss and accuracy over the epoch
 whole test set (eval mode, BN with its running statistics), and the wall times. The nets are
 trained in alternation, one epoch each, so an interrupted run holds both curves to about the
 same epoch. ``metrics.json``/``metrics.csv`` are rewritten after every epoch, and a checkpoint
-per net (``checkpoints/<net>.npz``: model, optimizer, epoch) is saved, so ``--resume``
+per net (``checkpoints/<net>.npz``: model, optimizer, epoch and history) is saved, so ``--resume``
 continues an interrupted run (data order, augmentation and dropout masks are re-seeded from
 ``(seed, epoch)``, so a resumed run follows the same path as an uninterrupted one).
 

@@ -5,7 +5,8 @@ in alternation through :meth:`bnlab.train.Trainer.fit_epoch`, with metrics, chec
 Per net and epoch: re-seed the dropout masks from ``(seed, epoch)``, build the epoch's batches
 (:func:`~bnlab.experiments.cifar10_keras.nets.epoch_batches`), ``fit_epoch`` (mean training
 loss weighted by batch size and training accuracy over the global batches), evaluate on the
-test set, save ``checkpoints/<net>.npz`` (``extra={"epoch": n}``) and rewrite
+test set, save ``checkpoints/<net>.npz`` (``extra``: the epoch and the history, the resume
+position: a kill before metrics.json is rewritten loses nothing) and rewrite
 ``metrics.json``/``metrics.csv``.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.comm import world
 from bnlab.data.cifar_source import CifarData, load_cifar10_data, resolve_data_path
 from bnlab.data.sources import describe_source
 from bnlab.experiments.cifar10_keras.config import NAME, Cifar10KerasConfig
@@ -37,7 +39,7 @@ from bnlab.experiments.rundir import (
     run_status,
     start_run_dir,
 )
-from bnlab.train import Trainer, evaluate, for_experiment, is_root
+from bnlab.train import Trainer, check_agree, evaluate, for_experiment, is_root
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "Net", "run", "write_metrics"]
 
@@ -81,6 +83,7 @@ class Net:
         self.history: dict[str, list[Any]] = {k: [] for k in HISTORY_KEYS}
         self.ckpt = out / "checkpoints" / f"{kind}.npz"
         self.keep = bool(cfg.keep_checkpoints)
+        self.cfg = cfg
 
     @property
     def model(self) -> Any:
@@ -100,25 +103,38 @@ class Net:
         if not is_root():
             return
         self.ckpt.parent.mkdir(exist_ok=True)
-        extra = {"epoch": self.epochs_done}
+        h, n = self.history, self.epochs_done
+        rows = [[np.nan if h[k][i] is None else h[k][i] for k in HISTORY_KEYS] for i in range(n)]
+        history = np.array(rows, dtype=np.float64).reshape(n, len(HISTORY_KEYS))
+        extra = {"epoch": n, "history": history}  # the resume position
         opt = self.trainer.optimizer
         save_checkpoint(self.ckpt, self.model, opt, extra=extra)
         if self.keep:
             epoch_ckpt = self.ckpt.with_name(f"{self.kind}_epoch_{self.epochs_done:03d}.npz")
             save_checkpoint(epoch_ckpt, self.model, opt, extra=extra)
 
-    def restore(self, history: dict[str, list[Any]]) -> None:
-        """Load the checkpoint and keep ``history`` up to its epoch."""
+    def restore(self) -> None:
+        """Load the checkpoint and its history (the run's position: a kill between the
+        checkpoint and metrics.json loses nothing); ValueError naming the file if it is not
+        this net's, before anything of the net changed."""
         from bnlab.deploy.checkpoint import load_checkpoint
 
-        ck = load_checkpoint(self.ckpt)
-        self.model.load_state_dict(ck.model.state_dict())
-        if ck.optimizer_state is not None:
-            self.trainer.optimizer.load_state_dict(ck.optimizer_state)
-        n = int((ck.extra or {}).get("epoch", 0))
-        if len(history.get("epoch", [])) < n:
-            raise ValueError(f"{NAME}: {self.ckpt} is at epoch {n}, metrics.json is not")
-        self.history = {k: list(history[k][:n]) for k in HISTORY_KEYS}
+        bad = f"{NAME} --resume: {self.ckpt} is not a checkpoint of this run's {self.kind!r} net"
+        model = build_model(self.kind, self.cfg)  # validated in a scratch copy first
+        opt = build_optimizer(self.kind, model, self.cfg)
+        try:
+            ck = load_checkpoint(self.ckpt, model)
+            opt.load_state_dict(ck.optimizer_state or {})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{bad} ({e}); use --force to start afresh") from None
+        extra = ck.extra or {}
+        n, hist = extra.get("epoch"), extra.get("history")
+        shape = (n, len(HISTORY_KEYS))
+        if not (type(n) is int and isinstance(hist, np.ndarray) and hist.shape == shape):
+            raise ValueError(f"{bad} (no epoch and history of that many epochs); it is crafted")
+        self.model.load_state_dict(model.state_dict())
+        self.trainer.optimizer.load_state_dict(opt.state_dict())
+        self.history = {k: [_cell(k, v) for v in hist[:, j]] for j, k in enumerate(HISTORY_KEYS)}
         st = self.trainer.state
         st.epoch, st.step = n, int(self.trainer.optimizer.iterations)
 
@@ -154,6 +170,11 @@ class Net:
         return row
 
 
+def _cell(key: str, v: Any) -> Any:
+    """A history value from a checkpoint's float64 table (the epoch an int, NaN as None)."""
+    return None if not np.isfinite(v) else int(v) if key == "epoch" else v
+
+
 def _print_row(net: Net, row: dict[str, Any], tag: str) -> None:
     print(
         f"[cifar10-keras] {net.kind:8s} epoch {row['epoch']:3d}: train loss "
@@ -184,29 +205,46 @@ def _resumable_history(path: Path) -> dict[str, Any]:
     return models  # type: ignore[return-value]
 
 
+def _resumed_config(cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path) -> dict:
+    """The run directory's config.json, after checking a ``--resume`` may continue it."""
+    path = out / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{NAME} --resume: {out} holds no run to resume (no config.json); nothing was "
+            "changed. Check --out, or run without --resume to start a run there"
+        )
+    if is_root():  # rank 0 writes; the other ranks only read
+        lock_run_dir(out)
+    old = read_json(path)
+    if not isinstance(old, dict):
+        raise ValueError(f"{NAME} --resume: {path} is not a bnlab config")
+    diff = [k for k in cfg.resume_keys() if old.get(k) != record[k]]
+    if diff:
+        raise ValueError(
+            f"{NAME} --resume: {out} was run with different {diff}: "
+            f"{ {k: old.get(k) for k in diff} }; use a new --out or the same options"
+        )
+    _resumable_history(out / "metrics.json")  # if there, it must be ours (it is rewritten)
+    return old
+
+
 def _prepare(cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path, nets: list[Net]) -> None:
-    """Write config.json, or with ``resume`` check it against the old one and restore."""
-    old_cfg_path, old_metrics = out / "config.json", out / "metrics.json"
-    if cfg.resume and old_cfg_path.is_file():
-        if is_root():  # rank 0 writes; the other ranks only read
-            lock_run_dir(out)
-        old = read_json(old_cfg_path)
-        if not isinstance(old, dict):
-            raise ValueError(f"{NAME} --resume: {old_cfg_path} is not a bnlab config")
-        diff = [k for k in cfg.resume_keys() if old.get(k) != record[k]]
-        if diff:
-            raise ValueError(
-                f"{NAME} --resume: {out} was run with different {diff}: "
-                f"{ {k: old.get(k) for k in diff} }; use a new --out or the same options"
-            )
-        hist = _resumable_history(old_metrics)
-        for net in nets:
-            if net.ckpt.is_file() and net.kind in hist:
-                net.restore(hist[net.kind]["history"])
-        if is_root():  # keeps the files; records the provenance, warns if it changed
-            start_run_dir(out, record, resume=old)
-    elif is_root():
-        start_run_dir(out, record)
+    """Write config.json, or with ``resume`` check it against the old one and restore each
+    net from its checkpoint (position and history: metrics.json is rewritten from them).
+    Under mpiexec every rank must then be at the same place (:func:`check_agree`) before
+    the first collective, or every rank ends with a ConfigMismatchError."""
+    old = _resumed_config(cfg, record, out) if cfg.resume else None
+    for net in nets:
+        if old is not None and net.ckpt.is_file():
+            net.restore()
+    where = f"{NAME}{' --resume' if cfg.resume else ''}"
+    place = {k: v for k, v in (old or {}).items() if k != "provenance"}
+    epochs = {net.kind: net.epochs_done for net in nets}
+    check_agree(
+        world(), {"--out": str(out.resolve()), "config.json": place, "epochs": epochs}, where=where
+    )
+    if is_root():  # a resumed run keeps the files; records the provenance, warns if it changed
+        start_run_dir(out, record, resume=old)
 
 
 def _load(cfg: Cifar10KerasConfig) -> tuple[Cifar10KerasConfig, dict[str, Any], CifarData]:

@@ -91,6 +91,11 @@ class ShiftConfig(ExperimentConfig):
                 raise ValueError(
                     f"{where}: --cifar {self.cifar} does not exist; pass the CIFAR-10 data"
                 )
+        elif self.cifar:  # given for nothing: the user meant --dataset cifar10
+            raise ValueError(
+                f"{where}: --cifar is read only with --dataset cifar10 (the dataset is "
+                f"{self.dataset}); add --dataset cifar10 or drop --cifar"
+            )
 
 
 CONFIG = ShiftConfig
