@@ -5,10 +5,11 @@ option A shortcuts, BN after every convolution; SGD momentum 0.9, weight decay 1
 128, lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations, 4-pixel zero padding +
 random 32x32 crops + horizontal flips, per-pixel mean subtraction: 8.75% test error.
 
-``--full`` runs that schedule (about 36 h here at ~2 s a step; ``--resume`` continues it
+``--full`` runs that schedule (about 27 h here at 1.5 s a step; ``--resume`` continues it
 across sessions, bit for bit). The default is the same schedule scaled to
 :data:`~bnlab.experiments.cifar10_resnet.config.DEFAULT_ITERATIONS` iterations (lr divided
-at 1/2 and 3/4 of them, as 32k/64k and 48k/64k), about 35 minutes on 2 cores.
+at 1/2 and 3/4 of them, as 32k/64k and 48k/64k), about 28 minutes on 2 cores (measured:
+1,666 s, 65.47% test accuracy on the JPEG q75 copy).
 
 Every epoch (a shuffled pass over the training images; the last one cut at the iteration
 budget) is trained through :meth:`bnlab.train.Trainer.fit_epoch`, evaluated on the test set,
