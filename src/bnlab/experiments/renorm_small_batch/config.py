@@ -50,7 +50,10 @@ class RenormConfig(ExperimentConfig):
     eval_every: int | None = option(
         None, "evaluate every N steps (steps/20)", Check(int, 1, optional=True)
     )
-    seed: int = option(0, "weights and batches", Check(int, 0))
+    seed: int = option(0, "weights and batches (the first seed)", Check(int, 0))
+    seeds: int = option(
+        1, "repeat every run with seeds seed..seed+N-1; mean and min-max", Check(int, 1)
+    )
     train_subset: int | None = option(
         None, "first N train images (all)", Check(int, 1, optional=True)
     )
