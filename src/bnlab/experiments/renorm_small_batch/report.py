@@ -302,7 +302,8 @@ def findings(fin: dict[str, dict[str, list[float | None]]], steps: int) -> str:
         bn, rn = fin.get(f"bn-{tag}"), fin.get(f"renorm-{tag}")
         if bn is None or rn is None or spread(bn["acc"]) is None or spread(rn["acc"]) is None:
             continue
-        diffs = [b - a for a, b in zip(bn["acc"], rn["acc"], strict=False) if None not in (a, b)]
+        pairs = zip(bn["acc"], rn["acc"], strict=False)
+        diffs = [b - a for a, b in pairs if a is not None and b is not None]
         ahead = (
             f", renorm ahead in {sum(d > 0 for d in diffs)} of {len(diffs)} seeds" if n > 1 else ""
         )
