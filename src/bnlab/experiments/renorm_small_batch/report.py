@@ -162,9 +162,9 @@ def _plot_final(rd: RunDir, fin: dict[str, dict[str, list[float | None]]]) -> No
             np.array([mean - lo, hi - mean]) if any(len(d[key]) > 1 for d in fin.values()) else None
         )
         ax.bar(pos + dx, mean, width=0.4, yerr=err, capsize=2, label=label)
-        for x, v in zip(pos + dx, mean, strict=True):
-            if np.isfinite(v):
-                ax.text(x, v + 1, f"{v:.1f}", ha="center", fontsize=7)
+        for x, v, top in zip(pos + dx, mean, hi if err is not None else mean, strict=True):
+            if np.isfinite(v):  # the label above the bar and its min-max whisker
+                ax.text(x, top + 1, f"{v:.1f}", ha="center", fontsize=7)
     ax.set_xticks(pos)
     ax.set_xticklabels(list(fin), rotation=20, fontsize=8)
     ax.set_ylim(0.0, 108)
@@ -270,6 +270,7 @@ def render(run_dir: str | Path) -> None:
         "(renorm recovers part of what small-microbatch BN loses), not its size."
     )
     if metrics["runs"]:
+        many = any(len(d["acc"]) > 1 for d in fin.values())
         _plot_curves(rd, metrics)
         _plot_final(rd, fin)
         rep.figure(
@@ -277,7 +278,11 @@ def render(run_dir: str | Path) -> None:
             "Test accuracy during training, both modes; each setting in one colour, BN solid, "
             "renorm dashed, the full-minibatch BN reference black",
         )
-        rep.figure("fig_final.png", "Final test accuracy per run, inference and training mode")
+        rep.figure(
+            "fig_final.png",
+            "Final test accuracy per run, inference and training mode"
+            + ("; bars the mean over the seeds, whiskers min-max" if many else ""),
+        )
     rd.write_report(rep)
 
 
