@@ -188,9 +188,10 @@ def test_seeds_repeat_every_run_and_seed_0_trains_as_a_one_seed_run(tmp_path):
     one = rsb.run(dict(TINY), tmp_path / "one")
     two = rsb.run({**TINY, "seeds": 2}, tmp_path / "two")
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    # one seed: the entries as before the option (no "seed" key); config.json records seeds 1
+    # one seed: the entries and config.json keys as before the option (no "seed"/"seeds")
     assert all("seed" not in r for r in m1["runs"])
-    assert json.loads((one / "config.json").read_text())["seeds"] == 1
+    assert "seeds" not in json.loads((one / "config.json").read_text())
+    assert json.loads((two / "config.json").read_text())["seeds"] == 2
     names = [r["name"] for r in m1["runs"]]
     assert [(r["name"], r["seed"]) for r in m2["runs"]] == [(n, s) for s in (0, 1) for n in names]
     seed0 = [

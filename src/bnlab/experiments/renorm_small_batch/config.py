@@ -67,6 +67,15 @@ class RenormConfig(ExperimentConfig):
         if self.eval_every is None:
             object.__setattr__(self, "eval_every", max(1, int(self.steps) // 20))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The options as ``config.json`` holds them; ``seeds`` only when above 1, so a
+        one-seed run's ``config.json`` keeps the keys it had before ``--seeds`` (read back,
+        a missing ``seeds`` is 1)."""
+        out = super().to_dict()
+        if out["seeds"] == 1:
+            del out["seeds"]
+        return out
+
     def validate(self) -> None:
         """The batch size against the microbatches, the data and the schedule; the memory."""
         where, bs = self.NAME, int(self.batch_size)
