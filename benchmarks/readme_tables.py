@@ -4,7 +4,9 @@
 
 Each run directory's table is chosen by its config.json; cifar10-keras runs (one per model)
 and a population-stats-epochs run over the BN checkpoints are combined into the README's one
-per-epoch table. Paste the output into README.md instead of typing numbers by hand.
+per-epoch table. A run over several seeds (``--seeds N``: mnist-sigmoid, mnist-lr,
+renorm-small-batch) gives the mean and the min-max over the seeds in each cell. Paste the
+output into README.md or docs/experiments.md instead of typing numbers by hand.
 """
 
 from __future__ import annotations

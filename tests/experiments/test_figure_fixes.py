@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bnlab.experiments.renorm import report as renorm_report
 
 from bnlab.cli import main
 from bnlab.experiments.cifar10_keras import report as cifar_report
+from bnlab.experiments.renorm_small_batch import report as renorm_report
 from bnlab.experiments.rundir import RunDir
 
 
@@ -42,12 +42,30 @@ def test_cifar_one_epoch_bn_only(tmp_path: Path, figures: list[Any]) -> None:
 
 
 def test_renorm_final_bars_are_percent_on_a_percent_axis(tmp_path: Path, figures: list[Any]):
-    rows = [["bn-full", None, None, 0.9757, 0.9856], ["renorm-m2", None, None, 0.8209, 0.83]]
-    renorm_report._plot_final(RunDir(tmp_path), rows)
+    fin: dict[str, dict[str, list[float | None]]] = {
+        "bn-full": {"acc": [0.9757], "tm": [0.9856], "gap": [0.0099]},
+        "renorm-micro2": {"acc": [0.8209], "tm": [0.83], "gap": [0.0091]},
+    }
+    renorm_report._plot_final(RunDir(tmp_path), fin)
     ax = figures[0].axes[0]
     assert ax.get_ylim()[1] > 100 and "%" in ax.get_ylabel()
     assert sorted(t.get_text() for t in ax.texts) == ["82.1", "83.0", "97.6", "98.6"]
     assert max(p.get_height() for p in ax.patches) == pytest.approx(98.56)
+    assert not ax.collections  # one seed: no min-max whiskers
+
+
+def test_renorm_final_bars_over_seeds_are_means_with_min_max_whiskers(
+    tmp_path: Path, figures: list[Any]
+) -> None:
+    fin: dict[str, dict[str, list[float | None]]] = {
+        "bn-noniid": {"acc": [0.5, 0.7], "tm": [0.9, 0.8], "gap": [0.4, 0.1]}
+    }
+    renorm_report._plot_final(RunDir(tmp_path), fin)
+    ax = figures[0].axes[0]
+    assert sorted(p.get_height() for p in ax.patches) == pytest.approx([60.0, 85.0])
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    spans = sorted((round(s[0][1], 6), round(s[1][1], 6)) for s in segments)
+    assert spans == [(50.0, 70.0), (80.0, 90.0)]
 
 
 def test_population_stats_figure_is_named_like_the_others(tmp_path: Path) -> None:

@@ -59,3 +59,22 @@ def test_outcome_classifies_runs() -> None:
 def test_bad_multipliers_are_refused() -> None:
     with pytest.raises(ValueError, match="every --multipliers value must be a finite number > 0"):
         MnistLrConfig.from_dict({"multipliers": [1, 0]})
+
+
+def test_seeds_two_runs_each_rate_twice_and_reports_the_range(tmp_path: Path) -> None:
+    one = get("mnist-lr").run({**TINY, "multipliers": [1.0]}, tmp_path / "one")
+    two = get("mnist-lr").run({**TINY, "multipliers": [1.0], "seeds": 2}, tmp_path / "two")
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert [r["name"] for r in m1["runs"]] == ["plain-lr0.2-seed0", "bn-lr0.2-seed0"]
+    assert sorted((r["net"], r["seed"]) for r in m2["runs"]) == [
+        ("bn", 0), ("bn", 1), ("plain", 0), ("plain", 1),
+    ]  # fmt: skip
+    # seed 0 of the two-seed run trains exactly as the one-seed run
+    for r in m1["runs"]:
+        same = next(x for x in m2["runs"] if x["name"] == r["name"])
+        assert same["history"] == r["history"]
+    bn = [r for r in m2["runs"] if r["net"] == "bn"]
+    assert bn[0]["history"]["train_loss"] != bn[1]["history"]["train_loss"]  # other seed
+    bn = sorted(r["history"]["accuracy"][-1] for r in bn)
+    md = (two / "report.md").read_text()
+    assert f"({100 * bn[0]:.2f}%–{100 * bn[1]:.2f}%)" in md

@@ -182,3 +182,49 @@ def test_recorded_accuracies_match_a_numpy_recomputation(spec_name):
     # with groups of 4 the training-mode accuracy is not the inference one (the gap measured)
     if spec_name == "bn-micro4":
         assert last["train_mode_acc"] != last["test_acc"]
+
+
+def test_seeds_repeat_every_run_and_seed_0_trains_as_a_one_seed_run(tmp_path):
+    one = rsb.run(dict(TINY), tmp_path / "one")
+    two = rsb.run({**TINY, "seeds": 2}, tmp_path / "two")
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    # one seed: the entries and config.json keys as before the option (no "seed"/"seeds")
+    assert all("seed" not in r for r in m1["runs"])
+    assert "seeds" not in json.loads((one / "config.json").read_text())
+    assert json.loads((two / "config.json").read_text())["seeds"] == 2
+    names = [r["name"] for r in m1["runs"]]
+    assert [(r["name"], r["seed"]) for r in m2["runs"]] == [(n, s) for s in (0, 1) for n in names]
+    seed0 = [
+        {k: v for k, v in r.items() if k not in ("seed", "time_s", "compile_s")}
+        for r in m2["runs"][:5]
+    ]
+    assert seed0 == [
+        {k: v for k, v in r.items() if k not in ("time_s", "compile_s")} for r in m1["runs"]
+    ]
+    # seed 1: other weights and batches, so other losses
+    for a, b in zip(m2["runs"][:5], m2["runs"][5:], strict=True):
+        assert a["history"]["train_loss"][1:] != b["history"]["train_loss"][1:]
+    md = (two / "report.md").read_text()
+    assert "2 seeds (0-1)" in md and "bn-full seed 1" in md and "renorm ahead in" in md
+    assert "Means over 2 seeds" in md and "One seed" not in md
+    assert "bn-full seed 1" in (two / "metrics.csv").read_text()
+
+
+def test_seeds_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="seeds"):
+        rsb.run({**TINY, "seeds": 0}, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_findings_say_in_how_many_seeds_renorm_is_ahead():
+    fin = {
+        "bn-full": {"acc": [0.97, 0.96], "tm": [0.96, 0.95], "gap": [-0.01, -0.01]},
+        "bn-noniid": {"acc": [0.5, 0.7], "tm": [0.9, 0.9], "gap": [0.4, 0.2]},
+        "renorm-noniid": {"acc": [0.9, 0.6], "tm": [0.9, 0.6], "gap": [0.0, 0.0]},
+    }
+    text = report.findings(fin, 5000)
+    assert "Reference (BN over the whole minibatch): 96.50% (96.00% to 97.00%)." in text
+    assert "noniid: BN 60.00% (50.00% to 70.00%) (gap +30.00 pp (+20.00 pp to +40.00 pp))" in text
+    assert (
+        "renorm minus BN +15.00 pp (-10.00 pp to +40.00 pp), renorm ahead in 1 of 2 seeds" in text
+    )

@@ -75,6 +75,34 @@ def test_renorm_table_matches_the_readme_layout_in_points() -> None:
     assert len(lines) == 5
 
 
+def test_renorm_table_over_seeds_gives_mean_min_max_and_wins() -> None:
+    runs = []
+    for seed, (bn, rn) in enumerate([(0.50, 0.94), (0.62, 0.95), (0.56, 0.93)]):
+        for r in (
+            _renorm_run("bn-full", 32, 0.97, 0.96),
+            _renorm_run("bn-noniid", 32, bn, 0.93),
+            _renorm_run("renorm-noniid", 32, rn, rn + 0.001),
+        ):
+            runs.append({**r, "seed": seed})
+    runs[5]["history"]["test_acc"][-1] = 0.40  # seed 1's renorm-noniid behind its BN (0.62)
+    lines = renorm_table({"runs": runs}).splitlines()
+    assert lines[0] == (
+        "| normalization over (mean, min-max over 3 seeds) | BN (inference) "
+        "| batch renorm (inference) | BN train/infer gap | renorm gap | renorm ahead in |"
+    )
+    assert (
+        lines[2] == "| the whole minibatch of 32 (reference) | 97.00% (97.00-97.00) |  "
+        "| -1.00 pp (-1.00 to -1.00) |  |  |"
+    )
+    # BN 0.50/0.62/0.56, renorm 0.94/0.40/0.93: means 56.00% and 75.67%, renorm ahead in 2 of 3
+    assert lines[3].startswith(
+        "| non-i.i.d. minibatches (2 classes each) | 56.00% (50.00-62.00) "
+        "| **75.67%** (40.00-94.00) | +37.00 pp (+31.00 to +43.00) |"
+    )
+    assert lines[3].endswith("| 2 of 3 |")
+    assert len(lines) == 4
+
+
 def test_cifar_table_merges_per_model_runs_and_algorithm_2() -> None:
     def model(accs: list[float]) -> dict[str, Any]:
         return {"history": {"epoch": list(range(1, len(accs) + 1)), "test_accuracy": accs}}
@@ -110,9 +138,12 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tables")
     mnist = {**MNIST, "steps": 10, "eval_every": 5, "lrs": [0.5], "seeds": 2}
     renorm = {**MNIST, "test_subset": 256, "steps": 4, "eval_every": 2, "micro_sizes": [4]}
+    lr = {**MNIST, "steps": 10, "eval_every": 5, "multipliers": [1, 5], "seeds": 2}
     return {
         "mnist": get("mnist-sigmoid").run(mnist, root / "mnist"),
         "renorm": get("renorm-small-batch").run(renorm, root / "renorm"),
+        "renorm2": get("renorm-small-batch").run({**renorm, "seeds": 2}, root / "renorm2"),
+        "lr": get("mnist-lr").run(lr, root / "lr"),
     }
 
 
@@ -130,6 +161,23 @@ def test_tables_from_smoke_run_directories(smoke: dict[str, Path]) -> None:
         check=True,
     )
     assert script.stdout == readme_tables([smoke["renorm"]])
+
+
+def test_multi_seed_tables_from_smoke_run_directories(smoke: dict[str, Path]) -> None:
+    renorm2, lr = (readme_tables([smoke[k]]).split("\n", 2)[1:] for k in ("renorm2", "lr"))
+    assert renorm2[0].startswith("| normalization over (mean, min-max over 2 seeds) |")
+    m = json.loads((smoke["renorm2"] / "metrics.json").read_text())
+    accs = sorted(r["history"]["test_acc"][-1] for r in m["runs"] if r["name"] == "bn-micro4")
+    assert len(accs) == 2 and f"({100 * accs[0]:.2f}-{100 * accs[1]:.2f})" in renorm2[1]
+    assert lr[0].startswith("| lr | net | test accuracy at 10 (min-max over 2 seeds) |")
+    ml = json.loads((smoke["lr"] / "metrics.json").read_text())
+    assert sorted({r["seed"] for r in ml["runs"]}) == [0, 1] and len(ml["runs"]) == 8
+    finals = sorted(
+        r["history"]["accuracy"][-1]
+        for r in ml["runs"]
+        if r["net"] == "bn" and r["lr"] == ml["runs"][0]["lr"]
+    )
+    assert f"({100 * finals[0]:.2f}-{100 * finals[1]:.2f})" in lr[1]
 
 
 def test_unknown_experiment_is_refused(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from bnlab.experiments.mnist.metrics import lrs_of, summarize
 from bnlab.experiments.mnist.nets import NETS
+from bnlab.experiments.renorm_small_batch.report import finals, spread
 from bnlab.experiments.report import pct, pp
 from bnlab.experiments.rundir import read_json
 
@@ -85,39 +86,49 @@ def _renorm_label(run: dict[str, Any]) -> str:
     return f"microbatches of {run['group']}"
 
 
+def _spread_cell(values: Sequence[float | None], gap: bool = False, bold: bool = False) -> str:
+    """An accuracy (or a ``gap`` in pp): the mean (bold if asked) and, over several seeds,
+    its ``(min-max)`` in percent (``(lo to hi)`` in signed points for a gap)."""
+    s = spread(values)
+    if s is None:
+        return ""
+    text = _pp(s[0]) if gap else _pct(s[0], bold)
+    if len(values) > 1:
+        lo, hi = 100 * s[1], 100 * s[2]
+        text += f" ({lo:+.2f} to {hi:+.2f})" if gap else f" ({lo:.2f}-{hi:.2f})"
+    return text
+
+
 def renorm_table(metrics: dict[str, Any]) -> str:
     """normalization over | BN (inference) | batch renorm (inference) | both gaps
-    (training-mode minus inference-mode accuracy)."""
-    by_name = {r["name"]: r for r in metrics["runs"]}
-
-    def last(r: dict[str, Any] | None, key: str) -> float | None:
-        vals = r["history"][key] if r else []
-        return vals[-1] if vals and vals[-1] is not None else None
-
-    def gap(r: dict[str, Any] | None) -> float | None:
-        a, t = last(r, "test_acc"), last(r, "train_mode_acc")
-        return None if a is None or t is None else t - a
-
+    (training-mode minus inference-mode accuracy); over several seeds each cell is the mean
+    and its min-max, and a last column says in how many seeds renorm beat BN."""
+    fin, first = finals(metrics), {r["name"]: r for r in reversed(metrics["runs"])}
+    seeds = max((len(d["acc"]) for d in fin.values()), default=1)
     rows, seen = [], set()
-    for r in metrics["runs"]:
-        tag = r["name"].split("-", 1)[1]
+    for name in fin:
+        tag = name.split("-", 1)[1]
         if tag in seen:
             continue
         seen.add(tag)
-        bn, rn = by_name.get(f"bn-{tag}"), by_name.get(f"renorm-{tag}")
-        a, b = last(bn, "test_acc"), last(rn, "test_acc")
-        rn_best = a is not None and b is not None and b > a
-        rows.append(
-            [
-                _renorm_label(bn or rn or r),
-                _pct(a, bold=a is not None and b is not None and not rn_best),
-                _pct(b, bold=rn_best),
-                _pp(gap(bn)),
-                _pp(gap(rn)),
-            ]
-        )
-    header = ["normalization over", "BN (inference)", "batch renorm (inference)"]
-    return _table([*header, "BN train/infer gap", "renorm gap"], rows)
+        bn, rn = fin.get(f"bn-{tag}"), fin.get(f"renorm-{tag}")
+        a, b = (spread(d["acc"]) if d else None for d in (bn, rn))
+        rn_best = a is not None and b is not None and b[0] > a[0]
+        bn_best = a is not None and b is not None and not rn_best
+        run = first.get(f"bn-{tag}") or first[f"renorm-{tag}"]
+        row = [_renorm_label(run)]
+        row += [_spread_cell(bn["acc"], bold=bn_best) if bn else ""]
+        row += [_spread_cell(rn["acc"], bold=rn_best) if rn else ""]
+        row += [_spread_cell(d["gap"], gap=True) if d else "" for d in (bn, rn)]
+        if seeds > 1:
+            pairs = zip(bn["acc"] if bn else [], rn["acc"] if rn else [], strict=False)
+            wins = [y > x for x, y in pairs if x is not None and y is not None]
+            row.append(f"{sum(wins)} of {len(wins)}" if wins else "")
+        rows.append(row)
+    over = f" (mean, min-max over {seeds} seeds)" if seeds > 1 else ""
+    header = [f"normalization over{over}", "BN (inference)", "batch renorm (inference)"]
+    header += ["BN train/infer gap", "renorm gap"] + (["renorm ahead in"] if seeds > 1 else [])
+    return _table(header, rows)
 
 
 def cifar10_table(runs: Sequence[dict[str, Any]], population: dict[str, Any] | None = None) -> str:

@@ -50,7 +50,10 @@ class RenormConfig(ExperimentConfig):
     eval_every: int | None = option(
         None, "evaluate every N steps (steps/20)", Check(int, 1, optional=True)
     )
-    seed: int = option(0, "weights and batches", Check(int, 0))
+    seed: int = option(0, "weights and batches (the first seed)", Check(int, 0))
+    seeds: int = option(
+        1, "repeat every run with seeds seed..seed+N-1; mean and min-max", Check(int, 1)
+    )
     train_subset: int | None = option(
         None, "first N train images (all)", Check(int, 1, optional=True)
     )
@@ -63,6 +66,15 @@ class RenormConfig(ExperimentConfig):
         # runs after each value passed its check: eval_every resolved
         if self.eval_every is None:
             object.__setattr__(self, "eval_every", max(1, int(self.steps) // 20))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as ``config.json`` holds them; ``seeds`` only when above 1, so a
+        one-seed run's ``config.json`` keeps the keys it had before ``--seeds`` (read back,
+        a missing ``seeds`` is 1)."""
+        out = super().to_dict()
+        if out["seeds"] == 1:
+            del out["seeds"]
+        return out
 
     def validate(self) -> None:
         """The batch size against the microbatches, the data and the schedule; the memory."""

@@ -15,6 +15,11 @@ minibatches of 32 for ``steps`` steps. The runs (all from the same seed and weig
 - ``bn-noniid`` / ``renorm-noniid``: statistics over the whole 32, but every minibatch holds
   16 examples of each of 2 random classes.
 
+With ``seeds`` N > 1 every run is repeated from seeds ``seed``..``seed``+N-1 (the weights,
+the batch order and the training-mode grouping all follow the seed; seed 0 trains exactly as
+a one-seed run) and each ``runs`` entry of ``metrics.json`` carries its ``"seed"``; with N = 1
+the entries have no ``"seed"`` key, as before the option existed.
+
 Both normalizations use momentum 0.01 (the moving statistics move 1% towards each batch's)
 and eps 1e-3. The renorm schedule is the paper's (warm-up 5k steps as plain BN, dmax 0 -> 5 at
 25k, rmax 1 -> 3 at 40k) scaled to the run: warm-up ``warmup_frac`` (10%) of the steps, dmax
@@ -33,7 +38,8 @@ Files: ``config.json``, ``metrics.json`` (schema below), ``metrics.csv``, ``fig_
     {"schema": "bnlab.renorm.metrics/1", "experiment": "renorm-small-batch",
      "status": "running" | "complete" | "interrupted" | "failed", "wall_time_s": float,
      "schedule": {"warmup_steps": int, "dmax_steps": int, "rmax_steps": int},
-     "runs": [{"name": "renorm-micro4", "norm": "bn" | "renorm", "group": int,
+     "runs": [{"name": "renorm-micro4", "seed": int (only when seeds > 1),
+               "norm": "bn" | "renorm", "group": int,
                "batches": "iid" | "noniid", "error": str | null, "time_s": float,
                "compile_s": float,  # of time_s: Numba compiling kernels (0 from the cache)
                "history": {"step": [...], "train_loss": [...], "test_acc": [...],
@@ -200,7 +206,8 @@ def train_one(
 
 
 def run(config: dict[str, Any] | RenormConfig, out_dir: str | Path) -> Path:
-    """Train every run of :func:`run_specs` in turn; write metrics, figures and the report.
+    """Train every run of :func:`run_specs` in turn, for each seed (seed-major); write
+    metrics, figures and the report.
 
     ``config`` (a dict: missing keys take the defaults) is checked whole before the run
     directory is touched; a bad value is a ValueError and changes nothing on disk.
@@ -210,7 +217,9 @@ def run(config: dict[str, Any] | RenormConfig, out_dir: str | Path) -> Path:
     specs, sched = run_specs(cfg), renorm_schedule(cfg)
     results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    bar = Progress(int(cfg.steps) * len(specs), cfg.NAME, enabled=bool(cfg.progress))
+    seeds = range(int(cfg.seed), int(cfg.seed) + int(cfg.seeds))
+    total = int(cfg.steps) * len(specs) * len(seeds)
+    bar = Progress(total, cfg.NAME, enabled=bool(cfg.progress))
     settings = cfg.to_dict()
 
     with RunDir.start(out_dir, settings) as rd:
@@ -222,11 +231,15 @@ def run(config: dict[str, Any] | RenormConfig, out_dir: str | Path) -> Path:
 
         with rd.status(finish):
             write_metrics(rd, settings, sched, results, "running", 0.0)
-            for spec in specs:
-                results.append(_train_entry(spec, cfg, data, bar))
-                wall = time.perf_counter() - t0
-                write_metrics(rd, settings, sched, results, "running", wall)
-                bar.set_postfix_str(f"test acc {spec['name']}: {_final(results[-1])}")
+            for seed in seeds:
+                # seed k trains as a one-seed run with --seed k; its entries say their seed
+                tag = {"seed": seed} if len(seeds) > 1 else {}
+                for spec in specs:
+                    results.append(_train_entry({**spec, **tag}, cfg.replace(seed=seed), data, bar))
+                    wall = time.perf_counter() - t0
+                    write_metrics(rd, settings, sched, results, "running", wall)
+                    name = spec["name"] + (f" seed {seed}" if tag else "")
+                    bar.set_postfix_str(f"test acc {name}: {_final(results[-1])}")
     return rd.path
 
 
