@@ -206,6 +206,7 @@ class ExperimentConfig:
 
     NAME: ClassVar[str] = "experiment"
     EXTRA_KEYS: ClassVar[tuple[str, ...]] = ()
+    RESUME_FREE: ClassVar[tuple[str, ...]] = ()  # options a --resume may change
 
     @classmethod
     def options(cls) -> dict[str, Opt]:
@@ -276,6 +277,11 @@ class ExperimentConfig:
         out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["experiment"] = self.NAME
         return out
+
+    @classmethod
+    def resume_keys(cls) -> tuple[str, ...]:
+        """The options a resumed run must share with the run directory's ``config.json``."""
+        return tuple(k for k in cls.options() if k not in cls.RESUME_FREE)
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with ``changes``, checked like :meth:`from_dict`."""

@@ -7,7 +7,8 @@ import dataclasses
 from typing import Any, ClassVar
 
 from bnlab.data.cifar_source import ENV_DATA, FORMATS_HELP
-from bnlab.experiments.config import Check, ExperimentConfig, bn_sync_option, check_count, option
+from bnlab.experiments.cifar import check_batch
+from bnlab.experiments.config import Check, ExperimentConfig, bn_sync_option, option
 
 __all__ = ["CONFIG", "NAME", "NETS", "NORMS", "BatchSizeConfig", "parse_norms"]
 
@@ -90,13 +91,7 @@ class BatchSizeConfig(ExperimentConfig):
 
     def check_data(self, n_train: int, n_test: int) -> None:
         """The options that depend on the size of the data found."""
-        n = check_count(self.train_subset or None, n_train, "train_subset", "images", NAME)
-        check_count(self.test_subset or None, n_test, "test_subset", "images", NAME)
-        if max(self.batch_sizes) > n:
-            raise ValueError(
-                f"{NAME}: --batch-sizes {max(self.batch_sizes)} is larger than the {n} "
-                "training images; pass smaller sizes or a larger --train-subset"
-            )
+        check_batch(self, n_train, n_test, max(self.batch_sizes), "--batch-sizes", NAME)
 
 
 CONFIG = BatchSizeConfig

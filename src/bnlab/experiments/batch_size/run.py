@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.data.cifar_source import CifarData, load_cifar10_data, resolve_data_path
-from bnlab.data.sources import describe_source
+from bnlab.data.cifar_source import CifarData
 from bnlab.experiments.batch_size.config import NAME, BatchSizeConfig
 from bnlab.experiments.batch_size.report import render
+from bnlab.experiments.cifar import load_data
 from bnlab.experiments.cifar10_resnet.nets import (
     add_weight_decay,
     build_optimizer,
@@ -112,12 +112,7 @@ def _load(cfg: BatchSizeConfig) -> tuple[BatchSizeConfig, dict[str, Any], CifarD
     """The data, the config with the path found, and the ``config.json`` record."""
     from bnlab.comm import world
 
-    path = resolve_data_path(cfg.data, where=NAME)
-    source = describe_source(path)
-    data = load_cifar10_data(
-        path, source, cfg.train_subset or None, cfg.test_subset or None,
-        progress=None if cfg.progress and is_root() else False, where=NAME,
-    )  # fmt: skip
+    path, source, data = load_data(cfg, NAME)
     cfg.check_data(len(data.y_train), len(data.y_test))
     ref = Path(cfg.reference).expanduser().resolve() if cfg.reference else None
     if ref is not None and not (ref / "metrics.json").is_file():

@@ -8,12 +8,12 @@ import dataclasses
 from typing import Any, ClassVar
 
 from bnlab.data.cifar_source import ENV_DATA, FORMATS_HELP
+from bnlab.experiments.cifar import check_batch
 from bnlab.experiments.config import (
     MOMENTUM_HINT,
     Check,
     ExperimentConfig,
     bn_sync_option,
-    check_count,
     option,
 )
 
@@ -125,18 +125,7 @@ class Cifar10KerasConfig(ExperimentConfig):
 
     def check_data(self, n_train: int, n_test: int) -> None:
         """The options that depend on the size of the data found."""
-        n = check_count(self.train_subset, n_train, "train_subset", "images", NAME)
-        check_count(self.test_subset, n_test, "test_subset", "images", NAME)
-        if int(self.batch_size) > n:
-            raise ValueError(
-                f"{NAME}: --batch-size {self.batch_size} is larger than the {n} training "
-                "images; pass a smaller --batch-size"
-            )
-
-    @classmethod
-    def resume_keys(cls) -> tuple[str, ...]:
-        """The options a resumed run must share with the run directory's ``config.json``."""
-        return tuple(k for k in cls.options() if k not in cls.RESUME_FREE)
+        check_batch(self, n_train, n_test, int(self.batch_size), "--batch-size", NAME)
 
 
 CONFIG = Cifar10KerasConfig

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.data.cifar_source import CifarData, load_cifar10_data, resolve_data_path
-from bnlab.data.sources import describe_source
+from bnlab.data.cifar_source import CifarData
+from bnlab.experiments.cifar import load_data
 from bnlab.experiments.cifar10_resnet.config import NAME, Cifar10ResnetConfig
 from bnlab.experiments.cifar10_resnet.nets import (
     add_weight_decay,
@@ -149,12 +149,7 @@ def _prepare(cfg: Cifar10ResnetConfig, record: dict[str, Any], out: Path, net: N
 
 def _load(cfg: Cifar10ResnetConfig) -> tuple[Cifar10ResnetConfig, dict[str, Any], CifarData]:
     """The data, the config with the path found, and the ``config.json`` record."""
-    path = resolve_data_path(cfg.data, where=NAME)
-    source = describe_source(path)
-    data = load_cifar10_data(
-        path, source, cfg.train_subset, cfg.test_subset,
-        progress=None if cfg.progress and is_root() else False, where=NAME,
-    )  # fmt: skip
+    path, source, data = load_data(cfg, NAME)
     cfg.check_data(len(data.y_train), len(data.y_test))
     cfg = cfg.replace(data=str(path))
     return cfg, {**cfg.to_dict(), "data_source": source}, data
