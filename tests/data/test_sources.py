@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from bnlab.data import describe_source
-from bnlab.experiments.cifar10_keras import run as ck
+from bnlab.experiments import cifar as ck
 
 
 def test_experiments_use_the_data_floor_function():
