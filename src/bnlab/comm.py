@@ -49,6 +49,7 @@ __all__ = [
 # MPI set PMI_SIZE, Open MPI sets OMPI_COMM_WORLD_SIZE) or that the process is one of a job
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MPI_LOCALNRANKS")
+ABORT_GRACE_S = 0.3  # MPIComm.abort: pause between the last flush and MPI_Abort
 
 
 class WorldSizeError(RuntimeError):
@@ -178,6 +179,7 @@ class MPIComm(Communicator):
     def abort(self, code: int = 1) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)  # let the launcher forward what this rank printed last
         self.comm.Abort(code)
         os._exit(code)  # Abort does not return; this line satisfies the type checker
 

@@ -30,6 +30,7 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, OSError, ImportError, FloatingPointError, WorldSizeError, ConfigMismatchError,
 )  # fmt: skip
 EARLY_EXIT_WAIT_S = 10.0  # how long a rank that exits early waits for the others to do so
+FAIL_WAIT_S = 2.0  # how long a failing rank waits for the others to fail too before aborting
 
 
 def report_error(exc: BaseException, prefix: str = "") -> None:
@@ -52,9 +53,12 @@ def guard_job(fn: Callable[[], int]) -> int:
     rank 0, which writes the run directory, gets it within one step, since the others keep
     reaching the collectives it waits in, and writes the partial run); a non-zero status or
     an exception on any rank prints that rank's message (:func:`report_error`: one line
-    prefixed ``[rank r/P]`` for the known kinds) and calls ``comm.abort(status)``, which ends
-    every rank, blocked collectives included, within about a second and makes mpiexec exit
-    with that status. An early ``SystemExit(0)`` (``--help``) must be shared by every rank
+    prefixed ``[rank r/P]`` for the known kinds). If every rank fails within
+    :data:`FAIL_WAIT_S` of the others (a collective check such as
+    :func:`~bnlab.train.consistency.check_agree` raises on all of them), each rank returns its
+    status and the launcher forwards every message; otherwise the failing rank calls
+    ``comm.abort(status)``, which ends every rank, blocked collectives included, within a few
+    seconds and makes mpiexec exit with that status. An early ``SystemExit(0)`` (``--help``) must be shared by every rank
     within :data:`EARLY_EXIT_WAIT_S` (``comm.meet``), else the job is aborted: a rank gone
     with status 0 would leave the others in a collective forever. A launcher environment
     without a working MPI (:class:`WorldSizeError`, no mpi4py) is one line and status 1.
@@ -80,16 +84,22 @@ def guard_job(fn: Callable[[], int]) -> int:
         if isinstance(exc, KeyboardInterrupt):
             code = 130
         elif isinstance(exc, SystemExit):  # argparse printed its message already
-            if code == 0 and comm.meet(EARLY_EXIT_WAIT_S):
-                raise
-            if code == 0:
-                print(f"bnlab: {_PREFIX}error: this rank ended early (status 0) while the "
-                      "others went on; ending the job", file=sys.stderr, flush=True)  # fmt: skip
-                code = 1
-            elif isinstance(exc.code, str):
+            if isinstance(exc.code, str):
                 print(f"bnlab: {_PREFIX}error: {exc.code}", file=sys.stderr, flush=True)
         else:
             report_error(exc, _PREFIX)
+        sys.stderr.flush()
+        # every rank failed or exited together (a collective check, --help): each exits with
+        # its status, so the launcher forwards every rank's message; MPI_Abort would kill the
+        # others before their output is through the launcher's pipes (seen under load)
+        if comm.meet(EARLY_EXIT_WAIT_S if code == 0 else FAIL_WAIT_S):
+            if isinstance(exc, SystemExit) and code == 0:
+                raise
+            return code
+        if code == 0:
+            print(f"bnlab: {_PREFIX}error: this rank ended early (status 0) while the "
+                  "others went on; ending the job", file=sys.stderr, flush=True)  # fmt: skip
+            code = 1
         comm.abort(code)
     if status != 0:
         comm.abort(status)
