@@ -25,12 +25,15 @@ from bnlab.layers import (
     ZeroPadShortcut,
 )
 
-__all__ = ["resnet20", "NORMS"]
+__all__ = ["NORMS", "norm_layer", "resnet20"]
 
 NORMS = ("bn", "gn", "ln", "renorm")
 
 
-def _norm(kind: str, channels: int, gn_groups: int) -> Layer:
+def norm_layer(kind: str, channels: int, gn_groups: int = 32) -> Layer:
+    """The normalization ``kind`` of :data:`NORMS` over ``channels`` (see :func:`resnet20`):
+    BatchNorm, BatchRenorm, GroupNorm with ``min(gn_groups, channels)`` groups, or "ln",
+    GroupNorm with one group."""
     if kind == "bn":
         return BatchNorm(channels)
     if kind == "renorm":
@@ -82,19 +85,19 @@ def resnet20(
         opts: dict[str, Any] = {"stride": stride, "padding": k // 2, "use_bias": False}
         return Conv2D(cin, cout, k, init="he_normal", seed=next(seeds), **opts)
 
-    layers: list[Layer] = [conv(3, 16), _norm(norm, 16, gn_groups), ReLU()]
+    layers: list[Layer] = [conv(3, 16), norm_layer(norm, 16, gn_groups), ReLU()]
     cin = 16
     for filters, first_stride in ((16, 1), (32, 2), (64, 2)):
         for i in range(3):
             stride = first_stride if i == 0 else 1
-            branch = [conv(cin, filters, 3, stride), _norm(norm, filters, gn_groups), ReLU()]
-            branch += [conv(filters, filters), _norm(norm, filters, gn_groups)]
+            branch = [conv(cin, filters, 3, stride), norm_layer(norm, filters, gn_groups), ReLU()]
+            branch += [conv(filters, filters), norm_layer(norm, filters, gn_groups)]
             short: Any = None
             if stride != 1 or cin != filters:
                 short = (
                     ZeroPadShortcut(filters, stride)
                     if shortcut == "A"
-                    else [conv(cin, filters, 1, stride), _norm(norm, filters, gn_groups)]
+                    else [conv(cin, filters, 1, stride), norm_layer(norm, filters, gn_groups)]
                 )
             layers += [Residual(branch, short, zero_init_last_gamma=zero_init_residual), ReLU()]
             cin = filters

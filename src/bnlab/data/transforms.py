@@ -156,6 +156,14 @@ class _Scaler:
     def is_fitted(self) -> bool:
         return self._offset is not None
 
+    def _fitted(self, statistic: np.ndarray | None) -> np.ndarray:
+        """``statistic`` of the data fitted, or a NotFittedError before :meth:`fit`."""
+        if statistic is None:
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet; call fit(x_train) first"
+            )
+        return statistic
+
     def state_dict(self) -> dict[str, Any]:
         """``{"axis", "ndim", "offset", "scale"}`` (arrays copied); empty arrays if unfitted."""
         axis = list(self.axis) if isinstance(self.axis, tuple) else self.axis
@@ -227,15 +235,11 @@ class Standardizer(_Scaler):
 
     @property
     def mean_(self) -> np.ndarray:
-        if self._offset is None:
-            raise NotFittedError("Standardizer is not fitted yet; call fit(x_train) first")
-        return self._offset
+        return self._fitted(self._offset)
 
     @property
     def scale_(self) -> np.ndarray:
-        if self._scale is None:
-            raise NotFittedError("Standardizer is not fitted yet; call fit(x_train) first")
-        return self._scale
+        return self._fitted(self._scale)
 
 
 class MinMaxScaler(_Scaler):
@@ -259,6 +263,4 @@ class MinMaxScaler(_Scaler):
 
     @property
     def data_min_(self) -> np.ndarray:
-        if self._offset is None:
-            raise NotFittedError("MinMaxScaler is not fitted yet; call fit(x_train) first")
-        return self._offset
+        return self._fitted(self._offset)

@@ -12,7 +12,7 @@
 
 plus whatever private helpers it needs. The framework beside them: :mod:`.config`,
 :mod:`.rundir`, :mod:`.report`, :mod:`.tables`, :mod:`.progress`, :mod:`.timing`; the code the
-MNIST experiments share is :mod:`bnlab.experiments.mnist`.
+MNIST experiments share is :mod:`bnlab.experiments.mnist`, the CIFAR-10 ones' :mod:`.cifar`.
 
 To add an experiment, write its package and add one line to ``_REGISTRY`` below, e.g.
 ``Experiment("covariate-shift", "one-line description")`` for ``covariate_shift/``; its

@@ -42,6 +42,7 @@ __all__ = [
     "ExperimentConfig",
     "Opt",
     "bn_sync_option",
+    "check_batch",
     "check_count",
     "check_model_bytes",
     "flag",
@@ -321,3 +322,15 @@ def check_count(n: int | None, available: int, key: str, what: str, where: str) 
             f"pass at most {available} (or leave it out for all)"
         )
     return int(n)
+
+
+def check_batch(cfg: Any, n_train: int, n_test: int, batch: int, flag: str, where: str) -> None:
+    """``cfg``'s ``train_subset``/``test_subset`` fit the ``n_train``/``n_test`` images found
+    and ``batch`` (the ``flag`` option) fits the training images used."""
+    n = check_count(cfg.train_subset or None, n_train, "train_subset", "images", where)
+    check_count(cfg.test_subset or None, n_test, "test_subset", "images", where)
+    if int(batch) > n:
+        raise ValueError(
+            f"{where}: {flag} {batch} is larger than the {n} training images; pass a smaller "
+            f"{flag}" + (" or a larger --train-subset" if flag == "--batch-sizes" else "")
+        )

@@ -11,8 +11,9 @@ changed kernel: compiled kernels are cached on disk) it says so (``first_note``)
 then; the ETA is measured from the end of the first step, so compilation does not inflate it.
 
 With it, the course of a run: :func:`recording` (the status written first and however the run
-ends, the bar closed, the report rendered) and :func:`run_in_turn` (entries trained one after
-the other, a diverged one kept with its error).
+ends, the bar closed, the report rendered), :func:`run_in_turn` (entries trained one after
+the other, a diverged one kept with its error) and :class:`EpochTraining` (a net trained epoch
+by epoch under a bar, on one process or data-parallel).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,9 +31,9 @@ import numpy as np
 from bnlab.experiments.config import ExperimentConfig
 from bnlab.experiments.report import write_run_metrics
 from bnlab.experiments.rundir import RunDir, raise_if_interrupted
-from bnlab.train import Callback, TrainState
+from bnlab.train import Callback, Trainer, TrainState, evaluate, for_experiment
 
-__all__ = ["COMPILING", "BarCallback", "Progress", "recording", "run_in_turn"]
+__all__ = ["COMPILING", "BarCallback", "EpochTraining", "Progress", "recording", "run_in_turn"]
 
 COMPILING = "compiling Numba kernels (first run only)..."
 _WATCHING: list[Progress] = []  # bars whose first_note a Numba compilation would show now
@@ -172,6 +173,69 @@ class BarCallback(Callback):
     def on_step_end(self, state: TrainState) -> None:
         if self.bar is not None:
             self.bar.update(1)
+
+
+class EpochTraining:
+    """A net trained epoch by epoch: its :class:`~bnlab.train.Trainer` (``loss_fn``, the
+    optimizer ``optimizer(model)``, a :class:`BarCallback`) on the process's world
+    (:func:`~bnlab.train.for_experiment` with the run's ``record``: under mpiexec SyncBN and a
+    DataParallel ``dp``, else ``dp`` None) and its ``history``, a list per key of ``keys``."""
+
+    def __init__(
+        self,
+        model: Any,
+        record: dict[str, Any],
+        loss_fn: Any,
+        optimizer: Callable[[Any], Any],
+        keys: Sequence[str] = (),
+    ) -> None:
+        model, self.dp = for_experiment(model, record)
+        self.bar = BarCallback()
+        self.trainer = Trainer(
+            model, loss_fn, optimizer(model), callbacks=[self.bar], parallel=self.dp
+        )
+        self.history: dict[str, list[Any]] = {k: [] for k in keys}
+
+    def fit_epoch(
+        self, batches: Iterable[Any], n: int, label: str, show: bool, note: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`Trainer.fit_epoch` over ``batches`` (``n`` of them) under a bar ``label``
+        (shown if ``show``, with ``note`` if Numba compiles); the epoch's logs."""
+        self.bar.bar = Progress(n, label, unit="batch", enabled=show, first_note=note)
+        try:
+            row: dict[str, Any] = self.trainer.fit_epoch(batches)
+        finally:
+            self.bar.bar.close()
+            self.bar.bar = None
+        return row
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
+        """:func:`~bnlab.train.evaluate` with the loss (under mpiexec every rank evaluates its
+        share of the test set, with rank 0's statistics)."""
+        run_eval = evaluate if self.dp is None else self.dp.evaluate
+        model, loss_fn = self.trainer.model, self.trainer.loss_fn
+        return run_eval(model, x, y, batch_size, loss_fn=loss_fn)
+
+    def run_epoch(
+        self, epoch: int, batches: Iterable[Any], n: int, label: str, show: bool, test: Any
+    ) -> dict[str, Any]:
+        """Epoch ``epoch`` (:meth:`fit_epoch`), then :meth:`evaluate` on ``test``, ``(x, y,
+        batch_size)``; its row (the logs with ``epoch``, ``iterations``, ``lr``, ``test_loss``,
+        ``test_accuracy`` and the seconds ``train_time_s``, ``eval_time_s``, ``epoch_time_s``)
+        is appended to the history and returned."""
+        note = "(the first batches compile Numba kernels, first run only)" if epoch == 1 else None
+        t0 = time.perf_counter()
+        row = self.fit_epoch(batches, n, label, show, note)
+        t1 = time.perf_counter()
+        ev = self.evaluate(*test)
+        t2 = time.perf_counter()
+        opt = self.trainer.optimizer
+        row.update(epoch=epoch, iterations=int(opt.iterations), lr=opt.current_lr())
+        row.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"])
+        row.update(train_time_s=t1 - t0, eval_time_s=t2 - t1, epoch_time_s=t2 - t0)
+        for k, values in self.history.items():
+            values.append(row[k])
+        return row
 
 
 @contextlib.contextmanager

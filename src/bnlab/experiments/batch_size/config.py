@@ -7,8 +7,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from bnlab.data.cifar_source import ENV_DATA, FORMATS_HELP
-from bnlab.experiments.cifar import check_batch
-from bnlab.experiments.config import Check, ExperimentConfig, bn_sync_option, option
+from bnlab.experiments.config import Check, ExperimentConfig, bn_sync_option, check_batch, option
 
 __all__ = ["CONFIG", "NAME", "NETS", "NORMS", "BatchSizeConfig", "parse_norms"]
 

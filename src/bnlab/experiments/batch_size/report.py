@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bnlab.experiments.cifar import read_run
 from bnlab.experiments.report import Report, new_figure, pct, save_figure
-from bnlab.experiments.rundir import RunDir, read_json
+from bnlab.experiments.rundir import read_json
 
 __all__ = ["render", "verdict"]
 
@@ -117,11 +118,7 @@ def _plot(run_dir: Path, lines: dict[str, dict[int, float]], labels: dict[str, s
 
 def render(run_dir: str | Path) -> None:
     """Draw the figure and write report.md/report.html."""
-    rd = RunDir(run_dir)
-    cfg = rd.read_json("config.json")
-    metrics = rd.read_metrics(runs=[])
-    src: dict[str, Any] = metrics.get("data") or cfg.get("data_source") or {}
-    tag = src.get("tag", "CIFAR-10")
+    rd, cfg, metrics, src, tag = read_run(run_dir, runs=[])
     runs: list[dict[str, Any]] = metrics.get("runs") or []
     lines = _lines(runs)
     labels = {n: _label(n, metrics, cfg) for n in {r["norm"] for r in runs}}

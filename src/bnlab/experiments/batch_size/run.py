@@ -14,16 +14,16 @@ import numpy as np
 from bnlab.data.cifar_source import CifarData
 from bnlab.experiments.batch_size.config import NAME, BatchSizeConfig
 from bnlab.experiments.batch_size.report import render
-from bnlab.experiments.cifar import load_data
+from bnlab.experiments.cifar import load, recorded
 from bnlab.experiments.cifar10_resnet.nets import (
     add_weight_decay,
     build_optimizer,
     epoch_batches,
     pixel_mean,
 )
-from bnlab.experiments.progress import BarCallback, Progress
-from bnlab.experiments.rundir import RunDir, release_run_dir, run_status, start_run_dir
-from bnlab.train import Trainer, evaluate, for_experiment, is_root
+from bnlab.experiments.progress import EpochTraining
+from bnlab.experiments.rundir import RunDir, start_run_dir
+from bnlab.train import is_root
 
 __all__ = ["RUN_KEYS", "SCHEMA", "build_net", "run", "train_one"]
 
@@ -36,32 +36,17 @@ RUN_KEYS = (
 
 def build_net(cfg: BatchSizeConfig, norm: str) -> Any:
     """``cfg.net`` with ``norm`` (seeded by ``cfg.seed``, so every run starts alike)."""
-    from bnlab.layers import (
-        BatchNorm,
-        BatchRenorm,
-        Conv2D,
-        Dense,
-        GlobalAveragePool2D,
-        GroupNorm,
-        ReLU,
-        Sequential,
-    )  # fmt: skip
-    from bnlab.models import resnet20
+    from bnlab.layers import Conv2D, Dense, GlobalAveragePool2D, ReLU, Sequential
+    from bnlab.models import norm_layer, resnet20
 
     g, seed = int(cfg.gn_groups), int(cfg.seed)
     if cfg.net == "resnet20":
         return resnet20(10, norm, "A", gn_groups=g, seed=seed)
-
-    def make_norm(c: int) -> Any:
-        if norm in ("bn", "renorm"):
-            return BatchNorm(c) if norm == "bn" else BatchRenorm(c)
-        return GroupNorm(min(g, c) if norm == "gn" else 1, c)  # ln: one group (Wu & He)
-
     layers: list[Any] = []
     for i, (cin, cout, stride) in enumerate(((3, 16, 1), (16, 32, 2), (32, 64, 2))):
         conv = Conv2D(cin, cout, 3, stride=stride, padding=1, use_bias=False,
                       init="he_normal", seed=seed * 100 + i)  # fmt: skip
-        layers += [conv, make_norm(cout), ReLU()]
+        layers += [conv, norm_layer(norm, cout, g), ReLU()]
     return Sequential([*layers, GlobalAveragePool2D(), Dense(64, 10, seed=seed * 100 + 9)])
 
 
@@ -74,32 +59,24 @@ def train_one(
 
     p = world().size
     gb = p * b
-    model, dp = for_experiment(add_weight_decay(build_net(cfg, norm), cfg.weight_decay), record)
     mean = pixel_mean(data.x_train)
     per_epoch = len(epoch_batches(data.x_train, data.y_train, mean, gb, cfg.seed, 1))
     total = per_epoch * int(cfg.epochs)
     lr = float(cfg.lr) * gb / 32
-    opt = build_optimizer(model, lr, cfg.momentum, [math.ceil(0.75 * total)])
-    bar = BarCallback()
-    trainer = Trainer(model, SoftmaxCrossEntropy(), opt, callbacks=[bar], parallel=dp)
+    net = EpochTraining(
+        add_weight_decay(build_net(cfg, norm), cfg.weight_decay), record, SoftmaxCrossEntropy(),
+        lambda model: build_optimizer(model, lr, cfg.momentum, [math.ceil(0.75 * total)]),
+    )  # fmt: skip
+    opt = net.trainer.optimizer
     t0, row = time.perf_counter(), {}
     show = bool(cfg.progress) and is_root()
     try:
         for epoch in range(1, int(cfg.epochs) + 1):
             batches = epoch_batches(data.x_train, data.y_train, mean, gb, cfg.seed, epoch)
-            bar.bar = Progress(len(batches), f"{norm} b={b} epoch {epoch}", unit="batch",
-                               enabled=show)  # fmt: skip
-            try:
-                row = trainer.fit_epoch(batches)
-            finally:
-                bar.bar.close()
-                bar.bar = None
-        ev = (evaluate if dp is None else dp.evaluate)(
-            trainer.model, data.x_test - mean, data.y_test, cfg.eval_batch_size,
-            loss_fn=trainer.loss_fn,
-        )  # fmt: skip
+            row = net.fit_epoch(batches, len(batches), f"{norm} b={b} epoch {epoch}", show)
+        ev = net.evaluate(data.x_test - mean, data.y_test, cfg.eval_batch_size)
     finally:
-        trainer.end()
+        net.trainer.end()
     return {
         "norm": norm, "batch_size": b, "global_batch": gb, "world_size": p,
         "bn_sync": str(cfg.bn_sync) if p > 1 else "n/a", "lr": lr, "steps": int(opt.iterations),
@@ -112,16 +89,16 @@ def _load(cfg: BatchSizeConfig) -> tuple[BatchSizeConfig, dict[str, Any], CifarD
     """The data, the config with the path found, and the ``config.json`` record."""
     from bnlab.comm import world
 
-    path, source, data = load_data(cfg, NAME)
-    cfg.check_data(len(data.y_train), len(data.y_test))
+    cfg, record, data = load(cfg, NAME)
     ref = Path(cfg.reference).expanduser().resolve() if cfg.reference else None
     if ref is not None and not (ref / "metrics.json").is_file():
         raise FileNotFoundError(
             f"{NAME}: --reference {cfg.reference} holds no metrics.json; pass the directory "
             "of a finished `bnlab run batch-size`"
         )
-    cfg = cfg.replace(data=str(path), reference=None if ref is None else str(ref))
-    return cfg, {**cfg.to_dict(), "data_source": source, "world_size": world().size}, data
+    cfg = cfg.replace(reference=None if ref is None else str(ref))
+    record = {**cfg.to_dict(), "data_source": record["data_source"], "world_size": world().size}
+    return cfg, record, data
 
 
 def run(config: BatchSizeConfig | Mapping[str, Any] | None, out_dir: str | Path) -> Path:
@@ -144,16 +121,10 @@ def run(config: BatchSizeConfig | Mapping[str, Any] | None, out_dir: str | Path)
             })  # fmt: skip
             rd.write_csv("metrics.csv", list(RUN_KEYS), [[r[k] for k in RUN_KEYS] for r in runs])
 
-    def finish(status: str) -> None:
-        try:
-            snapshot(status)
-            if is_root():
-                render(out)
-        finally:
-            release_run_dir(out)
-
-    with run_status(finish), np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        snapshot("running")
+    with (
+        recorded(out, snapshot, render),
+        np.errstate(over="ignore", under="ignore", invalid="ignore"),
+    ):
         for norm in cfg.norms:
             for b in cfg.batch_sizes:
                 try:

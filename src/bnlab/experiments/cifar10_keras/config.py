@@ -8,12 +8,12 @@ import dataclasses
 from typing import Any, ClassVar
 
 from bnlab.data.cifar_source import ENV_DATA, FORMATS_HELP
-from bnlab.experiments.cifar import check_batch
 from bnlab.experiments.config import (
     MOMENTUM_HINT,
     Check,
     ExperimentConfig,
     bn_sync_option,
+    check_batch,
     option,
 )
 

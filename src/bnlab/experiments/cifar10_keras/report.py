@@ -11,8 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bnlab.experiments.cifar import read_run, subsets_note
 from bnlab.experiments.report import Report, new_figure, pct, save_figure
-from bnlab.experiments.rundir import RunDir
 
 __all__ = ["render", "POST"]
 
@@ -179,22 +179,13 @@ def _notes(cfg: dict[str, Any], src: dict[str, Any]) -> list[str]:
         f"Post's speed: {POST['epoch_time']}; ours are wall times of NumPy + Numba on this "
         "run's CPU (they vary with whatever else the machine runs).",
     ]
-    if cfg.get("train_subset") or cfg.get("test_subset"):
-        out.append(
-            f"Subsets: {cfg.get('train_subset') or 'all'} training and "
-            f"{cfg.get('test_subset') or 'all'} test images; not comparable with the post."
-        )
-    return out
+    return out + subsets_note(cfg, "post")
 
 
 def render(run_dir: str | Path) -> None:
     """Draw the two figures and write report.md/report.html."""
-    rd = RunDir(run_dir)
+    rd, cfg, metrics, src, tag = read_run(run_dir, models={})
     run_dir = rd.path
-    cfg = rd.read_json("config.json")
-    metrics = rd.read_metrics(models={})
-    src: dict[str, Any] = metrics.get("data") or cfg.get("data_source") or {}
-    tag = src.get("tag", "CIFAR-10")
     rep = Report(f"Keras cifar10_cnn with and without batch normalization ({tag})")
     rep.paragraph(
         f"Status: **{metrics.get('status')}**, {metrics.get('n_train', '?')} training and "

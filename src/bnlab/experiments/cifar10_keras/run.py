@@ -21,7 +21,7 @@ import numpy as np
 
 from bnlab.comm import world
 from bnlab.data.cifar_source import CifarData
-from bnlab.experiments.cifar import load_data
+from bnlab.experiments.cifar import load, recorded, resumed_config
 from bnlab.experiments.cifar10_keras.config import NAME, Cifar10KerasConfig
 from bnlab.experiments.cifar10_keras.nets import (
     build_model,
@@ -30,16 +30,9 @@ from bnlab.experiments.cifar10_keras.nets import (
     reseed_dropout,
 )
 from bnlab.experiments.cifar10_keras.report import render
-from bnlab.experiments.progress import BarCallback, Progress
-from bnlab.experiments.rundir import (
-    RunDir,
-    lock_run_dir,
-    read_json,
-    release_run_dir,
-    run_status,
-    start_run_dir,
-)
-from bnlab.train import Trainer, check_agree, evaluate, for_experiment, is_root
+from bnlab.experiments.progress import EpochTraining
+from bnlab.experiments.rundir import RunDir, read_json, release_run_dir, start_run_dir
+from bnlab.train import check_agree, is_root
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "Net", "run", "write_metrics"]
 
@@ -65,22 +58,19 @@ def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
     rd.write_history_csv(["model"], models, HISTORY_KEYS)
 
 
-class Net:
+class Net(EpochTraining):
     """One net being trained: its :class:`~bnlab.train.Trainer`, history and checkpoint."""
 
     def __init__(self, kind: str, cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path):
         from bnlab.losses import SoftmaxCrossEntropy
 
+        # under mpiexec: SyncBN for --bn-sync global, and a DataParallel (else None)
+        super().__init__(
+            build_model(kind, cfg), record, SoftmaxCrossEntropy(),
+            lambda model: build_optimizer(kind, model, cfg), HISTORY_KEYS,
+        )  # fmt: skip
         self.kind = kind
         self.error: str | None = None
-        # under mpiexec: SyncBN for --bn-sync global, and a DataParallel (else None)
-        model, self.dp = for_experiment(build_model(kind, cfg), record)
-        opt = build_optimizer(kind, model, cfg)
-        self.bar = BarCallback()
-        self.trainer = Trainer(
-            model, SoftmaxCrossEntropy(), opt, callbacks=[self.bar], parallel=self.dp
-        )
-        self.history: dict[str, list[Any]] = {k: [] for k in HISTORY_KEYS}
         self.ckpt = out / "checkpoints" / f"{kind}.npz"
         self.keep = bool(cfg.keep_checkpoints)
         self.cfg = cfg
@@ -138,36 +128,16 @@ class Net:
         st = self.trainer.state
         st.epoch, st.step = n, int(self.trainer.optimizer.iterations)
 
-    def run_epoch(self, data: CifarData, cfg: Cifar10KerasConfig) -> dict[str, Any]:
+    def epoch(self, data: CifarData, cfg: Cifar10KerasConfig) -> dict[str, Any]:
         """Train one epoch, evaluate, append to the history; returns the epoch's row."""
         epoch = self.epochs_done + 1
         reseed_dropout(self.model, cfg, epoch)
         if self.dp is not None:  # each rank its own masks (bnlab.train.data_parallel)
             self.dp.decorrelate_dropout(self.model)
         batches = epoch_batches(data.x_train, data.y_train, cfg, epoch)
-        note = "(the first batches compile Numba kernels, first run only)" if epoch == 1 else None
-        show = bool(cfg.progress) and is_root()
-        self.bar.bar = Progress(
-            len(batches), f"{self.kind} epoch {epoch}", unit="batch", enabled=show, first_note=note
-        )
-        t0 = time.perf_counter()
-        try:
-            row: dict[str, Any] = self.trainer.fit_epoch(batches)
-        finally:
-            self.bar.bar.close()
-            self.bar.bar = None
-        t1 = time.perf_counter()
-        # under mpiexec every rank evaluates its share of the test set (rank 0's statistics)
-        run_eval = evaluate if self.dp is None else self.dp.evaluate
-        loss_fn = self.trainer.loss_fn
-        ev = run_eval(self.model, data.x_test, data.y_test, cfg.eval_batch_size, loss_fn=loss_fn)
-        t2 = time.perf_counter()
-        row.update(epoch=epoch, test_loss=ev["loss"], test_accuracy=ev["accuracy"])
-        row.update(lr=self.trainer.optimizer.current_lr(), train_time_s=t1 - t0)
-        row.update(eval_time_s=t2 - t1, epoch_time_s=t2 - t0)
-        for k in HISTORY_KEYS:
-            self.history[k].append(row[k])
-        return row
+        label, show = f"{self.kind} epoch {epoch}", bool(cfg.progress) and is_root()
+        test = (data.x_test, data.y_test, cfg.eval_batch_size)
+        return self.run_epoch(epoch, batches, len(batches), label, show, test)
 
 
 def _cell(key: str, v: Any) -> Any:
@@ -205,38 +175,22 @@ def _resumable_history(path: Path) -> dict[str, Any]:
     return models  # type: ignore[return-value]
 
 
-def _resumed_config(cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path) -> dict:
-    """The run directory's config.json, after checking a ``--resume`` may continue it."""
-    path = out / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{NAME} --resume: {out} holds no run to resume (no config.json); nothing was "
-            "changed. Check --out, or run without --resume to start a run there"
-        )
-    if is_root():  # rank 0 writes; the other ranks only read
-        lock_run_dir(out)
-    old = read_json(path)
-    if not isinstance(old, dict):
-        raise ValueError(f"{NAME} --resume: {path} is not a bnlab config")
-    diff = [k for k in cfg.resume_keys() if old.get(k) != record[k]]
-    if diff:
-        raise ValueError(
-            f"{NAME} --resume: {out} was run with different {diff}: "
-            f"{ {k: old.get(k) for k in diff} }; use a new --out or the same options"
-        )
-    _resumable_history(out / "metrics.json")  # if there, it must be ours (it is rewritten)
-    return old
-
-
 def _prepare(cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path, nets: list[Net]) -> None:
     """Write config.json, or with ``resume`` check it against the old one and restore each
     net from its checkpoint (position and history: metrics.json is rewritten from them).
     Under mpiexec every rank must then be at the same place (:func:`check_agree`) before
     the first collective, or every rank ends with a ConfigMismatchError."""
-    old = _resumed_config(cfg, record, out) if cfg.resume else None
-    for net in nets:
-        if old is not None and net.ckpt.is_file():
-            net.restore()
+    old = resumed_config(cfg, record, out, NAME) if cfg.resume else None
+    if cfg.resume and old is None:
+        raise FileNotFoundError(
+            f"{NAME} --resume: {out} holds no run to resume (no config.json); nothing was "
+            "changed. Check --out, or run without --resume to start a run there"
+        )
+    if old is not None:
+        _resumable_history(out / "metrics.json")  # if there, it must be ours (it is rewritten)
+        for net in nets:
+            if net.ckpt.is_file():
+                net.restore()
     where = f"{NAME}{' --resume' if cfg.resume else ''}"
     place = {k: v for k, v in (old or {}).items() if k != "provenance"}
     epochs = {net.kind: net.epochs_done for net in nets}
@@ -247,14 +201,6 @@ def _prepare(cfg: Cifar10KerasConfig, record: dict[str, Any], out: Path, nets: l
         start_run_dir(out, record, resume=old)
 
 
-def _load(cfg: Cifar10KerasConfig) -> tuple[Cifar10KerasConfig, dict[str, Any], CifarData]:
-    """The data, the config with the path found, and the ``config.json`` record."""
-    path, source, data = load_data(cfg, NAME)
-    cfg.check_data(len(data.y_train), len(data.y_test))
-    cfg = cfg.replace(data=str(path))
-    return cfg, {**cfg.to_dict(), "data_source": source}, data
-
-
 def _train(cfg: Cifar10KerasConfig, data: CifarData, nets: list[Net], snapshot: Any) -> None:
     """The epochs, one per net in turn; a diverged net stops, the others go on."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
@@ -262,7 +208,7 @@ def _train(cfg: Cifar10KerasConfig, data: CifarData, nets: list[Net], snapshot: 
             for net in nets:
                 if net.error is None and net.epochs_done < cfg.epochs:
                     try:
-                        row = net.run_epoch(data, cfg)
+                        row = net.epoch(data, cfg)
                         if is_root():
                             _print_row(net, row, data.source["tag"])
                     except FloatingPointError as e:
@@ -273,7 +219,7 @@ def _train(cfg: Cifar10KerasConfig, data: CifarData, nets: list[Net], snapshot: 
 
 def run(config: Cifar10KerasConfig | Mapping[str, Any] | None, out_dir: str | Path) -> Path:
     """Train the nets epoch by epoch in alternation; write metrics, checkpoints and report."""
-    cfg, record, data = _load(Cifar10KerasConfig.of(config))
+    cfg, record, data = load(Cifar10KerasConfig.of(config), NAME)
     out = Path(out_dir)
     nets = [Net(kind, cfg, record, out) for kind in cfg.models]
     try:
@@ -301,17 +247,6 @@ def run(config: Cifar10KerasConfig | Mapping[str, Any] | None, out_dir: str | Pa
             },
         )
 
-    def finish(status: str) -> None:
-        try:
-            snapshot(status)
-            if is_root():
-                render(out)
-        finally:
-            for net in nets:
-                net.trainer.end()
-            release_run_dir(out)
-
-    with run_status(finish):
-        snapshot("running")
+    with recorded(out, snapshot, render, [net.trainer for net in nets]):
         _train(cfg, data, nets, snapshot)
     return out

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bnlab.experiments.cifar import read_run, subsets_note
 from bnlab.experiments.report import Report, new_figure, pct, save_figure
-from bnlab.experiments.rundir import RunDir
 
 __all__ = ["PAPER_ERROR", "render"]
 
@@ -62,21 +62,12 @@ def _notes(cfg: dict[str, Any], src: dict[str, Any]) -> list[str]:
         "Input: per-pixel mean of the training images subtracted; 4-pixel zero padding and a "
         "random 32x32 crop, horizontal flips with probability 1/2 (training only).",
     ]
-    if cfg.get("train_subset") or cfg.get("test_subset"):
-        out.append(
-            f"Subsets: {cfg.get('train_subset') or 'all'} training and "
-            f"{cfg.get('test_subset') or 'all'} test images; not comparable with the paper."
-        )
-    return out
+    return out + subsets_note(cfg, "paper")
 
 
 def render(run_dir: str | Path) -> None:
     """Draw the figure and write report.md/report.html."""
-    rd = RunDir(run_dir)
-    cfg = rd.read_json("config.json")
-    metrics = rd.read_metrics(history={})
-    src: dict[str, Any] = metrics.get("data") or cfg.get("data_source") or {}
-    tag = src.get("tag", "CIFAR-10")
+    rd, cfg, metrics, src, tag = read_run(run_dir, history={})
     h: dict[str, list[Any]] = metrics.get("history") or {}
     rep = Report(f"ResNet-20 on CIFAR-10 ({tag})")
     wall = metrics.get("wall_time_s")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.data.cifar_source import CifarData
-from bnlab.experiments.cifar import load_data
+from bnlab.experiments.cifar import load, recorded, resumed_config
 from bnlab.experiments.cifar10_resnet.config import NAME, Cifar10ResnetConfig
 from bnlab.experiments.cifar10_resnet.nets import (
     add_weight_decay,
@@ -22,16 +22,9 @@ from bnlab.experiments.cifar10_resnet.nets import (
     pixel_mean,
 )
 from bnlab.experiments.cifar10_resnet.report import render
-from bnlab.experiments.progress import BarCallback, Progress
-from bnlab.experiments.rundir import (
-    RunDir,
-    lock_run_dir,
-    read_json,
-    release_run_dir,
-    run_status,
-    start_run_dir,
-)
-from bnlab.train import Trainer, evaluate, for_experiment, is_root
+from bnlab.experiments.progress import EpochTraining
+from bnlab.experiments.rundir import RunDir, read_json, release_run_dir, start_run_dir
+from bnlab.train import is_root
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "Net", "run"]
 
@@ -42,7 +35,7 @@ HISTORY_KEYS = (
 )  # fmt: skip
 
 
-class Net:
+class Net(EpochTraining):
     """ResNet-20 being trained: its :class:`~bnlab.train.Trainer`, history and checkpoint."""
 
     def __init__(self, cfg: Cifar10ResnetConfig, record: dict[str, Any], out: Path):
@@ -50,13 +43,11 @@ class Net:
         from bnlab.models import resnet20
 
         net = resnet20(10, str(cfg.norm), str(cfg.shortcut), seed=int(cfg.seed))
-        model, self.dp = for_experiment(add_weight_decay(net, float(cfg.weight_decay)), record)
-        opt = build_optimizer(model, cfg.lr, cfg.momentum, cfg.milestones)
-        self.bar = BarCallback()
-        self.trainer = Trainer(
-            model, SoftmaxCrossEntropy(), opt, callbacks=[self.bar], parallel=self.dp
-        )
-        self.history: dict[str, list[Any]] = {k: [] for k in HISTORY_KEYS}
+        model = add_weight_decay(net, float(cfg.weight_decay))
+        super().__init__(
+            model, record, SoftmaxCrossEntropy(),
+            lambda m: build_optimizer(m, cfg.lr, cfg.momentum, cfg.milestones), HISTORY_KEYS,
+        )  # fmt: skip
         self.ckpt = out / "checkpoints" / "resnet20.npz"
 
     @property
@@ -86,78 +77,37 @@ class Net:
         self.history = {k: list(history[k][:n]) for k in HISTORY_KEYS}
         self.trainer.state.epoch, self.trainer.state.step = n, self.steps
 
-    def run_epoch(self, data: CifarData, mean: np.ndarray, cfg: Cifar10ResnetConfig) -> dict:
+    def epoch(self, data: CifarData, mean: np.ndarray, cfg: Cifar10ResnetConfig) -> dict:
         """Train one epoch (cut at the iteration budget), evaluate, append to the history."""
         epoch = len(self.history["epoch"]) + 1
         batches = epoch_batches(data.x_train, data.y_train, mean, cfg.batch_size, cfg.seed, epoch)
         n = min(len(batches), int(cfg.iterations) - self.steps)
-        note = "(the first batches compile Numba kernels, first run only)" if epoch == 1 else None
         show = bool(cfg.progress) and is_root()
-        self.bar.bar = Progress(n, f"epoch {epoch}", unit="batch", enabled=show, first_note=note)
-        t0 = time.perf_counter()
-        try:
-            row: dict[str, Any] = self.trainer.fit_epoch(itertools.islice(batches, n))
-        finally:
-            self.bar.bar.close()
-            self.bar.bar = None
-        t1 = time.perf_counter()
-        run_eval = evaluate if self.dp is None else self.dp.evaluate
-        x_test = data.x_test - mean
-        ev = run_eval(
-            self.trainer.model, x_test, data.y_test, cfg.eval_batch_size,
-            loss_fn=self.trainer.loss_fn,
-        )  # fmt: skip
-        t2 = time.perf_counter()
-        row.update(epoch=epoch, iterations=self.steps, lr=self.trainer.optimizer.current_lr())
-        row.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"])
-        row.update(train_time_s=t1 - t0, eval_time_s=t2 - t1, epoch_time_s=t2 - t0)
-        for k in HISTORY_KEYS:
-            self.history[k].append(row[k])
-        return row
+        test = (data.x_test - mean, data.y_test, cfg.eval_batch_size)
+        return self.run_epoch(epoch, itertools.islice(batches, n), n, f"epoch {epoch}", show, test)
 
 
 def _prepare(cfg: Cifar10ResnetConfig, record: dict[str, Any], out: Path, net: Net) -> None:
     """Write config.json, or with ``resume`` check it against the old one and restore."""
-    old_cfg_path, old_metrics = out / "config.json", out / "metrics.json"
-    if not (cfg.resume and old_cfg_path.is_file()):
-        if is_root():
-            start_run_dir(out, record)
-        return
-    if is_root():
-        lock_run_dir(out)
-    old = read_json(old_cfg_path)
-    if not isinstance(old, dict):
-        raise ValueError(f"{NAME} --resume: {old_cfg_path} is not a bnlab config")
-    diff = [k for k in cfg.resume_keys() if old.get(k) != record[k]]
-    if diff:
-        raise ValueError(
-            f"{NAME} --resume: {out} was run with different {diff}: "
-            f"{ {k: old.get(k) for k in diff} }; use a new --out or the same options"
-        )
-    metrics = read_json(old_metrics) if old_metrics.is_file() else {}
-    hist = metrics.get("history") if isinstance(metrics, dict) else None
-    if old_metrics.is_file() and not isinstance(hist, dict):
-        raise ValueError(
-            f"{NAME} --resume: {old_metrics} is not a cifar10-resnet metrics file (no "
-            "history); use --force to start afresh"
-        )
-    if net.ckpt.is_file() and hist:
-        net.restore(hist)
+    old = resumed_config(cfg, record, out, NAME) if cfg.resume else None
+    if old is not None:
+        old_metrics = out / "metrics.json"
+        metrics = read_json(old_metrics) if old_metrics.is_file() else {}
+        hist = metrics.get("history") if isinstance(metrics, dict) else None
+        if old_metrics.is_file() and not isinstance(hist, dict):
+            raise ValueError(
+                f"{NAME} --resume: {old_metrics} is not a cifar10-resnet metrics file (no "
+                "history); use --force to start afresh"
+            )
+        if net.ckpt.is_file() and hist:
+            net.restore(hist)
     if is_root():
         start_run_dir(out, record, resume=old)
 
 
-def _load(cfg: Cifar10ResnetConfig) -> tuple[Cifar10ResnetConfig, dict[str, Any], CifarData]:
-    """The data, the config with the path found, and the ``config.json`` record."""
-    path, source, data = load_data(cfg, NAME)
-    cfg.check_data(len(data.y_train), len(data.y_test))
-    cfg = cfg.replace(data=str(path))
-    return cfg, {**cfg.to_dict(), "data_source": source}, data
-
-
 def run(config: Cifar10ResnetConfig | Mapping[str, Any] | None, out_dir: str | Path) -> Path:
     """Train ResNet-20 up to ``iterations`` steps; write metrics, checkpoint and report."""
-    cfg, record, data = _load(Cifar10ResnetConfig.of(config))
+    cfg, record, data = load(Cifar10ResnetConfig.of(config), NAME)
     out = Path(out_dir)
     net = Net(cfg, record, out)
     try:
@@ -179,20 +129,13 @@ def run(config: Cifar10ResnetConfig | Mapping[str, Any] | None, out_dir: str | P
             })  # fmt: skip
             RunDir(out).write_history_csv([], [((), net.history)], HISTORY_KEYS)
 
-    def finish(status: str) -> None:
-        try:
-            snapshot(status)
-            if is_root():
-                render(out)
-        finally:
-            net.trainer.end()
-            release_run_dir(out)
-
-    with run_status(finish), np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        snapshot("running")
+    with (
+        recorded(out, snapshot, render, [net.trainer]),
+        np.errstate(over="ignore", under="ignore", invalid="ignore"),
+    ):
         while net.steps < int(cfg.iterations) and error[0] is None:
             try:
-                row = net.run_epoch(data, mean, cfg)
+                row = net.epoch(data, mean, cfg)
             except FloatingPointError as e:
                 error[0] = str(e)
                 break
