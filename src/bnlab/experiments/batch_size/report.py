@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.report import Report, new_figure, pct, renders, save_figure
 from bnlab.experiments.rundir import RunDir, read_json
 
 __all__ = ["render", "verdict"]
@@ -115,6 +115,7 @@ def _plot(run_dir: Path, lines: dict[str, dict[int, float]], labels: dict[str, s
     return "fig_error.png"
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Draw the figure and write report.md/report.html."""
     rd = RunDir(run_dir)

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.report import Report, new_figure, pct, renders, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["render", "POST"]
@@ -187,6 +187,7 @@ def _notes(cfg: dict[str, Any], src: dict[str, Any]) -> list[str]:
     return out
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Draw the two figures and write report.md/report.html."""
     rd = RunDir(run_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.report import Report, new_figure, pct, renders, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["PAPER_ERROR", "render"]
@@ -70,6 +70,7 @@ def _notes(cfg: dict[str, Any], src: dict[str, Any]) -> list[str]:
     return out
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Draw the figure and write report.md/report.html."""
     rd = RunDir(run_dir)
