@@ -15,6 +15,7 @@ from bnlab.layers._common import (
     BufferPool,
     InputShapeError,
     float_input,
+    last_axis,
     like_input,
     output_buffer,
     pair,
@@ -147,7 +148,7 @@ class Conv2D(Layer):
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create W (kh, kw, in_channels, out_channels), in_channels = the input's last axis."""
         if "W" not in self.params:
-            self.in_channels = int(input_shape[-1])
+            self.in_channels = last_axis(input_shape, self.describe())
             shape = (*self.kernel_size, self.in_channels, self.out_channels)
             reg = self._kernel_regularizer
             init_kernel_and_bias(self, shape, self.init, self.seed, self.use_bias, reg)

@@ -112,14 +112,14 @@ def _load(cfg: BatchSizeConfig) -> tuple[BatchSizeConfig, dict[str, Any], CifarD
     """The data, the config with the path found, and the ``config.json`` record."""
     from bnlab.comm import world
 
-    path, source, data = load_data(cfg, NAME)
-    cfg.check_data(len(data.y_train), len(data.y_test))
     ref = Path(cfg.reference).expanduser().resolve() if cfg.reference else None
-    if ref is not None and not (ref / "metrics.json").is_file():
+    if ref is not None and not (ref / "metrics.json").is_file():  # before the data's seconds
         raise FileNotFoundError(
             f"{NAME}: --reference {cfg.reference} holds no metrics.json; pass the directory "
             "of a finished `bnlab run batch-size`"
         )
+    path, source, data = load_data(cfg, NAME)
+    cfg.check_data(len(data.y_train), len(data.y_test))
     cfg = cfg.replace(data=str(path), reference=None if ref is None else str(ref))
     return cfg, {**cfg.to_dict(), "data_source": source, "world_size": world().size}, data
 
