@@ -124,3 +124,23 @@ def test_a_failed_run_whose_report_fails_stays_failed(tmp_path: Path) -> None:
         render(tmp_path)
     metrics = _status(tmp_path)
     assert metrics["status"] == "failed" and "Permission denied" in metrics["report_error"]
+
+
+def test_a_run_failing_before_its_first_evaluation_renders_its_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a rank-dependent option under mpiexec: the ranks' check fails in Trainer.begin;
+    rank 0's report of the empty run then raised a TypeError (hidden while the other rank's
+    MPI_Abort killed rank 0 first)."""
+    from bnlab.train.loop import Trainer
+
+    def refuse(self: Trainer) -> None:
+        raise ValueError("DataParallel: the 2 ranks do not train the same thing")
+
+    monkeypatch.setattr(Trainer, "begin", refuse)
+    out = tmp_path / "r"
+    assert cli.main(["run", "mnist-sigmoid", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "do not train the same thing" in err
+    assert _status(out)["status"] == "failed"
+    assert "nothing to judge" in (out / "report.md").read_text()
