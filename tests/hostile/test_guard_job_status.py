@@ -31,6 +31,7 @@ def _guard(monkeypatch: pytest.MonkeyPatch, comm: _Comm, status: int) -> int:
     monkeypatch.setattr(faults, "launcher_world_size", lambda: 2)
     monkeypatch.setattr(faults, "world", lambda: comm)
     monkeypatch.setattr(faults.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(faults, "_PREFIX", faults._PREFIX)  # guard_job sets it: put it back
     return faults.guard_job(lambda: status)
 
 
