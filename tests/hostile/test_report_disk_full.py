@@ -144,3 +144,16 @@ def test_a_run_failing_before_its_first_evaluation_renders_its_report(
     assert err.count("\n") == 1 and "do not train the same thing" in err
     assert _status(out)["status"] == "failed"
     assert "nothing to judge" in (out / "report.md").read_text()
+
+
+def test_a_content_error_changes_no_file(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text('{"status": "complete", "runs": [{"step": 1e308}]}')
+    before = (tmp_path / "metrics.json").read_bytes()
+
+    @report.renders
+    def render(run_dir: str | Path) -> None:
+        raise TypeError("a value edited by hand")
+
+    with pytest.raises(TypeError, match="edited by hand"):
+        render(tmp_path)
+    assert (tmp_path / "metrics.json").read_bytes() == before

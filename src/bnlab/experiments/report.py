@@ -90,10 +90,11 @@ _R = TypeVar("_R")
 def renders(render: Callable[[str | Path], _R]) -> Callable[[str | Path], _R]:
     """An experiment's ``render(run_dir)`` that records its own failure (a full disk).
 
-    A run is "complete" only with its report: if ``render`` raises, ``metrics.json`` gets the
-    reason as ``report_error`` and a "complete" status becomes :data:`REPORT_FAILED`; an
-    OSError comes back as one naming the file, saying that the results are intact and that
-    ``bnlab report RUN_DIR`` finishes the report (which sets the status back to "complete").
+    A run is "complete" only with its report: if ``render`` raises an OSError (a full disk,
+    permissions), ``metrics.json`` gets the reason as ``report_error`` and a "complete" status
+    becomes :data:`REPORT_FAILED`; the OSError comes back naming the file, saying that the
+    results are intact and that ``bnlab report RUN_DIR`` finishes the report (which sets the
+    status back to "complete"). Other errors (a file edited by hand) change no file.
     """
 
     @functools.wraps(render)
@@ -106,9 +107,9 @@ def renders(render: Callable[[str | Path], _R]) -> Callable[[str | Path], _R]:
                 metrics.pop("report_error", None)
                 write_json(path, metrics)
             return render(run_dir)
-        except Exception as e:
+        except OSError as e:  # the environment (a full disk): the files' content is fine
             recorded = _record_report_error(path, metrics, e)
-            if not isinstance(e, OSError) or e.errno is None:
+            if e.errno is None:
                 raise
             fix = "free disk space" if e.errno == errno.ENOSPC else "fix that"
             raise type(e)(
@@ -121,7 +122,7 @@ def renders(render: Callable[[str | Path], _R]) -> Callable[[str | Path], _R]:
     return render_recorded
 
 
-def _record_report_error(path: Path, metrics: Any, e: Exception) -> str:
+def _record_report_error(path: Path, metrics: Any, e: OSError) -> str:
     """Write ``e`` into ``metrics.json`` as ``report_error`` (status "complete" ->
     :data:`REPORT_FAILED`); says what was recorded."""
     if not isinstance(metrics, dict):
