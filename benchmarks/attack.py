@@ -7,8 +7,10 @@ bad) and the bad cases. Run: PYTHONPATH=src python benchmarks/attack.py
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -70,15 +72,8 @@ def kernels() -> None:
 
 
 def norm_layers() -> None:
-    for axis in (1.5, "1", None):
-        case(
-            "layers", f"BatchNorm axis={axis!r}", lambda a=axis: L.BatchNorm(5, axis=a).forward(X2)
-        )
-        case("layers", f"GroupNorm axis={axis!r}",
-             lambda a=axis: L.GroupNorm(1, 5, axis=a).forward(X2))  # fmt: skip
-        case(
-            "layers", f"LayerNorm axis={axis!r}", lambda a=axis: L.LayerNorm(5, axis=a).forward(X2)
-        )
+    _evals("layers", [f"L.{n}axis={a}).forward(X2)" for a in ("1.5", "'1'", None)
+                      for n in ("BatchNorm(5, ", "GroupNorm(1, 5, ", "LayerNorm(5, ")])  # fmt: skip
 
     def negative_counter() -> Any:
         bn = L.BatchNorm(5, momentum=None)
@@ -106,14 +101,11 @@ def norm_layers() -> None:
         return bn.forward(X2)
 
     case("layers", "NaN gamma, training", nan_gamma)
-    case("layers", "Dense(seed='x')", lambda: L.Dense(5, 3, seed="x"), match="seed")
-    case("layers", "Dense(seed=1.5)", lambda: L.Dense(5, 3, seed=1.5), match="seed")
+    _evals("layers", ["L.Dense(5, 3, seed='x')", "L.Dense(5, 3, seed=1.5)"], match="seed")
     case("layers", "Dense init std 1e300",
          lambda: L.Dense(5, 3, init={"name": "normal", "std": 1e300}), match="float32")  # fmt: skip
-    case("layers", "AvgPool2D(0)", lambda: L.AvgPool2D(0).forward(X))
-    case("layers", "AvgPool2D(pool 9 > input 4)", lambda: L.AvgPool2D(9).forward(X))
-    case("layers", "GroupNorm(groups=2, C=5)", lambda: L.GroupNorm(2, 5).forward(X2))
-    case("layers", "GroupNorm(groups=0)", lambda: L.GroupNorm(0, 5))
+    _evals("layers", ["L.AvgPool2D(0).forward(X)", "L.AvgPool2D(9).forward(X)",
+                      "L.GroupNorm(2, 5).forward(X2)", "L.GroupNorm(0, 5)"])  # fmt: skip
 
 
 def sequential() -> None:
@@ -139,12 +131,8 @@ def sequential() -> None:
     case("sequential", "x mutated between forward and backward (documented)", mutate_x,
          expect_error=False)  # fmt: skip
 
-    def lazy_predict() -> Any:
-        net = L.Sequential([L.Dense(3), L.BatchNorm()])
-        return net.predict(X2), net.predict(X2[:, :4])
-
-    case("sequential", "lazy Dense, predict with another width", lazy_predict)
-    case("sequential", "Residual of a non-layer", lambda: L.Residual("abc"))
+    _evals("sequential", ["(lambda n: (n.predict(X2), n.predict(X2[:, :4])))(L.Sequential("
+                          "[L.Dense(3), L.BatchNorm()]))", "L.Residual('abc')"])  # fmt: skip
 
 
 def interop(tmp: str) -> None:
@@ -164,40 +152,75 @@ def interop(tmp: str) -> None:
     case("interop", "bnlab.save('abc', path)", lambda: bnlab.save("abc", f"{tmp}/x.npz"))
 
 
+def _evals(surface: str, texts: list[str], **kw: Any) -> None:
+    """One case per expression (``L``, ``np``, ``X``, ``X2``, ``nan``, ``inf`` in scope)."""
+    names = {"L": L, "np": np, "X": X, "X2": X2, "nan": np.nan, "inf": np.inf}
+    for text in texts:
+        case(surface, text, lambda t=text: eval(t, names), **kw)  # noqa: S307 - fixed strings
+
+
 def new_layers(tmp: str) -> None:
-    x = X.astype(np.float32)
-    for build in ("GroupNorm(3, 3)", "LayerNorm(3)", "AvgPool2D(2)"):
-        layer = eval(f"L.{build}")  # noqa: S307 - fixed strings
-        if "Pool" not in build:  # pooling passes NaN on, as PyTorch; BN and the loss refuse it
-            case("new layers", f"{build} NaN input", lambda lay=layer: lay.forward(x * np.nan))
-        case("new layers", f"{build} int input", lambda lay=layer: lay.forward(x.astype(int)))
-        case("new layers", f"{build} 1-d input", lambda lay=layer: lay.forward(x[0, 0, 0]))
-    bad_layers = ["GroupNorm(3, 3, eps=-1)", "GroupNorm(2, 4)", "LayerNorm(0)"]
-    bad_layers += ["AvgPool2D((2, 0))", "AvgPool2D(2, stride=0)", "Residual(L.Dense(3), 'x')"]
-    for bad in bad_layers:
-        case("new layers", bad, lambda b=bad: eval(f"L.{b}").forward(x))  # noqa: S307
+    """GroupNorm/LayerNorm/AvgPool2D inputs, Residual and its shortcuts, lazy build/predict."""
+    for b in ("GroupNorm(3, 3)", "LayerNorm(3)", "AvgPool2D(2)"):  # pooling passes NaN on
+        _evals("new layers", [f"L.{b}.forward(X.astype(int))", f"L.{b}.forward(X[0, 0, 0])"]
+               + ([] if "Pool" in b else [f"L.{b}.forward(X * nan)"]))  # fmt: skip
+    conv = "L.Conv2D(3, {}, 3, stride={}, padding='same', seed=0)"
+    _evals("new layers", [
+        "L.GroupNorm(3, 3, eps=-1)", "L.GroupNorm(2, 4).forward(X)", "L.LayerNorm(0)",
+        "L.AvgPool2D((2, 0))", "L.AvgPool2D(2, stride=0)", "L.Residual(L.Dense(3), 'x')",
+        "L.AvgPool2D(True)", "L.AvgPool2D('2')", "L.AvgPool2D(2.5)", "L.AvgPool2D(2, 0)",
+        "L.AvgPool2D(5).forward(X)", "L.AvgPool2D(2).forward(X2)", "L.Conv2D(3, 4, True)",
+        "L.AvgPool2D(2).backward(np.ones((8, 2, 2, 3)))",
+        "(lambda p: p.forward(X) + p.backward(np.ones((8, 3, 3, 3))))(L.AvgPool2D(2))",
+        f"L.Residual([{conv.format(4, 1)}]).forward(X)",
+        f"L.Residual([{conv.format(8, 2)}], L.ZeroPadShortcut(8, 1)).forward(X)",
+        f"L.Residual([{conv.format(8, 2)}], L.ZeroPadShortcut(4, 2)).forward(X)",
+        f"L.Residual([{conv.format(2, 2)}], L.ZeroPadShortcut(2, 2)).forward(X)",
+        "L.ZeroPadShortcut(8, 2).forward(X2)", "L.ZeroPadShortcut(0)", "L.ZeroPadShortcut(True)",
+        "L.ZeroPadShortcut(8, 2).backward(np.ones((8, 2, 2, 8)))", "L.Residual([])",
+        "L.Residual([L.Dense(5, 5)], zero_init_last_gamma='yes')",
+        "(lambda r: r.forward(X2) + r.backward(np.ones((16, 4))))(L.Residual([L.Dense(5, 5)]))",
+        "L.Residual(L.Sequential([L.Dense(3, 4, seed=0)])).forward(X2[:, :3])",
+        "L.Dense(4).build((16, 0))", "L.Dense(4).build((16, -5))", "L.Dense(4).build((16, 2.5))",
+        "L.Conv2D(4, 3).build((2, 8, 8, 0))", "L.Dense(4).forward(X2[:, :0])",
+        "L.Sequential([L.Dense(4), L.BatchNorm()]).predict(X2, batch_size=0)",
+        "L.Sequential([L.Dense(4), L.BatchNorm()]).predict(X2, batch_size=-1)",
+        "L.Sequential([L.Dense(4), L.BatchNorm()]).predict(X2, batch_size=2.0)",
+        "L.Sequential([L.Dense(4), L.BatchNorm()]).predict(X2.astype(int))",
+    ])  # fmt: skip
+    _evals("new layers", [
+        "L.AvgPool2D(2).forward(np.full((1, 2, 2, 1), 3e38, np.float32))",  # a finite mean
+        "(lambda p: (p.forward(X), p.backward(X[:, :2, :2]))[1].dtype == np.float32 or 1 / 0)"
+        "(L.AvgPool2D(2))",  # dx in dy's dtype
+        "L.Sequential([L.Dense(4), L.BatchNorm()]).predict(X2)",  # lazy: built by predict
+        "L.Sequential([L.Dense(4), L.BatchNorm()]).predict(X2, batch_size=10**18)",
+        "L.Sequential([L.Dense(4), L.BatchNorm()]).predict(X2[:0])",
+    ], expect_error=False)  # fmt: skip
+    saves(tmp)
 
-    def residual_mismatch() -> Any:
-        return L.Residual(L.Sequential([L.Dense(3, 4, seed=0)])).forward(X2[:, :3])
 
-    case("new layers", "Residual branch of another width", residual_mismatch)
-    net = L.Sequential([L.Dense(4), L.BatchNorm()])
-    case(
-        "new layers",
-        "predict before any forward (lazy)",
-        lambda: net.predict(X2),
-        expect_error=False,
-    )
-    case("new layers", "predict batch_size=0", lambda: net.predict(X2, batch_size=0))
-    case("new layers", "predict int input", lambda: net.predict(X2.astype(int)))
-    case("new layers", "bnlab.load(text file)", lambda: bnlab.load(_write(tmp, "t.npz", b"x")))
+def saves(tmp: str) -> None:
+    """bnlab.save/load on hostile paths: links, FIFOs, directories, a user's files."""
+    net = L.Sequential([L.Dense(3, 2, seed=0)])
+    mine = _write(tmp, "thesis.npz", b"my thesis")
+    os.mkfifo(f"{tmp}/fifo.npz")
+    for name, target in (("to-fifo", "fifo.npz"), ("to-thesis", "thesis.npz"),
+                         ("to-dir", "."), ("dangling", "missing/x.npz")):  # fmt: skip
+        os.symlink(f"{tmp}/{target}", f"{tmp}/{name}.npz")
+    for name in ("thesis", "fifo", "to-fifo", "to-thesis", "to-dir", "dangling", "missing/x"):
+        case("save/load paths", f"bnlab.save(model, {name}.npz)",
+             lambda n=name: bnlab.save(net, f"{tmp}/{n}.npz"))  # fmt: skip
+    for name in ("thesis", "fifo", "to-fifo", "to-dir", "dangling", "missing"):
+        case("save/load paths", f"bnlab.load({name}.npz)",
+             lambda n=name: bnlab.load(f"{tmp}/{n}.npz"))  # fmt: skip
+    _evals("save/load paths", [f"open({mine!r}, 'rb').read() == b'my thesis' or 1 / 0"],
+           expect_error=False)  # the user's file is intact  # fmt: skip
+    case("save/load paths", "bnlab.load(text file)", lambda: bnlab.load(_write(tmp, "t.npz", b"x")))
 
 
 def _write(tmp: str, name: str, data: bytes) -> str:
-    path = f"{tmp}/{name}"
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
+    Path(f"{tmp}/{name}").write_bytes(data)
+    return f"{tmp}/{name}"
 
 
 def cli_runs(tmp: str) -> None:
@@ -214,6 +237,14 @@ def cli_runs(tmp: str) -> None:
                              ["--record-every", "0"], ["--eval-examples", "0"]],
         "covariate-shift": [["--noise-scale", "-1"], ["--step-sizes", "nan"], ["--dataset", "x"],
                             ["--measure-every", "0"], ["--cifar", "/nonexistent"]],
+        "cifar10-resnet": [["--iterations", "0"], ["--batch-size", "0"], ["--lr", "inf"],
+                           ["--momentum", "-0.5"], ["--weight-decay", "nan"], ["--norm", "x"],
+                           ["--shortcut", "C"], ["--eval-batch-size", "-1"],
+                           ["--train-subset", "-5"], ["--seed", "1.5"]],
+        "batch-size": [["--batch-sizes", "0"], ["--batch-sizes", "1e99"], ["--norms", "bn,xx"],
+                       ["--norms", ""], ["--epochs", "0"], ["--gn-groups", "0"],
+                       ["--gn-groups", "3"], ["--lr", "-1"], ["--net", "vgg"],
+                       ["--reference", "/nonexistent/ref.json"]],
     }  # fmt: skip
     for exp, cases in bad.items():
         for args in cases:
@@ -233,7 +264,8 @@ def cli_runs(tmp: str) -> None:
                     raise AssertionError(f"exit {code}, out written {os.path.exists(o)}: {text}")
                 raise ValueError(f"refused in one line: {text[:80]}")
 
-            case("cli new experiments", f"{exp} {' '.join(args)}", one)
+            flag = args[0] if exp in ("cifar10-resnet", "batch-size") else ""
+            case("cli new experiments", f"{exp} {' '.join(args)}", one, match=flag)
 
 
 def run_files(tmp: str) -> None:
@@ -262,6 +294,81 @@ def _clear_keeps(d: str, manifest: Any) -> None:
         raise AssertionError("clear() deleted a file outside the run directory")
 
 
+def _strict(fn: Callable[[], Any]) -> Any:
+    """``fn()`` with NumPy's floating-point warnings raised as errors (a leak is "BAD")."""
+    with np.errstate(all="warn"), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            return fn()
+        except RuntimeWarning as w:
+            raise AssertionError(f"RuntimeWarning leaked: {w}") from None
+
+
+def conv_algorithm(tmp: str) -> None:
+    """Conv2D(algorithm=): bad values, NaN through both, overflow refused by both."""
+    _evals("conv algorithm", [f"L.Conv2D(3, 4, 3, algorithm={b})" for b in
+           ("'fast'", None, 3, "'WINOGRAD'", ["im2col"], True)])  # fmt: skip
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, 8)).astype(np.float32)
+    big, nan_x = x / np.abs(x).max() * np.float32(1e38), np.where(x > 1, np.nan, x)
+    for alg in ("im2col", "winograd"):
+        conv = L.Conv2D(8, 4, 3, padding="same", algorithm=alg, seed=0)
+        case("conv algorithm", f"{alg}: NaN input passes through (as PyTorch)", lambda c=conv:
+             _strict(lambda: np.isnan(c.forward(nan_x)).any() or 1 / 0),
+             expect_error=False)  # fmt: skip
+        case("conv algorithm", f"{alg}: forward 3e38 input", lambda c=conv:
+             _strict(lambda: c.forward(np.full_like(x, 3e38))), match="overflowed")  # fmt: skip
+        case("conv algorithm", f"{alg}: backward of a 1e38 input", lambda c=conv: _strict(
+             lambda: c.forward(big) is c.backward(np.ones((2, 6, 6, 4), np.float32))),
+             match="overflowed")  # fmt: skip
+        net = L.Sequential([L.BatchNorm(8), L.Conv2D(8, 4, 3, algorithm=alg, seed=0)])
+        net.layers[0].params["gamma"][...], net.layers[1].params["W"][...] = 5e37, 1.0
+        case("conv algorithm", f"{alg}: overflow in a Sequential rolls BN back",
+             lambda n=net: _rolled_back(n, x), match="overflowed")  # fmt: skip
+    from bnlab.deploy.checkpoint import save_checkpoint
+
+    for bad in ("bogus", 3, None):
+        path = save_checkpoint(f"{tmp}/conv.npz", L.Sequential([L.Conv2D(3, 4, 3, seed=0)]))
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("__meta__")))
+        meta["model_config"]["layers"][0]["config"]["algorithm"] = bad
+        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+        case("conv algorithm", f"checkpoint algorithm={bad!r}",
+             lambda p=path: bnlab.load(p), match="algorithm must be")  # fmt: skip
+
+
+def _rolled_back(net: Any, x: np.ndarray) -> Any:
+    before = net.layers[0].running_mean.copy()
+    try:
+        return net.forward(x)
+    finally:
+        if not np.array_equal(before, net.layers[0].running_mean):
+            raise AssertionError("the BN before the failing layer kept the batch's statistics")
+
+
+def group_layer_norms() -> None:
+    """GroupNorm/LayerNorm arguments, shapes and dtypes."""
+    _evals("group/layer norm", [f"L.{t}" for t in (
+        "GroupNorm(0, 4)", "GroupNorm(-1, 4)", "GroupNorm(1.5, 4)", "GroupNorm('2', 4)",
+        "GroupNorm(None, 4)", "GroupNorm(True, 4)", "GroupNorm(8, 4)", "GroupNorm(3, 4)",
+        "GroupNorm(2, 4, eps=0)", "GroupNorm(2, 4, eps=-1e-5)", "GroupNorm(2, 4, eps=nan)",
+        "GroupNorm(2, 4, eps=inf)", "GroupNorm(2, 4, eps='x')", "GroupNorm(2, 4, affine='no')",
+        "LayerNorm(0)", "LayerNorm(-3)", "LayerNorm((4, 0))", "LayerNorm('4')", "LayerNorm(1.5)",
+        "LayerNorm(4, eps=0)", "LayerNorm(4, eps=nan)", "LayerNorm(None)", "LayerNorm('12')",
+        "LayerNorm(4, elementwise_affine='x')", "LayerNorm(4, bias=1)", "LayerNorm((4.7,))",
+        "GroupNorm(2, 4.5)", "GroupNorm(2, '4')")])  # fmt: skip
+    inputs = ["X4[..., :3]", "X4[0, 0, 0]", "np.float32(1)", "X4.astype(int)", "X4 > 0",
+              "X4.astype(complex)", "X4.astype(object)", "np.full((2, 4), 'a')",
+              "[['a'] * 4]"]  # fmt: skip
+    for b in ("GroupNorm(2, 4)", "LayerNorm(4)", "GroupNorm(2)"):
+        _evals("group/layer norm", [f"L.{b}.forward({v.replace('X4', 'X[..., :1].repeat(4, -1)')})"
+                                    for v in inputs])  # fmt: skip
+        _evals("group/layer norm", [f"L.{b}.forward(X[:0, ..., :1].repeat(4, -1))",  # empty batch
+               f"L.{b}.forward(X[..., :1].repeat(4, -1) / 4 * np.float32(1e38))",  # float64 moments
+               f"L.{b}.forward(X[..., :1].repeat(4, -1).astype(np.float16)).dtype == np.float16"
+               " or 1 / 0"], expect_error=False)  # fmt: skip
+
+
 def main() -> int:
     import tempfile
 
@@ -269,7 +376,9 @@ def main() -> int:
     kernels()
     norm_layers()
     sequential()
+    group_layer_norms()
     with tempfile.TemporaryDirectory() as tmp:
+        conv_algorithm(tmp)
         interop(tmp)
         new_layers(tmp)
         run_files(tmp)
@@ -281,10 +390,8 @@ def main() -> int:
     bad = [(s, n, w) for s, rows in RESULTS.items() for n, ok, w in rows if not ok]
     for s, n, w in bad:
         print(f"BAD {s}: {n}: {w}")
-    if "-v" in sys.argv:
-        for s, rows in RESULTS.items():
-            for n, ok, w in rows:
-                print(f"{'ok ' if ok else 'BAD'} {s}: {n}: {w}")
+    for s, n, ok, w in [(s, *r) for s, rows in RESULTS.items() for r in rows] * ("-v" in sys.argv):
+        print(f"{'ok ' if ok else 'BAD'} {s}: {n}: {w}")
     return 1 if bad else 0
 
 

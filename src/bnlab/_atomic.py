@@ -9,12 +9,14 @@ Two processes saving the same target at once stay safe: the file is always one w
 a save whose temporary stalled before the other started may fail at its rename.
 
 A target that is a symbolic link is written through: the file it points at gets the new
-content and the link stays. An OSError names the target (never the temporary) and says
-that the old file is unchanged.
+content and the link stays. A target (or link target) that is a device, FIFO or socket is
+refused: the rename would replace the device node itself. An OSError names the target
+(never the temporary) and says that the old file is unchanged.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -23,16 +25,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "check_target", "stale_temporaries"]
+__all__ = ["atomic_write", "check_target", "not_special", "stale_temporaries"]
 
 
-def check_target(path: str | os.PathLike[str], where: str) -> Path:
+def check_target(path: str | os.PathLike[str], where: str, own: tuple[bytes, ...] = ()) -> Path:
     """Raise an OSError with a clear message if ``path`` cannot be written as a file.
 
-    Checked: the parent directory exists and is a directory, ``path`` is not a directory, and
-    the parent is writable. Nothing is created.
+    Checked: the parent directory exists and is a directory, ``path`` is not a directory, not
+    a device, FIFO or socket (:func:`not_special`), and, given ``own`` (the leading bytes of
+    the files this save writes), not a non-empty file of another kind (a user's file that a
+    swapped argument would destroy: FileExistsError); the parent is writable. Nothing is
+    created.
     """
     p = Path(path)
+    not_special(p, where)
+    if own and p.is_file() and p.stat().st_size:
+        with open(p, "rb") as f:
+            head = f.read(max(map(len, own)))
+        if not head.startswith(own):
+            raise FileExistsError(
+                f"{where}: {p} exists and is not a file of this kind (it starts with "
+                f"{head[:8]!r}); it is replaced only by its own kind: move it away or choose "
+                "another path"
+            )
     parent = p.parent
     if not parent.is_dir():
         raise FileNotFoundError(
@@ -49,6 +64,20 @@ def check_target(path: str | os.PathLike[str], where: str) -> Path:
             "permissions); choose another path"
         )
     return p
+
+
+def not_special(path: Path, where: str) -> None:
+    """FileExistsError if ``path`` (or what a link there points at) is a device, FIFO or
+    socket: a save renames a regular file over its target, which would replace ``/dev/zero``
+    itself for a link to it (as root), or hang on a FIFO's reader."""
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_file() and not real.is_dir():
+        via = f" (through the link {path})" if real != path else ""
+        raise FileExistsError(
+            errno.EEXIST,
+            f"{where}: {real}{via} is not a regular file (a device, FIFO or socket); bnlab "
+            "writes regular files only: choose another path",
+        )
 
 
 def stale_temporaries(path: str | os.PathLike[str], before: float) -> list[Path]:
@@ -89,6 +118,7 @@ def atomic_write(
     temporaries of earlier killed saves of ``path`` are removed (see the module docstring).
     """
     path = Path(path)
+    not_special(path, "cannot write")
     if path.is_symlink():  # write through the link: its target changes, the link stays
         path = Path(os.path.realpath(path))
     started = time.time()

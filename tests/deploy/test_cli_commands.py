@@ -155,7 +155,7 @@ def test_recalibrate_on_a_full_or_read_only_disk_leaves_no_temporary(
     from bnlab.deploy import checkpoint as ckpt_mod
 
     out = tmp_path / "b.npz"
-    out.write_bytes(b"previous")
+    out.write_bytes(b"PK\x03\x04previous")  # an earlier checkpoint (a zip), replaceable
     argv = _recal(tmp_path, rng.normal(size=(30, 5)).astype(np.float32), out)
     if where == "write":
 
@@ -173,7 +173,7 @@ def test_recalibrate_on_a_full_or_read_only_disk_leaves_no_temporary(
     assert main(argv) == 1
     _one_line_error(capsys, "No space left" if where == "write" else "Read-only")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "x.npy"]
-    assert out.read_bytes() == b"previous"
+    assert out.read_bytes() == b"PK\x03\x04previous"
 
 
 def test_recalibrate_limit_below_batch_size(tmp_path, rng, capsys):

@@ -308,7 +308,7 @@ def save_checkpoint(
     from bnlab.deploy._walk import check_model
 
     check_model(model, "save_checkpoint")
-    p = check_target(path, "save_checkpoint")
+    p = check_target(path, "save_checkpoint", own=(b"PK\x03\x04", b"PK\x05\x06"))  # zip
     state = model.state_dict()
     arrays: dict[str, np.ndarray] = {f"model/{k}": np.asarray(v) for k, v in state.items()}
     opt = None if optimizer is None else _encode(optimizer.state_dict(), "optimizer", arrays)

@@ -8,20 +8,23 @@ matplotlib is imported only inside the plotting helpers, with the Agg backend.
 
 from __future__ import annotations
 
+import errno
+import functools
 import html
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from bnlab._atomic import atomic_write
-from bnlab.experiments.rundir import RunDir, read_json
+from bnlab.experiments.rundir import RunDir, read_json, write_json
 from bnlab.provenance import summary
 
 __all__ = [
+    "REPORT_FAILED",
     "TRAINED",
     "Report",
     "finish_axes",
@@ -31,6 +34,7 @@ __all__ = [
     "pct",
     "plot_band",
     "pp",
+    "renders",
     "run_report",
     "save_figure",
     "stack_curves",
@@ -77,6 +81,60 @@ def status_text(metrics: dict[str, Any], after: str, wall_includes: str) -> str:
     if metrics.get("status") != "complete":
         text += "; the numbers below are those of a partial run"
     return text + "."
+
+
+REPORT_FAILED = "report failed"  # metrics.json's status: trained to the end, report not written
+_R = TypeVar("_R")
+
+
+def renders(render: Callable[[str | Path], _R]) -> Callable[[str | Path], _R]:
+    """An experiment's ``render(run_dir)`` that records its own failure (a full disk).
+
+    A run is "complete" only with its report: if ``render`` raises an OSError (a full disk,
+    permissions), ``metrics.json`` gets the reason as ``report_error`` and a "complete" status
+    becomes :data:`REPORT_FAILED`; the OSError comes back naming the file, saying that the
+    results are intact and that ``bnlab report RUN_DIR`` finishes the report (which sets the
+    status back to "complete"). Other errors (a file edited by hand) change no file.
+    """
+
+    @functools.wraps(render)
+    def render_recorded(run_dir: str | Path) -> _R:
+        path = Path(run_dir) / "metrics.json"
+        metrics = read_json(path) if path.is_file() else None
+        try:
+            if isinstance(metrics, dict) and metrics.get("status") == REPORT_FAILED:
+                metrics = {**metrics, "status": "complete"}
+                metrics.pop("report_error", None)
+                write_json(path, metrics)
+            return render(run_dir)
+        except OSError as e:  # the environment (a full disk): the files' content is fine
+            recorded = _record_report_error(path, metrics, e)
+            if e.errno is None:
+                raise
+            fix = "free disk space" if e.errno == errno.ENOSPC else "fix that"
+            raise type(e)(
+                e.errno,
+                f"the report of {run_dir} was not finished: {e.strerror}. The run's results "
+                f"are intact (metrics, checkpoints); {recorded}. {fix.capitalize()}, then run "
+                f"`bnlab report {run_dir}` to finish the report",
+            ) from None
+
+    return render_recorded
+
+
+def _record_report_error(path: Path, metrics: Any, e: OSError) -> str:
+    """Write ``e`` into ``metrics.json`` as ``report_error`` (status "complete" ->
+    :data:`REPORT_FAILED`); says what was recorded."""
+    if not isinstance(metrics, dict):
+        return "there is no metrics.json to record it in"
+    failed = {**metrics, "report_error": f"{type(e).__name__}: {e}"}
+    if failed.get("status") == "complete":
+        failed["status"] = REPORT_FAILED
+    try:
+        write_json(path, failed)
+    except OSError:
+        return f"{path} could not record it either (its status is {metrics.get('status')!r})"
+    return f"{path} says status {failed['status']!r}"
 
 
 def run_report(

@@ -125,19 +125,24 @@ def lock_run_dir(out_dir: str | Path) -> None:
 def release_run_dir(out_dir: str | Path) -> None:
     """Record the files the run wrote (:func:`bnlab.experiments.manifest.record`) and its
     end time (``provenance.ended`` in config.json), remove the lock file and release it (a
-    no-op if this process holds none)."""
+    no-op if this process holds none). On a full disk the end time is left out and the
+    manifest named on stderr: the run's own error is what the user must see."""
     out = Path(out_dir)
     key = str(out.resolve())
     if key not in _HELD:
         return
     fd, before = _HELD.pop(key)
-    try:
+    try:  # bookkeeping: on a full disk it must not hide the run's own error
         if key in _OURS and (out / "config.json").is_file():  # this process's run's config
             _OURS.discard(key)
             cfg = read_json(out / "config.json")
             cfg["provenance"]["ended"] = provenance.now()
-            write_json(out / "config.json", cfg)
-        manifest.record(out, before)
+            with contextlib.suppress(OSError):
+                write_json(out / "config.json", cfg)
+        try:
+            manifest.record(out, before)
+        except OSError as e:
+            _note(out, "its files could not be recorded (a later --force keeps them)", [str(e)])
     finally:
         (out / LOCK_NAME).unlink(missing_ok=True)  # while held: no other run can hold it
         os.close(fd)

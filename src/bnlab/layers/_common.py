@@ -13,6 +13,7 @@ __all__ = [
     "BufferPool",
     "fmt_shape",
     "float_input",
+    "last_axis",
     "like_input",
     "output_buffer",
     "pair",
@@ -52,16 +53,27 @@ def float_input(x: Any, where: str, ndim: int) -> np.ndarray:
 
 def pair(value: int | tuple[int, int] | list[int], name: str, where: str) -> tuple[int, int]:
     """An int or a 2-sequence of positive ints as a (height, width) tuple."""
-    if isinstance(value, (int, np.integer)):
-        out = (int(value), int(value))
-    else:
-        try:
-            out = tuple(int(v) for v in value)  # type: ignore[assignment]
-        except TypeError:
-            out = ()  # type: ignore[assignment]
+    items = (value, value) if isinstance(value, (int, np.integer)) else value
+    ints = isinstance(items, (tuple, list)) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items
+    )  # no bool (True is not a size), no float or str (int("2"), int(2.5) would pass)
+    out: tuple[int, ...] = tuple(int(v) for v in items) if ints else ()
     if len(out) != 2 or min(out) < 1:
         raise ValueError(f"{where}: {name} must be a positive int or a pair of them, got {value!r}")
-    return out
+    return (out[0], out[1])
+
+
+def last_axis(input_shape: Any, where: str) -> int:
+    """The size of ``input_shape``'s last axis (the features a lazy layer is built for): a
+    positive int, else ValueError naming ``where`` and the shape."""
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else ()
+    c = shape[-1] if shape else None
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+        raise ValueError(
+            f"{where}: built from input shape {input_shape!r}, whose last axis (the features) "
+            "must be a positive int"
+        )
+    return int(c)
 
 
 class BufferPool:

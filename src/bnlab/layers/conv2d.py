@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -13,6 +15,7 @@ from bnlab.layers._common import (
     BufferPool,
     InputShapeError,
     float_input,
+    last_axis,
     like_input,
     output_buffer,
     pair,
@@ -35,6 +38,44 @@ ALGORITHMS = ("auto", "im2col", "winograd")
 # With few channels Winograd's dW, a product (C, tiles) @ (tiles, Cout), and its transforms
 # cost more than the multiplications saved.
 WINOGRAD_MIN_CHANNELS = 8
+
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _refuse_overflow(method: _M) -> _M:
+    """``forward(x)``/``backward(dy)`` without NumPy's RuntimeWarnings, refusing an overflow.
+
+    The same rule for both algorithms: a non-finite result (output; in backward also dW, db)
+    computed from finite values (input, dy, W, b) is an overflow of the dtype and raises
+    FloatingPointError, the layer left as before (grads, saved input); NaN or Inf already in
+    the input or weights pass through, as in PyTorch (the loss or a BN layer refuses them).
+    """
+
+    @functools.wraps(method)
+    def checked(self: Conv2D, a: Any, **kw: Any) -> Any:
+        backward = method.__name__ == "backward"
+        grads = {k: g.copy() for k, g in self.grads.items()} if backward else {}
+        saved = self._x, self._cols
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = method(self, a, **kw)
+        results = ([out] if out is not None else []) + (list(self.grads.values()) * backward)
+        if all(np.isfinite(r).all() for r in results):
+            return out
+        sources = [np.asarray(a), *self.params.values()]
+        sources += [saved[0]] if backward and saved[0] is not None else []
+        if not all(np.isfinite(v).all() for v in sources):
+            return out  # NaN/Inf in, NaN/Inf out
+        self._x, self._cols = saved[0], None  # the pooled patches hold this call's input
+        for k, g in grads.items():
+            self.grads[k][...] = g
+        big = max(float(np.abs(v).max(initial=0)) for v in sources)
+        raise FloatingPointError(
+            f"{self.describe()}.{method.__name__}: finite values (up to {big:.3g} in magnitude) "
+            f"gave a non-finite result: it overflowed {np.result_type(*results)}; scale the "
+            "input down (or use float64: model.astype(np.float64)); nothing was changed"
+        )
+
+    return checked  # type: ignore[return-value]
 
 
 class Conv2D(Layer):
@@ -107,7 +148,7 @@ class Conv2D(Layer):
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create W (kh, kw, in_channels, out_channels), in_channels = the input's last axis."""
         if "W" not in self.params:
-            self.in_channels = int(input_shape[-1])
+            self.in_channels = last_axis(input_shape, self.describe())
             shape = (*self.kernel_size, self.in_channels, self.out_channels)
             reg = self._kernel_regularizer
             init_kernel_and_bias(self, shape, self.init, self.seed, self.use_bias, reg)
@@ -160,6 +201,7 @@ class Conv2D(Layer):
         cols = buf[: n * ho * wo]
         return im2col(x, self.kernel_size, self.stride, self.pads(h, w), out=cols)
 
+    @_refuse_overflow
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = im2col(x) @ W2d + b, reshaped to (N, Ho, Wo, cout)."""
         self.build(np.shape(x))  # a lazy Conv2D(filters, kernel_size): W from the first input
@@ -190,6 +232,7 @@ class Conv2D(Layer):
                 y2d += bias
         return like_input(y, x)
 
+    @_refuse_overflow
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """Write dW, db = sum dy into ``grads``; return dx (None if not ``need_input_grad``)."""
         if self._x is None:

@@ -13,6 +13,7 @@ from bnlab.layers._common import (
     BufferPool,
     InputShapeError,
     float_input,
+    last_axis,
     like_input,
     output_buffer,
 )
@@ -68,7 +69,7 @@ class Dense(Layer):
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create W (in_features x out_features, in_features = the input's last axis) and b."""
         if "W" not in self.params:
-            self.in_features = int(input_shape[-1])
+            self.in_features = last_axis(input_shape, self.describe())
             shape = (self.in_features, self.out_features)
             reg = self._kernel_regularizer
             init_kernel_and_bias(self, shape, self.init, self.seed, self.use_bias, reg)

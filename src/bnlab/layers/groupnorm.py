@@ -20,7 +20,7 @@ from bnlab.kernels.groupnorm import (
     group_norm_backward,
     group_norm_forward,
 )
-from bnlab.layers._common import InputShapeError
+from bnlab.layers._common import InputShapeError, last_axis
 from bnlab.layers.base import Layer
 
 __all__ = ["GroupNorm", "LayerNorm"]
@@ -30,6 +30,24 @@ def _check_eps(eps: Any, where: str) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < np.inf:
         raise ValueError(f"{where}: eps must be a finite float > 0, got {eps!r}")
     return float(eps)
+
+
+def _flag(value: Any, name: str, where: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _dims(value: Any, name: str, where: str) -> tuple[int, ...]:
+    """A positive int, or a non-empty tuple/list of them, as a tuple (no str, float, bool)."""
+    items = (value,) if isinstance(value, (int, np.integer)) else value
+    ok = isinstance(items, (tuple, list)) and len(items) > 0
+    ok = ok and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in items)
+    if not ok or min(items) < 1:
+        raise ValueError(
+            f"{where}: {name} must be a positive int or a non-empty tuple of them, got {value!r}"
+        )
+    return tuple(int(d) for d in items)
 
 
 def _affine(layer: Layer, shape: tuple[int, ...], gamma: bool, beta: bool) -> None:
@@ -100,12 +118,13 @@ class GroupNorm(_Norm):
     ) -> None:
         super().__init__(name=name)
         self.eps = _check_eps(eps, "GroupNorm")
-        self.affine = bool(affine)
+        self.affine = _flag(affine, "affine", "GroupNorm")
         check_groups(num_groups, num_groups, "GroupNorm")  # a positive int
         self.num_groups = int(num_groups)
         self.num_channels: int | None = None
         if num_channels is not None:
-            self.build((1, int(num_channels)))
+            (c,) = _dims(num_channels, "num_channels", "GroupNorm")
+            self.build((1, c))
 
     @property
     def built(self) -> bool:
@@ -115,9 +134,7 @@ class GroupNorm(_Norm):
         """Set ``num_channels`` from the last axis of ``input_shape`` and create gamma, beta."""
         if self.num_channels is not None:
             return
-        c = int(input_shape[-1])
-        if c < 1:
-            raise ValueError(f"GroupNorm: num_channels must be a positive int, got {c}")
+        c = last_axis(input_shape, self.describe())
         check_groups(self.num_groups, c, "GroupNorm")
         self.num_channels = c
         _affine(self, (c,), self.affine, self.affine)
@@ -177,20 +194,11 @@ class LayerNorm(_Norm):
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
-        dims = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else None
-        try:
-            shape = tuple(int(d) for d in (dims or normalized_shape))  # type: ignore[union-attr]
-        except TypeError:
-            shape = ()
-        if not shape or min(shape) < 1 or isinstance(normalized_shape, bool):
-            raise ValueError(
-                f"LayerNorm: normalized_shape must be a positive int or a non-empty tuple of "
-                f"them (the last axes of the input), got {normalized_shape!r}"
-            )
-        self.normalized_shape = shape
+        self.normalized_shape = _dims(normalized_shape, "normalized_shape", "LayerNorm")
+        shape = self.normalized_shape  # the last axes of the input
         self.eps = _check_eps(eps, "LayerNorm")
-        self.elementwise_affine = bool(elementwise_affine)
-        self.bias = bool(bias)
+        self.elementwise_affine = _flag(elementwise_affine, "elementwise_affine", "LayerNorm")
+        self.bias = _flag(bias, "bias", "LayerNorm")
         _affine(self, shape, self.elementwise_affine, self.elementwise_affine and self.bias)
 
     def describe(self) -> str:

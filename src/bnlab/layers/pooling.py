@@ -190,12 +190,13 @@ class AvgPool2D(Layer):
         width = ((0, 0), pads[:2], pads[2:], (0, 0))
         xp = np.pad(arr, width) if any(pads) else arr
         ones = np.pad(np.ones((1, *arr.shape[1:3], 1)), width)
-        y = np.zeros(shape, arr.dtype)
+        # sums in float64: a mean of finite values never overflows (float32 sums gave inf)
+        acc = np.zeros(shape, np.promote_types(arr.dtype, np.float64))
         count = np.zeros((1, *shape[1:3], 1))
         for idx in self._windows(xp, shape):
-            y += xp[idx]
+            acc += xp[idx]
             count += ones[idx]
-        y /= count.astype(arr.dtype)
+        y = (acc / count).astype(arr.dtype)
         self._geometry = (arr.shape, pads, count)
         return like_input(y, x)
 
@@ -208,7 +209,8 @@ class AvgPool2D(Layer):
             raise ValueError(
                 f"{self.describe()}.backward: dy must have shape {shape}, got {np.shape(dy)}"
             )
-        g = np.asarray(dy) / count
+        dy = float_input(dy, f"{self.describe()}.backward", 4)
+        g = dy / count.astype(dy.dtype)  # dx in dy's dtype (float64 counts would promote it)
         n, h, w, c = in_shape
         dxp = np.zeros((n, h + t + b, w + left + r, c), g.dtype)
         for idx in self._windows(dxp, shape):

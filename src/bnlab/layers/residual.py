@@ -68,6 +68,9 @@ class Residual(Layer):
             layers.append(_as_layer(shortcut, "shortcut"))
         self._inner = Sequential(layers, name=self.name)  # the flat views and state handling
         self.layers: list[Layer] = self._inner.layers
+        if not isinstance(zero_init_last_gamma, (bool, np.bool_)):
+            got = zero_init_last_gamma
+            raise TypeError(f"Residual: zero_init_last_gamma must be True or False, got {got!r}")
         self.zero_init_last_gamma = bool(zero_init_last_gamma)
         self._zeroed = False
         self._shapes_seen: tuple[int, ...] | None = None

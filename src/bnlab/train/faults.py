@@ -102,6 +102,8 @@ def guard_job(fn: Callable[[], int]) -> int:
                   "others went on; ending the job", file=sys.stderr, flush=True)  # fmt: skip
             code = 1
         comm.abort(code)
-    if status != 0:
-        comm.abort(status)
+    if status != 0:  # the CLI's one-line refusals return their status: the same rule
+        sys.stderr.flush()
+        if not comm.meet(FAIL_WAIT_S):
+            comm.abort(status)
     return status

@@ -14,6 +14,7 @@ __all__ = ["CONFIG", "NAME", "NETS", "NORMS", "BatchSizeConfig", "parse_norms"]
 NAME = "batch-size"
 NORMS = ("bn", "renorm", "gn", "ln")
 NETS = ("cnn3", "resnet20")
+WIDTHS = (16, 32, 64)  # the channel counts of both nets (run.build_net, models.resnet20)
 # --full: Wu & He's net replaced by ResNet-20 on all of CIFAR-10
 FULL = {"net": "resnet20", "train_subset": 0, "test_subset": 0, "epochs": 30}
 
@@ -84,9 +85,16 @@ class BatchSizeConfig(ExperimentConfig):
         return out
 
     def validate(self) -> None:
-        """Each batch size once."""
+        """Each batch size once; GroupNorm's min(gn_groups, C) groups divide every width C."""
         if len(set(self.batch_sizes)) != len(self.batch_sizes):
             raise ValueError(f"{NAME}: --batch-sizes repeats a size: {self.batch_sizes}")
+        g = int(self.gn_groups)
+        if "gn" in self.norms and any(c % min(g, c) for c in WIDTHS):
+            raise ValueError(
+                f"{NAME}: --gn-groups {g} does not divide the nets' channel counts "
+                f"{WIDTHS} (a layer of C channels has min(groups, C) groups); choose a "
+                "power of two"
+            )
 
     def check_data(self, n_train: int, n_test: int) -> None:
         """The options that depend on the size of the data found."""

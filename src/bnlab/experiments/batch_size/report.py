@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.experiments.cifar import read_run
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.report import Report, new_figure, pct, renders, save_figure
 from bnlab.experiments.rundir import read_json
 
 __all__ = ["render", "verdict"]
@@ -116,6 +116,7 @@ def _plot(run_dir: Path, lines: dict[str, dict[int, float]], labels: dict[str, s
     return "fig_error.png"
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Draw the figure and write report.md/report.html."""
     rd, cfg, metrics, src, tag = read_run(run_dir, runs=[])

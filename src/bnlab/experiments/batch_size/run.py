@@ -89,13 +89,13 @@ def _load(cfg: BatchSizeConfig) -> tuple[BatchSizeConfig, dict[str, Any], CifarD
     """The data, the config with the path found, and the ``config.json`` record."""
     from bnlab.comm import world
 
-    cfg, record, data = load(cfg, NAME)
     ref = Path(cfg.reference).expanduser().resolve() if cfg.reference else None
-    if ref is not None and not (ref / "metrics.json").is_file():
+    if ref is not None and not (ref / "metrics.json").is_file():  # before the data's seconds
         raise FileNotFoundError(
             f"{NAME}: --reference {cfg.reference} holds no metrics.json; pass the directory "
             "of a finished `bnlab run batch-size`"
         )
+    cfg, record, data = load(cfg, NAME)
     cfg = cfg.replace(reference=None if ref is None else str(ref))
     record = {**cfg.to_dict(), "data_source": record["data_source"], "world_size": world().size}
     return cfg, record, data

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.experiments.cifar import read_run, subsets_note
-from bnlab.experiments.report import Report, new_figure, pct, save_figure
+from bnlab.experiments.report import Report, new_figure, pct, renders, save_figure
 
 __all__ = ["render", "POST"]
 
@@ -182,6 +182,7 @@ def _notes(cfg: dict[str, Any], src: dict[str, Any]) -> list[str]:
     return out + subsets_note(cfg, "post")
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Draw the two figures and write report.md/report.html."""
     rd, cfg, metrics, src, tag = read_run(run_dir, models={})

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.report import finish_axes, new_figure, pct, run_report, save_figure
+from bnlab.experiments.report import finish_axes, new_figure, pct, renders, run_report, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "render", "summary", "verdicts"]
@@ -186,6 +186,7 @@ def _setup(cfg: dict[str, Any]) -> str:
     )
 
 
+@renders
 def render(run_dir: str | Path) -> Path:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
     title = "Does BN reduce internal covariate shift? (Santurkar et al. 2018)"

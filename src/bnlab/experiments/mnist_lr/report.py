@@ -19,7 +19,7 @@ from bnlab.experiments.mnist.report import (
     status_text,
 )
 from bnlab.experiments.mnist_lr.config import MnistLrConfig
-from bnlab.experiments.report import Report, pct
+from bnlab.experiments.report import Report, pct, renders
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["outcome", "outcome_rows", "render"]
@@ -74,6 +74,7 @@ def _outcomes(r: Report, rd: RunDir, cfg: MnistLrConfig, metrics: dict[str, Any]
     r.figure(fig, accuracy_caption(metrics))
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Re-draw the figure and rewrite the report from the run's files."""
     rd = RunDir(run_dir)

@@ -91,6 +91,8 @@ def advantage_sentence(metrics: dict[str, Any], lr: float) -> str:
     j = judge(metrics, lr)
     p, b, e, f = j["plain"], j["bn"], j["early"], j["final"]
     done = int(metrics.get("steps_done") or 0)
+    if b["early_step"] is None or p["early_step"] is None:  # failed before an evaluation
+        return f"**lr = {lr:g}: nothing to judge:** the run ended before its first evaluation."
     numbers = (
         f"At step {b['early_step']:,}: {pct(b['early_acc'])} with BN vs {pct(p['early_acc'])} "
         f"without ({pp(e['gain'])}; {e['seeds']}); at the end (step {done:,}): "
@@ -112,6 +114,8 @@ def _accuracy_claim(j: dict[str, Any]) -> str:
     """Claim (a) at one rate: the verdict, the final and early accuracies, and how much sooner
     BN reaches the plain net's final accuracy."""
     p, b, f = j["plain"], j["bn"], j["final"]
+    if b["early_step"] is None or p["early_step"] is None:  # failed before an evaluation
+        return "not judged: the run ended before its first evaluation"
     target = p["final_mean"]
     reach = [
         first_step_reaching(n["steps"], n["acc"], target) if math.isfinite(target) else None

@@ -31,7 +31,7 @@ from bnlab.experiments.mnist.report import (
 )
 from bnlab.experiments.mnist_sigmoid.claims import PAPER_SOURCE, advantage_sentence, comparison_rows
 from bnlab.experiments.mnist_sigmoid.config import MnistSigmoidConfig
-from bnlab.experiments.report import TRAINED, Report, new_figure, pct, pp, save_figure
+from bnlab.experiments.report import TRAINED, Report, new_figure, pct, pp, renders, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = [
@@ -287,6 +287,7 @@ def render_sweep(rd: RunDir, cfg: MnistSigmoidConfig, metrics: dict[str, Any]) -
     rd.write_report(r)
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Re-draw the figures and rewrite report.md/report.html from the run's files."""
     rd = RunDir(run_dir)

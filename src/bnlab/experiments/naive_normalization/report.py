@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import finish_axes, new_figure, pct, run_report, save_figure
+from bnlab.experiments.report import finish_axes, new_figure, pct, renders, run_report, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "render", "verdicts"]
@@ -126,6 +126,7 @@ def _plot(rd: RunDir, metrics: dict[str, Any]) -> None:
     save_figure(fig, rd.figure("bias_loss"))
 
 
+@renders
 def render(run_dir: str | Path) -> Path:
     """Figure and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
     title = "The naive normalization of Ioffe & Szegedy 2015, section 2 (MNIST)"

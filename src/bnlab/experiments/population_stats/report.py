@@ -10,7 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import TRAINED, Report, new_figure, pct, pp, save_figure, status_text
+from bnlab.experiments.report import (
+    TRAINED,
+    Report,
+    new_figure,
+    pct,
+    pp,
+    renders,
+    save_figure,
+    status_text,
+)
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["render"]
@@ -71,6 +80,7 @@ def _plot(rd: RunDir, hist: dict[str, Any], keys: list[str]) -> str:
     return save_figure(fig, rd.figure("accuracy")).name
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """``population-stats``: accuracy.csv, fig_accuracy.png and report.md/html from metrics.json."""
     rd = RunDir(run_dir)

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, new_figure, pct, pp, save_figure, status_text
+from bnlab.experiments.report import Report, new_figure, pct, pp, renders, save_figure, status_text
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["render"]
@@ -35,6 +35,7 @@ def _plot_epochs(rd: RunDir, rows: list[dict[str, Any]]) -> str:
     return "fig_accuracy.png"
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """``population-stats-epochs``: metrics.csv, a figure and report.md/html from metrics.json."""
     rd = RunDir(run_dir)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import TRAINED, Report, new_figure, pct, pp, save_figure
+from bnlab.experiments.report import TRAINED, Report, new_figure, pct, pp, renders, save_figure
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "finals", "render", "spread", "summary_rows", "write_metrics"]
@@ -235,6 +235,7 @@ def _time_note(metrics: dict[str, Any]) -> str:
     )
 
 
+@renders
 def render(run_dir: str | Path) -> None:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
     rd = RunDir(run_dir)

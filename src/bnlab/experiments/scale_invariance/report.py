@@ -16,7 +16,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bnlab.experiments.report import Report, finish_axes, new_figure, pct, save_figure, status_text
+from bnlab.experiments.report import (
+    Report,
+    finish_axes,
+    new_figure,
+    pct,
+    renders,
+    save_figure,
+    status_text,
+)
 from bnlab.experiments.rundir import RunDir
 
 __all__ = ["HISTORY_KEYS", "SCHEMA", "findings", "render"]
@@ -137,6 +145,7 @@ def _plot_norms(rd: RunDir, metrics: dict[str, Any]) -> None:
     save_figure(fig, rd.figure("weight_norms"))
 
 
+@renders
 def render(run_dir: str | Path) -> Path:
     """Figures and ``report.md``/``report.html`` from the files of a (possibly partial) run."""
     rd = RunDir(run_dir)
