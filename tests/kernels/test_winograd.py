@@ -135,6 +135,28 @@ def test_weight_transform_and_its_adjoint():
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cin, cout", [(1, 1), (1, 3), (3, 32), (5, 7), (32, 64), (64, 64)])
+def test_weight_transforms_have_the_bits_of_the_einsum_formulation(cin, cout, dtype):
+    """The compiled G W G^T and G^T dU G add in NumPy's einsum order: the bits training had
+    before they were compiled (signed zeros and values spanning the exponent range too)."""
+    g = np.random.default_rng(cin * 100 + cout)
+    G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]).astype(dtype)
+    for W, dU in (
+        (g.standard_normal((3, 3, cin, cout)), g.standard_normal((16, cin, cout))),
+        (g.standard_normal((3, 3, cin, cout)) * 10.0 ** g.integers(-30, 30, (3, 3, cin, cout)),
+         g.standard_normal((16, cin, cout)) * 10.0 ** g.integers(-30, 30, (16, cin, cout))),
+        (np.where(g.random((3, 3, cin, cout)) < 0.3, -0.0, 1.0) * g.standard_normal(1),
+         np.where(g.random((16, cin, cout)) < 0.3, -0.0, 1.0) * g.standard_normal(1)),
+    ):  # fmt: skip
+        W, dU = W.astype(dtype), dU.astype(dtype)
+        U = np.einsum("rqco,sq->rsco", np.einsum("rp,pqco->rqco", G, W), G).reshape(16, cin, cout)
+        d = dU.reshape(4, 4, cin, cout)
+        dW = np.einsum("psco,sq->pqco", np.einsum("rp,rsco->psco", G, d), G)
+        assert winograd_weights(W).tobytes() == U.tobytes()
+        assert winograd_weights_grad(dU).tobytes() == dW.tobytes()
+
+
 def test_two_calls_give_identical_bits_and_chunking_keeps_y_and_dx_bits(rng):
     x, W, dy, pads = _case(rng, (5, 9, 7, 6, 4, "same"), np.float32)
     y1, y2 = winograd_conv3x3(x, W, None, pads), winograd_conv3x3(x, W, None, pads)
