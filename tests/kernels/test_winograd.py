@@ -185,6 +185,38 @@ def test_no_dx_and_out_buffers(rng):
     np.testing.assert_array_equal(dW2, dW)
 
 
+def test_scratch_buffers_and_dW_out_keep_the_bits(rng):
+    """Work arrays from ``scratch`` (a layer's BufferPool, reused, stale NaN contents) and dW
+    written into ``dW_out`` give the bits of fresh arrays; a second call reuses them."""
+    from bnlab.layers._common import BufferPool
+
+    x, W, dy, pads = _case(rng, (5, 9, 7, 6, 4, "same"), np.float32)
+    pool, asked = BufferPool(), []
+
+    def scratch(purpose, shape, dtype):  # noqa: ANN001, ANN202
+        buf = pool.get(purpose, shape, dtype)
+        asked.append(id(buf))
+        buf.fill(np.nan)
+        return buf
+
+    y = winograd_conv3x3(x, W, None, pads, chunk_bytes=9000)
+    dx, dW = winograd_conv3x3_backward(x, W, dy, pads, chunk_bytes=9000)
+    for _ in range(2):
+        asked.clear()
+        ys = winograd_conv3x3(x, W, None, pads, chunk_bytes=9000, scratch=scratch)
+        dW_out = np.full_like(W, np.nan)
+        got = winograd_conv3x3_backward(
+            x, W, dy, pads, chunk_bytes=9000, scratch=scratch, dW_out=dW_out
+        )
+        assert got[1] is dW_out
+        assert ys.tobytes() == y.tobytes() and got[0].tobytes() == dx.tobytes()
+        assert dW_out.tobytes() == dW.tobytes()
+        ids = list(asked)
+    assert asked == ids and len(asked) >= 5  # U, V, M forward; U, V, M, dU, dU', UT backward
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        winograd_conv3x3_backward(x, W, dy, pads, dW_out=np.zeros(W.shape, np.float64))
+
+
 def test_bad_arguments_name_the_problem(rng):
     x, W, dy, pads = _case(rng, (2, 6, 6, 3, 2, "same"), np.float32)
     with pytest.raises(ValueError, match=r"W \(3, 3, C, Cout\).*\(5, 5, 3, 2\)"):
