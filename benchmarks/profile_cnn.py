@@ -255,8 +255,8 @@ def report(bn: bool, path: str, res: dict[str, Any], batch: int = EVAL_BATCH) ->
         f"batch {batch if path in ('eval', 'folded') else 32}, "
         f"{'with' if bn else 'without'} BN, path={path}",
         "",
-        f"uninstrumented step: median {res['plain_median'] * 1e3:.1f} ms, best "
-        f"{res['plain_best'] * 1e3:.1f} ms; instrumented: median {total * 1e3:.1f} ms",
+        f"uninstrumented step: median {res['plain_median'] * 1e3:.3f} ms, best "
+        f"{res['plain_best'] * 1e3:.3f} ms; instrumented: median {total * 1e3:.3f} ms",
         "",
         "| region | median ms | % of step | page faults |",
         "|---|---|---|---|",
