@@ -3,8 +3,9 @@
 Issue 14, "profile first". The nets are benchmarks/bench_cnn.py's (with and without BN, RMSprop,
 dropout in the no-BN net). One process per variant; every leaf layer's ``forward`` and
 ``backward`` is wrapped with a timer, and inside each Conv2D the im2col, matrix products and
-col2im calls are timed too, or with Winograd its transforms (".transform") and its stacks of
-16 products (".gemm"); the rest of a Conv2D's time is its bias, checks and reshapes.
+col2im calls are timed too, or with Winograd its data transforms (".transform"), its weight
+transforms G W G^T and G^T dU G (".weights") and its stacks of 16 products (".gemm"); the rest
+of a Conv2D's time is its bias, checks, reshapes and allocations.
 ``faults`` counts minor page faults (``getrusage``): freshly allocated large arrays that are
 touched for the first time, the cost of allocating instead of reusing buffers.
 
@@ -14,12 +15,17 @@ product shapes (same transposes), measured in the same process, and the "GEMM fl
 step's products at those measured rates.
 
     python benchmarks/profile_cnn.py [--steps 20] [--path seq|loop] [--bn both|yes|no]
+                                     [--eval-batch 256] [--clock wall|cpu]
+
+``--clock cpu`` (with ``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1``) times the thread's CPU
+time instead of wall time: on a busy machine the wall time of a layer includes whatever
+preemption falls into it, the CPU time does not.
 
 ``--path seq`` runs the layers through ``Sequential.forward/backward`` (the model's own thread
 policy); ``--path loop`` calls ``layer.forward``/``layer.backward`` in a plain loop, as a user
 of a layer library may write it. ``--path eval`` / ``--path folded`` profile inference
 instead: the forward pass of the net in eval mode (or after ``fold_batch_norm``) on a batch of
-256 images, as benchmarks/bench_inference.py.
+256 images (``--eval-batch N``: N; 1 for the latency), as benchmarks/bench_inference.py.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ sys.path.insert(0, HERE)
 
 from harness import training_step  # noqa: E402
 
+_now = time.perf_counter  # --clock cpu: time.thread_time (this thread's CPU time)
+
 
 class _Clock:
     """Accumulates (seconds, page faults) per label for the current step."""
@@ -57,11 +65,11 @@ class _Clock:
             full = f"{self.stack[-1]} {label}" if self.stack and label[0] == "." else label
             self.stack.append(full)
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
+            t0 = _now()
             try:
                 return fn(*args, **kwargs)
             finally:
-                dt = time.perf_counter() - t0
+                dt = _now() - t0
                 df = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
                 self.stack.pop()
                 cell = self.step[full]
@@ -107,6 +115,8 @@ def _instrument(model: Any, clock: _Clock) -> None:
 
     wino_mod.np = _TimedNumpy(clock)  # type: ignore[assignment]
     wino_mod.call_on_policy = clock.timed(".transform", wino_mod.call_on_policy)
+    wino_mod.winograd_weights = clock.timed(".weights", wino_mod.winograd_weights)
+    wino_mod.winograd_weights_grad = clock.timed(".weights", wino_mod.winograd_weights_grad)
     conv_mod.im2col = clock.timed(".im2col", conv_mod.im2col)
     conv_mod.col2im = clock.timed(".col2im", conv_mod.col2im)
     conv_mod.np = _TimedNumpy(clock)  # type: ignore[assignment]
@@ -117,8 +127,10 @@ def _instrument(model: Any, clock: _Clock) -> None:
         layer.backward = clock.timed(f"{name} bwd", layer.backward)
 
 
-def _eval_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], None], Any]:
-    """Inference: the BN net in eval mode ("eval") or folded ("folded"), batch EVAL_BATCH."""
+def _eval_fn(
+    bn: bool, path: str, clock: _Clock | None, batch: int
+) -> tuple[Callable[[], None], Any]:
+    """Inference: the BN net in eval mode ("eval") or folded ("folded"), ``batch`` images."""
     import numpy as np
     from bench_cnn import ours_model
 
@@ -127,7 +139,7 @@ def _eval_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], No
     model = ours_model(bn).eval()
     if path == "folded":
         model = fold_batch_norm(model)
-    x = np.random.default_rng(0).random((EVAL_BATCH, 32, 32, 3), dtype=np.float32)
+    x = np.random.default_rng(0).random((batch, 32, 32, 3), dtype=np.float32)
     if clock is not None:
         _instrument(model, clock)
     return (lambda: None if model.forward(x) is None else None), model
@@ -136,7 +148,9 @@ def _eval_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], No
 EVAL_BATCH = 256
 
 
-def _step_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], None], Any]:
+def _step_fn(
+    bn: bool, path: str, clock: _Clock | None, batch: int = EVAL_BATCH
+) -> tuple[Callable[[], None], Any]:
     import numpy as np
     from bench_cnn import BATCH, ours_model
 
@@ -144,7 +158,7 @@ def _step_fn(bn: bool, path: str, clock: _Clock | None) -> tuple[Callable[[], No
     from bnlab.optim import RMSprop
 
     if path in ("eval", "folded"):
-        return _eval_fn(bn, path, clock)
+        return _eval_fn(bn, path, clock, batch)
     model = ours_model(bn)
     opt = RMSprop(model.params, model.grads, lr=1e-3 if bn else 1e-4, decay=1e-6)
     loss_fn = SoftmaxCrossEntropy()
@@ -183,17 +197,17 @@ def _sgemm_rate(ashape: tuple[int, ...], bshape: tuple[int, ...], ta: bool, tb: 
     return flops / best / 1e9
 
 
-def worker(bn: bool, path: str, steps: int) -> dict[str, Any]:
-    plain, _ = _step_fn(bn, path, None)
+def worker(bn: bool, path: str, steps: int, batch: int = EVAL_BATCH) -> dict[str, Any]:
+    plain, _ = _step_fn(bn, path, None, batch)
     for _ in range(3):
         plain()
     plain_times = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t = _now()
         plain()
-        plain_times.append(time.perf_counter() - t)
+        plain_times.append(_now() - t)
     clock = _Clock()
-    step, _ = _step_fn(bn, path, clock)
+    step, _ = _step_fn(bn, path, clock, batch)
     clock.record_gemms = True
     step()
     clock.record_gemms = False
@@ -203,9 +217,9 @@ def worker(bn: bool, path: str, steps: int) -> dict[str, Any]:
     clock.step.clear()
     totals = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t = _now()
         step()
-        totals.append(time.perf_counter() - t)
+        totals.append(_now() - t)
         clock.end_step()
     labels = list(clock.steps[0])
     med = statistics.median
@@ -234,15 +248,15 @@ def _flops(g: str) -> float:
     return 2.0 * stack * a[-2] * a[-1] * b[-1]
 
 
-def report(bn: bool, path: str, res: dict[str, Any]) -> str:
+def report(bn: bool, path: str, res: dict[str, Any], batch: int = EVAL_BATCH) -> str:
     rows, total = res["rows"], res["instr_median"]
     lines = [
         f"### cifar10_cnn {'forward' if path in ('eval', 'folded') else 'step'}, "
-        f"batch {EVAL_BATCH if path in ('eval', 'folded') else 32}, "
+        f"batch {batch if path in ('eval', 'folded') else 32}, "
         f"{'with' if bn else 'without'} BN, path={path}",
         "",
-        f"uninstrumented step: median {res['plain_median'] * 1e3:.1f} ms, best "
-        f"{res['plain_best'] * 1e3:.1f} ms; instrumented: median {total * 1e3:.1f} ms",
+        f"uninstrumented step: median {res['plain_median'] * 1e3:.3f} ms, best "
+        f"{res['plain_best'] * 1e3:.3f} ms; instrumented: median {total * 1e3:.3f} ms",
         "",
         "| region | median ms | % of step | page faults |",
         "|---|---|---|---|",
@@ -258,11 +272,11 @@ def report(bn: bool, path: str, res: dict[str, Any]) -> str:
         else:
             kind = label
         by_kind[kind] += t - inner
-        lines.append(f"| {label} | {t * 1e3:.2f} | {100 * t / total:.1f} | {faults:.0f} |")
+        lines.append(f"| {label} | {t * 1e3:.3f} | {100 * t / total:.1f} | {faults:.0f} |")
     lines += ["", "By kind ('rest': a layer's time outside its timed calls inside):", ""]
     lines += ["| kind | ms | % of step |", "|---|---|---|"]
     for kind, t in sorted(by_kind.items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {kind} | {t * 1e3:.2f} | {100 * t / total:.1f} |")
+        lines.append(f"| {kind} | {t * 1e3:.3f} | {100 * t / total:.1f} |")
     flops = sum(_flops(g) for g in res["gemms"])
     floor = sum(_flops(g) / (res["rates"][g] * 1e9) for g in res["gemms"])
     gemm_t = sum(t for k, (t, _) in rows.items() if k.endswith(".gemm"))
@@ -291,21 +305,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--path", choices=("seq", "loop", "eval", "folded"), default="seq")
     ap.add_argument("--bn", choices=("both", "yes", "no"), default="both")
+    ap.add_argument("--eval-batch", type=int, default=EVAL_BATCH, help="images (eval, folded)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.clock == "cpu" and os.environ.get("OPENBLAS_NUM_THREADS") != "1":
+        ap.error(
+            "--clock cpu counts the calling thread only: set OPENBLAS_NUM_THREADS=1 "
+            "(and NUMBA_NUM_THREADS=1)"
+        )
     if args.worker is not None:
-        print(json.dumps(worker(args.worker == "yes", args.path, args.steps)))
+        global _now
+        _now = time.thread_time if args.clock == "cpu" else time.perf_counter
+        print(json.dumps(worker(args.worker == "yes", args.path, args.steps, args.eval_batch)))
         return
     for bn in ("no", "yes") if args.bn == "both" else (args.bn,):
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", bn, "--path", args.path,
-             "--steps", str(args.steps)],
+             "--steps", str(args.steps), "--eval-batch", str(args.eval_batch),
+             "--clock", args.clock],
             capture_output=True, text=True, check=False, timeout=900,
         )  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
         res = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(report(bn == "yes", args.path, res) + "\n")
+        print(report(bn == "yes", args.path, res, args.eval_batch) + "\n")
 
 
 if __name__ == "__main__":

@@ -135,6 +135,28 @@ def test_weight_transform_and_its_adjoint():
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cin, cout", [(1, 1), (1, 3), (3, 32), (5, 7), (32, 64), (64, 64)])
+def test_weight_transforms_have_the_bits_of_the_einsum_formulation(cin, cout, dtype):
+    """The compiled G W G^T and G^T dU G add in NumPy's einsum order: the bits training had
+    before they were compiled (signed zeros and values spanning the exponent range too)."""
+    g = np.random.default_rng(cin * 100 + cout)
+    G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]).astype(dtype)
+    for W, dU in (
+        (g.standard_normal((3, 3, cin, cout)), g.standard_normal((16, cin, cout))),
+        (g.standard_normal((3, 3, cin, cout)) * 10.0 ** g.integers(-30, 30, (3, 3, cin, cout)),
+         g.standard_normal((16, cin, cout)) * 10.0 ** g.integers(-30, 30, (16, cin, cout))),
+        (np.where(g.random((3, 3, cin, cout)) < 0.3, -0.0, 1.0) * g.standard_normal(1),
+         np.where(g.random((16, cin, cout)) < 0.3, -0.0, 1.0) * g.standard_normal(1)),
+    ):  # fmt: skip
+        W, dU = W.astype(dtype), dU.astype(dtype)
+        U = np.einsum("rqco,sq->rsco", np.einsum("rp,pqco->rqco", G, W), G).reshape(16, cin, cout)
+        d = dU.reshape(4, 4, cin, cout)
+        dW = np.einsum("psco,sq->pqco", np.einsum("rp,rsco->psco", G, d), G)
+        assert winograd_weights(W).tobytes() == U.tobytes()
+        assert winograd_weights_grad(dU).tobytes() == dW.tobytes()
+
+
 def test_two_calls_give_identical_bits_and_chunking_keeps_y_and_dx_bits(rng):
     x, W, dy, pads = _case(rng, (5, 9, 7, 6, 4, "same"), np.float32)
     y1, y2 = winograd_conv3x3(x, W, None, pads), winograd_conv3x3(x, W, None, pads)
@@ -161,6 +183,38 @@ def test_no_dx_and_out_buffers(rng):
     none, dW2 = winograd_conv3x3_backward(x, W, dy, pads, need_dx=False)
     assert none is None
     np.testing.assert_array_equal(dW2, dW)
+
+
+def test_scratch_buffers_and_dW_out_keep_the_bits(rng):
+    """Work arrays from ``scratch`` (a layer's BufferPool, reused, stale NaN contents) and dW
+    written into ``dW_out`` give the bits of fresh arrays; a second call reuses them."""
+    from bnlab.layers._common import BufferPool
+
+    x, W, dy, pads = _case(rng, (5, 9, 7, 6, 4, "same"), np.float32)
+    pool, asked = BufferPool(), []
+
+    def scratch(purpose, shape, dtype):  # noqa: ANN001, ANN202
+        buf = pool.get(purpose, shape, dtype)
+        asked.append(id(buf))
+        buf.fill(np.nan)
+        return buf
+
+    y = winograd_conv3x3(x, W, None, pads, chunk_bytes=9000)
+    dx, dW = winograd_conv3x3_backward(x, W, dy, pads, chunk_bytes=9000)
+    for _ in range(2):
+        asked.clear()
+        ys = winograd_conv3x3(x, W, None, pads, chunk_bytes=9000, scratch=scratch)
+        dW_out = np.full_like(W, np.nan)
+        got = winograd_conv3x3_backward(
+            x, W, dy, pads, chunk_bytes=9000, scratch=scratch, dW_out=dW_out
+        )
+        assert got[1] is dW_out
+        assert ys.tobytes() == y.tobytes() and got[0].tobytes() == dx.tobytes()
+        assert dW_out.tobytes() == dW.tobytes()
+        ids = list(asked)
+    assert asked == ids and len(asked) >= 5  # U, V, M forward; U, V, M, dU, dU', UT backward
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        winograd_conv3x3_backward(x, W, dy, pads, dW_out=np.zeros(W.shape, np.float64))
 
 
 def test_bad_arguments_name_the_problem(rng):

@@ -9,7 +9,7 @@ training loop reuses its buffers. Forward/backward formulas:
 - softmax over the last axis: y = exp(x - max x) / sum exp(x - max x);
   dx = y * (dy - sum(dy * y)).
 
-Forward passes use NumPy's SIMD ufuncs (exp, tanh, maximum); the backward passes are fused
+Forward passes use NumPy's SIMD ufuncs (exp, tanh), ReLU's and the backward passes fused
 Numba loops, on one thread for small arrays (a 60 x 100 MLP activation), where a parallel
 launch would cost more than the work, and for large ones on the threads ``bnlab.runtime``
 gives their rank (all of Numba's for dense data, one by default for images).
@@ -33,11 +33,20 @@ __all__ = [
 ]
 
 _PARALLEL_MIN = 1 << 17  # elements; below this a single thread is faster
+_FAST = (np.dtype(np.float32), np.dtype(np.float64))  # compiled; other dtypes go to NumPy
 
 
 def _sigmoid_bwd_body(dy, y, dx):
     for i in prange(y.size):
         dx[i] = dy[i] * y[i] * (1.0 - y[i])
+
+
+def _relu_body(x, y):
+    # np.maximum(x, 0)'s values bit for bit: x where x > 0, NaN kept as it is, +0 otherwise
+    # (-0.0 too); NumPy's loop against a scalar 0 ran at a quarter of this speed here.
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 or v != v else 0.0
 
 
 def _relu_bwd_body(dy, y, dx):
@@ -50,6 +59,7 @@ def _tanh_bwd_body(dy, y, dx):
         dx[i] = dy[i] * (1.0 - y[i] * y[i])
 
 
+_RELU = njit_pair(_relu_body)
 _SIGMOID_BWD = njit_pair(_sigmoid_bwd_body)
 _RELU_BWD = njit_pair(_relu_bwd_body)
 _TANH_BWD = njit_pair(_tanh_bwd_body)
@@ -114,8 +124,13 @@ def sigmoid_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = Non
 
 
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """y = max(x, 0)."""
-    return np.maximum(x, 0, out=_out_like(x, out))
+    """y = max(x, 0) (NaN stays NaN), the values of ``np.maximum(x, 0)``."""
+    out = _out_like(x, out)
+    overlap = out is not x and np.may_share_memory(x, out)  # NumPy buffers; the loop cannot
+    if x.dtype not in _FAST or not x.flags.c_contiguous or overlap:
+        return np.maximum(x, 0, out=out)
+    call_on_policy(_RELU, x.ndim, x.size, _PARALLEL_MIN, x.reshape(-1), out.reshape(-1))
+    return out
 
 
 def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

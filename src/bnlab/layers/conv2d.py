@@ -214,7 +214,8 @@ class Conv2D(Layer):
         self._x, self._cols = arr, None
         if self.winograd:
             bias = self.params["b"] if self.use_bias else None
-            winograd_conv3x3(arr, W, bias, self.pads(*arr.shape[1:3]), out=y)
+            pads = self.pads(*arr.shape[1:3])
+            winograd_conv3x3(arr, W, bias, pads, out=y, scratch=self._pool.get)
             return like_input(y, x)
         y2d = y.reshape(-1, self.out_channels)
         step = self._chunk(arr.shape, W.dtype)
@@ -256,8 +257,8 @@ class Conv2D(Layer):
         if self.winograd:
             pads = self.pads(*x.shape[1:3])
             dy4 = dy2d.reshape(out_shape)
-            _, gW = winograd_conv3x3_backward(x, W, dy4, pads, dx is not None, dx_out=dx)
-            self.grads["W"][...] = gW
+            args = (x, W, dy4, pads, dx is not None)
+            winograd_conv3x3_backward(*args, dx, scratch=self._pool.get, dW_out=self.grads["W"])
         else:
             self._backward_im2col(x, dy2d, dx)
         return dx
