@@ -97,3 +97,23 @@ def test_save_and_load_a_lazily_built_model(tmp_path):
     bnlab.save(model, tmp_path / "m.npz")
     back = bnlab.load(tmp_path / "m.npz")
     assert back.predict(x).tobytes() == model.predict(x).tobytes()
+
+
+@pytest.mark.parametrize("bad", ["abc", 3.0, None])
+def test_predict_refuses_what_is_not_a_batch_of_numbers(bad):
+    m = Sequential([Dense(3)])
+    with pytest.raises(ValueError, match="x must be an array of examples"):
+        m.predict(bad)
+
+
+@pytest.mark.parametrize("bad", [None, "1,4", (1, 4.0), (True, 4)])
+def test_build_refuses_a_shape_that_is_not_a_tuple_of_ints(bad):
+    m = Sequential([Dense(3)])
+    with pytest.raises(ValueError, match="input_shape must be a tuple of ints"):
+        m.build(bad)
+
+
+def test_predict_takes_a_numpy_integer_batch_size():
+    m = Sequential([Dense(3, seed=0)])
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(m.predict(x, batch_size=np.int64(2)), m.predict(x, batch_size=2))

@@ -179,18 +179,35 @@ class Sequential(Layer):
         ``input_shape`` includes the batch axis (any size): ``model.build((1, 28, 28, 1))``.
         A shape error names the layers before anything is built.
         """
-        shapes = self._shapes(tuple(input_shape))
+        if not isinstance(input_shape, (tuple, list)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in input_shape
+        ):
+            raise ValueError(
+                f"{self.name}.build: input_shape must be a tuple of ints with the batch axis "
+                f"first, e.g. (1, 28, 28, 1); got {input_shape!r}"
+            )
+        shapes = self._shapes(tuple(int(d) for d in input_shape))
         for layer, shape in zip(self.layers, shapes, strict=False):
             layer.build(shape)
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """The eval-mode output for ``x``, computed ``batch_size`` examples at a time; the
         train/eval mode of every layer is restored afterwards."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
             raise ValueError(
                 f"{self.name}.predict: batch_size must be a positive int, got {batch_size!r}"
             )
+        batch_size = int(batch_size)
         x = np.asarray(x)
+        if x.ndim < 1 or x.dtype.kind not in "fiub":
+            raise ValueError(
+                f"{self.name}.predict: x must be an array of examples (batch axis first) of "
+                f"numbers, got {x.dtype} of shape {x.shape}"
+            )
         modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
