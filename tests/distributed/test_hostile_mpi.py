@@ -66,6 +66,7 @@ def test_rank_dependent_lr_is_one_line(mpiexec, tmp_path):
     proc = sh(f"bnlab run mnist-sigmoid {' '.join(MNIST)} --steps 20 --lr 0.1$PMI_RANK "
               f"--out {tmp_path}/r")  # fmt: skip
     one_line_per_rank(proc, "do not train the same thing", [0, 1])
+    assert not (tmp_path / "r").exists()  # the ranks disagreed before rank 0 took --out over
 
 
 def test_argparse_error_on_one_rank(mpiexec):

@@ -127,6 +127,8 @@ def test_recorded_percentiles_are_numpys_of_the_final_model(tmp_path: Path) -> N
     cfg = MnistSigmoidConfig.from_dict({**TINY, "monitor_unit": 7})
     data = nets.load_data(cfg.train_subset, cfg.test_subset)
     runs = training.make_runs(cfg, [0.5], data)
+    for r in runs:
+        r.trainer.begin()
     training.train_lockstep(cfg, runs, RunDir(tmp_path))
     xte = data[2]
     assert xte.dtype == np.float32 and 0 <= xte.min() and xte.max() <= 1  # scaled to [0, 1]
@@ -153,6 +155,8 @@ def test_a_diverging_run_is_recorded_and_the_others_go_on(
         return step(plain, x, y)
 
     monkeypatch.setattr(plain, "train_step", boom)
+    for r in runs:
+        r.trainer.begin()
     m = training.train_lockstep(cfg, runs, RunDir(tmp_path))
     assert m["runs"][0]["diverged_at"] == 7 and "nan" in m["runs"][0]["error"]
     assert m["runs"][0]["history"]["step"] == [0, 5]

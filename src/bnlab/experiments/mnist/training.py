@@ -195,9 +195,10 @@ class _Lockstep:
 
 
 def train_lockstep(cfg: MnistConfig, runs: Sequence[Run], rd: RunDir) -> dict[str, Any]:
-    """Advance every run one step at a time; a run whose loss turns NaN/Inf is recorded as
-    diverged at that step and dropped. Writes metrics (rank 0) after every evaluation and at
-    the end; on KeyboardInterrupt writes them with status "interrupted" and re-raises."""
+    """Advance every run (``trainer.begin()`` called already) one step at a time; a run whose
+    loss turns NaN/Inf is recorded as diverged at that step and dropped. Writes metrics (rank
+    0) after every evaluation and at the end; on KeyboardInterrupt writes them with status
+    "interrupted" and re-raises."""
     ls = _Lockstep(cfg, runs, rd, Progress(cfg.steps, cfg.NAME, enabled=cfg.progress))
     # (60, 100) tensors: a parallel kernel's fork/join costs more than it saves, and on a busy
     # 2-core machine spinning OpenMP threads made one BN call ~8 ms instead of ~0.05 ms
@@ -210,8 +211,6 @@ def train_lockstep(cfg: MnistConfig, runs: Sequence[Run], rd: RunDir) -> dict[st
         metrics.update(ls.snapshot(status))
 
     with rd.status(finish):
-        for r in runs:
-            r.trainer.begin()
         ls.snapshot("running")
         ls.loop()
     if cfg.save_checkpoints and is_root():
@@ -240,6 +239,8 @@ def run_experiment(cfg: MnistConfig, out_dir: str | Path, render: Callable[[Path
     directory. ``cfg`` is checked already, so a bad config leaves ``out_dir`` untouched."""
     data = load_data(cfg.train_subset, cfg.test_subset)
     runs = make_runs(cfg, cfg.learning_rates(), data)
+    for r in runs:  # under mpiexec the ranks agree (or all refuse) before out_dir is touched
+        r.trainer.begin()
     rd = RunDir.start(out_dir, cfg.to_dict()) if is_root() else RunDir(out_dir)  # rank 0 writes
     try:
         train_lockstep(cfg if is_root() else dataclasses.replace(cfg, progress=False), runs, rd)
