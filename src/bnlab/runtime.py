@@ -47,6 +47,8 @@ __all__ = [
     "THREADING_LAYER",
     "blas_threads",
     "check_thread_count",
+    "chunk_threads",
+    "blas_one_thread_calls",
     "configure_threading_layer",
     "get_num_threads",
     "default_blas_threads_env",
@@ -199,6 +201,14 @@ def numba_threads(n: int) -> int:
     return old
 
 
+def chunk_threads() -> int:
+    """How many threads run a layer's independent chunks of images (:mod:`bnlab.kernels.winograd`),
+    each chunk serially and with BLAS on one thread inside it: the explicit override of
+    :func:`kernel_threads` if any, else Numba's thread count. Unlike rule 2 of the policy these
+    threads never wait for OpenBLAS's spinning ones (BLAS starts none while they run)."""
+    return kernel_thread_count(2)
+
+
 # -- BLAS ---------------------------------------------------------------------------------------
 def _openblas() -> tuple[Any, Callable[[], int], Callable[[int], None]] | None:
     """NumPy's bundled scipy-openblas via ctypes: (lib, get, set), or None if not found."""
@@ -216,6 +226,18 @@ def _openblas() -> tuple[Any, Callable[[], int], Callable[[int], None]] | None:
     except OSError:
         return None
     return None
+
+
+_OPENBLAS_CACHE: list[Any] = []
+
+
+def blas_one_thread_calls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """NumPy's bundled OpenBLAS thread count as ``(get, set)`` (found once, ~1 us a call), or
+    None where it is not found (then BLAS keeps its own count)."""
+    if not _OPENBLAS_CACHE:
+        found = _openblas()
+        _OPENBLAS_CACHE.append(None if found is None else found[1:])
+    return _OPENBLAS_CACHE[0]
 
 
 @contextmanager

@@ -8,12 +8,15 @@ lives in :mod:`bnlab.runtime`; its names are re-exported here for the kernels.
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bnlab import runtime
 from bnlab.runtime import (
+    blas_one_thread_calls,
     check_thread_count,
     get_num_threads,
     kernel_thread_count,
@@ -29,6 +32,7 @@ __all__ = [
     "njit",
     "njit_pair",
     "call_on_policy",
+    "in_threads",
     "prange",
     "get_num_threads",
     "kernel_threads",
@@ -41,7 +45,7 @@ __all__ = [
 KernelPair = tuple[Callable[..., Any], Callable[..., Any]]
 
 
-def njit_pair(body: Callable[..., Any]) -> KernelPair:
+def njit_pair(body: Callable[..., Any], nogil: bool = False) -> KernelPair:
     """A single-threaded and a parallel compilation of one ``prange`` loop body.
 
     Numba's on-disk cache keys a function by its qualified name and bytecode, not by its
@@ -53,7 +57,7 @@ def njit_pair(body: Callable[..., Any]) -> KernelPair:
     twin = types.FunctionType(code, body.__globals__, name, body.__defaults__, body.__closure__)
     twin.__qualname__ = f"{body.__qualname__}_serial"
     twin.__module__ = body.__module__
-    return njit(cache=True)(twin), njit(cache=True, parallel=True)(body)
+    return njit(cache=True, nogil=nogil)(twin), njit(cache=True, parallel=True)(body)
 
 
 def call_on_policy(pair: KernelPair, rank: int, size: int, min_size: int, *args: Any) -> Any:
@@ -63,3 +67,34 @@ def call_on_policy(pair: KernelPair, rank: int, size: int, min_size: int, *args:
     if n <= 1:
         return pair[0](*args)
     return run_on_threads(n, pair[1], *args)
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def in_threads(threads: int, work: Callable[[int], None]) -> None:
+    """``work(t)`` for t < ``threads``, t = 0 in this thread and the others in a pool, with
+    NumPy's BLAS on one thread meanwhile (each product stays on the thread that runs it);
+    just ``work(0)`` for one thread. ``work`` releases the GIL in its heavy parts (NumPy's
+    products, kernels compiled with ``nogil``)."""
+    if threads <= 1:
+        work(0)
+        return
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="bnlab-chunks"))
+    calls = blas_one_thread_calls()
+    old = calls[0]() if calls else 1
+    if calls and old != 1:
+        calls[1](1)
+    try:
+        futures = [_POOL[0].submit(work, t) for t in range(1, threads)]
+        try:
+            work(0)
+        finally:
+            errors = [f.exception() for f in futures]
+        for err in errors:
+            if err is not None:
+                raise err
+    finally:
+        if calls and old != 1:
+            calls[1](old)

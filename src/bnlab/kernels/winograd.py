@@ -43,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.kernels._numba import call_on_policy, njit, njit_pair, prange
+from bnlab.kernels._numba import call_on_policy, in_threads, njit, njit_pair, prange
+from bnlab.runtime import chunk_threads
 
 __all__ = [
     "winograd_weights",
@@ -260,10 +261,11 @@ def _input_grad_nb(dV, pt, pl, th, tw, dx):
     return dx
 
 
-_INPUT = njit_pair(_input_nb)
-_OUTPUT = njit_pair(_output_nb)
-_OUTPUT_GRAD = njit_pair(_output_grad_nb)
-_INPUT_GRAD = njit_pair(_input_grad_nb)
+# serial twins release the GIL: chunks of images run on threads of their own (in_threads)
+_INPUT = njit_pair(_input_nb, nogil=True)
+_OUTPUT = njit_pair(_output_nb, nogil=True)
+_OUTPUT_GRAD = njit_pair(_output_grad_nb, nogil=True)
+_INPUT_GRAD = njit_pair(_input_grad_nb, nogil=True)
 
 
 def _geometry(x_shape: tuple[int, ...], pads: Pads) -> tuple[int, int, int, int]:
@@ -282,16 +284,36 @@ def _empty(purpose: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     return np.empty(shape, dtype)
 
 
+def _step(x: np.ndarray, cout: int, th: int, tw: int, chunk_bytes: int | None) -> int:
+    """Images per chunk: a chunk's V and M fit ``chunk_bytes`` (at least one image)."""
+    c = x.shape[3]
+    return max(1, (chunk_bytes or CHUNK_BYTES) // (16 * th * tw * (c + cout) * x.itemsize))
+
+
+def _threads(x: np.ndarray, cout: int, th: int, tw: int, chunk_bytes: int | None) -> int:
+    """Threads for the chunks (``bnlab.runtime.chunk_threads``, at most one per chunk)."""
+    return min(chunk_threads(), -(-x.shape[0] // _step(x, cout, th, tw, chunk_bytes)))
+
+
 def _chunks(
-    x: np.ndarray, cout: int, th: int, tw: int, chunk_bytes: int | None, get: Scratch
+    x: np.ndarray,
+    cout: int,
+    th: int,
+    tw: int,
+    chunk_bytes: int | None,
+    get: Scratch,
+    part: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """Per chunk of images: (its images, V (16, tiles, C) and M (16, tiles, Cout) in two
-    buffers reused by every chunk); a chunk's V and M fit ``chunk_bytes`` (>= 1 image)."""
+    buffers reused by every chunk); a chunk's V and M fit ``chunk_bytes`` (>= 1 image).
+    ``part`` = (t, T): only chunks t, t + T, t + 2T, ... in buffers of thread t's own."""
     n, c = x.shape[0], x.shape[3]
-    step = max(1, (chunk_bytes or CHUNK_BYTES) // (16 * th * tw * (c + cout) * x.itemsize))
+    step = _step(x, cout, th, tw, chunk_bytes)
     size = 16 * min(step, n) * th * tw
-    vbuf, mbuf = get("winograd V", (size * c,), x.dtype), get("winograd M", (size * cout,), x.dtype)
-    for s in range(0, n, step):
+    t0, every = part
+    vbuf = get(f"winograd V{t0}", (size * c,), x.dtype)
+    mbuf = get(f"winograd M{t0}", (size * cout,), x.dtype)
+    for s in range(t0 * step, n, every * step):
         t = (min(s + step, n) - s) * th * tw
         yield (
             slice(s, s + step),
@@ -341,10 +363,15 @@ def winograd_conv3x3(
     bias = np.zeros(cout, x.dtype) if b is None else b.astype(x.dtype, copy=False)
     x, get = np.ascontiguousarray(x), scratch or _empty
     U = winograd_weights(W, get("winograd U", (16, c, cout), x.dtype))
-    for s, V, M in _chunks(x, cout, th, tw, chunk_bytes, get):
-        call_on_policy(_INPUT, 4, V.size, PARALLEL_MIN, x[s], pads[0], pads[2], th, tw, V)
-        np.matmul(V, U, out=M)
-        call_on_policy(_OUTPUT, 4, M.size, PARALLEL_MIN, M, bias, th, tw, out[s])
+    threads = _threads(x, cout, th, tw, chunk_bytes)
+
+    def work(t: int) -> None:  # chunks t, t + threads, ...
+        for s, V, M in _chunks(x, cout, th, tw, chunk_bytes, get, (t, threads)):
+            _run(_INPUT, threads, V.size, x[s], pads[0], pads[2], th, tw, V)
+            np.matmul(V, U, out=M)
+            _run(_OUTPUT, threads, M.size, M, bias, th, tw, out[s])
+
+    in_threads(threads, work)
     return out
 
 
@@ -383,16 +410,33 @@ def winograd_conv3x3_backward(
             raise ValueError(f"winograd_conv3x3_backward: dx_out must be C-contiguous {x.shape}")
     x, dy, get = np.ascontiguousarray(x), np.ascontiguousarray(dy, dtype=x.dtype), scratch or _empty
     U = winograd_weights(W, get("winograd U", (16, c, cout), x.dtype))
-    dU, part = (get(f"winograd dU{i}", (16, c, cout), x.dtype) for i in "01")
     UT = get("winograd UT", (16, cout, c), x.dtype)  # faster in the product than a view
     np.copyto(UT, U.transpose(0, 2, 1))
-    for s, V, dM in _chunks(x, cout, th, tw, chunk_bytes, get):
-        call_on_policy(_INPUT, 4, V.size, PARALLEL_MIN, x[s], pads[0], pads[2], th, tw, V)
-        call_on_policy(_OUTPUT_GRAD, 4, dM.size, PARALLEL_MIN, dy[s], th, tw, dM)
-        np.matmul(V.transpose(0, 2, 1), dM, out=dU if s.start == 0 else part)
-        if s.start > 0:
-            dU += part
-        if dx is not None:
-            np.matmul(dM, UT, out=V)  # dV, in V's buffer
-            call_on_policy(_INPUT_GRAD, 4, V.size, PARALLEL_MIN, V, pads[0], pads[2], th, tw, dx[s])
-    return dx, winograd_weights_grad(dU, dW_out)
+    threads = _threads(x, cout, th, tw, chunk_bytes)
+    sums = [get(f"winograd dU{t}", (16, c, cout), x.dtype) for t in range(threads)]
+    parts = [get(f"winograd dU part{t}", (16, c, cout), x.dtype) for t in range(threads)]
+
+    def work(t: int) -> None:  # thread t's chunks; dU summed per thread in chunk order
+        for i, (s, V, dM) in enumerate(_chunks(x, cout, th, tw, chunk_bytes, get, (t, threads))):
+            _run(_INPUT, threads, V.size, x[s], pads[0], pads[2], th, tw, V)
+            _run(_OUTPUT_GRAD, threads, dM.size, dy[s], th, tw, dM)
+            np.matmul(V.transpose(0, 2, 1), dM, out=sums[t] if i == 0 else parts[t])
+            if i > 0:
+                sums[t] += parts[t]
+            if dx is not None:
+                np.matmul(dM, UT, out=V)  # dV, in V's buffer
+                _run(_INPUT_GRAD, threads, V.size, V, pads[0], pads[2], th, tw, dx[s])
+
+    in_threads(threads, work)
+    for t in range(1, threads):  # in thread order: the same bits for the same thread count
+        sums[0] += sums[t]
+    return dx, winograd_weights_grad(sums[0], dW_out)
+
+
+def _run(pair: Any, threads: int, size: int, *args: Any) -> None:
+    """One transform: its serial twin when chunks run on ``threads`` > 1 threads of their
+    own, else on the runtime's policy (a parallel loop for a large chunk)."""
+    if threads > 1:
+        pair[0](*args)
+    else:
+        call_on_policy(pair, 4, size, PARALLEL_MIN, *args)
