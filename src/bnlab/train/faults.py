@@ -58,10 +58,11 @@ def guard_job(fn: Callable[[], int]) -> int:
     :func:`~bnlab.train.consistency.check_agree` raises on all of them), each rank returns its
     status and the launcher forwards every message; otherwise the failing rank calls
     ``comm.abort(status)``, which ends every rank, blocked collectives included, within a few
-    seconds and makes mpiexec exit with that status. An early ``SystemExit(0)`` (``--help``) must be shared by every rank
-    within :data:`EARLY_EXIT_WAIT_S` (``comm.meet``), else the job is aborted: a rank gone
-    with status 0 would leave the others in a collective forever. A launcher environment
-    without a working MPI (:class:`WorldSizeError`, no mpi4py) is one line and status 1.
+    seconds and makes mpiexec exit with that status. An early ``SystemExit(0)`` (``--help``)
+    must be shared by every rank within :data:`EARLY_EXIT_WAIT_S` (``comm.meet``), else the
+    job is aborted: a rank gone with status 0 would leave the others in a collective forever.
+    A launcher environment without a working MPI (:class:`WorldSizeError`, no mpi4py) is one
+    line and status 1.
     """
     global _PREFIX
     try:
