@@ -13,9 +13,8 @@ serve BN and renorm (:mod:`bnlab.kernels.batchrenorm`). What a layer needs is an
 (maps this process's ``(count (G,), mean (G, C), var (G, C))``, or the backward sums
 ``(G, 2, C)``, to the global ones: a synchronized layer's collectives) and ``out`` (written
 instead of allocating: the result's shape and dtype, C-contiguous, sharing no memory with the
-inputs; the cache holds ``x``, not ``y``). The input is viewed without a copy for the loops of
-:mod:`bnlab.kernels.batchnorm_fused`; NaN/Inf in ``x`` or ``dy`` shows in their float64 sums.
-The NumPy specification is :mod:`bnlab.kernels.batchnorm_ref`.
+inputs; the cache holds ``x``, not ``y``). The loops (:mod:`bnlab.kernels.batchnorm_fused`)
+see the input without a copy. The NumPy specification is :mod:`bnlab.kernels.batchnorm_ref`.
 
     >>> x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 8)).astype(np.float32)
     >>> y, cache = batch_norm_forward(x, np.ones(8), np.zeros(8))
@@ -69,7 +68,7 @@ class BatchNormCache:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape)
+        return self.x.shape
 
     @property
     def std(self) -> np.ndarray:
@@ -92,9 +91,10 @@ def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.n
             )
         out = arr.astype(np.float64)
         if not fk.all_finite(out):
+            nan, inf = int(np.isnan(out).sum()), int(np.isinf(out).sum())
             raise ValueError(
-                f"{where}: {name} must be finite, got {int(np.isnan(out).sum())} NaN and "
-                f"{int(np.isinf(out).sum())} Inf entries; check the parameters or statistics given"
+                f"{where}: {name} must be finite, got {nan} NaN and {inf} Inf entries; check "
+                "the parameters or statistics given"
             )
         if name == "var" and (out < 0).any():
             low = out.min()
@@ -117,9 +117,8 @@ Plan = tuple[np.ndarray, np.ndarray, np.ndarray, bool]  # bounds, nblocks, count
 
 def group_bounds(v: np.ndarray, n: int, ax: int, groups: Groups = None, where: str = "") -> Plan:
     """``(bounds, nblocks, count, parallel)``: group j is rows ``bounds[j, 0]:bounds[j, 1]`` of
-    the channel view ``v`` of a batch of ``n`` examples (feature axis ``ax``), summed in
-    ``nblocks[j]`` blocks, with ``count[j]`` values per channel (read-only arrays); parallel
-    if a group has more than one block."""
+    the view ``v`` of a batch of ``n`` (feature axis ``ax``), summed in ``nblocks[j]`` blocks,
+    ``count[j]`` values per channel (read-only); parallel if a group has more than one block."""
     per_row = v.size // v.shape[0] if v.shape[0] else 0  # values per row of the view
     m_row = per_row // v.shape[1]  # values per channel per row
     if groups is None:
@@ -155,24 +154,20 @@ def _whole(rows: int, m: int, nb: int) -> Plan:
 
 
 def _blocks(v: np.ndarray, size: int) -> int:
-    """Blocks for ``size`` elements of the view ``v``: 1 below PARALLEL_MIN, else the runtime's
-    threads for data of the owning array's rank (images: 1). The sums are per block: this
-    fixes their rounding."""
+    """Blocks for ``size`` elements of ``v``: 1 below PARALLEL_MIN, else the runtime's threads
+    for data of the owning array's rank (images: 1); the sums are per block (their rounding)."""
     if size < PARALLEL_MIN:
         return 1
     owner = v if v.base is None else v.base
     return kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))))
 
 
-def compute_stats(
-    v: np.ndarray, plan: Plan, reduce: StatsReduce | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def compute_stats(v: np.ndarray, plan: Plan, reduce: StatsReduce | None) -> tuple[Any, ...]:
     """``(count (G,), mean, biased var (G, C))`` of the groups of the view ``v``, reduced."""
     bounds, nblocks, count, parallel = plan
+    mean, var = (stats := np.zeros((2, len(bounds), v.shape[1])))[0], stats[1]
     if v.size:
-        mean, var = (fk.stats_last if v.ndim == 2 else fk.stats_mid)[parallel](v, bounds, nblocks)
-    else:
-        mean, var = np.zeros((2, len(bounds), v.shape[1]))
+        (fk.stats_last if v.ndim == 2 else fk.stats_mid)[parallel](v, bounds, nblocks, mean, var)
     if reduce is not None:
         count, mean, var = reduce(count, mean, var)
         count = _frozen(count)
@@ -192,12 +187,18 @@ def check_stats(
             f"{counts[j]} in {what} (input shape {xc.shape}); use a larger batch (or virtual "
             "batch), or eval mode"
         )
-    if not (fk.all_finite(mean) and fk.all_finite(var)):
+    if not fk.all_finite(mean, var):
         check_finite(xc, "x", where=where)
         raise FloatingPointError(
             f"{where}: the batch statistics are not finite (x's variance overflows float64, "
             "or another rank's shard holds NaN/Inf); nothing was updated"
         )
+
+
+def bn_scale(gamma: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
+    """``gamma / sqrt(var + eps)`` (float64, var's shape), compiled: one rounding everywhere."""
+    fk.bn_scale(gamma, var, eps, out := np.empty(var.shape))
+    return out
 
 
 def normalize(
@@ -236,10 +237,7 @@ def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
 
 
 def grad_input(
-    g: np.ndarray,
-    cache: BatchNormCache,
-    total: np.ndarray,
-    out: np.ndarray | None,
+    g: np.ndarray, cache: BatchNormCache, total: np.ndarray, out: np.ndarray | None
 ) -> np.ndarray:
     """Training ``dx`` from the (global) sums ``total`` and the cache's (global) counts, into
     ``out`` (checked by the caller) when given."""
@@ -267,7 +265,8 @@ def reduced_sums(
     v = channel_view(cache.x, cache.axis)
     kernel = (fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid)[cache.parallel]
     stats = (cache.mean, cache.var, cache.eps, cache.r, cache.d, cache.bounds, cache.nblocks)
-    sums, dgamma, dbeta, finite = kernel(g.reshape(v.shape), v, *stats)
+    sums, grads = np.zeros((len(cache.bounds), 2, v.shape[1])), np.empty((2, v.shape[1]), g.dtype)
+    finite = kernel(g.reshape(v.shape), v, *stats, sums, grads)
     total = sums if reduce is None or not cache.count.any() else reduce(sums)
     if not fk.all_finite(total):
         check_finite(g, "dy", where=where)
@@ -276,10 +275,10 @@ def reduced_sums(
             "dy holds NaN/Inf); nothing was updated"
         )
     if not finite:  # finite float64 sums can overflow float32
-        name, dt = "dbeta" if fk.all_finite(dgamma) else "dgamma", cache.x.dtype
+        name, dt = "dbeta" if fk.all_finite(grads[0]) else "dgamma", cache.x.dtype
         msg = f"{where}: {name} overflows {dt}; nothing was updated (scale the loss or use float64)"
         raise FloatingPointError(msg)
-    return g, total, (dgamma, dbeta)
+    return g, total, (grads[0], grads[1])
 
 
 # -- the public kernels --------------------------------------------------------------------------
@@ -311,7 +310,7 @@ def batch_norm_forward(
     count, mean, var = compute_stats(v, plan, reduce)
     check_stats(xc, count, mean, var, where)
     gs, bs = (w[None] if len(count) == 1 else np.tile(w, (len(count), 1)) for w in (g, b))
-    y = normalize(v, plan, (mean, fk.bn_scale(g, var, eps), bs), out_dtype, out, xc)
+    y = normalize(v, plan, (mean, bn_scale(g, var, eps), bs), out_dtype, out, xc)
     stats = (count, mean, var, gs)  # gamma per group (renorm: gamma r)
     return y, BatchNormCache(xc, ax, eps, out_dtype, *plan[:2], *stats, parallel=plan[3])
 
@@ -362,7 +361,7 @@ def batch_norm_inference(
     mu, vr, g, b = channel_vectors(where, xc.shape[ax], **given)
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
-    return affine_map(xc, ax, (mu, fk.bn_scale(g, vr, eps), b), out_dtype, out)
+    return affine_map(xc, ax, (mu, bn_scale(g, vr, eps), b), out_dtype, out)
 
 
 def affine_map(
@@ -396,5 +395,5 @@ def batch_norm_inference_backward(
     stats = (mu[None], vr[None], g[None])
     cache = BatchNormCache(xc, ax, eps, out_dtype, *plan[:3], *stats, parallel=plan[3])
     gy, _, (dgamma, dbeta) = reduced_sums(dy, cache, None, where)
-    dx = affine_map(gy, ax, (np.zeros(C), fk.bn_scale(g, vr, eps), np.zeros(C)), out_dtype)
+    dx = affine_map(gy, ax, (np.zeros(C), bn_scale(g, vr, eps), np.zeros(C)), out_dtype)
     return dx, dgamma, dbeta

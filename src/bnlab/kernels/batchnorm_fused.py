@@ -171,11 +171,6 @@ def _zeros2(n, C):
 
 
 @njit(cache=True)
-def _zeros3(n, C):
-    return np.zeros((n, 2, C))
-
-
-@njit(cache=True)
 def _shift(x, a):  # each channel's first value in the group starting at row a, float64
     C = x.shape[1]
     flat = x.reshape(x.size)  # a view: the dispatch passes C-contiguous arrays only
@@ -210,17 +205,22 @@ def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
 
 
 @njit(cache=True)
-def bn_scale(gamma, var, eps):  # the normalizing scale, one call
-    return gamma / np.sqrt(var + eps)
+def bn_scale(gamma, var, eps, out):  # the normalizing scale gamma / sqrt(var + eps) into out
+    out[...] = gamma / np.sqrt(var + eps)
 
 
 @njit(cache=True)
-def all_finite(a):
-    """True if no entry of ``a`` is NaN or Inf (``np.isfinite(a).all()`` in ~0.3 us)."""
+def _finite(a):
     for v in a.flat:
         if not np.isfinite(v):
             return False
     return True
+
+
+@njit(cache=True)
+def all_finite(a, b=None):
+    """True if no entry of ``a`` (nor of ``b``) is NaN or Inf (``np.isfinite(a).all()``)."""
+    return _finite(a) and (b is None or _finite(b))
 
 
 @njit(cache=True)
@@ -246,12 +246,13 @@ def running_update(running_mean, running_var, mean, var, count, momentum, n):
 
 
 @njit(cache=True)
-def param_grads(var, eps, sums, like, r=None, d=None):
-    """``(dgamma, dbeta, finite)`` in like's dtype from the sums ``(G, 2, C)``: per group
+def param_grads(var, eps, sums, r, d, grads):
+    """``grads = [dgamma, dbeta]`` (its dtype) from the sums ``(G, 2, C)``: per group
     ``dgamma_j = rstd_j * sums[j, 1]`` (renorm: ``r_j dgamma_j + d_j dbeta_j``), ``dbeta_j =
-    sums[j, 0]``, each rounded to like's dtype, then the groups added in float64 in order."""
+    sums[j, 0]``, each rounded to the dtype, the groups added in float64 in order; True if
+    the results are finite."""
     G, C = var.shape
-    cell = np.empty(2, like.dtype)  # rounds a float64 to like's dtype
+    cell = np.empty(2, grads.dtype)  # rounds a float64 to the gradients' dtype
     tg = np.zeros(C)
     tb = np.zeros(C)
     for j in range(G):
@@ -262,19 +263,18 @@ def param_grads(var, eps, sums, like, r=None, d=None):
                 cell[0] = r[j, c] * np.float64(cell[0]) + d[j, c] * np.float64(cell[1])
             tg[c] += np.float64(cell[0])
             tb[c] += np.float64(cell[1])
-    dgamma = tg.astype(like.dtype)
-    dbeta = tb.astype(like.dtype)
-    return dgamma, dbeta, all_finite(dgamma) and all_finite(dbeta)
+    grads[0, :] = tg
+    grads[1, :] = tb
+    return all_finite(grads)
 
 
 # -- the passes: each a pair (serial, parallel) of one loop (njit_pair), called as
 # kernel[parallel]; the serial one runs when every group has one block, and does exactly what
 # the parallel one does with one block (the same calls with the same bounds)
 @njit_pair
-def stats_last(x, bounds, nblocks):
-    """Per group and column ``(mean, biased var)`` (G, C) of ``x (R, C)``; empty groups 0."""
+def stats_last(x, bounds, nblocks, mean, var):
+    """Per group and column ``mean``, biased ``var`` (G, C, zeros given) of ``x (R, C)``."""
     C = x.shape[1]
-    mean, var = _zeros2(bounds.shape[0], C)
     for j in range(bounds.shape[0]):
         a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
         if R > 0:
@@ -283,15 +283,12 @@ def stats_last(x, bounds, nblocks):
             for blk in prange(nb):
                 _sums_rows(x, shift, a + blk * R // nb, a + (blk + 1) * R // nb, p1[blk], p2[blk])
             _moments(shift, p1, p2, R, mean[j], var[j])
-    return mean, var
 
 
 @njit_pair
-def stats_mid(x, bounds, nblocks):
-    """Per group and channel ``(mean, biased var)`` (G, C) of ``x (A, C, B)`` (parallel over
-    the channels)."""
+def stats_mid(x, bounds, nblocks, mean, var):
+    """:func:`stats_last` of ``x (A, C, B)`` (parallel over the channels)."""
     C = x.shape[1]
-    mean, var = _zeros2(bounds.shape[0], C)
     for j in range(bounds.shape[0]):
         a, b = bounds[j, 0], bounds[j, 1]
         if b > a and x.shape[2] > 0:
@@ -300,15 +297,13 @@ def stats_mid(x, bounds, nblocks):
             for c in prange(C):
                 _sums_chan(x, shift, c, a, b, p1[0], p2[0])
             _moments(shift, p1, p2, (b - a) * x.shape[2], mean[j], var[j])
-    return mean, var
 
 
 @njit_pair
-def grad_sums_last(dy, x, mean, var, eps, r, d, bounds, nblocks):
-    """``(sums, dgamma, dbeta, finite)``: per group of ``(R, C)`` arrays ``sums[j] = [sum(dy),
-    sum(dy * (x - mean[j]))]`` ``(G, 2, C)``, and :func:`param_grads` of them."""
+def grad_sums_last(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
+    """Per group of ``(R, C)`` arrays ``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` (zeros
+    given, ``(G, 2, C)``), then :func:`param_grads` of them into ``grads``; returns finite."""
     C = x.shape[1]
-    sums = _zeros3(bounds.shape[0], C)
     for j in range(bounds.shape[0]):
         a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
         if R > 0:
@@ -317,14 +312,13 @@ def grad_sums_last(dy, x, mean, var, eps, r, d, bounds, nblocks):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
                 _dot_rows(dy, x, mean[j], r0, r1, p1[blk], p2[blk])
             _sum_blocks(p1, p2, sums[j])
-    return (sums, *param_grads(var, eps, sums, x, r, d))
+    return param_grads(var, eps, sums, r, d, grads)
 
 
 @njit_pair
-def grad_sums_mid(dy, x, mean, var, eps, r, d, bounds, nblocks):
+def grad_sums_mid(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
     """:func:`grad_sums_last` of ``(A, C, B)`` arrays (parallel over the channels)."""
     C = x.shape[1]
-    sums = _zeros3(bounds.shape[0], C)
     for j in range(bounds.shape[0]):
         a, b = bounds[j, 0], bounds[j, 1]
         if b > a:
@@ -332,7 +326,7 @@ def grad_sums_mid(dy, x, mean, var, eps, r, d, bounds, nblocks):
             for c in prange(C):
                 _dot_chan(dy, x, mean[j], c, a, b, p1[0], p2[0])
             _sum_blocks(p1, p2, sums[j])
-    return (sums, *param_grads(var, eps, sums, x, r, d))
+    return param_grads(var, eps, sums, r, d, grads)
 
 
 @njit_pair

@@ -24,6 +24,7 @@ from bnlab.kernels.batchnorm import (
     StatsReduce,
     SumsReduce,
     affine_map,
+    bn_scale,
     channel_vectors,
     channel_view,
     check_stats,
@@ -33,7 +34,6 @@ from bnlab.kernels.batchnorm import (
     normalize,
     reduced_sums,
 )
-from bnlab.kernels.batchnorm_fused import bn_scale
 from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_inference"]
