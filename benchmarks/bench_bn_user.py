@@ -5,9 +5,11 @@ bnlab: ``y, cache = batch_norm_forward(x, gamma, beta)``, ``batch_norm_backward(
 (NHWC); torch: ``F.batch_norm(..., training=True)`` and ``y.backward(dy)`` (NCHW, autograd).
 Each side runs in a process of its own, alternating (ours, torch, ours, torch, ...); a cell
 is the median over the rounds of each process's median of ``--reps`` timed calls, after
-``--warmup`` untimed ones. Ratios below 1 are faster than PyTorch.
+``--warmup`` untimed ones. Ratios below 1 are faster than PyTorch. ``--before SRC`` adds the
+bnlab side of another source tree (``PYTHONPATH=SRC``, e.g. ``git archive REV src | tar -x -C
+/tmp/before`` gives ``/tmp/before/src``) to the alternation, with its ratios.
 
-    python benchmarks/bench_bn_user.py --rounds 3
+    python benchmarks/bench_bn_user.py --rounds 3 [--before /tmp/before/src]
 """
 
 from __future__ import annotations
@@ -77,24 +79,32 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--before", default=None, help="another bnlab src/ to time alongside")
     p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         _child(a.child, a.reps, a.warmup)
         return
-    res: dict[str, list[dict[str, float]]] = {"ours": [], "torch": []}
+    envs = {"ours": dict(os.environ), "torch": dict(os.environ)}
+    if a.before:
+        path = os.pathsep.join([os.path.abspath(a.before), os.environ.get("PYTHONPATH", "")])
+        envs = {"ours": envs["ours"], "before": {**os.environ, "PYTHONPATH": path}, **envs}
+    res: dict[str, list[dict[str, float]]] = {side: [] for side in envs}
     for _ in range(a.rounds):
-        for side in ("ours", "torch"):
-            cmd = [sys.executable, __file__, "--child", side, "--reps", str(a.reps)]
+        for side, env in envs.items():
+            child = "torch" if side == "torch" else "ours"
+            cmd = [sys.executable, __file__, "--child", child, "--reps", str(a.reps)]
             cmd += ["--warmup", str(a.warmup)]
-            done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             res[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print("| shape | bnlab | torch | bnlab / torch |\n|---|---|---|---|")
+    sides = [s for s in envs if s != "torch"]
+    cols = " | ".join(f"{s} / torch" for s in sides)
+    print(f"| shape | {' | '.join(envs)} | {cols} |\n|{'---|' * (1 + len(envs) + len(sides))}")
     for shape in SHAPES:
-        k = str(shape)
-        ours = sorted(r[k] for r in res["ours"])[a.rounds // 2]
-        torch = sorted(r[k] for r in res["torch"])[a.rounds // 2]
-        print(f"| {shape} | {ours * 1e6:.0f} us | {torch * 1e6:.0f} us | {ours / torch:.2f}x |")
+        t = {s: sorted(r[str(shape)] for r in res[s])[a.rounds // 2] for s in envs}
+        cells = " | ".join(f"{t[s] * 1e6:.0f} us" for s in envs)
+        ratios = " | ".join(f"{t[s] / t['torch']:.2f}x" for s in sides)
+        print(f"| {shape} | {cells} | {ratios} |")
 
 
 if __name__ == "__main__":

@@ -283,3 +283,34 @@ def test_bad_inputs(impl):
     with pytest.raises(ValueError, match=r"dy must have the forward input's shape \(4, 3\)"):
         bwd(np.ones((3, 4), np.float32), cache)
     assert batch_norm_inference(np.ones((0, 3), np.float32), None, None, None, None).shape == (0, 3)
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((64, 9), 1), ((6, 5, 7), 1)])
+def test_serial_twins_give_the_parallel_loops_bits(shape, axis):
+    """Each compiled pass is a (serial, parallel) pair: the same blocks give the same bits,
+    whichever runs them (ghost groups of 1 and 3 blocks, the last one empty)."""
+    from bnlab.kernels import batchnorm as bn
+    from bnlab.kernels import batchnorm_fused as fk
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 3.0, size=shape).astype(np.float32)
+    dy = rng.normal(size=shape).astype(np.float32)
+    v, u = bn.channel_view(x, axis), bn.channel_view(dy, axis)
+    G, C = 3, v.shape[1]
+    bounds, nblocks = np.array([[0, 2], [2, v.shape[0]], [v.shape[0]] * 2]), np.array([1, 3, 1])
+    mid = v.ndim == 3
+    outs = []
+    for twin in (0, 1):
+        mean, var = np.zeros((G, C)), np.zeros((G, C))
+        (fk.stats_mid if mid else fk.stats_last)[twin](v, bounds, nblocks, mean, var)
+        sums, grads = np.zeros((G, 2, C)), np.empty((2, C), np.float32)
+        kernel = fk.grad_sums_mid if mid else fk.grad_sums_last
+        kernel[twin](u, v, mean, var, 1e-5, None, None, bounds, nblocks, sums, grads)
+        y, dx = np.empty_like(v), np.empty_like(v)
+        scale = np.ones((G, C)) / np.sqrt(var + 1e-5)
+        (fk.affine_mid if mid else fk.affine_last)[twin](v, bounds, nblocks, mean, scale, mean, y)
+        stats = (np.array([2, v.shape[0] - 2, 0]), mean, var, np.ones((G, C)))
+        kernel = fk.grad_input_mid if mid else fk.grad_input_last
+        kernel[twin](u, v, stats, sums, 1e-5, True, bounds, nblocks, dx)
+        outs.append([a.tobytes() for a in (mean, var, sums, grads, y, dx)])
+    assert outs[0] == outs[1]

@@ -13,9 +13,8 @@ serve BN and renorm (:mod:`bnlab.kernels.batchrenorm`). What a layer needs is an
 (maps this process's ``(count (G,), mean (G, C), var (G, C))``, or the backward sums
 ``(G, 2, C)``, to the global ones: a synchronized layer's collectives) and ``out`` (written
 instead of allocating: the result's shape and dtype, C-contiguous, sharing no memory with the
-inputs; the cache holds ``x``, not ``y``). The input is viewed without a copy for the loops of
-:mod:`bnlab.kernels.batchnorm_fused`; NaN/Inf in ``x`` or ``dy`` shows in their float64 sums.
-The NumPy specification is :mod:`bnlab.kernels.batchnorm_ref`.
+inputs; the cache holds ``x``, not ``y``). The loops (:mod:`bnlab.kernels.batchnorm_fused`)
+see the input without a copy. The NumPy specification is :mod:`bnlab.kernels.batchnorm_ref`.
 
     >>> x = np.random.default_rng(0).normal(3.0, 2.0, size=(64, 8)).astype(np.float32)
     >>> y, cache = batch_norm_forward(x, np.ones(8), np.zeros(8))
@@ -26,6 +25,7 @@ The NumPy specification is :mod:`bnlab.kernels.batchnorm_ref`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +48,7 @@ SumsReduce = Callable[[np.ndarray], np.ndarray]
 
 @dataclass
 class BatchNormCache:
-    """A training forward's state: ``x`` (compute dtype, C-contiguous), float64 ``count (G,)``,
+    """A training forward's state: ``x`` (compute dtype, C-contiguous), ``count (G,)``,
     ``mean``/``var`` (biased) ``(G, C)`` of the (global) groups, ``scale (G, C)`` (the effective
     gamma; renorm: gamma r, with ``r``, ``d``)."""
 
@@ -64,10 +64,11 @@ class BatchNormCache:
     scale: np.ndarray
     r: np.ndarray | None = None
     d: np.ndarray | None = None
+    parallel: bool = False  # some group has more than one block: the parallel loops
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape)
+        return self.x.shape
 
     @property
     def std(self) -> np.ndarray:
@@ -75,33 +76,31 @@ class BatchNormCache:
         return np.sqrt(self.var + self.eps)
 
 
-def channel_vector(v: Any, name: str, C: int, *, default: float, where: str) -> np.ndarray:
-    """A per-channel vector (``None``: all ``default``) as float64 ``(C,)``; finite, and >= 0
-    for a variance (``name`` "var")."""
-    if v is None:
-        return np.full(C, default)
-    arr = np.asarray(v)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{where}: {name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.shape != (C,):
-        raise ValueError(
-            f"{where}: {name} must have shape ({C},) to match the feature axis, got shape "
-            f"{arr.shape}"
-        )
-    out = arr.astype(np.float64)
-    if not fk.all_finite(out):
-        raise ValueError(
-            f"{where}: {name} must be finite, got {int(np.isnan(out).sum())} NaN and "
-            f"{int(np.isinf(out).sum())} Inf entries; check the parameters or statistics given"
-        )
-    if name == "var" and (out < 0).any():
-        raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {out.min()!r}")
-    return out
-
-
 def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.ndarray]:
-    """:func:`channel_vector` of each ``name=(value, default)``, in order."""
-    return [channel_vector(v, k, C, default=dv, where=where) for k, (v, dv) in given.items()]
+    """Each ``name=(value, default)`` as a float64 ``(C,)`` vector (``None``: all ``default``),
+    in order; finite, and >= 0 for a variance (``var``)."""
+    vectors = []
+    for name, (v, default) in given.items():
+        arr = np.asarray(np.full(C, default) if v is None else v)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{where}: {name} must be a real numeric array, got dtype {arr.dtype}")
+        if arr.shape != (C,):
+            raise ValueError(
+                f"{where}: {name} must have shape ({C},) to match the feature axis, got shape "
+                f"{arr.shape}"
+            )
+        out = arr.astype(np.float64)
+        if not fk.all_finite(out):
+            nan, inf = int(np.isnan(out).sum()), int(np.isinf(out).sum())
+            raise ValueError(
+                f"{where}: {name} must be finite, got {nan} NaN and {inf} Inf entries; check "
+                "the parameters or statistics given"
+            )
+        if name == "var" and (out < 0).any():
+            low = out.min()
+            raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {low!r}")
+        vectors.append(out)
+    return vectors
 
 
 # -- the two passes: statistics, then the affine map -------------------------------------------
@@ -113,71 +112,82 @@ def channel_view(x: np.ndarray, axis: int) -> np.ndarray:
     return x.reshape(math.prod(x.shape[:axis]), C, math.prod(x.shape[axis + 1 :]))
 
 
-def group_bounds(
-    x: np.ndarray, ax: int, groups: Groups = None, where: str = ""
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(bounds (G, 2), nblocks (G,))``: the groups on the first axis of the channel view."""
-    v = channel_view(x, ax)
+Plan = tuple[np.ndarray, np.ndarray, np.ndarray, bool]  # bounds, nblocks, count, parallel
+
+
+def group_bounds(v: np.ndarray, n: int, ax: int, groups: Groups = None, where: str = "") -> Plan:
+    """``(bounds, nblocks, count, parallel)``: group j is rows ``bounds[j, 0]:bounds[j, 1]`` of
+    the view ``v`` of a batch of ``n`` (feature axis ``ax``), summed in ``nblocks[j]`` blocks,
+    ``count[j]`` values per channel (read-only); parallel if a group has more than one block."""
+    per_row = v.size // v.shape[0] if v.shape[0] else 0  # values per row of the view
+    m_row = per_row // v.shape[1]  # values per channel per row
     if groups is None:
-        bounds = np.array([[0, v.shape[0]]], np.int64)
-        return bounds, _blocks(v, bounds)
-    n = x.shape[0]
+        return _whole(v.shape[0], v.shape[0] * m_row, _blocks(v, v.size))
     if isinstance(groups, int | np.integer):
         if groups < 1 or n % groups:
             raise ValueError(f"{where}: groups={groups} must divide the batch size {n}")
-        rows = np.arange(int(groups) + 1, dtype=np.int64) * (n // int(groups))
-        rows = np.stack([rows[:-1], rows[1:]], axis=1)
+        k = n // int(groups)
+        rows = [(j * k, (j + 1) * k) for j in range(int(groups))]
     else:
-        rows = np.asarray(groups, np.int64).reshape(-1, 2)
-        if rows.size == 0 or rows.min() < 0 or rows.max() > n or (rows[:, 1] < rows[:, 0]).any():
+        rows = [(int(a), int(b)) for a, b in np.asarray(groups, np.int64).reshape(-1, 2)]
+        if not rows or any(not 0 <= a <= b <= n for a, b in rows):
             raise ValueError(f"{where}: groups must be row bounds (a, b) in [0, {n}], got {groups}")
     if ax == 0:
         raise ValueError(f"{where}: groups split axis 0, so the feature axis must not be 0")
-    bounds = rows * (v.shape[0] // n if n else 0)
-    return bounds, _blocks(v, bounds)
+    f = v.shape[0] // n if n else 0  # rows of the view per example
+    blocks = [_blocks(v, (b - a) * f * per_row) for a, b in rows]
+    count = _frozen([(b - a) * f * m_row for a, b in rows])
+    return _frozen([(a * f, b * f) for a, b in rows]), _frozen(blocks), count, max(blocks) > 1
 
 
-def _blocks(v: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Blocks per group: 1 below PARALLEL_MIN elements, else the runtime's threads for data of
-    the owning array's rank (images: 1). The sums are per block: this fixes their rounding."""
-    per_row = v.size // v.shape[0] if v.shape[0] else 0
-    sizes = [(b - a) * per_row for a, b in bounds.tolist()]  # Python ints: cheap for G = 1
-    if max(sizes) < PARALLEL_MIN:
-        return np.ones(len(sizes), np.int64)
+def _frozen(values: Any) -> np.ndarray:
+    """``values`` as a read-only int64 array (a plan's arrays are shared between calls)."""
+    a = np.array(values, np.int64)
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=128)
+def _whole(rows: int, m: int, nb: int) -> Plan:
+    """The plan of one group, the whole batch (built once per shape and block count)."""
+    return _frozen([[0, rows]]), _frozen([nb]), _frozen([m]), nb > 1
+
+
+def _blocks(v: np.ndarray, size: int) -> int:
+    """Blocks for ``size`` elements of ``v``: 1 below PARALLEL_MIN, else the runtime's threads
+    for data of the owning array's rank (images: 1); the sums are per block (their rounding)."""
+    if size < PARALLEL_MIN:
+        return 1
     owner = v if v.base is None else v.base
-    n = kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))))
-    return np.array([1 if size < PARALLEL_MIN else n for size in sizes], np.int64)
+    return kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))))
 
 
-def compute_stats(
-    xc: np.ndarray, ax: int, groups: Groups, reduce: StatsReduce | None, *, where: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(bounds, nblocks, count (G,), mean, biased var (G, C))`` of the groups, reduced."""
-    v = channel_view(xc, ax)
-    bounds, nblocks = group_bounds(xc, ax, groups, where)
-    G, C = len(bounds), v.shape[1]
-    per_row = v.size // v.shape[0] if v.shape[0] else 0
-    count = np.array([(b - a) * per_row // C for a, b in bounds.tolist()], np.int64)
-    mean, var = np.zeros((G, C)), np.zeros((G, C))
+def compute_stats(v: np.ndarray, plan: Plan, reduce: StatsReduce | None) -> tuple[Any, ...]:
+    """``(count (G,), mean, biased var (G, C))`` of the groups of the view ``v``, reduced."""
+    bounds, nblocks, count, parallel = plan
+    mean, var = (stats := np.zeros((2, len(bounds), v.shape[1])))[0], stats[1]
     if v.size:
-        (fk.stats_last if v.ndim == 2 else fk.stats_mid)(v, bounds, nblocks, mean, var)
+        (fk.stats_last if v.ndim == 2 else fk.stats_mid)[parallel](v, bounds, nblocks, mean, var)
     if reduce is not None:
         count, mean, var = reduce(count, mean, var)
-    return bounds, nblocks, count, mean, var
+        count = _frozen(count)
+    return count, mean, var
 
 
-def check_stats(xc: np.ndarray, stats: tuple[np.ndarray, ...], where: str) -> None:
+def check_stats(
+    xc: np.ndarray, count: np.ndarray, mean: np.ndarray, var: np.ndarray, where: str
+) -> None:
     """Refuse a group of fewer than 2 values (non-empty batch), or NaN/Inf statistics."""
-    count, mean, var = stats
-    if count.any() and count.min() < 2:
-        j = int(np.argmin(count))
-        what = "the batch" if len(count) == 1 else f"group {j}"
+    counts = count.tolist()
+    if any(counts) and min(counts) < 2:
+        j = counts.index(min(counts))
+        what = "the batch" if len(counts) == 1 else f"group {j}"
         raise ValueError(
             f"{where}: Expected more than 1 value per channel when training, got "
-            f"{int(count[j])} in {what} (input shape {xc.shape}); use a larger batch (or "
-            "virtual batch), or eval mode"
+            f"{counts[j]} in {what} (input shape {xc.shape}); use a larger batch (or virtual "
+            "batch), or eval mode"
         )
-    if not (fk.all_finite(mean) and fk.all_finite(var)):
+    if not fk.all_finite(mean, var):
         check_finite(xc, "x", where=where)
         raise FloatingPointError(
             f"{where}: the batch statistics are not finite (x's variance overflows float64, "
@@ -185,19 +195,25 @@ def check_stats(xc: np.ndarray, stats: tuple[np.ndarray, ...], where: str) -> No
         )
 
 
+def bn_scale(gamma: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
+    """``gamma / sqrt(var + eps)`` (float64, var's shape), compiled: one rounding everywhere."""
+    fk.bn_scale(gamma, var, eps, out := np.empty(var.shape))
+    return out
+
+
 def normalize(
-    xc: np.ndarray,
-    ax: int,
-    groups: tuple[np.ndarray, np.ndarray],
+    v: np.ndarray,
+    plan: Plan,
     affine: tuple[np.ndarray, np.ndarray, np.ndarray],
     out_dtype: np.dtype[Any],
     out: np.ndarray | None,
+    like: np.ndarray,
 ) -> np.ndarray:
-    """``y = scale * (x - center) + shift`` per group (``affine``: float64 ``(G, C)``)."""
-    y = out if out is not None and out.dtype == xc.dtype else np.empty_like(xc)
-    v = channel_view(xc, ax)
-    kernel = fk.affine_last if v.ndim == 2 else fk.affine_mid
-    kernel(v, *groups, *affine, channel_view(y, ax))
+    """``y = scale * (x - center) + shift`` per group of the view ``v`` of ``like`` (``affine``:
+    float64 ``(G, C)``), ``like``'s shape; into ``out`` when given."""
+    y = out if out is not None and out.dtype == v.dtype else np.empty_like(like)
+    kernel = (fk.affine_last if v.ndim == 2 else fk.affine_mid)[plan[3]]
+    kernel(v, plan[0], plan[1], *affine, y.reshape(v.shape))
     return _result(y, out, out_dtype)
 
 
@@ -210,6 +226,8 @@ def _result(y: np.ndarray, out: np.ndarray | None, out_dtype: np.dtype[Any]) -> 
 
 def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
     """``dy`` (the forward input's shape) in the compute dtype, C-contiguous."""
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"{where}: cache must be the forward's BatchNormCache, got {cache!r:.40}")
     g = as_float_array(dy, "dy", where=where, min_ndim=0)
     if g.shape != cache.x.shape:
         raise ValueError(
@@ -218,45 +236,37 @@ def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
     return np.ascontiguousarray(g, dtype=cache.x.dtype)
 
 
-def grad_sums(dy: Any, cache: BatchNormCache, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(dy, sums (G, 2, C))``: per group ``[sum dy, sum dy (x - mean)]`` (float64, local)."""
-    if not isinstance(cache, BatchNormCache):
-        raise TypeError(f"{where}: cache must be the forward's BatchNormCache, got {cache!r:.40}")
-    g = as_grad(dy, cache, where)
-    sums = np.zeros((len(cache.bounds), 2, cache.mean.shape[1]))
-    v, u = channel_view(cache.x, cache.axis), channel_view(g, cache.axis)
-    if v.size:
-        kernel = fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid
-        kernel(u, v, cache.mean, cache.bounds, cache.nblocks, sums)
-    return g, sums
-
-
 def grad_input(
-    g: np.ndarray,
-    cache: BatchNormCache,
-    total: np.ndarray,
-    out: np.ndarray | None,
+    g: np.ndarray, cache: BatchNormCache, total: np.ndarray, out: np.ndarray | None
 ) -> np.ndarray:
     """Training ``dx`` from the (global) sums ``total`` and the cache's (global) counts, into
     ``out`` (checked by the caller) when given."""
     x, ax = cache.x, cache.axis
     dx = out if out is not None and out.dtype == x.dtype else np.empty_like(x)
-    v, u = channel_view(x, ax), channel_view(g, ax)
+    v = channel_view(x, ax)
     stats = (cache.count, cache.mean, cache.var, cache.scale)
     lowp = v.ndim == 2 and x.dtype == np.float32
-    groups = (cache.bounds, cache.nblocks, channel_view(dx, ax))
-    (fk.grad_input_last if v.ndim == 2 else fk.grad_input_mid)(
-        u, v, stats, total, cache.eps, lowp, *groups
+    groups = (cache.bounds, cache.nblocks, dx.reshape(v.shape))
+    (fk.grad_input_last if v.ndim == 2 else fk.grad_input_mid)[cache.parallel](
+        g.reshape(v.shape), v, stats, total, cache.eps, lowp, *groups
     )
     return _result(dx, out, cache.out_dtype)
 
 
 def reduced_sums(
     dy: Any, cache: BatchNormCache, reduce: SumsReduce | None, where: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(dy, local sums, global sums)``; FloatingPointError if the global ones are not finite.
-    An empty (global) batch has nothing to reduce: every rank sees the same counts."""
-    g, sums = grad_sums(dy, cache, where)
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """``(dy, global sums, (dgamma, dbeta))``: per group ``[sum dy, sum dy (x - mean)]``
+    ``(G, 2, C)`` in float64, reduced; the parameter gradients from this process's sums, in the
+    compute dtype, the groups added (renorm: with the cache's r and d). FloatingPointError if
+    the global sums, or the gradients in their dtype, are not finite. An empty (global) batch
+    has nothing to reduce: every rank sees the same counts."""
+    g = as_grad(dy, cache, where)
+    v = channel_view(cache.x, cache.axis)
+    kernel = (fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid)[cache.parallel]
+    stats = (cache.mean, cache.var, cache.eps, cache.r, cache.d, cache.bounds, cache.nblocks)
+    sums, grads = np.zeros((len(cache.bounds), 2, v.shape[1])), np.empty((2, v.shape[1]), g.dtype)
+    finite = kernel(g.reshape(v.shape), v, *stats, sums, grads)
     total = sums if reduce is None or not cache.count.any() else reduce(sums)
     if not fk.all_finite(total):
         check_finite(g, "dy", where=where)
@@ -264,21 +274,11 @@ def reduced_sums(
             f"{where}: the sums of dy are not finite (dy overflows float64, or another rank's "
             "dy holds NaN/Inf); nothing was updated"
         )
-    return g, sums, total
-
-
-def per_group(v: np.ndarray, G: int) -> np.ndarray:
-    """A ``(C,)`` vector as a C-contiguous ``(G, C)`` array (one row per group)."""
-    return v[None] if G == 1 else np.tile(v, (G, 1))
-
-
-def group_sum(per_group: np.ndarray, dt: np.dtype[Any], name: str, where: str) -> np.ndarray:
-    """(G, C) groups added in float64 in order, in ``dt``; FloatingPointError unless finite."""
-    total = sum(per_group.astype(np.float64), np.zeros(per_group.shape[1])).astype(dt)
-    if not fk.all_finite(total):  # finite float64 sums of a finite dy can overflow float32
+    if not finite:  # finite float64 sums can overflow float32
+        name, dt = "dbeta" if fk.all_finite(grads[0]) else "dgamma", cache.x.dtype
         msg = f"{where}: {name} overflows {dt}; nothing was updated (scale the loss or use float64)"
         raise FloatingPointError(msg)
-    return total
+    return g, total, (grads[0], grads[1])
 
 
 # -- the public kernels --------------------------------------------------------------------------
@@ -302,16 +302,17 @@ def batch_norm_forward(
     where = "batch_norm_forward"
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    g, b = channel_vectors(where, xc.shape[ax], gamma=(gamma, 1.0), beta=(beta, 0.0))
+    v = channel_view(xc, ax)
+    g, b = channel_vectors(where, v.shape[1], gamma=(gamma, 1.0), beta=(beta, 0.0))
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
-    bounds, nblocks, count, mean, var = compute_stats(xc, ax, groups, reduce, where=where)
-    check_stats(xc, (count, mean, var), where)
-    G = len(bounds)
-    affine = (mean, fk.bn_scale(g, var, eps), per_group(b, G))
-    y = normalize(xc, ax, (bounds, nblocks), affine, out_dtype, out)
-    gs = per_group(g, G)
-    return y, BatchNormCache(xc, ax, eps, out_dtype, bounds, nblocks, count, mean, var, gs)
+    plan = group_bounds(v, xc.shape[0], ax, groups, where)
+    count, mean, var = compute_stats(v, plan, reduce)
+    check_stats(xc, count, mean, var, where)
+    gs, bs = (w[None] if len(count) == 1 else np.tile(w, (len(count), 1)) for w in (g, b))
+    y = normalize(v, plan, (mean, bn_scale(g, var, eps), bs), out_dtype, out, xc)
+    stats = (count, mean, var, gs)  # gamma per group (renorm: gamma r)
+    return y, BatchNormCache(xc, ax, eps, out_dtype, *plan[:2], *stats, parallel=plan[3])
 
 
 def batch_norm_backward(
@@ -332,11 +333,9 @@ def batch_norm_backward(
     where = "batch_norm_backward"
     if out is not None:
         check_out(out, cache.x.shape, cache.out_dtype, dy, cache.x, where=where)
-    g, sums, total = reduced_sums(dy, cache, reduce, where)
-    dt = cache.x.dtype
-    dg, db = fk.param_grads(cache.var, cache.eps, sums, cache.x)
+    g, total, (dgamma, dbeta) = reduced_sums(dy, cache, reduce, where)
     dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, group_sum(dg, dt, "dgamma", where), group_sum(db, dt, "dbeta", where)
+    return dx, dgamma, dbeta
 
 
 def batch_norm_inference(
@@ -362,7 +361,7 @@ def batch_norm_inference(
     mu, vr, g, b = channel_vectors(where, xc.shape[ax], **given)
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
-    return affine_map(xc, ax, (mu, fk.bn_scale(g, vr, eps), b), out_dtype, out)
+    return affine_map(xc, ax, (mu, bn_scale(g, vr, eps), b), out_dtype, out)
 
 
 def affine_map(
@@ -375,8 +374,9 @@ def affine_map(
     """``scale * (x - center) + shift`` with ``(C,)`` vectors, one group (the whole batch)."""
     if xc.size == 0:
         return np.empty(xc.shape, out_dtype) if out is None else out
+    v = channel_view(xc, ax)
     center, scale, shift = (a[None] for a in affine)
-    return normalize(xc, ax, group_bounds(xc, ax), (center, scale, shift), out_dtype, out)
+    return normalize(v, group_bounds(v, len(xc), ax), (center, scale, shift), out_dtype, out, xc)
 
 
 def batch_norm_inference_backward(
@@ -391,9 +391,9 @@ def batch_norm_inference_backward(
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
     mu, vr, g = channel_vectors(where, C, mean=(mean, 0.0), var=(var, 1.0), gamma=(gamma, 1.0))
-    stats = (np.zeros(1, np.int64), mu[None], vr[None], g[None])
-    cache = BatchNormCache(xc, ax, eps, out_dtype, *group_bounds(xc, ax), *stats)
-    gy, sums, _ = reduced_sums(dy, cache, None, where)
-    dg, db = fk.param_grads(cache.var, eps, sums, xc)
-    dx = affine_map(gy, ax, (np.zeros(C), fk.bn_scale(g, vr, eps), np.zeros(C)), out_dtype)
-    return dx, group_sum(dg, xc.dtype, "dgamma", where), group_sum(db, xc.dtype, "dbeta", where)
+    plan = group_bounds(channel_view(xc, ax), xc.shape[0], ax)
+    stats = (mu[None], vr[None], g[None])
+    cache = BatchNormCache(xc, ax, eps, out_dtype, *plan[:3], *stats, parallel=plan[3])
+    gy, _, (dgamma, dbeta) = reduced_sums(dy, cache, None, where)
+    dx = affine_map(gy, ax, (np.zeros(C), bn_scale(g, vr, eps), np.zeros(C)), out_dtype)
+    return dx, dgamma, dbeta

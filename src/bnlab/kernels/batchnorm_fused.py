@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnlab.kernels._numba import njit, prange
+from bnlab.kernels._numba import njit, njit_pair, prange
 
 LOWP_MIN_COUNT = 64  # values per channel from which the dx pass may run in float32
 
@@ -127,8 +127,7 @@ def _affine_planes(x, hi, a, d, out, i0, i1):
 def _grad_rows(u, x, mean, k, cb, cd, out, r0, r1):
     for r in range(r0, r1):
         for c in range(x.shape[1]):
-            g = k[c] * np.float64(u[r, c]) + cb[c] * (np.float64(x[r, c]) - mean[c]) + cd[c]
-            out[r, c] = g
+            out[r, c] = k[c] * np.float64(u[r, c]) + cb[c] * (np.float64(x[r, c]) - mean[c]) + cd[c]
 
 
 @njit(cache=True)
@@ -206,13 +205,12 @@ def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
 
 
 @njit(cache=True)
-def bn_scale(gamma, var, eps):  # the normalizing scale, one call
-    return gamma / np.sqrt(var + eps)
+def bn_scale(gamma, var, eps, out):  # the normalizing scale gamma / sqrt(var + eps) into out
+    out[...] = gamma / np.sqrt(var + eps)
 
 
 @njit(cache=True)
-def all_finite(a):
-    """True if no entry of ``a`` is NaN or Inf (``np.isfinite(a).all()`` in ~0.3 us)."""
+def _finite(a):
     for v in a.flat:
         if not np.isfinite(v):
             return False
@@ -220,133 +218,138 @@ def all_finite(a):
 
 
 @njit(cache=True)
-def moving_average(running, batch, w, factor):
-    """``(1 - w) * running + (w * batch) * factor`` (float64, NumPy's order), in running's dtype."""
-    out = np.empty_like(running)
-    for c in range(running.shape[0]):
-        out[c] = (1.0 - w) * np.float64(running[c]) + (w * batch[c]) * factor
-    return out
+def all_finite(a, b=None):
+    """True if no entry of ``a`` (nor of ``b``) is NaN or Inf (``np.isfinite(a).all()``)."""
+    return _finite(a) and (b is None or _finite(b))
 
 
 @njit(cache=True)
-def param_grads(var, eps, sums, like):
-    """``dgamma = (1/sqrt(var + eps)) * sums[:, 1]``, ``dbeta = sums[:, 0]``, like's dtype."""
+def running_update(running_mean, running_var, mean, var, count, momentum, n):
+    """Per group j in order: ``n += 1``, ``running = (1 - w) * running + (w * batch) * f``
+    (float64, NumPy's order; stored in the buffers' dtypes) with ``w = momentum`` (< 0: 1/n,
+    the cumulative average), ``f = 1`` for the mean and ``m/(m-1)`` for the (unbiased) var.
+    Writes the buffers and returns n only if the results are finite; else -1, nothing written."""
+    rm = running_mean.copy()
+    rv = running_var.copy()
+    for j in range(mean.shape[0]):
+        n += 1
+        w = 1.0 / n if momentum < 0 else momentum
+        f = count[j] / (count[j] - 1)
+        for c in range(rm.shape[0]):
+            rm[c] = (1.0 - w) * np.float64(rm[c]) + w * mean[j, c]
+            rv[c] = (1.0 - w) * np.float64(rv[c]) + (w * var[j, c]) * f
+    if not (all_finite(rm) and all_finite(rv)):
+        return -1
+    running_mean[:] = rm
+    running_var[:] = rv
+    return n
+
+
+@njit(cache=True)
+def param_grads(var, eps, sums, r, d, grads):
+    """``grads = [dgamma, dbeta]`` (its dtype) from the sums ``(G, 2, C)``: per group
+    ``dgamma_j = rstd_j * sums[j, 1]`` (renorm: ``r_j dgamma_j + d_j dbeta_j``), ``dbeta_j =
+    sums[j, 0]``, each rounded to the dtype, the groups added in float64 in order; True if
+    the results are finite."""
     G, C = var.shape
-    dgamma = np.empty((G, C), like.dtype)
-    dbeta = np.empty((G, C), like.dtype)
+    cell = np.empty(2, grads.dtype)  # rounds a float64 to the gradients' dtype
+    tg = np.zeros(C)
+    tb = np.zeros(C)
     for j in range(G):
         for c in range(C):
-            dgamma[j, c] = (1.0 / np.sqrt(var[j, c] + eps)) * sums[j, 1, c]
-            dbeta[j, c] = sums[j, 0, c]
-    return dgamma, dbeta
+            cell[0] = (1.0 / np.sqrt(var[j, c] + eps)) * sums[j, 1, c]
+            cell[1] = sums[j, 0, c]
+            if r is not None:
+                cell[0] = r[j, c] * np.float64(cell[0]) + d[j, c] * np.float64(cell[1])
+            tg[c] += np.float64(cell[0])
+            tb[c] += np.float64(cell[1])
+    grads[0, :] = tg
+    grads[1, :] = tb
+    return all_finite(grads)
 
 
-@njit(cache=True, parallel=True)
+# -- the passes: each a pair (serial, parallel) of one loop (njit_pair), called as
+# kernel[parallel]; the serial one runs when every group has one block, and does exactly what
+# the parallel one does with one block (the same calls with the same bounds)
+@njit_pair
 def stats_last(x, bounds, nblocks, mean, var):
-    """Per group and column ``mean``, biased ``var`` (G, C) of ``x (R, C)``; empty groups kept."""
+    """Per group and column ``mean``, biased ``var`` (G, C, zeros given) of ``x (R, C)``."""
     C = x.shape[1]
     for j in range(bounds.shape[0]):
-        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
-        if b == a:
-            continue
-        shift = _shift(x, a)
-        p1, p2 = _zeros2(nb, C)
-        R = b - a
-        if nb <= 1:
-            _sums_rows(x, shift, a, b, p1[0], p2[0])
-        else:
+        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+        if R > 0:
+            shift = _shift(x, a)
+            p1, p2 = _zeros2(nb, C)
             for blk in prange(nb):
                 _sums_rows(x, shift, a + blk * R // nb, a + (blk + 1) * R // nb, p1[blk], p2[blk])
-        _moments(shift, p1, p2, R, mean[j], var[j])
+            _moments(shift, p1, p2, R, mean[j], var[j])
 
 
-@njit(cache=True, parallel=True)
+@njit_pair
 def stats_mid(x, bounds, nblocks, mean, var):
-    """Per group and channel ``mean``, biased ``var`` (G, C) of ``x (A, C, B)``."""
+    """:func:`stats_last` of ``x (A, C, B)`` (parallel over the channels)."""
     C = x.shape[1]
     for j in range(bounds.shape[0]):
         a, b = bounds[j, 0], bounds[j, 1]
-        if b == a or x.shape[2] == 0:
-            continue
-        shift = _shift(x, a)
-        p1, p2 = _zeros2(1, C)
-        s1, s2 = p1[0], p2[0]
-        if nblocks[j] <= 1:
-            for c in range(C):
-                _sums_chan(x, shift, c, a, b, s1, s2)
-        else:
+        if b > a and x.shape[2] > 0:
+            shift = _shift(x, a)
+            p1, p2 = _zeros2(1, C)
             for c in prange(C):
-                _sums_chan(x, shift, c, a, b, s1, s2)
-        _moments(shift, p1, p2, (b - a) * x.shape[2], mean[j], var[j])
+                _sums_chan(x, shift, c, a, b, p1[0], p2[0])
+            _moments(shift, p1, p2, (b - a) * x.shape[2], mean[j], var[j])
 
 
-@njit(cache=True, parallel=True)
-def grad_sums_last(dy, x, mean, bounds, nblocks, sums):
-    """``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` per group of ``(R, C)`` arrays."""
+@njit_pair
+def grad_sums_last(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
+    """Per group of ``(R, C)`` arrays ``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` (zeros
+    given, ``(G, 2, C)``), then :func:`param_grads` of them into ``grads``; returns finite."""
     C = x.shape[1]
     for j in range(bounds.shape[0]):
-        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
-        if b == a:
-            continue
-        p1, p2 = _zeros2(nb, C)
-        R = b - a
-        if nb <= 1:
-            _dot_rows(dy, x, mean[j], a, b, p1[0], p2[0])
-        else:
+        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+        if R > 0:
+            p1, p2 = _zeros2(nb, C)
             for blk in prange(nb):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
                 _dot_rows(dy, x, mean[j], r0, r1, p1[blk], p2[blk])
-        _sum_blocks(p1, p2, sums[j])
+            _sum_blocks(p1, p2, sums[j])
+    return param_grads(var, eps, sums, r, d, grads)
 
 
-@njit(cache=True, parallel=True)
-def grad_sums_mid(dy, x, mean, bounds, nblocks, sums):
-    """``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` per group of ``(A, C, B)`` arrays."""
+@njit_pair
+def grad_sums_mid(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
+    """:func:`grad_sums_last` of ``(A, C, B)`` arrays (parallel over the channels)."""
     C = x.shape[1]
     for j in range(bounds.shape[0]):
         a, b = bounds[j, 0], bounds[j, 1]
-        if b == a:
-            continue
-        p1, p2 = _zeros2(1, C)
-        s1, s2 = p1[0], p2[0]
-        if nblocks[j] <= 1:
-            for c in range(C):
-                _dot_chan(dy, x, mean[j], c, a, b, s1, s2)
-        else:
+        if b > a:
+            p1, p2 = _zeros2(1, C)
             for c in prange(C):
-                _dot_chan(dy, x, mean[j], c, a, b, s1, s2)
-        _sum_blocks(p1, p2, sums[j])
+                _dot_chan(dy, x, mean[j], c, a, b, p1[0], p2[0])
+            _sum_blocks(p1, p2, sums[j])
+    return param_grads(var, eps, sums, r, d, grads)
 
 
-@njit(cache=True, parallel=True)
+@njit_pair
 def affine_last(x, bounds, nblocks, center, scale, shift, out):
     """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's rows of ``x (R, C)``."""
     for j in range(bounds.shape[0]):
-        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
+        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
         hi, d = _split_center(center[j], scale[j], shift[j], x)
         s = _to_dtype(scale[j], x)
-        R = b - a
-        if nb <= 1:
-            _affine_rows(x, hi, s, d, out, a, b)
-        else:
-            for blk in prange(nb):
-                _affine_rows(x, hi, s, d, out, a + blk * R // nb, a + (blk + 1) * R // nb)
+        for blk in prange(nb):
+            _affine_rows(x, hi, s, d, out, a + blk * R // nb, a + (blk + 1) * R // nb)
 
 
-@njit(cache=True, parallel=True)
+@njit_pair
 def affine_mid(x, bounds, nblocks, center, scale, shift, out):
     """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's planes of ``x (A, C, B)``."""
     C = x.shape[1]
     for j in range(bounds.shape[0]):
-        i0, i1, nb = bounds[j, 0] * C, bounds[j, 1] * C, nblocks[j]
+        i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
         hi, d = _split_center(center[j], scale[j], shift[j], x)
         s = _to_dtype(scale[j], x)
-        n = i1 - i0
-        if nb <= 1:
-            _affine_planes(x, hi, s, d, out, i0, i1)
-        else:
-            for blk in prange(nb):
-                _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
+        for blk in prange(nb):
+            _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
 
 
 @njit(cache=True)
@@ -357,42 +360,32 @@ def _grad_rows_any(dy, x, coeffs, low, lowp, out, r0, r1):
         _grad_rows(dy, x, *coeffs, out, r0, r1)
 
 
-@njit(cache=True, parallel=True)
+@njit_pair
 def grad_input_last(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
     """Training ``dx`` on group j's rows of ``(R, C)`` arrays; ``stats = (count, mean, var,
     gamma)``; float32 arithmetic if ``lowp`` and the group has ``LOWP_MIN_COUNT`` values."""
     count, mean, var, gamma = stats
     for j in range(bounds.shape[0]):
-        a, b, nb = bounds[j, 0], bounds[j, 1], nblocks[j]
-        if b == a:
-            continue
-        k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
-        hi, d = _split_center(mean[j], cb, cd, x)
-        low, low_j = (hi, _to_dtype(k, x), _to_dtype(cb, x), d), lowp and count[j] >= LOWP_MIN_COUNT
-        R = b - a
-        if nb <= 1:
-            _grad_rows_any(dy, x, (mean[j], k, cb, cd), low, low_j, out, a, b)
-        else:
+        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+        if R > 0:
+            k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+            hi, d = _split_center(mean[j], cb, cd, x)
+            low = (hi, _to_dtype(k, x), _to_dtype(cb, x), d)
+            low_j = lowp and count[j] >= LOWP_MIN_COUNT
             for blk in prange(nb):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
                 _grad_rows_any(dy, x, (mean[j], k, cb, cd), low, low_j, out, r0, r1)
 
 
-@njit(cache=True, parallel=True)
+@njit_pair
 def grad_input_mid(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
     """Training ``dx`` on group j's planes of ``(A, C, B)`` arrays (float64 arithmetic)."""
     count, mean, var, gamma = stats
     C = x.shape[1]
     for j in range(bounds.shape[0]):
-        i0, i1, nb = bounds[j, 0] * C, bounds[j, 1] * C, nblocks[j]
-        if i1 == i0:
-            continue
-        k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
-        n = i1 - i0
-        if nb <= 1:
-            _grad_planes(dy, x, mean[j], k, cb, cd, out, i0, i1)
-        else:
+        i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
+        if n > 0:
+            k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
             for blk in prange(nb):
-                _grad_planes(
-                    dy, x, mean[j], k, cb, cd, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb
-                )
+                i, e = i0 + blk * n // nb, i0 + (blk + 1) * n // nb
+                _grad_planes(dy, x, mean[j], k, cb, cd, out, i, e)

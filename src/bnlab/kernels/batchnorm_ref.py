@@ -30,6 +30,7 @@ from bnlab.kernels.batchnorm import (
     BatchNormCache,
     as_grad,
     channel_vectors,
+    channel_view,
     check_stats,
     group_bounds,
 )
@@ -49,10 +50,11 @@ def _reduced_axes(ndim: int, axis: int) -> tuple[int, ...]:
 
 
 def _cache(xc: np.ndarray, stats: tuple[Any, ...], eps: float, ax: int, dt: Any) -> BatchNormCache:
-    """The fused kernels' cache type for one group: ``stats = (m, mean, var, gamma)``."""
-    m, mu, var, g = stats
-    groups = group_bounds(xc, ax)
-    return BatchNormCache(xc, ax, eps, dt, *groups, np.array([m]), mu[None], var[None], g[None])
+    """The fused kernels' cache type for one group: ``stats = (mean, var, gamma)``."""
+    mu, var, g = stats
+    bounds, nblocks, count, parallel = group_bounds(channel_view(xc, ax), xc.shape[0], ax)
+    stats = (count, mu[None], var[None], g[None])  # count: the values per channel
+    return BatchNormCache(xc, ax, eps, dt, bounds, nblocks, *stats, parallel=parallel)
 
 
 def batch_norm_forward(
@@ -70,8 +72,8 @@ def batch_norm_forward(
     g, b = channel_vectors(where, C, gamma=(gamma, 1.0), beta=(beta, 0.0))
     m = xc.size // C
     if m == 0:  # an empty batch: an empty output
-        return np.empty(xc.shape, out_dtype), _cache(xc, (0, g * 0, g * 0, g), eps, ax, out_dtype)
-    check_stats(xc, (np.array([m]), np.zeros((1, C)), np.zeros((1, C))), where)
+        return np.empty(xc.shape, out_dtype), _cache(xc, (g * 0, g * 0, g), eps, ax, out_dtype)
+    check_stats(xc, np.array([m]), np.zeros((1, C)), np.zeros((1, C)), where)
     red = _reduced_axes(xc.ndim, ax)
     x64 = xc.astype(np.float64)
     # mean shifted by each channel's first value: exact for a constant channel
@@ -80,7 +82,7 @@ def batch_norm_forward(
     var = ((x64 - _bcast(mu, xc.ndim, ax)) ** 2).mean(axis=red)
     xhat = (x64 - _bcast(mu, xc.ndim, ax)) / np.sqrt(_bcast(var, xc.ndim, ax) + eps)
     y = _bcast(g, xc.ndim, ax) * xhat + _bcast(b, xc.ndim, ax)
-    return y.astype(out_dtype), _cache(xc, (m, mu, var, g), eps, ax, out_dtype)
+    return y.astype(out_dtype), _cache(xc, (mu, var, g), eps, ax, out_dtype)
 
 
 def batch_norm_backward(

@@ -24,15 +24,16 @@ from bnlab.kernels.batchnorm import (
     StatsReduce,
     SumsReduce,
     affine_map,
+    bn_scale,
     channel_vectors,
+    channel_view,
     check_stats,
     compute_stats,
     grad_input,
-    group_sum,
+    group_bounds,
     normalize,
     reduced_sums,
 )
-from bnlab.kernels.batchnorm_fused import bn_scale, param_grads
 from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_inference"]
@@ -66,13 +67,16 @@ def batch_renorm_forward(
     g, b, mu, sigma = channel_vectors(where, xc.shape[ax], **given, moving_std=(moving_std, 1.0))
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
-    bounds, nblocks, count, mean, var = compute_stats(xc, ax, groups, reduce, where=where)
-    check_stats(xc, (count, mean, var), where)
+    v = channel_view(xc, ax)
+    plan = group_bounds(v, xc.shape[0], ax, groups, where)
+    count, mean, var = compute_stats(v, plan, reduce)
+    check_stats(xc, count, mean, var, where)
     r, d = batch_renorm_r_d(mean, np.sqrt(var + eps), mu, sigma, rmax, dmax)
     scale, shift = g * r, g * d + b
-    affine = (mean, bn_scale(scale, var, eps), shift)
-    y = normalize(xc, ax, (bounds, nblocks), affine, out_dtype, out)
-    cache = BatchNormCache(xc, ax, eps, out_dtype, bounds, nblocks, count, mean, var, scale, r, d)
+    y = normalize(v, plan, (mean, bn_scale(scale, var, eps), shift), out_dtype, out, xc)
+    cache = BatchNormCache(
+        xc, ax, eps, out_dtype, *plan[:2], count, mean, var, scale, r, d, plan[3]
+    )
     return y, cache
 
 
@@ -89,13 +93,9 @@ def batch_renorm_backward(
     where = "batch_renorm_backward"
     if out is not None:
         check_out(out, cache.x.shape, cache.out_dtype, dy, cache.x, where=where)
-    g, sums, total = reduced_sums(dy, cache, reduce, where)
-    dt = cache.x.dtype
-    dg_bn, db = param_grads(cache.var, cache.eps, sums, cache.x)
-    with np.errstate(over="ignore", invalid="ignore"):  # checked in group_sum
-        dg = (cache.r * dg_bn + cache.d * db).astype(dt)
+    g, total, (dgamma, dbeta) = reduced_sums(dy, cache, reduce, where)  # r, d: the cache's
     dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, group_sum(dg, dt, "dgamma", where), group_sum(db, dt, "dbeta", where)
+    return dx, dgamma, dbeta
 
 
 def batch_renorm_inference(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import prepare_input
-from bnlab.kernels.batchnorm import compute_stats
+from bnlab.kernels.batchnorm import channel_view, compute_stats, group_bounds
 
 __all__ = ["moments", "merge_moments", "merge_moment_stack"]
 
@@ -25,7 +25,8 @@ def moments(x: Any, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
     (True, 1000)
     """
     xc, ax, _ = prepare_input(x, axis, where="moments")
-    _, _, count, mean, var = compute_stats(xc, ax, None, None, where="moments")
+    v = channel_view(xc, ax)
+    count, mean, var = compute_stats(v, group_bounds(v, xc.shape[0], ax), None)
     return mean[0], var[0], int(count[0])
 
 

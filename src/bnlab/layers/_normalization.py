@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,13 +38,13 @@ def is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-@contextmanager
-def named(where: str) -> Iterator[None]:
-    """Prefix a kernel's error message with the layer's name (and rank)."""
-    try:
-        yield
-    except (TypeError, ValueError, FloatingPointError) as err:
-        raise type(err)(f"{where}: {err}") if type(err).__module__ == "builtins" else err from None
+KernelError = (TypeError, ValueError, FloatingPointError)
+
+
+def named(err: Exception, where: str) -> Exception:
+    """A kernel's error with the layer's name (and rank) before its message (a builtin type;
+    others as they are)."""
+    return type(err)(f"{where}: {err}") if type(err).__module__ == "builtins" else err
 
 
 class BatchNormBase(Layer):
@@ -212,32 +210,34 @@ class BatchNormBase(Layer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Normalize ``x``; see the class docstring for training and eval formulas."""
-        self.build(np.shape(x))  # a lazy BatchNorm(): num_features from the first input
+        if not self.num_features:
+            self.build(np.shape(x))  # a lazy BatchNorm(): num_features from the first input
         arr, ax = self._check_input(x)
         out = self._out("y", arr.shape, arr.dtype)
-        if not self.training and "running_mean" in self.buffers:
-            with named(self._where):
+        groups = None if not self.training else self._groups(arr.shape[0])
+        try:
+            if not self.training and "running_mean" in self.buffers:
                 y = batch_norm_inference(
                     arr, self.running_mean, self.running_var, self.params.get("gamma"),
                     self.params.get("beta"), axis=ax, eps=self.eps, out=out,
                 )  # fmt: skip
-            self._cache, self._eval_input = None, arr
-            return y
-        groups = self._groups(arr.shape[0])
-        with named(self._where):
+                self._cache, self._eval_input = None, arr
+                return y
             y, cache = self._kernel_forward(arr, groups, out)
+        except KernelError as err:
+            raise named(err, self._where) from None
         update = self.training and self.track_running_stats and "running_mean" in self.buffers
-        if update and cache.count.any():  # an empty batch changes nothing (PyTorch)
-            new = self._running_update(cache)
-            self._check_buffers(new)
-            for key, value in new.items():
-                self.buffers[key][...] = value
+        if update and any(cache.count.tolist()):  # an empty batch changes nothing (PyTorch)
+            self._update_buffers(cache)
         self._cache, self._eval_input = cache, None
         return y
 
     def _check_input(self, x: Any) -> tuple[np.ndarray, int]:
-        arr = as_float_array(x, "x", where=self._where, min_ndim=2)
-        ax = check_feature_axis(arr.ndim, self.axis, where=self._where)
+        if type(x) is np.ndarray and x.dtype.kind == "f" and -x.ndim <= self.axis < x.ndim > 1:
+            arr, ax = x, self.axis % x.ndim  # the hot path: nothing to convert
+        else:
+            arr = as_float_array(x, "x", where=self._where, min_ndim=2)
+            ax = check_feature_axis(arr.ndim, self.axis, where=self._where)
         if arr.shape[ax] != self.num_features:
             raise ValueError(
                 f"{self._where}: x must have num_features={self.num_features} entries along "
@@ -265,6 +265,13 @@ class BatchNormBase(Layer):
             bounds.append((min(lo - offset, n), min(max(lo, hi) - offset, n)))  # may be empty
         return bounds
 
+    def _update_buffers(self, cache: BatchNormCache) -> None:
+        """The running statistics from this batch: computed, checked finite, then stored."""
+        new = self._running_update(cache)
+        self._check_buffers(new)
+        for key, value in new.items():
+            self.buffers[key][...] = value
+
     def _check_buffers(self, new: dict[str, np.ndarray]) -> None:
         for key, value in new.items():
             if value.dtype.kind == "f" and not all_finite(value):
@@ -281,15 +288,16 @@ class BatchNormBase(Layer):
         cache, x = self._cache, self._eval_input
         if cache is None and x is None:
             raise RuntimeError(f"{self._where}: backward called before forward")
-        g = as_float_array(dy, "dy", where=self._where, min_ndim=0)
-        shape = cache.shape if cache is not None else x.shape  # type: ignore[union-attr]
+        ok = type(dy) is np.ndarray and dy.dtype.kind == "f"
+        g = dy if ok else as_float_array(dy, "dy", where=self._where, min_ndim=0)
+        shape = cache.x.shape if cache is not None else x.shape  # type: ignore[union-attr]
         if g.shape != shape:
             raise ValueError(
                 f"{self._where}: dy must have the shape of the last forward input {shape}, "
                 f"got {g.shape}"
             )
         dx: np.ndarray | None
-        with named(self._where):
+        try:
             if cache is None:
                 dx, dgamma, dbeta = batch_norm_inference_backward(
                     g, x, self.running_mean, self.running_var, self.params.get("gamma"),
@@ -298,6 +306,8 @@ class BatchNormBase(Layer):
             else:
                 out = self._out("dx", g.shape, cache.out_dtype) if need_input_grad else None
                 dx, dgamma, dbeta = self._kernel_backward(g, cache, out, need_input_grad)
+        except KernelError as err:
+            raise named(err, self._where) from None
         if self.affine:
             self.grads["gamma"][...] = dgamma
             self.grads["beta"][...] = dbeta

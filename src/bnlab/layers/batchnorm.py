@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnlab.kernels.batchnorm import BatchNormCache, batch_norm_backward, batch_norm_forward
-from bnlab.kernels.batchnorm_fused import moving_average
+from bnlab.kernels.batchnorm_fused import running_update
 from bnlab.layers._normalization import BatchNormBase
 
 __all__ = ["BatchNorm"]
@@ -97,29 +97,40 @@ class BatchNorm(BatchNormBase):
         reduce = None if self._sync is None else self._sync.sums
         return batch_norm_backward(dy, cache, reduce=reduce, out=out, need_input_grad=need)
 
-    def _running_update(self, cache: BatchNormCache) -> dict[str, np.ndarray]:
-        """One update per ghost batch, in order, each rounded to the buffers' dtype as it is
-        stored: ``running = (1 - w) running + w batch`` (``w`` = momentum, or 1/n for None)."""
+    def _update_buffers(self, cache: BatchNormCache) -> None:
+        """:meth:`_running_update` in one compiled call for float32/float64 buffers (it writes
+        them only if every result is finite; else the checked path below names the problem)."""
         rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        w = -1.0 if self.momentum is None else self.momentum  # < 0: the cumulative average
+        if rm.dtype in _FAST and rv.dtype in _FAST:
+            n = running_update(rm, rv, cache.mean, cache.var, cache.count, w, self._tracked())
+            if n >= 0:
+                self.buffers["num_batches_tracked"][...] = n
+                return
+        super()._update_buffers(cache)
+
+    def _tracked(self) -> int:
         n = int(self.buffers["num_batches_tracked"])
-        if n < 0:  # 1/n below would divide by zero or weigh the batch negatively
+        if n < 0:  # 1/n would divide by zero or weigh the batch negatively
             raise ValueError(
                 f"{self._where}: num_batches_tracked must be >= 0, got {n}; nothing was "
                 "updated. Call reset_running_stats() or load a valid state"
             )
-        for j in range(cache.mean.shape[0]):
-            n += 1
-            w = 1.0 / n if self.momentum is None else self.momentum
-            m = int(cache.count[j])
-            rm = _moving_average(rm, cache.mean[j], w, 1.0)
-            rv = _moving_average(rv, cache.var[j], w, m / (m - 1))
+        return n
+
+    def _running_update(self, cache: BatchNormCache) -> dict[str, np.ndarray]:
+        """One update per ghost batch, in order, each rounded to the buffers' dtype as it is
+        stored: ``running = (1 - w) running + (w batch) f`` (``w`` = momentum, or 1/n for None;
+        ``f``: 1 for the mean, m/(m-1) for the var), in float64."""
+        rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+        n = self._tracked()
+        with np.errstate(over="ignore"):  # an overflow to inf is refused by the core
+            for j in range(cache.mean.shape[0]):
+                n += 1
+                w = 1.0 / n if self.momentum is None else self.momentum
+                m = int(cache.count[j])
+                rm = ((1.0 - w) * rm.astype(np.float64) + w * cache.mean[j]).astype(rm.dtype)
+                rv = ((1.0 - w) * rv.astype(np.float64) + w * cache.var[j] * (m / (m - 1))).astype(
+                    rv.dtype
+                )
         return {"running_mean": rm, "running_var": rv, "num_batches_tracked": np.array(n)}
-
-
-def _moving_average(running: np.ndarray, batch: np.ndarray, w: float, factor: float) -> np.ndarray:
-    """``(1 - w) * running + (w * batch) * factor`` in float64, in running's dtype (Numba)."""
-    if running.dtype in _FAST:
-        out: np.ndarray = moving_average(running, batch, w, factor)
-        return out
-    with np.errstate(over="ignore"):  # an overflow to inf is refused by the core
-        return ((1.0 - w) * running.astype(np.float64) + w * batch * factor).astype(running.dtype)
