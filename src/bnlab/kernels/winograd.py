@@ -32,8 +32,12 @@ on the cifar10_cnn shapes at batch 32 and awkward ones): max |error| <= 2e-6 * m
 for y, dx and dW alike. Measured: at most 3.6e-7 (y), 3.0e-7 (dx), 7.9e-7 (dW); im2col + BLAS
 measured 7.1e-7, 2.0e-7, 4.9e-7 and PyTorch's float32 3.9e-7, 4.5e-7, 3.7e-6 on the same
 data. float64 inputs are computed in float64 (<= 1e-13 relative held).
-Determinism: the chunk size depends on the shapes only and every sum runs in a fixed order, so
-the same inputs and BLAS threads give the same bits.
+Threads: with ``bnlab.runtime.chunk_threads()`` T > 1 (Numba's thread count by default), the
+chunks run on T threads of their own (chunk i on thread i mod T: serial transforms, products
+with BLAS on one thread), each thread summing dU over its chunks, the T sums added in thread
+order; with T = 1 the code is serial as before. Determinism: the chunk size depends on the
+shapes only and every sum runs in a fixed order, so the same inputs and threads (T and BLAS's)
+give the same bits.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.kernels._numba import call_on_policy, in_threads, njit, njit_pair, prange
+from bnlab.kernels.winograd_weights import winograd_weights, winograd_weights_grad
 from bnlab.runtime import chunk_threads
 
 __all__ = [
@@ -57,7 +62,6 @@ __all__ = [
 Pads = tuple[int, int, int, int]
 Scratch = Callable[[str, tuple[int, ...], Any], np.ndarray]  # (purpose, shape, dtype) -> array
 
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
 # V and M of one chunk of images take at most this many bytes (at least one image per chunk).
 # Measured by benchmarks/bench_winograd.py on the cifar10_cnn layers (batch 32).
@@ -65,57 +69,6 @@ CHUNK_BYTES = 2 * 2**20
 
 # Below this many elements a transform runs on one thread (a launch costs more).
 PARALLEL_MIN = 1 << 16
-
-
-def _sandwich_nb(g, a, h, out):
-    # out[r, s, k] = sum_q (sum_p g[r, p] a[p, q, k]) h[s, q], each sum from +0 in ascending
-    # order, the inner one rounded to a's dtype: the additions of NumPy's einsums "rp,pqk->rqk",
-    # "rqk,sq->rsk" (same bits: tests/kernels/test_winograd.py) in 30 vs 46 us (64 -> 64).
-    t = np.empty(a.shape[1:], a.dtype)
-    for r in range(g.shape[0]):
-        t[:] = 0
-        for p in range(g.shape[1]):
-            for q in range(a.shape[1]):
-                for k in range(a.shape[2]):
-                    t[q, k] += g[r, p] * a[p, q, k]
-        for s in range(h.shape[0]):
-            out[r, s] = 0
-            for q in range(h.shape[1]):
-                for k in range(a.shape[2]):
-                    out[r, s, k] += t[q, k] * h[s, q]
-    return out
-
-
-_SANDWICH = njit(cache=True)(_sandwich_nb)
-
-
-def _sandwich(g: np.ndarray, a: np.ndarray, h: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    """g a h^T over the first two axes of ``a``, into ``out`` (C-contiguous) if given."""
-    shape = (g.shape[0], h.shape[0], *a.shape[2:])
-    if out is not None and (out.dtype != a.dtype or not out.flags.c_contiguous):
-        raise ValueError(f"winograd: out must be a C-contiguous {a.dtype} array, got {out.dtype}")
-    res = np.empty(shape, a.dtype) if out is None else out.reshape(shape)
-    if a[0, 0].size == 1:  # NumPy sums a 1-element trailing axis in another order: its einsum
-        res[...] = np.einsum("rqco,sq->rsco", np.einsum("rp,pqco->rqco", g, a), h)
-    else:
-        _SANDWICH(
-            g, np.ascontiguousarray(a).reshape(*a.shape[:2], -1), h, res.reshape(*shape[:2], -1)
-        )
-    return res if out is None else out
-
-
-def winograd_weights(W: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """U[4r + s, c, o] = (G W[:, :, c, o] G^T)[r, s] for W of shape (3, 3, C, Cout), into the
-    C-contiguous ``out`` (16, C, Cout) if given."""
-    g = G.astype(W.dtype)
-    return _sandwich(g, W, g, out).reshape(16, *W.shape[2:])
-
-
-def winograd_weights_grad(dU: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """dW = G^T dU G (the adjoint of :func:`winograd_weights`), shape (3, 3, C, Cout), into
-    the C-contiguous ``out`` if given."""
-    gt = G.astype(dU.dtype).T  # a view: the 1-element einsum then iterates as it always did
-    return _sandwich(gt, dU.reshape(4, 4, *dU.shape[1:]), gt, out)
 
 
 @njit(cache=True)

@@ -22,6 +22,7 @@ from bnlab.layers._common import (
 )
 from bnlab.layers._weights import init_kernel_and_bias, regularizer_config
 from bnlab.layers.base import Layer
+from bnlab.runtime import one_blas_thread
 
 __all__ = ["Conv2D"]
 
@@ -201,6 +202,7 @@ class Conv2D(Layer):
         cols = buf[: n * ho * wo]
         return im2col(x, self.kernel_size, self.stride, self.pads(h, w), out=cols)
 
+    @one_blas_thread
     @_refuse_overflow
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = im2col(x) @ W2d + b, reshaped to (N, Ho, Wo, cout)."""
@@ -233,6 +235,7 @@ class Conv2D(Layer):
                 y2d += bias
         return like_input(y, x)
 
+    @one_blas_thread
     @_refuse_overflow
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """Write dW, db = sum dy into ``grads``; return dx (None if not ``need_input_grad``)."""

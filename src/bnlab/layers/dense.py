@@ -19,6 +19,7 @@ from bnlab.layers._common import (
 )
 from bnlab.layers._weights import build_regularizer, init_kernel_and_bias, regularizer_config
 from bnlab.layers.base import Layer
+from bnlab.runtime import one_blas_thread
 
 __all__ = ["Dense", "regularizer_config", "build_regularizer"]
 
@@ -82,6 +83,7 @@ class Dense(Layer):
             raise InputShapeError(self.describe(), f"(N, {self.in_features})", input_shape)
         return (input_shape[0], self.out_features)
 
+    @one_blas_thread
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x W + b."""
         self.build(np.shape(x))  # a lazy Dense(units): W from the first input's shape
@@ -103,6 +105,7 @@ class Dense(Layer):
         self._x = arr
         return y if arr is x else like_input(y, x)
 
+    @one_blas_thread
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """Write dW = x^T dy and db = sum_n dy into ``grads``; return dx = dy W^T.
 

@@ -1,0 +1,107 @@
+"""Winograd's chunks of images on threads of their own (``bnlab.runtime.chunk_threads``), and
+the layers' BLAS on one thread meanwhile (``bnlab.runtime.one_blas_thread``).
+
+With one chunk thread the kernels are the serial code (the README's pinned one-thread runs keep
+their bits); with more, each thread sums dW over its own chunks and the threads' sums are added
+in thread order, so the same thread count gives the same bits, and the results agree with one
+thread to float32 rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnlab import runtime
+from bnlab.kernels.winograd import winograd_conv3x3, winograd_conv3x3_backward
+from bnlab.layers import Conv2D, Dense
+
+CHUNK = 40_000  # bytes: a few images per chunk, so a batch of 9 has several chunks
+
+
+def _data(dtype=np.float32):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 11, 10, 5)).astype(dtype)
+    W = rng.standard_normal((3, 3, 5, 6)).astype(dtype)
+    dy = rng.standard_normal((9, 11, 10, 6)).astype(dtype)
+    return x, W, dy
+
+
+def _run(threads):
+    x, W, dy = _data()
+    with runtime.kernel_threads(threads):
+        y = winograd_conv3x3(x, W, pads=(1, 1, 1, 1), chunk_bytes=CHUNK)
+        dx, dW = winograd_conv3x3_backward(x, W, dy, pads=(1, 1, 1, 1), chunk_bytes=CHUNK)
+    return y, dx, dW
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_chunk_threads_repeat_their_bits(threads):
+    first, second = _run(threads), _run(threads)
+    for a, b in zip(first, second, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_chunk_threads_agree_with_one_thread(threads):
+    for a, b in zip(_run(threads), _run(1), strict=True):
+        scale = float(np.abs(b).max())
+        assert np.abs(a.astype(np.float64) - b).max() <= 2e-6 * scale
+
+
+def test_chunk_threads_in_float64_match_a_direct_convolution():
+    x, W, dy = _data(np.float64)
+    with runtime.kernel_threads(2):
+        y = winograd_conv3x3(x, W, pads=(1, 1, 1, 1), chunk_bytes=CHUNK)
+        dx, dW = winograd_conv3x3_backward(x, W, dy, pads=(1, 1, 1, 1), chunk_bytes=CHUNK)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ref = sum(
+        np.einsum("nhwc,co->nhwo", xp[:, p : p + 11, q : q + 10], W[p, q])
+        for p in range(3)
+        for q in range(3)
+    )
+    dW_ref = np.stack(
+        [
+            np.stack(
+                [np.einsum("nhwc,nhwo->co", xp[:, p : p + 11, q : q + 10], dy) for q in range(3)]
+            )
+            for p in range(3)
+        ]
+    )
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(dW, dW_ref, rtol=0, atol=1e-12 * np.abs(dW_ref).max())
+    assert dx is not None and np.isfinite(dx).all()
+
+
+def test_an_error_on_a_chunk_thread_reaches_the_caller_and_blas_threads_are_restored():
+    calls = runtime.blas_one_thread_calls()
+    before = calls[0]() if calls else None
+    x, W, _ = _data()
+    bad_out = np.empty((9, 11, 10, 6), np.float64)  # wrong dtype: refused before any thread
+    with runtime.kernel_threads(2), pytest.raises(ValueError, match="out must be"):
+        winograd_conv3x3(x, W, out=bad_out, chunk_bytes=CHUNK)
+
+    from bnlab.kernels._numba import in_threads
+
+    def work(t):
+        if t == 1:
+            raise RuntimeError("chunk 1 failed")
+
+    with pytest.raises(RuntimeError, match="chunk 1 failed"):
+        in_threads(2, work)
+    if calls:
+        assert calls[0]() == before
+
+
+@pytest.mark.parametrize("layer", [Conv2D(4, 3, padding="same"), Dense(4)])
+def test_layers_restore_blas_threads_after_forward_and_backward(layer):
+    calls = runtime.blas_one_thread_calls()
+    if calls is None:
+        pytest.skip("NumPy's OpenBLAS thread control was not found")
+    before = calls[0]()
+    x = np.ones((2, 5, 5, 3) if isinstance(layer, Conv2D) else (2, 3), np.float32)
+    y = layer.forward(x)
+    layer.backward(np.ones_like(y))
+    assert calls[0]() == before
+    with pytest.raises(ValueError):
+        layer.backward(np.ones((1, 1), np.float32))
+    assert calls[0]() == before
