@@ -137,7 +137,10 @@ def test_recorded_percentiles_are_numpys_of_the_final_model(tmp_path: Path) -> N
         h = layer_input(model, xte, nets.last_sigmoid_index(model))[:, 7]
         last = r.trainer.state.history[-1]
         np.testing.assert_allclose(
-            [last["p15"], last["p50"], last["p85"]], np.percentile(h, [15, 50, 85]), rtol=1e-6
+            [last["p15"], last["p50"], last["p85"]],
+            np.percentile(h, [15, 50, 85]),
+            rtol=0,
+            atol=1e-6 * float(np.abs(h).max()),  # float32 rounding: the monitor's eval batches
         )
 
 

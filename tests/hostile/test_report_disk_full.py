@@ -129,9 +129,27 @@ def test_a_failed_run_whose_report_fails_stays_failed(tmp_path: Path) -> None:
 def test_a_run_failing_before_its_first_evaluation_renders_its_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """As a rank-dependent option under mpiexec: the ranks' check fails in Trainer.begin;
-    rank 0's report of the empty run then raised a TypeError (hidden while the other rank's
-    MPI_Abort killed rank 0 first)."""
+    """A run that fails after taking --out over but before any evaluation: its report of the
+    empty run once raised a TypeError."""
+    from bnlab.experiments.mnist import training
+
+    def refuse(self: object) -> None:
+        raise ValueError("the data went away before the first evaluation")
+
+    monkeypatch.setattr(training._Lockstep, "loop", refuse)
+    out = tmp_path / "r"
+    assert cli.main(["run", "mnist-sigmoid", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "before the first evaluation" in err
+    assert _status(out)["status"] == "failed"
+    assert "# mnist-sigmoid" in (out / "report.md").read_text()
+
+
+def test_ranks_that_disagree_leave_out_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As a rank-dependent option under mpiexec: the ranks' check (Trainer.begin) fails
+    before rank 0 takes --out over."""
     from bnlab.train.loop import Trainer
 
     def refuse(self: Trainer) -> None:
@@ -140,10 +158,8 @@ def test_a_run_failing_before_its_first_evaluation_renders_its_report(
     monkeypatch.setattr(Trainer, "begin", refuse)
     out = tmp_path / "r"
     assert cli.main(["run", "mnist-sigmoid", *TINY, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "do not train the same thing" in err
-    assert _status(out)["status"] == "failed"
-    assert "nothing to judge" in (out / "report.md").read_text()
+    assert "do not train the same thing" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_a_content_error_changes_no_file(tmp_path: Path) -> None:
