@@ -79,6 +79,9 @@ def _refuse_overflow(method: _M) -> _M:
     return checked  # type: ignore[return-value]
 
 
+SMALL_PATCH = 64  # im2col patch columns below which a layer's products stay on one BLAS thread
+
+
 class Conv2D(Layer):
     """Cross-correlation as Keras' Conv2D / ``torch.nn.Conv2d``, NHWC, kernel (kh, kw, cin, cout).
 
@@ -201,6 +204,15 @@ class Conv2D(Layer):
         buf = self._pool.get(purpose, (max(n, capacity) * ho * wo, k), x.dtype)
         cols = buf[: n * ho * wo]
         return im2col(x, self.kernel_size, self.stride, self.pads(h, w), out=cols)
+
+    @property
+    def blas_on_one_thread(self) -> bool:
+        """Winograd's chunks run on threads of their own, each product on one BLAS thread
+        (``bnlab.runtime.one_blas_thread``), and so does im2col with few patch columns (kh kw
+        cin < ``SMALL_PATCH``, a first layer on RGB: too thin a product for BLAS's threads to
+        pay for their spinning); wider im2col products keep BLAS's threads."""
+        kh, kw = self.kernel_size
+        return self.winograd or kh * kw * (self.in_channels or 0) < SMALL_PATCH
 
     @one_blas_thread
     @_refuse_overflow
