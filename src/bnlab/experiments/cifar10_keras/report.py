@@ -31,7 +31,7 @@ def _hist(metrics: dict[str, Any], kind: str) -> dict[str, list[Any]]:
 
 
 def _plot(run_dir: Path, metrics: dict[str, Any], key: str, ylabel: str, tag: str) -> str:
-    fig, axes = new_figure(size=(6.4, 4.2))
+    fig, axes = new_figure(size=(9.6, 4.2))  # the page width, as the MNIST figures
     ax = axes[0, 0]
     n = 0
     for kind in metrics.get("models", {}):

@@ -19,7 +19,7 @@ PAPER_ERROR = 0.0875  # He et al. 2016, Table 6: ResNet-20, 64k iterations (91.2
 
 
 def _plot(run_dir: Path, h: dict[str, list[Any]], tag: str) -> str:
-    fig, axes = new_figure(size=(6.4, 4.2))
+    fig, axes = new_figure(size=(9.6, 4.2))  # the page width, as the MNIST figures
     ax = axes[0, 0]
     its = h["iterations"]
     ax.plot(its, [1 - a for a in h["train_accuracy"]], "s--", mfc="none", label="train (augm.)")

@@ -17,7 +17,7 @@ __all__ = ["render"]
 
 
 def _plot_epochs(rd: RunDir, rows: list[dict[str, Any]]) -> str:
-    fig, axes = new_figure(1, 1, size=(6.4, 3.8))
+    fig, axes = new_figure(1, 1, size=(9.6, 3.8))  # the page width
     ax = axes[0][0]
     x = [r["epoch"] if r.get("epoch") is not None else i + 1 for i, r in enumerate(rows)]
     marker = "o" if len(rows) < 40 else None
