@@ -139,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(text: object, status: int) -> int:
-    from bnlab.train import rank_prefix
+    from bnlab.train.faults import rank_prefix, say
 
-    print(f"bnlab: {rank_prefix()}error: {text}", file=sys.stderr)
+    say(f"bnlab: {rank_prefix()}error: {text}")
     return status
 
 

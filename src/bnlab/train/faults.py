@@ -15,7 +15,7 @@ from collections.abc import Callable
 from bnlab.comm import WorldSizeError, launcher_world_size, world
 from bnlab.train.consistency import ConfigMismatchError
 
-__all__ = ["KNOWN_ERRORS", "guard_job", "rank_prefix", "report_error"]
+__all__ = ["KNOWN_ERRORS", "guard_job", "rank_prefix", "report_error", "say"]
 
 _PREFIX = ""
 
@@ -33,16 +33,24 @@ EARLY_EXIT_WAIT_S = 10.0  # how long a rank that exits early waits for the other
 FAIL_WAIT_S = 2.0  # how long a failing rank waits for the others to fail too before aborting
 
 
+def say(text: str) -> None:
+    """``text`` and its newline on stderr in one write: under mpiexec, ranks that print at the
+    same moment would otherwise interleave (``print`` writes the text and the newline
+    separately, and stderr writes through)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def report_error(exc: BaseException, prefix: str = "") -> None:
     """``exc`` on stderr: ``bnlab: [rank r/P] error: message`` for :data:`KNOWN_ERRORS`, else
     the traceback (prefixed) followed by that line naming the unexpected type."""
     if not isinstance(exc, KNOWN_ERRORS):
         text = "".join(traceback.format_exception(exc)).rstrip()
-        print("\n".join(prefix + line for line in text.splitlines()), file=sys.stderr)
+        say("\n".join(prefix + line for line in text.splitlines()))
         exc_text = f"unexpected {type(exc).__name__}: {exc}"
     else:
         exc_text = str(exc)
-    print(f"bnlab: {prefix}error: {exc_text}", file=sys.stderr, flush=True)
+    say(f"bnlab: {prefix}error: {exc_text}")
 
 
 def guard_job(fn: Callable[[], int]) -> int:
@@ -86,7 +94,7 @@ def guard_job(fn: Callable[[], int]) -> int:
             code = 130
         elif isinstance(exc, SystemExit):  # argparse printed its message already
             if isinstance(exc.code, str):
-                print(f"bnlab: {_PREFIX}error: {exc.code}", file=sys.stderr, flush=True)
+                say(f"bnlab: {_PREFIX}error: {exc.code}")
         else:
             report_error(exc, _PREFIX)
         sys.stderr.flush()
@@ -98,8 +106,10 @@ def guard_job(fn: Callable[[], int]) -> int:
                 raise
             return code
         if code == 0:
-            print(f"bnlab: {_PREFIX}error: this rank ended early (status 0) while the "
-                  "others went on; ending the job", file=sys.stderr, flush=True)  # fmt: skip
+            say(
+                f"bnlab: {_PREFIX}error: this rank ended early (status 0) while the others went "
+                "on; ending the job"
+            )
             code = 1
         comm.abort(code)
     if status != 0:  # the CLI's one-line refusals return their status: the same rule
