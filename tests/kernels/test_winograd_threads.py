@@ -105,3 +105,19 @@ def test_layers_restore_blas_threads_after_forward_and_backward(layer):
     with pytest.raises(ValueError):
         layer.backward(np.ones((1, 1), np.float32))
     assert calls[0]() == before
+
+
+def test_the_callers_numpy_error_state_holds_on_the_chunk_threads():
+    """An overflow inside a chunk thread: ignored under the caller's errstate (no warning
+    leaks from the pool), raised under errstate(all="raise")."""
+    import warnings
+
+    x = np.full((9, 11, 10, 5), 3e38, np.float32)
+    W = np.full((3, 3, 5, 6), 3e38, np.float32)
+    with runtime.kernel_threads(2), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = winograd_conv3x3(x, W, chunk_bytes=CHUNK)
+        assert not np.isfinite(y).all()
+        with np.errstate(all="raise"), pytest.raises(FloatingPointError):
+            winograd_conv3x3(x, W, chunk_bytes=CHUNK)

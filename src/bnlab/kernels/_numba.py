@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from bnlab import runtime
 from bnlab.runtime import (
     blas_one_thread_calls,
@@ -75,7 +77,8 @@ _POOL: list[ThreadPoolExecutor] = []
 def in_threads(threads: int, work: Callable[[int], None]) -> None:
     """``work(t)`` for t < ``threads``, t = 0 in this thread and the others in a pool, with
     NumPy's BLAS on one thread meanwhile (each product stays on the thread that runs it);
-    just ``work(0)`` for one thread. ``work`` releases the GIL in its heavy parts (NumPy's
+    just ``work(0)`` for one thread; the caller's NumPy error state (``np.errstate``) holds on
+    every thread. ``work`` releases the GIL in its heavy parts (NumPy's
     products, kernels compiled with ``nogil``)."""
     if threads <= 1:
         work(0)
@@ -87,7 +90,13 @@ def in_threads(threads: int, work: Callable[[int], None]) -> None:
     if calls and old != 1:
         calls[1](1)
     try:
-        futures = [_POOL[0].submit(work, t) for t in range(1, threads)]
+        state = np.geterr()  # NumPy's error state is per thread: the caller's holds in each
+
+        def run(t: int) -> None:
+            with np.errstate(**state):
+                work(t)
+
+        futures = [_POOL[0].submit(run, t) for t in range(1, threads)]
         try:
             work(0)
         finally:
