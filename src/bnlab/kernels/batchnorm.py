@@ -79,9 +79,9 @@ class BatchNormCache:
 def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.ndarray]:
     """Each ``name=(value, default)`` as a float64 ``(C,)`` vector (``None``: all ``default``),
     in order; finite, and >= 0 for a variance (``var``)."""
-    vectors = []
+    names, arrays = list(given), []
     for name, (v, default) in given.items():
-        arr = np.asarray(np.full(C, default) if v is None else v)
+        arr = np.full(C, default) if v is None else v if type(v) is np.ndarray else np.asarray(v)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{where}: {name} must be a real numeric array, got dtype {arr.dtype}")
         if arr.shape != (C,):
@@ -89,18 +89,18 @@ def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.n
                 f"{where}: {name} must have shape ({C},) to match the feature axis, got shape "
                 f"{arr.shape}"
             )
-        out = arr.astype(np.float64)
-        if not fk.all_finite(out):
-            nan, inf = int(np.isnan(out).sum()), int(np.isinf(out).sum())
-            raise ValueError(
-                f"{where}: {name} must be finite, got {nan} NaN and {inf} Inf entries; check "
-                "the parameters or statistics given"
-            )
-        if name == "var" and (out < 0).any():
-            low = out.min()
-            raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {low!r}")
-        vectors.append(out)
-    return vectors
+        arrays.append(arr)
+    rows = np.array(arrays, dtype=np.float64)  # one float64 copy of all, one check
+    if not fk.all_finite(rows):
+        i = next(i for i, r in enumerate(rows) if not fk.all_finite(r))
+        nan, inf = int(np.isnan(rows[i]).sum()), int(np.isinf(rows[i]).sum())
+        raise ValueError(
+            f"{where}: {names[i]} must be finite, got {nan} NaN and {inf} Inf entries; check "
+            "the parameters or statistics given"
+        )
+    if "var" in given and (low := rows[names.index("var")].min(initial=0.0)) < 0:
+        raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {low!r}")
+    return list(rows)
 
 
 # -- the two passes: statistics, then the affine map -------------------------------------------
