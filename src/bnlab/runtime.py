@@ -254,18 +254,16 @@ def one_blas_thread(method: F) -> F:
     bnlab's layers then parallelize over chunks of images themselves: OpenBLAS's own threads,
     once started, keep spinning for about 0.1 s and hold the cores that the chunk threads
     and the next layer's kernels need (measured: the Keras cifar10_cnn step with BN 45 ->
-    38 ms on 2 cores). With one chunk thread, or on an object whose ``blas_on_one_thread``
-    is False (a Conv2D on im2col: one large product per chunk), BLAS keeps its own count.
+    38 ms on 2 cores). With one chunk thread, or when the object's
+    ``blas_on_one_thread(data)`` says no (a wide im2col product; one example at a time through
+    a Dense layer, a matrix-vector product bound by memory), BLAS keeps its own count.
     """
 
     @functools.wraps(method)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         calls = blas_one_thread_calls()
-        if (
-            calls is None
-            or not getattr(args[0], "blas_on_one_thread", True)
-            or chunk_threads() <= 1
-        ):
+        wants = getattr(args[0], "blas_on_one_thread", None)
+        if calls is None or chunk_threads() <= 1 or (wants is not None and not wants(args[1])):
             return method(*args, **kwargs)
         old = calls[0]()
         if old == 1:

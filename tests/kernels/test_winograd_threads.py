@@ -121,3 +121,13 @@ def test_the_callers_numpy_error_state_holds_on_the_chunk_threads():
         assert not np.isfinite(y).all()
         with np.errstate(all="raise"), pytest.raises(FloatingPointError):
             winograd_conv3x3(x, W, chunk_bytes=CHUNK)
+
+
+def test_one_example_through_dense_keeps_blas_threads_and_a_batch_does_not():
+    layer = Dense(4)
+    assert not layer.blas_on_one_thread(np.ones((1, 3), np.float32))
+    assert layer.blas_on_one_thread(np.ones((2, 3), np.float32))
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    whole = layer.forward(x).copy()
+    for i in range(5):  # the same values one example at a time, within float32 rounding
+        np.testing.assert_allclose(layer.forward(x[i : i + 1])[0], whole[i], rtol=1e-6, atol=1e-7)

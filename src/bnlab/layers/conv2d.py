@@ -205,8 +205,7 @@ class Conv2D(Layer):
         cols = buf[: n * ho * wo]
         return im2col(x, self.kernel_size, self.stride, self.pads(h, w), out=cols)
 
-    @property
-    def blas_on_one_thread(self) -> bool:
+    def blas_on_one_thread(self, data: Any = None) -> bool:
         """Winograd's chunks run on threads of their own, each product on one BLAS thread
         (``bnlab.runtime.one_blas_thread``), and so does im2col with few patch columns (kh kw
         cin < ``SMALL_PATCH``, a first layer on RGB: too thin a product for BLAS's threads to

@@ -83,6 +83,11 @@ class Dense(Layer):
             raise InputShapeError(self.describe(), f"(N, {self.in_features})", input_shape)
         return (input_shape[0], self.out_features)
 
+    def blas_on_one_thread(self, data: Any) -> bool:
+        """BLAS on one thread (``bnlab.runtime.one_blas_thread``) except for one example at a
+        time: a matrix-vector product, bound by memory, which BLAS's threads speed up."""
+        return not (isinstance(data, np.ndarray) and data.ndim and len(data) == 1)
+
     @one_blas_thread
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x W + b."""
