@@ -54,8 +54,9 @@ __all__ = [
     "blas_threads",
     "check_thread_count",
     "chunk_threads",
-    "blas_one_thread_calls",
+    "openblas_thread_calls",
     "one_blas_thread",
+    "run_on_one_blas_thread",
     "configure_threading_layer",
     "get_num_threads",
     "default_blas_threads_env",
@@ -236,16 +237,27 @@ def _openblas() -> tuple[Any, Callable[[], int], Callable[[int], None]] | None:
     return None
 
 
-_OPENBLAS_CACHE: list[Any] = []
-
-
-def blas_one_thread_calls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+@functools.lru_cache(maxsize=1)
+def openblas_thread_calls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     """NumPy's bundled OpenBLAS thread count as ``(get, set)`` (found once, ~1 us a call), or
-    None where it is not found (then BLAS keeps its own count)."""
-    if not _OPENBLAS_CACHE:
-        found = _openblas()
-        _OPENBLAS_CACHE.append(None if found is None else found[1:])
-    return _OPENBLAS_CACHE[0]
+    None where it is not found."""
+    found = _openblas()
+    return None if found is None else (found[1], found[2])
+
+
+def run_on_one_blas_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` with NumPy's OpenBLAS on one thread, restored after (no-op
+    where OpenBLAS's thread count cannot be set cheaply: a call costs ~1 us here, where
+    threadpoolctl would cost a millisecond)."""
+    calls = openblas_thread_calls()
+    old = calls[0]() if calls else 1
+    if old == 1 or calls is None:
+        return fn(*args, **kwargs)
+    calls[1](1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        calls[1](old)
 
 
 def one_blas_thread(method: F) -> F:
@@ -261,18 +273,10 @@ def one_blas_thread(method: F) -> F:
 
     @functools.wraps(method)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        calls = blas_one_thread_calls()
         wants = getattr(args[0], "blas_on_one_thread", None)
-        if calls is None or chunk_threads() <= 1 or (wants is not None and not wants(args[1])):
+        if chunk_threads() <= 1 or (wants is not None and not wants(args[1])):
             return method(*args, **kwargs)
-        old = calls[0]()
-        if old == 1:
-            return method(*args, **kwargs)
-        calls[1](1)
-        try:
-            return method(*args, **kwargs)
-        finally:
-            calls[1](old)
+        return run_on_one_blas_thread(method, *args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
 
@@ -283,24 +287,23 @@ def blas_threads(n: int) -> Iterator[None]:
 
     For small matrix products (a 100-unit MLP on 32 examples) threads cost more than they save:
     with other processes busy, OpenBLAS's threads made each step ~8x slower on the 2-core
-    development machine. Uses threadpoolctl if installed, else ctypes on NumPy's bundled
-    OpenBLAS; does nothing where neither is available.
+    development machine. Uses ctypes on NumPy's bundled OpenBLAS where found, else
+    threadpoolctl if installed; does nothing where neither is available.
     """
     check_thread_count(n, "blas_threads: n")
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        found = _openblas()
-        if found is None:
-            yield
-            return
-        _, get, put = found
-        old = get()
-        put(int(n))
+    calls = openblas_thread_calls()
+    if calls is not None:
+        old = calls[0]()
+        calls[1](int(n))
         try:
             yield
         finally:
-            put(old)
+            calls[1](old)
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
         return
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield

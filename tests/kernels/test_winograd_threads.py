@@ -73,7 +73,7 @@ def test_chunk_threads_in_float64_match_a_direct_convolution():
 
 
 def test_an_error_on_a_chunk_thread_reaches_the_caller_and_blas_threads_are_restored():
-    calls = runtime.blas_one_thread_calls()
+    calls = runtime.openblas_thread_calls()
     before = calls[0]() if calls else None
     x, W, _ = _data()
     bad_out = np.empty((9, 11, 10, 6), np.float64)  # wrong dtype: refused before any thread
@@ -94,7 +94,7 @@ def test_an_error_on_a_chunk_thread_reaches_the_caller_and_blas_threads_are_rest
 
 @pytest.mark.parametrize("layer", [Conv2D(4, 3, padding="same"), Dense(4)])
 def test_layers_restore_blas_threads_after_forward_and_backward(layer):
-    calls = runtime.blas_one_thread_calls()
+    calls = runtime.openblas_thread_calls()
     if calls is None:
         pytest.skip("NumPy's OpenBLAS thread control was not found")
     before = calls[0]()

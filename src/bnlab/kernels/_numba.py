@@ -18,11 +18,11 @@ import numpy as np
 
 from bnlab import runtime
 from bnlab.runtime import (
-    blas_one_thread_calls,
     check_thread_count,
     get_num_threads,
     kernel_thread_count,
     kernel_threads,
+    run_on_one_blas_thread,
     run_on_threads,
 )
 
@@ -85,17 +85,13 @@ def in_threads(threads: int, work: Callable[[int], None]) -> None:
         return
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="bnlab-chunks"))
-    calls = blas_one_thread_calls()
-    old = calls[0]() if calls else 1
-    if calls and old != 1:
-        calls[1](1)
-    try:
-        state = np.geterr()  # NumPy's error state is per thread: the caller's holds in each
+    state = np.geterr()  # NumPy's error state is per thread: the caller's holds in each
 
-        def run(t: int) -> None:
-            with np.errstate(**state):
-                work(t)
+    def run(t: int) -> None:
+        with np.errstate(**state):
+            work(t)
 
+    def all_threads() -> None:
         futures = [_POOL[0].submit(run, t) for t in range(1, threads)]
         try:
             work(0)
@@ -104,6 +100,5 @@ def in_threads(threads: int, work: Callable[[int], None]) -> None:
         for err in errors:
             if err is not None:
                 raise err
-    finally:
-        if calls and old != 1:
-            calls[1](old)
+
+    run_on_one_blas_thread(all_threads)
