@@ -13,6 +13,7 @@ import pytest
 from bnlab.experiments import get
 from bnlab.experiments.tables import (
     cifar10_table,
+    covariate_shift_table,
     mnist_sigmoid_table,
     population_stats_table,
     readme_tables,
@@ -117,6 +118,35 @@ def test_cifar_table_merges_per_model_runs_and_algorithm_2() -> None:
     assert lines[2] == "| 1 | 38.76% | 51.24% | **65.22%** |"
     assert lines[4] == "| 3 |  | **66.78%** |  |"
     assert "Algorithm 2" not in cifar10_table([base, bn]).splitlines()[0]
+
+
+def _shift_net(name: str, acc: float, l2: list[float], cos: list[float]) -> dict[str, Any]:
+    h = {"step": [0, 10], "test_acc": [0.1, acc], "ics_l2": [l2, l2], "ics_cos": [cos, cos]}
+    h |= {"loss_range": [0.2, 0.4], "beta": [3.0, 5.0], "grad_diffs": [[1.0, 2.0], [4.0, 8.0]]}
+    return {"name": name, "history": h}
+
+
+def test_covariate_shift_table_over_seeds_gives_mean_min_max_and_counts() -> None:
+    runs = [
+        {"nets": [_shift_net("standard", 0.9, [0.3, 0.5], [0.7, 0.9]),
+                  _shift_net("bn", 0.95, [0.2, 0.2], [0.9, 0.9])]},
+        {"nets": [_shift_net("standard", 0.8, [0.3, 0.3], [0.8, 0.8]),
+                  _shift_net("bn", 0.97, [0.4, 0.4], [0.9, 0.9])]},
+    ]  # fmt: skip
+    lines = covariate_shift_table(runs).splitlines()
+    assert lines[0].startswith("| net (mean (min-max) over 2 seeds) | test acc | ICS l2 |")
+    # standard: medians 0.4 and 0.3 (l2), 0.8 and 0.8 (cos); loss range 0.3, change 5, beta 4
+    assert lines[2] == (
+        "| standard | 85.00% (80.00-90.00) | 0.35 (0.3-0.4) | 0.8 (0.8-0.8) | 0.3 (0.3-0.3) "
+        "| 5 (5-5) | 4 (4-4) |"
+    )
+    assert lines[3].startswith("| bn | 96.00% (95.00-97.00) | 0.3 (0.2-0.4) | 0.9 (0.9-0.9) |")
+    assert lines[-1] == (
+        "BN had a lower ICS l2 than the standard net in 1 of 2 seeds and a higher ICS cosine "
+        "in 2 of 2."
+    )
+    one = covariate_shift_table(runs[:1]).splitlines()
+    assert one[0].startswith("| net (one seed) |") and "(" not in one[2].split("|")[2]
 
 
 def test_population_stats_table() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bnlab.experiments.covariate_shift.report import summary as shift_summary
 from bnlab.experiments.mnist.metrics import lrs_of, summarize
 from bnlab.experiments.mnist.nets import NETS
 from bnlab.experiments.renorm_small_batch.report import finals, spread
@@ -22,6 +23,7 @@ from bnlab.experiments.rundir import read_json
 
 __all__ = [
     "cifar10_table",
+    "covariate_shift_table",
     "mnist_sigmoid_table",
     "population_stats_table",
     "readme_tables",
@@ -164,10 +166,52 @@ def population_stats_table(metrics: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def _num_cell(values: Sequence[float | None]) -> str:
+    """The mean of a measurement and, over several runs, its (min-max), 3 significant digits."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return ""
+    text = f"{sum(vals) / len(vals):.3g}"
+    return text + (f" ({min(vals):.3g}-{max(vals):.3g})" if len(vals) > 1 else "")
+
+
+def covariate_shift_table(runs: Sequence[dict[str, Any]]) -> str:
+    """net | test accuracy | ICS l2 | ICS cosine | loss range | largest gradient change | beta:
+    each run's medians (:func:`~bnlab.experiments.covariate_shift.report.summary`), over
+    several runs (one per seed) the mean and the min-max, then in how many runs BN had less
+    ICS than the standard net by each measure (lower l2, higher cosine)."""
+    per: dict[str, list[dict[str, Any]]] = {}
+    pairs = []  # (standard, bn) of each run that has both
+    for m in runs:
+        done = {n["name"]: shift_summary(n) for n in m["nets"] if n["history"]["step"]}
+        for name, s in done.items():
+            per.setdefault(name, []).append(s)
+        if {"standard", "bn"} <= set(done):
+            pairs.append((done["standard"], done["bn"]))
+    keys = ("ics_l2", "ics_cos", "loss_range", "grad_change", "beta")
+    rows = [
+        [name, _spread_cell([s["acc"] for s in ss]), *[_num_cell([s[k] for s in ss]) for k in keys]]
+        for name, ss in per.items()
+    ]
+    over = f"mean (min-max) over {len(runs)} seeds" if len(runs) > 1 else "one seed"
+    header = ["net", "test acc", "ICS l2", "ICS cosine", "loss range", "gradient change", "beta"]
+    text = _table([f"{header[0]} ({over})", *header[1:]], rows)
+    if pairs:
+        l2 = sum(b["ics_l2"] < s["ics_l2"] for s, b in pairs)
+        cos = sum(b["ics_cos"] > s["ics_cos"] for s, b in pairs)
+        n = f"{len(pairs)} seed" + ("s" if len(pairs) > 1 else "")
+        text += (
+            f"\nBN had a lower ICS l2 than the standard net in {l2} of {n} and a "
+            f"higher ICS cosine in {cos} of {len(pairs)}.\n"
+        )
+    return text
+
+
 def readme_tables(run_dirs: Sequence[str | Path]) -> str:
     """The README tables of these run directories, each under a heading naming its source.
-    cifar10-keras runs (one per model) and a population-stats-epochs run make one table."""
-    out, cifar, epochs = [], [], None
+    cifar10-keras runs (one per model) and a population-stats-epochs run make one table;
+    covariate-shift runs (one per seed) make one table."""
+    out, cifar, epochs, shift = [], [], None, []
     for d in map(Path, run_dirs):
         name = read_json(d / "config.json").get("experiment")
         metrics = read_json(d / "metrics.json")
@@ -181,6 +225,8 @@ def readme_tables(run_dirs: Sequence[str | Path]) -> str:
             cifar.append((d, metrics))
         elif name == "population-stats-epochs":
             epochs = (d, metrics)
+        elif name == "covariate-shift":
+            shift.append((d, metrics))
         else:
             raise ValueError(f"{d}: no README table for experiment {name!r}")
     if cifar:
@@ -191,4 +237,7 @@ def readme_tables(run_dirs: Sequence[str | Path]) -> str:
         raise ValueError(
             f"{epochs[0]}: a population-stats-epochs table needs its cifar10-keras runs"
         )
+    if shift:
+        src = Path(", ".join(str(d) for d, _ in shift))
+        out.append((src, covariate_shift_table([m for _, m in shift])))
     return "\n".join(f"<!-- from {d} -->\n{t}" for d, t in out)
