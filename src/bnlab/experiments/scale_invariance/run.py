@@ -66,7 +66,7 @@ from bnlab.losses import SoftmaxCrossEntropy, softmax
 from bnlab.runtime import blas_threads
 from bnlab.train import OneProcess, backward_global, evaluate, for_experiment, is_root
 
-__all__ = ["Net", "run"]
+__all__ = ["Net", "prob_diffs", "run"]
 
 
 class Net:
@@ -179,7 +179,7 @@ def load_data(cfg: ScaleConfig) -> tuple[np.ndarray, ...]:
     return flat[0], ytr, flat[1], yte[:n]
 
 
-def _prob_diffs(nets: list[Net], probs: dict[str, np.ndarray | None]) -> list[float]:
+def prob_diffs(nets: list[Net], probs: dict[str, np.ndarray | None]) -> list[float]:
     """``max |p - p_ref|`` of every net with a reference (NaN if one of them diverged): over
     this rank's shard, then the largest over the ranks (one allgather)."""
     diffs = [
@@ -209,7 +209,7 @@ def train(cfg: ScaleConfig, nets: list[Net], data: tuple[np.ndarray, ...], on_re
         xb, yb = next(stream)
         probs = {net.spec["name"]: net.step(xb, np.asarray(yb)) for net in nets}
         scaled = [net for net in nets if net.spec["ref"]]
-        for net, diff in zip(scaled, _prob_diffs(scaled, probs), strict=True):
+        for net, diff in zip(scaled, prob_diffs(scaled, probs), strict=True):
             net.compare(diff)
         if step % every == 0 or step == steps:
             for net in nets:
