@@ -54,7 +54,7 @@ from bnlab.experiments.covariate_shift.nets import build_net, noise_layers, weig
 from bnlab.experiments.progress import Progress, run_in_turn
 from bnlab.layers import ReLU, Sequential
 from bnlab.runtime import blas_threads
-from bnlab.train import DataParallel, evaluate, for_experiment
+from bnlab.train import DataParallel, evaluate, for_experiment, is_root
 
 __all__ = ["load_data", "run", "train_net"]
 
@@ -68,7 +68,8 @@ def load_data(cfg: ShiftConfig) -> tuple[np.ndarray, ...]:
         (xtr, ytr), (xte, yte) = load_mnist()
         xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
     else:
-        (xtr, ytr), (xte, yte) = load_cifar10(str(cfg.cifar), progress=bool(cfg.progress))
+        show = bool(cfg.progress) and is_root()  # under mpiexec: rank 0's progress alone
+        (xtr, ytr), (xte, yte) = load_cifar10(str(cfg.cifar), progress=show)
     # a seeded random subset: an image-folder copy of CIFAR-10 lists its test set by class
     pick = np.sort(
         np.random.default_rng(int(cfg.seed)).permutation(len(xte))[: int(cfg.eval_examples)]
