@@ -21,11 +21,14 @@ def metrics(out: Path) -> dict[str, Any] | None:
         return None
 
 
-def interrupt_and_check(argv: list[str], out: Path, ready: Any) -> dict[str, Any]:
-    """``bnlab run ARGV --out OUT`` in a subprocess, SIGINT once ``ready(metrics)``; checks the
-    exit status 130, status "interrupted" and that ``bnlab report`` renders the partial run."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "bnlab.cli", "run", *argv, "--out", str(out)]
+def interrupt_and_check(
+    argv: list[str], out: Path, ready: Any, launcher: list[str] | None = None
+) -> dict[str, Any]:
+    """``bnlab run ARGV --out OUT`` in a subprocess (started by ``launcher``, e.g. ``[mpiexec,
+    "-n", "2"]``), SIGINT once ``ready(metrics)``; checks the exit status 130, status
+    "interrupted" and that ``bnlab report`` renders the partial run."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    cmd = [*(launcher or []), sys.executable, "-m", "bnlab.cli", "run", *argv, "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 300

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bnlab.experiments.scale_invariance.config import ScaleConfig, net_specs
-from bnlab.experiments.scale_invariance.run import Net
+from bnlab.experiments.scale_invariance.run import Net, prob_diffs
 
 # the helpers shared by the test_claims_* files (pytest runs with --import-mode=importlib)
 _spec = importlib.util.spec_from_file_location(
@@ -29,9 +29,9 @@ def _trajectories(a: float, steps: int = 20) -> dict[str, float]:
     for _ in range(steps):
         x, y = rng.random((32, 784)), rng.integers(0, 10, size=32)
         probs = {name: net.step(x, y) for name, net in nets.items()}
-        for name, net in nets.items():
-            if net.spec["ref"]:
-                net.compare(probs[name], probs[net.spec["ref"]])
+        scaled = [net for net in nets.values() if net.spec["ref"]]
+        for net, diff in zip(scaled, prob_diffs(scaled, probs), strict=True):
+            net.compare(diff)
     return {n: net.entry["max_prob_diff"] for n, net in nets.items() if net.spec["ref"]} | {
         "decreases": sum(nets["bn"].entry["norm_decreases"]),
     }

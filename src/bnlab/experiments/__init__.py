@@ -124,14 +124,17 @@ _REGISTRY = [
     Experiment(
         "naive-normalization",
         "Ioffe & Szegedy 2015, section 2: normalizing outside the gradient lets biases explode",
+        data_parallel=True,
     ),
     Experiment(
         "scale-invariance",
         "BN(aW u) = BN(W u): the same trajectory from aW with lr a^2, and the shrinking step",
+        data_parallel=True,
     ),
     Experiment(
         "covariate-shift",
         "Santurkar et al. 2018: noisy BN, internal covariate shift, loss-landscape smoothness",
+        data_parallel=True,
     ),
 ]
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in _REGISTRY}

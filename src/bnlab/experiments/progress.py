@@ -28,12 +28,22 @@ from typing import IO, Any
 
 import numpy as np
 
+from bnlab.comm import world
 from bnlab.experiments.config import ExperimentConfig
 from bnlab.experiments.report import write_run_metrics
 from bnlab.experiments.rundir import RunDir, raise_if_interrupted
-from bnlab.train import Callback, Trainer, TrainState, evaluate, for_experiment
+from bnlab.train import (
+    Callback,
+    Trainer,
+    TrainState,
+    check_agree,
+    evaluate,
+    for_experiment,
+    is_root,
+)
 
 __all__ = ["COMPILING", "BarCallback", "EpochTraining", "Progress", "recording", "run_in_turn"]
+__all__ += ["root_only", "shared_run_dir"]
 
 COMPILING = "compiling Numba kernels (first run only)..."
 _WATCHING: list[Progress] = []  # bars whose first_note a Numba compilation would show now
@@ -238,13 +248,33 @@ class EpochTraining:
         return row
 
 
+def _nothing(*args: Any) -> None:
+    return None
+
+
+def root_only(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` on rank 0 (and in one process), a function doing nothing on the other ranks of
+    a data-parallel run: the writes of the run directory."""
+    return fn if is_root() else _nothing
+
+
+def shared_run_dir(out_dir: str | Path, settings: dict[str, Any], where: str) -> RunDir:
+    """The run directory ``out_dir`` of a run on the process's world (:func:`bnlab.comm.world`):
+    the ranks check that they see the same ``--out`` and config (every rank refuses together
+    before anything changes, :func:`~bnlab.train.check_agree`), then rank 0 takes it over
+    (:meth:`RunDir.start`) and the other ranks hold a :class:`RunDir` they do not write."""
+    check_agree(world(), {"--out": str(Path(out_dir).resolve()), "config": settings}, where=where)
+    return RunDir.start(out_dir, settings) if is_root() else RunDir(out_dir)
+
+
 @contextlib.contextmanager
 def recording(
     rd: RunDir, bar: Progress, write: Callable[[str], None], render: Callable[[Path], Any]
 ) -> Iterator[None]:
     """The body of a run in ``rd``: ``write("running")`` first; however the body ends
     (:meth:`RunDir.status`), the bar closes, ``write(status)`` records the (possibly partial)
-    results and ``render(rd.path)`` draws the report."""
+    results and ``render(rd.path)`` draws the report (on rank 0 only: :func:`root_only`)."""
+    write, render = root_only(write), root_only(render)
 
     def finish(status: str) -> None:
         bar.close()
@@ -268,7 +298,7 @@ def run_in_turn(
     **extra: Any,
 ) -> Path:
     """Train the entries ``specs`` (dicts with a ``name``) one after the other into
-    ``out_dir`` (:meth:`RunDir.start`); returns it.
+    ``out_dir`` (:func:`shared_run_dir`: under mpiexec rank 0 writes it); returns it.
 
     Each becomes ``{**spec, "error", "time_s", "history": {key: [] for report.HISTORY_KEYS}}``
     and ``train(spec, history, bar, on_record)`` fills its history (``on_record()`` writes
@@ -281,10 +311,12 @@ def run_in_turn(
     entries: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     last = [t0]
-    bar = Progress(steps * len(specs), cfg.NAME, enabled=bool(getattr(cfg, "progress", True)))
+    show = bool(getattr(cfg, "progress", True)) and is_root()
+    bar = Progress(steps * len(specs), cfg.NAME, enabled=show)
 
-    with RunDir.start(out_dir, settings) as rd:
+    with shared_run_dir(out_dir, settings, cfg.NAME) as rd:
 
+        @root_only
         def write(status: str) -> None:
             last[0], keys = time.perf_counter(), report.HISTORY_KEYS
             wall, schema = last[0] - t0, report.SCHEMA

@@ -55,7 +55,14 @@ from bnlab.train.evaluation import evaluate, forward_eval
 from bnlab.train.faults import guard_job, rank_prefix
 from bnlab.train.loop import Callback, Trainer, TrainState, count_correct, epoch_metrics, fit
 from bnlab.train.monitor import ActivationMonitor, layer_input, percentiles
-from bnlab.train.step import LossFn, OneProcess, StepOutput, Strategy, train_step
+from bnlab.train.step import (
+    LossFn,
+    OneProcess,
+    StepOutput,
+    Strategy,
+    backward_global,
+    train_step,
+)
 
 __all__ = [
     "BN_SYNC_MODES",
@@ -63,6 +70,7 @@ __all__ = [
     "Callback",
     "CheckpointCallback",
     "ConfigMismatchError",
+    "backward_global",
     "check_agree",
     "DataParallel",
     "EvalCallback",

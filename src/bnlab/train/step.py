@@ -31,7 +31,7 @@ import numpy as np
 from bnlab.layers.base import Layer
 from bnlab.optim import Optimizer, add_penalty_grads, penalty_loss
 
-__all__ = ["LossFn", "OneProcess", "StepOutput", "Strategy", "train_step"]
+__all__ = ["LossFn", "OneProcess", "StepOutput", "Strategy", "backward_global", "train_step"]
 
 LossFn = Callable[[np.ndarray, Any], tuple[float, np.ndarray]]
 
@@ -115,14 +115,28 @@ def train_step(
     penalty = penalty_loss(model)
     if m == n:  # the whole batch is here: refuse a non-finite loss before backward sees it
         _refuse_nonfinite(float(loss) + penalty, "loss", optimizer)
-    else:  # this shard's share of the global mean
-        dlogits = dlogits * dlogits.dtype.type(m / n)
-    model.backward(dlogits, need_input_grad=False)
-    total = parallel.reduce(model, float(loss), m, n) + penalty
+    total = backward_global(model, loss, dlogits, n, parallel) + penalty
     _refuse_nonfinite(total, "global loss", optimizer)
     add_penalty_grads(model)
     optimizer.step()
     return StepOutput(total, logits, ys)
+
+
+def backward_global(
+    model: Layer, loss: float, dlogits: np.ndarray, n: int, parallel: Strategy
+) -> float:
+    """The backward of a global batch of ``n`` samples from this process's shard of ``m =
+    len(dlogits)``: ``model.backward(dlogits * m / n)`` (unscaled if ``m = n``), then
+    ``parallel.reduce``: ``model.grads`` become the gradients of the global batch's mean loss
+    on every process; returns that loss, ``sum_r loss_r m_r / n``.
+
+    The part of :func:`train_step` that the measurements of a gradient without an update use
+    too (its forward on the shard, ``parallel.shard``, comes first)."""
+    m = len(dlogits)
+    if m != n:  # this shard's share of the global mean
+        dlogits = dlogits * dlogits.dtype.type(m / n)
+    model.backward(dlogits, need_input_grad=False)
+    return parallel.reduce(model, float(loss), m, n)
 
 
 def _refuse_nonfinite(loss: float, what: str, optimizer: Optimizer) -> None:

@@ -17,6 +17,11 @@ and SGD's update ``theta_{t+1} = theta_t - lr G``:
 The gradients here are of all parameters together (flattened) except for ICS (the kernel of
 one layer). BN layers are in training mode (batch statistics) throughout; :func:`kept_state`
 puts parameters, running statistics and gradients back afterwards.
+
+With ``parallel`` (a :class:`~bnlab.train.DataParallel`, set up for the model) every gradient
+is the global batch's: each rank runs its shard of ``(x, y)`` and the gradients and the loss
+are summed over the ranks (:func:`~bnlab.train.backward_global`), so every measurement is the
+same number on every rank and, up to rounding, the one of one process on the whole batch.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 
 from bnlab.layers import Sequential
 from bnlab.losses import SoftmaxCrossEntropy
+from bnlab.train import DataParallel, OneProcess, backward_global
 
 __all__ = ["gradients", "ics", "kept_state", "landscape"]
 
@@ -37,11 +43,14 @@ _LOSS = SoftmaxCrossEntropy()
 
 
 def gradients(
-    model: Sequential, x: np.ndarray, y: np.ndarray
+    model: Sequential, x: np.ndarray, y: np.ndarray, parallel: DataParallel | None = None
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """``(L(theta; x, y), {key: dL/dparam})`` at the model's parameters (copies)."""
-    loss, dlogits = _LOSS(model.forward(x), y)
-    model.backward(dlogits, need_input_grad=False)
+    """``(L(theta; x, y), {key: dL/dparam})`` at the model's parameters (float64 copies), of
+    the global batch ``(x, y)`` under ``parallel``."""
+    par = OneProcess() if parallel is None else parallel
+    xs, ys = par.shard(x, y)
+    loss, dlogits = _LOSS(model.forward(xs), ys)
+    loss = backward_global(model, loss, dlogits, len(x), par)
     return loss, {k: np.array(g, dtype=np.float64) for k, g in model.grads.items()}
 
 
@@ -76,6 +85,7 @@ def ics(
     grads: dict[str, np.ndarray],
     lr: float,
     layers: list[int],
+    parallel: DataParallel | None = None,
 ) -> list[tuple[float, float]]:
     """``(||G_i - G'_i||, cos(G_i, G'_i))`` for every weight layer in ``layers[1:]`` (module
     docstring); ``grads`` are the gradients at the model's parameters ``theta_t``."""
@@ -86,7 +96,7 @@ def ics(
         for i in layers[1:]:
             for k, p in params.items():
                 p[...] = theta[k] - lr * grads[k] if _layer_of(k) < i else theta[k]
-            _, after = gradients(model, x, y)
+            _, after = gradients(model, x, y, parallel)
             g, g2 = grads[f"{i}.W"], after[f"{i}.W"]
             out.append((float(np.linalg.norm(g - g2)), _cos(g, g2)))
     return out
@@ -99,6 +109,7 @@ def landscape(
     loss0: float,
     grads: dict[str, np.ndarray],
     step_sizes: list[float],
+    parallel: DataParallel | None = None,
 ) -> dict[str, Any]:
     """Losses and gradient changes at ``theta_t - eta G`` for every eta; the variation of the
     loss, and the effective beta-smoothness (module docstring)."""
@@ -111,7 +122,7 @@ def landscape(
         for eta in step_sizes:
             for k, p in params.items():
                 p[...] = theta[k] - eta * grads[k]
-            loss, after = gradients(model, x, y)
+            loss, after = gradients(model, x, y, parallel)
             losses.append(loss)
             diffs.append(
                 float(np.linalg.norm(g_all - np.concatenate([after[k].ravel() for k in params])))

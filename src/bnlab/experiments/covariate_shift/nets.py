@@ -15,6 +15,11 @@ the paper's appendix are not reproduced, these are our reading of its descriptio
 backward is ``dy = s * dy'``. In eval mode the layer applies the expected transform,
 ``y' = E[s] y + E[m] = (1 + noise_scale) / 2 * y`` (as dropout scales at inference). The
 draw stays fixed between two ``resample`` calls, so the measurements at one step see the same noise.
+
+With ``comm`` of P > 1 ranks (data-parallel training: rank r holds rows ``[o_r, o_r + m_r)``
+of the global batch of ``M``) every rank draws the noise of the whole global batch, ``(M, ...)``,
+from its generator (seeded alike on every rank, so the same draws as one process) and keeps
+its rows: the ranks together apply exactly the noise one process applies to the whole batch.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.comm import Communicator, world
 from bnlab.layers import BatchNorm, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU, Sequential
+from bnlab.layers.sync_batchnorm import CommReduction
 
 __all__ = ["ShiftNoise", "build_net", "weight_layers"]
 
 
 class ShiftNoise(Layer):
     """Multiplicative and additive noise with a random, time-varying mean and scale per
-    activation (module docstring); its expectation in eval mode."""
+    activation (module docstring); its expectation in eval mode. ``comm`` (None: this
+    process alone): the ranks whose shards make the batch."""
 
     # an experiment's own layer: registered under a private name, which checkpoints refuse
     registry_name = "_ShiftNoise"
@@ -43,8 +51,10 @@ class ShiftNoise(Layer):
         seed: int = 0,
         *,
         name: str | None = None,
+        comm: Communicator | None = None,
     ) -> None:
         super().__init__(name=name)
+        self._sync = None if comm is None or comm.size == 1 else CommReduction(comm)
         if mean < 0 or scale < 1 or spread < 0:
             raise ValueError(
                 f"ShiftNoise: expected mean >= 0, scale >= 1, spread >= 0, got {mean}, {scale}, "
@@ -72,14 +82,20 @@ class ShiftNoise(Layer):
         if not self.training:
             return x * x.dtype.type(0.5 * (1.0 + self.scale))
         if self._new or self._draw is None or self._draw[0].shape != x.shape:
-            c = x.shape[-1]
-            mu = self.rng.uniform(-self.mean, self.mean, size=c)
-            sigma = self.rng.uniform(1.0, self.scale, size=c)
-            s = self.rng.normal(sigma, self.spread, size=x.shape).astype(x.dtype)
-            m = self.rng.normal(mu, self.spread, size=x.shape).astype(x.dtype)
-            self._draw, self._new = (s, m), False
+            self._draw, self._new = self._drawn(x), False
         s, m = self._draw
         return s * x + m
+
+    def _drawn(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A new draw ``(s, m)`` for the batch ``x``: this rank's rows of the global batch's."""
+        n, c = len(x), x.shape[-1]
+        offset, total = (0, n) if self._sync is None else self._sync.rows(n)
+        size = (total, *x.shape[1:])
+        mu = self.rng.uniform(-self.mean, self.mean, size=c)
+        sigma = self.rng.uniform(1.0, self.scale, size=c)
+        s = self.rng.normal(sigma, self.spread, size=size)[offset : offset + n].astype(x.dtype)
+        m = self.rng.normal(mu, self.spread, size=size)[offset : offset + n].astype(x.dtype)
+        return s, m
 
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """``dx = s * dy`` (``E[s] dy`` in eval mode)."""
@@ -97,7 +113,8 @@ def _block(kind: str, width: int, cfg: Any, i: int) -> list[Layer]:
         out.append(BatchNorm(width))
     if kind == "noisy-bn":
         seed = int(cfg.seed) * 1000 + 500 + i
-        out.append(ShiftNoise(cfg.noise_mean, cfg.noise_scale, cfg.noise_spread, seed=seed))
+        noise = (cfg.noise_mean, cfg.noise_scale, cfg.noise_spread)
+        out.append(ShiftNoise(*noise, seed=seed, comm=world()))
     out.append(ReLU())
     return out
 

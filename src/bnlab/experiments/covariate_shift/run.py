@@ -18,6 +18,14 @@ mode); the batch mean and standard deviation of the first four pre-activations o
 hidden layer (the input of its ReLU: what the next layer sees shift). A net whose loss stops
 being finite is recorded as diverged.
 
+Under ``mpiexec -n P`` the nets train data-parallel: every rank draws the same batches and
+runs its shard, BN layers are synchronized (:func:`~bnlab.train.for_experiment`: SyncBN, the
+global batch's statistics), the noise is the global batch's rows
+(:class:`~bnlab.experiments.covariate_shift.nets.ShiftNoise`), and every gradient, loss and
+statistic measured is summed over the ranks first (``parallel`` of
+:mod:`~bnlab.experiments.covariate_shift.measure`): the numbers are one process's up to
+rounding. Rank 0 writes the run directory.
+
 Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_training.png``,
 ``fig_ics.png``, ``fig_landscape.png``, ``report.md``, ``report.html``::
 
@@ -46,6 +54,7 @@ from bnlab.experiments.covariate_shift.nets import build_net, noise_layers, weig
 from bnlab.experiments.progress import Progress, run_in_turn
 from bnlab.layers import ReLU, Sequential
 from bnlab.runtime import blas_threads
+from bnlab.train import DataParallel, evaluate, for_experiment, is_root
 
 __all__ = ["load_data", "run", "train_net"]
 
@@ -59,7 +68,8 @@ def load_data(cfg: ShiftConfig) -> tuple[np.ndarray, ...]:
         (xtr, ytr), (xte, yte) = load_mnist()
         xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
     else:
-        (xtr, ytr), (xte, yte) = load_cifar10(str(cfg.cifar), progress=bool(cfg.progress))
+        show = bool(cfg.progress) and is_root()  # under mpiexec: rank 0's progress alone
+        (xtr, ytr), (xte, yte) = load_cifar10(str(cfg.cifar), progress=show)
     # a seeded random subset: an image-folder copy of CIFAR-10 lists its test set by class
     pick = np.sort(
         np.random.default_rng(int(cfg.seed)).permutation(len(xte))[: int(cfg.eval_examples)]
@@ -68,36 +78,43 @@ def load_data(cfg: ShiftConfig) -> tuple[np.ndarray, ...]:
     return xtr.astype(np.float32) / scale, ytr, xte[pick].astype(np.float32) / scale, yte[pick]
 
 
-def _activations(model: Sequential, x: np.ndarray) -> tuple[list[float], list[float]]:
-    """Batch mean and std of the first 4 inputs of the last hidden ReLU (training mode)."""
+def _activations(
+    model: Sequential, x: np.ndarray, dp: DataParallel | None
+) -> tuple[list[float], list[float]]:
+    """Batch mean and std of the first 4 inputs of the last hidden ReLU (training mode); with
+    ``dp`` of the global batch ``x``: this rank's shard, sums over the ranks."""
     last = max(i for i, la in enumerate(model.layers) if isinstance(la, ReLU))
-    h = x
+    h = x if dp is None else dp.shard(x)[0]
     with kept_state(model):
         for layer in model.layers[:last]:
             h = np.array(layer.forward(h), dtype=np.float64)
     h = h.reshape(-1, h.shape[-1])[:, :4]
-    return h.mean(axis=0).tolist(), h.std(axis=0).tolist()
+    if dp is None:
+        return h.mean(axis=0).tolist(), h.std(axis=0).tolist()
+    *sums, count = dp.sum([*h.sum(axis=0), len(h)])
+    mean = np.array(sums) / count
+    var = np.array(dp.sum(((h - mean) ** 2).sum(axis=0).tolist())) / count
+    return mean.tolist(), np.sqrt(var).tolist()
 
 
-def _accuracy(model: Sequential, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
-    model.eval()
-    try:
-        hits = sum(
-            int(np.sum(np.argmax(model.forward(x[i : i + batch]), axis=1) == y[i : i + batch]))
-            for i in range(0, len(x), batch)
-        )
-    finally:
-        model.train()
-    return hits / len(x)
+def _accuracy(model: Sequential, x: np.ndarray, y: np.ndarray, dp: DataParallel | None) -> float:
+    """Test accuracy in eval mode, in batches of 500 (with ``dp``: shared by the ranks)."""
+    return (evaluate if dp is None else dp.evaluate)(model, x, y, 500)["accuracy"]
 
 
 def _measure(
-    model: Sequential, cfg: ShiftConfig, xb: Any, yb: Any, loss: float, grads: dict[str, np.ndarray]
+    model: Sequential,
+    cfg: ShiftConfig,
+    batch: tuple[Any, Any],
+    loss: float,
+    grads: dict[str, np.ndarray],
+    dp: DataParallel | None,
 ) -> dict[str, Any]:
     """The measurement row of one step (module docstring), before its update."""
-    pairs = ics(model, xb, yb, grads, float(cfg.lr), weight_layers(model))
-    land = landscape(model, xb, yb, loss, grads, [float(e) for e in cfg.step_sizes])
-    act = dict(zip(("act_mean", "act_std"), _activations(model, xb), strict=True))
+    xb, yb = batch
+    pairs = ics(model, xb, yb, grads, float(cfg.lr), weight_layers(model), dp)
+    land = landscape(model, xb, yb, loss, grads, [float(e) for e in cfg.step_sizes], dp)
+    act = dict(zip(("act_mean", "act_std"), _activations(model, xb, dp), strict=True))
     ics_l2, ics_cos = [p[0] for p in pairs], [p[1] for p in pairs]
     return {"ics_l2": ics_l2, "ics_cos": ics_cos, **land, **act}  # land: the landscape's keys
 
@@ -112,11 +129,14 @@ def train_net(
 ) -> None:
     """Train net ``kind``, measuring every ``measure_every`` steps (and after the last) into
     ``history``, which an interrupted run keeps; ``on_record()`` after each measurement.
-    FloatingPointError if the loss is not finite."""
+    FloatingPointError if the loss is not finite. Data-parallel on the process's world."""
     from bnlab.data import BatchIterator
 
     xtr, ytr, xte, yte = data
     model = build_net(kind, cfg)
+    _, dp = for_experiment(model, cfg.to_dict())  # its BN layers made SyncBN in place
+    if dp is not None:
+        dp.setup(model)
     noises, params = noise_layers(model), model.params
     batches = BatchIterator(xtr, ytr, int(cfg.batch_size or 2), seed=int(cfg.seed), drop_last=True)
     stream = batches.batches()
@@ -126,15 +146,16 @@ def train_net(
         for noise in noises:
             noise.resample()
         xb, yb = next(stream)
-        loss, grads = gradients(model, xb, np.asarray(yb))
+        yb = np.asarray(yb)
+        loss, grads = gradients(model, xb, yb, dp)
         if not math.isfinite(loss):
             raise FloatingPointError(f"the training loss is {loss} at step {step + 1}")
         if step % every == 0 or step == steps:
             row = {
                 "step": step,
                 "train_loss": float(np.mean(window)) if window else None,
-                "test_acc": _accuracy(model, xte, yte),
-                **_measure(model, cfg, xb, yb, loss, grads),
+                "test_acc": _accuracy(model, xte, yte, dp),
+                **_measure(model, cfg, (xb, yb), loss, grads, dp),
             }
             for k in report.HISTORY_KEYS:
                 history[k].append(row[k])

@@ -31,6 +31,13 @@ The full mode runs the public kernels (:func:`bnlab.kernels.batch_norm_forward` 
 ``batch_norm_backward``); the naive full backward keeps their ``dgamma``/``dbeta`` and replaces
 ``dx``. Both modes use the batch's statistics in training and in evaluation (no running
 statistics: the experiment evaluates on large fixed batches).
+
+With ``comm`` of P > 1 ranks (data-parallel training, every rank holding a shard of the global
+batch) the statistics are the global batch's, as :class:`~bnlab.layers.SyncBatchNorm`'s: the
+full mode hands the kernels the same reduction (:class:`~bnlab.layers.sync_batchnorm.
+CommReduction`); the centring sums ``[sum_n x_n, m]`` (forward) and ``[sum_n dy_n, m]``
+(proper backward) over the ranks in one allreduce each, so ``mu`` and ``mean(dy)`` are over all
+``M = sum_r m_r`` samples; ``dgamma``/``dbeta`` are this rank's share (the trainer sums them).
 """
 
 from __future__ import annotations
@@ -39,15 +46,18 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.comm import Communicator
 from bnlab.kernels import batch_norm_backward, batch_norm_forward
 from bnlab.layers import Layer
+from bnlab.layers.sync_batchnorm import CommReduction
 
 __all__ = ["BatchNormalize"]
 
 
 class BatchNormalize(Layer):
     """``y = x - mean(x)`` (``full=False``) or batch norm (``full=True``) over the batch axis of
-    a dense ``(N, C)`` input; ``stop_gradient=True`` is the naive backward (see the module).
+    a dense ``(N, C)`` input; ``stop_gradient=True`` is the naive backward; ``comm`` (None:
+    this process alone) the ranks whose shards make the batch (see the module).
 
     >>> import numpy as np
     >>> layer = BatchNormalize(3, full=False, stop_gradient=True)
@@ -70,8 +80,10 @@ class BatchNormalize(Layer):
         eps: float = 1e-5,
         dtype: Any = np.float32,
         name: str | None = None,
+        comm: Communicator | None = None,
     ) -> None:
         super().__init__(name=name)
+        self._sync = None if comm is None or comm.size == 1 else CommReduction(comm)
         if not isinstance(num_features, int | np.integer) or num_features < 1:
             raise ValueError(
                 f"BatchNormalize: num_features must be an int >= 1, got {num_features!r}"
@@ -105,20 +117,38 @@ class BatchNormalize(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x - mean(x)`` or ``gamma * (x - mu) / sqrt(var + eps) + beta``, batch statistics."""
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.num_features or x.shape[0] < 2:
+        least = 2 if self._sync is None else 1  # a shard of the global batch: one sample
+        if x.ndim != 2 or x.shape[1] != self.num_features or x.shape[0] < least:
             raise ValueError(
-                f"{self.describe()}: expected input (N >= 2, {self.num_features}), got {x.shape}"
+                f"{self.describe()}: expected input (N >= {least}, {self.num_features}), got "
+                f"{x.shape}"
             )
         if not self.full:
             self._cache = x.shape[0]
-            return x - x.mean(axis=0, dtype=np.float64).astype(x.dtype)
+            return x - self._mean(x).astype(x.dtype)
+        sync = self._sync
         y, self._cache = batch_norm_forward(
-            x, self.params["gamma"], self.params["beta"], eps=self.eps
+            x,
+            self.params["gamma"],
+            self.params["beta"],
+            eps=self.eps,
+            reduce=None if sync is None else sync.moments,
         )
         if self.stop_gradient:  # 1/s of this batch, the constant the naive backward uses
-            var = x.astype(np.float64).var(axis=0)
+            # one process: NumPy's var (the bits of the published runs); P ranks: the global
+            # batch's, which the forward's reduction merged
+            var = x.astype(np.float64).var(axis=0) if sync is None else self._cache.var[0]
             self._rstd = 1.0 / np.sqrt(var + self.eps)
         return y
+
+    def _mean(self, a: np.ndarray) -> np.ndarray:
+        """``(1/M) sum_n a_n`` over the batch axis of the global batch, float64."""
+        if self._sync is None:
+            return a.mean(axis=0, dtype=np.float64)
+        buf = np.empty(a.shape[1] + 1)
+        buf[:-1], buf[-1] = a.sum(axis=0, dtype=np.float64), len(a)
+        self._sync.comm.allreduce(buf)
+        return buf[:-1] / buf[-1]
 
     def backward(self, dy: np.ndarray, *, need_input_grad: bool = True) -> np.ndarray | None:
         """Proper or naive ``dx`` (module docstring); fills ``dgamma``, ``dbeta`` (full mode)."""
@@ -128,8 +158,11 @@ class BatchNormalize(Layer):
         if not self.full:
             if self.stop_gradient:
                 return dy.copy()
-            return dy - dy.mean(axis=0, dtype=np.float64).astype(dy.dtype)
-        dx, dgamma, dbeta = batch_norm_backward(dy, self._cache)
+            return dy - self._mean(dy).astype(dy.dtype)
+        sync = self._sync
+        dx, dgamma, dbeta = batch_norm_backward(
+            dy, self._cache, reduce=None if sync is None else sync.sums
+        )
         self.grads["gamma"][...] = dgamma
         self.grads["beta"][...] = dbeta
         if self.stop_gradient:

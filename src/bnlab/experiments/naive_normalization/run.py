@@ -20,6 +20,13 @@ the norm of the weights, the training loss (mean since the last record) and the 
 accuracy on a fixed batch of ``eval_examples`` test images (normalized with that batch's own
 statistics). A run whose loss stops being finite is recorded as diverged at that step.
 
+Under ``mpiexec -n P`` the runs train data-parallel (:func:`bnlab.train.train_step` with a
+:class:`~bnlab.train.DataParallel`): every rank draws the same batches and trains its shard,
+the normalization's statistics are the global batch's (``BatchNormalize(comm=...)``), the
+gradients and losses are summed over the ranks, and the evaluation batch is shared the same
+way; every number recorded is the global batch's, as in one process up to rounding. Rank 0
+writes the run directory.
+
 Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_bias_loss.png``,
 ``report.md``, ``report.html``::
 
@@ -40,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.comm import world
 from bnlab.experiments.naive_normalization import report
 from bnlab.experiments.naive_normalization.config import NaiveConfig, run_specs
 from bnlab.experiments.naive_normalization.normalize import BatchNormalize
@@ -47,12 +55,14 @@ from bnlab.experiments.progress import Progress, run_in_turn
 from bnlab.layers import Dense, ReLU, Sequential, Sigmoid
 from bnlab.losses import SoftmaxCrossEntropy
 from bnlab.runtime import blas_threads
+from bnlab.train import DataParallel, for_experiment, train_step
 
 __all__ = ["build_net", "run", "train_run"]
 
 
 def build_net(spec: dict[str, Any], cfg: NaiveConfig) -> Sequential:
-    """Dense(bias) -> BatchNormalize(centre/BN, proper/naive) -> activation, then Dense(10)."""
+    """Dense(bias) -> BatchNormalize(centre/BN, proper/naive) -> activation, then Dense(10);
+    the normalization over the global batch of the process's world."""
     layers: list[Any] = []
     fan_in, seed = 784, int(cfg.seed)
     for i, width in enumerate(cfg.hidden or []):
@@ -63,6 +73,7 @@ def build_net(spec: dict[str, Any], cfg: NaiveConfig) -> Sequential:
                 full=spec["norm"] == "bn",
                 stop_gradient=spec["gradient"] == "naive",
                 eps=float(cfg.eps),
+                comm=world(),
             )
         )
         layers.append(Sigmoid() if cfg.activation == "sigmoid" else ReLU())
@@ -101,6 +112,21 @@ def _batches(x: np.ndarray, y: np.ndarray, size: int, seed: int) -> Iterator[tup
     return BatchIterator(x, y, size, seed=seed, drop_last=True).batches()
 
 
+def evaluate_batch(
+    model: Sequential, x: np.ndarray, y: np.ndarray, dp: DataParallel | None
+) -> tuple[float, float]:
+    """Loss and accuracy of ``model`` on the batch ``(x, y)`` normalized with its own
+    statistics; with ``dp`` each rank takes its shard and the sums are the global batch's."""
+    xs, ys = (x, y) if dp is None else dp.shard(x, y)
+    logits = model.forward(xs)
+    loss, _ = SoftmaxCrossEntropy()(logits, ys)
+    hits = float(np.sum(np.argmax(logits, axis=1) == ys))
+    if dp is not None:
+        total, hits = dp.sum([loss * len(ys), hits])
+        loss = total / len(y)
+    return loss, hits / len(y)
+
+
 def train_run(
     spec: dict[str, Any],
     cfg: NaiveConfig,
@@ -111,27 +137,29 @@ def train_run(
 ) -> None:
     """Train run ``spec``, appending to ``history`` as it goes (so an interrupted run keeps
     what it recorded); ``on_record()`` after each record. FloatingPointError if the loss
-    stops being finite."""
+    stops being finite. Data-parallel on the process's world (module docstring)."""
     from bnlab.optim import SGD
 
     xtr, ytr, xev, yev = data
     model = build_net(spec, cfg)
+    _, dp = for_experiment(model, cfg.to_dict())  # (no BN layer to convert)
     bias_keys = biases(model)
     params, grads = model.params, model.grads
     keys = list(params) if spec["train"] == "all" else bias_keys
     weight_keys = [k for k in params if k.endswith(".W")]
     opt = SGD({k: params[k] for k in keys}, {k: grads[k] for k in keys}, lr=float(cfg.lr))
+    if dp is not None:
+        dp.setup(model, opt)
     loss_fn = SoftmaxCrossEntropy()
     window: list[float] = []
 
     def record(step: int) -> None:
-        logits = model.forward(xev)
-        ev_loss, _ = loss_fn(logits, yev)
+        ev_loss, ev_acc = evaluate_batch(model, xev, yev, dp)
         row = {
             "step": step,
             "train_loss": float(np.mean(window)) if window else None,
             "eval_loss": ev_loss,
-            "eval_acc": float(np.mean(np.argmax(logits, axis=1) == yev)),
+            "eval_acc": ev_acc,
             "bias_norm": norm_of(params, bias_keys),
             "weight_norm": norm_of(params, weight_keys),
         }
@@ -146,12 +174,7 @@ def train_run(
     steps, every = int(cfg.steps or 0), int(cfg.eval_every or 1)
     for step in range(1, steps + 1):
         xb, yb = next(batches)
-        loss, dlogits = loss_fn(model.forward(xb), yb)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the training loss is {loss} at step {step}")
-        model.backward(dlogits, need_input_grad=False)
-        opt.step()
-        window.append(loss)
+        window.append(train_step(model, loss_fn, opt, xb, yb, dp).loss)
         if step % every == 0 or step == steps:
             record(step)
         if bar is not None:

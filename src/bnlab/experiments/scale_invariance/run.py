@@ -27,6 +27,13 @@ since the last record, the test accuracy (eval mode, running statistics, ``eval_
 images), and per hidden kernel ``||W||_F`` and ``lr_W / ||W||_F^2``; ``norm_decreases`` counts
 the steps at which a kernel's norm fell. A net whose loss stops being finite is diverged.
 
+Under ``mpiexec -n P`` every net trains data-parallel (:func:`~bnlab.train.for_experiment`:
+SyncBN, a :class:`~bnlab.train.DataParallel` per net): every rank draws the same batches and
+runs its shard, the loss, its finiteness and the gradients are the global batch's (summed over
+the ranks before any update), ``prob_diff`` is the largest over the ranks' shards, and the
+kernels (so their norms and effective learning rates) are the same on every rank: the numbers
+are one process's up to rounding. Rank 0 writes the run directory.
+
 Files: ``config.json``, ``metrics.json``, ``metrics.csv``, ``fig_trajectories.png``,
 ``fig_weight_norms.png``, ``report.md``, ``report.html``::
 
@@ -49,16 +56,17 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.experiments.progress import Progress, recording
+from bnlab.comm import world
+from bnlab.experiments.progress import Progress, recording, root_only, shared_run_dir
 from bnlab.experiments.report import write_run_metrics
-from bnlab.experiments.rundir import RunDir
 from bnlab.experiments.scale_invariance import report
 from bnlab.experiments.scale_invariance.config import ScaleConfig, net_specs
 from bnlab.layers import BatchNorm, Dense, ReLU, Sequential
 from bnlab.losses import SoftmaxCrossEntropy, softmax
 from bnlab.runtime import blas_threads
+from bnlab.train import OneProcess, backward_global, evaluate, for_experiment, is_root
 
-__all__ = ["Net", "run"]
+__all__ = ["Net", "prob_diffs", "run"]
 
 
 class Net:
@@ -79,12 +87,14 @@ class Net:
         layers.append(Dense(fan_in, 10, seed=seed * 1000 + 999))
         for layer in layers:
             layer.astype(np.float64)
-        self.model = Sequential(layers)
+        self.model, self.dp = for_experiment(Sequential(layers), cfg.to_dict())
         self.params, self.grads = self.model.params, self.model.grads
         self.kernels = [f"{i}.W" for i, la in enumerate(layers[:-1]) if isinstance(la, Dense)]
         a, lr = float(spec["scale"]), float(cfg.lr)
         for k in self.kernels:
             self.params[k] *= a
+        if self.dp is not None:
+            self.dp.setup(self.model)
         self.lr = {k: lr * a * a if k in self.kernels else lr for k in self.params}
         self.loss_fn = SoftmaxCrossEntropy()
         self.norms = self.kernel_norms()
@@ -100,16 +110,23 @@ class Net:
         return [float(np.linalg.norm(self.params[k])) for k in self.kernels]
 
     def step(self, xb: np.ndarray, yb: np.ndarray) -> np.ndarray | None:
-        """One SGD step; the softmax outputs on the batch (before the step), None if diverged."""
+        """One SGD step on the global batch; the softmax outputs on this rank's shard (before
+        the step), None if diverged (on every rank together)."""
         if self.entry["error"]:
             return None
-        logits = self.model.forward(xb)
-        loss, dlogits = self.loss_fn(logits, yb)
-        if not (math.isfinite(loss) and np.all(np.isfinite(logits))):
+        par = OneProcess() if self.dp is None else self.dp
+        xs, ys = par.shard(xb, yb)
+        logits = self.model.forward(xs)
+        loss, dlogits = self.loss_fn(logits, ys)
+        finite = math.isfinite(loss) and bool(np.all(np.isfinite(logits)))
+        if self.dp is not None:  # the global batch's loss, and every rank's verdict
+            bad, total = self.dp.sum([not finite, loss * len(xs)])
+            finite, loss = bad == 0, total / len(xb)
+        if not finite:
             self.entry["error"] = f"diverged: the loss is {loss} at step {len(self.losses) + 1}"
             return None
         probs = softmax(logits)
-        self.model.backward(dlogits, need_input_grad=False)
+        backward_global(self.model, loss, dlogits, len(xb), par)
         for k, p in self.params.items():
             g = self.grads[k]
             if self.l2 and k.endswith(".W"):
@@ -122,12 +139,11 @@ class Net:
         self.norms = norms
         return probs
 
-    def compare(self, probs: np.ndarray | None, ref: np.ndarray | None) -> None:
-        """``max |p - p_ref|`` at this step and the largest so far."""
-        if probs is None or ref is None:
-            self.diff = math.nan
+    def compare(self, diff: float) -> None:
+        """``diff = max |p - p_ref|`` at this step (NaN: a net diverged), the largest so far."""
+        self.diff = diff
+        if math.isnan(diff):
             return
-        self.diff = float(np.max(np.abs(probs - ref)))
         if self.entry["first_prob_diff"] is None:  # step 1, before any update: eps alone
             self.entry["first_prob_diff"] = self.diff
         best = self.entry["max_prob_diff"]
@@ -137,10 +153,9 @@ class Net:
         """Append a row to the history (the loss is the mean of the last ``window`` steps)."""
         h, recent = self.entry["history"], self.losses[-window:] if step else []
         acc = None
-        if not self.entry["error"]:
-            self.model.eval()
-            acc = float(np.mean(np.argmax(self.model.forward(x_test), axis=1) == y_test))
-            self.model.train()
+        if not self.entry["error"]:  # in one batch (with a DataParallel: shared by the ranks)
+            run_eval = evaluate if self.dp is None else self.dp.evaluate
+            acc = run_eval(self.model, x_test, y_test, len(x_test))["accuracy"]
         row = {
             "step": step,
             "train_loss": float(np.mean(recent)) if recent else None,
@@ -164,6 +179,21 @@ def load_data(cfg: ScaleConfig) -> tuple[np.ndarray, ...]:
     return flat[0], ytr, flat[1], yte[:n]
 
 
+def prob_diffs(nets: list[Net], probs: dict[str, np.ndarray | None]) -> list[float]:
+    """``max |p - p_ref|`` of every net with a reference (NaN if one of them diverged): over
+    this rank's shard, then the largest over the ranks (one allgather)."""
+    diffs = [
+        math.nan if p is None or ref is None else float(np.max(np.abs(p - ref)))
+        for p, ref in ((probs[n.spec["name"]], probs[n.spec["ref"]]) for n in nets)
+    ]
+    comm = world()
+    if comm.size == 1 or not diffs:
+        return diffs
+    recv = np.empty((comm.size, len(diffs)))
+    comm.allgather(np.array(diffs), recv)
+    return [float(v) for v in recv.max(axis=0)]
+
+
 def train(cfg: ScaleConfig, nets: list[Net], data: tuple[np.ndarray, ...], on_record: Any) -> None:
     """Step every net on the same batches; ``on_record(step)`` after each record."""
     from bnlab.data import BatchIterator
@@ -178,9 +208,9 @@ def train(cfg: ScaleConfig, nets: list[Net], data: tuple[np.ndarray, ...], on_re
     for step in range(1, steps + 1):
         xb, yb = next(stream)
         probs = {net.spec["name"]: net.step(xb, np.asarray(yb)) for net in nets}
-        for net in nets:
-            if net.spec["ref"]:
-                net.compare(probs[net.spec["name"]], probs[net.spec["ref"]])
+        scaled = [net for net in nets if net.spec["ref"]]
+        for net, diff in zip(scaled, prob_diffs(scaled, probs), strict=True):
+            net.compare(diff)
         if step % every == 0 or step == steps:
             for net in nets:
                 net.record(step, xte, yte, every)
@@ -194,11 +224,12 @@ def run(config: ScaleConfig | dict[str, Any] | None, out_dir: str | Path) -> Pat
     nets = [Net(spec, cfg) for spec in net_specs(cfg)]
     settings = cfg.to_dict()
     t0 = time.perf_counter()
-    bar = Progress(int(cfg.steps or 0), cfg.NAME, enabled=bool(cfg.progress))
+    bar = Progress(int(cfg.steps or 0), cfg.NAME, enabled=bool(cfg.progress) and is_root())
     done = {"steps": 0}
 
-    with RunDir.start(out_dir, settings) as rd:
+    with shared_run_dir(out_dir, settings, cfg.NAME) as rd:
 
+        @root_only
         def write(status: str) -> None:
             entries = [net.entry for net in nets]
             wall = time.perf_counter() - t0
