@@ -213,3 +213,18 @@ def _recorded(m: dict[str, Any]) -> bool:
     """A record after step 0 of the first net is in metrics.json."""
     nets = m.get("nets") or []
     return bool(nets) and len(nets[0]["history"]["step"]) >= 2
+
+
+@needs_mpi
+def test_a_batch_smaller_than_the_world_is_refused_before_the_run_directory(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    cmd = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "bnlab", "run", "naive-normalization"]
+    cmd += ["--steps", "2", "--batch-size", "2", "--no-progress", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert "--batch-size 2 cannot feed the 3 processes" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()

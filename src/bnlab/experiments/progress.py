@@ -261,9 +261,17 @@ def root_only(fn: Callable[..., Any]) -> Callable[..., Any]:
 def shared_run_dir(out_dir: str | Path, settings: dict[str, Any], where: str) -> RunDir:
     """The run directory ``out_dir`` of a run on the process's world (:func:`bnlab.comm.world`):
     the ranks check that they see the same ``--out`` and config (every rank refuses together
-    before anything changes, :func:`~bnlab.train.check_agree`), then rank 0 takes it over
+    before anything changes, :func:`~bnlab.train.check_agree`; a ``batch_size`` smaller than
+    the world is refused likewise), then rank 0 takes it over
     (:meth:`RunDir.start`) and the other ranks hold a :class:`RunDir` they do not write."""
-    check_agree(world(), {"--out": str(Path(out_dir).resolve()), "config": settings}, where=where)
+    comm, batch = world(), settings.get("batch_size")
+    check_agree(comm, {"--out": str(Path(out_dir).resolve()), "config": settings}, where=where)
+    if isinstance(batch, int) and batch < comm.size:  # every rank refuses, nothing written
+        raise ValueError(
+            f"{where}: --batch-size {batch} cannot feed the {comm.size} processes of this job "
+            f"(every rank needs at least one example); use --batch-size >= {comm.size} or "
+            f"fewer processes"
+        )
     return RunDir.start(out_dir, settings) if is_root() else RunDir(out_dir)
 
 
