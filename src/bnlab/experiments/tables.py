@@ -238,6 +238,6 @@ def readme_tables(run_dirs: Sequence[str | Path]) -> str:
             f"{epochs[0]}: a population-stats-epochs table needs its cifar10-keras runs"
         )
     if shift:
-        src = Path(", ".join(str(d) for d, _ in shift))
-        out.append((src, covariate_shift_table([m for _, m in shift])))
+        seeds = Path(", ".join(str(d) for d, _ in shift))
+        out.append((seeds, covariate_shift_table([m for _, m in shift])))
     return "\n".join(f"<!-- from {d} -->\n{t}" for d, t in out)
