@@ -90,13 +90,13 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: Any, *inputs: Any, where:
             f"{where}: out must have the result's shape {shape} and dtype {dtype}, got shape "
             f"{out.shape} and dtype {out.dtype}; allocate it with np.empty_like(x)"
         )
-    if not (out.flags.c_contiguous and out.flags.writeable):
+    if not ((flags := out.flags).c_contiguous and flags.writeable):
         raise ValueError(
             f"{where}: out must be C-contiguous and writeable (the kernels write it as one "
             "block); pass np.empty_like(x) or a contiguous copy"
         )
     for i, arr in enumerate(inputs):
-        if not any(arr is seen for seen in inputs[:i]) and np.may_share_memory(out, arr):
+        if (not i or arr is not inputs[i - 1]) and np.may_share_memory(out, arr):
             raise ValueError(
                 f"{where}: out shares memory with an input; pass a separate array (the "
                 "kernels read their inputs while writing out)"

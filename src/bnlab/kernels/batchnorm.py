@@ -46,7 +46,7 @@ StatsReduce = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, .
 SumsReduce = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchNormCache:
     """A training forward's state: ``x`` (compute dtype, C-contiguous), ``count (G,)``,
     ``mean``/``var`` (biased) ``(G, C)`` of the (global) groups, ``scale (G, C)`` (the effective
@@ -76,11 +76,11 @@ class BatchNormCache:
         return np.sqrt(self.var + self.eps)
 
 
-def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.ndarray]:
-    """Each ``name=(value, default)`` as a float64 ``(C,)`` vector (``None``: all ``default``),
+def channel_vectors(where: str, C: int, *given: tuple[str, Any, float]) -> list[np.ndarray]:
+    """Each ``(name, value, default)`` as a float64 ``(C,)`` vector (``None``: all ``default``),
     in order; finite, and >= 0 for a variance (``var``)."""
-    names, arrays = list(given), []
-    for name, (v, default) in given.items():
+    rows = []
+    for name, v, default in given:
         arr = np.full(C, default) if v is None else v if type(v) is np.ndarray else np.asarray(v)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{where}: {name} must be a real numeric array, got dtype {arr.dtype}")
@@ -89,18 +89,19 @@ def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.n
                 f"{where}: {name} must have shape ({C},) to match the feature axis, got shape "
                 f"{arr.shape}"
             )
-        arrays.append(arr)
-    rows = np.array(arrays, dtype=np.float64)  # one float64 copy of all, one check
-    if not fk.all_finite(rows):
-        i = next(i for i, r in enumerate(rows) if not fk.all_finite(r))
-        nan, inf = int(np.isnan(rows[i]).sum()), int(np.isinf(rows[i]).sum())
-        raise ValueError(
-            f"{where}: {names[i]} must be finite, got {nan} NaN and {inf} Inf entries; check "
-            "the parameters or statistics given"
-        )
-    if "var" in given and (low := rows[names.index("var")].min(initial=0.0)) < 0:
-        raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {low!r}")
-    return list(rows)
+        rows.append(arr.astype(np.float64))
+    for i in range(0, len(rows), 2):  # two vectors a check
+        if not fk.all_finite(*rows[i : i + 2]):
+            j = i if not fk.all_finite(rows[i]) else i + 1
+            nan, inf = int(np.isnan(rows[j]).sum()), int(np.isinf(rows[j]).sum())
+            raise ValueError(
+                f"{where}: {given[j][0]} must be finite, got {nan} NaN and {inf} Inf entries; "
+                "check the parameters or statistics given"
+            )
+    for (name, _, _), row in zip(given, rows, strict=True):
+        if name == "var" and (low := row.min(initial=0.0)) < 0:
+            raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {low!r}")
+    return rows
 
 
 # -- the two passes: statistics, then the affine map -------------------------------------------
@@ -119,10 +120,10 @@ def group_bounds(v: np.ndarray, n: int, ax: int, groups: Groups = None, where: s
     """``(bounds, nblocks, count, parallel)``: group j is rows ``bounds[j, 0]:bounds[j, 1]`` of
     the view ``v`` of a batch of ``n`` (feature axis ``ax``), summed in ``nblocks[j]`` blocks,
     ``count[j]`` values per channel (read-only); parallel if a group has more than one block."""
+    if groups is None:
+        return _whole(v.shape[0], v.size // v.shape[1], _blocks(v, v.size))
     per_row = v.size // v.shape[0] if v.shape[0] else 0  # values per row of the view
     m_row = per_row // v.shape[1]  # values per channel per row
-    if groups is None:
-        return _whole(v.shape[0], v.shape[0] * m_row, _blocks(v, v.size))
     if isinstance(groups, int | np.integer):
         if groups < 1 or n % groups:
             raise ValueError(f"{where}: groups={groups} must divide the batch size {n}")
@@ -165,9 +166,10 @@ def _blocks(v: np.ndarray, size: int) -> int:
 def compute_stats(v: np.ndarray, plan: Plan, reduce: StatsReduce | None) -> tuple[Any, ...]:
     """``(count (G,), mean, biased var (G, C))`` of the groups of the view ``v``, reduced."""
     bounds, nblocks, count, parallel = plan
-    mean, var = (stats := np.zeros((2, len(bounds), v.shape[1])))[0], stats[1]
     if v.size:
-        (fk.stats_last if v.ndim == 2 else fk.stats_mid)[parallel](v, bounds, nblocks, mean, var)
+        mean, var = (fk.stats_last if v.ndim == 2 else fk.stats_mid)[parallel](v, bounds, nblocks)
+    else:
+        mean, var = np.zeros((2, len(bounds), v.shape[1]))
     if reduce is not None:
         count, mean, var = reduce(count, mean, var)
         count = _frozen(count)
@@ -195,22 +197,15 @@ def check_stats(
         )
 
 
-def bn_scale(gamma: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
-    """``gamma / sqrt(var + eps)`` (float64, var's shape), compiled: one rounding everywhere."""
-    fk.bn_scale(gamma, var, eps, out := np.empty(var.shape))
-    return out
+Affine = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, float]
 
 
 def normalize(
-    v: np.ndarray,
-    plan: Plan,
-    affine: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_dtype: np.dtype[Any],
-    out: np.ndarray | None,
-    like: np.ndarray,
+    v: np.ndarray, plan: Plan, affine: Affine, out_dtype: np.dtype[Any], out: Any, like: np.ndarray
 ) -> np.ndarray:
-    """``y = scale * (x - center) + shift`` per group of the view ``v`` of ``like`` (``affine``:
-    float64 ``(G, C)``), ``like``'s shape; into ``out`` when given."""
+    """``y = scale * (x - center) / sqrt(var + eps) + shift`` per group of the view ``v`` of
+    ``like`` (``affine = (center, scale, shift, var, eps)``, float64 ``(G, C)``; ``var`` None:
+    no division), ``like``'s shape; into ``out`` when given."""
     y = out if out is not None and out.dtype == v.dtype else np.empty_like(like)
     kernel = (fk.affine_last if v.ndim == 2 else fk.affine_mid)[plan[3]]
     kernel(v, plan[0], plan[1], *affine, y.reshape(v.shape))
@@ -303,16 +298,17 @@ def batch_norm_forward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     v = channel_view(xc, ax)
-    g, b = channel_vectors(where, v.shape[1], gamma=(gamma, 1.0), beta=(beta, 0.0))
+    g, b = channel_vectors(where, v.shape[1], ("gamma", gamma, 1.0), ("beta", beta, 0.0))
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
     plan = group_bounds(v, xc.shape[0], ax, groups, where)
     count, mean, var = compute_stats(v, plan, reduce)
     check_stats(xc, count, mean, var, where)
-    gs, bs = (w[None] if len(count) == 1 else np.tile(w, (len(count), 1)) for w in (g, b))
-    y = normalize(v, plan, (mean, bn_scale(g, var, eps), bs), out_dtype, out, xc)
+    G = len(count)
+    gs, bs = (g[None], b[None]) if G == 1 else (np.tile(g, (G, 1)), np.tile(b, (G, 1)))
+    y = normalize(v, plan, (mean, gs, bs, var, eps), out_dtype, out, xc)
     stats = (count, mean, var, gs)  # gamma per group (renorm: gamma r)
-    return y, BatchNormCache(xc, ax, eps, out_dtype, *plan[:2], *stats, parallel=plan[3])
+    return y, BatchNormCache(xc, ax, eps, out_dtype, plan[0], plan[1], *stats, None, None, plan[3])
 
 
 def batch_norm_backward(
@@ -357,26 +353,22 @@ def batch_norm_inference(
     where = "batch_norm_inference"
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    given = {"mean": (mean, 0.0), "var": (var, 1.0), "gamma": (gamma, 1.0), "beta": (beta, 0.0)}
-    mu, vr, g, b = channel_vectors(where, xc.shape[ax], **given)
+    given = (("mean", mean, 0.0), ("var", var, 1.0), ("gamma", gamma, 1.0), ("beta", beta, 0.0))
+    mu, vr, g, b = channel_vectors(where, xc.shape[ax], *given)
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
-    return affine_map(xc, ax, (mu, bn_scale(g, vr, eps), b), out_dtype, out)
+    return affine_map(xc, ax, (mu, g, b, vr, eps), out_dtype, out)
 
 
 def affine_map(
-    xc: np.ndarray,
-    ax: int,
-    affine: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_dtype: np.dtype[Any],
-    out: np.ndarray | None = None,
+    xc: np.ndarray, ax: int, affine: Affine, out_dtype: np.dtype[Any], out: Any = None
 ) -> np.ndarray:
-    """``scale * (x - center) + shift`` with ``(C,)`` vectors, one group (the whole batch)."""
+    """:func:`normalize` with ``(C,)`` vectors, one group (the whole batch)."""
     if xc.size == 0:
         return np.empty(xc.shape, out_dtype) if out is None else out
-    v = channel_view(xc, ax)
-    center, scale, shift = (a[None] for a in affine)
-    return normalize(v, group_bounds(v, len(xc), ax), (center, scale, shift), out_dtype, out, xc)
+    v, (center, scale, shift, var, eps) = channel_view(xc, ax), affine
+    rows = (center[None], scale[None], shift[None], None if var is None else var[None], eps)
+    return normalize(v, group_bounds(v, len(xc), ax), rows, out_dtype, out, xc)
 
 
 def batch_norm_inference_backward(
@@ -390,10 +382,11 @@ def batch_norm_inference_backward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
-    mu, vr, g = channel_vectors(where, C, mean=(mean, 0.0), var=(var, 1.0), gamma=(gamma, 1.0))
+    given = (("mean", mean, 0.0), ("var", var, 1.0), ("gamma", gamma, 1.0))
+    mu, vr, g = channel_vectors(where, C, *given)
     plan = group_bounds(channel_view(xc, ax), xc.shape[0], ax)
     stats = (mu[None], vr[None], g[None])
     cache = BatchNormCache(xc, ax, eps, out_dtype, *plan[:3], *stats, parallel=plan[3])
     gy, _, (dgamma, dbeta) = reduced_sums(dy, cache, None, where)
-    dx = affine_map(gy, ax, (np.zeros(C), bn_scale(g, vr, eps), np.zeros(C)), out_dtype)
+    dx = affine_map(gy, ax, (np.zeros(C), g, np.zeros(C), vr, eps), out_dtype)
     return dx, dgamma, dbeta

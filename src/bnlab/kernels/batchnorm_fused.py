@@ -184,17 +184,28 @@ def _shift(x, a):  # each channel's first value in the group starting at row a, 
 
 
 @njit(cache=True)
-def _moments(shift, p1, p2, m, mean, var):  # per-block shifted sums (blocks, C) -> mean, var
-    s1 = p1.sum(axis=0)
-    s2 = p2.sum(axis=0)
-    mean[:] = shift + s1 / m
-    var[:] = np.maximum((s2 - s1 * s1 / m) / m, 0.0)
+def _sum_blocks(p1, p2, c):  # the blocks' sums of channel c added in order, from 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for b in range(p1.shape[0]):
+        s1 += p1[b, c]
+        s2 += p2[b, c]
+    return s1, s2
 
 
 @njit(cache=True)
-def _sum_blocks(p1, p2, sums):
-    sums[0, :] = p1.sum(axis=0)
-    sums[1, :] = p2.sum(axis=0)
+def _moments(shift, p1, p2, m, mean, var):  # per-block shifted sums (blocks, C) -> mean, var
+    for c in range(shift.shape[0]):
+        s1, s2 = _sum_blocks(p1, p2, c)
+        mean[c] = shift[c] + s1 / m
+        t = (s2 - s1 * s1 / m) / m
+        var[c] = t if t >= 0.0 or np.isnan(t) else 0.0  # np.maximum(t, 0.0)
+
+
+@njit(cache=True)
+def _block_sums(p1, p2, sums):
+    for c in range(p1.shape[1]):
+        sums[0, c], sums[1, c] = _sum_blocks(p1, p2, c)
 
 
 @njit(cache=True)
@@ -206,8 +217,10 @@ def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
 
 
 @njit(cache=True)
-def bn_scale(gamma, var, eps, out):  # the normalizing scale gamma / sqrt(var + eps) into out
-    out[...] = gamma / np.sqrt(var + eps)
+def _scale_row(scale, var, eps, j):  # scale[j] / sqrt(var[j] + eps); var None: scale[j]
+    if var is None:
+        return scale[j]
+    return scale[j] / np.sqrt(var[j] + eps)
 
 
 @njit(cache=True)
@@ -273,9 +286,10 @@ def param_grads(var, eps, sums, r, d, grads):
 # kernel[parallel]; the serial one runs when every group has one block, and does exactly what
 # the parallel one does with one block (the same calls with the same bounds)
 @njit_pair
-def stats_last(x, bounds, nblocks, mean, var):
-    """Per group and column ``mean``, biased ``var`` (G, C, zeros given) of ``x (R, C)``."""
+def stats_last(x, bounds, nblocks):
+    """Per group and column ``(mean, biased var)`` (G, C; an empty group: 0) of ``x (R, C)``."""
     C = x.shape[1]
+    mean, var = _zeros2(bounds.shape[0], C)
     for j in range(bounds.shape[0]):
         a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
         if R > 0:
@@ -285,12 +299,14 @@ def stats_last(x, bounds, nblocks, mean, var):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
                 _sums_rows(x[r0:r1], shift, p1[blk], p2[blk])
             _moments(shift, p1, p2, R, mean[j], var[j])
+    return mean, var
 
 
 @njit_pair
-def stats_mid(x, bounds, nblocks, mean, var):
+def stats_mid(x, bounds, nblocks):
     """:func:`stats_last` of ``x (A, C, B)`` (parallel over the channels)."""
     C = x.shape[1]
+    mean, var = _zeros2(bounds.shape[0], C)
     for j in range(bounds.shape[0]):
         a, b = bounds[j, 0], bounds[j, 1]
         if b > a and x.shape[2] > 0:
@@ -299,6 +315,7 @@ def stats_mid(x, bounds, nblocks, mean, var):
             for c in prange(C):
                 _sums_chan(x[a:b], shift, c, p1[0], p2[0])
             _moments(shift, p1, p2, (b - a) * x.shape[2], mean[j], var[j])
+    return mean, var
 
 
 @njit_pair
@@ -313,7 +330,7 @@ def grad_sums_last(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
             for blk in prange(nb):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
                 _dot_rows(dy[r0:r1], x[r0:r1], mean[j], p1[blk], p2[blk])
-            _sum_blocks(p1, p2, sums[j])
+            _block_sums(p1, p2, sums[j])
     return param_grads(var, eps, sums, r, d, grads)
 
 
@@ -327,30 +344,33 @@ def grad_sums_mid(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
             p1, p2 = _zeros2(1, C)
             for c in prange(C):
                 _dot_chan(dy[a:b], x[a:b], mean[j], c, p1[0], p2[0])
-            _sum_blocks(p1, p2, sums[j])
+            _block_sums(p1, p2, sums[j])
     return param_grads(var, eps, sums, r, d, grads)
 
 
 @njit_pair
-def affine_last(x, bounds, nblocks, center, scale, shift, out):
-    """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's rows of ``x (R, C)``."""
+def affine_last(x, bounds, nblocks, center, scale, shift, var, eps, out):
+    """``out = a[j] * (x - center[j]) + shift[j]`` on group j's rows of ``x (R, C)``, ``a =
+    scale / sqrt(var + eps)`` (``var`` None: ``a = scale``)."""
     for j in range(bounds.shape[0]):
         a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        hi, d = _split_center(center[j], scale[j], shift[j], x)
-        s = _to_dtype(scale[j], x)
+        sc = _scale_row(scale, var, eps, j)
+        hi, d = _split_center(center[j], sc, shift[j], x)
+        s = _to_dtype(sc, x)
         for blk in prange(nb):
             r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
             _affine_rows(x[r0:r1], hi, s, d, out[r0:r1])
 
 
 @njit_pair
-def affine_mid(x, bounds, nblocks, center, scale, shift, out):
-    """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's planes of ``x (A, C, B)``."""
+def affine_mid(x, bounds, nblocks, center, scale, shift, var, eps, out):
+    """:func:`affine_last` on group j's planes of ``x (A, C, B)``."""
     C = x.shape[1]
     for j in range(bounds.shape[0]):
         i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
-        hi, d = _split_center(center[j], scale[j], shift[j], x)
-        s = _to_dtype(scale[j], x)
+        sc = _scale_row(scale, var, eps, j)
+        hi, d = _split_center(center[j], sc, shift[j], x)
+        s = _to_dtype(sc, x)
         for blk in prange(nb):
             _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
 
