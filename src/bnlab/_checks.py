@@ -12,9 +12,12 @@ __all__ += ["prepare_input", "check_out"]
 __all__ += ["check_real", "check_int", "check_bool", "as_generator"]
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype arithmetic is done in: float64 stays float64, everything else is float32."""
-    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+    return _F64 if dtype == _F64 else _F32
 
 
 def as_float_array(x: Any, name: str, *, where: str, min_ndim: int = 1) -> np.ndarray:

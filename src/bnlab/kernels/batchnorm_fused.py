@@ -12,8 +12,8 @@ into groups ``bounds[j] = (a, b)`` along the first axis; group j runs on ``nbloc
     pass 2 backward:  dx = k*dy + cb*(x - mean) + cd in float64 (few values: the terms cancel),
                       in float32 with the hi/lo split from LOWP_MIN_COUNT values on
 
-``m`` is passed in (global under sync). Parallel kernels hold only calls and prange loops:
-numba makes any array expression a parallel region of its own (milliseconds).
+``m`` is passed in (global under sync). Parallel kernels hold only calls and prange loops (an
+array expression is a parallel region of its own: milliseconds).
 """
 
 from __future__ import annotations
@@ -167,8 +167,8 @@ def _to_dtype(v, like):
 
 
 @njit(cache=True)
-def _zeros2(n, C):
-    return np.zeros((n, C)), np.zeros((n, C))
+def _zeros(*shape):  # np.zeros for the parallel loops' functions (there: a parallel region)
+    return np.zeros(shape)
 
 
 @njit(cache=True)
@@ -203,24 +203,19 @@ def _moments(shift, p1, p2, m, mean, var):  # per-block shifted sums (blocks, C)
 
 
 @njit(cache=True)
-def _block_sums(p1, p2, sums):
-    for c in range(p1.shape[1]):
-        sums[0, c], sums[1, c] = _sum_blocks(p1, p2, c)
-
-
-@njit(cache=True)
-def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
-    """``dx = k*dy + cb*(x - mean) + cd`` (``k = gamma*rstd``) from the pass-1 sums."""
+def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):  # dx = k*dy + cb*(x - mean) + cd, k = gamma*rstd
     rstd = 1.0 / np.sqrt(var + eps)
     k = gamma * rstd
     return k, -k * rstd * rstd * sdyx / m, -k * sdy / m
 
 
 @njit(cache=True)
-def _scale_row(scale, var, eps, j):  # scale[j] / sqrt(var[j] + eps); var None: scale[j]
-    if var is None:
-        return scale[j]
-    return scale[j] / np.sqrt(var[j] + eps)
+def _affine_consts(center, scale, shift, var, eps, j, like):
+    """``(hi, d, a)`` in ``like``'s dtype of group j's map ``a * (x - hi) + d``: ``a =
+    scale / sqrt(var + eps)`` (``var`` None: ``scale``), ``center = hi + lo`` split."""
+    a = scale[j] if var is None else scale[j] / np.sqrt(var[j] + eps)
+    hi, d = _split_center(center[j], a, shift[j], like)
+    return hi, d, _to_dtype(a, like)
 
 
 @njit(cache=True)
@@ -282,129 +277,123 @@ def param_grads(var, eps, sums, r, d, grads):
     return all_finite(grads)
 
 
-# -- the passes: each a pair (serial, parallel) of one loop (njit_pair), called as
-# kernel[parallel]; the serial one runs when every group has one block, and does exactly what
-# the parallel one does with one block (the same calls with the same bounds)
+# -- the passes: (serial, parallel) pairs of one function (njit_pair), called as kernel[parallel]
 @njit_pair
-def stats_last(x, bounds, nblocks):
-    """Per group and column ``(mean, biased var)`` (G, C; an empty group: 0) of ``x (R, C)``."""
-    C = x.shape[1]
-    mean, var = _zeros2(bounds.shape[0], C)
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        if R > 0:
-            shift = _shift(x, a)
-            p1, p2 = _zeros2(nb, C)
+def forward_last(x, bounds, nblocks, center, scale, shift, var, eps, out):
+    """The forward passes of ``x (R, C)`` by groups. ``center`` None: the statistics pass, per
+    group and column ``center`` = mean, ``var`` = biased var (an empty group: 0). Then if ``out``
+    is given and they are finite ``out = a[j] * (x - center[j]) + shift[j]``, ``a = scale /
+    sqrt(var + eps)`` (``var`` None: ``a = scale``). Returns ``(center, var, finite)``."""
+    G, C = bounds.shape[0], x.shape[1]
+    mean, vr = (_zeros(G, C), _zeros(G, C)) if center is None else (center, var)
+    if center is None:
+        for j in range(G):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            if R > 0:
+                k = _shift(x, a)
+                p1, p2 = _zeros(nb, C), _zeros(nb, C)
+                for blk in prange(nb):
+                    r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                    _sums_rows(x[r0:r1], k, p1[blk], p2[blk])
+                _moments(k, p1, p2, R, mean[j], vr[j])
+    finite = all_finite(mean, vr)
+    if out is not None:
+        for j in range(G if finite else 0):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            hi, d, s = _affine_consts(mean, scale, shift, vr, eps, j, x)
             for blk in prange(nb):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                _sums_rows(x[r0:r1], shift, p1[blk], p2[blk])
-            _moments(shift, p1, p2, R, mean[j], var[j])
-    return mean, var
+                _affine_rows(x[r0:r1], hi, s, d, out[r0:r1])
+    return mean, vr, finite
 
 
 @njit_pair
-def stats_mid(x, bounds, nblocks):
-    """:func:`stats_last` of ``x (A, C, B)`` (parallel over the channels)."""
-    C = x.shape[1]
-    mean, var = _zeros2(bounds.shape[0], C)
-    for j in range(bounds.shape[0]):
-        a, b = bounds[j, 0], bounds[j, 1]
-        if b > a and x.shape[2] > 0:
-            shift = _shift(x, a)
-            p1, p2 = _zeros2(1, C)
-            for c in prange(C):
-                _sums_chan(x[a:b], shift, c, p1[0], p2[0])
-            _moments(shift, p1, p2, (b - a) * x.shape[2], mean[j], var[j])
-    return mean, var
-
-
-@njit_pair
-def grad_sums_last(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
-    """Per group of ``(R, C)`` arrays ``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` (zeros
-    given, ``(G, 2, C)``), then :func:`param_grads` of them into ``grads``; returns finite."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        if R > 0:
-            p1, p2 = _zeros2(nb, C)
+def forward_mid(x, bounds, nblocks, center, scale, shift, var, eps, out):
+    """:func:`forward_last` of ``x (A, C, B)`` (statistics parallel over the channels)."""
+    G, C = bounds.shape[0], x.shape[1]
+    mean, vr = (_zeros(G, C), _zeros(G, C)) if center is None else (center, var)
+    if center is None:
+        for j in range(G):
+            a, b = bounds[j, 0], bounds[j, 1]
+            if b > a and x.shape[2] > 0:
+                k = _shift(x, a)
+                p1, p2 = _zeros(1, C), _zeros(1, C)
+                for c in prange(C):
+                    _sums_chan(x[a:b], k, c, p1[0], p2[0])
+                _moments(k, p1, p2, (b - a) * x.shape[2], mean[j], vr[j])
+    finite = all_finite(mean, vr)
+    if out is not None:
+        for j in range(G if finite else 0):
+            i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
+            hi, d, s = _affine_consts(mean, scale, shift, vr, eps, j, x)
             for blk in prange(nb):
-                r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                _dot_rows(dy[r0:r1], x[r0:r1], mean[j], p1[blk], p2[blk])
-            _block_sums(p1, p2, sums[j])
-    return param_grads(var, eps, sums, r, d, grads)
+                _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
+    return mean, vr, finite
 
 
 @njit_pair
-def grad_sums_mid(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
-    """:func:`grad_sums_last` of ``(A, C, B)`` arrays (parallel over the channels)."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        a, b = bounds[j, 0], bounds[j, 1]
-        if b > a:
-            p1, p2 = _zeros2(1, C)
-            for c in prange(C):
-                _dot_chan(dy[a:b], x[a:b], mean[j], c, p1[0], p2[0])
-            _block_sums(p1, p2, sums[j])
-    return param_grads(var, eps, sums, r, d, grads)
-
-
-@njit_pair
-def affine_last(x, bounds, nblocks, center, scale, shift, var, eps, out):
-    """``out = a[j] * (x - center[j]) + shift[j]`` on group j's rows of ``x (R, C)``, ``a =
-    scale / sqrt(var + eps)`` (``var`` None: ``a = scale``)."""
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        sc = _scale_row(scale, var, eps, j)
-        hi, d = _split_center(center[j], sc, shift[j], x)
-        s = _to_dtype(sc, x)
-        for blk in prange(nb):
-            r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-            _affine_rows(x[r0:r1], hi, s, d, out[r0:r1])
-
-
-@njit_pair
-def affine_mid(x, bounds, nblocks, center, scale, shift, var, eps, out):
-    """:func:`affine_last` on group j's planes of ``x (A, C, B)``."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
-        sc = _scale_row(scale, var, eps, j)
-        hi, d = _split_center(center[j], sc, shift[j], x)
-        s = _to_dtype(sc, x)
-        for blk in prange(nb):
-            _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
-
-
-@njit_pair
-def grad_input_last(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
-    """Training ``dx`` on group j's rows of ``(R, C)`` arrays; ``stats = (count, mean, var,
-    gamma)``; float32 arithmetic if ``lowp`` and the group has ``LOWP_MIN_COUNT`` values."""
+def backward_last(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, out):
+    """The backward passes of ``(R, C)`` arrays by groups; ``stats = (count, mean, var, gamma)``.
+    ``total`` None: the sums pass, ``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` ``(G, 2,
+    C)``, and :func:`param_grads` of them into ``grads``. Then if ``out`` is given and all are
+    finite, training ``dx`` from the sums (float32 arithmetic if ``lowp`` and the group has
+    ``LOWP_MIN_COUNT`` values). Returns ``(sums, sums finite, grads finite)``."""
     count, mean, var, gamma = stats
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        if R > 0:
-            k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
-            hi, d = _split_center(mean[j], cb, cd, x)
-            k32, cb32 = _to_dtype(k, x), _to_dtype(cb, x)
-            low_j = lowp and count[j] >= LOWP_MIN_COUNT
-            for blk in prange(nb):
-                r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                u, v, o = dy[r0:r1], x[r0:r1], out[r0:r1]
-                if low_j:
-                    _grad_rows_lowp(u, v, hi, k32, cb32, d, o)
-                else:
-                    _grad_rows(u, v, mean[j], k, cb, cd, o)
+    G, C = bounds.shape[0], x.shape[1]
+    sums, ok = _zeros(G, 2, C) if total is None else total, True
+    if total is None:
+        for j in range(G):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            if R > 0:
+                p1, p2 = _zeros(nb, C), _zeros(nb, C)
+                for blk in prange(nb):
+                    r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                    _dot_rows(dy[r0:r1], x[r0:r1], mean[j], p1[blk], p2[blk])
+                for c in range(C):
+                    sums[j, 0, c], sums[j, 1, c] = _sum_blocks(p1, p2, c)
+        ok = param_grads(var, eps, sums, r, d, grads)
+    finite = all_finite(sums)
+    if out is not None:
+        for j in range(G if finite and ok else 0):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            if R > 0:
+                k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+                hi, dd = _split_center(mean[j], cb, cd, x)
+                k32, cb32 = _to_dtype(k, x), _to_dtype(cb, x)
+                low_j = lowp and count[j] >= LOWP_MIN_COUNT
+                for blk in prange(nb):
+                    r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                    u, v, o = dy[r0:r1], x[r0:r1], out[r0:r1]
+                    if low_j:
+                        _grad_rows_lowp(u, v, hi, k32, cb32, dd, o)
+                    else:
+                        _grad_rows(u, v, mean[j], k, cb, cd, o)
+    return sums, finite, ok
 
 
 @njit_pair
-def grad_input_mid(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
-    """Training ``dx`` on group j's planes of ``(A, C, B)`` arrays (float64 arithmetic)."""
+def backward_mid(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, out):
+    """:func:`backward_last` of ``(A, C, B)`` arrays (sums parallel over channels; dx float64)."""
     count, mean, var, gamma = stats
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
-        if n > 0:
-            k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
-            for blk in prange(nb):
-                i, e = i0 + blk * n // nb, i0 + (blk + 1) * n // nb
-                _grad_planes(dy, x, mean[j], k, cb, cd, out, i, e)
+    G, C = bounds.shape[0], x.shape[1]
+    sums, ok = _zeros(G, 2, C) if total is None else total, True
+    if total is None:
+        for j in range(G):
+            a, b = bounds[j, 0], bounds[j, 1]
+            if b > a:
+                p1, p2 = _zeros(1, C), _zeros(1, C)
+                for c in prange(C):
+                    _dot_chan(dy[a:b], x[a:b], mean[j], c, p1[0], p2[0])
+                for c in range(C):
+                    sums[j, 0, c], sums[j, 1, c] = _sum_blocks(p1, p2, c)
+        ok = param_grads(var, eps, sums, r, d, grads)
+    finite = all_finite(sums)
+    if out is not None:
+        for j in range(G if finite and ok else 0):
+            i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
+            if n > 0:
+                k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+                for blk in prange(nb):
+                    i, e = i0 + blk * n // nb, i0 + (blk + 1) * n // nb
+                    _grad_planes(dy, x, mean[j], k, cb, cd, out, i, e)
+    return sums, finite, ok

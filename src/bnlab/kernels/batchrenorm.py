@@ -24,15 +24,15 @@ from bnlab.kernels.batchnorm import (
     StatsReduce,
     SumsReduce,
     affine_map,
+    backward,
     channel_vectors,
     channel_view,
     check_stats,
     compute_stats,
-    grad_input,
     group_bounds,
     normalize,
-    reduced_sums,
 )
+from bnlab.kernels.batchnorm_fused import all_finite
 from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_inference"]
@@ -69,10 +69,10 @@ def batch_renorm_forward(
     v = channel_view(xc, ax)
     plan = group_bounds(v, xc.shape[0], ax, groups, where)
     count, mean, var = compute_stats(v, plan, reduce)
-    check_stats(xc, count, mean, var, where)
+    check_stats(xc, count, all_finite(mean, var), where)
     r, d = batch_renorm_r_d(mean, np.sqrt(var + eps), mu, sigma, rmax, dmax)
     scale, shift = g * r, g * d + b
-    y = normalize(v, plan, (mean, scale, shift, var, eps), out_dtype, out, xc)
+    y, *_ = normalize(v, plan, (mean, scale, shift, var, eps), out_dtype, out, xc)
     cache = BatchNormCache(
         xc, ax, eps, out_dtype, *plan[:2], count, mean, var, scale, r, d, plan[3]
     )
@@ -89,12 +89,7 @@ def batch_renorm_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(dx, dgamma, dbeta)`` with r and d held constant (see the module docstring); the
     parameter gradients are this process's share, the groups added."""
-    where = "batch_renorm_backward"
-    if out is not None:
-        check_out(out, cache.x.shape, cache.out_dtype, dy, cache.x, where=where)
-    g, total, (dgamma, dbeta) = reduced_sums(dy, cache, reduce, where)  # r, d: the cache's
-    dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, dgamma, dbeta
+    return backward(dy, cache, reduce, out, need_input_grad, "batch_renorm_backward")
 
 
 def batch_renorm_inference(
