@@ -12,9 +12,12 @@ __all__ += ["prepare_input", "check_out"]
 __all__ += ["check_real", "check_int", "check_bool", "as_generator"]
 
 
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype arithmetic is done in: float64 stays float64, everything else is float32."""
-    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+    return _F64 if dtype == _F64 else _F32
 
 
 def as_float_array(x: Any, name: str, *, where: str, min_ndim: int = 1) -> np.ndarray:
@@ -90,13 +93,13 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: Any, *inputs: Any, where:
             f"{where}: out must have the result's shape {shape} and dtype {dtype}, got shape "
             f"{out.shape} and dtype {out.dtype}; allocate it with np.empty_like(x)"
         )
-    if not (out.flags.c_contiguous and out.flags.writeable):
+    if not ((flags := out.flags).c_contiguous and flags.writeable):
         raise ValueError(
             f"{where}: out must be C-contiguous and writeable (the kernels write it as one "
             "block); pass np.empty_like(x) or a contiguous copy"
         )
     for i, arr in enumerate(inputs):
-        if not any(arr is seen for seen in inputs[:i]) and np.may_share_memory(out, arr):
+        if (not i or arr is not inputs[i - 1]) and np.may_share_memory(out, arr):
             raise ValueError(
                 f"{where}: out shares memory with an input; pass a separate array (the "
                 "kernels read their inputs while writing out)"

@@ -301,16 +301,15 @@ def test_serial_twins_give_the_parallel_loops_bits(shape, axis):
     mid = v.ndim == 3
     outs = []
     for twin in (0, 1):
-        mean, var = np.zeros((G, C)), np.zeros((G, C))
-        (fk.stats_mid if mid else fk.stats_last)[twin](v, bounds, nblocks, mean, var)
-        sums, grads = np.zeros((G, 2, C)), np.empty((2, C), np.float32)
-        kernel = fk.grad_sums_mid if mid else fk.grad_sums_last
-        kernel[twin](u, v, mean, var, 1e-5, None, None, bounds, nblocks, sums, grads)
+        fwd = (fk.forward_mid if mid else fk.forward_last)[twin]
         y, dx = np.empty_like(v), np.empty_like(v)
-        scale = np.ones((G, C)) / np.sqrt(var + 1e-5)
-        (fk.affine_mid if mid else fk.affine_last)[twin](v, bounds, nblocks, mean, scale, mean, y)
+        affine = (None, np.full((G, C), 1.5), np.full((G, C), 0.5), None, 1e-5)
+        mean, var, finite = fwd(v, bounds, nblocks, *affine, y)  # the statistics, then y
         stats = (np.array([2, v.shape[0] - 2, 0]), mean, var, np.ones((G, C)))
-        kernel = fk.grad_input_mid if mid else fk.grad_input_last
-        kernel[twin](u, v, stats, sums, 1e-5, True, bounds, nblocks, dx)
+        bwd = (fk.backward_mid if mid else fk.backward_last)[twin]
+        grads = np.empty((2, C), np.float32)
+        args = (u, v, stats, 1e-5, None, None, bounds, nblocks)
+        sums, ok_s, ok_g = bwd(*args, None, grads, True, dx)  # the sums, then dx
+        assert finite and ok_s and ok_g
         outs.append([a.tobytes() for a in (mean, var, sums, grads, y, dx)])
     assert outs[0] == outs[1]

@@ -46,7 +46,7 @@ StatsReduce = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, .
 SumsReduce = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchNormCache:
     """A training forward's state: ``x`` (compute dtype, C-contiguous), ``count (G,)``,
     ``mean``/``var`` (biased) ``(G, C)`` of the (global) groups, ``scale (G, C)`` (the effective
@@ -76,11 +76,11 @@ class BatchNormCache:
         return np.sqrt(self.var + self.eps)
 
 
-def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.ndarray]:
-    """Each ``name=(value, default)`` as a float64 ``(C,)`` vector (``None``: all ``default``),
+def channel_vectors(where: str, C: int, *given: tuple[str, Any, float]) -> list[np.ndarray]:
+    """Each ``(name, value, default)`` as a float64 ``(C,)`` vector (``None``: all ``default``),
     in order; finite, and >= 0 for a variance (``var``)."""
-    names, arrays = list(given), []
-    for name, (v, default) in given.items():
+    rows = []
+    for name, v, default in given:
         arr = np.full(C, default) if v is None else v if type(v) is np.ndarray else np.asarray(v)
         if arr.dtype.kind not in "fiu":
             raise TypeError(f"{where}: {name} must be a real numeric array, got dtype {arr.dtype}")
@@ -89,18 +89,19 @@ def channel_vectors(where: str, C: int, **given: tuple[Any, float]) -> list[np.n
                 f"{where}: {name} must have shape ({C},) to match the feature axis, got shape "
                 f"{arr.shape}"
             )
-        arrays.append(arr)
-    rows = np.array(arrays, dtype=np.float64)  # one float64 copy of all, one check
-    if not fk.all_finite(rows):
-        i = next(i for i, r in enumerate(rows) if not fk.all_finite(r))
-        nan, inf = int(np.isnan(rows[i]).sum()), int(np.isinf(rows[i]).sum())
-        raise ValueError(
-            f"{where}: {names[i]} must be finite, got {nan} NaN and {inf} Inf entries; check "
-            "the parameters or statistics given"
-        )
-    if "var" in given and (low := rows[names.index("var")].min(initial=0.0)) < 0:
-        raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {low!r}")
-    return list(rows)
+        rows.append(arr.astype(np.float64))
+    for i in range(0, len(rows), 2):  # two vectors a check
+        if not fk.all_finite(*rows[i : i + 2]):
+            j = i if not fk.all_finite(rows[i]) else i + 1
+            nan, inf = int(np.isnan(rows[j]).sum()), int(np.isinf(rows[j]).sum())
+            raise ValueError(
+                f"{where}: {given[j][0]} must be finite, got {nan} NaN and {inf} Inf entries; "
+                "check the parameters or statistics given"
+            )
+    for (name, _, _), row in zip(given, rows, strict=True) if len(rows) > 2 else ():
+        if name == "var" and (low := row.min(initial=0.0)) < 0:  # inference's statistics
+            raise ValueError(f"{where}: var must be >= 0 (a variance), got a minimum of {low!r}")
+    return rows
 
 
 # -- the two passes: statistics, then the affine map -------------------------------------------
@@ -119,10 +120,10 @@ def group_bounds(v: np.ndarray, n: int, ax: int, groups: Groups = None, where: s
     """``(bounds, nblocks, count, parallel)``: group j is rows ``bounds[j, 0]:bounds[j, 1]`` of
     the view ``v`` of a batch of ``n`` (feature axis ``ax``), summed in ``nblocks[j]`` blocks,
     ``count[j]`` values per channel (read-only); parallel if a group has more than one block."""
+    if groups is None:
+        return _whole(v.shape[0], v.size // v.shape[1], _blocks(v, v.size))
     per_row = v.size // v.shape[0] if v.shape[0] else 0  # values per row of the view
     m_row = per_row // v.shape[1]  # values per channel per row
-    if groups is None:
-        return _whole(v.shape[0], v.shape[0] * m_row, _blocks(v, v.size))
     if isinstance(groups, int | np.integer):
         if groups < 1 or n % groups:
             raise ValueError(f"{where}: groups={groups} must divide the batch size {n}")
@@ -162,21 +163,27 @@ def _blocks(v: np.ndarray, size: int) -> int:
     return kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))))
 
 
+Affine = tuple[Any, ...]  # (center, scale, shift, var, eps)
+
+
+def passes(v: np.ndarray, plan: Plan, affine: Affine, y: np.ndarray | None) -> tuple[Any, ...]:
+    """The forward passes (:func:`bnlab.kernels.batchnorm_fused.forward_last`) of the view ``v``
+    with ``affine = (center, scale, shift, var, eps)`` (float64 ``(G, C)``; ``center`` None:
+    the statistics pass first) into ``y`` (``v``'s size; None: none): ``(mean, var, finite)``."""
+    kernel = (fk.forward_last if v.ndim == 2 else fk.forward_mid)[plan[3]]
+    return kernel(v, plan[0], plan[1], *affine, None if y is None else y.reshape(v.shape))
+
+
 def compute_stats(v: np.ndarray, plan: Plan, reduce: StatsReduce | None) -> tuple[Any, ...]:
     """``(count (G,), mean, biased var (G, C))`` of the groups of the view ``v``, reduced."""
-    bounds, nblocks, count, parallel = plan
-    mean, var = (stats := np.zeros((2, len(bounds), v.shape[1])))[0], stats[1]
-    if v.size:
-        (fk.stats_last if v.ndim == 2 else fk.stats_mid)[parallel](v, bounds, nblocks, mean, var)
+    count, (mean, var, _) = plan[2], passes(v, plan, (None, None, None, None, 0.0), None)
     if reduce is not None:
         count, mean, var = reduce(count, mean, var)
         count = _frozen(count)
     return count, mean, var
 
 
-def check_stats(
-    xc: np.ndarray, count: np.ndarray, mean: np.ndarray, var: np.ndarray, where: str
-) -> None:
+def check_stats(xc: np.ndarray, count: np.ndarray, finite: bool, where: str) -> None:
     """Refuse a group of fewer than 2 values (non-empty batch), or NaN/Inf statistics."""
     counts = count.tolist()
     if any(counts) and min(counts) < 2:
@@ -187,7 +194,7 @@ def check_stats(
             f"{counts[j]} in {what} (input shape {xc.shape}); use a larger batch (or virtual "
             "batch), or eval mode"
         )
-    if not fk.all_finite(mean, var):
+    if not finite:
         check_finite(xc, "x", where=where)
         raise FloatingPointError(
             f"{where}: the batch statistics are not finite (x's variance overflows float64, "
@@ -195,26 +202,15 @@ def check_stats(
         )
 
 
-def bn_scale(gamma: np.ndarray, var: np.ndarray, eps: float) -> np.ndarray:
-    """``gamma / sqrt(var + eps)`` (float64, var's shape), compiled: one rounding everywhere."""
-    fk.bn_scale(gamma, var, eps, out := np.empty(var.shape))
-    return out
-
-
 def normalize(
-    v: np.ndarray,
-    plan: Plan,
-    affine: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_dtype: np.dtype[Any],
-    out: np.ndarray | None,
-    like: np.ndarray,
-) -> np.ndarray:
-    """``y = scale * (x - center) + shift`` per group of the view ``v`` of ``like`` (``affine``:
-    float64 ``(G, C)``), ``like``'s shape; into ``out`` when given."""
+    v: np.ndarray, plan: Plan, affine: Affine, out_dtype: np.dtype[Any], out: Any, like: np.ndarray
+) -> tuple[Any, ...]:
+    """``(y, mean, var, finite)``: ``y = scale * (x - center) / sqrt(var + eps) + shift`` per
+    group of the view ``v`` of ``like`` (:func:`passes`), ``like``'s shape, into ``out`` when
+    given; written only if the statistics are finite."""
     y = out if out is not None and out.dtype == v.dtype else np.empty_like(like)
-    kernel = (fk.affine_last if v.ndim == 2 else fk.affine_mid)[plan[3]]
-    kernel(v, plan[0], plan[1], *affine, y.reshape(v.shape))
-    return _result(y, out, out_dtype)
+    mean, var, finite = passes(v, plan, affine, y)
+    return _result(y, out, out_dtype) if finite else None, mean, var, finite
 
 
 def _result(y: np.ndarray, out: np.ndarray | None, out_dtype: np.dtype[Any]) -> np.ndarray:
@@ -236,49 +232,45 @@ def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
     return np.ascontiguousarray(g, dtype=cache.x.dtype)
 
 
-def grad_input(
-    g: np.ndarray, cache: BatchNormCache, total: np.ndarray, out: np.ndarray | None
-) -> np.ndarray:
-    """Training ``dx`` from the (global) sums ``total`` and the cache's (global) counts, into
-    ``out`` (checked by the caller) when given."""
-    x, ax = cache.x, cache.axis
-    dx = out if out is not None and out.dtype == x.dtype else np.empty_like(x)
-    v = channel_view(x, ax)
+def backward(
+    dy: Any, cache: BatchNormCache, reduce: SumsReduce | None, out: Any, need: bool, where: str
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(dx, dgamma, dbeta)`` of BN and renorm (:func:`bnlab.kernels.batchnorm_fused.
+    backward_last`): per group ``[sum dy, sum dy (x - mean)]`` ``(G, 2, C)`` in float64 (reduced;
+    without ``reduce`` one call does the sums and dx), the parameter gradients from this process's
+    sums, in the compute dtype, the groups added (renorm: with the cache's r and d); ``dx`` from
+    the global sums and counts (``need``). FloatingPointError if the global sums, or the gradients
+    in their dtype, are not finite. An empty (global) batch has nothing to reduce."""
+    if out is not None:
+        check_out(out, cache.x.shape, cache.out_dtype, dy, cache.x, where=where)
+    g, x = as_grad(dy, cache, where), cache.x
+    v = channel_view(x, cache.axis)
+    kernel = (fk.backward_last if v.ndim == 2 else fk.backward_mid)[cache.parallel]
     stats = (cache.count, cache.mean, cache.var, cache.scale)
-    lowp = v.ndim == 2 and x.dtype == np.float32
-    groups = (cache.bounds, cache.nblocks, dx.reshape(v.shape))
-    (fk.grad_input_last if v.ndim == 2 else fk.grad_input_mid)[cache.parallel](
-        g.reshape(v.shape), v, stats, total, cache.eps, lowp, *groups
-    )
-    return _result(dx, out, cache.out_dtype)
-
-
-def reduced_sums(
-    dy: Any, cache: BatchNormCache, reduce: SumsReduce | None, where: str
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """``(dy, global sums, (dgamma, dbeta))``: per group ``[sum dy, sum dy (x - mean)]``
-    ``(G, 2, C)`` in float64, reduced; the parameter gradients from this process's sums, in the
-    compute dtype, the groups added (renorm: with the cache's r and d). FloatingPointError if
-    the global sums, or the gradients in their dtype, are not finite. An empty (global) batch
-    has nothing to reduce: every rank sees the same counts."""
-    g = as_grad(dy, cache, where)
-    v = channel_view(cache.x, cache.axis)
-    kernel = (fk.grad_sums_last if v.ndim == 2 else fk.grad_sums_mid)[cache.parallel]
-    stats = (cache.mean, cache.var, cache.eps, cache.r, cache.d, cache.bounds, cache.nblocks)
-    sums, grads = np.zeros((len(cache.bounds), 2, v.shape[1])), np.empty((2, v.shape[1]), g.dtype)
-    finite = kernel(g.reshape(v.shape), v, *stats, sums, grads)
-    total = sums if reduce is None or not cache.count.any() else reduce(sums)
-    if not fk.all_finite(total):
+    args = (g.reshape(v.shape), v, stats, cache.eps, cache.r, cache.d, cache.bounds, cache.nblocks)
+    lowp, grads = v.ndim == 2 and x.dtype == np.float32, np.empty((2, v.shape[1]), x.dtype)
+    dx = (out if out is not None and out.dtype == x.dtype else np.empty_like(x)) if need else None
+    fused = reduce is None or not cache.count.any()  # no reduction: the sums, then dx
+    into = None if dx is None or not fused else dx.reshape(v.shape)
+    total, finite, ok = kernel(*args, None, grads, lowp, into)
+    if not fused:
+        total = reduce(total)  # type: ignore[misc]
+        finite = fk.all_finite(total)
+    if not finite:
         check_finite(g, "dy", where=where)
         raise FloatingPointError(
             f"{where}: the sums of dy are not finite (dy overflows float64, or another rank's "
             "dy holds NaN/Inf); nothing was updated"
         )
-    if not finite:  # finite float64 sums can overflow float32
-        name, dt = "dbeta" if fk.all_finite(grads[0]) else "dgamma", cache.x.dtype
-        msg = f"{where}: {name} overflows {dt}; nothing was updated (scale the loss or use float64)"
-        raise FloatingPointError(msg)
-    return g, total, (grads[0], grads[1])
+    if not ok:  # finite float64 sums can overflow float32
+        name = "dbeta" if fk.all_finite(grads[0]) else "dgamma"
+        raise FloatingPointError(
+            f"{where}: {name} overflows {x.dtype}; nothing was updated (scale the loss or use "
+            "float64)"
+        )
+    if dx is not None and not fused:
+        kernel(*args, total, grads, lowp, dx.reshape(v.shape))  # total given: no sums pass
+    return None if dx is None else _result(dx, out, cache.out_dtype), grads[0], grads[1]
 
 
 # -- the public kernels --------------------------------------------------------------------------
@@ -303,16 +295,23 @@ def batch_norm_forward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     v = channel_view(xc, ax)
-    g, b = channel_vectors(where, v.shape[1], gamma=(gamma, 1.0), beta=(beta, 0.0))
+    g, b = channel_vectors(where, v.shape[1], ("gamma", gamma, 1.0), ("beta", beta, 0.0))
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
     plan = group_bounds(v, xc.shape[0], ax, groups, where)
-    count, mean, var = compute_stats(v, plan, reduce)
-    check_stats(xc, count, mean, var, where)
-    gs, bs = (w[None] if len(count) == 1 else np.tile(w, (len(count), 1)) for w in (g, b))
-    y = normalize(v, plan, (mean, bn_scale(g, var, eps), bs), out_dtype, out, xc)
+    G = len(plan[0])
+    gs, bs = (g[None], b[None]) if G == 1 else (np.tile(g, (G, 1)), np.tile(b, (G, 1)))
+    if reduce is None:  # one call: the statistics, then y
+        check_stats(xc, count := plan[2], True, where)
+        y, mean, var, finite = normalize(v, plan, (None, gs, bs, None, eps), out_dtype, out, xc)
+        if not finite:
+            check_stats(xc, count, finite, where)
+    else:
+        count, mean, var = compute_stats(v, plan, reduce)
+        check_stats(xc, count, fk.all_finite(mean, var), where)
+        y, *_ = normalize(v, plan, (mean, gs, bs, var, eps), out_dtype, out, xc)
     stats = (count, mean, var, gs)  # gamma per group (renorm: gamma r)
-    return y, BatchNormCache(xc, ax, eps, out_dtype, *plan[:2], *stats, parallel=plan[3])
+    return y, BatchNormCache(xc, ax, eps, out_dtype, plan[0], plan[1], *stats, None, None, plan[3])
 
 
 def batch_norm_backward(
@@ -330,12 +329,7 @@ def batch_norm_backward(
     the ``reduce``-d sums and counts (dtype of the forward input; None without
     ``need_input_grad``). FloatingPointError if ``dy`` holds NaN or Inf.
     """
-    where = "batch_norm_backward"
-    if out is not None:
-        check_out(out, cache.x.shape, cache.out_dtype, dy, cache.x, where=where)
-    g, total, (dgamma, dbeta) = reduced_sums(dy, cache, reduce, where)
-    dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, dgamma, dbeta
+    return backward(dy, cache, reduce, out, need_input_grad, "batch_norm_backward")
 
 
 def batch_norm_inference(
@@ -357,26 +351,23 @@ def batch_norm_inference(
     where = "batch_norm_inference"
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    given = {"mean": (mean, 0.0), "var": (var, 1.0), "gamma": (gamma, 1.0), "beta": (beta, 0.0)}
-    mu, vr, g, b = channel_vectors(where, xc.shape[ax], **given)
+    given = (("mean", mean, 0.0), ("var", var, 1.0), ("gamma", gamma, 1.0), ("beta", beta, 0.0))
+    mu, vr, g, b = channel_vectors(where, xc.shape[ax], *given)
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
-    return affine_map(xc, ax, (mu, bn_scale(g, vr, eps), b), out_dtype, out)
+    return affine_map(xc, ax, (mu, g, b, vr, eps), out_dtype, out)
 
 
 def affine_map(
-    xc: np.ndarray,
-    ax: int,
-    affine: tuple[np.ndarray, np.ndarray, np.ndarray],
-    out_dtype: np.dtype[Any],
-    out: np.ndarray | None = None,
+    xc: np.ndarray, ax: int, affine: Affine, out_dtype: np.dtype[Any], out: Any = None
 ) -> np.ndarray:
-    """``scale * (x - center) + shift`` with ``(C,)`` vectors, one group (the whole batch)."""
+    """:func:`normalize` with ``(C,)`` vectors, one group (the whole batch)."""
     if xc.size == 0:
         return np.empty(xc.shape, out_dtype) if out is None else out
-    v = channel_view(xc, ax)
-    center, scale, shift = (a[None] for a in affine)
-    return normalize(v, group_bounds(v, len(xc), ax), (center, scale, shift), out_dtype, out, xc)
+    v, (center, scale, shift, var, eps) = channel_view(xc, ax), affine
+    rows = (center[None], scale[None], shift[None], None if var is None else var[None], eps)
+    y: np.ndarray = normalize(v, group_bounds(v, len(xc), ax), rows, out_dtype, out, xc)[0]
+    return y
 
 
 def batch_norm_inference_backward(
@@ -390,10 +381,12 @@ def batch_norm_inference_backward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
-    mu, vr, g = channel_vectors(where, C, mean=(mean, 0.0), var=(var, 1.0), gamma=(gamma, 1.0))
+    given = (("mean", mean, 0.0), ("var", var, 1.0), ("gamma", gamma, 1.0))
+    mu, vr, g = channel_vectors(where, C, *given)
     plan = group_bounds(channel_view(xc, ax), xc.shape[0], ax)
     stats = (mu[None], vr[None], g[None])
     cache = BatchNormCache(xc, ax, eps, out_dtype, *plan[:3], *stats, parallel=plan[3])
-    gy, _, (dgamma, dbeta) = reduced_sums(dy, cache, None, where)
-    dx = affine_map(gy, ax, (np.zeros(C), bn_scale(g, vr, eps), np.zeros(C)), out_dtype)
+    _, dgamma, dbeta = backward(dy, cache, None, None, False, where)
+    gy = as_grad(dy, cache, where)
+    dx = affine_map(gy, ax, (np.zeros(C), g, np.zeros(C), vr, eps), out_dtype)
     return dx, dgamma, dbeta

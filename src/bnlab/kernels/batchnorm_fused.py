@@ -12,8 +12,8 @@ into groups ``bounds[j] = (a, b)`` along the first axis; group j runs on ``nbloc
     pass 2 backward:  dx = k*dy + cb*(x - mean) + cd in float64 (few values: the terms cancel),
                       in float32 with the hi/lo split from LOWP_MIN_COUNT values on
 
-``m`` is passed in (global under sync). Parallel kernels hold only calls and prange loops:
-numba makes any array expression a parallel region of its own (milliseconds).
+``m`` is passed in (global under sync). Parallel kernels hold only calls and prange loops (an
+array expression is a parallel region of its own: milliseconds).
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ _FM = {"reassoc", "contract"}  # vectorised float64 reductions; no nnan/ninf
 
 
 @njit(cache=True, fastmath=_FM)
-def _sums_rows(x, shift, r0, r1, s1, s2):
+def _sums_rows(x, shift, s1, s2):
+    # x: the block's rows (a view from row 0: its loops compile ~15% faster than from r0);
     # thread-local accumulators (writing rows of a shared array in the loop would false-share
     # cache lines between threads); four rows per sweep quarter the accumulator traffic
-    C = x.shape[1]
+    R, C = x.shape
     t1 = np.zeros(C)
     t2 = np.zeros(C)
-    r = r0
-    while r + 4 <= r1:
+    r = 0
+    while r + 4 <= R:
         for c in range(C):
             k = shift[c]
             v0, v1 = np.float64(x[r, c]) - k, np.float64(x[r + 1, c]) - k
@@ -43,7 +44,7 @@ def _sums_rows(x, shift, r0, r1, s1, s2):
             t1[c] += (v0 + v1) + (v2 + v3)
             t2[c] += (v0 * v0 + v1 * v1) + (v2 * v2 + v3 * v3)
         r += 4
-    for q in range(r, r1):
+    for q in range(r, R):
         for c in range(C):
             v = np.float64(x[q, c]) - shift[c]
             t1[c] += v
@@ -53,12 +54,12 @@ def _sums_rows(x, shift, r0, r1, s1, s2):
 
 
 @njit(cache=True, fastmath=_FM)
-def _dot_rows(u, x, center, r0, r1, s1, s2):
-    C = x.shape[1]
+def _dot_rows(u, x, center, s1, s2):
+    R, C = x.shape
     t1 = np.zeros(C)
     t2 = np.zeros(C)
-    r = r0
-    while r + 4 <= r1:
+    r = 0
+    while r + 4 <= R:
         for c in range(C):
             k = center[c]
             g0, g1 = np.float64(u[r, c]), np.float64(u[r + 1, c])
@@ -68,7 +69,7 @@ def _dot_rows(u, x, center, r0, r1, s1, s2):
                 g2 * (np.float64(x[r + 2, c]) - k) + g3 * (np.float64(x[r + 3, c]) - k)
             )
         r += 4
-    for q in range(r, r1):
+    for q in range(r, R):
         for c in range(C):
             g = np.float64(u[q, c])
             t1[c] += g
@@ -78,11 +79,11 @@ def _dot_rows(u, x, center, r0, r1, s1, s2):
 
 
 @njit(cache=True, fastmath=_FM)
-def _sums_chan(x, shift, c, a0, a1, s1, s2):
+def _sums_chan(x, shift, c, s1, s2):
     t1 = 0.0
     t2 = 0.0
     k = shift[c]
-    for a in range(a0, a1):
+    for a in range(x.shape[0]):
         for b in range(x.shape[2]):
             d = np.float64(x[a, c, b]) - k
             t1 += d
@@ -92,11 +93,11 @@ def _sums_chan(x, shift, c, a0, a1, s1, s2):
 
 
 @njit(cache=True, fastmath=_FM)
-def _dot_chan(u, x, center, c, a0, a1, s1, s2):
+def _dot_chan(u, x, center, c, s1, s2):
     t1 = 0.0
     t2 = 0.0
     k = center[c]
-    for a in range(a0, a1):
+    for a in range(x.shape[0]):
         for b in range(x.shape[2]):
             g = np.float64(u[a, c, b])
             t1 += g
@@ -106,8 +107,8 @@ def _dot_chan(u, x, center, c, a0, a1, s1, s2):
 
 
 @njit(cache=True)
-def _affine_rows(x, hi, a, d, out, r0, r1):
-    for r in range(r0, r1):
+def _affine_rows(x, hi, a, d, out):
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             out[r, c] = a[c] * (x[r, c] - hi[c]) + d[c]
 
@@ -124,15 +125,15 @@ def _affine_planes(x, hi, a, d, out, i0, i1):
 
 
 @njit(cache=True)
-def _grad_rows(u, x, mean, k, cb, cd, out, r0, r1):
-    for r in range(r0, r1):
+def _grad_rows(u, x, mean, k, cb, cd, out):
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             out[r, c] = k[c] * np.float64(u[r, c]) + cb[c] * (np.float64(x[r, c]) - mean[c]) + cd[c]
 
 
 @njit(cache=True)
-def _grad_rows_lowp(u, x, hi, k, cb, d, out, r0, r1):
-    for r in range(r0, r1):
+def _grad_rows_lowp(u, x, hi, k, cb, d, out):
+    for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             out[r, c] = k[c] * u[r, c] + cb[c] * (x[r, c] - hi[c]) + d[c]
 
@@ -166,8 +167,8 @@ def _to_dtype(v, like):
 
 
 @njit(cache=True)
-def _zeros2(n, C):
-    return np.zeros((n, C)), np.zeros((n, C))
+def _zeros(*shape):  # np.zeros for the parallel loops' functions (there: a parallel region)
+    return np.zeros(shape)
 
 
 @njit(cache=True)
@@ -183,30 +184,38 @@ def _shift(x, a):  # each channel's first value in the group starting at row a, 
 
 
 @njit(cache=True)
+def _sum_blocks(p1, p2, c):  # the blocks' sums of channel c added in order, from 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for b in range(p1.shape[0]):
+        s1 += p1[b, c]
+        s2 += p2[b, c]
+    return s1, s2
+
+
+@njit(cache=True)
 def _moments(shift, p1, p2, m, mean, var):  # per-block shifted sums (blocks, C) -> mean, var
-    s1 = p1.sum(axis=0)
-    s2 = p2.sum(axis=0)
-    mean[:] = shift + s1 / m
-    var[:] = np.maximum((s2 - s1 * s1 / m) / m, 0.0)
+    for c in range(shift.shape[0]):
+        s1, s2 = _sum_blocks(p1, p2, c)
+        mean[c] = shift[c] + s1 / m
+        t = (s2 - s1 * s1 / m) / m
+        var[c] = t if t >= 0.0 or np.isnan(t) else 0.0  # np.maximum(t, 0.0)
 
 
 @njit(cache=True)
-def _sum_blocks(p1, p2, sums):
-    sums[0, :] = p1.sum(axis=0)
-    sums[1, :] = p2.sum(axis=0)
-
-
-@njit(cache=True)
-def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):
-    """``dx = k*dy + cb*(x - mean) + cd`` (``k = gamma*rstd``) from the pass-1 sums."""
+def _grad_coeffs(var, gamma, sdy, sdyx, eps, m):  # dx = k*dy + cb*(x - mean) + cd, k = gamma*rstd
     rstd = 1.0 / np.sqrt(var + eps)
     k = gamma * rstd
     return k, -k * rstd * rstd * sdyx / m, -k * sdy / m
 
 
 @njit(cache=True)
-def bn_scale(gamma, var, eps, out):  # the normalizing scale gamma / sqrt(var + eps) into out
-    out[...] = gamma / np.sqrt(var + eps)
+def _affine_consts(center, scale, shift, var, eps, j, like):
+    """``(hi, d, a)`` in ``like``'s dtype of group j's map ``a * (x - hi) + d``: ``a =
+    scale / sqrt(var + eps)`` (``var`` None: ``scale``), ``center = hi + lo`` split."""
+    a = scale[j] if var is None else scale[j] / np.sqrt(var[j] + eps)
+    hi, d = _split_center(center[j], a, shift[j], like)
+    return hi, d, _to_dtype(a, like)
 
 
 @njit(cache=True)
@@ -268,124 +277,123 @@ def param_grads(var, eps, sums, r, d, grads):
     return all_finite(grads)
 
 
-# -- the passes: each a pair (serial, parallel) of one loop (njit_pair), called as
-# kernel[parallel]; the serial one runs when every group has one block, and does exactly what
-# the parallel one does with one block (the same calls with the same bounds)
+# -- the passes: (serial, parallel) pairs of one function (njit_pair), called as kernel[parallel]
 @njit_pair
-def stats_last(x, bounds, nblocks, mean, var):
-    """Per group and column ``mean``, biased ``var`` (G, C, zeros given) of ``x (R, C)``."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        if R > 0:
-            shift = _shift(x, a)
-            p1, p2 = _zeros2(nb, C)
-            for blk in prange(nb):
-                _sums_rows(x, shift, a + blk * R // nb, a + (blk + 1) * R // nb, p1[blk], p2[blk])
-            _moments(shift, p1, p2, R, mean[j], var[j])
-
-
-@njit_pair
-def stats_mid(x, bounds, nblocks, mean, var):
-    """:func:`stats_last` of ``x (A, C, B)`` (parallel over the channels)."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        a, b = bounds[j, 0], bounds[j, 1]
-        if b > a and x.shape[2] > 0:
-            shift = _shift(x, a)
-            p1, p2 = _zeros2(1, C)
-            for c in prange(C):
-                _sums_chan(x, shift, c, a, b, p1[0], p2[0])
-            _moments(shift, p1, p2, (b - a) * x.shape[2], mean[j], var[j])
-
-
-@njit_pair
-def grad_sums_last(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
-    """Per group of ``(R, C)`` arrays ``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` (zeros
-    given, ``(G, 2, C)``), then :func:`param_grads` of them into ``grads``; returns finite."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        if R > 0:
-            p1, p2 = _zeros2(nb, C)
+def forward_last(x, bounds, nblocks, center, scale, shift, var, eps, out):
+    """The forward passes of ``x (R, C)`` by groups. ``center`` None: the statistics pass, per
+    group and column ``center`` = mean, ``var`` = biased var (an empty group: 0). Then if ``out``
+    is given and they are finite ``out = a[j] * (x - center[j]) + shift[j]``, ``a = scale /
+    sqrt(var + eps)`` (``var`` None: ``a = scale``). Returns ``(center, var, finite)``."""
+    G, C = bounds.shape[0], x.shape[1]
+    mean, vr = (_zeros(G, C), _zeros(G, C)) if center is None else (center, var)
+    if center is None:
+        for j in range(G):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            if R > 0:
+                k = _shift(x, a)
+                p1, p2 = _zeros(nb, C), _zeros(nb, C)
+                for blk in prange(nb):
+                    r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                    _sums_rows(x[r0:r1], k, p1[blk], p2[blk])
+                _moments(k, p1, p2, R, mean[j], vr[j])
+    finite = all_finite(mean, vr)
+    if out is not None:
+        for j in range(G if finite else 0):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            hi, d, s = _affine_consts(mean, scale, shift, vr, eps, j, x)
             for blk in prange(nb):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                _dot_rows(dy, x, mean[j], r0, r1, p1[blk], p2[blk])
-            _sum_blocks(p1, p2, sums[j])
-    return param_grads(var, eps, sums, r, d, grads)
+                _affine_rows(x[r0:r1], hi, s, d, out[r0:r1])
+    return mean, vr, finite
 
 
 @njit_pair
-def grad_sums_mid(dy, x, mean, var, eps, r, d, bounds, nblocks, sums, grads):
-    """:func:`grad_sums_last` of ``(A, C, B)`` arrays (parallel over the channels)."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        a, b = bounds[j, 0], bounds[j, 1]
-        if b > a:
-            p1, p2 = _zeros2(1, C)
-            for c in prange(C):
-                _dot_chan(dy, x, mean[j], c, a, b, p1[0], p2[0])
-            _sum_blocks(p1, p2, sums[j])
-    return param_grads(var, eps, sums, r, d, grads)
-
-
-@njit_pair
-def affine_last(x, bounds, nblocks, center, scale, shift, out):
-    """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's rows of ``x (R, C)``."""
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        hi, d = _split_center(center[j], scale[j], shift[j], x)
-        s = _to_dtype(scale[j], x)
-        for blk in prange(nb):
-            _affine_rows(x, hi, s, d, out, a + blk * R // nb, a + (blk + 1) * R // nb)
-
-
-@njit_pair
-def affine_mid(x, bounds, nblocks, center, scale, shift, out):
-    """``out = scale[j] * (x - center[j]) + shift[j]`` on group j's planes of ``x (A, C, B)``."""
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
-        hi, d = _split_center(center[j], scale[j], shift[j], x)
-        s = _to_dtype(scale[j], x)
-        for blk in prange(nb):
-            _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
-
-
-@njit(cache=True)
-def _grad_rows_any(dy, x, coeffs, low, lowp, out, r0, r1):
-    if lowp:
-        _grad_rows_lowp(dy, x, *low, out, r0, r1)
-    else:
-        _grad_rows(dy, x, *coeffs, out, r0, r1)
-
-
-@njit_pair
-def grad_input_last(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
-    """Training ``dx`` on group j's rows of ``(R, C)`` arrays; ``stats = (count, mean, var,
-    gamma)``; float32 arithmetic if ``lowp`` and the group has ``LOWP_MIN_COUNT`` values."""
-    count, mean, var, gamma = stats
-    for j in range(bounds.shape[0]):
-        a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
-        if R > 0:
-            k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
-            hi, d = _split_center(mean[j], cb, cd, x)
-            low = (hi, _to_dtype(k, x), _to_dtype(cb, x), d)
-            low_j = lowp and count[j] >= LOWP_MIN_COUNT
+def forward_mid(x, bounds, nblocks, center, scale, shift, var, eps, out):
+    """:func:`forward_last` of ``x (A, C, B)`` (statistics parallel over the channels)."""
+    G, C = bounds.shape[0], x.shape[1]
+    mean, vr = (_zeros(G, C), _zeros(G, C)) if center is None else (center, var)
+    if center is None:
+        for j in range(G):
+            a, b = bounds[j, 0], bounds[j, 1]
+            if b > a and x.shape[2] > 0:
+                k = _shift(x, a)
+                p1, p2 = _zeros(1, C), _zeros(1, C)
+                for c in prange(C):
+                    _sums_chan(x[a:b], k, c, p1[0], p2[0])
+                _moments(k, p1, p2, (b - a) * x.shape[2], mean[j], vr[j])
+    finite = all_finite(mean, vr)
+    if out is not None:
+        for j in range(G if finite else 0):
+            i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
+            hi, d, s = _affine_consts(mean, scale, shift, vr, eps, j, x)
             for blk in prange(nb):
-                r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                _grad_rows_any(dy, x, (mean[j], k, cb, cd), low, low_j, out, r0, r1)
+                _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
+    return mean, vr, finite
 
 
 @njit_pair
-def grad_input_mid(dy, x, stats, sums, eps, lowp, bounds, nblocks, out):
-    """Training ``dx`` on group j's planes of ``(A, C, B)`` arrays (float64 arithmetic)."""
+def backward_last(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, out):
+    """The backward passes of ``(R, C)`` arrays by groups; ``stats = (count, mean, var, gamma)``.
+    ``total`` None: the sums pass, ``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` ``(G, 2,
+    C)``, and :func:`param_grads` of them into ``grads``. Then if ``out`` is given and all are
+    finite, training ``dx`` from the sums (float32 arithmetic if ``lowp`` and the group has
+    ``LOWP_MIN_COUNT`` values). Returns ``(sums, sums finite, grads finite)``."""
     count, mean, var, gamma = stats
-    C = x.shape[1]
-    for j in range(bounds.shape[0]):
-        i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
-        if n > 0:
-            k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
-            for blk in prange(nb):
-                i, e = i0 + blk * n // nb, i0 + (blk + 1) * n // nb
-                _grad_planes(dy, x, mean[j], k, cb, cd, out, i, e)
+    G, C = bounds.shape[0], x.shape[1]
+    sums, ok = _zeros(G, 2, C) if total is None else total, True
+    if total is None:
+        for j in range(G):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            if R > 0:
+                p1, p2 = _zeros(nb, C), _zeros(nb, C)
+                for blk in prange(nb):
+                    r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                    _dot_rows(dy[r0:r1], x[r0:r1], mean[j], p1[blk], p2[blk])
+                for c in range(C):
+                    sums[j, 0, c], sums[j, 1, c] = _sum_blocks(p1, p2, c)
+        ok = param_grads(var, eps, sums, r, d, grads)
+    finite = all_finite(sums)
+    if out is not None:
+        for j in range(G if finite and ok else 0):
+            a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
+            if R > 0:
+                k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+                hi, dd = _split_center(mean[j], cb, cd, x)
+                k32, cb32 = _to_dtype(k, x), _to_dtype(cb, x)
+                low_j = lowp and count[j] >= LOWP_MIN_COUNT
+                for blk in prange(nb):
+                    r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
+                    u, v, o = dy[r0:r1], x[r0:r1], out[r0:r1]
+                    if low_j:
+                        _grad_rows_lowp(u, v, hi, k32, cb32, dd, o)
+                    else:
+                        _grad_rows(u, v, mean[j], k, cb, cd, o)
+    return sums, finite, ok
+
+
+@njit_pair
+def backward_mid(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, out):
+    """:func:`backward_last` of ``(A, C, B)`` arrays (sums parallel over channels; dx float64)."""
+    count, mean, var, gamma = stats
+    G, C = bounds.shape[0], x.shape[1]
+    sums, ok = _zeros(G, 2, C) if total is None else total, True
+    if total is None:
+        for j in range(G):
+            a, b = bounds[j, 0], bounds[j, 1]
+            if b > a:
+                p1, p2 = _zeros(1, C), _zeros(1, C)
+                for c in prange(C):
+                    _dot_chan(dy[a:b], x[a:b], mean[j], c, p1[0], p2[0])
+                for c in range(C):
+                    sums[j, 0, c], sums[j, 1, c] = _sum_blocks(p1, p2, c)
+        ok = param_grads(var, eps, sums, r, d, grads)
+    finite = all_finite(sums)
+    if out is not None:
+        for j in range(G if finite and ok else 0):
+            i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
+            if n > 0:
+                k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
+                for blk in prange(nb):
+                    i, e = i0 + blk * n // nb, i0 + (blk + 1) * n // nb
+                    _grad_planes(dy, x, mean[j], k, cb, cd, out, i, e)
+    return sums, finite, ok

@@ -69,11 +69,11 @@ def batch_norm_forward(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C = xc.shape[ax]
-    g, b = channel_vectors(where, C, gamma=(gamma, 1.0), beta=(beta, 0.0))
+    g, b = channel_vectors(where, C, ("gamma", gamma, 1.0), ("beta", beta, 0.0))
     m = xc.size // C
     if m == 0:  # an empty batch: an empty output
         return np.empty(xc.shape, out_dtype), _cache(xc, (g * 0, g * 0, g), eps, ax, out_dtype)
-    check_stats(xc, np.array([m]), np.zeros((1, C)), np.zeros((1, C)), where)
+    check_stats(xc, np.array([m]), True, where)
     red = _reduced_axes(xc.ndim, ax)
     x64 = xc.astype(np.float64)
     # mean shifted by each channel's first value: exact for a constant channel
@@ -115,7 +115,7 @@ def batch_norm_inference(
     eps = check_eps(eps, where=where)
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
     C, nd = xc.shape[ax], xc.ndim
-    given = {"mean": (mean, 0.0), "var": (var, 1.0), "gamma": (gamma, 1.0), "beta": (beta, 0.0)}
-    mu, v, g, b = channel_vectors(where, C, **given)
+    given = (("mean", mean, 0.0), ("var", var, 1.0), ("gamma", gamma, 1.0), ("beta", beta, 0.0))
+    mu, v, g, b = channel_vectors(where, C, *given)
     xhat = (xc.astype(np.float64) - _bcast(mu, nd, ax)) / np.sqrt(_bcast(v, nd, ax) + eps)
     return (_bcast(g, nd, ax) * xhat + _bcast(b, nd, ax)).astype(out_dtype)

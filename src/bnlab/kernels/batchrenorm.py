@@ -24,16 +24,15 @@ from bnlab.kernels.batchnorm import (
     StatsReduce,
     SumsReduce,
     affine_map,
-    bn_scale,
+    backward,
     channel_vectors,
     channel_view,
     check_stats,
     compute_stats,
-    grad_input,
     group_bounds,
     normalize,
-    reduced_sums,
 )
+from bnlab.kernels.batchnorm_fused import all_finite
 from bnlab.kernels.batchrenorm_ref import batch_renorm_r_d
 
 __all__ = ["batch_renorm_forward", "batch_renorm_backward", "batch_renorm_inference"]
@@ -63,17 +62,17 @@ def batch_renorm_forward(
     rmax = check_real(rmax, "rmax", where=where, low=1.0)  # r is clipped to [1/rmax, rmax]
     dmax = check_real(dmax, "dmax", where=where, low=0.0)  # d is clipped to [-dmax, dmax]
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    given = {"gamma": (gamma, 1.0), "beta": (beta, 0.0), "moving_mean": (moving_mean, 0.0)}
-    g, b, mu, sigma = channel_vectors(where, xc.shape[ax], **given, moving_std=(moving_std, 1.0))
+    given = (("gamma", gamma, 1.0), ("beta", beta, 0.0), ("moving_mean", moving_mean, 0.0))
+    g, b, mu, sigma = channel_vectors(where, xc.shape[ax], *given, ("moving_std", moving_std, 1.0))
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
     v = channel_view(xc, ax)
     plan = group_bounds(v, xc.shape[0], ax, groups, where)
     count, mean, var = compute_stats(v, plan, reduce)
-    check_stats(xc, count, mean, var, where)
+    check_stats(xc, count, all_finite(mean, var), where)
     r, d = batch_renorm_r_d(mean, np.sqrt(var + eps), mu, sigma, rmax, dmax)
     scale, shift = g * r, g * d + b
-    y = normalize(v, plan, (mean, bn_scale(scale, var, eps), shift), out_dtype, out, xc)
+    y, *_ = normalize(v, plan, (mean, scale, shift, var, eps), out_dtype, out, xc)
     cache = BatchNormCache(
         xc, ax, eps, out_dtype, *plan[:2], count, mean, var, scale, r, d, plan[3]
     )
@@ -90,12 +89,7 @@ def batch_renorm_backward(
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(dx, dgamma, dbeta)`` with r and d held constant (see the module docstring); the
     parameter gradients are this process's share, the groups added."""
-    where = "batch_renorm_backward"
-    if out is not None:
-        check_out(out, cache.x.shape, cache.out_dtype, dy, cache.x, where=where)
-    g, total, (dgamma, dbeta) = reduced_sums(dy, cache, reduce, where)  # r, d: the cache's
-    dx = grad_input(g, cache, total, out) if need_input_grad else None
-    return dx, dgamma, dbeta
+    return backward(dy, cache, reduce, out, need_input_grad, "batch_renorm_backward")
 
 
 def batch_renorm_inference(
@@ -111,12 +105,12 @@ def batch_renorm_inference(
     """Inference: ``y = gamma * (x - mu) / sigma + beta`` with the moving mu and sigma > 0."""
     where = "batch_renorm_inference"
     xc, ax, out_dtype = prepare_input(x, axis, where=where)
-    given = {"moving_mean": (moving_mean, 0.0), "moving_std": (moving_std, 1.0)}
+    given = (("moving_mean", moving_mean, 0.0), ("moving_std", moving_std, 1.0))
     mu, sigma, g, b = channel_vectors(
-        where, xc.shape[ax], **given, gamma=(gamma, 1.0), beta=(beta, 0.0)
+        where, xc.shape[ax], *given, ("gamma", gamma, 1.0), ("beta", beta, 0.0)
     )
     if not (sigma > 0).all():
         raise ValueError(f"{where}: moving_std must be > 0, got a minimum of {sigma.min()!r}")
     if out is not None:
         check_out(out, xc.shape, out_dtype, x, xc, where=where)
-    return affine_map(xc, ax, (mu, g / sigma, b), out_dtype, out)
+    return affine_map(xc, ax, (mu, g / sigma, b, None, 0.0), out_dtype, out)
