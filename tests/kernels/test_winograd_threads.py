@@ -131,3 +131,39 @@ def test_one_example_through_dense_keeps_blas_threads_and_a_batch_does_not():
     whole = layer.forward(x).copy()
     for i in range(5):  # the same values one example at a time, within float32 rounding
         np.testing.assert_allclose(layer.forward(x[i : i + 1])[0], whole[i], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "pads", [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 0, 1), (2, 2, 1, 0), (1, 2, 2, 2)]
+)
+@pytest.mark.parametrize("height", [5, 8, 13])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_bands_of_one_image_give_the_bits_of_the_whole_image(monkeypatch, pads, height, threads):
+    """Fewer images than threads: each image is cut into bands of tile rows (``_pieces``),
+    whose outputs are bit for bit those of the whole image on one thread."""
+    from bnlab.kernels import winograd
+
+    monkeypatch.setattr(winograd, "BAND_MIN_MACS", 1)
+    rng = np.random.default_rng(height)
+    x = rng.standard_normal((1, height, 9, 5)).astype(np.float32)
+    W = rng.standard_normal((3, 3, 5, 6)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    pieces = winograd._pieces(x, 6, pads, None, threads)
+    assert len(pieces) == min(threads, (height + pads[0] + pads[1] - 1) // 2) > 1
+    with runtime.kernel_threads(1):
+        whole = winograd_conv3x3(x, W, b, pads)
+    with runtime.kernel_threads(threads):
+        banded = winograd_conv3x3(x, W, b, pads)
+        again = winograd_conv3x3(np.concatenate([x, x]), W, b, pads)  # 2 images, 3 threads
+    assert banded.tobytes() == whole.tobytes()
+    assert again[1:].tobytes() == whole.tobytes()
+
+
+def test_small_work_and_large_padding_stay_whole_images():
+    from bnlab.kernels.winograd import _pieces
+
+    x = np.zeros((1, 30, 30, 32), np.float32)
+    assert len(_pieces(x, 32, (1, 1, 1, 1), None, 2)) == 2  # 3.7M multiply-adds: two bands
+    assert len(_pieces(x[..., :4], 4, (1, 1, 1, 1), None, 2)) == 1  # 58k: one piece
+    assert len(_pieces(x, 32, (3, 3, 3, 3), None, 2)) == 1  # bands assume pads <= 2
+    assert len(_pieces(np.zeros((4, 30, 30, 32), np.float32), 32, (1,) * 4, None, 2)) == 2

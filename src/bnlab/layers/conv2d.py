@@ -11,6 +11,7 @@ import numpy as np
 from bnlab.initializers import InitSpec, initializer_config
 from bnlab.kernels.im2col import add_bias, col2im, conv_output_size, im2col, same_padding
 from bnlab.kernels.winograd import winograd_conv3x3, winograd_conv3x3_backward
+from bnlab.kernels.winograd_weights import TransformCache
 from bnlab.layers._common import (
     BufferPool,
     InputShapeError,
@@ -148,6 +149,7 @@ class Conv2D(Layer):
         self._pool = BufferPool()
         self._x: np.ndarray | None = None
         self._cols: np.ndarray | None = None  # patches of the whole batch, when they fit
+        self._transformed = TransformCache()  # Winograd's U: recomputed when W's bytes change
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create W (kh, kw, in_channels, out_channels), in_channels = the input's last axis."""
@@ -228,7 +230,7 @@ class Conv2D(Layer):
         if self.winograd:
             bias = self.params["b"] if self.use_bias else None
             pads = self.pads(*arr.shape[1:3])
-            winograd_conv3x3(arr, W, bias, pads, out=y, scratch=self._pool.get)
+            winograd_conv3x3(arr, W, bias, pads, y, scratch=self._pool.get, cache=self._transformed)
             return like_input(y, x)
         y2d = y.reshape(-1, self.out_channels)
         step = self._chunk(arr.shape, W.dtype)
@@ -271,8 +273,9 @@ class Conv2D(Layer):
         if self.winograd:
             pads = self.pads(*x.shape[1:3])
             dy4 = dy2d.reshape(out_shape)
-            args = (x, W, dy4, pads, dx is not None)
-            winograd_conv3x3_backward(*args, dx, scratch=self._pool.get, dW_out=self.grads["W"])
+            gW, cache = self.grads["W"], self._transformed
+            args = (x, W, dy4, pads, dx is not None, dx)
+            winograd_conv3x3_backward(*args, scratch=self._pool.get, dW_out=gW, cache=cache)
         else:
             self._backward_im2col(x, dy2d, dx)
         return dx
@@ -308,6 +311,7 @@ class Conv2D(Layer):
         super().astype(dtype)
         self._pool.clear()
         self._cols = None
+        self._transformed.clear()
         return self
 
     def get_config(self) -> dict[str, Any]:
