@@ -123,14 +123,51 @@ def test_the_callers_numpy_error_state_holds_on_the_chunk_threads():
             winograd_conv3x3(x, W, chunk_bytes=CHUNK)
 
 
-def test_one_example_through_dense_keeps_blas_threads_and_a_batch_does_not():
-    layer = Dense(4)
-    assert not layer.blas_on_one_thread(np.ones((1, 3), np.float32))
-    assert layer.blas_on_one_thread(np.ones((2, 3), np.float32))
-    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    whole = layer.forward(x).copy()
-    for i in range(5):  # the same values one example at a time, within float32 rounding
-        np.testing.assert_allclose(layer.forward(x[i : i + 1])[0], whole[i], rtol=1e-6, atol=1e-7)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_one_example_through_a_wide_dense_is_cut_by_columns_over_the_threads(threads):
+    """One example: y's columns in blocks on the chunk threads; the same bits run after run,
+    and within float32 rounding of one thread (OpenBLAS here: the same bits)."""
+    rng = np.random.default_rng(0)
+    layer = Dense(600, 700, seed=1)
+    x = rng.standard_normal((1, 600)).astype(np.float32)
+    with runtime.kernel_threads(1):
+        one = layer.forward(x).copy()
+    with runtime.kernel_threads(threads):
+        cut, again = layer.forward(x).copy(), layer.forward(x).copy()
+        batch = layer.forward(np.concatenate([x, x]))[1]
+    assert cut.tobytes() == again.tobytes()
+    np.testing.assert_allclose(cut, one, rtol=1e-6, atol=1e-6 * float(np.abs(one).max()))
+    np.testing.assert_allclose(batch, one[0], rtol=1e-5, atol=1e-5 * float(np.abs(one).max()))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("fits", [True, False])
+def test_im2col_pieces_on_threads_repeat_and_agree_with_one_thread(monkeypatch, threads, fits):
+    """im2col's pieces of images on chunk threads (``Conv2D._pieces``), dW summed per thread
+    then in thread order: the same bits run after run, within float32 rounding of one thread
+    (BLAS may round a smaller product apart); also when the batch's patches are not kept."""
+    import bnlab.layers.conv2d as conv_mod
+
+    monkeypatch.setattr(conv_mod, "PIECE_BYTES", 4000)
+    if not fits:
+        monkeypatch.setattr(conv_mod, "MAX_COLS_BYTES", 9000)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 6, 5, 4)).astype(np.float32)
+    dy = rng.standard_normal((7, 3, 3, 5)).astype(np.float32)
+    layer = Conv2D(4, 5, 3, stride=2, padding="same", algorithm="im2col", seed=3)
+
+    def run(n):
+        with runtime.kernel_threads(n):
+            y = layer.forward(x).copy()
+            dx = layer.backward(dy).copy()
+            return y, dx, layer.grads["W"].copy(), layer.grads["b"].copy()
+
+    with runtime.kernel_threads(threads):  # 1296 bytes of patches per image: 4 or 3 pieces
+        assert layer._pieces(x.shape, np.float32)[1:3] == (2, 2) if threads == 2 else (3, 3)
+    one, first, second = run(1), run(threads), run(threads)
+    for a, b, c in zip(one, first, second, strict=True):
+        assert b.tobytes() == c.tobytes()
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.abs(a).max()))
 
 
 @pytest.mark.parametrize(

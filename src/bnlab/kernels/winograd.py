@@ -28,10 +28,9 @@ loops over chunks of images small enough (``CHUNK_BYTES``) that each chunk's V a
 cache between the transform, the products and the inverse transform.
 
 Accuracy, float32, against a float64 direct convolution (``tests/kernels/test_winograd.py``,
-on the cifar10_cnn shapes at batch 32 and awkward ones): max |error| <= 2e-6 * max |reference|
-for y, dx and dW alike. Measured: at most 3.6e-7 (y), 3.0e-7 (dx), 7.9e-7 (dW); im2col + BLAS
-measured 7.1e-7, 2.0e-7, 4.9e-7 and PyTorch's float32 3.9e-7, 4.5e-7, 3.7e-6 on the same
-data. float64 inputs are computed in float64 (<= 1e-13 relative held).
+the cifar10_cnn shapes at batch 32 and awkward ones): max |error| <= 2e-6 * max |reference|
+for y, dx and dW. Measured: <= 3.6e-7 (y), 3.0e-7 (dx), 7.9e-7 (dW); im2col + BLAS 7.1e-7,
+2.0e-7, 4.9e-7, PyTorch's float32 3.9e-7, 4.5e-7, 3.7e-6; float64: <= 1e-13 relative.
 Threads: with ``bnlab.runtime.chunk_threads()`` T > 1, chunk i runs on thread i mod T (threads
 of their own: serial transforms, BLAS on one thread), each summing dU over its chunks, the T
 sums added in thread order; the forward cuts an image into bands of tile rows when there are
@@ -54,7 +53,6 @@ __all__ = ["winograd_conv3x3", "winograd_conv3x3_backward", "CHUNK_BYTES"]
 
 Pads = tuple[int, int, int, int]
 Scratch = Callable[[str, tuple[int, ...], Any], np.ndarray]  # (purpose, shape, dtype) -> array
-
 
 # V and M of one chunk of images take at most this many bytes (at least one image per chunk).
 # Measured by benchmarks/bench_winograd.py on the cifar10_cnn layers (batch 32).
@@ -231,7 +229,8 @@ def _empty(purpose: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:  # n
 
 
 def _arrays(get: Scratch, t: int, size: int, k: int, c: int, cout: int, dtype: Any) -> Any:
-    """V (16, k, C) and M (16, k, Cout): views of thread t's two buffers of ``size`` tiles."""
+    """V (16, k, C), M (16, k, Cout): views of thread t's buffers of ``size`` tiles (made for
+    every t with k = 0 before the threads start: a scratch pool is not thread-safe)."""
     V = get(f"winograd V{t}", (16 * size * c,), dtype)[: 16 * k * c].reshape(16, k, c)
     M = get(f"winograd M{t}", (16 * size * cout,), dtype)[: 16 * k * cout].reshape(16, k, cout)
     return V, M
@@ -282,6 +281,7 @@ def winograd_conv3x3(
     pieces = _pieces(x, cout, pads, chunk_bytes, chunk_threads())
     threads = min(chunk_threads(), len(pieces))
     tiles = max(k for *_, k in pieces)
+    [_arrays(get, t, tiles, 0, c, cout, x.dtype) for t in range(threads)]
 
     def work(t: int) -> None:  # pieces t, t + threads, ...
         for s, rows, p, orows, k in pieces[t::threads]:
@@ -369,6 +369,7 @@ def winograd_conv3x3_backward(
     UT = cache.transposed()  # U^T of W: faster in the product than a view of U
     chunks = _pieces(x, cout, pads, chunk_bytes, 1)  # dW's rounding: as with one thread
     threads, tiles = min(chunk_threads(), len(chunks)), chunks[0][-1]
+    [_arrays(get, t, tiles, 0, c, cout, x.dtype) for t in range(threads)]
     sums = [get(f"winograd dU{t}", (16, c, cout), x.dtype) for t in range(threads)]
     parts = [get(f"winograd dU part{t}", (16, c, cout), x.dtype) for t in range(threads)]
 

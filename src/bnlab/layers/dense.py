@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.initializers import InitSpec, initializer_config
+from bnlab.kernels._numba import in_threads
 from bnlab.kernels.dense import column_sums
 from bnlab.kernels.im2col import add_bias
 from bnlab.layers._common import (
@@ -19,9 +20,14 @@ from bnlab.layers._common import (
 )
 from bnlab.layers._weights import build_regularizer, init_kernel_and_bias, regularizer_config
 from bnlab.layers.base import Layer
-from bnlab.runtime import one_blas_thread
+from bnlab.runtime import chunk_threads, one_blas_thread
 
 __all__ = ["Dense", "regularizer_config", "build_regularizer"]
+
+# One example through a layer of at least this many weights: the matrix-vector product (bound
+# by memory) is cut by output columns over ``chunk_threads()``, BLAS on one thread in each
+# (smaller ones round their last columns apart when cut, and gain nothing).
+SPLIT_MIN_WEIGHTS = 2**18
 
 
 class Dense(Layer):
@@ -83,11 +89,6 @@ class Dense(Layer):
             raise InputShapeError(self.describe(), f"(N, {self.in_features})", input_shape)
         return (input_shape[0], self.out_features)
 
-    def blas_on_one_thread(self, data: Any) -> bool:
-        """BLAS on one thread (``bnlab.runtime.one_blas_thread``) except for one example at a
-        time: a matrix-vector product, bound by memory, which BLAS's threads speed up."""
-        return not (isinstance(data, np.ndarray) and data.ndim and len(data) == 1)
-
     @one_blas_thread
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x W + b."""
@@ -104,7 +105,10 @@ class Dense(Layer):
         y = output_buffer(
             self._pool, self.reuse_output, "y", (arr.shape[0], self.out_features), W.dtype
         )
-        np.matmul(arr, W, out=y)
+        if len(arr) == 1 and W.size >= SPLIT_MIN_WEIGHTS and chunk_threads() > 1:
+            _by_columns(arr, W, y, chunk_threads())
+        else:
+            np.matmul(arr, W, out=y)
         if self.use_bias:
             add_bias(y, self.params["b"])  # the additions of y += b, in one compiled loop
         self._x = arr
@@ -152,3 +156,15 @@ class Dense(Layer):
             "kernel_regularizer": regularizer_config(self.regularizers.get("W")),
             "name": self.name,
         }
+
+
+def _by_columns(x: np.ndarray, W: np.ndarray, y: np.ndarray, threads: int) -> None:
+    """y = x W with y's columns cut into ``threads`` blocks (multiples of 64 columns), block t
+    on chunk thread t: each output is the same dot product as in one call."""
+    width = -(-W.shape[1] // (64 * threads)) * 64
+
+    def work(t: int) -> None:
+        cols = slice(t * width, (t + 1) * width)
+        np.matmul(x, W[:, cols], out=y[:, cols])
+
+    in_threads(-(-W.shape[1] // width), work)
