@@ -123,21 +123,26 @@ def test_the_callers_numpy_error_state_holds_on_the_chunk_threads():
             winograd_conv3x3(x, W, chunk_bytes=CHUNK)
 
 
+@pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("threads", [2, 3])
-def test_one_example_through_a_wide_dense_is_cut_by_columns_over_the_threads(threads):
-    """One example: y's columns in blocks on the chunk threads; the same bits run after run,
-    and within float32 rounding of one thread (OpenBLAS here: the same bits)."""
+def test_a_wide_dense_cuts_its_products_by_columns_over_the_threads(threads, batch):
+    """y, dW and dx of a layer of >= SPLIT_MIN_WEIGHTS weights in column blocks on the chunk
+    threads: the same bits run after run, within float32 rounding of one thread (OpenBLAS
+    here: the same bits)."""
     rng = np.random.default_rng(0)
     layer = Dense(600, 700, seed=1)
-    x = rng.standard_normal((1, 600)).astype(np.float32)
-    with runtime.kernel_threads(1):
-        one = layer.forward(x).copy()
-    with runtime.kernel_threads(threads):
-        cut, again = layer.forward(x).copy(), layer.forward(x).copy()
-        batch = layer.forward(np.concatenate([x, x]))[1]
-    assert cut.tobytes() == again.tobytes()
-    np.testing.assert_allclose(cut, one, rtol=1e-6, atol=1e-6 * float(np.abs(one).max()))
-    np.testing.assert_allclose(batch, one[0], rtol=1e-5, atol=1e-5 * float(np.abs(one).max()))
+    x = rng.standard_normal((batch, 600)).astype(np.float32)
+    dy = rng.standard_normal((batch, 700)).astype(np.float32)
+
+    def run(n):
+        with runtime.kernel_threads(n):
+            y = layer.forward(x).copy()
+            return y, layer.backward(dy).copy(), layer.grads["W"].copy()
+
+    one, first, second = run(1), run(threads), run(threads)
+    for a, b, c in zip(one, first, second, strict=True):
+        assert b.tobytes() == c.tobytes()
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * float(np.abs(a).max()))
 
 
 @pytest.mark.parametrize("threads", [2, 3])

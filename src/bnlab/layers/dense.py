@@ -24,9 +24,9 @@ from bnlab.runtime import chunk_threads, one_blas_thread
 
 __all__ = ["Dense", "regularizer_config", "build_regularizer"]
 
-# One example through a layer of at least this many weights: the matrix-vector product (bound
-# by memory) is cut by output columns over ``chunk_threads()``, BLAS on one thread in each
-# (smaller ones round their last columns apart when cut, and gain nothing).
+# A layer of at least this many weights cuts its products by output columns over
+# ``chunk_threads()``, BLAS on one thread in each (smaller ones gain nothing, and OpenBLAS
+# rounds their last columns apart when cut; 2304 x 512 at batch 1 and 32: the same bits).
 SPLIT_MIN_WEIGHTS = 2**18
 
 
@@ -105,10 +105,7 @@ class Dense(Layer):
         y = output_buffer(
             self._pool, self.reuse_output, "y", (arr.shape[0], self.out_features), W.dtype
         )
-        if len(arr) == 1 and W.size >= SPLIT_MIN_WEIGHTS and chunk_threads() > 1:
-            _by_columns(arr, W, y, chunk_threads())
-        else:
-            np.matmul(arr, W, out=y)
+        self._product(arr, W, y)
         if self.use_bias:
             add_bias(y, self.params["b"])  # the additions of y += b, in one compiled loop
         self._x = arr
@@ -132,14 +129,29 @@ class Dense(Layer):
             )
         if dy.dtype != W.dtype:
             dy = dy.astype(W.dtype)
-        np.matmul(x.T, dy, out=self.grads["W"])
+        self._product(x.T, dy, self.grads["W"])
         if self.use_bias:
             column_sums(dy, self.grads["b"])  # the bits of np.sum(dy, axis=0), faster
         if not need_input_grad:
             return None
         dx = output_buffer(self._pool, self.reuse_output, "dx", x.shape, W.dtype)
-        np.matmul(dy, W.T, out=dx)
+        self._product(dy, W.T, dx)
         return dx
+
+    def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """out = a @ b; for a layer of ``SPLIT_MIN_WEIGHTS`` or more with chunk threads T > 1,
+        out's columns in T blocks (multiples of 64), block t on chunk thread t."""
+        threads = chunk_threads()
+        if threads <= 1 or self.params["W"].size < SPLIT_MIN_WEIGHTS:
+            np.matmul(a, b, out=out)
+            return
+        width = -(-b.shape[1] // (64 * threads)) * 64
+
+        def work(t: int) -> None:
+            cols = slice(t * width, (t + 1) * width)
+            np.matmul(a, b[:, cols], out=out[:, cols])
+
+        in_threads(-(-b.shape[1] // width), work)
 
     def astype(self, dtype: Any) -> Dense:
         super().astype(dtype)
@@ -156,15 +168,3 @@ class Dense(Layer):
             "kernel_regularizer": regularizer_config(self.regularizers.get("W")),
             "name": self.name,
         }
-
-
-def _by_columns(x: np.ndarray, W: np.ndarray, y: np.ndarray, threads: int) -> None:
-    """y = x W with y's columns cut into ``threads`` blocks (multiples of 64 columns), block t
-    on chunk thread t: each output is the same dot product as in one call."""
-    width = -(-W.shape[1] // (64 * threads)) * 64
-
-    def work(t: int) -> None:
-        cols = slice(t * width, (t + 1) * width)
-        np.matmul(x, W[:, cols], out=y[:, cols])
-
-    in_threads(-(-W.shape[1] // width), work)
