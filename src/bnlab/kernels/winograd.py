@@ -278,9 +278,8 @@ def winograd_conv3x3(
     bias = np.zeros(cout, x.dtype) if b is None else b.astype(x.dtype, copy=False)
     x, get = np.ascontiguousarray(x), scratch or _empty
     U = (cache or TransformCache()).get(W)
-    pieces = _pieces(x, cout, pads, chunk_bytes, chunk_threads())
-    threads = min(chunk_threads(), len(pieces))
-    tiles = max(k for *_, k in pieces)
+    pieces = _pieces(x, cout, pads, chunk_bytes, threads := chunk_threads())
+    threads, tiles = min(threads, len(pieces)), max(k for *_, k in pieces)
     [_arrays(get, t, tiles, 0, c, cout, x.dtype) for t in range(threads)]
 
     def work(t: int) -> None:  # pieces t, t + threads, ...
