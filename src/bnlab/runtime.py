@@ -268,12 +268,15 @@ def one_blas_thread(method: F) -> F:
     images, bands of an image; Dense: one example's output columns): OpenBLAS's own threads,
     once started, keep spinning for about 0.1 s and hold the cores that the chunk threads
     and the next layer's kernels need (measured: the Keras cifar10_cnn step with BN 45 ->
-    38 ms on 2 cores). So no layer starts them: one policy for every phase of a step.
+    38 ms on 2 cores). So no layer starts them in a step. The one exception: an object's
+    ``blas_on_one_thread(data)`` may say no (Dense, one example: a matrix-vector product bound
+    by memory, where BLAS's threads measured faster than the layer's own at batch 1).
     """
 
     @functools.wraps(method)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if chunk_threads() <= 1:
+        wants = getattr(args[0], "blas_on_one_thread", None)
+        if chunk_threads() <= 1 or (wants is not None and not wants(args[1])):
             return method(*args, **kwargs)
         return run_on_one_blas_thread(method, *args, **kwargs)
 

@@ -127,8 +127,8 @@ def test_the_callers_numpy_error_state_holds_on_the_chunk_threads():
 @pytest.mark.parametrize("threads", [2, 3])
 def test_a_wide_dense_cuts_its_products_by_columns_over_the_threads(threads, batch):
     """y, dW and dx of a layer of >= SPLIT_MIN_WEIGHTS weights in column blocks on the chunk
-    threads: the same bits run after run, within float32 rounding of one thread (OpenBLAS
-    here: the same bits)."""
+    threads (batch > 1; one example stays whole): the same bits run after run, within
+    float32 rounding of one thread (OpenBLAS here: the same bits)."""
     rng = np.random.default_rng(0)
     layer = Dense(600, 700, seed=1)
     x = rng.standard_normal((batch, 600)).astype(np.float32)
@@ -204,8 +204,14 @@ def test_bands_of_one_image_give_the_bits_of_the_whole_image(monkeypatch, pads, 
 def test_small_work_and_large_padding_stay_whole_images():
     from bnlab.kernels.winograd import _pieces
 
-    x = np.zeros((1, 30, 30, 32), np.float32)
-    assert len(_pieces(x, 32, (1, 1, 1, 1), None, 2)) == 2  # 3.7M multiply-adds: two bands
-    assert len(_pieces(x[..., :4], 4, (1, 1, 1, 1), None, 2)) == 1  # 58k: one piece
+    x = np.zeros((1, 30, 30, 128), np.float32)
+    assert len(_pieces(x, 128, (1, 1, 1, 1), None, 2)) == 2  # 59M multiply-adds: two bands
+    assert len(_pieces(x[..., :32], 32, (1, 1, 1, 1), None, 2)) == 1  # 3.7M: one piece
     assert len(_pieces(x, 32, (3, 3, 3, 3), None, 2)) == 1  # bands assume pads <= 2
     assert len(_pieces(np.zeros((4, 30, 30, 32), np.float32), 32, (1,) * 4, None, 2)) == 2
+
+
+def test_one_example_through_dense_keeps_blas_threads_and_a_batch_does_not():
+    layer = Dense(4)
+    assert not layer.blas_on_one_thread(np.ones((1, 3), np.float32))
+    assert layer.blas_on_one_thread(np.ones((2, 3), np.float32))

@@ -295,9 +295,9 @@ def winograd_conv3x3(
     return out
 
 
-# Bands of an image run on threads of their own only with at least this many multiply-adds
-# each (handing a band to another thread costs ~15-20 us, a 1M-MAC band's work ~30 us).
-BAND_MIN_MACS = 2**20
+# Bands of one image go to threads of their own only with this many multiply-adds each: at
+# 2-4M per image (cifar10_cnn, batch 1) handing a band over cost more than it saved (measured).
+BAND_MIN_MACS = 2**23
 
 
 def _pieces(

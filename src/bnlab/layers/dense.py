@@ -89,6 +89,11 @@ class Dense(Layer):
             raise InputShapeError(self.describe(), f"(N, {self.in_features})", input_shape)
         return (input_shape[0], self.out_features)
 
+    def blas_on_one_thread(self, data: Any) -> bool:
+        """BLAS on one thread (``bnlab.runtime.one_blas_thread``) except for one example at a
+        time: a matrix-vector product, bound by memory, which BLAS's threads speed up."""
+        return not (isinstance(data, np.ndarray) and data.ndim and len(data) == 1)
+
     @one_blas_thread
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x W + b."""
@@ -140,9 +145,10 @@ class Dense(Layer):
 
     def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         """out = a @ b; for a layer of ``SPLIT_MIN_WEIGHTS`` or more with chunk threads T > 1,
-        out's columns in T blocks (multiples of 64), block t on chunk thread t."""
+        out's columns in T blocks (multiples of 64), block t on chunk thread t (not for one
+        example: BLAS's own threads, see ``blas_on_one_thread``)."""
         threads = chunk_threads()
-        if threads <= 1 or self.params["W"].size < SPLIT_MIN_WEIGHTS:
+        if threads <= 1 or self.params["W"].size < SPLIT_MIN_WEIGHTS or len(a) == 1:
             np.matmul(a, b, out=out)
             return
         width = -(-b.shape[1] // (64 * threads)) * 64
