@@ -110,12 +110,13 @@ def _layers_of(model: Any) -> list[Any]:
 
 def _instrument(model: Any, clock: _Clock) -> None:
     import bnlab.kernels.winograd as wino_mod
+    import bnlab.kernels.winograd_weights as weights_mod
     import bnlab.layers.conv2d as conv_mod
     import bnlab.layers.dense as dense_mod
 
     wino_mod.np = _TimedNumpy(clock)  # type: ignore[assignment]
     wino_mod.call_on_policy = clock.timed(".transform", wino_mod.call_on_policy)
-    wino_mod.winograd_weights = clock.timed(".weights", wino_mod.winograd_weights)
+    weights_mod.winograd_weights = clock.timed(".weights", weights_mod.winograd_weights)
     wino_mod.winograd_weights_grad = clock.timed(".weights", wino_mod.winograd_weights_grad)
     conv_mod.im2col = clock.timed(".im2col", conv_mod.im2col)
     conv_mod.col2im = clock.timed(".col2im", conv_mod.col2im)

@@ -15,10 +15,11 @@ array of rank ``rank``:
 3. otherwise Numba's thread count (dense data: an MLP's products are too small for BLAS to
    start its threads).
 
-Layers that split their work into independent chunks of images (Winograd's Conv2D) run the
-chunks on :func:`chunk_threads` threads of their own instead, serial kernels and BLAS on one
-thread in each; :func:`one_blas_thread` keeps Conv2D's and Dense's products on one BLAS thread
-whenever that count is above one, so OpenBLAS never starts spinning threads in a step.
+Layers that split their work into independent pieces (Conv2D: chunks of images, or bands of
+one image; Dense: one example's output columns) run them on :func:`chunk_threads` threads of
+their own instead, serial kernels and BLAS on one thread in each; :func:`one_blas_thread`
+keeps Conv2D's and Dense's products on one BLAS thread whenever that count is above one, so
+OpenBLAS never starts spinning threads in a step.
 
 ``BNLAB_IMAGE_THREADS`` (an int) sets the default of rule 2; :func:`set_image_threads` changes
 it at run time. The element-wise kernels' results do not depend on the thread count; the
@@ -263,12 +264,13 @@ def run_on_one_blas_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
 def one_blas_thread(method: F) -> F:
     """Decorator: ``method``'s BLAS products run on one thread when :func:`chunk_threads` > 1.
 
-    bnlab's layers then parallelize over chunks of images themselves: OpenBLAS's own threads,
+    bnlab's layers then parallelize over pieces of their work themselves (Conv2D: chunks of
+    images, bands of an image; Dense: one example's output columns): OpenBLAS's own threads,
     once started, keep spinning for about 0.1 s and hold the cores that the chunk threads
     and the next layer's kernels need (measured: the Keras cifar10_cnn step with BN 45 ->
-    38 ms on 2 cores). With one chunk thread, or when the object's
-    ``blas_on_one_thread(data)`` says no (a wide im2col product; one example at a time through
-    a Dense layer, a matrix-vector product bound by memory), BLAS keeps its own count.
+    38 ms on 2 cores). So no layer starts them in a step. The one exception: an object's
+    ``blas_on_one_thread(data)`` may say no (Dense, one example: a matrix-vector product bound
+    by memory, where BLAS's threads measured faster than the layer's own at batch 1).
     """
 
     @functools.wraps(method)

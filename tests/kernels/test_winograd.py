@@ -13,12 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from bnlab.kernels.im2col import same_padding
-from bnlab.kernels.winograd import (
-    winograd_conv3x3,
-    winograd_conv3x3_backward,
-    winograd_weights,
-    winograd_weights_grad,
-)
+from bnlab.kernels.winograd import winograd_conv3x3, winograd_conv3x3_backward
+from bnlab.kernels.winograd_weights import winograd_weights, winograd_weights_grad
 
 F32_BOUND = 2e-6
 TORCH_BOUND = 1e-5

@@ -123,11 +123,95 @@ def test_the_callers_numpy_error_state_holds_on_the_chunk_threads():
             winograd_conv3x3(x, W, chunk_bytes=CHUNK)
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_wide_dense_cuts_its_products_by_columns_over_the_threads(threads, batch):
+    """y, dW and dx of a layer of >= SPLIT_MIN_WEIGHTS weights in column blocks on the chunk
+    threads (batch > 1; one example stays whole): the same bits run after run, within
+    float32 rounding of one thread (OpenBLAS here: the same bits)."""
+    rng = np.random.default_rng(0)
+    layer = Dense(600, 700, seed=1)
+    x = rng.standard_normal((batch, 600)).astype(np.float32)
+    dy = rng.standard_normal((batch, 700)).astype(np.float32)
+
+    def run(n):
+        with runtime.kernel_threads(n):
+            y = layer.forward(x).copy()
+            return y, layer.backward(dy).copy(), layer.grads["W"].copy()
+
+    one, first, second = run(1), run(threads), run(threads)
+    for a, b, c in zip(one, first, second, strict=True):
+        assert b.tobytes() == c.tobytes()
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * float(np.abs(a).max()))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("fits", [True, False])
+def test_im2col_pieces_on_threads_repeat_and_agree_with_one_thread(monkeypatch, threads, fits):
+    """im2col's pieces of images on chunk threads (``Conv2D._pieces``), dW summed per thread
+    then in thread order: the same bits run after run, within float32 rounding of one thread
+    (BLAS may round a smaller product apart); also when the batch's patches are not kept."""
+    import bnlab.layers.conv2d as conv_mod
+
+    monkeypatch.setattr(conv_mod, "PIECE_BYTES", 4000)
+    if not fits:
+        monkeypatch.setattr(conv_mod, "MAX_COLS_BYTES", 9000)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 6, 5, 4)).astype(np.float32)
+    dy = rng.standard_normal((7, 3, 3, 5)).astype(np.float32)
+    layer = Conv2D(4, 5, 3, stride=2, padding="same", algorithm="im2col", seed=3)
+
+    def run(n):
+        with runtime.kernel_threads(n):
+            y = layer.forward(x).copy()
+            dx = layer.backward(dy).copy()
+            return y, dx, layer.grads["W"].copy(), layer.grads["b"].copy()
+
+    with runtime.kernel_threads(threads):  # 1296 bytes of patches per image: 4 or 3 pieces
+        assert layer._pieces(x.shape, np.float32)[1:3] == (2, 2) if threads == 2 else (3, 3)
+    one, first, second = run(1), run(threads), run(threads)
+    for a, b, c in zip(one, first, second, strict=True):
+        assert b.tobytes() == c.tobytes()
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.abs(a).max()))
+
+
+@pytest.mark.parametrize(
+    "pads", [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 0, 1), (2, 2, 1, 0), (1, 2, 2, 2)]
+)
+@pytest.mark.parametrize("height", [5, 8, 13])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_bands_of_one_image_give_the_bits_of_the_whole_image(monkeypatch, pads, height, threads):
+    """Fewer images than threads: each image is cut into bands of tile rows (``_pieces``),
+    whose outputs are bit for bit those of the whole image on one thread."""
+    from bnlab.kernels import winograd
+
+    monkeypatch.setattr(winograd, "BAND_MIN_MACS", 1)
+    rng = np.random.default_rng(height)
+    x = rng.standard_normal((1, height, 9, 5)).astype(np.float32)
+    W = rng.standard_normal((3, 3, 5, 6)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    pieces = winograd._pieces(x, 6, pads, None, threads)
+    assert len(pieces) == min(threads, (height + pads[0] + pads[1] - 1) // 2) > 1
+    with runtime.kernel_threads(1):
+        whole = winograd_conv3x3(x, W, b, pads)
+    with runtime.kernel_threads(threads):
+        banded = winograd_conv3x3(x, W, b, pads)
+        again = winograd_conv3x3(np.concatenate([x, x]), W, b, pads)  # 2 images, 3 threads
+    assert banded.tobytes() == whole.tobytes()
+    assert again[1:].tobytes() == whole.tobytes()
+
+
+def test_small_work_and_large_padding_stay_whole_images():
+    from bnlab.kernels.winograd import _pieces
+
+    x = np.zeros((1, 30, 30, 128), np.float32)
+    assert len(_pieces(x, 128, (1, 1, 1, 1), None, 2)) == 2  # 59M multiply-adds: two bands
+    assert len(_pieces(x[..., :32], 32, (1, 1, 1, 1), None, 2)) == 1  # 3.7M: one piece
+    assert len(_pieces(x, 32, (3, 3, 3, 3), None, 2)) == 1  # bands assume pads <= 2
+    assert len(_pieces(np.zeros((4, 30, 30, 32), np.float32), 32, (1,) * 4, None, 2)) == 2
+
+
 def test_one_example_through_dense_keeps_blas_threads_and_a_batch_does_not():
     layer = Dense(4)
     assert not layer.blas_on_one_thread(np.ones((1, 3), np.float32))
     assert layer.blas_on_one_thread(np.ones((2, 3), np.float32))
-    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    whole = layer.forward(x).copy()
-    for i in range(5):  # the same values one example at a time, within float32 rounding
-        np.testing.assert_allclose(layer.forward(x[i : i + 1])[0], whole[i], rtol=1e-6, atol=1e-7)

@@ -24,6 +24,7 @@ from bnlab.runtime import (
     kernel_threads,
     run_on_one_blas_thread,
     run_on_threads,
+    set_num_threads,
 )
 
 THREADING_LAYER: str = runtime.configure_threading_layer()
@@ -78,13 +79,17 @@ def in_threads(threads: int, work: Callable[[int], None]) -> None:
     """``work(t)`` for t < ``threads``, t = 0 in this thread and the others in a pool, with
     NumPy's BLAS on one thread meanwhile (each product stays on the thread that runs it);
     just ``work(0)`` for one thread; the caller's NumPy error state (``np.errstate``) holds on
-    every thread. ``work`` releases the GIL in its heavy parts (NumPy's
-    products, kernels compiled with ``nogil``)."""
+    every thread. ``work`` releases the GIL in its heavy parts (NumPy's products, kernels
+    compiled with ``nogil``); bnlab's kernels run serially on the pool's threads (their Numba
+    thread count is 1)."""
     if threads <= 1:
         work(0)
         return
     if not _POOL:
-        _POOL.append(ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="bnlab-chunks"))
+        pool = ThreadPoolExecutor(
+            os.cpu_count() or 2, "bnlab-chunks", initializer=set_num_threads, initargs=(1,)
+        )
+        _POOL.append(pool)
     state = np.geterr()  # NumPy's error state is per thread: the caller's holds in each
 
     def run(t: int) -> None:

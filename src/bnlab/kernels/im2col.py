@@ -10,7 +10,8 @@ so that a convolution with a kernel ``W`` of shape (kh, kw, C, Cout) is the sing
 product ``cols @ W.reshape(kh*kw*C, Cout)``, whose rows are already the NHWC output. ``col2im``
 is the adjoint: it adds every row entry back to the pixel it came from (overlapping windows
 sum). Both write into caller-provided buffers so that a training loop allocates nothing, and
-run on the threads ``bnlab.runtime`` gives image data (one by default: see there why).
+run on the threads ``bnlab.runtime`` gives image data (one by default: see there why); their
+serial versions release the GIL (Conv2D runs pieces of a batch on threads of its own).
 """
 
 from __future__ import annotations
@@ -195,8 +196,8 @@ def im2col(
     return out
 
 
-_IM2COL_RUNS = njit_pair(_im2col_runs_nb)
-_IM2COL_PIXELS = njit_pair(_im2col_pixels_nb)
+_IM2COL_RUNS = njit_pair(_im2col_runs_nb, nogil=True)
+_IM2COL_PIXELS = njit_pair(_im2col_pixels_nb, nogil=True)
 
 
 def _col2im_nb(cols, c, kh, kw, sh, sw, pt, pl, ho, wo, dx3):
@@ -225,7 +226,7 @@ def _col2im_nb(cols, c, kh, kw, sh, sw, pt, pl, ho, wo, dx3):
     return dx3
 
 
-_COL2IM = njit_pair(_col2im_nb)
+_COL2IM = njit_pair(_col2im_nb, nogil=True)
 
 
 def col2im(
@@ -273,7 +274,7 @@ def _add_bias_nb(y, b):
             y[r, ch] += b[ch]
 
 
-_ADD_BIAS = njit_pair(_add_bias_nb)
+_ADD_BIAS = njit_pair(_add_bias_nb, nogil=True)
 
 
 def add_bias(y2d: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -28,40 +28,31 @@ loops over chunks of images small enough (``CHUNK_BYTES``) that each chunk's V a
 cache between the transform, the products and the inverse transform.
 
 Accuracy, float32, against a float64 direct convolution (``tests/kernels/test_winograd.py``,
-on the cifar10_cnn shapes at batch 32 and awkward ones): max |error| <= 2e-6 * max |reference|
-for y, dx and dW alike. Measured: at most 3.6e-7 (y), 3.0e-7 (dx), 7.9e-7 (dW); im2col + BLAS
-measured 7.1e-7, 2.0e-7, 4.9e-7 and PyTorch's float32 3.9e-7, 4.5e-7, 3.7e-6 on the same
-data. float64 inputs are computed in float64 (<= 1e-13 relative held).
-Threads: with ``bnlab.runtime.chunk_threads()`` T > 1 (Numba's thread count by default), the
-chunks run on T threads of their own (chunk i on thread i mod T: serial transforms, products
-with BLAS on one thread), each thread summing dU over its chunks, the T sums added in thread
-order; with T = 1 the code is serial as before. Determinism: the chunk size depends on the
-shapes only and every sum runs in a fixed order, so the same inputs and threads (T and BLAS's)
-give the same bits.
+the cifar10_cnn shapes at batch 32 and awkward ones): max |error| <= 2e-6 * max |reference|
+for y, dx and dW. Measured: <= 3.6e-7 (y), 3.0e-7 (dx), 7.9e-7 (dW); im2col + BLAS 7.1e-7,
+2.0e-7, 4.9e-7, PyTorch's float32 3.9e-7, 4.5e-7, 3.7e-6; float64: <= 1e-13 relative.
+Threads: with ``bnlab.runtime.chunk_threads()`` T > 1, chunk i runs on thread i mod T (threads
+of their own: serial transforms, BLAS on one thread), each summing dU over its chunks, the T
+sums added in thread order; the forward cuts an image into bands of tile rows when there are
+fewer images than threads. T = 1 is the serial code. The pieces depend on the shapes and T only
+and every sum runs in a fixed order: the same inputs and threads give the same bits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from bnlab.kernels._numba import call_on_policy, in_threads, njit, njit_pair, prange
-from bnlab.kernels.winograd_weights import winograd_weights, winograd_weights_grad
+from bnlab.kernels.winograd_weights import TransformCache, winograd_weights_grad
 from bnlab.runtime import chunk_threads
 
-__all__ = [
-    "winograd_weights",
-    "winograd_weights_grad",
-    "winograd_conv3x3",
-    "winograd_conv3x3_backward",
-    "CHUNK_BYTES",
-]
+__all__ = ["winograd_conv3x3", "winograd_conv3x3_backward", "CHUNK_BYTES"]
 
 Pads = tuple[int, int, int, int]
 Scratch = Callable[[str, tuple[int, ...], Any], np.ndarray]  # (purpose, shape, dtype) -> array
-
 
 # V and M of one chunk of images take at most this many bytes (at least one image per chunk).
 # Measured by benchmarks/bench_winograd.py on the cifar10_cnn layers (batch 32).
@@ -233,46 +224,16 @@ def _geometry(x_shape: tuple[int, ...], pads: Pads) -> tuple[int, int, int, int]
     return ho, wo, (ho + 1) // 2, (wo + 1) // 2
 
 
-def _empty(purpose: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+def _empty(purpose: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:  # no scratch
     return np.empty(shape, dtype)
 
 
-def _step(x: np.ndarray, cout: int, th: int, tw: int, chunk_bytes: int | None) -> int:
-    """Images per chunk: a chunk's V and M fit ``chunk_bytes`` (at least one image)."""
-    c = x.shape[3]
-    return max(1, (chunk_bytes or CHUNK_BYTES) // (16 * th * tw * (c + cout) * x.itemsize))
-
-
-def _threads(x: np.ndarray, cout: int, th: int, tw: int, chunk_bytes: int | None) -> int:
-    """Threads for the chunks (``bnlab.runtime.chunk_threads``, at most one per chunk)."""
-    return min(chunk_threads(), -(-x.shape[0] // _step(x, cout, th, tw, chunk_bytes)))
-
-
-def _chunks(
-    x: np.ndarray,
-    cout: int,
-    th: int,
-    tw: int,
-    chunk_bytes: int | None,
-    get: Scratch,
-    part: tuple[int, int] = (0, 1),
-) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """Per chunk of images: (its images, V (16, tiles, C) and M (16, tiles, Cout) in two
-    buffers reused by every chunk); a chunk's V and M fit ``chunk_bytes`` (>= 1 image).
-    ``part`` = (t, T): only chunks t, t + T, t + 2T, ... in buffers of thread t's own."""
-    n, c = x.shape[0], x.shape[3]
-    step = _step(x, cout, th, tw, chunk_bytes)
-    size = 16 * min(step, n) * th * tw
-    t0, every = part
-    vbuf = get(f"winograd V{t0}", (size * c,), x.dtype)
-    mbuf = get(f"winograd M{t0}", (size * cout,), x.dtype)
-    for s in range(t0 * step, n, every * step):
-        t = (min(s + step, n) - s) * th * tw
-        yield (
-            slice(s, s + step),
-            vbuf[: 16 * t * c].reshape(16, t, c),
-            mbuf[: 16 * t * cout].reshape(16, t, cout),
-        )
+def _arrays(get: Scratch, t: int, size: int, k: int, c: int, cout: int, dtype: Any) -> Any:
+    """V (16, k, C), M (16, k, Cout): views of thread t's buffers of ``size`` tiles (made for
+    every t with k = 0 before the threads start: a scratch pool is not thread-safe)."""
+    V = get(f"winograd V{t}", (16 * size * c,), dtype)[: 16 * k * c].reshape(16, k, c)
+    M = get(f"winograd M{t}", (16 * size * cout,), dtype)[: 16 * k * cout].reshape(16, k, cout)
+    return V, M
 
 
 def _check(x: np.ndarray, W: np.ndarray, name: str) -> None:
@@ -292,40 +253,79 @@ def winograd_conv3x3(
     out: np.ndarray | None = None,
     chunk_bytes: int | None = None,
     scratch: Scratch | None = None,
+    cache: TransformCache | None = None,
 ) -> np.ndarray:
     """y[n, i, j, o] = b[o] + sum_{p, q, c} xpad[n, i + p, j + q, c] W[p, q, c, o] by F(2x2, 3x3).
 
     ``x`` (N, H, W, C) and ``W`` (3, 3, C, Cout) share a float dtype; ``b``, if given, has
     shape (Cout,); ``pads`` is (top, bottom, left, right) zero padding; ``out``, if given, a
     C-contiguous (N, Ho, Wo, Cout) array; ``chunk_bytes`` (default ``CHUNK_BYTES``) bounds the
-    transformed tensors of one chunk of images (the results do not depend on it); ``scratch``,
-    if given, ``scratch(purpose, shape, dtype)`` returns the work arrays (a layer's reused
-    buffers, e.g. ``BufferPool.get``: a fresh process pays page faults for fresh ones).
+    transformed tensors of one chunk of images; ``scratch``, if given, ``scratch(purpose,
+    shape, dtype)`` returns the work arrays (a layer's reused buffers, e.g. ``BufferPool.get``:
+    a fresh process pays page faults for fresh ones); ``cache``, if given, keeps U between
+    calls (:class:`~bnlab.kernels.winograd_weights.TransformCache`: the bits of a fresh U).
     """
     _check(x, W, "winograd_conv3x3")
     n, _, _, c = x.shape
     cout = W.shape[3]
     if b is not None and np.shape(b) != (cout,):
         raise ValueError(f"winograd_conv3x3: b must have shape ({cout},), got {np.shape(b)}")
-    ho, wo, th, tw = _geometry(x.shape, pads)
-    shape = (n, ho, wo, cout)
+    shape = (n, *_geometry(x.shape, pads)[:2], cout)
     if out is None:
         out = np.empty(shape, dtype=x.dtype)
     elif out.shape != shape or out.dtype != x.dtype or not out.flags.c_contiguous:
         raise ValueError(f"winograd_conv3x3: out must be a C-contiguous {x.dtype} {shape} array")
     bias = np.zeros(cout, x.dtype) if b is None else b.astype(x.dtype, copy=False)
     x, get = np.ascontiguousarray(x), scratch or _empty
-    U = winograd_weights(W, get("winograd U", (16, c, cout), x.dtype))
-    threads = _threads(x, cout, th, tw, chunk_bytes)
+    U = (cache or TransformCache()).get(W)
+    pieces = _pieces(x, cout, pads, chunk_bytes, threads := chunk_threads())
+    threads, tiles = min(threads, len(pieces)), max(k for *_, k in pieces)
+    [_arrays(get, t, tiles, 0, c, cout, x.dtype) for t in range(threads)]
 
-    def work(t: int) -> None:  # chunks t, t + threads, ...
-        for s, V, M in _chunks(x, cout, th, tw, chunk_bytes, get, (t, threads)):
-            _run(_INPUT, threads, V.size, x[s], pads[0], pads[2], th, tw, V)
+    def work(t: int) -> None:  # pieces t, t + threads, ...
+        for s, rows, p, orows, k in pieces[t::threads]:
+            V, M = _arrays(get, t, tiles, k, c, cout, x.dtype)
+            xs = x[s, rows]
+            th, tw = _geometry(xs.shape, p)[2:]
+            _run(_INPUT, threads, V.size, xs, p[0], p[2], th, tw, V)
             np.matmul(V, U, out=M)
-            _run(_OUTPUT, threads, M.size, M, bias, th, tw, out[s])
+            _run(_OUTPUT, threads, M.size, M, bias, th, tw, out[s, orows])
 
     in_threads(threads, work)
     return out
+
+
+# Bands of one image go to threads of their own only with this many multiply-adds each: at
+# 2-4M per image (cifar10_cnn, batch 1) handing a band over cost more than it saved (measured).
+BAND_MIN_MACS = 2**23
+
+
+def _pieces(
+    x: np.ndarray, cout: int, pads: Pads, chunk_bytes: int | None, threads: int
+) -> list[tuple[slice, slice, Pads, slice, int]]:
+    """Pieces of work (images, input rows, their pads, output rows, tiles): chunks of whole
+    images (V and M in ``chunk_bytes``, at most ceil(N / threads) images), or with fewer
+    images than threads (pads <= 2) bands of tile rows [a, b) of each: input rows [2a - top,
+    2b - top + 2) cut to the image (the rest counted as padding), output rows [2a, 2b) cut
+    to Ho. Each tile gets the same sums either way (BLAS may round a one-tile product apart)."""
+    n, h, _, c = x.shape
+    ho, _, th, tw = _geometry(x.shape, pads)
+    bands = min(-(-threads // n), th, max(1, 16 * th * tw * c * cout // BAND_MIN_MACS))
+    if n >= threads or bands < 2 or max(pads) > 2:
+        step = (chunk_bytes or CHUNK_BYTES) // (16 * th * tw * (c + cout) * x.itemsize)
+        step = min(max(1, step), -(-n // threads))  # a chunk's V, M fit chunk_bytes
+        rows, every = slice(0, h), slice(0, ho)
+        return [(slice(s, s + step), rows, pads, every, min(step, n - s) * th * tw)
+                for s in range(0, n, step)]  # fmt: skip
+    pieces = []
+    for i in range(n):
+        for j in range(bands):
+            a, b = j * th // bands, (j + 1) * th // bands
+            r0, r1, y1 = max(0, 2 * a - pads[0]), min(h, 2 * b - pads[0] + 2), min(2 * b, ho)
+            top = pads[0] - 2 * a + r0
+            p = (top, y1 - 2 * a + 2 - (r1 - r0) - top, pads[2], pads[3])
+            pieces.append((slice(i, i + 1), slice(r0, r1), p, slice(2 * a, y1), (b - a) * tw))
+    return pieces
 
 
 def winograd_conv3x3_backward(
@@ -338,6 +338,7 @@ def winograd_conv3x3_backward(
     chunk_bytes: int | None = None,
     scratch: Scratch | None = None,
     dW_out: np.ndarray | None = None,
+    cache: TransformCache | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """(dx, dW) of :func:`winograd_conv3x3` for the output gradient ``dy`` (N, Ho, Wo, Cout).
 
@@ -345,8 +346,8 @@ def winograd_conv3x3_backward(
     convolution with the flipped kernel) and dW[p, q, c, o] = sum_{n, i, j} xpad[n, i + p,
     j + q, c] dy[n, i, j, o], both through the transforms' adjoints (module docstring); db is
     the caller's sum of dy. ``dx_out``/``dW_out``, if given, are C-contiguous arrays of x's
-    / W's shape; ``chunk_bytes`` (dW's sum over chunks rounds with it) and ``scratch`` as in
-    :func:`winograd_conv3x3`.
+    / W's shape; ``chunk_bytes`` (dW's sum over chunks rounds with it), ``scratch`` and
+    ``cache`` (U and U^T) as in :func:`winograd_conv3x3`.
     """
     _check(x, W, "winograd_conv3x3_backward")
     n, _, _, c = x.shape
@@ -362,15 +363,18 @@ def winograd_conv3x3_backward(
         if dx.shape != x.shape or dx.dtype != x.dtype or not dx.flags.c_contiguous:
             raise ValueError(f"winograd_conv3x3_backward: dx_out must be C-contiguous {x.shape}")
     x, dy, get = np.ascontiguousarray(x), np.ascontiguousarray(dy, dtype=x.dtype), scratch or _empty
-    U = winograd_weights(W, get("winograd U", (16, c, cout), x.dtype))
-    UT = get("winograd UT", (16, cout, c), x.dtype)  # faster in the product than a view
-    np.copyto(UT, U.transpose(0, 2, 1))
-    threads = _threads(x, cout, th, tw, chunk_bytes)
+    cache = cache or TransformCache()
+    cache.get(W)
+    UT = cache.transposed()  # U^T of W: faster in the product than a view of U
+    chunks = _pieces(x, cout, pads, chunk_bytes, 1)  # dW's rounding: as with one thread
+    threads, tiles = min(chunk_threads(), len(chunks)), chunks[0][-1]
+    [_arrays(get, t, tiles, 0, c, cout, x.dtype) for t in range(threads)]
     sums = [get(f"winograd dU{t}", (16, c, cout), x.dtype) for t in range(threads)]
     parts = [get(f"winograd dU part{t}", (16, c, cout), x.dtype) for t in range(threads)]
 
     def work(t: int) -> None:  # thread t's chunks; dU summed per thread in chunk order
-        for i, (s, V, dM) in enumerate(_chunks(x, cout, th, tw, chunk_bytes, get, (t, threads))):
+        for i, (s, *_, k) in enumerate(chunks[t::threads]):
+            V, dM = _arrays(get, t, tiles, k, c, cout, x.dtype)
             _run(_INPUT, threads, V.size, x[s], pads[0], pads[2], th, tw, V)
             _run(_OUTPUT_GRAD, threads, dM.size, dy[s], th, tw, dM)
             np.matmul(V.transpose(0, 2, 1), dM, out=sums[t] if i == 0 else parts[t])

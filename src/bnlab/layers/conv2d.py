@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from bnlab.initializers import InitSpec, initializer_config
+from bnlab.kernels._numba import in_threads
 from bnlab.kernels.im2col import add_bias, col2im, conv_output_size, im2col, same_padding
 from bnlab.kernels.winograd import winograd_conv3x3, winograd_conv3x3_backward
+from bnlab.kernels.winograd_weights import TransformCache
 from bnlab.layers._common import (
     BufferPool,
     InputShapeError,
@@ -22,13 +24,15 @@ from bnlab.layers._common import (
 )
 from bnlab.layers._weights import init_kernel_and_bias, regularizer_config
 from bnlab.layers.base import Layer
-from bnlab.runtime import one_blas_thread
+from bnlab.runtime import chunk_threads, one_blas_thread
 
 __all__ = ["Conv2D"]
 
 # Unfolded patches of at most this many bytes are built at once; bigger batches (evaluation)
 # are convolved in chunks of images and their patches rebuilt in backward.
 MAX_COLS_BYTES = 96 * 2**20
+# With chunk threads, im2col's pieces hold about this many bytes of patches (see _pieces).
+PIECE_BYTES = 4 * 2**20
 
 ALGORITHMS = ("auto", "im2col", "winograd")
 # algorithm="auto" takes Winograd for 3x3 stride-1 layers with at least this many input
@@ -77,9 +81,6 @@ def _refuse_overflow(method: _M) -> _M:
         )
 
     return checked  # type: ignore[return-value]
-
-
-SMALL_PATCH = 64  # im2col patch columns below which a layer's products stay on one BLAS thread
 
 
 class Conv2D(Layer):
@@ -148,6 +149,7 @@ class Conv2D(Layer):
         self._pool = BufferPool()
         self._x: np.ndarray | None = None
         self._cols: np.ndarray | None = None  # patches of the whole batch, when they fit
+        self._transformed = TransformCache()  # Winograd's U: recomputed when W's bytes change
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create W (kh, kw, in_channels, out_channels), in_channels = the input's last axis."""
@@ -190,28 +192,32 @@ class Conv2D(Layer):
         return (n, ho, wo, self.out_channels)
 
     def _chunk(self, input_shape: tuple[int, ...], dtype: Any) -> int:
-        """How many images' patches are unfolded at once."""
+        """How many images' patches fit ``MAX_COLS_BYTES`` (at least one)."""
+        return max(1, MAX_COLS_BYTES // self._patch_bytes(input_shape, dtype))
+
+    def _patch_bytes(self, input_shape: tuple[int, ...], dtype: Any) -> int:
+        """Bytes of one image's unfolded patches."""
         _, ho, wo, _ = self.output_shape(input_shape)
-        per_image = ho * wo * self.kernel_size[0] * self.kernel_size[1] * input_shape[3]
-        return max(1, MAX_COLS_BYTES // (per_image * np.dtype(dtype).itemsize))
-
-    def _unfold(self, x: np.ndarray, purpose: str, capacity: int = 0) -> np.ndarray:
-        """im2col of ``x`` into the first rows of a reused buffer for ``capacity`` images (at
-        least ``len(x)``): the last, smaller chunk of a large batch reuses the chunks' buffer."""
-        n, h, w, c = x.shape
-        _, ho, wo, _ = self.output_shape(x.shape)
-        k = self.kernel_size[0] * self.kernel_size[1] * c
-        buf = self._pool.get(purpose, (max(n, capacity) * ho * wo, k), x.dtype)
-        cols = buf[: n * ho * wo]
-        return im2col(x, self.kernel_size, self.stride, self.pads(h, w), out=cols)
-
-    def blas_on_one_thread(self, data: Any = None) -> bool:
-        """Winograd's chunks run on threads of their own, each product on one BLAS thread
-        (``bnlab.runtime.one_blas_thread``), and so does im2col with few patch columns (kh kw
-        cin < ``SMALL_PATCH``, a first layer on RGB: too thin a product for BLAS's threads to
-        pay for their spinning); wider im2col products keep BLAS's threads."""
         kh, kw = self.kernel_size
-        return self.winograd or kh * kw * (self.in_channels or 0) < SMALL_PATCH
+        return ho * wo * kh * kw * input_shape[3] * np.dtype(dtype).itemsize
+
+    def _unfold(self, x: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """im2col of ``x`` into ``cols`` (N Ho Wo, kh kw C)."""
+        return im2col(x, self.kernel_size, self.stride, self.pads(*x.shape[1:3]), out=cols)
+
+    def _pieces(self, input_shape: tuple[int, ...], dtype: Any) -> tuple[int, int, int, int]:
+        """(N, images per piece, threads, Ho Wo) of im2col's pieces of work. One thread: the
+        chunks of ``MAX_COLS_BYTES`` (the whole batch when it fits). ``chunk_threads()`` T > 1:
+        a multiple of T pieces of about ``PIECE_BYTES`` of patches each, piece i on thread
+        i mod T (BLAS on one thread in each)."""
+        n, (_, ho, wo, _) = input_shape[0], self.output_shape(input_shape)
+        step, threads = self._chunk(input_shape, dtype), chunk_threads()
+        if threads > 1:
+            per_image = self._patch_bytes(input_shape, dtype)
+            count = threads * max(1, -(-n * per_image // (threads * PIECE_BYTES)))
+            step = min(step, -(-n // count))
+        step = min(step, n)
+        return n, step, min(threads, -(-n // step)), ho * wo
 
     @one_blas_thread
     @_refuse_overflow
@@ -228,23 +234,34 @@ class Conv2D(Layer):
         if self.winograd:
             bias = self.params["b"] if self.use_bias else None
             pads = self.pads(*arr.shape[1:3])
-            winograd_conv3x3(arr, W, bias, pads, out=y, scratch=self._pool.get)
+            winograd_conv3x3(arr, W, bias, pads, y, scratch=self._pool.get, cache=self._transformed)
             return like_input(y, x)
-        y2d = y.reshape(-1, self.out_channels)
-        step = self._chunk(arr.shape, W.dtype)
-        rows = out_shape[1] * out_shape[2]
-        for s in range(0, arr.shape[0], step):
-            cols = self._unfold(arr[s : s + step], "cols", min(step, arr.shape[0]))
-            np.matmul(cols, W2d, out=y2d[s * rows : (s + step) * rows])
-            if step >= arr.shape[0]:
-                self._cols = cols
-        if self.use_bias:
-            bias = self.params["b"]
-            if bias.dtype == y2d.dtype:
-                add_bias(y2d, bias)  # the same additions as y2d += bias, faster
-            else:
-                y2d += bias
+        self._forward_im2col(arr, W2d, y.reshape(-1, self.out_channels))
         return like_input(y, x)
+
+    def _forward_im2col(self, x: np.ndarray, W2d: np.ndarray, y2d: np.ndarray) -> None:
+        """y2d = im2col(x) @ W2d + b, piece by piece of images (``_pieces``); the batch's
+        patches are kept for backward when they fit ``MAX_COLS_BYTES``."""
+        n, step, threads, rows = self._pieces(x.shape, W2d.dtype)
+        fits = n <= self._chunk(x.shape, W2d.dtype)
+        k, bias = W2d.shape[0], self.params["b"] if self.use_bias else None
+        whole = self._pool.get("cols", (n * rows, k), W2d.dtype) if fits else None
+        get, size = self._pool.get, (step * rows, k)
+        bufs = [get(f"cols{t}", size, x.dtype) for t in range(threads) if not fits]
+
+        def work(t: int) -> None:  # pieces t, t + threads, ...
+            for s in range(t * step, n, threads * step):
+                r0, r1 = s * rows, min(s + step, n) * rows
+                cols = whole[r0:r1] if whole is not None else bufs[t][: r1 - r0]
+                self._unfold(x[s : s + step], cols)
+                np.matmul(cols, W2d, out=y2d[r0:r1])
+                if bias is not None and bias.dtype == y2d.dtype:
+                    add_bias(y2d[r0:r1], bias)  # the same additions as += bias, faster
+                elif bias is not None:
+                    y2d[r0:r1] += bias
+
+        in_threads(threads, work)
+        self._cols = whole
 
     @one_blas_thread
     @_refuse_overflow
@@ -271,43 +288,54 @@ class Conv2D(Layer):
         if self.winograd:
             pads = self.pads(*x.shape[1:3])
             dy4 = dy2d.reshape(out_shape)
-            args = (x, W, dy4, pads, dx is not None)
-            winograd_conv3x3_backward(*args, dx, scratch=self._pool.get, dW_out=self.grads["W"])
+            gW, cache = self.grads["W"], self._transformed
+            args = (x, W, dy4, pads, dx is not None, dx)
+            winograd_conv3x3_backward(*args, scratch=self._pool.get, dW_out=gW, cache=cache)
         else:
             self._backward_im2col(x, dy2d, dx)
         return dx
 
     def _backward_im2col(self, x: np.ndarray, dy2d: np.ndarray, dx: np.ndarray | None) -> None:
-        """dW = cols^T dy2d into ``grads``, dx = col2im(dy2d W2d^T), chunk by chunk of images."""
+        """dW = cols^T dy2d into ``grads``, dx = col2im(dy2d W2d^T), piece by piece of images
+        (``_pieces``): each thread sums dW over its pieces in order, the threads' sums added
+        in thread order (one thread: the chunks' products summed in order)."""
         W = self.params["W"]
         W2d, gW = W.reshape(-1, self.out_channels), self.grads["W"].reshape(-1, self.out_channels)
-        out_shape = self.output_shape(x.shape)
-        step = self._chunk(x.shape, W.dtype)
-        rows, cap = out_shape[1] * out_shape[2], min(step, x.shape[0])
-        for s in range(0, x.shape[0], step):
-            xs, dys = x[s : s + step], dy2d[s * rows : (s + step) * rows]
-            cols = self._cols if self._cols is not None else self._unfold(xs, "cols", cap)
-            if s == 0:
-                np.matmul(cols.T, dys, out=gW)
-            else:
-                gW += cols.T @ dys
-            if dx is not None:
-                dcols = self._pool.get("dcols", (cap * rows, cols.shape[1]), W.dtype)
-                dcols = dcols[: cols.shape[0]]  # the last chunk reuses the chunks' buffer
-                np.matmul(dys, W2d.T, out=dcols)
-                col2im(
-                    dcols,
-                    xs.shape,
-                    self.kernel_size,
-                    self.stride,
-                    self.pads(*x.shape[1:3]),
-                    out=dx[s : s + step],
-                )
+        n, step, threads, rows = self._pieces(x.shape, W.dtype)
+        size, get = (step * rows, W2d.shape[0]), self._pool.get
+        unfold = self._cols is None  # forward's patches were not kept: unfold again
+        cols_bufs = [get(f"cols{t}", size, W.dtype) for t in range(threads) if unfold]
+        dcols_bufs = [get(f"dcols{t}", size, W.dtype) for t in range(threads) if dx is not None]
+        sums = [gW] + [get(f"dW{t}", gW.shape, W.dtype) for t in range(1, threads)]
+        parts = [get(f"dW part{t}", gW.shape, W.dtype) for t in range(threads)]
+        pads = self.pads(*x.shape[1:3])
+
+        def work(t: int) -> None:  # pieces t, t + threads, ...
+            for i, s in enumerate(range(t * step, n, threads * step)):
+                r0, r1, xs = s * rows, min(s + step, n) * rows, x[s : s + step]
+                if self._cols is None:
+                    cols = self._unfold(xs, cols_bufs[t][: r1 - r0])
+                else:
+                    cols = self._cols[r0:r1]
+                np.matmul(cols.T, dy2d[r0:r1], out=sums[t] if i == 0 else parts[t])
+                if i > 0:
+                    sums[t] += parts[t]
+                if dx is not None:
+                    dcols = dcols_bufs[t][: r1 - r0]
+                    np.matmul(dy2d[r0:r1], W2d.T, out=dcols)
+                    col2im(
+                        dcols, xs.shape, self.kernel_size, self.stride, pads, out=dx[s : s + step]
+                    )
+
+        in_threads(threads, work)
+        for t in range(1, threads):  # in thread order: the same bits for the same thread count
+            gW += sums[t]
 
     def astype(self, dtype: Any) -> Conv2D:
         super().astype(dtype)
         self._pool.clear()
         self._cols = None
+        self._transformed.clear()
         return self
 
     def get_config(self) -> dict[str, Any]:

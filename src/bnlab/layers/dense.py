@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from bnlab.initializers import InitSpec, initializer_config
+from bnlab.kernels._numba import in_threads
 from bnlab.kernels.dense import column_sums
 from bnlab.kernels.im2col import add_bias
 from bnlab.layers._common import (
@@ -19,9 +20,14 @@ from bnlab.layers._common import (
 )
 from bnlab.layers._weights import build_regularizer, init_kernel_and_bias, regularizer_config
 from bnlab.layers.base import Layer
-from bnlab.runtime import one_blas_thread
+from bnlab.runtime import chunk_threads, one_blas_thread
 
 __all__ = ["Dense", "regularizer_config", "build_regularizer"]
+
+# A layer of at least this many weights cuts its products by output columns over
+# ``chunk_threads()``, BLAS on one thread in each (smaller ones gain nothing, and OpenBLAS
+# rounds their last columns apart when cut; 2304 x 512 at batch 1 and 32: the same bits).
+SPLIT_MIN_WEIGHTS = 2**18
 
 
 class Dense(Layer):
@@ -104,7 +110,7 @@ class Dense(Layer):
         y = output_buffer(
             self._pool, self.reuse_output, "y", (arr.shape[0], self.out_features), W.dtype
         )
-        np.matmul(arr, W, out=y)
+        self._product(arr, W, y)
         if self.use_bias:
             add_bias(y, self.params["b"])  # the additions of y += b, in one compiled loop
         self._x = arr
@@ -128,14 +134,30 @@ class Dense(Layer):
             )
         if dy.dtype != W.dtype:
             dy = dy.astype(W.dtype)
-        np.matmul(x.T, dy, out=self.grads["W"])
+        self._product(x.T, dy, self.grads["W"])
         if self.use_bias:
             column_sums(dy, self.grads["b"])  # the bits of np.sum(dy, axis=0), faster
         if not need_input_grad:
             return None
         dx = output_buffer(self._pool, self.reuse_output, "dx", x.shape, W.dtype)
-        np.matmul(dy, W.T, out=dx)
+        self._product(dy, W.T, dx)
         return dx
+
+    def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """out = a @ b; for a layer of ``SPLIT_MIN_WEIGHTS`` or more with chunk threads T > 1,
+        out's columns in T blocks (multiples of 64), block t on chunk thread t (not for one
+        example: BLAS's own threads, see ``blas_on_one_thread``)."""
+        threads = chunk_threads()
+        if threads <= 1 or self.params["W"].size < SPLIT_MIN_WEIGHTS or len(a) == 1:
+            np.matmul(a, b, out=out)
+            return
+        width = -(-b.shape[1] // (64 * threads)) * 64
+
+        def work(t: int) -> None:
+            cols = slice(t * width, (t + 1) * width)
+            np.matmul(a, b[:, cols], out=out[:, cols])
+
+        in_threads(-(-b.shape[1] // width), work)
 
     def astype(self, dtype: Any) -> Dense:
         super().astype(dtype)
