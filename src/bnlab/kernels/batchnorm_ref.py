@@ -91,7 +91,10 @@ def batch_norm_backward(
     """Gradients ``(dx, dgamma, dbeta)`` of a training-mode forward pass (formulas above)."""
     g64 = as_grad(dy, cache, "batch_norm_backward").astype(np.float64)
     nd, ax, m = g64.ndim, cache.axis, int(cache.count[0])
-    red = _reduced_axes(nd, ax)
+    red, dt = _reduced_axes(nd, ax), cache.x.dtype
+    if m == 0:  # an empty batch: an empty dx, zero parameter gradients
+        zero = np.zeros(cache.x.shape[ax], dt)
+        return np.empty(cache.x.shape, cache.out_dtype), zero, zero.copy()
     xmu = cache.x.astype(np.float64) - _bcast(cache.mean[0], nd, ax)
     var_eps = _bcast(cache.var[0] + cache.eps, nd, ax)
     dxhat = g64 * _bcast(cache.scale[0], nd, ax)
@@ -100,7 +103,6 @@ def batch_norm_backward(
     dx = dxhat / np.sqrt(var_eps) + _bcast(dvar, nd, ax) * 2.0 * xmu / m + _bcast(dmu, nd, ax) / m
     dgamma = (g64 * xmu / np.sqrt(var_eps)).sum(axis=red)
     dbeta = g64.sum(axis=red)
-    dt = cache.x.dtype
     return dx.astype(cache.out_dtype), dgamma.astype(dt), dbeta.astype(dt)
 
 
