@@ -218,11 +218,6 @@ class Sequential(Layer):
         return np.concatenate(parts) if parts else self.forward(x)
 
     # -- computation --------------------------------------------------------------------------
-    @property
-    def _threads(self) -> int | None:
-        """The explicit thread override, or None for the runtime's policy."""
-        return self.kernel_threads
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         if type(x) is not np.ndarray:
             x = np.asarray(x)
@@ -231,7 +226,7 @@ class Sequential(Layer):
             self._checked = x.shape[1:]
         saved = snapshot(self.layers)
         try:
-            threads = self._threads
+            threads = self.kernel_threads
             if threads is None:  # the runtime's policy: no override to apply
                 for layer in self.layers:
                     x = layer.forward(x)
@@ -251,7 +246,7 @@ class Sequential(Layer):
         ``need_input_grad=False`` (Dense and Conv2D then skip dL/dx): a training step needs
         no dL/dx.
         """
-        threads = self._threads
+        threads = self.kernel_threads
         if threads is None:  # the runtime's policy: no override to apply
             return self._backward(dy, need_input_grad)
         with _kernel_threads(threads):

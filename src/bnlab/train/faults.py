@@ -53,6 +53,18 @@ def report_error(exc: BaseException, prefix: str = "") -> None:
     say(f"bnlab: {prefix}error: {exc_text}")
 
 
+def _status_of(exc: BaseException) -> int:
+    """The exit status of ``exc``, its message printed (argparse printed its own already)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, SystemExit):
+        if isinstance(exc.code, str):
+            say(f"bnlab: {_PREFIX}error: {exc.code}")
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    report_error(exc, _PREFIX)
+    return 1
+
+
 def guard_job(fn: Callable[[], int]) -> int:
     """Run ``fn() -> exit status`` so that a failure on one rank ends the whole MPI job.
 
@@ -87,16 +99,7 @@ def guard_job(fn: Callable[[], int]) -> int:
     try:
         status = int(fn())
     except BaseException as exc:  # noqa: B036 - any exit path must end the whole job
-        code = 1
-        if isinstance(exc, SystemExit):
-            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-        if isinstance(exc, KeyboardInterrupt):
-            code = 130
-        elif isinstance(exc, SystemExit):  # argparse printed its message already
-            if isinstance(exc.code, str):
-                say(f"bnlab: {_PREFIX}error: {exc.code}")
-        else:
-            report_error(exc, _PREFIX)
+        code = _status_of(exc)
         sys.stderr.flush()
         # every rank failed or exited together (a collective check, --help): each exits with
         # its status, so the launcher forwards every rank's message; MPI_Abort would kill the
