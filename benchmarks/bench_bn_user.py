@@ -5,9 +5,14 @@ bnlab: ``y, cache = batch_norm_forward(x, gamma, beta)``, ``batch_norm_backward(
 (NHWC); torch: ``F.batch_norm(..., training=True)`` and ``y.backward(dy)`` (NCHW, autograd).
 Each side runs in a process of its own, alternating (ours, torch, ours, torch, ...); a cell
 is the median over the rounds of each process's median of ``--reps`` timed calls, after
-``--warmup`` untimed ones. Ratios below 1 are faster than PyTorch. ``--before SRC`` adds the
-bnlab side of another source tree (``PYTHONPATH=SRC``, e.g. ``git archive REV src | tar -x -C
-/tmp/before`` gives ``/tmp/before/src``) to the alternation, with its ratios.
+``--warmup`` untimed ones. Ratios below 1 are faster than PyTorch. The inputs are drawn in
+float64 and cast, as the README's tour does: freeing that temporary raises glibc's malloc
+thresholds, which spares torch's outputs fresh pages (its faster case: at (256, 1024) 220 us
+against 290 us in a script that freed no large temporary). bnlab fixes the thresholds when its
+kernels are imported (``bnlab.runtime.configure_allocator``), so its side does not depend on it.
+``--before SRC`` adds the bnlab side of another source tree (``PYTHONPATH=SRC``, e.g. ``git
+archive REV src | tar -x -C /tmp/before`` gives ``/tmp/before/src``) to the alternation, with
+its ratios.
 
     python benchmarks/bench_bn_user.py --rounds 3 [--before /tmp/before/src]
 """

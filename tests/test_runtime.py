@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -144,3 +145,51 @@ def test_image_kernels_give_the_same_bits_on_any_thread_count(threads: int) -> N
     assert np.array_equal(cols, ref_cols) and np.array_equal(dx, ref_dx)
     assert np.array_equal(y, ref_y) and np.array_equal(arg, ref_arg)
     assert np.array_equal(dp, ref_dp)
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+from bnlab import runtime
+from bnlab.kernels import batch_norm_backward, batch_norm_forward
+rng = np.random.default_rng(0)
+x = rng.standard_normal((256, 1024), dtype=np.float32)
+dy = rng.standard_normal((256, 1024), dtype=np.float32)
+g, b = np.ones(1024, np.float32), np.zeros(1024, np.float32)
+def step():
+    y, cache = batch_norm_forward(x, g, b)
+    batch_norm_backward(dy, cache)
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(50):
+    step()
+print(runtime.ALLOCATOR, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_fresh_outputs_reuse_freed_memory_whatever_ran_before() -> None:
+    """A user's script that freed no large temporary: without fixed thresholds glibc gave each
+    (256, 1024) forward + backward fresh pages (~480 page faults a step); with them, none."""
+    done = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    *allocator, faults = done.stdout.split()
+    if "glibc" not in " ".join(allocator):
+        pytest.skip("not glibc")
+    assert int(faults) < 50, done.stdout  # 50 steps of 2 x 1 MiB outputs
+
+
+def test_bnlab_malloc_system_leaves_glibc_alone_and_bad_values_are_refused() -> None:
+    env = {**os.environ, "BNLAB_MALLOC": "system"}
+    done = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.split()[0] == "system", done.stderr
+    env["BNLAB_MALLOC"] = "fast"
+    bad = subprocess.run(
+        [sys.executable, "-m", "bnlab", "run", "mnist-sigmoid", "--steps", "1", "--out", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "BNLAB_MALLOC='fast'" in bad.stderr and "'system'" in bad.stderr

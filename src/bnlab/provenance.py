@@ -38,7 +38,7 @@ _VECTOR_FLAGS = (
 # environment variables that change thread counts or the threading layer
 _THREAD_ENV = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-    "NUMBA_THREADING_LAYER", "BNLAB_IMAGE_THREADS",
+    "NUMBA_THREADING_LAYER", "BNLAB_IMAGE_THREADS", "BNLAB_MALLOC",
 )  # fmt: skip
 # entries that differ between any two runs and say nothing about the environment
 _VOLATILE = ("started", "ended", "earlier", "hostname")
@@ -128,7 +128,13 @@ def _numba() -> dict[str, Any]:
         from bnlab.runtime import configure_threading_layer
 
         layer = configure_threading_layer()
-    return {"threading_layer": str(layer), "threads": int(numba.get_num_threads())}
+    from bnlab.runtime import configure_allocator
+
+    return {
+        "threading_layer": str(layer),
+        "threads": int(numba.get_num_threads()),
+        "malloc": configure_allocator(),
+    }
 
 
 def _cpu() -> dict[str, Any]:

@@ -122,9 +122,13 @@ def _limit_blas_threads(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bnlab`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    _limit_blas_threads(argv)
-    from bnlab.experiments.rundir import install_sigint_handler
-
+    try:  # a bad BNLAB_* environment variable is refused when the runtime is imported
+        _limit_blas_threads(argv)
+        from bnlab.experiments.rundir import install_sigint_handler
+        from bnlab.kernels import _numba  # noqa: F401 (reads BNLAB_MALLOC)
+    except ValueError as e:
+        print(f"bnlab: error: {e}", file=sys.stderr)
+        return 2
     restore_sigint = install_sigint_handler()
     try:
         from bnlab.train import guard_job

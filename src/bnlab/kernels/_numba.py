@@ -28,6 +28,7 @@ from bnlab.runtime import (
 )
 
 THREADING_LAYER: str = runtime.configure_threading_layer()
+runtime.configure_allocator()
 
 from numba import njit, prange  # noqa: E402 (after the threading layer is chosen)
 
