@@ -39,6 +39,7 @@ _VECTOR_FLAGS = (
 _THREAD_ENV = (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
     "NUMBA_THREADING_LAYER", "BNLAB_IMAGE_THREADS", "BNLAB_MALLOC",
+    "GOMP_SPINCOUNT", "OMP_WAIT_POLICY",
 )  # fmt: skip
 # entries that differ between any two runs and say nothing about the environment
 _VOLATILE = ("started", "ended", "earlier", "hostname")

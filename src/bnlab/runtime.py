@@ -6,12 +6,17 @@ parallel loop, so a model runs at the same speed whether its layers are called t
 array of rank ``rank``:
 
 1. inside :func:`kernel_threads(n) <kernel_threads>` (an explicit override): ``n``;
-2. ``rank >= 3`` (images, channels-last: the kernels of a conv net): :func:`image_threads`,
-   1 by default. A conv net alternates large BLAS products with large elementwise kernels
-   (im2col/col2im, pooling, ReLU, BN); after each product OpenBLAS's worker threads keep
-   spinning for about 0.1 s and hold the cores, so a second pool of Numba threads started in
-   between waits for them: the Keras cifar10_cnn step took 135 ms with Numba on 2 threads
-   against 83 ms on 1, on the 2-core development machine;
+2. ``rank >= 3`` (images, channels-last: the kernels of a conv net) of fewer than
+   ``LARGE_IMAGE`` (4 Mi) elements: :func:`image_threads`, 1 by default. A conv net
+   alternates large BLAS products with large elementwise kernels (im2col/col2im, pooling,
+   ReLU, BN); after each product OpenBLAS's worker threads keep spinning for about 0.1 s and
+   hold the cores, so a second pool of Numba threads started in between waits for them: the
+   Keras cifar10_cnn step took 135 ms with Numba on 2 threads against 83 ms on 1, on the
+   2-core development machine. Numba's own worker threads spin after a parallel loop in the
+   same way, and held the cores the layers' chunk threads needed next (the same step, now:
+   30 ms with image kernels on 1 thread, 48-58 ms on 2). An image of ``LARGE_IMAGE``
+   elements or more keeps a kernel busy for milliseconds, and gets Numba's threads (batch
+   norm forward + backward at (64, 28, 28, 256): 37 ms on 1 thread, 20 ms on 2);
 3. otherwise Numba's thread count (dense data: an MLP's products are too small for BLAS to
    start its threads).
 
@@ -34,8 +39,11 @@ sets Numba's own count for the calling thread and returns the previous one.
 The Numba threading layer is chosen here (:func:`configure_threading_layer`, called when
 ``bnlab.kernels`` is imported), once, before any thread pool starts: ``omp`` (the ``workqueue``
 layer cost about 1 ms per call), else ``tbb``, else ``workqueue``; the environment variable
-``NUMBA_THREADING_LAYER`` overrides. This module imports neither NumPy nor Numba itself, so
-:func:`default_blas_threads_env` can still run before NumPy is loaded.
+``NUMBA_THREADING_LAYER`` overrides. With ``omp``, ``GOMP_SPINCOUNT`` defaults to 20000 (set
+before libgomp is loaded; libgomp's own default spins about a millisecond after each parallel
+loop, holding the cores that the layers' chunk threads need next; a value in the environment,
+or a libgomp already loaded by another package, wins). This module imports neither NumPy nor
+Numba itself, so :func:`default_blas_threads_env` can still run before NumPy is loaded.
 
 Memory (:func:`configure_allocator`, also called when ``bnlab.kernels`` is imported): every
 call of a public kernel returns fresh arrays, as PyTorch's functions do. glibc's malloc serves
@@ -101,6 +109,7 @@ def _pick_threading_layer(numba: Any) -> str:
 
 
 THREADING_LAYER: str = ""  # set by configure_threading_layer()
+_GOMP_SPINCOUNT = "20000"  # libgomp's default 300000 spins ~1 ms after every parallel loop
 _NB: dict[str, Any] = {}  # numba's get/set_num_threads and NUMBA_NUM_THREADS, once configured
 
 
@@ -140,6 +149,7 @@ def configure_threading_layer() -> str:
     """Choose Numba's threading layer (once; see the module docstring) and return it."""
     global THREADING_LAYER
     if not _NB:
+        os.environ.setdefault("GOMP_SPINCOUNT", _GOMP_SPINCOUNT)  # read when libgomp loads
         import numba
 
         THREADING_LAYER = _pick_threading_layer(numba)
@@ -197,15 +207,19 @@ def set_image_threads(n: int) -> int:
     return old
 
 
-def kernel_thread_count(rank: int) -> int:
-    """How many threads a parallel kernel on data of rank ``rank`` uses (see the module doc).
+LARGE_IMAGE = 1 << 22  # elements from which image kernels get Numba's threads (rule 2)
+
+
+def kernel_thread_count(rank: int, size: int = 0) -> int:
+    """How many threads a parallel kernel on ``size`` elements of rank ``rank`` uses (see the
+    module doc).
 
     >>> with kernel_threads(1):
     ...     kernel_thread_count(2)
     1
     """
     n = int(get_num_threads())
-    if getattr(_local, "override", None) is not None or rank < 3:
+    if getattr(_local, "override", None) is not None or rank < 3 or size >= LARGE_IMAGE:
         return n
     return min(n, image_threads())
 

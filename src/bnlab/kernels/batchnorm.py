@@ -156,11 +156,12 @@ def _whole(rows: int, m: int, nb: int) -> Plan:
 
 def _blocks(v: np.ndarray, size: int) -> int:
     """Blocks for ``size`` elements of ``v``: 1 below PARALLEL_MIN, else the runtime's threads
-    for data of the owning array's rank (images: 1); the sums are per block (their rounding)."""
+    for data of the owning array's rank and size (images below 4 Mi elements: 1); the sums are
+    per block (their rounding)."""
     if size < PARALLEL_MIN:
         return 1
     owner = v if v.base is None else v.base
-    return kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))))
+    return kernel_thread_count(max(v.ndim, int(getattr(owner, "ndim", 0))), v.size)
 
 
 Affine = tuple[Any, ...]  # (center, scale, shift, var, eps)
