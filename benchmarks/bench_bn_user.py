@@ -10,11 +10,12 @@ float64 and cast, as the README's tour does: freeing that temporary raises glibc
 thresholds, which spares torch's outputs fresh pages (its faster case: at (256, 1024) 220 us
 against 290 us in a script that freed no large temporary). bnlab fixes the thresholds when its
 kernels are imported (``bnlab.runtime.configure_allocator``), so its side does not depend on it.
+``--cold`` draws the inputs in float32 instead (a script that freed no large temporary).
 ``--before SRC`` adds the bnlab side of another source tree (``PYTHONPATH=SRC``, e.g. ``git
 archive REV src | tar -x -C /tmp/before`` gives ``/tmp/before/src``) to the alternation, with
 its ratios.
 
-    python benchmarks/bench_bn_user.py --rounds 3 [--before /tmp/before/src]
+    python benchmarks/bench_bn_user.py --rounds 3 [--cold] [--before /tmp/before/src]
 """
 
 from __future__ import annotations
@@ -58,14 +59,20 @@ def _make_step(side: str, x, dy):  # type: ignore[no-untyped-def]
     return ours_step
 
 
-def _child(side: str, reps: int, warmup: int) -> None:
+def _child(side: str, reps: int, warmup: int, cold: bool) -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)
     out = {}
     for shape in SHAPES:
-        x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
-        dy = rng.normal(size=shape).astype(np.float32)
+        if cold:  # drawn in float32, no large temporary freed (glibc's thresholds stay low)
+            x = rng.standard_normal(shape, dtype=np.float32)
+            x *= 2.0
+            x += 1.0
+            dy = rng.standard_normal(shape, dtype=np.float32)
+        else:
+            x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
+            dy = rng.normal(size=shape).astype(np.float32)
         step = _make_step(side, x, dy)
         for _ in range(warmup):
             step()
@@ -85,10 +92,11 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--before", default=None, help="another bnlab src/ to time alongside")
+    p.add_argument("--cold", action="store_true", help="inputs drawn in float32 (see the doc)")
     p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        _child(a.child, a.reps, a.warmup)
+        _child(a.child, a.reps, a.warmup, a.cold)
         return
     envs = {"ours": dict(os.environ), "torch": dict(os.environ)}
     if a.before:
@@ -99,7 +107,7 @@ def main() -> None:
         for side, env in envs.items():
             child = "torch" if side == "torch" else "ours"
             cmd = [sys.executable, __file__, "--child", child, "--reps", str(a.reps)]
-            cmd += ["--warmup", str(a.warmup)]
+            cmd += ["--warmup", str(a.warmup)] + (["--cold"] if a.cold else [])
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             res[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
     sides = [s for s in envs if s != "torch"]
