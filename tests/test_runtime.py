@@ -203,6 +203,10 @@ def test_bnlab_malloc_system_leaves_glibc_alone_and_bad_values_are_refused() -> 
     env = {**os.environ, "BNLAB_MALLOC": "system"}
     done = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and done.stdout.split()[0] == "system", done.stderr
+    env["BNLAB_MALLOC"] = "tuned"
+    env["MALLOC_TRIM_THRESHOLD_"] = "1000000"  # the user's own glibc settings are left alone
+    done = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.split()[0] == "system", done.stderr
     env["BNLAB_MALLOC"] = "fast"
     bad = subprocess.run(
         [sys.executable, "-m", "bnlab", "run", "mnist-sigmoid", "--steps", "1", "--out", "x"],

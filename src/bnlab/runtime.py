@@ -53,8 +53,9 @@ to free before: a user's script that freed no large temporary paid a page fault 
 every output (a batch-norm forward + backward at (256, 1024): 480 faults, 0.98 ms instead of
 0.13 ms), one that did paid none. bnlab fixes the thresholds (mmap 32 MiB, glibc's largest;
 trim 256 MiB), so a call costs the same whatever ran before; arrays above 32 MiB still get
-fresh pages. ``BNLAB_MALLOC=system`` leaves glibc's defaults; elsewhere than glibc it is a
-no-op. It changes no result, only where memory comes from.
+fresh pages. ``BNLAB_MALLOC=system``, or glibc's own settings in the environment
+(``MALLOC_*``, ``GLIBC_TUNABLES=glibc.malloc...``), leave glibc alone; elsewhere than glibc it
+is a no-op. It changes no result, only where memory comes from.
 """
 
 from __future__ import annotations
@@ -132,7 +133,10 @@ def configure_allocator() -> str:
             "malloc thresholds) or 'system' (glibc's own), or unset it"
         )
     ALLOCATOR = "system"
-    if choice == "tuned" and platform.libc_ver()[0] == "glibc":
+    user_set = any(k.startswith("MALLOC_") for k in os.environ) or "glibc.malloc" in (
+        os.environ.get("GLIBC_TUNABLES", "")
+    )
+    if choice == "tuned" and not user_set and platform.libc_ver()[0] == "glibc":
         try:
             mallopt = ctypes.CDLL(None).mallopt
         except (OSError, AttributeError):
