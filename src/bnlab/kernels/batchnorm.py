@@ -207,17 +207,25 @@ def normalize(
 ) -> tuple[Any, ...]:
     """``(y, mean, var, finite)``: ``y = scale * (x - center) / sqrt(var + eps) + shift`` per
     group of the view ``v`` of ``like`` (:func:`passes`), ``like``'s shape, into ``out`` when
-    given; written only if the statistics are finite."""
+    given; written only if the statistics are finite (:func:`_result`: no overflow)."""
     y = out if out is not None and out.dtype == v.dtype else np.empty_like(like)
     mean, var, finite = passes(v, plan, affine, y)
-    return _result(y, out, out_dtype) if finite else None, mean, var, finite
+    return _result(y, out, out_dtype, like) if finite else None, mean, var, finite
 
 
-def _result(y: np.ndarray, out: np.ndarray | None, out_dtype: np.dtype[Any]) -> np.ndarray:
-    """``y`` as the result: ``out`` itself if given (float16: copied as astype rounds)."""
+def _result(y: np.ndarray, out: Any, out_dtype: np.dtype[Any], src: np.ndarray) -> np.ndarray:
+    """``y`` as the result: ``out`` itself if given (float16: copied as astype rounds); every
+    BN/renorm output. FloatingPointError if not finite while ``src`` (x; dy) is: overflow."""
     if out is not None and out is not y:
         np.copyto(out, y, casting="same_kind")
-    return y.astype(out_dtype, copy=False) if out is None else out
+    res = y.astype(out_dtype, copy=False) if out is None else out
+    fine = fk.all_finite(y) and (res is y or bool(np.isfinite(res).all()))  # float16: cast
+    if not fine and fk.all_finite(src):  # NaN/Inf in x pass on (eval)
+        raise FloatingPointError(
+            f"batch norm: finite inputs gave a non-finite output: it overflows {res.dtype} (gamma,"
+            " beta, the statistics or dy too large); nothing was updated; scale them or use float64"
+        )
+    return res
 
 
 def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
@@ -270,7 +278,7 @@ def backward(
         )
     if dx is not None and not fused:
         kernel(*args, total, grads, lowp, dx.reshape(v.shape))  # total given: no sums pass
-    return None if dx is None else _result(dx, out, cache.out_dtype), grads[0], grads[1]
+    return None if dx is None else _result(dx, out, cache.out_dtype, g), grads[0], grads[1]
 
 
 # -- the public kernels --------------------------------------------------------------------------
@@ -387,6 +395,5 @@ def batch_norm_inference_backward(
     stats = (mu[None], vr[None], g[None])
     cache = BatchNormCache(xc, ax, eps, out_dtype, *plan[:3], *stats, parallel=plan[3])
     _, dgamma, dbeta = backward(dy, cache, None, None, False, where)
-    gy = as_grad(dy, cache, where)
-    dx = affine_map(gy, ax, (np.zeros(C), g, np.zeros(C), vr, eps), out_dtype)
-    return dx, dgamma, dbeta
+    gy, zero = as_grad(dy, cache, where), np.zeros(C)
+    return affine_map(gy, ax, (zero, g, zero, vr, eps), out_dtype), dgamma, dbeta

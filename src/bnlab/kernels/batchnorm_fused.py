@@ -219,11 +219,11 @@ def _affine_consts(center, scale, shift, var, eps, j, like):
 
 
 @njit(cache=True)
-def _finite(a):
+def _finite(a):  # counted, not stopped at the first: one vectorized pass (inf - inf is NaN)
+    bad = 0
     for v in a.flat:
-        if not np.isfinite(v):
-            return False
-    return True
+        bad += (v - v) != 0.0
+    return bad == 0
 
 
 @njit(cache=True)
@@ -237,7 +237,7 @@ def running_update(running_mean, running_var, mean, var, count, momentum, n):
     """Per group j in order: ``n += 1``, ``running = (1 - w) * running + (w * batch) * f``
     (float64, NumPy's order; stored in the buffers' dtypes) with ``w = momentum`` (< 0: 1/n,
     the cumulative average), ``f = 1`` for the mean and ``m/(m-1)`` for the (unbiased) var.
-    Writes the buffers and returns n only if the results are finite; else -1, nothing written."""
+    Writes the buffers and returns n only if the results are finite (var >= 0); else -1."""
     rm = running_mean.copy()
     rv = running_var.copy()
     for j in range(mean.shape[0]):
@@ -247,7 +247,7 @@ def running_update(running_mean, running_var, mean, var, count, momentum, n):
         for c in range(rm.shape[0]):
             rm[c] = (1.0 - w) * np.float64(rm[c]) + w * mean[j, c]
             rv[c] = (1.0 - w) * np.float64(rv[c]) + (w * var[j, c]) * f
-    if not (all_finite(rm) and all_finite(rv)):
+    if not (all_finite(rm) and all_finite(rv)) or rv.min() < 0:  # < 0: set by hand
         return -1
     running_mean[:] = rm
     running_var[:] = rv
