@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype", "check_eps"]
 __all__ += ["prepare_input", "check_out"]
-__all__ += ["check_real", "check_int", "check_bool", "as_generator"]
+__all__ += ["check_real", "check_int", "check_bool", "as_generator", "pairs"]
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -168,3 +168,15 @@ def as_generator(seed: Any, where: str) -> np.random.Generator:
     if seed < 0:
         raise ValueError(f"{where}: seed must be >= 0, got {seed}")
     return np.random.default_rng(int(seed))
+
+
+def pairs(value: Any) -> list[tuple[int, int]]:
+    """``value`` (``[(a, b), ...]``, an ``(n, 2)`` array) as pairs of ints; ``[]`` for anything
+    else (strings, floats, ragged lists: the caller's error names the argument)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return []
+    if arr.dtype.kind not in "iu" or arr.size % 2:
+        return []
+    return [(int(a), int(b)) for a, b in arr.reshape(-1, 2)]

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import bnlab.kernels.batchnorm_fused as fk
-from bnlab._checks import as_float_array, check_eps, check_finite, check_out, prepare_input
+from bnlab._checks import as_float_array, check_eps, check_finite, check_out, pairs, prepare_input
 from bnlab.runtime import kernel_thread_count
 
 __all__ = ["BatchNormCache", "batch_norm_forward", "batch_norm_backward", "batch_norm_inference"]
@@ -130,7 +130,7 @@ def group_bounds(v: np.ndarray, n: int, ax: int, groups: Groups = None, where: s
         k = n // int(groups)
         rows = [(j * k, (j + 1) * k) for j in range(int(groups))]
     else:
-        rows = [(int(a), int(b)) for a, b in np.asarray(groups, np.int64).reshape(-1, 2)]
+        rows = pairs(groups)  # [] unless (a, b) pairs of integers
         if not rows or any(not 0 <= a <= b <= n for a, b in rows):
             raise ValueError(f"{where}: groups must be row bounds (a, b) in [0, {n}], got {groups}")
     if ax == 0:
@@ -214,11 +214,11 @@ def normalize(
 
 
 def _result(y: np.ndarray, out: Any, out_dtype: np.dtype[Any], src: np.ndarray) -> np.ndarray:
-    """``y`` as the result: ``out`` itself if given (float16: copied as astype rounds); every
-    BN/renorm output. FloatingPointError if not finite while ``src`` (x; dy) is: overflow."""
-    if out is not None and out is not y:
-        np.copyto(out, y, casting="same_kind")
-    res = y.astype(out_dtype, copy=False) if out is None else out
+    """Every BN/renorm output, ``out`` if given; FloatingPointError for a dtype's overflow."""
+    res = y if y.dtype == out_dtype else np.empty_like(y, out_dtype) if out is None else out
+    if res is not y:  # float16: rounded as astype rounds; an overflow is refused below
+        with np.errstate(over="ignore"):
+            np.copyto(res, y, casting="same_kind")
     fine = fk.all_finite(y) and (res is y or bool(np.isfinite(res).all()))  # float16: cast
     if not fine and fk.all_finite(src):  # NaN/Inf in x pass on (eval)
         raise FloatingPointError(
