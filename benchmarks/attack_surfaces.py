@@ -114,6 +114,28 @@ def bn_layers(case: Case) -> None:
         return y, bn.backward(np.ones_like(y)), bn.grads["gamma"]
 
     case(s, "float32 layer, float64 x", mixed, expect_error=False)
+    case(s, "float32 layer, float64 x, dy 1e300: dgamma overflows", lambda: _grads_1e300(
+         L.BatchNorm(5)), match="dgamma overflows")  # fmt: skip
+    case(s, "BatchRenorm train running_var holding -1", lambda: _bn_with("BatchRenorm",
+         "running_var", -1.0), match="set by hand")  # fmt: skip
+    for norm in ("GroupNorm(1, 5)", "LayerNorm(5)"):
+        layer = eval(f"L.{norm}")  # noqa: S307 - fixed strings
+        case(s, f"{norm} float64 x, dy 1e300: dgamma overflows",
+             lambda n=layer: _grads_1e300(n), match="dgamma overflows")  # fmt: skip
+        layer = eval(f"L.{norm}")  # noqa: S307 - fixed strings
+        layer.params["gamma"][...] = layer.params["beta"][...] = 3e38
+        case(s, f"{norm} y overflow: gamma, beta 3e38",
+             lambda n=layer: n.forward(XB), match="overflows")  # fmt: skip
+
+
+def _grads_1e300(layer: Any) -> Any:
+    y = layer.forward(XB.astype(np.float64))
+    before = {k: v.copy() for k, v in layer.grads.items()}
+    try:
+        return layer.backward(RNG.normal(size=y.shape) * 1e300)
+    finally:
+        if any(not np.array_equal(v, layer.grads[k]) for k, v in before.items()):
+            raise AssertionError("grads written before the refusal")
 
 
 def _label(v: Any) -> str:
@@ -154,7 +176,8 @@ def thread_cases(case: Case) -> None:
     xd = RNG.normal(size=(8, 1024)).astype(np.float32)
     case(s, "wide Dense 2 threads = 1 thread", lambda: _dense_same(d, xd), expect_error=False)
     for dt in (complex, int, object, "U1"):
-        case(s, f"Dense.backward dy {np.dtype(dt)}", lambda t=dt: _dense_dy(d, xd, t), match="dy")
+        case(s, f"Dense.backward dy {np.dtype(dt)}",  # after _dense_same's forward
+             lambda t=dt: d.backward(np.ones((8, 512)).astype(t)), match="dy")  # fmt: skip
     case(s, "no thread leaked after 300 threaded calls", _no_leak, expect_error=False)
 
 
@@ -229,11 +252,6 @@ def _dense_same(d: Any, x: np.ndarray) -> None:
             got.append((y.copy(), d.backward(np.ones_like(y)).copy(), d.grads["W"].copy()))
     if not all(np.array_equal(a, b) for a, b in zip(*got, strict=True)):
         raise AssertionError("2 threads differ from 1")
-
-
-def _dense_dy(d: Any, x: np.ndarray, dt: Any) -> Any:
-    y = d.forward(x)
-    return d.backward(np.ones(y.shape).astype(dt))
 
 
 def _no_leak() -> None:

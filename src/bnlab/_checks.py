@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype", "check_eps"]
 __all__ += ["prepare_input", "check_out"]
-__all__ += ["check_real", "check_int", "check_bool", "as_generator", "pairs"]
+__all__ += ["check_real", "check_int", "check_bool", "as_generator", "pairs", "check_overflow"]
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -49,6 +49,18 @@ def check_finite(x: np.ndarray, name: str, *, where: str) -> None:
             "Check the learning rate and the inputs (a diverging layer before this one is the "
             "usual cause)"
         )
+
+
+def check_overflow(where: str, src: np.ndarray, *outs: np.ndarray) -> None:
+    """FloatingPointError if an array of ``outs`` holds NaN/Inf while ``src`` (x; dy) is finite:
+    finite values in gave a non-finite result, an overflow of the output's dtype (NaN/Inf in
+    ``src`` pass on)."""
+    if all(np.isfinite(o).all() for o in outs) or not np.isfinite(src).all():
+        return
+    raise FloatingPointError(
+        f"{where}: finite inputs gave a non-finite output: it overflows {outs[0].dtype} (gamma, "
+        "beta or dy too large); nothing was updated; scale them or use float64"
+    )
 
 
 def check_feature_axis(ndim: int, axis: int, *, where: str) -> int:

@@ -178,3 +178,28 @@ def test_kernel_threads_takes_numpy_integers_and_refuses_the_rest() -> None:
     for bad in (0, -1, True, "2", 2.5):
         with pytest.raises(ValueError, match="must be a positive int or None"), kernel_threads(bad):
             pass
+
+
+@pytest.mark.parametrize("make", [lambda: L.BatchNorm(5), lambda: L.BatchRenorm(5),
+                                  lambda: L.GroupNorm(1, 5), lambda: L.LayerNorm(5)])  # fmt: skip
+def test_float64_gradients_that_overflow_a_float32_layer_are_refused(make: Any) -> None:
+    layer = make()
+    y = layer.forward(X.astype(np.float64))
+    with pytest.raises(FloatingPointError, match="dgamma overflows the layer's float32"):
+        layer.backward(RNG.normal(size=y.shape) * 1e300)
+    assert not any(g.any() for g in layer.grads.values())  # nothing written
+
+
+@pytest.mark.parametrize("make", [lambda: L.GroupNorm(1, 5), lambda: L.LayerNorm(5)])
+def test_group_and_layer_norm_outputs_that_overflow_are_refused(make: Any) -> None:
+    layer = make()
+    layer.params["gamma"][...] = layer.params["beta"][...] = 3e38
+    with pytest.raises(FloatingPointError, match="finite inputs gave a non-finite output"):
+        layer.forward(X)
+
+
+def test_renorm_negative_running_var_is_named() -> None:
+    bn = L.BatchRenorm(5)
+    bn.buffers["running_var"][...] = -1.0
+    with pytest.raises(ValueError, match="running_var holds NaN or negative values"):
+        bn.forward(X)

@@ -21,7 +21,7 @@ from bnlab.kernels.batchnorm import (
     batch_norm_inference,
     batch_norm_inference_backward,
 )
-from bnlab.layers._common import BufferPool, output_buffer
+from bnlab.layers._common import BufferPool, output_buffer, store_grads
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
 __all__ = ["BatchNormBase", "is_int", "is_real"]
@@ -353,8 +353,7 @@ class BatchNormBase(Layer):
         except KernelError as err:
             raise named(err, self._where) from None
         if self.affine:
-            self.grads["gamma"][...] = dgamma
-            self.grads["beta"][...] = dbeta
+            store_grads(self.grads, {"gamma": dgamma, "beta": dbeta}, self._where)
         return dx
 
 
