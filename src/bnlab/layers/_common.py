@@ -127,13 +127,15 @@ def store_grads(grads: dict[str, np.ndarray], values: dict[str, np.ndarray], whe
     dtype (a float64 input's gradients rounded into a float32 layer can overflow): else a
     FloatingPointError, nothing written."""
     for k, v in values.items():
-        if v.dtype != grads[k].dtype:
+        g = grads[k]
+        if v.dtype != g.dtype:
             with np.errstate(over="ignore"):
-                fits = bool(np.isfinite(v.astype(grads[k].dtype)).all())
+                fits = bool(np.isfinite(v.astype(g.dtype)).all())
             if not fits and np.isfinite(v).all():
                 raise FloatingPointError(
-                    f"{where}: d{k} overflows the layer's {grads[k].dtype} (its input is "
-                    f"{v.dtype}); nothing was updated. Use layer.astype(np.{v.dtype})"
+                    f"{where}: d{k} overflows the layer's {g.dtype} (its input is {v.dtype}); "
+                    f"nothing was updated. Use layer.astype(np.{v.dtype})"
                 )
     for k, v in values.items():
-        grads[k][...] = v.reshape(grads[k].shape)
+        g = grads[k]
+        g[...] = v if v.shape == g.shape else v.reshape(g.shape)

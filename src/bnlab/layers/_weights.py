@@ -57,8 +57,14 @@ def check_weights(
     which the layer writes, C-contiguous) holds float32/float64 arrays of one dtype, ``W`` of
     ``shape`` and ``b`` (if any) of ``shape[-1]`` entries; else a TypeError naming the array.
     Arrays replaced by hand (``params["W"] = v``) are checked here, before a product uses them."""
-    W = store.get("W")
+    W, b = store.get("W"), store.get("b")
     dtype = getattr(W, "dtype", None) if grads is None else grads
+    if (  # the usual case, in one expression (~0.3 us)
+        type(W) is np.ndarray and W.shape == shape and W.dtype == dtype and dtype in _FLOATS
+        and (b is None or type(b) is np.ndarray and b.dtype == dtype and b.shape == shape[-1:])
+        and (grads is None or _writable(W) and _writable(b))
+    ):  # fmt: skip
+        return W
     for key, want in (("W", shape), ("b", shape[-1:])):
         v = store.get(key)
         ok = type(v) is np.ndarray and v.dtype == dtype and dtype in _FLOATS and v.shape == want
