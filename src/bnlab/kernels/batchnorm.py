@@ -168,15 +168,15 @@ Affine = tuple[Any, ...]  # (center, scale, shift, var, eps)
 
 def passes(v: np.ndarray, plan: Plan, affine: Affine, y: np.ndarray | None) -> tuple[Any, ...]:
     """The forward passes (:func:`bnlab.kernels.batchnorm_fused.forward_last`) of the view ``v``
-    with ``affine = (center, scale, shift, var, eps)`` (float64 ``(G, C)``; ``center`` None:
-    the statistics pass first) into ``y`` (``v``'s size; None: none): ``(mean, var, finite)``."""
+    with ``affine = (center, scale, shift, var, eps)`` (float64 ``(G, C)``; ``center`` None: the
+    statistics pass first) into ``y`` (``v``'s size; None: none): ``(mean, var, finite, bad)``."""
     kernel = (fk.forward_last if v.ndim == 2 else fk.forward_mid)[plan[3]]
     return kernel(v, plan[0], plan[1], *affine, None if y is None else y.reshape(v.shape))
 
 
 def compute_stats(v: np.ndarray, plan: Plan, reduce: StatsReduce | None) -> tuple[Any, ...]:
     """``(count (G,), mean, biased var (G, C))`` of the groups of the view ``v``, reduced."""
-    count, (mean, var, _) = plan[2], passes(v, plan, (None, None, None, None, 0.0), None)
+    count, (mean, var, *_) = plan[2], passes(v, plan, (None, None, None, None, 0.0), None)
     if reduce is not None:
         count, mean, var = reduce(count, mean, var)
         count = _frozen(count)
@@ -209,17 +209,17 @@ def normalize(
     group of the view ``v`` of ``like`` (:func:`passes`), ``like``'s shape, into ``out`` when
     given; written only if the statistics are finite (:func:`_result`: no overflow)."""
     y = out if out is not None and out.dtype == v.dtype else np.empty_like(like)
-    mean, var, finite = passes(v, plan, affine, y)
-    return _result(y, out, out_dtype, like) if finite else None, mean, var, finite
+    mean, var, finite, bad = passes(v, plan, affine, y)
+    return _result(y, out, out_dtype, like, bad) if finite else None, mean, var, finite
 
 
-def _result(y: np.ndarray, out: Any, out_dtype: np.dtype[Any], src: np.ndarray) -> np.ndarray:
-    """Every BN/renorm output, ``out`` if given; FloatingPointError for a dtype's overflow."""
+def _result(y: np.ndarray, out: Any, out_dtype: Any, src: np.ndarray, bad: int) -> np.ndarray:
+    """Every BN/renorm output (``bad``: its non-finite count), ``out`` if given; overflow: error."""
     res = y if y.dtype == out_dtype else np.empty_like(y, out_dtype) if out is None else out
     if res is not y:  # float16: rounded as astype rounds; an overflow is refused below
         with np.errstate(over="ignore"):
             np.copyto(res, y, casting="same_kind")
-    fine = fk.all_finite(y) and (res is y or bool(np.isfinite(res).all()))  # float16: cast
+    fine = not bad and (res is y or bool(np.isfinite(res).all()))  # float16: cast
     if not fine and fk.all_finite(src):  # NaN/Inf in x pass on (eval)
         raise FloatingPointError(
             f"batch norm: finite inputs gave a non-finite output: it overflows {res.dtype} (gamma,"
@@ -260,7 +260,7 @@ def backward(
     dx = (out if out is not None and out.dtype == x.dtype else np.empty_like(x)) if need else None
     fused = reduce is None or not cache.count.any()  # no reduction: the sums, then dx
     into = None if dx is None or not fused else dx.reshape(v.shape)
-    total, finite, ok = kernel(*args, None, grads, lowp, into)
+    total, finite, ok, bad = kernel(*args, None, grads, lowp, into)
     if not fused:
         total = reduce(total)  # type: ignore[misc]
         finite = fk.all_finite(total)
@@ -277,8 +277,8 @@ def backward(
             "float64)"
         )
     if dx is not None and not fused:
-        kernel(*args, total, grads, lowp, dx.reshape(v.shape))  # total given: no sums pass
-    return None if dx is None else _result(dx, out, cache.out_dtype, g), grads[0], grads[1]
+        bad = kernel(*args, total, grads, lowp, dx.reshape(v.shape))[3]  # no sums pass
+    return None if dx is None else _result(dx, out, cache.out_dtype, g, bad), grads[0], grads[1]
 
 
 # -- the public kernels --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnlab.kernels.batchnorm import BatchNormCache, batch_norm_backward, batch_norm_forward
-from bnlab.kernels.batchnorm_fused import running_update
+from bnlab.kernels.moments import running_update
 from bnlab.layers._normalization import BatchNormBase
 
 __all__ = ["BatchNorm"]
