@@ -203,3 +203,25 @@ def test_renorm_negative_running_var_is_named() -> None:
     bn.buffers["running_var"][...] = -1.0
     with pytest.raises(ValueError, match="running_var holds NaN or negative values"):
         bn.forward(X)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((60, 5), -1), ((200, 5), -1), ((7, 5, 3, 3), 1), ((64, 16, 16, 5), -1), ((32, 5, 32, 32), 1)],
+)  # rows and planes, serial and parallel blocks, dx in float32 (>= 64 values) and float64
+def test_every_compiled_write_loop_reports_an_overflow(shape: Any, axis: int, threads: int) -> None:
+    x = RNG.normal(size=shape).astype(np.float32)
+    dy = RNG.normal(size=shape).astype(np.float32) * np.float32(1e20)
+    x[(0,) * x.ndim] = 1e3  # one large value: every other xhat stays small
+    with kernel_threads(threads):
+        y, cache = K.batch_norm_forward(x, ONES, ZEROS, axis=axis)  # finite
+        K.batch_norm_backward(dy * np.float32(1e-20), cache)
+        big = np.full(5, 3e38)
+        with pytest.raises(FloatingPointError, match="non-finite output"):
+            K.batch_norm_forward(x, big, ZEROS, axis=axis)
+        with pytest.raises(FloatingPointError, match="non-finite output"):
+            K.batch_norm_inference(x, ZEROS, ONES, big, ZEROS, axis=axis)
+        cache = K.batch_norm_forward(x, np.full(5, 1e30), ZEROS, axis=axis)[1]
+        with pytest.raises(FloatingPointError, match="non-finite output"):
+            K.batch_norm_backward(dy, cache)
