@@ -1,8 +1,8 @@
-"""Hostile-input attack over the surfaces of issue 23 (second pass): a scripted set of cases,
-each "ok" when it ends in a clear exception (TypeError/ValueError/FloatingPointError/
-RuntimeError naming the argument) or a documented result, "BAD" when it crashes with an
-unrelated error, returns NaN/Inf silently or changes state. Prints the table (surface, cases,
-bad) and the bad cases. Run: PYTHONPATH=src python benchmarks/attack.py
+"""Hostile-input attack over the surfaces of issue 23 (second pass; attack_surfaces.py: those
+added since): each case "ok" when it ends in a clear exception (TypeError/ValueError/FloatingPoint
+Error/RuntimeError naming the argument) or a documented result, "BAD" when it crashes with an
+unrelated error, returns NaN/Inf silently or changes state. Prints the table (surface, cases, bad)
+and the bad cases. Run: PYTHONPATH=src python benchmarks/attack.py (-v: every case)
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attack_surfaces  # benchmarks/ is on the path
 import numpy as np
 
 import bnlab
@@ -370,8 +372,6 @@ def group_layer_norms() -> None:
 
 
 def main() -> int:
-    import tempfile
-
     np.seterr(all="ignore")
     kernels()
     norm_layers()
@@ -384,12 +384,12 @@ def main() -> int:
         run_files(tmp)
     with tempfile.TemporaryDirectory() as tmp:
         cli_runs(tmp)
+        attack_surfaces.run(case, tmp)
     print(f"{'surface':12s} {'cases':>5s} {'bad':>4s}")
     for surface, rows in RESULTS.items():
         print(f"{surface:12s} {len(rows):5d} {sum(not ok for _, ok, _ in rows):4d}")
     bad = [(s, n, w) for s, rows in RESULTS.items() for n, ok, w in rows if not ok]
-    for s, n, w in bad:
-        print(f"BAD {s}: {n}: {w}")
+    print("".join(f"BAD {s}: {n}: {w}\n" for s, n, w in bad), end="")
     for s, n, ok, w in [(s, *r) for s, rows in RESULTS.items() for r in rows] * ("-v" in sys.argv):
         print(f"{'ok ' if ok else 'BAD'} {s}: {n}: {w}")
     return 1 if bad else 0

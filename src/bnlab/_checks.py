@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype", "check_eps"]
 __all__ += ["prepare_input", "check_out"]
-__all__ += ["check_real", "check_int", "check_bool", "as_generator"]
+__all__ += ["check_real", "check_int", "check_bool", "as_generator", "pairs", "check_overflow"]
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -49,6 +49,18 @@ def check_finite(x: np.ndarray, name: str, *, where: str) -> None:
             "Check the learning rate and the inputs (a diverging layer before this one is the "
             "usual cause)"
         )
+
+
+def check_overflow(where: str, src: np.ndarray, *outs: np.ndarray) -> None:
+    """FloatingPointError if an array of ``outs`` holds NaN/Inf while ``src`` (x; dy) is finite:
+    finite values in gave a non-finite result, an overflow of the output's dtype (NaN/Inf in
+    ``src`` pass on)."""
+    if all(np.isfinite(o).all() for o in outs) or not np.isfinite(src).all():
+        return
+    raise FloatingPointError(
+        f"{where}: finite inputs gave a non-finite output: it overflows {outs[0].dtype} (gamma, "
+        "beta or dy too large); nothing was updated; scale them or use float64"
+    )
 
 
 def check_feature_axis(ndim: int, axis: int, *, where: str) -> int:
@@ -168,3 +180,15 @@ def as_generator(seed: Any, where: str) -> np.random.Generator:
     if seed < 0:
         raise ValueError(f"{where}: seed must be >= 0, got {seed}")
     return np.random.default_rng(int(seed))
+
+
+def pairs(value: Any) -> list[tuple[int, int]]:
+    """``value`` (``[(a, b), ...]``, an ``(n, 2)`` array) as pairs of ints; ``[]`` for anything
+    else (strings, floats, ragged lists: the caller's error names the argument)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return []
+    if arr.dtype.kind not in "iu" or arr.size % 2:
+        return []
+    return [(int(a), int(b)) for a, b in arr.reshape(-1, 2)]

@@ -63,6 +63,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import numbers
 import os
 import platform
 import threading
@@ -177,10 +178,12 @@ def set_num_threads(n: int) -> None:
     _NB["set"](max(1, min(int(n), _NB["max"])))
 
 
-def check_thread_count(n: object, who: str) -> None:
-    """Raise ValueError unless ``n`` is a positive int or None."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+def check_thread_count(n: object, who: str) -> int | None:
+    """``n`` as an int (a NumPy integer too), or None; ValueError unless it is >= 1 (not a
+    bool, float or string)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
         raise ValueError(f"{who} must be a positive int or None, got {n!r}")
+    return None if n is None else int(n)
 
 
 def _env_image_threads() -> int:
@@ -251,7 +254,7 @@ def kernel_threads(n: int | None) -> Iterator[None]:
     ...     get_num_threads()
     1
     """
-    check_thread_count(n, "kernel_threads: n")
+    n = check_thread_count(n, "kernel_threads: n")
     if n is None:
         yield
         return

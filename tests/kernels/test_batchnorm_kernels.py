@@ -304,12 +304,12 @@ def test_serial_twins_give_the_parallel_loops_bits(shape, axis):
         fwd = (fk.forward_mid if mid else fk.forward_last)[twin]
         y, dx = np.empty_like(v), np.empty_like(v)
         affine = (None, np.full((G, C), 1.5), np.full((G, C), 0.5), None, 1e-5)
-        mean, var, finite = fwd(v, bounds, nblocks, *affine, y)  # the statistics, then y
+        mean, var, finite, bad = fwd(v, bounds, nblocks, *affine, y)  # the statistics, y
         stats = (np.array([2, v.shape[0] - 2, 0]), mean, var, np.ones((G, C)))
         bwd = (fk.backward_mid if mid else fk.backward_last)[twin]
         grads = np.empty((2, C), np.float32)
         args = (u, v, stats, 1e-5, None, None, bounds, nblocks)
-        sums, ok_s, ok_g = bwd(*args, None, grads, True, dx)  # the sums, then dx
-        assert finite and ok_s and ok_g
+        sums, ok_s, ok_g, bad_dx = bwd(*args, None, grads, True, dx)  # the sums, then dx
+        assert finite and ok_s and ok_g and bad == bad_dx == 0
         outs.append([a.tobytes() for a in (mean, var, sums, grads, y, dx)])
     assert outs[0] == outs[1]

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import bnlab.kernels.batchnorm_fused as fk
-from bnlab._checks import as_float_array, check_eps, check_finite, check_out, prepare_input
+from bnlab._checks import as_float_array, check_eps, check_finite, check_out, pairs, prepare_input
 from bnlab.runtime import kernel_thread_count
 
 __all__ = ["BatchNormCache", "batch_norm_forward", "batch_norm_backward", "batch_norm_inference"]
@@ -130,7 +130,7 @@ def group_bounds(v: np.ndarray, n: int, ax: int, groups: Groups = None, where: s
         k = n // int(groups)
         rows = [(j * k, (j + 1) * k) for j in range(int(groups))]
     else:
-        rows = [(int(a), int(b)) for a, b in np.asarray(groups, np.int64).reshape(-1, 2)]
+        rows = pairs(groups)  # [] unless (a, b) pairs of integers
         if not rows or any(not 0 <= a <= b <= n for a, b in rows):
             raise ValueError(f"{where}: groups must be row bounds (a, b) in [0, {n}], got {groups}")
     if ax == 0:
@@ -169,15 +169,15 @@ Affine = tuple[Any, ...]  # (center, scale, shift, var, eps)
 
 def passes(v: np.ndarray, plan: Plan, affine: Affine, y: np.ndarray | None) -> tuple[Any, ...]:
     """The forward passes (:func:`bnlab.kernels.batchnorm_fused.forward_last`) of the view ``v``
-    with ``affine = (center, scale, shift, var, eps)`` (float64 ``(G, C)``; ``center`` None:
-    the statistics pass first) into ``y`` (``v``'s size; None: none): ``(mean, var, finite)``."""
+    with ``affine = (center, scale, shift, var, eps)`` (float64 ``(G, C)``; ``center`` None: the
+    statistics pass first) into ``y`` (``v``'s size; None: none): ``(mean, var, finite, bad)``."""
     kernel = (fk.forward_last if v.ndim == 2 else fk.forward_mid)[plan[3]]
     return kernel(v, plan[0], plan[1], *affine, None if y is None else y.reshape(v.shape))
 
 
 def compute_stats(v: np.ndarray, plan: Plan, reduce: StatsReduce | None) -> tuple[Any, ...]:
     """``(count (G,), mean, biased var (G, C))`` of the groups of the view ``v``, reduced."""
-    count, (mean, var, _) = plan[2], passes(v, plan, (None, None, None, None, 0.0), None)
+    count, (mean, var, *_) = plan[2], passes(v, plan, (None, None, None, None, 0.0), None)
     if reduce is not None:
         count, mean, var = reduce(count, mean, var)
         count = _frozen(count)
@@ -208,17 +208,25 @@ def normalize(
 ) -> tuple[Any, ...]:
     """``(y, mean, var, finite)``: ``y = scale * (x - center) / sqrt(var + eps) + shift`` per
     group of the view ``v`` of ``like`` (:func:`passes`), ``like``'s shape, into ``out`` when
-    given; written only if the statistics are finite."""
+    given; written only if the statistics are finite (:func:`_result`: no overflow)."""
     y = out if out is not None and out.dtype == v.dtype else np.empty_like(like)
-    mean, var, finite = passes(v, plan, affine, y)
-    return _result(y, out, out_dtype) if finite else None, mean, var, finite
+    mean, var, finite, bad = passes(v, plan, affine, y)
+    return _result(y, out, out_dtype, like, bad) if finite else None, mean, var, finite
 
 
-def _result(y: np.ndarray, out: np.ndarray | None, out_dtype: np.dtype[Any]) -> np.ndarray:
-    """``y`` as the result: ``out`` itself if given (float16: copied as astype rounds)."""
-    if out is not None and out is not y:
-        np.copyto(out, y, casting="same_kind")
-    return y.astype(out_dtype, copy=False) if out is None else out
+def _result(y: np.ndarray, out: Any, out_dtype: Any, src: np.ndarray, bad: int) -> np.ndarray:
+    """Every BN/renorm output (``bad``: its non-finite count), ``out`` if given; overflow: error."""
+    res = y if y.dtype == out_dtype else np.empty_like(y, out_dtype) if out is None else out
+    if res is not y:  # float16: rounded as astype rounds; an overflow is refused below
+        with np.errstate(over="ignore"):
+            np.copyto(res, y, casting="same_kind")
+    fine = not bad and (res is y or bool(np.isfinite(res).all()))  # float16: cast
+    if not fine and fk.all_finite(src):  # NaN/Inf in x pass on (eval)
+        raise FloatingPointError(
+            f"batch norm: finite inputs gave a non-finite output: it overflows {res.dtype} (gamma,"
+            " beta, the statistics or dy too large); nothing was updated; scale them or use float64"
+        )
+    return res
 
 
 def as_grad(dy: Any, cache: BatchNormCache, where: str) -> np.ndarray:
@@ -253,7 +261,7 @@ def backward(
     dx = (out if out is not None and out.dtype == x.dtype else np.empty_like(x)) if need else None
     fused = reduce is None or not cache.count.any()  # no reduction: the sums, then dx
     into = None if dx is None or not fused else dx.reshape(v.shape)
-    total, finite, ok = kernel(*args, None, grads, lowp, into)
+    total, finite, ok, bad = kernel(*args, None, grads, lowp, into)
     if not fused:
         total = reduce(total)  # type: ignore[misc]
         finite = fk.all_finite(total)
@@ -270,8 +278,8 @@ def backward(
             "float64)"
         )
     if dx is not None and not fused:
-        kernel(*args, total, grads, lowp, dx.reshape(v.shape))  # total given: no sums pass
-    return None if dx is None else _result(dx, out, cache.out_dtype), grads[0], grads[1]
+        bad = kernel(*args, total, grads, lowp, dx.reshape(v.shape))[3]  # no sums pass
+    return None if dx is None else _result(dx, out, cache.out_dtype, g, bad), grads[0], grads[1]
 
 
 # -- the public kernels --------------------------------------------------------------------------
@@ -388,6 +396,5 @@ def batch_norm_inference_backward(
     stats = (mu[None], vr[None], g[None])
     cache = BatchNormCache(xc, ax, eps, out_dtype, *plan[:3], *stats, parallel=plan[3])
     _, dgamma, dbeta = backward(dy, cache, None, None, False, where)
-    gy = as_grad(dy, cache, where)
-    dx = affine_map(gy, ax, (np.zeros(C), g, np.zeros(C), vr, eps), out_dtype)
-    return dx, dgamma, dbeta
+    gy, zero = as_grad(dy, cache, where), np.zeros(C)
+    return affine_map(gy, ax, (zero, g, zero, vr, eps), out_dtype), dgamma, dbeta

@@ -107,46 +107,66 @@ def _dot_chan(u, x, center, c, s1, s2):
 
 
 @njit(cache=True)
+def _bad(v):  # True for NaN or Inf (inf - inf is NaN): or-ed without a branch, vectorized
+    return (v - v) != 0.0
+
+
+# The write loops return whether a value they wrote is not finite (an overflow of finite
+# inputs is refused by the caller without another pass over the output).
+@njit(cache=True)
 def _affine_rows(x, hi, a, d, out):
+    bad = False
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             out[r, c] = a[c] * (x[r, c] - hi[c]) + d[c]
+            bad |= _bad(out[r, c])
+    return bad
 
 
 @njit(cache=True)
 def _affine_planes(x, hi, a, d, out, i0, i1):
-    C = x.shape[1]
+    C, bad = x.shape[1], False
     for i in range(i0, i1):
         n = i // C
         c = i - n * C
         k, p, q = hi[c], a[c], d[c]
         for b in range(x.shape[2]):
             out[n, c, b] = p * (x[n, c, b] - k) + q
+            bad |= _bad(out[n, c, b])
+    return bad
 
 
 @njit(cache=True)
 def _grad_rows(u, x, mean, k, cb, cd, out):
+    bad = False
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             out[r, c] = k[c] * np.float64(u[r, c]) + cb[c] * (np.float64(x[r, c]) - mean[c]) + cd[c]
+            bad |= _bad(out[r, c])
+    return bad
 
 
 @njit(cache=True)
 def _grad_rows_lowp(u, x, hi, k, cb, d, out):
+    bad = False
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
             out[r, c] = k[c] * u[r, c] + cb[c] * (x[r, c] - hi[c]) + d[c]
+            bad |= _bad(out[r, c])
+    return bad
 
 
 @njit(cache=True)
 def _grad_planes(u, x, mean, k, cb, cd, out, i0, i1):
-    C = x.shape[1]
+    C, bad = x.shape[1], False
     for i in range(i0, i1):
         n = i // C
         c = i - n * C
         mu, p, q, d = mean[c], k[c], cb[c], cd[c]
         for b in range(x.shape[2]):
             out[n, c, b] = p * np.float64(u[n, c, b]) + q * (np.float64(x[n, c, b]) - mu) + d
+            bad |= _bad(out[n, c, b])
+    return bad
 
 
 @njit(cache=True)
@@ -219,39 +239,17 @@ def _affine_consts(center, scale, shift, var, eps, j, like):
 
 
 @njit(cache=True)
-def _finite(a):
+def _finite(a):  # counted, not stopped at the first: one vectorized pass (inf - inf is NaN)
+    bad = 0
     for v in a.flat:
-        if not np.isfinite(v):
-            return False
-    return True
+        bad += (v - v) != 0.0
+    return bad == 0
 
 
 @njit(cache=True)
 def all_finite(a, b=None):
     """True if no entry of ``a`` (nor of ``b``) is NaN or Inf (``np.isfinite(a).all()``)."""
     return _finite(a) and (b is None or _finite(b))
-
-
-@njit(cache=True)
-def running_update(running_mean, running_var, mean, var, count, momentum, n):
-    """Per group j in order: ``n += 1``, ``running = (1 - w) * running + (w * batch) * f``
-    (float64, NumPy's order; stored in the buffers' dtypes) with ``w = momentum`` (< 0: 1/n,
-    the cumulative average), ``f = 1`` for the mean and ``m/(m-1)`` for the (unbiased) var.
-    Writes the buffers and returns n only if the results are finite; else -1, nothing written."""
-    rm = running_mean.copy()
-    rv = running_var.copy()
-    for j in range(mean.shape[0]):
-        n += 1
-        w = 1.0 / n if momentum < 0 else momentum
-        f = count[j] / (count[j] - 1)
-        for c in range(rm.shape[0]):
-            rm[c] = (1.0 - w) * np.float64(rm[c]) + w * mean[j, c]
-            rv[c] = (1.0 - w) * np.float64(rv[c]) + (w * var[j, c]) * f
-    if not (all_finite(rm) and all_finite(rv)):
-        return -1
-    running_mean[:] = rm
-    running_var[:] = rv
-    return n
 
 
 @njit(cache=True)
@@ -283,7 +281,8 @@ def forward_last(x, bounds, nblocks, center, scale, shift, var, eps, out):
     """The forward passes of ``x (R, C)`` by groups. ``center`` None: the statistics pass, per
     group and column ``center`` = mean, ``var`` = biased var (an empty group: 0). Then if ``out``
     is given and they are finite ``out = a[j] * (x - center[j]) + shift[j]``, ``a = scale /
-    sqrt(var + eps)`` (``var`` None: ``a = scale``). Returns ``(center, var, finite)``."""
+    sqrt(var + eps)`` (``var`` None: ``a = scale``). Returns ``(center, var, finite, non-finite
+    outputs)``."""
     G, C = bounds.shape[0], x.shape[1]
     mean, vr = (_zeros(G, C), _zeros(G, C)) if center is None else (center, var)
     if center is None:
@@ -296,15 +295,15 @@ def forward_last(x, bounds, nblocks, center, scale, shift, var, eps, out):
                     r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
                     _sums_rows(x[r0:r1], k, p1[blk], p2[blk])
                 _moments(k, p1, p2, R, mean[j], vr[j])
-    finite = all_finite(mean, vr)
+    finite, bad = all_finite(mean, vr), 0
     if out is not None:
         for j in range(G if finite else 0):
             a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
             hi, d, s = _affine_consts(mean, scale, shift, vr, eps, j, x)
             for blk in prange(nb):
                 r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
-                _affine_rows(x[r0:r1], hi, s, d, out[r0:r1])
-    return mean, vr, finite
+                bad += _affine_rows(x[r0:r1], hi, s, d, out[r0:r1])
+    return mean, vr, finite, bad
 
 
 @njit_pair
@@ -321,14 +320,15 @@ def forward_mid(x, bounds, nblocks, center, scale, shift, var, eps, out):
                 for c in prange(C):
                     _sums_chan(x[a:b], k, c, p1[0], p2[0])
                 _moments(k, p1, p2, (b - a) * x.shape[2], mean[j], vr[j])
-    finite = all_finite(mean, vr)
+    finite, bad = all_finite(mean, vr), 0
     if out is not None:
         for j in range(G if finite else 0):
             i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
             hi, d, s = _affine_consts(mean, scale, shift, vr, eps, j, x)
             for blk in prange(nb):
-                _affine_planes(x, hi, s, d, out, i0 + blk * n // nb, i0 + (blk + 1) * n // nb)
-    return mean, vr, finite
+                i, e = i0 + blk * n // nb, i0 + (blk + 1) * n // nb
+                bad += _affine_planes(x, hi, s, d, out, i, e)
+    return mean, vr, finite, bad
 
 
 @njit_pair
@@ -337,7 +337,7 @@ def backward_last(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, 
     ``total`` None: the sums pass, ``sums[j] = [sum(dy), sum(dy * (x - mean[j]))]`` ``(G, 2,
     C)``, and :func:`param_grads` of them into ``grads``. Then if ``out`` is given and all are
     finite, training ``dx`` from the sums (float32 arithmetic if ``lowp`` and the group has
-    ``LOWP_MIN_COUNT`` values). Returns ``(sums, sums finite, grads finite)``."""
+    ``LOWP_MIN_COUNT`` values). Returns ``(sums, sums finite, grads finite, non-finite dx)``."""
     count, mean, var, gamma = stats
     G, C = bounds.shape[0], x.shape[1]
     sums, ok = _zeros(G, 2, C) if total is None else total, True
@@ -352,7 +352,7 @@ def backward_last(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, 
                 for c in range(C):
                     sums[j, 0, c], sums[j, 1, c] = _sum_blocks(p1, p2, c)
         ok = param_grads(var, eps, sums, r, d, grads)
-    finite = all_finite(sums)
+    finite, bad = all_finite(sums), 0
     if out is not None:
         for j in range(G if finite and ok else 0):
             a, R, nb = bounds[j, 0], bounds[j, 1] - bounds[j, 0], nblocks[j]
@@ -365,10 +365,10 @@ def backward_last(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, 
                     r0, r1 = a + blk * R // nb, a + (blk + 1) * R // nb
                     u, v, o = dy[r0:r1], x[r0:r1], out[r0:r1]
                     if low_j:
-                        _grad_rows_lowp(u, v, hi, k32, cb32, dd, o)
+                        bad += _grad_rows_lowp(u, v, hi, k32, cb32, dd, o)
                     else:
-                        _grad_rows(u, v, mean[j], k, cb, cd, o)
-    return sums, finite, ok
+                        bad += _grad_rows(u, v, mean[j], k, cb, cd, o)
+    return sums, finite, ok, bad
 
 
 @njit_pair
@@ -387,7 +387,7 @@ def backward_mid(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, o
                 for c in range(C):
                     sums[j, 0, c], sums[j, 1, c] = _sum_blocks(p1, p2, c)
         ok = param_grads(var, eps, sums, r, d, grads)
-    finite = all_finite(sums)
+    finite, bad = all_finite(sums), 0
     if out is not None:
         for j in range(G if finite and ok else 0):
             i0, n, nb = bounds[j, 0] * C, (bounds[j, 1] - bounds[j, 0]) * C, nblocks[j]
@@ -395,5 +395,5 @@ def backward_mid(dy, x, stats, eps, r, d, bounds, nblocks, total, grads, lowp, o
                 k, cb, cd = _grad_coeffs(var[j], gamma[j], sums[j, 0], sums[j, 1], eps, count[j])
                 for blk in prange(nb):
                     i, e = i0 + blk * n // nb, i0 + (blk + 1) * n // nb
-                    _grad_planes(dy, x, mean[j], k, cb, cd, out, i, e)
-    return sums, finite, ok
+                    bad += _grad_planes(dy, x, mean[j], k, cb, cd, out, i, e)
+    return sums, finite, ok, bad

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab._checks import as_float_array, check_finite, compute_dtype
+from bnlab._checks import as_float_array, check_finite, check_overflow, compute_dtype
 from bnlab.kernels._numba import call_on_policy, njit_pair, prange
 
 __all__ = ["GroupNormCache", "group_norm_forward", "group_norm_backward", "check_groups"]
@@ -177,7 +177,10 @@ def group_norm_forward(
         mean_c, scale_c = np.repeat(mean, C // G, axis=1), np.repeat(rstd, C // G, axis=1) * g
         call_on_policy(_NORMALIZE, rank, x3.size, PARALLEL_MIN, x3, mean_c, scale_c, b, y)
     cache = GroupNormCache(x3, mean, rstd, None if gamma is None else g, np.shape(x), out_dtype)
-    return y.reshape(cache.shape).astype(out_dtype, copy=False), cache
+    with np.errstate(over="ignore"):  # float16: an overflow is refused below
+        out = y.reshape(cache.shape).astype(out_dtype, copy=False)
+    check_overflow(where, x3, out)
+    return out, cache
 
 
 def group_norm_backward(
@@ -215,8 +218,8 @@ def group_norm_backward(
         dx_args = (d3, x3, mean_c, rstd_c, gamma, k0_c, k1_c, dx)
         call_on_policy(_GRAD_INPUT, len(cache.shape), x3.size, PARALLEL_MIN, *dx_args)
     dt = x3.dtype
-    return (
-        dx.reshape(cache.shape).astype(cache.out_dtype, copy=False),
-        dgamma.astype(dt),
-        dbeta.astype(dt),
-    )
+    with np.errstate(over="ignore"):  # refused below
+        dx_out = dx.reshape(cache.shape).astype(cache.out_dtype, copy=False)
+        dgamma, dbeta = dgamma.astype(dt), dbeta.astype(dt)
+    check_overflow(where, d3, dx_out, dgamma, dbeta)
+    return dx_out, dgamma, dbeta

@@ -1,6 +1,7 @@
 """Per-channel moments of samples and their merge (population statistics, synchronized BN):
 :func:`moments` is the statistics pass of :func:`bnlab.kernels.batch_norm_forward` on its own;
-:func:`merge_moment_stack` merges many samples in order (one per rank), :func:`merge_moments` two.
+:func:`merge_moment_stack` merges many samples in order (one per rank), :func:`merge_moments` two;
+:func:`running_update` moves a BN layer's running moments towards a batch's.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from typing import Any
 import numpy as np
 
 from bnlab._checks import prepare_input
+from bnlab.kernels._numba import njit
 from bnlab.kernels.batchnorm import channel_view, compute_stats, group_bounds
+from bnlab.kernels.batchnorm_fused import all_finite
 
-__all__ = ["moments", "merge_moments", "merge_moment_stack"]
+__all__ = ["moments", "merge_moments", "merge_moment_stack", "running_update"]
 
 
 def moments(x: Any, *, axis: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
@@ -66,3 +69,25 @@ def merge_moment_stack(
         v_acc = np.where(both, v_new, np.where(take_b, var[p], v_acc))
         n_acc = tot
     return n_acc.astype(np.int64), m_acc, v_acc
+
+
+@njit(cache=True)
+def running_update(running_mean, running_var, mean, var, count, momentum, n):
+    """Per group j in order: ``n += 1``, ``running = (1 - w) * running + (w * batch) * f``
+    (float64, NumPy's order; stored in the buffers' dtypes) with ``w = momentum`` (< 0: 1/n,
+    the cumulative average), ``f = 1`` for the mean and ``m/(m-1)`` for the (unbiased) var.
+    Writes the buffers and returns n only if the results are finite (var >= 0); else -1."""
+    rm = running_mean.copy()
+    rv = running_var.copy()
+    for j in range(mean.shape[0]):
+        n += 1
+        w = 1.0 / n if momentum < 0 else momentum
+        f = count[j] / (count[j] - 1)
+        for c in range(rm.shape[0]):
+            rm[c] = (1.0 - w) * np.float64(rm[c]) + w * mean[j, c]
+            rv[c] = (1.0 - w) * np.float64(rv[c]) + (w * var[j, c]) * f
+    if not (all_finite(rm) and all_finite(rv)) or rv.min() < 0:  # < 0: set by hand
+        return -1
+    running_mean[:] = rm
+    running_var[:] = rv
+    return n

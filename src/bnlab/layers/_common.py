@@ -17,6 +17,7 @@ __all__ = [
     "like_input",
     "output_buffer",
     "pair",
+    "store_grads",
 ]
 
 
@@ -119,3 +120,22 @@ def output_buffer(
 def like_input(y: np.ndarray, x: Any) -> np.ndarray:
     """``y`` cast back to float16 when the layer's input was float16 (computed in float32)."""
     return y.astype(np.float16) if getattr(x, "dtype", None) == np.float16 else y
+
+
+def store_grads(grads: dict[str, np.ndarray], values: dict[str, np.ndarray], where: str) -> None:
+    """``grads[k][...] = v`` for each ``k, v`` of ``values`` once every ``v`` fits its gradient's
+    dtype (a float64 input's gradients rounded into a float32 layer can overflow): else a
+    FloatingPointError, nothing written."""
+    for k, v in values.items():
+        g = grads[k]
+        if v.dtype != g.dtype:
+            with np.errstate(over="ignore"):
+                fits = bool(np.isfinite(v.astype(g.dtype)).all())
+            if not fits and np.isfinite(v).all():
+                raise FloatingPointError(
+                    f"{where}: d{k} overflows the layer's {g.dtype} (its input is {v.dtype}); "
+                    f"nothing was updated. Use layer.astype(np.{v.dtype})"
+                )
+    for k, v in values.items():
+        g = grads[k]
+        g[...] = v if v.shape == g.shape else v.reshape(g.shape)

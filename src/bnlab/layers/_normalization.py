@@ -21,8 +21,7 @@ from bnlab.kernels.batchnorm import (
     batch_norm_inference,
     batch_norm_inference_backward,
 )
-from bnlab.kernels.batchnorm_fused import all_finite
-from bnlab.layers._common import BufferPool, output_buffer
+from bnlab.layers._common import BufferPool, output_buffer, store_grads
 from bnlab.layers.base import LAYER_REGISTRY, Layer
 
 __all__ = ["BatchNormBase", "is_int", "is_real"]
@@ -39,6 +38,7 @@ def is_real(v: Any) -> bool:
 
 
 KernelError = (TypeError, ValueError, FloatingPointError)
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def named(err: Exception, where: str) -> Exception:
@@ -213,6 +213,7 @@ class BatchNormBase(Layer):
         if not self.num_features:
             self.build(np.shape(x))  # a lazy BatchNorm(): num_features from the first input
         arr, ax = self._check_input(x)
+        self._check_state()
         out = self._out("y", arr.shape, arr.dtype)
         groups = None if not self.training else self._groups(arr.shape[0])
         try:
@@ -250,6 +251,41 @@ class BatchNormBase(Layer):
             )
         return arr, ax
 
+    def _check_state(self) -> None:
+        """ValueError for buffers replaced by hand (``buffers[k] = v``) the update cannot write in
+        place: float32/float64 ``(C,)`` statistics, an integer count ``()``. Assign into them
+        (``buffers[k][...] = v``) or use load_state_dict (which checks the values too)."""
+        b, C = self.buffers, (self.num_features,)
+        rm, rv, n = b.get("running_mean"), b.get("running_var"), b.get("num_batches_tracked")
+        if not b or (
+            type(rm) is type(rv) is type(n) is np.ndarray and rm.shape == rv.shape == C
+            and rm.dtype in _FLOATS and rv.dtype in _FLOATS and n.shape == ()
+            and n.dtype.kind in "iu"
+        ):  # fmt: skip
+            return
+        for key, v, want in (
+            ("running_mean", rm, C),
+            ("running_var", rv, C),
+            ("num_batches_tracked", n, ()),
+        ):
+            integer = not want
+            if (
+                type(v) is np.ndarray
+                and v.shape == want
+                and (v.dtype.kind in "iu" if integer else v.dtype in _FLOATS)
+            ):
+                continue
+            got = f"{type(v).__name__} {getattr(v, 'dtype', '')} {getattr(v, 'shape', '')}".strip()
+            kind = (
+                "an integer array of shape ()"
+                if integer
+                else f"a float32/float64 array of shape {want}"
+            )
+            raise ValueError(
+                f"{self._where}: buffers[{key!r}] must be {kind}, got {got}; assign into it "
+                f"(buffers[{key!r}][...] = v) or use load_state_dict"
+            )
+
     def _groups(self, n: int) -> list[tuple[int, int]] | None:
         """This process's rows of each ghost batch: rows [j k, (j+1) k) of the global batch."""
         k = self.virtual_batch_size
@@ -274,7 +310,15 @@ class BatchNormBase(Layer):
 
     def _check_buffers(self, new: dict[str, np.ndarray]) -> None:
         for key, value in new.items():
-            if value.dtype.kind == "f" and not all_finite(value):
+            old = self.buffers[key]
+            if old.dtype.kind == "f" and not (
+                np.isfinite(old).all() and (key != "running_var" or old.min() >= 0)
+            ):
+                raise ValueError(
+                    f"{self._where}: {key} holds NaN, Inf or (a variance) negative values, set by "
+                    "hand?; nothing was updated. Call reset_running_stats() or load a valid state"
+                )
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise FloatingPointError(
                     f"{self._where}: this batch would make {key} non-finite (it overflows "
                     f"{value.dtype}: |x| is too large for the running statistics' dtype); "
@@ -309,8 +353,7 @@ class BatchNormBase(Layer):
         except KernelError as err:
             raise named(err, self._where) from None
         if self.affine:
-            self.grads["gamma"][...] = dgamma
-            self.grads["beta"][...] = dbeta
+            store_grads(self.grads, {"gamma": dgamma, "beta": dbeta}, self._where)
         return dx
 
 

@@ -118,8 +118,14 @@ class Layer:
 
     # -- dtype -------------------------------------------------------------------------------
     def astype(self, dtype: Any) -> Layer:
-        """Cast parameters, gradients and floating buffers in place (like torch's ``.double()``)."""
+        """Cast parameters, gradients and floating buffers in place (like torch's ``.double()``)
+        to float32 or float64 (anything else is refused: float16 input is computed in float32)."""
         dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(
+                f"{self.name}.astype: dtype must be float32 or float64, got {dt} (float16 input "
+                "is computed in float32; integer or complex weights are not supported)"
+            )
         for store in (self.params, self.grads):
             for k, v in store.items():
                 store[k] = v.astype(dt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnlab.kernels.batchnorm import BatchNormCache, batch_norm_backward, batch_norm_forward
-from bnlab.kernels.batchnorm_fused import running_update
+from bnlab.kernels.moments import running_update
 from bnlab.layers._normalization import BatchNormBase
 
 __all__ = ["BatchNorm"]
@@ -39,8 +39,10 @@ class BatchNorm(BatchNormBase):
 
     Forward and backward are one call each of :func:`bnlab.kernels.batch_norm_forward` and
     ``batch_norm_backward``. Alone the layer returns new arrays; inside a Sequential, its own
-    buffers (overwritten by its next call). NaN/Inf in ``x`` or ``dy``, or statistics that
-    would overflow the buffers' dtype, raise FloatingPointError and change nothing; an empty
+    buffers (overwritten by its next call). NaN/Inf in ``x`` or ``dy``, statistics that
+    would overflow the buffers' dtype, or an output or gradient that overflows its dtype (gamma
+    3e38; a float64 input's dgamma beyond float32) raise FloatingPointError and change nothing
+    (buffers replaced by hand with arrays the update cannot write: ValueError); an empty
     training batch gives an empty output and changes nothing (PyTorch counts it in
     ``num_batches_tracked``). The backward reads the forward's ``x`` itself, not a copy (a
     float32/float64 C-contiguous input is not copied, for speed): changing ``x`` in place

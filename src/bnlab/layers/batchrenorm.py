@@ -86,8 +86,14 @@ class BatchRenorm(BatchNormBase):
 
     @property
     def moving_std(self) -> np.ndarray:
-        """sigma = sqrt(running_var + eps), float64."""
-        return np.sqrt(self.buffers["running_var"].astype(np.float64) + self.eps)
+        """sigma = sqrt(running_var + eps), float64 (ValueError for a negative running_var)."""
+        var = self.buffers["running_var"].astype(np.float64)
+        if not var.min(initial=0.0) >= 0:  # NaN too: set by hand
+            raise ValueError(
+                "moving_std: running_var holds NaN or negative values (set by hand?); call "
+                "reset_running_stats() or load a valid state"
+            )
+        return np.sqrt(var + self.eps)
 
     # -- schedule ----------------------------------------------------------------------------
     def _ramp(self, step: int | None, end: int, start_value: float, max_value: float) -> float:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from bnlab._checks import as_float_array
 from bnlab.initializers import InitSpec, initializer_config
 from bnlab.kernels._numba import in_threads
 from bnlab.kernels.im2col import add_bias, col2im, conv_output_size, im2col, same_padding
@@ -22,7 +23,7 @@ from bnlab.layers._common import (
     output_buffer,
     pair,
 )
-from bnlab.layers._weights import init_kernel_and_bias, regularizer_config
+from bnlab.layers._weights import check_weights, init_kernel_and_bias, regularizer_config
 from bnlab.layers.base import Layer
 from bnlab.runtime import chunk_threads, one_blas_thread
 
@@ -61,8 +62,19 @@ def _refuse_overflow(method: _M) -> _M:
         backward = method.__name__ == "backward"
         grads = {k: g.copy() for k, g in self.grads.items()} if backward else {}
         saved = self._x, self._cols
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = method(self, a, **kw)
+
+        def restore() -> None:  # the pooled patches hold this call's input: unfold again
+            self._x, self._cols = saved[0], None
+            for k, g in grads.items():
+                if isinstance(self.grads.get(k), np.ndarray):
+                    self.grads[k][...] = g
+
+        try:  # any failure (a chunk thread's too) leaves the layer as it was
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = method(self, a, **kw)
+        except BaseException:
+            restore()
+            raise
         results = ([out] if out is not None else []) + (list(self.grads.values()) * backward)
         if all(np.isfinite(r).all() for r in results):
             return out
@@ -70,9 +82,7 @@ def _refuse_overflow(method: _M) -> _M:
         sources += [saved[0]] if backward and saved[0] is not None else []
         if not all(np.isfinite(v).all() for v in sources):
             return out  # NaN/Inf in, NaN/Inf out
-        self._x, self._cols = saved[0], None  # the pooled patches hold this call's input
-        for k, g in grads.items():
-            self.grads[k][...] = g
+        restore()
         big = max(float(np.abs(v).max(initial=0)) for v in sources)
         raise FloatingPointError(
             f"{self.describe()}.{method.__name__}: finite values (up to {big:.3g} in magnitude) "
@@ -164,6 +174,11 @@ class Conv2D(Layer):
         return f"Conv2D({self.in_channels}->{self.out_channels}, {kh}x{kw})"
 
     @property
+    def kernel_shape(self) -> tuple[int, int, int, int]:
+        """W's shape, (kh, kw, in_channels, out_channels) (in_channels 0 until built)."""
+        return (*self.kernel_size, self.in_channels or 0, self.out_channels)
+
+    @property
     def winograd(self) -> bool:
         """True when forward and backward run Winograd F(2x2, 3x3) (see ``algorithm``)."""
         if self.kernel_size != (3, 3) or self.stride != (1, 1) or self.algorithm == "im2col":
@@ -224,7 +239,7 @@ class Conv2D(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = im2col(x) @ W2d + b, reshaped to (N, Ho, Wo, cout)."""
         self.build(np.shape(x))  # a lazy Conv2D(filters, kernel_size): W from the first input
-        W = self.params["W"]
+        W = check_weights(self.params, self.kernel_shape, self)
         arr = float_input(x, self.describe(), 4)
         out_shape = self.output_shape(arr.shape)
         arr = np.ascontiguousarray(arr, dtype=W.dtype)
@@ -269,12 +284,13 @@ class Conv2D(Layer):
         """Write dW, db = sum dy into ``grads``; return dx (None if not ``need_input_grad``)."""
         if self._x is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
-        x, W = self._x, self.params["W"]
-        out_shape = self.output_shape(x.shape)
+        x, W = self._x, check_weights(self.params, self.kernel_shape, self)
+        check_weights(self.grads, self.kernel_shape, self, W.dtype)
+        out_shape, where = self.output_shape(x.shape), f"{self.describe()}.backward"
         if np.shape(dy) != out_shape:
-            raise ValueError(
-                f"{self.describe()}.backward: dy must have shape {out_shape}, got {np.shape(dy)}"
-            )
+            raise ValueError(f"{where}: dy must have shape {out_shape}, got {np.shape(dy)}")
+        if np.asarray(dy).dtype.kind != "f":
+            as_float_array(dy, "dy", where=where)  # raises: no silent cast of ints, complex
         dy2d = np.ascontiguousarray(dy, dtype=W.dtype).reshape(-1, self.out_channels)
         if self.use_bias:
             ones = self._pool.get("ones", (dy2d.shape[0],), W.dtype)

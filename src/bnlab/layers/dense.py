@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab._checks import as_float_array
 from bnlab.initializers import InitSpec, initializer_config
 from bnlab.kernels._numba import in_threads
 from bnlab.kernels.dense import column_sums
@@ -18,7 +19,12 @@ from bnlab.layers._common import (
     like_input,
     output_buffer,
 )
-from bnlab.layers._weights import build_regularizer, init_kernel_and_bias, regularizer_config
+from bnlab.layers._weights import (
+    build_regularizer,
+    check_weights,
+    init_kernel_and_bias,
+    regularizer_config,
+)
 from bnlab.layers.base import Layer
 from bnlab.runtime import chunk_threads, one_blas_thread
 
@@ -84,6 +90,11 @@ class Dense(Layer):
     def describe(self) -> str:
         return f"Dense({self.in_features}->{self.out_features})"
 
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        """W's shape, (in_features, out_features) (in_features 0 until built)."""
+        return (self.in_features or 0, self.out_features)
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 2 or self.in_features not in (None, input_shape[1]):
             raise InputShapeError(self.describe(), f"(N, {self.in_features})", input_shape)
@@ -98,7 +109,7 @@ class Dense(Layer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """y = x W + b."""
         self.build(np.shape(x))  # a lazy Dense(units): W from the first input's shape
-        W = self.params["W"]
+        W = check_weights(self.params, self.kernel_shape, self)
         if type(x) is np.ndarray and x.ndim == 2 and x.dtype == W.dtype:
             arr = x  # the hot path of a training step: nothing to check or convert
         else:
@@ -124,9 +135,10 @@ class Dense(Layer):
         """
         if self._x is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
-        x, W = self._x, self.params["W"]
-        if type(dy) is not np.ndarray:
-            dy = np.asarray(dy)
+        x, W = self._x, check_weights(self.params, self.kernel_shape, self)
+        check_weights(self.grads, self.kernel_shape, self, W.dtype)
+        if type(dy) is not np.ndarray or dy.dtype.kind != "f":
+            dy = as_float_array(dy, "dy", where=f"{self.describe()}.backward", min_ndim=0)
         if dy.shape != (x.shape[0], self.out_features):
             raise ValueError(
                 f"{self.describe()}.backward: dy must have shape "

@@ -20,7 +20,7 @@ from bnlab.kernels.groupnorm import (
     group_norm_backward,
     group_norm_forward,
 )
-from bnlab.layers._common import InputShapeError, last_axis
+from bnlab.layers._common import InputShapeError, last_axis, store_grads
 from bnlab.layers.base import Layer
 
 __all__ = ["GroupNorm", "LayerNorm"]
@@ -80,10 +80,8 @@ class _Norm(Layer):
         if self._cache is None:
             raise RuntimeError(f"{self.describe()}.backward called before forward")
         dx, dgamma, dbeta = group_norm_backward(dy, self._cache)
-        if "gamma" in self.grads:
-            self.grads["gamma"][...] = dgamma.reshape(self.grads["gamma"].shape)
-        if "beta" in self.grads:
-            self.grads["beta"][...] = dbeta.reshape(self.grads["beta"].shape)
+        new = {"gamma": dgamma, "beta": dbeta}
+        store_grads(self.grads, {k: v for k, v in new.items() if k in self.grads}, self.describe())
         return dx if need_input_grad else None
 
 

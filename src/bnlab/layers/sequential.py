@@ -55,7 +55,7 @@ class Sequential(Layer):
         name: str | None = None,
         kernel_threads: int | None = None,
     ) -> None:
-        check_thread_count(kernel_threads, "Sequential: kernel_threads")
+        kernel_threads = check_thread_count(kernel_threads, "Sequential: kernel_threads")
         built: list[Layer] = []
         for i, layer in enumerate(layers):
             if isinstance(layer, dict):  # {"type": ..., "config": ...} from get_config()
