@@ -41,16 +41,6 @@ def test_images_get_image_threads_dense_data_gets_numba_threads() -> None:
         runtime.set_image_threads(old)
 
 
-def test_gomp_spincount_is_set_before_libgomp_loads() -> None:
-    code = "import os, bnlab.kernels; print(os.environ.get('GOMP_SPINCOUNT'))"
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.stdout.strip() == "20000", done.stderr
-    env["GOMP_SPINCOUNT"] = "7"  # the user's value wins
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.stdout.strip() == "7", done.stderr
-
-
 def test_set_image_threads_returns_old_and_applies() -> None:
     old = runtime.set_image_threads(1)
     try:

@@ -39,10 +39,7 @@ sets Numba's own count for the calling thread and returns the previous one.
 The Numba threading layer is chosen here (:func:`configure_threading_layer`, called when
 ``bnlab.kernels`` is imported), once, before any thread pool starts: ``omp`` (the ``workqueue``
 layer cost about 1 ms per call), else ``tbb``, else ``workqueue``; the environment variable
-``NUMBA_THREADING_LAYER`` overrides. With ``omp``, ``GOMP_SPINCOUNT`` defaults to 20000 (set
-before libgomp is loaded; libgomp's own default spins about a millisecond after each parallel
-loop, holding the cores that the layers' chunk threads need next; a value in the environment,
-or a libgomp already loaded by another package, wins). This module imports neither NumPy nor
+``NUMBA_THREADING_LAYER`` overrides. This module imports neither NumPy nor
 Numba itself, so :func:`default_blas_threads_env` can still run before NumPy is loaded.
 
 Memory (:func:`configure_allocator`, also called when ``bnlab.kernels`` is imported): every
@@ -111,7 +108,6 @@ def _pick_threading_layer(numba: Any) -> str:
 
 
 THREADING_LAYER: str = ""  # set by configure_threading_layer()
-_GOMP_SPINCOUNT = "20000"  # libgomp's default 300000 spins ~1 ms after every parallel loop
 _NB: dict[str, Any] = {}  # numba's get/set_num_threads and NUMBA_NUM_THREADS, once configured
 
 
@@ -154,7 +150,6 @@ def configure_threading_layer() -> str:
     """Choose Numba's threading layer (once; see the module docstring) and return it."""
     global THREADING_LAYER
     if not _NB:
-        os.environ.setdefault("GOMP_SPINCOUNT", _GOMP_SPINCOUNT)  # read when libgomp loads
         import numba
 
         THREADING_LAYER = _pick_threading_layer(numba)
