@@ -225,3 +225,26 @@ def test_every_compiled_write_loop_reports_an_overflow(shape: Any, axis: int, th
         cache = K.batch_norm_forward(x, np.full(5, 1e30), ZEROS, axis=axis)[1]
         with pytest.raises(FloatingPointError, match="non-finite output"):
             K.batch_norm_backward(dy, cache)
+
+
+def test_winograd_kernels_refuse_aliased_or_unusable_outputs_and_arguments() -> None:
+    x = RNG.normal(size=(1, 6, 6, 4)).astype(np.float32)
+    W = RNG.normal(size=(3, 3, 4, 4)).astype(np.float32)
+    dy = RNG.normal(size=(1, 6, 6, 4)).astype(np.float32)
+    read_only = np.empty_like(x)
+    read_only.flags.writeable = False
+    for out, words in ((x, "shares memory"), (read_only, "writeable"), ([0.0], "numpy array")):
+        with pytest.raises((TypeError, ValueError), match=f"out {words}|out must .*{words}"):
+            K.winograd_conv3x3(x, W, out=out)
+    for kw in ({"dx_out": dy}, {"dx_out": x}, {"dW_out": W}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} shares memory"):
+            K.winograd_conv3x3_backward(x, W, dy, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dW_out must have"):
+        K.winograd_conv3x3_backward(x, W, dy, dW_out=np.empty((3, 3, 4, 5), np.float32))
+    for bad in ({"pads": (1.5, 1, 1, 1)}, {"b": np.ones(4, complex)}, {"b": "abcd"}):
+        with pytest.raises((TypeError, ValueError), match="pads|b must be"):
+            K.winograd_conv3x3(x, W, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="x must be"):
+        K.winograd_conv3x3(x.tolist(), W)  # type: ignore[arg-type]
+    y = K.winograd_conv3x3(x, W, b=[1, 2, 3, 4])  # a list of numbers is a bias
+    assert np.isfinite(y).all()
