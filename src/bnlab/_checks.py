@@ -9,7 +9,8 @@ import numpy as np
 
 __all__ = ["as_float_array", "check_finite", "check_feature_axis", "compute_dtype", "check_eps"]
 __all__ += ["prepare_input", "check_out"]
-__all__ += ["check_real", "check_int", "check_bool", "as_generator", "pairs", "check_overflow"]
+__all__ += ["check_real", "check_int", "check_ints", "check_bool", "as_generator", "pairs"]
+__all__ += ["check_overflow"]
 
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -96,25 +97,28 @@ def prepare_input(x: Any, axis: int, *, where: str) -> tuple[np.ndarray, int, np
     return np.ascontiguousarray(arr, dtype=compute_dtype(arr.dtype)), ax, arr.dtype
 
 
-def check_out(out: Any, shape: tuple[int, ...], dtype: Any, *inputs: Any, where: str) -> None:
-    """Refuse all but a writeable C-contiguous ``shape``/``dtype`` array apart from ``inputs``."""
+def check_out(
+    out: Any, shape: tuple[int, ...], dtype: Any, *inputs: Any, where: str, name: str = "out"
+) -> None:
+    """Refuse all but a writeable C-contiguous ``shape``/``dtype`` array apart from ``inputs``
+    (``name``: the argument's name in the messages)."""
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"{where}: out must be a numpy array or None, got {type(out).__name__}")
+        raise TypeError(f"{where}: {name} must be a numpy array or None, got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(
-            f"{where}: out must have the result's shape {shape} and dtype {dtype}, got shape "
+            f"{where}: {name} must have the result's shape {shape} and dtype {dtype}, got shape "
             f"{out.shape} and dtype {out.dtype}; allocate it with np.empty_like(x)"
         )
     if not ((flags := out.flags).c_contiguous and flags.writeable):
         raise ValueError(
-            f"{where}: out must be C-contiguous and writeable (the kernels write it as one "
+            f"{where}: {name} must be C-contiguous and writeable (the kernels write it as one "
             "block); pass np.empty_like(x) or a contiguous copy"
         )
     for i, arr in enumerate(inputs):
         if (not i or arr is not inputs[i - 1]) and np.may_share_memory(out, arr):
             raise ValueError(
-                f"{where}: out shares memory with an input; pass a separate array (the "
-                "kernels read their inputs while writing out)"
+                f"{where}: {name} shares memory with an input; pass a separate array (the "
+                "kernels read their inputs while writing it)"
             )
 
 
@@ -154,6 +158,13 @@ def check_int(value: Any, name: str, *, where: str, low: int = 0, high: int | No
         top = "" if high is None else f" and <= {high}"
         raise ValueError(f"{where}: {name} must be >= {low}{top}, got {value!r}")
     return int(value)
+
+
+def check_ints(value: Any, name: str, n: int, *, where: str, low: int = 0) -> tuple[int, ...]:
+    """``value`` (tuple or list) as ``n`` ints >= ``low``, else a TypeError/ValueError naming it."""
+    if not isinstance(value, tuple | list) or len(value) != n:
+        raise TypeError(f"{where}: {name} must be a tuple of {n} ints, got {value!r:.40}")
+    return tuple(check_int(v, name, where=where, low=low) for v in value)
 
 
 def check_bool(value: Any, name: str, *, where: str) -> bool:

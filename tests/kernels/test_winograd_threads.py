@@ -77,7 +77,7 @@ def test_an_error_on_a_chunk_thread_reaches_the_caller_and_blas_threads_are_rest
     before = calls[0]() if calls else None
     x, W, _ = _data()
     bad_out = np.empty((9, 11, 10, 6), np.float64)  # wrong dtype: refused before any thread
-    with runtime.kernel_threads(2), pytest.raises(ValueError, match="out must be"):
+    with runtime.kernel_threads(2), pytest.raises(ValueError, match="out must have"):
         winograd_conv3x3(x, W, out=bad_out, chunk_bytes=CHUNK)
 
     from bnlab.kernels._numba import in_threads

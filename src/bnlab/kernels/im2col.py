@@ -16,12 +16,10 @@ serial versions release the GIL (Conv2D runs pieces of a batch on threads of its
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from bnlab._checks import check_int
+from bnlab._checks import check_ints
 from bnlab.kernels._numba import call_on_policy, njit_pair, prange
 
 __all__ = [
@@ -147,13 +145,6 @@ def _im2col_pixels_nb(x, kh, kw, sh, sw, pt, pl, ho, wo, out):
 PIXEL_COPY_MIN_CHANNELS = 16
 
 
-def _ints(name: str, value: Any, n: int, low: int) -> tuple[int, ...]:
-    """``value`` as ``n`` ints >= ``low``, or a TypeError/ValueError naming it (im2col)."""
-    if not isinstance(value, tuple | list) or len(value) != n:
-        raise TypeError(f"im2col: {name} must be a tuple of {n} ints, got {value!r:.40}")
-    return tuple(check_int(v, name, where="im2col", low=low) for v in value)
-
-
 def im2col(
     x: np.ndarray,
     kernel: tuple[int, int],
@@ -168,9 +159,9 @@ def im2col(
     measured about twice as fast as copying the strided view of :func:`im2col_strided` (the
     readable reference) on the cifar10_cnn shapes.
     """
-    kh, kw = _ints("kernel", kernel, 2, 1)
-    sh, sw = _ints("stride", stride, 2, 1)
-    pt, pb, pl, pr = _ints("pads", pads, 4, 0)
+    kh, kw = check_ints(kernel, "kernel", 2, where="im2col", low=1)
+    sh, sw = check_ints(stride, "stride", 2, where="im2col", low=1)
+    pt, pb, pl, pr = check_ints(pads, "pads", 4, where="im2col")
     n, h, w, c = x.shape
     ho = conv_output_size(h, kh, sh, pt + pb)
     wo = conv_output_size(w, kw, sw, pl + pr)

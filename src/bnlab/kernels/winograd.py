@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from bnlab._checks import check_ints, check_out
 from bnlab.kernels._numba import call_on_policy, in_threads, njit, njit_pair, prange
 from bnlab.kernels.winograd_weights import TransformCache, winograd_weights_grad
 from bnlab.runtime import chunk_threads
@@ -236,13 +237,17 @@ def _arrays(get: Scratch, t: int, size: int, k: int, c: int, cout: int, dtype: A
     return V, M
 
 
-def _check(x: np.ndarray, W: np.ndarray, name: str) -> None:
-    shapes_fit = x.ndim == 4 and W.ndim == 4 and W.shape[:3] == (3, 3, x.shape[3])
-    if not shapes_fit or x.dtype != W.dtype or x.dtype.kind != "f":
+def _check(x: Any, W: Any, name: str, pads: Any, b: Any = None) -> None:
+    """An error naming it unless x, W are float32/64 arrays that fit, pads 4 ints >= 0, b (C,)."""
+    ok = type(x) is type(W) is np.ndarray and x.ndim == W.ndim == 4 and x.dtype == W.dtype
+    if not ok or W.shape[:3] != (3, 3, x.shape[3]) or x.dtype not in (np.float32, np.float64):
         raise ValueError(
-            f"{name}: x must be (N, H, W, C) and W (3, 3, C, Cout) of the same float dtype, "
-            f"got {x.dtype} {x.shape} and {W.dtype} {W.shape}"
+            f"{name}: x must be (N, H, W, C) and W (3, 3, C, Cout) of the same float dtype "
+            f"(float32/64), got {getattr(x, 'dtype', x)!r:.30} {np.shape(x)} and {np.shape(W)}"
         )
+    check_ints(pads, "pads", 4, where=name)
+    if b is not None and (np.shape(b) != (W.shape[3],) or np.asarray(b).dtype.kind not in "fiu"):
+        raise ValueError(f"{name}: b must be ({W.shape[3]},) real numbers, got {b!r:.40}")
 
 
 def winograd_conv3x3(
@@ -265,17 +270,14 @@ def winograd_conv3x3(
     a fresh process pays page faults for fresh ones); ``cache``, if given, keeps U between
     calls (:class:`~bnlab.kernels.winograd_weights.TransformCache`: the bits of a fresh U).
     """
-    _check(x, W, "winograd_conv3x3")
+    _check(x, W, "winograd_conv3x3", pads, b)
     n, _, _, c = x.shape
     cout = W.shape[3]
-    if b is not None and np.shape(b) != (cout,):
-        raise ValueError(f"winograd_conv3x3: b must have shape ({cout},), got {np.shape(b)}")
     shape = (n, *_geometry(x.shape, pads)[:2], cout)
     if out is None:
         out = np.empty(shape, dtype=x.dtype)
-    elif out.shape != shape or out.dtype != x.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"winograd_conv3x3: out must be a C-contiguous {x.dtype} {shape} array")
-    bias = np.zeros(cout, x.dtype) if b is None else b.astype(x.dtype, copy=False)
+    check_out(out, shape, x.dtype, x, where="winograd_conv3x3")  # out = x: bands read it late
+    bias = np.zeros(cout, x.dtype) if b is None else np.asarray(b).astype(x.dtype, copy=False)
     x, get = np.ascontiguousarray(x), scratch or _empty
     U = (cache or TransformCache()).get(W)
     pieces = _pieces(x, cout, pads, chunk_bytes, threads := chunk_threads())
@@ -349,19 +351,17 @@ def winograd_conv3x3_backward(
     / W's shape; ``chunk_bytes`` (dW's sum over chunks rounds with it), ``scratch`` and
     ``cache`` (U and U^T) as in :func:`winograd_conv3x3`.
     """
-    _check(x, W, "winograd_conv3x3_backward")
+    where = "winograd_conv3x3_backward"
+    _check(x, W, where, pads)
     n, _, _, c = x.shape
     cout = W.shape[3]
     ho, wo, th, tw = _geometry(x.shape, pads)
-    if dy.shape != (n, ho, wo, cout):
-        raise ValueError(
-            f"winograd_conv3x3_backward: dy must be {(n, ho, wo, cout)}, got {dy.shape}"
-        )
-    dx = None
-    if need_dx:
-        dx = np.empty(x.shape, x.dtype) if dx_out is None else dx_out
-        if dx.shape != x.shape or dx.dtype != x.dtype or not dx.flags.c_contiguous:
-            raise ValueError(f"winograd_conv3x3_backward: dx_out must be C-contiguous {x.shape}")
+    if np.shape(dy) != (n, ho, wo, cout) or np.asarray(dy).dtype.kind != "f":
+        raise ValueError(f"{where}: dy must be a float {(n, ho, wo, cout)} array, got {dy!r:.60}")
+    dx = (np.empty(x.shape, x.dtype) if dx_out is None else dx_out) if need_dx else None
+    for name, o, want in (("dx_out", dx, x.shape), ("dW_out", dW_out, W.shape)):
+        if o is not None:  # apart from x, W and dy: each is read while these are written
+            check_out(o, want, x.dtype, x, W, dy, where=where, name=name)
     x, dy, get = np.ascontiguousarray(x), np.ascontiguousarray(dy, dtype=x.dtype), scratch or _empty
     cache = cache or TransformCache()
     cache.get(W)
