@@ -14,9 +14,11 @@ array of rank ``rank``:
    Keras cifar10_cnn step took 135 ms with Numba on 2 threads against 83 ms on 1, on the
    2-core development machine. Numba's own worker threads spin after a parallel loop in the
    same way, and held the cores the layers' chunk threads needed next (the same step, now:
-   30 ms with image kernels on 1 thread, 48-58 ms on 2). An image of ``LARGE_IMAGE``
-   elements or more keeps a kernel busy for milliseconds, and gets Numba's threads (batch
-   norm forward + backward at (64, 28, 28, 256): 37 ms on 1 thread, 20 ms on 2);
+   30 ms with image kernels on 1 thread, 48-58 ms on 2). The batch-norm passes over an image
+   of ``LARGE_IMAGE`` elements or more (``kernel_thread_count(rank, size)``) keep a kernel
+   busy for milliseconds, and get Numba's threads (forward + backward at (64, 28, 28, 256):
+   37 ms on 1 thread, 20 ms on 2); ReLU and pooling do not (the folded net's inference at
+   batch 256, 8 Mi elements a layer, was 10-15% slower with them on 2 threads);
 3. otherwise Numba's thread count (dense data: an MLP's products are too small for BLAS to
    start its threads).
 

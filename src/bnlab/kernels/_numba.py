@@ -67,7 +67,7 @@ def njit_pair(body: Callable[..., Any], nogil: bool = False) -> KernelPair:
 def call_on_policy(pair: KernelPair, rank: int, size: int, min_size: int, *args: Any) -> Any:
     """Run ``pair`` (from :func:`njit_pair`) on the threads the runtime policy gives data of
     this rank (``bnlab.runtime.kernel_thread_count``); serially below ``min_size`` elements."""
-    n = kernel_thread_count(rank, size) if size >= min_size else 1
+    n = kernel_thread_count(rank) if size >= min_size else 1
     if n <= 1:
         return pair[0](*args)
     return run_on_threads(n, pair[1], *args)
