@@ -206,3 +206,26 @@ def test_bnlab_malloc_system_leaves_glibc_alone_and_bad_values_are_refused() -> 
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "BNLAB_MALLOC='fast'" in bad.stderr and "'system'" in bad.stderr
+
+
+def test_get_num_threads_fast_path_follows_set_and_threads() -> None:
+    """The threading layer's own getter (after the launch) gives what Numba's public one does:
+    after set_num_threads, in another thread, inside kernel_threads."""
+    import threading
+
+    import numba
+
+    old = runtime.get_num_threads()
+    try:
+        for n in (1, old):
+            runtime.set_num_threads(n)
+            assert runtime.get_num_threads() == numba.get_num_threads() == n
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(runtime.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [numba.config.NUMBA_NUM_THREADS]
+        with runtime.kernel_threads(1):
+            assert runtime.kernel_thread_count(2) == 1
+    finally:
+        runtime.set_num_threads(old)

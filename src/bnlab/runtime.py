@@ -157,15 +157,27 @@ def configure_threading_layer() -> str:
         THREADING_LAYER = _pick_threading_layer(numba)
         setattr(numba.config, "THREADING_LAYER", THREADING_LAYER)  # noqa: B010 (untyped)
         _NB["get"], _NB["set"] = numba.get_num_threads, numba.set_num_threads
+        _NB["parallel"] = importlib.import_module("numba.np.ufunc.parallel")
         _NB["max"] = int(getattr(numba.config, "NUMBA_NUM_THREADS"))  # noqa: B009
     return THREADING_LAYER
 
 
 def get_num_threads() -> int:
-    """Numba's thread count for the calling thread (configures the threading layer first)."""
+    """Numba's thread count for the calling thread (configures the threading layer first).
+
+    Once Numba's public ``get_num_threads`` has launched its threads, the threading layer's
+    own getter answers (0.13 us against 0.84 us a call; every kernel asks, about 30 times in
+    an MLP step); a non-positive answer falls back to the public call."""
+    fast = _NB.get("fast")
+    if fast is not None:
+        n = int(fast())
+        if n > 0:
+            return n
     if not _NB:
         configure_threading_layer()
-    return int(_NB["get"]())
+    n = int(_NB["get"]())
+    _NB["fast"] = getattr(_NB["parallel"], "_get_num_threads", None)  # set by the launch
+    return n
 
 
 def set_num_threads(n: int) -> None:
