@@ -222,10 +222,16 @@ def worker(bn: bool, path: str, steps: int, batch: int = EVAL_BATCH) -> dict[str
         step()
         totals.append(_now() - t)
         clock.end_step()
-    labels = list(clock.steps[0])
-    med = statistics.median
+    # every region seen in any step (a region timed on a chunk thread can nest under another
+    # thread's, or be missed in a step): a step without it counts 0
+    labels = list(dict.fromkeys(k for s in clock.steps for k in s))
+    med, zero = statistics.median, (0.0, 0)
     rows = {
-        k: [med(s[k][0] for s in clock.steps), med(s[k][1] for s in clock.steps)] for k in labels
+        k: [
+            med(s.get(k, zero)[0] for s in clock.steps),
+            med(s.get(k, zero)[1] for s in clock.steps),
+        ]
+        for k in labels
     }
     gemms = clock.gemms
     rates = {}  # best of two rounds: a shared machine's noise only ever slows a product down
