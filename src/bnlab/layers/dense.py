@@ -8,7 +8,8 @@ import numpy as np
 
 from bnlab._checks import as_float_array
 from bnlab.initializers import InitSpec, initializer_config
-from bnlab.kernels.dense import column_sums, split_matmul
+from bnlab.kernels.dense import column_sums
+from bnlab.kernels.gemm import split_matmul
 from bnlab.kernels.im2col import add_bias
 from bnlab.layers._common import (
     BufferPool,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bnlab import runtime
-from bnlab.kernels import dense as kdense
-from bnlab.kernels.dense import split_matmul
+from bnlab.kernels import gemm as kgemm
+from bnlab.kernels.gemm import split_matmul
 from bnlab.layers import Dense
 
 needs_blas = pytest.mark.skipif(
@@ -54,8 +54,8 @@ def test_every_layout_against_float64_and_the_same_bits_twice(shape, threads, dt
 def test_the_blocks_run_in_parallel_on_numba_threads(monkeypatch):
     """The compiled kernel is what runs (with one block per thread), not a fallback."""
     calls = []
-    kernel = kdense._split_gemm
-    monkeypatch.setattr(kdense, "_split_gemm", lambda *a: calls.append(len(a[-1])) or kernel(*a))
+    kernel = kgemm._split_gemm
+    monkeypatch.setattr(kgemm, "_split_gemm", lambda *a: calls.append(len(a[-1])) or kernel(*a))
     rng = np.random.default_rng(0)
     a, b = _operands(rng, 60, 784, 100, np.float32, "C", "C")
     out = np.empty((60, 100), np.float32)
@@ -104,7 +104,7 @@ def test_what_it_does_not_split_is_np_matmul_itself(case):
 
 
 def test_without_openblas_it_is_np_matmul(monkeypatch):
-    monkeypatch.setattr(kdense, "openblas_gemm", lambda: None)
+    monkeypatch.setattr(kgemm, "openblas_gemm", lambda: None)
     rng = np.random.default_rng(2)
     a, b = _operands(rng, 60, 784, 100, np.float32, "C", "F")
     _same_as_matmul(a, b, np.empty((60, 100), np.float32))
