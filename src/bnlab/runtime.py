@@ -23,9 +23,10 @@ array of rank ``rank``:
    start its threads).
 
 Layers that split their work into independent pieces (Conv2D: chunks of images, or bands of
-one image; Dense: a large product's blocks of rows or columns, one BLAS call each on Numba's
-threads, ``bnlab.kernels.dense.split_matmul``) run them on :func:`chunk_threads` threads of
-their own instead, serial kernels and BLAS on one thread in each; :func:`one_blas_thread`
+one image; a wide Dense: blocks of output columns) run them on :func:`chunk_threads` threads
+of their own instead, serial kernels and BLAS on one thread in each (a smaller Dense splits a
+large product on Numba's threads, ``bnlab.kernels.gemm.split_matmul``, as dense data's kernels
+run by rule 3); :func:`one_blas_thread`
 keeps Conv2D's and Dense's products on one BLAS thread whenever that count is above one, so
 OpenBLAS never starts spinning threads in a step.
 
@@ -321,7 +322,7 @@ def openblas_gemm() -> dict[Any, Any] | None:
     """The ``cblas_sgemm`` and ``cblas_dgemm`` of NumPy's bundled OpenBLAS as ctypes functions,
     keyed by NumPy's float32 and float64 dtypes (row-major CBLAS arguments, integers of the
     library's width), for compiled code that calls BLAS on several threads itself
-    (:func:`bnlab.kernels.dense.split_matmul`); None where that library is not found."""
+    (:func:`bnlab.kernels.gemm.split_matmul`); None where that library is not found."""
     import numpy as np
 
     found = _openblas()

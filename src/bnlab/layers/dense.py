@@ -8,6 +8,7 @@ import numpy as np
 
 from bnlab._checks import as_float_array
 from bnlab.initializers import InitSpec, initializer_config
+from bnlab.kernels._numba import in_threads
 from bnlab.kernels.dense import column_sums
 from bnlab.kernels.gemm import split_matmul
 from bnlab.kernels.im2col import add_bias
@@ -30,11 +31,14 @@ from bnlab.runtime import chunk_threads, one_blas_thread
 
 __all__ = ["Dense", "regularizer_config", "build_regularizer"]
 
-# Products split over ``chunk_threads()`` (``split_matmul``: blocks of output columns, multiples
-# of 64, or of rows for narrow outputs): those of a layer of at least SPLIT_MIN_WEIGHTS weights
-# (2304 x 512 at batch 32: columns, as always) and any of at least SPLIT_MIN_PRODUCT
-# multiply-adds (an MLP's 784 -> 100 at batch 60: 4.7 M, 108 -> 78 us; 100 -> 100 at 0.6 M
-# loses: 13 -> 15 us).
+# A layer of at least SPLIT_MIN_WEIGHTS weights (a conv net's head: 2304 x 512) cuts its
+# products by output columns (multiples of 64) over ``chunk_threads()`` Python threads, BLAS on
+# one thread in each, as the conv layers beside it do; a smaller one splits any product of at
+# least SPLIT_MIN_PRODUCT multiply-adds on Numba's threads (``split_matmul``: an MLP's
+# 784 -> 100 at batch 60, 4.7 M, 108 -> 71 us in a step, where the pool's wake-up alone costs
+# 50-80 us; 100 -> 100 at 0.6 M loses, 13 -> 15 us). Numba's threads on the head instead: the
+# cifar10_cnn step 30.6 -> 37.1 ms (its workers spin after the loop, into the conv layers'
+# chunk threads).
 SPLIT_MIN_WEIGHTS = 2**18
 SPLIT_MIN_PRODUCT = 2**20
 
@@ -159,18 +163,23 @@ class Dense(Layer):
         return dx
 
     def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-        """out = a @ b, split over ``chunk_threads()`` (``split_matmul``) for a large layer or
-        product (not for one example: BLAS's own threads, see ``blas_on_one_thread``)."""
+        """out = a @ b, split over ``chunk_threads()`` for a large layer or product (the rules
+        above; not for one example: BLAS's own threads, see ``blas_on_one_thread``)."""
         threads = chunk_threads()
-        if (
-            threads <= 1
-            or len(a) == 1
-            or self.params["W"].size < SPLIT_MIN_WEIGHTS
-            and a.shape[0] * a.shape[1] * b.shape[1] < SPLIT_MIN_PRODUCT
-        ):
+        if threads <= 1 or len(a) == 1:
             np.matmul(a, b, out=out)
-            return
-        split_matmul(a, b, out, threads)
+        elif self.params["W"].size >= SPLIT_MIN_WEIGHTS:
+            width = -(-b.shape[1] // (64 * threads)) * 64
+
+            def work(t: int) -> None:
+                cols = slice(t * width, (t + 1) * width)
+                np.matmul(a, b[:, cols], out=out[:, cols])
+
+            in_threads(-(-b.shape[1] // width), work)
+        elif a.shape[0] * a.shape[1] * b.shape[1] >= SPLIT_MIN_PRODUCT:
+            split_matmul(a, b, out, threads)
+        else:
+            np.matmul(a, b, out=out)
 
     def astype(self, dtype: Any) -> Dense:
         super().astype(dtype)
