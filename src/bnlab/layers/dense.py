@@ -33,13 +33,15 @@ __all__ = ["Dense", "regularizer_config", "build_regularizer"]
 
 # A layer of at least SPLIT_MIN_WEIGHTS weights (a conv net's head: 2304 x 512) cuts its
 # products by output columns (multiples of 64) over ``chunk_threads()`` Python threads, BLAS on
-# one thread in each, as the conv layers beside it do; a smaller one splits any product of at
-# least SPLIT_MIN_PRODUCT multiply-adds on Numba's threads (``split_matmul``: an MLP's
-# 784 -> 100 at batch 60, 4.7 M, 108 -> 71 us in a step, where the pool's wake-up alone costs
-# 50-80 us; 100 -> 100 at 0.6 M loses, 13 -> 15 us). Numba's threads on the head instead: the
-# cifar10_cnn step 30.6 -> 37.1 ms (its workers spin after the loop, into the conv layers'
-# chunk threads).
+# one thread in each, as the conv layers beside it do. A layer of at least NUMBA_MIN_WEIGHTS
+# splits any product of at least SPLIT_MIN_PRODUCT multiply-adds on Numba's threads instead
+# (``split_matmul``: an MLP's 784 -> 100 at batch 60, 4.7 M, 108 -> 71 us in a step, where the
+# pool's wake-up alone costs 50-80 us; 100 -> 100 at 0.6 M loses, 13 -> 15 us). Numba's threads
+# on the head instead: the cifar10_cnn step 30.6 -> 37.1 ms (its workers spin after the loop,
+# into the conv layers' chunk threads); hence not for a small classifier (512 -> 10) either,
+# whose product at batch 256 (1.3 M) would gain a few microseconds.
 SPLIT_MIN_WEIGHTS = 2**18
+NUMBA_MIN_WEIGHTS = 2**16
 SPLIT_MIN_PRODUCT = 2**20
 
 
@@ -176,7 +178,10 @@ class Dense(Layer):
                 np.matmul(a, b[:, cols], out=out[:, cols])
 
             in_threads(-(-b.shape[1] // width), work)
-        elif a.shape[0] * a.shape[1] * b.shape[1] >= SPLIT_MIN_PRODUCT:
+        elif (
+            self.params["W"].size >= NUMBA_MIN_WEIGHTS
+            and a.shape[0] * a.shape[1] * b.shape[1] >= SPLIT_MIN_PRODUCT
+        ):
             split_matmul(a, b, out, threads)
         else:
             np.matmul(a, b, out=out)
