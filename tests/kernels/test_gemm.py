@@ -12,7 +12,6 @@ import pytest
 from bnlab import runtime
 from bnlab.kernels import gemm as kgemm
 from bnlab.kernels.gemm import split_matmul
-from bnlab.layers import Dense
 
 needs_blas = pytest.mark.skipif(
     runtime.openblas_gemm() is None or runtime.fp_exception_calls() is None,
@@ -131,22 +130,3 @@ def test_overflow_is_reported_as_np_matmul_reports_it():
         warnings.simplefilter("error")
         split_matmul(np.ones_like(a), b, out, 2)
     assert (out == 784).all()
-
-
-@pytest.mark.parametrize("threads", [2, 3])
-def test_an_mlp_layer_is_deterministic_on_threads_and_close_to_one_thread(threads):
-    """Dense(784 -> 100) at batch 60 (>= SPLIT_MIN_PRODUCT multiply-adds): y, dW, dx."""
-    rng = np.random.default_rng(3)
-    layer = Dense(784, 100, seed=1)
-    x = rng.random((60, 784)).astype(np.float32)
-    dy = rng.standard_normal((60, 100)).astype(np.float32)
-
-    def run(n):
-        with runtime.kernel_threads(n):
-            y = layer.forward(x).copy()
-            return y, layer.backward(dy).copy(), layer.grads["W"].copy()
-
-    one, first, second = run(1), run(threads), run(threads)
-    for a, b, c in zip(one, first, second, strict=True):
-        assert b.tobytes() == c.tobytes()
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.abs(a).max()))
