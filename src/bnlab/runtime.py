@@ -23,10 +23,8 @@ array of rank ``rank``:
    start its threads).
 
 Layers that split their work into independent pieces (Conv2D: chunks of images, or bands of
-one image; a wide Dense: blocks of output columns) run them on :func:`chunk_threads` threads
-of their own instead, serial kernels and BLAS on one thread in each (a smaller Dense splits a
-large product on Numba's threads, ``bnlab.kernels.gemm.split_matmul``, as dense data's kernels
-run by rule 3); :func:`one_blas_thread`
+one image; Dense: one example's output columns) run them on :func:`chunk_threads` threads of
+their own instead, serial kernels and BLAS on one thread in each; :func:`one_blas_thread`
 keeps Conv2D's and Dense's products on one BLAS thread whenever that count is above one, so
 OpenBLAS never starts spinning threads in a step.
 
@@ -78,8 +76,6 @@ __all__ = [
     "blas_threads",
     "check_thread_count",
     "chunk_threads",
-    "fp_exception_calls",
-    "openblas_gemm",
     "openblas_thread_calls",
     "one_blas_thread",
     "run_on_one_blas_thread",
@@ -318,58 +314,6 @@ def _openblas() -> tuple[Any, Callable[[], int], Callable[[int], None]] | None:
 
 
 @functools.lru_cache(maxsize=1)
-def openblas_gemm() -> dict[Any, Any] | None:
-    """The ``cblas_sgemm`` and ``cblas_dgemm`` of NumPy's bundled OpenBLAS as ctypes functions,
-    keyed by NumPy's float32 and float64 dtypes (row-major CBLAS arguments, integers of the
-    library's width), for compiled code that calls BLAS on several threads itself
-    (:func:`bnlab.kernels.gemm.split_matmul`); None where that library is not found."""
-    import numpy as np
-
-    found = _openblas()
-    if found is None:
-        return None
-    lib, gemms = found[0], {}
-    i, p = ctypes.c_int, ctypes.c_void_p
-    for suffix, n in (("64_", ctypes.c_int64), ("", ctypes.c_int)):
-        for dtype, real, letter in (
-            (np.float32, ctypes.c_float, "s"),
-            (np.float64, ctypes.c_double, "d"),
-        ):
-            fn = getattr(lib, f"scipy_cblas_{letter}gemm{suffix}", None)
-            if fn is not None:
-                fn.argtypes = [i, i, i, n, n, n, real, p, n, p, n, real, p, n]
-                fn.restype = None
-                gemms[np.dtype(dtype)] = fn
-        if len(gemms) == 2:
-            return gemms
-    return None
-
-
-# The <fenv.h> bits of FE_INVALID and FE_OVERFLOW by machine (glibc's values).
-_FE_BITS = {"x86_64": (0x01, 0x08), "AMD64": (0x01, 0x08), "aarch64": (0x01, 0x04)}
-
-
-@functools.lru_cache(maxsize=1)
-def fp_exception_calls() -> tuple[Any, Any, int, int] | None:
-    """``(feclearexcept, fetestexcept, FE_INVALID, FE_OVERFLOW)`` of the C library as ctypes
-    functions, for compiled code that runs BLAS on threads of its own and reports the
-    floating-point exceptions raised there as NumPy would; None where they are not known."""
-    import ctypes.util
-
-    bits, name = _FE_BITS.get(platform.machine()), ctypes.util.find_library("m")
-    if bits is None or name is None:
-        return None
-    try:
-        libm = ctypes.CDLL(name)
-        clear, test = libm.feclearexcept, libm.fetestexcept
-    except (OSError, AttributeError):
-        return None
-    for fn in (clear, test):
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-    return clear, test, bits[0], bits[1]
-
-
-@functools.lru_cache(maxsize=1)
 def openblas_thread_calls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     """NumPy's bundled OpenBLAS thread count as ``(get, set)`` (found once, ~1 us a call), or
     None where it is not found."""
@@ -396,7 +340,7 @@ def one_blas_thread(method: F) -> F:
     """Decorator: ``method``'s BLAS products run on one thread when :func:`chunk_threads` > 1.
 
     bnlab's layers then parallelize over pieces of their work themselves (Conv2D: chunks of
-    images, bands of an image; Dense: blocks of a large product): OpenBLAS's own threads,
+    images, bands of an image; Dense: one example's output columns): OpenBLAS's own threads,
     once started, keep spinning for about 0.1 s and hold the cores that the chunk threads
     and the next layer's kernels need (measured: the Keras cifar10_cnn step with BN 45 ->
     38 ms on 2 cores). So no layer starts them in a step. The one exception: an object's

@@ -10,7 +10,6 @@ from bnlab._checks import as_float_array
 from bnlab.initializers import InitSpec, initializer_config
 from bnlab.kernels._numba import in_threads
 from bnlab.kernels.dense import column_sums
-from bnlab.kernels.gemm import split_matmul
 from bnlab.kernels.im2col import add_bias
 from bnlab.layers._common import (
     BufferPool,
@@ -31,18 +30,16 @@ from bnlab.runtime import chunk_threads, one_blas_thread
 
 __all__ = ["Dense", "regularizer_config", "build_regularizer"]
 
-# A layer of at least SPLIT_MIN_WEIGHTS weights (a conv net's head: 2304 x 512) cuts its
-# products by output columns (multiples of 64) over ``chunk_threads()`` Python threads, BLAS on
-# one thread in each, as the conv layers beside it do. A layer of at least NUMBA_MIN_WEIGHTS
-# splits any product of at least SPLIT_MIN_PRODUCT multiply-adds on Numba's threads instead
-# (``split_matmul``: an MLP's 784 -> 100 at batch 60, 4.7 M, 108 -> 71 us in a step, where the
-# pool's wake-up alone costs 50-80 us; 100 -> 100 at 0.6 M loses, 13 -> 15 us). Numba's threads
-# on the head instead: the cifar10_cnn step 30.6 -> 37.1 ms (its workers spin after the loop,
-# into the conv layers' chunk threads); hence not for a small classifier (512 -> 10) either,
-# whose product at batch 256 (1.3 M) would gain a few microseconds.
+# A layer of at least this many weights cuts its products by output columns over
+# ``chunk_threads()``, BLAS on one thread in each (smaller ones gain nothing, and OpenBLAS
+# rounds their last columns apart when cut; 2304 x 512 at batch 1 and 32: the same bits).
+# Measured and not kept: an MLP's 784 -> 100 (batch 60) cut in blocks of rows on Numba's
+# threads instead (one BLAS call per block through ctypes, a few us to launch where this pool
+# costs 50-80 us) took its forward and dW products from 108 / 106 to 71 / 64 us inside the
+# step, but 2 of 10 fresh processes then ran every step ~45% slower (455 -> 670 us; Numba's
+# worker spinning on the other core between the loops), and with the worker sleeping instead
+# (OMP_WAIT_POLICY=passive) every process did (620-780 us: a wake-up costs ~100 us here).
 SPLIT_MIN_WEIGHTS = 2**18
-NUMBA_MIN_WEIGHTS = 2**16
-SPLIT_MIN_PRODUCT = 2**20
 
 
 class Dense(Layer):
@@ -165,26 +162,20 @@ class Dense(Layer):
         return dx
 
     def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-        """out = a @ b, split over ``chunk_threads()`` for a large layer or product (the rules
-        above; not for one example: BLAS's own threads, see ``blas_on_one_thread``)."""
+        """out = a @ b; for a layer of ``SPLIT_MIN_WEIGHTS`` or more with chunk threads T > 1,
+        out's columns in T blocks (multiples of 64), block t on chunk thread t (not for one
+        example: BLAS's own threads, see ``blas_on_one_thread``)."""
         threads = chunk_threads()
-        if threads <= 1 or len(a) == 1:
+        if threads <= 1 or self.params["W"].size < SPLIT_MIN_WEIGHTS or len(a) == 1:
             np.matmul(a, b, out=out)
-        elif self.params["W"].size >= SPLIT_MIN_WEIGHTS:
-            width = -(-b.shape[1] // (64 * threads)) * 64
+            return
+        width = -(-b.shape[1] // (64 * threads)) * 64
 
-            def work(t: int) -> None:
-                cols = slice(t * width, (t + 1) * width)
-                np.matmul(a, b[:, cols], out=out[:, cols])
+        def work(t: int) -> None:
+            cols = slice(t * width, (t + 1) * width)
+            np.matmul(a, b[:, cols], out=out[:, cols])
 
-            in_threads(-(-b.shape[1] // width), work)
-        elif (
-            self.params["W"].size >= NUMBA_MIN_WEIGHTS
-            and a.shape[0] * a.shape[1] * b.shape[1] >= SPLIT_MIN_PRODUCT
-        ):
-            split_matmul(a, b, out, threads)
-        else:
-            np.matmul(a, b, out=out)
+        in_threads(-(-b.shape[1] // width), work)
 
     def astype(self, dtype: Any) -> Dense:
         super().astype(dtype)
