@@ -118,3 +118,27 @@ def test_a_checkpoint_with_a_bad_algorithm_is_refused(tmp_path: Path, value: obj
         with pytest.raises(CheckpointError, match=r"layers\[0\]\.config.*algorithm must be"):
             load(path)
     assert path.read_bytes() == data and sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_an_overflow_in_the_last_piece_of_a_batch_is_refused(algorithm: str, threads: int) -> None:
+    """The output and dx are checked piece by piece where they are written (on the pieces'
+    threads): an overflow confined to the last image, forward or only in dx, is refused."""
+    conv = L.Conv2D(8, 4, 3, padding="same", algorithm=algorithm, use_bias=False, seed=0)
+    conv.params["W"][...] = 1.0
+    x = np.full((8, 32, 32, 8), 1e-30, np.float32)
+    with bnlab.kernels.kernel_threads(threads):
+        huge = x.copy()
+        huge[-1] = 3e38
+        with pytest.raises(FloatingPointError, match=r"forward.*overflowed float32"):
+            conv.forward(huge)
+        y = conv.forward(x)
+        conv.grads["W"][...] = 7.0
+        dy = np.ones_like(y)
+        dy[-1] = 3e38  # dW = sum x dy stays finite (about 1e12); dx of the last image does not
+        with pytest.raises(FloatingPointError, match=r"backward.*overflowed float32"):
+            conv.backward(dy)
+        assert (conv.grads["W"] == 7.0).all()
+        dy[-1] = 1.0
+        assert np.isfinite(conv.backward(dy)).all()

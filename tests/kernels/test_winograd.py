@@ -229,3 +229,21 @@ def test_bad_arguments_name_the_problem(rng):
         winograd_conv3x3(x, W, None, pads, out=np.empty((2, 6, 6, 3), np.float32))
     with pytest.raises(ValueError, match=r"dy must be a float \(2, 6, 6, 2\) array"):
         winograd_conv3x3_backward(x, W, dy[:, :5], pads)
+
+
+def test_finite_out_reports_each_piece_of_forward_and_dx() -> None:
+    """One bool per piece of work: all True for finite results, a False where one overflowed."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 9, 9, 16)).astype(np.float32)
+    W = rng.standard_normal((3, 3, 16, 8)).astype(np.float32)
+    flags: list[bool] = []
+    y = winograd_conv3x3(x, W, chunk_bytes=1, finite_out=flags)
+    assert len(flags) == 6 and all(flags)  # one image a chunk
+    flags.clear()
+    winograd_conv3x3_backward(x, W, np.ones_like(y), chunk_bytes=1, finite_out=flags)
+    assert len(flags) == 6 and all(flags)
+    x[4] = 3e38
+    flags.clear()
+    with np.errstate(all="ignore"):
+        winograd_conv3x3(x, W, chunk_bytes=1, finite_out=flags)
+    assert len(flags) == 6 and flags.count(False) == 1  # in the order the pieces finished

@@ -238,7 +238,7 @@ def _affine_consts(center, scale, shift, var, eps, j, like):
     return hi, d, _to_dtype(a, like)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _finite(a):  # counted, not stopped at the first: one vectorized pass (inf - inf is NaN)
     bad = 0
     for v in a.flat:
@@ -246,7 +246,7 @@ def _finite(a):  # counted, not stopped at the first: one vectorized pass (inf -
     return bad == 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: conv layers check their chunks' outputs on threads
 def all_finite(a, b=None):
     """True if no entry of ``a`` (nor of ``b``) is NaN or Inf (``np.isfinite(a).all()``)."""
     return _finite(a) and (b is None or _finite(b))

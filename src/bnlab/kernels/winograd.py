@@ -47,6 +47,7 @@ import numpy as np
 
 from bnlab._checks import check_ints, check_out
 from bnlab.kernels._numba import call_on_policy, in_threads, njit, njit_pair, prange
+from bnlab.kernels.batchnorm_fused import all_finite
 from bnlab.kernels.winograd_weights import TransformCache, winograd_weights_grad
 from bnlab.runtime import chunk_threads
 
@@ -259,6 +260,7 @@ def winograd_conv3x3(
     chunk_bytes: int | None = None,
     scratch: Scratch | None = None,
     cache: TransformCache | None = None,
+    finite_out: list[bool] | None = None,
 ) -> np.ndarray:
     """y[n, i, j, o] = b[o] + sum_{p, q, c} xpad[n, i + p, j + q, c] W[p, q, c, o] by F(2x2, 3x3).
 
@@ -268,7 +270,10 @@ def winograd_conv3x3(
     transformed tensors of one chunk of images; ``scratch``, if given, ``scratch(purpose,
     shape, dtype)`` returns the work arrays (a layer's reused buffers, e.g. ``BufferPool.get``:
     a fresh process pays page faults for fresh ones); ``cache``, if given, keeps U between
-    calls (:class:`~bnlab.kernels.winograd_weights.TransformCache`: the bits of a fresh U).
+    calls (:class:`~bnlab.kernels.winograd_weights.TransformCache`: the bits of a fresh U);
+    ``finite_out``, if given, gets one bool per piece of work, in the order the pieces finish:
+    whether every value written to ``out`` is finite (checked while the piece is in cache, on
+    its thread).
     """
     _check(x, W, "winograd_conv3x3", pads, b)
     n, _, _, c = x.shape
@@ -292,6 +297,8 @@ def winograd_conv3x3(
             _run(_INPUT, threads, V.size, xs, p[0], p[2], th, tw, V)
             np.matmul(V, U, out=M)
             _run(_OUTPUT, threads, M.size, M, bias, th, tw, out[s, orows])
+            if finite_out is not None:
+                finite_out.append(bool(all_finite(out[s, orows])))
 
     in_threads(threads, work)
     return out
@@ -341,6 +348,7 @@ def winograd_conv3x3_backward(
     scratch: Scratch | None = None,
     dW_out: np.ndarray | None = None,
     cache: TransformCache | None = None,
+    finite_out: list[bool] | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
     """(dx, dW) of :func:`winograd_conv3x3` for the output gradient ``dy`` (N, Ho, Wo, Cout).
 
@@ -349,7 +357,7 @@ def winograd_conv3x3_backward(
     j + q, c] dy[n, i, j, o], both through the transforms' adjoints (module docstring); db is
     the caller's sum of dy. ``dx_out``/``dW_out``, if given, are C-contiguous arrays of x's
     / W's shape; ``chunk_bytes`` (dW's sum over chunks rounds with it), ``scratch`` and
-    ``cache`` (U and U^T) as in :func:`winograd_conv3x3`.
+    ``cache`` (U and U^T) and ``finite_out`` (of dx) as in :func:`winograd_conv3x3`.
     """
     where = "winograd_conv3x3_backward"
     _check(x, W, where, pads)
@@ -383,6 +391,8 @@ def winograd_conv3x3_backward(
             if dx is not None:
                 np.matmul(dM, UT, out=V)  # dV, in V's buffer
                 _run(_INPUT_GRAD, threads, V.size, V, pads[0], pads[2], th, tw, dx[s])
+                if finite_out is not None:
+                    finite_out.append(bool(all_finite(dx[s])))
 
     in_threads(threads, work)
     for t in range(1, threads):  # in thread order: the same bits for the same thread count

@@ -11,6 +11,7 @@ import numpy as np
 from bnlab._checks import as_float_array
 from bnlab.initializers import InitSpec, initializer_config
 from bnlab.kernels._numba import in_threads
+from bnlab.kernels.batchnorm_fused import all_finite
 from bnlab.kernels.im2col import add_bias, col2im, conv_output_size, im2col, same_padding
 from bnlab.kernels.winograd import winograd_conv3x3, winograd_conv3x3_backward
 from bnlab.kernels.winograd_weights import TransformCache
@@ -69,14 +70,18 @@ def _refuse_overflow(method: _M) -> _M:
                 if isinstance(self.grads.get(k), np.ndarray):
                     self.grads[k][...] = g
 
+        flags: list[bool] = []  # the pieces' checks of what they wrote (out or dx)
+        self._finite_out = flags
         try:  # any failure (a chunk thread's too) leaves the layer as it was
             with np.errstate(over="ignore", invalid="ignore"):
                 out = method(self, a, **kw)
         except BaseException:
             restore()
             raise
-        results = ([out] if out is not None else []) + (list(self.grads.values()) * backward)
-        if all(np.isfinite(r).all() for r in results):
+        results = list(self.grads.values()) * backward
+        if out is not None and not (flags and out.dtype == self.params["W"].dtype):
+            results.append(out)  # not checked piece by piece (float16 out: cast after)
+        if all(flags) and all(_finite(r) for r in results):
             return out
         sources = [np.asarray(a), *self.params.values()]
         sources += [saved[0]] if backward and saved[0] is not None else []
@@ -84,13 +89,25 @@ def _refuse_overflow(method: _M) -> _M:
             return out  # NaN/Inf in, NaN/Inf out
         restore()
         big = max(float(np.abs(v).max(initial=0)) for v in sources)
+        outs = [] if out is None else [out]
         raise FloatingPointError(
             f"{self.describe()}.{method.__name__}: finite values (up to {big:.3g} in magnitude) "
-            f"gave a non-finite result: it overflowed {np.result_type(*results)}; scale the "
+            f"gave a non-finite result: it overflowed {np.result_type(*results, *outs)}; scale the "
             "input down (or use float64: model.astype(np.float64)); nothing was changed"
         )
 
     return checked  # type: ignore[return-value]
+
+
+def _finite(a: np.ndarray) -> bool:
+    """``np.isfinite(a).all()``, in one compiled pass without a temporary for float32/64.
+
+    The outputs themselves (4.4 M values in a cifar10_cnn step: 1.0-1.5 ms with NumPy's two
+    passes, 1.0 ms compiled after the fact) are checked piece by piece where they are written,
+    on the pieces' threads (``_finite_out``)."""
+    if a.dtype == np.float32 or a.dtype == np.float64:
+        return bool(all_finite(a))
+    return bool(np.isfinite(a).all())
 
 
 class Conv2D(Layer):
@@ -158,6 +175,7 @@ class Conv2D(Layer):
         self.reuse_output = False
         self._pool = BufferPool()
         self._x: np.ndarray | None = None
+        self._finite_out: list[bool] = []  # see _refuse_overflow
         self._cols: np.ndarray | None = None  # patches of the whole batch, when they fit
         self._transformed = TransformCache()  # Winograd's U: recomputed when W's bytes change
 
@@ -249,7 +267,8 @@ class Conv2D(Layer):
         if self.winograd:
             bias = self.params["b"] if self.use_bias else None
             pads = self.pads(*arr.shape[1:3])
-            winograd_conv3x3(arr, W, bias, pads, y, scratch=self._pool.get, cache=self._transformed)
+            get, cache, flags = self._pool.get, self._transformed, self._finite_out
+            winograd_conv3x3(arr, W, bias, pads, y, scratch=get, cache=cache, finite_out=flags)
             return like_input(y, x)
         self._forward_im2col(arr, W2d, y.reshape(-1, self.out_channels))
         return like_input(y, x)
@@ -274,6 +293,7 @@ class Conv2D(Layer):
                     add_bias(y2d[r0:r1], bias)  # the same additions as += bias, faster
                 elif bias is not None:
                     y2d[r0:r1] += bias
+                self._finite_out.append(bool(all_finite(y2d[r0:r1])))
 
         in_threads(threads, work)
         self._cols = whole
@@ -304,9 +324,10 @@ class Conv2D(Layer):
         if self.winograd:
             pads = self.pads(*x.shape[1:3])
             dy4 = dy2d.reshape(out_shape)
-            gW, cache = self.grads["W"], self._transformed
+            gW, cache, get = self.grads["W"], self._transformed, self._pool.get
             args = (x, W, dy4, pads, dx is not None, dx)
-            winograd_conv3x3_backward(*args, scratch=self._pool.get, dW_out=gW, cache=cache)
+            flags = self._finite_out
+            winograd_conv3x3_backward(*args, scratch=get, dW_out=gW, cache=cache, finite_out=flags)
         else:
             self._backward_im2col(x, dy2d, dx)
         return dx
@@ -342,6 +363,7 @@ class Conv2D(Layer):
                     col2im(
                         dcols, xs.shape, self.kernel_size, self.stride, pads, out=dx[s : s + step]
                     )
+                    self._finite_out.append(bool(all_finite(dx[s : s + step])))
 
         in_threads(threads, work)
         for t in range(1, threads):  # in thread order: the same bits for the same thread count
