@@ -222,3 +222,36 @@ def test_a_swallowed_ctrl_c_still_ends_the_run_as_interrupted() -> None:
         restore()
         rundir._SIGINT_SEEN.clear()
     assert statuses == ["interrupted"]
+
+
+def test_a_ctrl_c_swallowed_in_a_del_prints_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C landing in a ``__del__`` (llvmlite's, while Numba compiles) is swallowed by
+    Python, whose hook prints "Exception ignored in ... Traceback"; under the handler the hook
+    does not see it (the flag ends the run), and any other such exception still goes to it."""
+    import gc
+
+    from bnlab.experiments import rundir
+
+    seen: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_type))
+
+    class Raises:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def __del__(self) -> None:
+            raise self.exc
+
+    restore = rundir.install_sigint_handler()
+    try:
+        rundir._SIGINT_SEEN.set()
+        Raises(KeyboardInterrupt())
+        Raises(ValueError("kept"))
+        gc.collect()
+    finally:
+        restore()
+        rundir._SIGINT_SEEN.clear()
+    assert seen == [ValueError]
+    Raises(KeyboardInterrupt())  # the previous hook is back
+    gc.collect()
+    assert seen == [ValueError, KeyboardInterrupt]

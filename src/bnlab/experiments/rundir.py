@@ -281,9 +281,19 @@ def _sigint_handler(handler: Callable[[int, Any], None]) -> Iterator[None]:
     main = threading.current_thread() is threading.main_thread()
     sigs = (signal.SIGINT, signal.SIGTERM) if main else ()
     old = [signal.signal(sig, handler) for sig in sigs]
+    old_hook = sys.unraisablehook
+
+    def quiet_interrupt(unraisable: Any) -> None:
+        # A Ctrl-C that lands in a __del__ (Numba compiling: llvmlite's) is swallowed by Python
+        # with a printed traceback; the flag already ends the run (raise_if_interrupted).
+        if not (_SIGINT_SEEN.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            old_hook(unraisable)
+
+    sys.unraisablehook = quiet_interrupt
     try:
         yield
     finally:
+        sys.unraisablehook = old_hook
         for sig, previous in zip(sigs, old, strict=True):
             signal.signal(sig, previous)
 
