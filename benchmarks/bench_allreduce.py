@@ -115,3 +115,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from harness import print_provenance
+
+    from bnlab.comm import world
+
+    if world().rank == 0:
+        print_provenance(world().size)

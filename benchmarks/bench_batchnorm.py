@@ -315,3 +315,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from harness import print_provenance
+
+    print_provenance()

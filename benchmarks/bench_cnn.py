@@ -46,6 +46,7 @@ from harness import (  # noqa: E402
     fmt_time,
     markdown_table,
     median,
+    print_provenance,
     ratio,
     training_step,
 )
@@ -226,3 +227,4 @@ if __name__ == "__main__":
         os.environ.update({var: str(args.threads) for var in THREAD_VARS})
     print(f"## Training step: Keras cifar10_cnn, batch {BATCH}\n")
     print(compare(args.reps, args.rounds, args.before, args.im2col))
+    print_provenance()

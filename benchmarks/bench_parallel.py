@@ -272,3 +272,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from harness import print_provenance
+
+    print_provenance()  # the launcher (its MPI workers, --worker, print nothing more)

@@ -177,3 +177,27 @@ def _worker() -> None:
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     _worker()
+
+
+def provenance_line(world_size: int = 1) -> str:
+    """What produced a benchmark's numbers, for the last line of its output: bnlab's commit,
+    the versions, BLAS and Numba with their threads, the CPU (:func:`bnlab.provenance.summary`),
+    the thread variables set in the environment, and PyTorch's version (the other side)."""
+    from importlib import metadata
+
+    from bnlab import provenance
+
+    p = provenance.collect(world_size=world_size)
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "not installed"
+    env = ", ".join(f"{k}={v}" for k, v in p["thread_env"].items()) or "no thread variables set"
+    return f"\nProduced by: {provenance.summary(p)}; PyTorch {torch}; {env}."
+
+
+def print_provenance(world_size: int = 1) -> None:
+    """Print :func:`provenance_line` last, unless this process is a benchmark's own child
+    (``--child``/``--worker`` on its command line: its parent reads its output)."""
+    if not {"--child", "--worker"} & set(sys.argv):
+        print(provenance_line(world_size))
