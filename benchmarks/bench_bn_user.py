@@ -11,11 +11,14 @@ thresholds, which spares torch's outputs fresh pages (its faster case: at (256, 
 against 290 us in a script that freed no large temporary). bnlab fixes the thresholds when its
 kernels are imported (``bnlab.runtime.configure_allocator``), so its side does not depend on it.
 ``--cold`` draws the inputs in float32 instead (a script that freed no large temporary).
+``--layer`` times the layers instead: ``BatchNorm(C)`` (``y = bn.forward(x)``,
+``bn.backward(dy)``) against ``nn.BatchNorm2d``/``nn.BatchNorm1d`` in training mode
+(``bn(x).backward(dy)``), both updating their running statistics.
 ``--before SRC`` adds the bnlab side of another source tree (``PYTHONPATH=SRC``, e.g. ``git
 archive REV src | tar -x -C /tmp/before`` gives ``/tmp/before/src``) to the alternation, with
 its ratios.
 
-    python benchmarks/bench_bn_user.py --rounds 3 [--cold] [--before /tmp/before/src]
+    python benchmarks/bench_bn_user.py --rounds 3 [--cold] [--layer] [--before /tmp/before/src]
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ import time
 SHAPES = [(256, 1024), (60, 100), (32, 32, 32, 32), (32, 16, 16, 64), (64, 28, 28, 256)]
 
 
-def _make_step(side: str, x, dy):  # type: ignore[no-untyped-def]
-    """One forward + backward of ``side`` on NHWC/dense ``x`` (torch gets NCHW copies)."""
+def _make_step(side: str, x, dy, layer: bool = False):  # type: ignore[no-untyped-def]
+    """One forward + backward of ``side`` on NHWC/dense ``x`` (torch gets NCHW copies): the
+    functions, or with ``layer`` the layers."""
     import numpy as np
 
     c = x.shape[-1]
@@ -43,11 +47,25 @@ def _make_step(side: str, x, dy):  # type: ignore[no-untyped-def]
         xt = torch.from_numpy(np.ascontiguousarray(x.transpose(perm))).requires_grad_()
         dyt = torch.from_numpy(np.ascontiguousarray(dy.transpose(perm)))
         w, b = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+        module = (torch.nn.BatchNorm2d if x.ndim == 4 else torch.nn.BatchNorm1d)(c).train()
 
         def torch_step() -> None:
             F.batch_norm(xt, None, None, w, b, training=True).backward(dyt)
 
-        return torch_step
+        def torch_layer_step() -> None:
+            module(xt).backward(dyt)
+
+        return torch_layer_step if layer else torch_step
+    if layer:
+        from bnlab.layers import BatchNorm
+
+        bn = BatchNorm(c)
+
+        def ours_layer_step() -> None:
+            bn.forward(x)
+            bn.backward(dy)
+
+        return ours_layer_step
     from bnlab.kernels import batch_norm_backward, batch_norm_forward
 
     g, bt = np.ones(c, np.float32), np.zeros(c, np.float32)
@@ -59,7 +77,7 @@ def _make_step(side: str, x, dy):  # type: ignore[no-untyped-def]
     return ours_step
 
 
-def _child(side: str, reps: int, warmup: int, cold: bool) -> None:
+def _child(side: str, reps: int, warmup: int, cold: bool, layer: bool) -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -73,7 +91,7 @@ def _child(side: str, reps: int, warmup: int, cold: bool) -> None:
         else:
             x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
             dy = rng.normal(size=shape).astype(np.float32)
-        step = _make_step(side, x, dy)
+        step = _make_step(side, x, dy, layer)
         for _ in range(warmup):
             step()
         times = []
@@ -93,10 +111,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--before", default=None, help="another bnlab src/ to time alongside")
     p.add_argument("--cold", action="store_true", help="inputs drawn in float32 (see the doc)")
+    p.add_argument("--layer", action="store_true", help="the BatchNorm layers (see the doc)")
     p.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        _child(a.child, a.reps, a.warmup, a.cold)
+        _child(a.child, a.reps, a.warmup, a.cold, a.layer)
         return
     envs = {"ours": dict(os.environ), "torch": dict(os.environ)}
     if a.before:
@@ -108,6 +127,7 @@ def main() -> None:
             child = "torch" if side == "torch" else "ours"
             cmd = [sys.executable, __file__, "--child", child, "--reps", str(a.reps)]
             cmd += ["--warmup", str(a.warmup)] + (["--cold"] if a.cold else [])
+            cmd += ["--layer"] if a.layer else []
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             res[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
     sides = [s for s in envs if s != "torch"]
