@@ -290,8 +290,10 @@ def chunk_threads() -> int:
     """How many threads run a layer's independent chunks of images (:mod:`bnlab.kernels.winograd`),
     each chunk serially and with BLAS on one thread inside it: the explicit override of
     :func:`kernel_threads` if any, else Numba's thread count. Unlike rule 2 of the policy these
-    threads never wait for OpenBLAS's spinning ones (BLAS starts none while they run)."""
-    return kernel_thread_count(2)
+    threads never wait for OpenBLAS's spinning ones (BLAS starts none while they run).
+    (``kernel_thread_count(2)``, which is Numba's count for the calling thread: an override
+    sets that count too; asked on every layer call, so asked directly.)"""
+    return get_num_threads()
 
 
 # -- BLAS ---------------------------------------------------------------------------------------
@@ -306,8 +308,10 @@ def _openblas() -> tuple[Any, Callable[[], int], Callable[[int], None]] | None:
             for suffix in ("64_", ""):
                 get = getattr(lib, f"scipy_openblas_get_num_threads{suffix}", None)
                 put = getattr(lib, f"scipy_openblas_set_num_threads{suffix}", None)
-                if get is not None and put is not None:
-                    return lib, lambda g=get: int(g()), lambda k, p=put: p(ctypes.c_int(k))
+                if get is not None and put is not None:  # typed: called without wrappers
+                    get.argtypes, get.restype = [], ctypes.c_int
+                    put.argtypes, put.restype = [ctypes.c_int], None
+                    return lib, get, put
     except OSError:
         return None
     return None
@@ -318,7 +322,7 @@ def openblas_thread_calls() -> tuple[Callable[[], int], Callable[[int], None]] |
     """NumPy's bundled OpenBLAS thread count as ``(get, set)`` (found once, ~1 us a call), or
     None where it is not found."""
     found = _openblas()
-    return None if found is None else (found[1], found[2])
+    return None if found is None else (found[1], found[2])  # each a ctypes call, ~0.2-0.3 us
 
 
 def run_on_one_blas_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -127,7 +127,7 @@ class Dense(Layer):
         y = output_buffer(
             self._pool, self.reuse_output, "y", (arr.shape[0], self.out_features), W.dtype
         )
-        self._product(arr, W, y)
+        self._product(arr, W, y, chunk_threads())
         if self.use_bias:
             add_bias(y, self.params["b"])  # the additions of y += b, in one compiled loop
         self._x = arr
@@ -152,20 +152,20 @@ class Dense(Layer):
             )
         if dy.dtype != W.dtype:
             dy = dy.astype(W.dtype)
-        self._product(x.T, dy, self.grads["W"])
+        threads = chunk_threads()
+        self._product(x.T, dy, self.grads["W"], threads)
         if self.use_bias:
             column_sums(dy, self.grads["b"])  # the bits of np.sum(dy, axis=0), faster
         if not need_input_grad:
             return None
         dx = output_buffer(self._pool, self.reuse_output, "dx", x.shape, W.dtype)
-        self._product(dy, W.T, dx)
+        self._product(dy, W.T, dx, threads)
         return dx
 
-    def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-        """out = a @ b; for a layer of ``SPLIT_MIN_WEIGHTS`` or more with chunk threads T > 1,
-        out's columns in T blocks (multiples of 64), block t on chunk thread t (not for one
-        example: BLAS's own threads, see ``blas_on_one_thread``)."""
-        threads = chunk_threads()
+    def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int) -> None:
+        """out = a @ b; for a layer of ``SPLIT_MIN_WEIGHTS`` or more with ``threads`` T > 1
+        chunk threads, out's columns in T blocks (multiples of 64), block t on chunk thread t
+        (not for one example: BLAS's own threads, see ``blas_on_one_thread``)."""
         if threads <= 1 or self.params["W"].size < SPLIT_MIN_WEIGHTS or len(a) == 1:
             np.matmul(a, b, out=out)
             return
