@@ -41,3 +41,22 @@ def test_a_container_with_its_own_modules_is_walked_through_it():
     assert penalty_loss(_OwnWalk([dense])) == float(
         np.square(dense.params["W"], dtype=np.float64).sum()
     )
+
+
+def test_penalties_collected_once_give_the_same_loss_and_grads():
+    """What a training step does: declared_penalties once, passed to both functions."""
+    from bnlab.optim import declared_penalties
+
+    inner = Sequential([Dense(3, 4, seed=0, kernel_regularizer=L2(0.5)), Sigmoid()])
+    model = Sequential([inner, Dense(4, 2, seed=1, kernel_regularizer=L1(0.25)), Dense(2, 2)])
+    pens = declared_penalties(model)
+    assert [(layer, name) for layer, name, _ in pens] == [(inner[0], "W"), (model[1], "W")]
+    assert penalty_loss(model, pens) == penalty_loss(model)
+    add_penalty_grads(model, pens)
+    once = {k: g.copy() for k, g in model.grads.items()}
+    for g in model.grads.values():
+        g[...] = 0
+    add_penalty_grads(model)
+    for k, g in model.grads.items():
+        np.testing.assert_array_equal(g, once[k])
+    assert declared_penalties(Sequential([Dense(2, 2), Sigmoid()])) == []

@@ -16,7 +16,7 @@ arrays IN PLACE on :meth:`Optimizer.step`::
 """
 
 from bnlab.optim.optimizers import LR, OPTIMIZERS, SGD, Adam, Optimizer, RMSprop
-from bnlab.optim.penalties import add_penalty_grads, penalty_loss
+from bnlab.optim.penalties import add_penalty_grads, declared_penalties, penalty_loss
 from bnlab.optim.schedules import (
     ExponentialDecay,
     MultiStepDecay,
@@ -44,4 +44,5 @@ __all__ = [
     "penalty_from_config",
     "penalty_loss",
     "add_penalty_grads",
+    "declared_penalties",
 ]

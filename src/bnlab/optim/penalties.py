@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # bnlab.layers imports the kernels (Numba): not needed at run time here
     from bnlab.layers.base import Layer
 
-__all__ = ["add_penalty_grads", "penalty_loss"]
+__all__ = ["add_penalty_grads", "declared_penalties", "penalty_loss"]
 
 
 def _layers(model: Layer) -> Iterator[Layer] | list[Layer]:
@@ -31,24 +31,34 @@ def _layers(model: Layer) -> Iterator[Layer] | list[Layer]:
     return leaves
 
 
-def penalty_loss(model: Layer) -> float:
-    """``sum over layers, over layer.regularizers {name: penalty}: penalty.loss(params[name])``."""
-    return float(
-        sum(
-            pen.loss(layer.params[name])
-            for layer in _layers(model)
-            for name, pen in layer.regularizers.items()
-            if pen is not None
-        )
-    )
+Penalties = list[tuple["Layer", str, Any]]
 
 
-def add_penalty_grads(model: Layer) -> None:
-    """Add ``penalty.grad(w)`` to ``layer.grads[name]`` in place for every declared penalty.
+def declared_penalties(model: Layer) -> Penalties:
+    """Every ``(layer, parameter name, penalty)`` declared in ``layer.regularizers`` (not None),
+    layers in forward order: what :func:`penalty_loss` and :func:`add_penalty_grads` walk. A
+    training step collects them once and passes them to both (one walk over the layers instead
+    of two: 5-7 us of an MLP step, where the walk's objects are cold)."""
+    return [
+        (layer, name, pen)
+        for layer in _layers(model)
+        for name, pen in layer.regularizers.items()
+        if pen is not None
+    ]
+
+
+def penalty_loss(model: Layer, penalties: Penalties | None = None) -> float:
+    """``sum over layers, over layer.regularizers {name: penalty}: penalty.loss(params[name])``
+    (``penalties``: :func:`declared_penalties` of ``model``, if collected already)."""
+    pens = declared_penalties(model) if penalties is None else penalties
+    return float(sum(pen.loss(layer.params[name]) for layer, name, pen in pens))
+
+
+def add_penalty_grads(model: Layer, penalties: Penalties | None = None) -> None:
+    """Add ``penalty.grad(w)`` to ``layer.grads[name]`` in place for every declared penalty
+    (``penalties`` as in :func:`penalty_loss`).
 
     Call after ``model.backward`` (which overwrites the gradients) and before ``opt.step()``.
     """
-    for layer in _layers(model):
-        for name, pen in layer.regularizers.items():
-            if pen is not None:
-                layer.grads[name] += pen.grad(layer.params[name])
+    for layer, name, pen in declared_penalties(model) if penalties is None else penalties:
+        layer.grads[name] += pen.grad(layer.params[name])

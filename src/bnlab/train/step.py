@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bnlab.layers.base import Layer
-from bnlab.optim import Optimizer, add_penalty_grads, penalty_loss
+from bnlab.optim import Optimizer, add_penalty_grads, declared_penalties, penalty_loss
 
 __all__ = ["LossFn", "OneProcess", "StepOutput", "Strategy", "backward_global", "train_step"]
 
@@ -112,12 +112,13 @@ def train_step(
     model.train()
     logits = model.forward(xs)
     loss, dlogits = loss_fn(logits, ys)
-    penalty = penalty_loss(model)
+    penalties = declared_penalties(model)  # one walk for the loss and the gradients
+    penalty = penalty_loss(model, penalties)
     if m == n:  # the whole batch is here: refuse a non-finite loss before backward sees it
         _refuse_nonfinite(float(loss) + penalty, "loss", optimizer)
     total = backward_global(model, loss, dlogits, n, parallel) + penalty
     _refuse_nonfinite(total, "global loss", optimizer)
-    add_penalty_grads(model)
+    add_penalty_grads(model, penalties)
     optimizer.step()
     return StepOutput(total, logits, ys)
 
