@@ -175,10 +175,6 @@ def _worker() -> None:
     print(json.dumps(results))
 
 
-if __name__ == "__main__" and "--worker" in sys.argv:
-    _worker()
-
-
 def provenance_line(world_size: int = 1) -> str:
     """What produced a benchmark's numbers, for the last line of its output: bnlab's commit,
     the versions, BLAS and Numba with their threads, the CPU (:func:`bnlab.provenance.summary`),
@@ -201,3 +197,7 @@ def print_provenance(world_size: int = 1) -> None:
     (``--child``/``--worker`` on its command line: its parent reads its output)."""
     if not {"--child", "--worker"} & set(sys.argv):
         print(provenance_line(world_size))
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    _worker()

@@ -319,10 +319,10 @@ def _openblas() -> tuple[Any, Callable[[], int], Callable[[int], None]] | None:
 
 @functools.lru_cache(maxsize=1)
 def openblas_thread_calls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """NumPy's bundled OpenBLAS thread count as ``(get, set)`` (found once, ~1 us a call), or
-    None where it is not found."""
+    """NumPy's bundled OpenBLAS thread count as ``(get, set)``, typed ctypes functions (found
+    once, ~0.2-0.3 us a call), or None where it is not found."""
     found = _openblas()
-    return None if found is None else (found[1], found[2])  # each a ctypes call, ~0.2-0.3 us
+    return None if found is None else (found[1], found[2])
 
 
 def run_on_one_blas_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
